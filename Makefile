@@ -1,0 +1,91 @@
+# glmpipe — GNU make build.
+#
+#   make            CPU build of every binary into build/bin (-O2 -Wall -Wextra -Werror)
+#   make test       build, then run every test; ends with "N passed, N failed"
+#   make asan       the same binaries with AddressSanitizer + UBSan, into build-asan/
+#   make asan-test  run the test suite against the asan build
+#   make run        set up the embedded default model and serve it
+#
+# Layout: common/*.c -> libglmcommon.a. Every binary glm-X has a folder; all .c
+# files in that folder except main.c form lib<folder>.a (so unit tests can link
+# a stage's logic), main.c adds main(). CUDA sources (*.cu) are compiled only
+# when nvcc is present and are never needed by the CPU build.
+
+BUILD   ?= build
+CC      ?= cc
+PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
+OPT     ?= -O2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+               -g $(OPT) -pthread -Icommon $(shell pkg-config --cflags $(PKGS))
+CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
+LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
+
+# binary name -> folder
+BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
+            glm-parse-reasoning:parse-reasoning glm-parse-tools:parse-tools \
+            glm-replay:tools/replay glm-engine:engine glm-mkmodel:tools/mkmodel \
+            glm-gateway:gateway glm-serve:tools/serve
+
+# Only folders that exist and have a main.c produce a binary.
+present  = $(foreach p,$(BIN_DIRS),$(if $(wildcard $(word 2,$(subst :, ,$(p)))/main.c),$(p)))
+BINS    := $(foreach p,$(present),$(BUILD)/bin/$(word 1,$(subst :, ,$(p))))
+DIRS    := $(foreach p,$(present),$(word 2,$(subst :, ,$(p))))
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+COMMON_LIB := $(BUILD)/lib/libglmcommon.a
+
+libname  = $(BUILD)/lib/lib$(subst /,-,$(1)).a
+dirsrc   = $(filter-out $(1)/main.c,$(wildcard $(1)/*.c) $(wildcard $(1)/cpu/*.c))
+STAGE_LIBS := $(foreach d,$(DIRS),$(call libname,$(d)))
+
+TEST_SRC  := $(wildcard tests/unit/test_*.c)
+TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all test asan asan-test clean deps run bench
+.SECONDARY:
+
+all: $(BINS) $(TEST_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(COMMON_LIB): $(COMMON_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+# lib<folder>.a for each binary folder (may be empty: ar needs no members then)
+define STAGE_RULES
+$(call libname,$(2)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(2)))
+	@mkdir -p $$(dir $$@)
+	rm -f $$@ && ar rcs $$@ $$^
+$(BUILD)/bin/$(1): $(BUILD)/obj/$(2)/main.o $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB)
+	@mkdir -p $$(dir $$@)
+	$(CC) $(CFLAGS) -o $$@ $$< $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+endef
+$(foreach p,$(present),$(eval $(call STAGE_RULES,$(word 1,$(subst :, ,$(p))),$(word 2,$(subst :, ,$(p))))))
+
+# Unit tests link every stage library, so a test can exercise a stage's logic.
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(STAGE_LIBS) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+
+test: all
+	@BUILD=$(BUILD) bash tests/run.sh
+
+asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
+	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
+
+asan-test: asan
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh
+
+deps:
+	@scripts/install-deps.sh
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,151 @@
+/* pl.c — errors, byte buffer, logging. */
+#include "pl.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <pthread.h>
+
+/* ================================================================ errors */
+
+const char *pl_strerror(int err)
+{
+    switch (err) {
+    case PL_OK:              return "ok";
+    case PL_ERR_NOMEM:       return "out of memory";
+    case PL_ERR_IO:          return "i/o error";
+    case PL_ERR_EOF:         return "end of input";
+    case PL_ERR_AGAIN:       return "try again";
+    case PL_ERR_PARSE:       return "malformed input";
+    case PL_ERR_INVALID:     return "invalid value";
+    case PL_ERR_UNSUPPORTED: return "unsupported feature";
+    case PL_ERR_RANGE:       return "out of range";
+    case PL_ERR_NOTFOUND:    return "not found";
+    case PL_ERR_TEMPLATE:    return "template error";
+    case PL_ERR_TOOLONG:     return "too long";
+    case PL_ERR_INTERNAL:    return "internal error";
+    }
+    return "unknown error";
+}
+
+int pl_seterr(char *err, size_t errlen, int code, const char *fmt, ...)
+{
+    if (err && errlen) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err, errlen, fmt, ap);
+        va_end(ap);
+    }
+    return code;
+}
+
+/* ================================================================ buffer */
+
+void pl_buf_init(pl_buf *b) { memset(b, 0, sizeof *b); }
+
+void pl_buf_free(pl_buf *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void pl_buf_reset(pl_buf *b)
+{
+    b->len = 0;
+    if (b->data) b->data[0] = 0;
+}
+
+int pl_buf_reserve(pl_buf *b, size_t extra)
+{
+    if (b->oom) return PL_ERR_NOMEM;
+    if (extra > SIZE_MAX / 2 - b->len) { b->oom = 1; return PL_ERR_NOMEM; }
+    size_t need = b->len + extra + 1;
+    if (need <= b->cap) return PL_OK;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) cap *= 2;
+    char *p = realloc(b->data, cap);
+    if (!p) { b->oom = 1; return PL_ERR_NOMEM; }
+    b->data = p;
+    b->cap = cap;
+    return PL_OK;
+}
+
+void pl_buf_append(pl_buf *b, const void *p, size_t n)
+{
+    if (pl_buf_reserve(b, n)) return;
+    if (n) memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = 0;
+}
+
+void pl_buf_puts(pl_buf *b, const char *s) { pl_buf_append(b, s, strlen(s)); }
+void pl_buf_putc(pl_buf *b, char c) { pl_buf_append(b, &c, 1); }
+
+void pl_buf_printf(pl_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || pl_buf_reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void pl_buf_consume(pl_buf *b, size_t n)
+{
+    if (n >= b->len) { pl_buf_reset(b); return; }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+    b->data[b->len] = 0;
+}
+
+/* ================================================================ logging */
+
+static const char *g_prog = "glm";
+static enum pl_log_level g_level = PL_LOG_INFO;
+static pthread_mutex_t g_log_mu = PTHREAD_MUTEX_INITIALIZER;
+
+void pl_log_init(const char *prog)
+{
+    g_prog = prog;
+    const char *e = getenv("GLM_LOG_LEVEL");
+    if (e) {
+        if (!strcmp(e, "debug")) g_level = PL_LOG_DEBUG;
+        else if (!strcmp(e, "warn")) g_level = PL_LOG_WARN;
+        else if (!strcmp(e, "error")) g_level = PL_LOG_ERROR;
+    }
+}
+
+void pl_log_set_level(enum pl_log_level lvl) { g_level = lvl; }
+
+void pl_log(enum pl_log_level lvl, const char *id, size_t idlen, const char *fmt, ...)
+{
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    if (lvl < g_level) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    /* one line per event: fold embedded newlines */
+    for (char *p = msg; *p; p++)
+        if (*p == '\n' || *p == '\r') *p = ' ';
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char tbuf[32];
+    strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (idlen > 128) idlen = 128;
+    pthread_mutex_lock(&g_log_mu);
+    if (id)
+        fprintf(stderr, "%s.%03ldZ %s %s [%.*s] %s\n", tbuf, ts.tv_nsec / 1000000, g_prog,
+                names[lvl], (int)idlen, id, msg);
+    else
+        fprintf(stderr, "%s.%03ldZ %s %s %s\n", tbuf, ts.tv_nsec / 1000000, g_prog, names[lvl], msg);
+    pthread_mutex_unlock(&g_log_mu);
+}

@@ -1,0 +1,47 @@
+/* pyjson.h — JSON text exactly as Python's json.dumps writes it.
+ *
+ * GLM chat templates (transformers' tojson) and vLLM's tool-call `arguments`
+ * are both produced by json.dumps(..., ensure_ascii=False) with the default
+ * separators ", " and ": ". Matching that byte for byte matters: the prompt
+ * the model sees and the arguments a client parses must be what vLLM makes. */
+#ifndef PL_PYJSON_H
+#define PL_PYJSON_H
+
+#include <stddef.h>
+#include <cjson/cJSON.h>
+#include "pl.h"
+
+/* Options of json.dumps that the templates use. indent < 0 = None. With an
+ * indent, separators default to "," / ": " as in Python. */
+typedef struct pl_pyjson_opts {
+    int         ensure_ascii;   /* escape non-ASCII as \uXXXX (surrogate pairs) */
+    int         indent;         /* -1: single line */
+    int         sort_keys;
+    const char *item_sep;       /* NULL: ", " (or "," with indent) */
+    const char *key_sep;        /* NULL: ": " */
+} pl_pyjson_opts;
+
+#define PL_PYJSON_DEFAULT ((pl_pyjson_opts){0, -1, 0, NULL, NULL})
+
+/* A JSON string literal of s[0..len) with quotes. Invalid UTF-8 bytes are
+ * written as U+FFFD (Python would have failed earlier, at decode). */
+void pl_pyjson_write_string(pl_buf *out, const char *s, size_t len, int ensure_ascii);
+
+/* A float as Python's repr(): shortest round-trip digits, "1.0", "1e-05",
+ * "1e+16", "inf"->"Infinity", nan->"NaN" (json.dumps spelling). */
+void pl_pyjson_write_double(pl_buf *out, double d);
+
+/* Python repr() of a float for str()/print: same as above except inf/nan
+ * print as "inf"/"nan". */
+void pl_py_float_repr(pl_buf *out, double d);
+
+/* json.dumps of a cJSON tree. Numbers: integral values of cJSON numbers that
+ * were written without '.', 'e' are printed as ints; see pl_pyjson_is_int. */
+int pl_pyjson_dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o);
+
+/* cJSON keeps only a double; glmpipe marks numbers that were integers in the
+ * source JSON text by leaving valuedouble integral and setting valueint. We
+ * treat a number as an int when it is integral and |v| < 2^53. */
+int pl_pyjson_is_int(const cJSON *v);
+
+#endif
