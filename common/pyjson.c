@@ -1,5 +1,6 @@
 /* pyjson.c — Python json.dumps-compatible serialisation. */
 #include "pyjson.h"
+#include "json.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -141,7 +142,7 @@ void pl_pyjson_write_double(pl_buf *out, double d)
 int pl_pyjson_is_int(const cJSON *v)
 {
     double d = v->valuedouble;
-    return cJSON_IsNumber(v) && d == floor(d) && fabs(d) < 9007199254740992.0;
+    return cJSON_IsNumber(v) && !pl_json_is_float(v) && d == floor(d) && fabs(d) < 9007199254740992.0;
 }
 
 static void newline_indent(pl_buf *out, const pl_pyjson_opts *o, int depth)
