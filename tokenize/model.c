@@ -252,10 +252,9 @@ void tok_model_add_special_vars(const tok_model *m, cJSON *ctx)
 int tok_model_render(const tok_model *m, const cJSON *ctx, pl_buf *out, char *err, size_t errlen)
 {
     if (!m->tpl) return pl_seterr(err, errlen, PL_ERR_NOTFOUND, "no chat template");
-    pl_jinja_value *v = NULL;
-    int rc = pl_jinja_value_from_cjson(&v, ctx);
-    if (rc) return pl_seterr(err, errlen, rc, "could not convert the request for the template");
-    rc = pl_jinja_render(m->tpl, v, out, err, errlen);
+    pl_jinja_value *v = pl_jinja_value_from_cjson(ctx);
+    if (!v) return pl_seterr(err, errlen, PL_ERR_NOMEM, "could not convert the request for the template");
+    int rc = pl_jinja_render(m->tpl, v, out, err, errlen);
     pl_jinja_value_free(v);
     return rc;
 }
@@ -263,11 +262,18 @@ int tok_model_render(const tok_model *m, const cJSON *ctx, pl_buf *out, char *er
 int tok_model_encode(const tok_model *m, const char *text, size_t len, int32_t **ids, size_t *n,
                      char *err, size_t errlen)
 {
-    return pl_tokenizer_encode(m->tk, text, len, ids, n, err, errlen);
+    pl_tokids v = {0};
+    int rc = pl_tokenizer_encode_ex(m->tk, text, len, &v, err, errlen);
+    if (rc) { pl_tokids_free(&v); return rc; }
+    *ids = v.ids;
+    *n = v.len;
+    return 0;
 }
 
 int tok_model_decode(const tok_model *m, const int32_t *ids, size_t n, bool skip_special, pl_buf *out,
                      char *err, size_t errlen)
 {
-    return pl_tokenizer_decode(m->tk, ids, n, skip_special, out, err, errlen);
+    int rc = pl_tokenizer_decode(m->tk, ids, n, skip_special, out);
+    if (rc) pl_seterr(err, errlen, rc, "token ids outside the vocabulary");
+    return rc;
 }
