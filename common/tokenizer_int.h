@@ -23,6 +23,8 @@
 /* Largest id space we accept (a guard against absurd ids in untrusted
  * files: per-id tables are allocated up front). */
 #define TK_MAX_IDS (1 << 24)
+/* Largest tokenizer.json we read (GLM's is 20 MB). */
+#define TK_MAX_FILE ((size_t)1 << 30)
 /* Longest single token string we accept, in bytes. */
 #define TK_MAX_TOKEN_LEN (1u << 20)
 
@@ -254,6 +256,9 @@ int tk_is_white_space(uint32_t cp);
 int tk_regex_compile(const char *pat, size_t len, int literal, pcre2_code **re,
                      int *jit, char *err, size_t errlen);
 
+/* id for key p[0..n) or -1; the _in form takes the arena explicitly (the
+ * loader's arena is still growing). */
 int tk_htab_lookup(const pl_tokenizer *tok, const tk_htab *t, const uint8_t *p, size_t n);
+int tk_htab_lookup_in(const tk_htab *t, const uint8_t *arena, const uint8_t *p, size_t n);
 
 #endif

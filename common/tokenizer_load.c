@@ -8,6 +8,7 @@
 #include "tokenizer_int.h"
 
 #include <errno.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,13 +77,18 @@ static int htab_grow(tk_htab *t)
 
 int tk_htab_lookup(const pl_tokenizer *tok, const tk_htab *t, const uint8_t *p, size_t n)
 {
+    return tk_htab_lookup_in(t, tok->arena, p, n);
+}
+
+int tk_htab_lookup_in(const tk_htab *t, const uint8_t *arena, const uint8_t *p, size_t n)
+{
     if (!t->slots) return -1;
     uint32_t h = (uint32_t)tk_hash_bytes(p, n);
     uint32_t i = h & t->mask;
     for (;;) {
         const tk_hslot *s = &t->slots[i];
         if (s->id < 0) return -1;
-        if (s->hash == h && s->len == n && !memcmp(tok->arena + s->off, p, n)) return s->id;
+        if (s->hash == h && s->len == n && !memcmp(arena + s->off, p, n)) return s->id;
         i = (i + 1) & t->mask;
     }
 }
@@ -147,16 +153,8 @@ static int32_t model_lookup(loader *L, const uint8_t *s, size_t n)
 {
     pl_tokenizer *tok = L->tok;
     int mapped = tk_string_to_bytes(s, n, &L->tmp);
-    tk_htab *t = mapped ? &tok->vocab : &tok->vocab_str;
-    if (!t->slots) return -1;
-    const uint8_t *p = (const uint8_t *)(L->tmp.data ? L->tmp.data : "");
-    size_t len = L->tmp.len;
-    uint32_t h = (uint32_t)tk_hash_bytes(p, len);
-    for (uint32_t i = h & t->mask;; i = (i + 1) & t->mask) {
-        const tk_hslot *sl = &t->slots[i];
-        if (sl->id < 0) return -1;
-        if (sl->hash == h && sl->len == len && !memcmp(L->arena.data + sl->off, p, len)) return sl->id;
-    }
+    return tk_htab_lookup_in(mapped ? &tok->vocab : &tok->vocab_str, (const uint8_t *)L->arena.data,
+                             (const uint8_t *)(L->tmp.data ? L->tmp.data : ""), L->tmp.len);
 }
 
 static int arena_add(loader *L, const void *p, size_t n, uint32_t *off)
@@ -782,17 +780,28 @@ static int build_ids(loader *L)
         tok->dec_off[v->id] = v->off;
         tok->dec_len[v->id] = v->len;
     }
-    /* added tokens take precedence for decoding (HF id_to_token looks at the
-     * added vocabulary first); their bytes follow the ByteLevel decoder rule */
+    /* Added tokens take precedence for decoding (HF id_to_token looks at
+     * the added vocabulary first). HF's id_to_token gives a normalized:true
+     * token in its NORMALIZED form ("\u2460" -> "1" under NFKC), and decode
+     * skips a token when that string is the content of a special token —
+     * so such a token may decode differently from its content and not be
+     * skipped. Bytes follow the ByteLevel decoder rule. */
     for (int32_t i = 0; i < tok->n_added; i++) {
         const tk_added *a = &tok->added[i];
-        tk_string_to_bytes((const uint8_t *)L->arena.data + a->off, a->len, &L->tmp);
+        uint32_t so = a->normalized ? tok->norm_off[i] : a->off;
+        uint32_t sl = a->normalized ? tok->norm_len[i] : a->len;
+        int32_t owner = tk_htab_lookup_in(&tok->added_str, (const uint8_t *)L->arena.data,
+                                          (const uint8_t *)L->arena.data + so, sl);
+        int special = 0;
+        for (int32_t j = 0; owner >= 0 && j < tok->n_added; j++)
+            if (tok->added[j].id == owner) { special = tok->added[j].special; break; }
+        tk_string_to_bytes((const uint8_t *)L->arena.data + so, sl, &L->tmp);
         uint32_t off;
         int rc = arena_add(L, L->tmp.data, L->tmp.len, &off);
         if (rc) return rc;
         tok->dec_off[a->id] = off;
         tok->dec_len[a->id] = (uint32_t)L->tmp.len;
-        tok->id_flags[a->id] = TK_ID_PRESENT | TK_ID_ADDED | (a->special ? TK_ID_SPECIAL : 0);
+        tok->id_flags[a->id] = TK_ID_PRESENT | TK_ID_ADDED | (special ? TK_ID_SPECIAL : 0);
     }
     return 0;
 }
@@ -819,8 +828,8 @@ static int load_json(loader *L, const char *json, size_t len)
     if ((rc = read_vocab(L))) return rc;
     if ((rc = read_merges(L))) return rc;
     if ((rc = read_added(L))) return rc;
+    if ((rc = build_tries(L))) return rc;   /* before build_ids: normalized contents */
     if ((rc = build_ids(L))) return rc;
-    if ((rc = build_tries(L))) return rc;
     tok->mctx = pcre2_match_context_create(NULL);
     if (!tok->mctx) return oom(L);
     /* the interpreter fallback must not give up on long inputs that
@@ -872,15 +881,22 @@ int pl_tokenizer_load(pl_tokenizer **out, const char *path, char *err, size_t er
     char *buf = NULL;
     size_t len = 0, cap = 0;
     int rc = 0;
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long sz = ftell(f);
-        if (sz > 0) cap = (size_t)sz + 1;
-        rewind(f);
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fclose(f);
+        return pl_seterr(err, errlen, PL_ERR_IO, "%s is not a regular file", path);
     }
-    if (cap == 0) cap = 1 << 16;
+    if ((uint64_t)st.st_size > TK_MAX_FILE) {
+        fclose(f);
+        return pl_seterr(err, errlen, PL_ERR_RANGE, "%s is too large (%lld bytes)", path, (long long)st.st_size);
+    }
+    cap = (size_t)st.st_size + 1;      /* +1: a read that returns 0 ends the loop */
     for (;;) {
         if (len == cap || !buf) {
-            if (buf) cap *= 2;
+            if (buf) {
+                if (cap >= TK_MAX_FILE) { rc = pl_seterr(err, errlen, PL_ERR_RANGE, "%s is too large", path); break; }
+                cap *= 2;
+            }
             char *nb = realloc(buf, cap);
             if (!nb) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory reading %s", path); break; }
             buf = nb;

@@ -268,11 +268,12 @@ int tk_regex_compile(const char *pat, size_t len, int literal, pcre2_code **re,
     if (len == 0) return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "empty Split pattern");
     if (tk_utf8_valid_prefix((const uint8_t *)pat, len) != len)
         return pl_seterr(err, errlen, PL_ERR_INVALID, "Split pattern is not valid UTF-8");
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
+    uint32_t opts = PCRE2_UTF | PCRE2_NO_UTF_CHECK;
     if (literal) {
-        opts |= PCRE2_LITERAL;
+        opts |= PCRE2_LITERAL;          /* PCRE2 refuses UCP with LITERAL */
         pl_buf_append(&out, pat, len);
     } else {
+        opts |= PCRE2_UCP;
         rx r = {pat, len, 0, &out, err, errlen};
         int rc = rx_translate(&r);
         if (rc) { pl_buf_free(&out); return rc; }
