@@ -85,20 +85,26 @@ int tk_cp_to_byte(uint32_t cp)
 int tk_string_to_bytes(const uint8_t *s, size_t n, pl_buf *out)
 {
     pl_buf_reset(out);
-    pl_buf_reserve(out, n);
-    size_t i = 0;
+    if (pl_buf_reserve(out, n)) return 0;
+    /* at most one byte per character: write straight into the buffer */
+    uint8_t *o = (uint8_t *)out->data;
+    size_t i = 0, k = 0;
     while (i < n) {
-        uint32_t cp;
-        size_t k = tk_utf8_next(s + i, n - i, &cp);
+        uint32_t cp = s[i];
+        size_t len = 1;
+        if (cp >= 0x80) len = tk_utf8_next(s + i, n - i, &cp);
         int b = tk_cp_to_byte(cp);
         if (b < 0) {
-            pl_buf_reset(out);
-            pl_buf_append(out, s, n);
+            memcpy(o, s, n);
+            out->len = n;
+            out->data[n] = 0;
             return 0;
         }
-        pl_buf_putc(out, (char)b);
-        i += k;
+        o[k++] = (uint8_t)b;
+        i += len;
     }
+    out->len = k;
+    out->data[k] = 0;
     return 1;
 }
 

@@ -57,7 +57,8 @@ typedef struct tj_doc {
     pl_buf      sbuf;      /* scratch for string decoding */
 } tj_doc;
 
-void tj_init(tj_doc *d, const char *src, size_t len, char *err, size_t errlen);
+/* Fails (PL_ERR_PARSE) when src is not valid UTF-8. */
+int  tj_init(tj_doc *d, const char *src, size_t len, char *err, size_t errlen);
 void tj_free(tj_doc *d);
 void *tj_alloc(tj_doc *d, size_t n);
 

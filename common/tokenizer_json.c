@@ -23,7 +23,7 @@ struct tj_block {
     max_align_t data[];
 };
 
-void tj_init(tj_doc *d, const char *src, size_t len, char *err, size_t errlen)
+int tj_init(tj_doc *d, const char *src, size_t len, char *err, size_t errlen)
 {
     memset(d, 0, sizeof *d);
     d->src = src;
@@ -31,6 +31,11 @@ void tj_init(tj_doc *d, const char *src, size_t len, char *err, size_t errlen)
     d->err = err;
     d->errlen = errlen;
     pl_buf_init(&d->sbuf);
+    /* JSON text is UTF-8: checking it once here lets tj_string copy string
+     * runs without looking at each character again */
+    size_t ok = tk_utf8_valid_prefix((const uint8_t *)src, len);
+    if (ok != len) return pl_seterr(err, errlen, PL_ERR_PARSE, "JSON: invalid UTF-8 at byte %zu", ok);
+    return 0;
 }
 
 void tj_free(tj_doc *d)
@@ -164,12 +169,7 @@ int tj_string(tj_doc *d, size_t *pos)
         /* copy the plain run in one go */
         size_t q = p;
         while (q < d->srclen && s[q] != '"' && s[q] != '\\' && (unsigned char)s[q] >= 0x20) q++;
-        if (q > p) {
-            size_t ok = tk_utf8_valid_prefix((const uint8_t *)s + p, q - p);
-            if (ok != q - p)
-                return tj_fail(d, p + ok, PL_ERR_PARSE, "invalid UTF-8 in string");
-            pl_buf_append(b, s + p, q - p);
-        }
+        if (q > p) pl_buf_append(b, s + p, q - p);
         p = q;
         if (p >= d->srclen) return tj_fail(d, p, PL_ERR_PARSE, "unterminated string");
         char c = s[p];
@@ -269,6 +269,24 @@ static int scan_word(tj_doc *d, size_t *pos, const char *w)
     return 0;
 }
 
+/* Skip a string without decoding it (the text is known to be UTF-8). */
+static int skip_string(tj_doc *d, size_t *pos)
+{
+    const char *s = d->src;
+    size_t p = *pos + 1, n = d->srclen;
+    const char *q = p < n ? memchr(s + p, '"', n - p) : NULL;
+    if (!q) return tj_fail(d, n, PL_ERR_PARSE, "unterminated string");
+    size_t end = (size_t)(q - s);
+    /* escapes (the quote found may be escaped) and raw control characters
+     * need the full decoder */
+    for (size_t i = p; i < end; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\\' || c < 0x20) return tj_string(d, pos);
+    }
+    *pos = end + 1;
+    return 0;
+}
+
 /* Iterative skip: a stack of open brackets (depth-limited). */
 int tj_skip_value(tj_doc *d, size_t *pos)
 {
@@ -289,7 +307,7 @@ int tj_skip_value(tj_doc *d, size_t *pos)
             }
             continue;
         case '"':
-            if ((rc = tj_string(d, pos))) return rc;
+            if ((rc = skip_string(d, pos))) return rc;
             break;
         case 't': if ((rc = scan_word(d, pos, "true"))) return rc; break;
         case 'f': if ((rc = scan_word(d, pos, "false"))) return rc; break;

@@ -31,12 +31,14 @@ typedef struct loader {
     pl_buf        arena;         /* becomes tok->arena */
     vent         *vents;
     size_t        n_vents, cap_vents;
-    size_t        vocab_pos, merges_pos;   /* 0: absent (never a valid offset) */
+    size_t        vocab_pos, merges_pos;   /* where the values start */
+    size_t        vocab_len, merges_len;   /* their length in bytes (for table sizes) */
     int           have_vocab, have_merges;
     tj_val        model_fields;  /* TJ_OBJ of the model's other keys */
     tj_val        added, normalizer, pre_tokenizer, post_processor, decoder, truncation, padding;
     int           have_added, have_normalizer, have_pre, have_post, have_decoder;
-    pl_buf        tmp;           /* scratch */
+    pl_buf        tmp, cat;      /* scratch */
+    pl_buf        mstr, mbytes;  /* the merge batch's strings and bytes */
 } loader;
 
 static int oom(loader *L)
@@ -112,9 +114,9 @@ static int htab_insert(tk_htab *t, const uint8_t *base, uint32_t off, uint32_t l
     return 0;
 }
 
-static int merges_grow(pl_tokenizer *tok)
+static int merges_grow(pl_tokenizer *tok, uint64_t want)
 {
-    uint64_t ncap = tok->merges ? (tok->merges_mask + 1) * 2 : 1u << 16;
+    uint64_t ncap = tok->merges ? (tok->merges_mask + 1) * 2 : want;
     tk_mslot *ns = malloc(ncap * sizeof *ns);
     if (!ns) return PL_ERR_NOMEM;
     for (uint64_t i = 0; i < ncap; i++) ns[i].key = TK_MKEY_EMPTY;
@@ -136,7 +138,7 @@ static int merges_grow(pl_tokenizer *tok)
 static int merges_put(pl_tokenizer *tok, uint64_t *count, int32_t a, int32_t b, uint32_t rank, int32_t merged)
 {
     if (!tok->merges || (*count + 1) * 2 > tok->merges_mask + 1) {
-        if (merges_grow(tok)) return PL_ERR_NOMEM;
+        if (merges_grow(tok, 0)) return PL_ERR_NOMEM;
     }
     uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
     uint64_t j = tk_mix64(key) & tok->merges_mask;
@@ -187,10 +189,12 @@ static int read_model_object(loader *L, size_t *pos)
             L->vocab_pos = *pos;
             L->have_vocab = 1;
             if ((rc = tj_skip_value(d, pos))) return rc;
+            L->vocab_len = *pos - L->vocab_pos;
         } else if (!strcmp(d->sbuf.data, "merges") && d->sbuf.len == 6) {
             L->merges_pos = *pos;
             L->have_merges = 1;
             if ((rc = tj_skip_value(d, pos))) return rc;
+            L->merges_len = *pos - L->merges_pos;
         } else {
             if (n == cap) return pl_seterr(L->err, L->errlen, PL_ERR_UNSUPPORTED, "model has too many fields");
             char *k = tj_alloc(d, d->sbuf.len + 1);
@@ -339,7 +343,11 @@ static int read_vocab(loader *L)
     int rc;
     if (tj_peek(d, &pos) != '{') return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "model.vocab must be an object");
     pos++;
-    if (htab_init(&tok->vocab, 1 << 16) || htab_init(&tok->vocab_str, 1 << 8)) return oom(L);
+    /* a vocab entry takes >= 6 bytes of JSON ("x":1,): size the table for
+     * a load of at most ~1/2 without rehashing on typical files (~14 B/entry) */
+    uint32_t cap = 1 << 10;
+    while (cap < (1u << 26) && (size_t)cap < L->vocab_len / 6) cap <<= 1;
+    if (htab_init(&tok->vocab, cap) || htab_init(&tok->vocab_str, 1 << 8)) return oom(L);
     if (tj_peek(d, &pos) == '}') return 0;
     for (;;) {
         if ((rc = tj_string(d, &pos))) return rc;
@@ -387,28 +395,125 @@ static int read_vocab(loader *L)
     return 0;
 }
 
-/* One merge: strings a and b (already split). */
-static int add_merge(loader *L, uint64_t *count, uint32_t rank, const char *a, size_t alen,
-                     const char *b, size_t blen)
+/* Merges are resolved in batches: three vocab lookups per merge (left,
+ * right, merged) plus an insert are each a cache miss in tables of several
+ * MB, so a batch first computes every hash and prefetches the slots, then
+ * the arena entries, and only then compares — the misses overlap instead of
+ * queueing. Inserts stay in file order (a repeated pair keeps the last rank). */
+#define MERGE_BATCH 64
+
+typedef struct mq {
+    uint32_t rank;
+    uint32_t so, al, bl;          /* strings a, b back to back in L->mstr */
+    uint32_t bo, abl, bbl;        /* their bytes back to back in L->mbytes */
+    int      mapped;              /* both sides pure ByteLevel alphabet */
+    uint32_t h[3];                /* hashes of a, b, ab */
+    int32_t  slot[3];
+    int32_t  id[3];
+} mq;
+
+static int merge_error(loader *L, const mq *m, int which)
 {
-    int32_t ia = model_lookup(L, (const uint8_t *)a, alen);
-    int32_t ib = model_lookup(L, (const uint8_t *)b, blen);
-    if (ia < 0 || ib < 0) {
-        int bad = ia < 0;
+    const char *a = L->mstr.data + m->so, *b = a + m->al;
+    if (which < 2) {
+        int bad_b = which == 1;
+        int n = (int)(bad_b ? m->bl : m->al);
         return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "merge %u: token \"%.*s\" is not in the vocab",
-                         rank + 1, (int)(bad ? alen : blen) > 80 ? 80 : (int)(bad ? alen : blen), bad ? a : b);
+                         m->rank + 1, n > 80 ? 80 : n, bad_b ? b : a);
     }
-    pl_buf cat;
-    pl_buf_init(&cat);
-    pl_buf_append(&cat, a, alen);
-    pl_buf_append(&cat, b, blen);
-    if (!pl_buf_ok(&cat)) { pl_buf_free(&cat); return oom(L); }
-    int32_t im = model_lookup(L, (const uint8_t *)cat.data, cat.len);
-    pl_buf_free(&cat);
-    if (im < 0)
-        return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "merge %u: merged token \"%.*s%.*s\" is not in the vocab",
-                         rank + 1, (int)(alen > 40 ? 40 : alen), a, (int)(blen > 40 ? 40 : blen), b);
-    return merges_put(L->tok, count, ia, ib, rank, im) ? oom(L) : 0;
+    return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "merge %u: merged token \"%.*s%.*s\" is not in the vocab",
+                     m->rank + 1, (int)(m->al > 40 ? 40 : m->al), a, (int)(m->bl > 40 ? 40 : m->bl), b);
+}
+
+static int flush_merges(loader *L, mq *q, int n, uint64_t *count)
+{
+    const tk_htab *t = &L->tok->vocab;
+    const uint8_t *arena = (const uint8_t *)L->arena.data;
+    const uint8_t *mb = (const uint8_t *)L->mbytes.data;
+    for (int i = 0; i < n; i++) {
+        mq *m = &q[i];
+        if (!m->mapped) continue;
+        const uint8_t *kp[3] = {mb + m->bo, mb + m->bo + m->abl, mb + m->bo};
+        uint32_t kl[3] = {m->abl, m->bbl, m->abl + m->bbl};
+        for (int k = 0; k < 3; k++) {
+            m->h[k] = (uint32_t)tk_hash_bytes(kp[k], kl[k]);
+            __builtin_prefetch(&t->slots[m->h[k] & t->mask]);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        mq *m = &q[i];
+        if (!m->mapped) continue;
+        uint32_t kl[3] = {m->abl, m->bbl, m->abl + m->bbl};
+        for (int k = 0; k < 3; k++) {
+            m->slot[k] = -1;
+            for (uint32_t j = m->h[k] & t->mask; t->slots[j].id >= 0; j = (j + 1) & t->mask) {
+                if (t->slots[j].hash == m->h[k] && t->slots[j].len == kl[k]) {
+                    m->slot[k] = (int32_t)j;
+                    __builtin_prefetch(arena + t->slots[j].off);
+                    break;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        mq *m = &q[i];
+        const char *sa = L->mstr.data + m->so;
+        if (m->mapped) {
+            const uint8_t *kp[3] = {mb + m->bo, mb + m->bo + m->abl, mb + m->bo};
+            uint32_t kl[3] = {m->abl, m->bbl, m->abl + m->bbl};
+            for (int k = 0; k < 3; k++) {
+                const tk_hslot *sl = m->slot[k] >= 0 ? &t->slots[m->slot[k]] : NULL;
+                if (sl && !memcmp(arena + sl->off, kp[k], kl[k])) m->id[k] = sl->id;
+                else if (!sl) m->id[k] = -1;
+                else m->id[k] = tk_htab_lookup_in(t, arena, kp[k], kl[k]);   /* 32-bit hash collision */
+            }
+        } else {
+            /* a side outside the ByteLevel alphabet: string lookups */
+            m->id[0] = model_lookup(L, (const uint8_t *)sa, m->al);
+            m->id[1] = model_lookup(L, (const uint8_t *)sa + m->al, m->bl);
+            pl_buf_reset(&L->cat);
+            pl_buf_append(&L->cat, sa, m->al + m->bl);
+            if (!pl_buf_ok(&L->cat)) return oom(L);
+            m->id[2] = model_lookup(L, (const uint8_t *)L->cat.data, L->cat.len);
+        }
+        for (int k = 0; k < 3; k++)
+            if (m->id[k] < 0) return merge_error(L, m, k);
+        uint64_t key = (uint64_t)(uint32_t)m->id[0] << 32 | (uint32_t)m->id[1];
+        __builtin_prefetch(&L->tok->merges[tk_mix64(key) & L->tok->merges_mask]);
+    }
+    for (int i = 0; i < n; i++)
+        if (merges_put(L->tok, count, q[i].id[0], q[i].id[1], q[i].rank, q[i].id[2])) return oom(L);
+    return 0;
+}
+
+/* Queue merge (a, b) of the given rank; flushes full batches. */
+static int queue_merge(loader *L, mq *q, int *n, uint64_t *count, uint32_t rank,
+                       const char *a, size_t alen, const char *b, size_t blen)
+{
+    if (*n == 0) {
+        pl_buf_reset(&L->mstr);
+        pl_buf_reset(&L->mbytes);
+    }
+    mq *m = &q[(*n)++];
+    m->rank = rank;
+    m->so = (uint32_t)L->mstr.len;
+    m->al = (uint32_t)alen;
+    m->bl = (uint32_t)blen;
+    pl_buf_append(&L->mstr, a, alen);
+    pl_buf_append(&L->mstr, b, blen);
+    m->bo = (uint32_t)L->mbytes.len;
+    int ma = tk_string_to_bytes((const uint8_t *)a, alen, &L->tmp);
+    m->abl = (uint32_t)L->tmp.len;
+    pl_buf_append(&L->mbytes, L->tmp.data, L->tmp.len);
+    int mbm = tk_string_to_bytes((const uint8_t *)b, blen, &L->tmp);
+    m->bbl = (uint32_t)L->tmp.len;
+    pl_buf_append(&L->mbytes, L->tmp.data, L->tmp.len);
+    m->mapped = ma && mbm;
+    if (!pl_buf_ok(&L->mstr) || !pl_buf_ok(&L->mbytes) || !pl_buf_ok(&L->tmp)) return oom(L);
+    if (*n < MERGE_BATCH) return 0;
+    int rc = flush_merges(L, q, *n, count);
+    *n = 0;
+    return rc;
 }
 
 static int read_merges(loader *L)
@@ -421,9 +526,14 @@ static int read_merges(loader *L)
     int form = 0;                /* 1: "a b" strings, 2: ["a","b"] pairs */
     pl_buf first;
     pl_buf_init(&first);
+    mq q[MERGE_BATCH];
+    int nq = 0;
     if (tj_peek(d, &pos) != '[') return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "model.merges must be an array");
     pos++;
-    if (merges_grow(L->tok)) return oom(L);
+    /* a merge takes >= 6 bytes of JSON ("a b",); typical files ~20 B */
+    uint64_t cap = 1 << 10;
+    while (cap < (1ull << 28) && cap < L->merges_len / 5) cap <<= 1;
+    if (merges_grow(L->tok, cap)) return oom(L);
     if (tj_peek(d, &pos) == ']') return 0;
     for (;;) {
         int c = tj_peek(d, &pos);
@@ -448,12 +558,8 @@ static int read_merges(loader *L)
                                    "model.merges[%u] \"%.60s\" is not two tokens separated by one space", rank, s);
                     goto out;
                 }
-                /* sbuf is reused by lookups: copy */
-                pl_buf_reset(&first);
-                pl_buf_append(&first, s, n);
-                if (!pl_buf_ok(&first)) { rc = oom(L); goto out; }
                 size_t la = (size_t)(sp - s);
-                if ((rc = add_merge(L, &count, rank, first.data, la, first.data + la + 1, n - la - 1))) goto out;
+                if ((rc = queue_merge(L, q, &nq, &count, rank, s, la, sp + 1, n - la - 1))) goto out;
                 rank++;
             }
         } else {
@@ -465,13 +571,14 @@ static int read_merges(loader *L)
             if ((rc = tj_expect(d, &pos, ','))) goto out;
             if ((rc = tj_string(d, &pos))) goto out;
             if ((rc = tj_expect(d, &pos, ']'))) goto out;
-            if ((rc = add_merge(L, &count, rank, first.data, first.len, d->sbuf.data, d->sbuf.len))) goto out;
+            if ((rc = queue_merge(L, q, &nq, &count, rank, first.data, first.len, d->sbuf.data, d->sbuf.len))) goto out;
             rank++;
         }
         rc = tj_next(d, &pos, ']');
         if (rc < 0) goto out;
         if (rc == 1) { rc = 0; break; }
     }
+    if (nq) rc = flush_merges(L, q, nq, &count);
 out:
     pl_buf_free(&first);
     return rc;
@@ -812,7 +919,7 @@ static int load_json(loader *L, const char *json, size_t len)
 {
     int rc;
     pl_tokenizer *tok = L->tok;
-    tj_init(&L->d, json, len, L->err, L->errlen);
+    if ((rc = tj_init(&L->d, json, len, L->err, L->errlen))) return rc;
     L->truncation.type = TJ_NULL;
     L->padding.type = TJ_NULL;
     if ((rc = read_top(L))) return rc;
@@ -859,6 +966,9 @@ int pl_tokenizer_load_mem(pl_tokenizer **out, const char *json, size_t len, char
     L.arena.data = NULL;
     tj_free(&L.d);
     pl_buf_free(&L.tmp);
+    pl_buf_free(&L.cat);
+    pl_buf_free(&L.mstr);
+    pl_buf_free(&L.mbytes);
     free(L.vents);
     if (rc) {
         if (err && errlen && !err[0]) pl_seterr(err, errlen, rc, "%s", pl_strerror(rc));
