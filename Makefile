@@ -5,6 +5,7 @@
 #   make asan       the same binaries with AddressSanitizer + UBSan, into build-asan/
 #   make asan-test  run the test suite against the asan build
 #   make run        set up the embedded default model and serve it
+#   make bench      benchmarks (tokenizer vs HF tokenizers); numbers go to docs/perf.md
 #
 # Layout: common/*.c -> libglmcommon.a. Every binary glm-X has a folder; all .c
 # files in that folder except main.c form lib<folder>.a (so unit tests can link
@@ -77,6 +78,14 @@ test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash tests/run.sh
+
+# Benchmarks (not tests): tests/bench/*.c link the common library only.
+bench: $(BUILD)/bench/bench_tokenizer
+	@BUILD=$(BUILD) bash tests/bench/bench_tokenizer.sh
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(COMMON_LIB) $(LDLIBS)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
