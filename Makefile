@@ -17,7 +17,7 @@ CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-               -g $(OPT) -pthread -Icommon $(shell pkg-config --cflags $(PKGS))
+               -g $(OPT) -pthread -I. -Icommon $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
 
