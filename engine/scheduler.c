@@ -6,17 +6,17 @@
 
 struct eng_sched {
     eng_sched_cfg   cfg;
-    eng_kv         *kv;
-    eng_seq       **run;         /* running, in admission order */
+    eng_kv_pool         *kv;
+    eng_sched_seq       **run;         /* running, in admission order */
     int             n_run;
-    eng_seq        *wait_head, *wait_tail;
+    eng_sched_seq        *wait_head, *wait_tail;
     int             n_wait;
     eng_sched_item *items;       /* the plan: at most max_num_seqs items */
 };
 
 /* ===== queue ===== */
 
-static void wait_push_back(eng_sched *s, eng_seq *q)
+static void wait_push_back(eng_sched *s, eng_sched_seq *q)
 {
     q->next = NULL;
     q->prev = s->wait_tail;
@@ -27,7 +27,7 @@ static void wait_push_back(eng_sched *s, eng_seq *q)
     q->state = ENG_SEQ_WAITING;
 }
 
-static void wait_push_front(eng_sched *s, eng_seq *q)
+static void wait_push_front(eng_sched *s, eng_sched_seq *q)
 {
     q->prev = NULL;
     q->next = s->wait_head;
@@ -38,7 +38,7 @@ static void wait_push_front(eng_sched *s, eng_seq *q)
     q->state = ENG_SEQ_WAITING;
 }
 
-static void wait_unlink(eng_sched *s, eng_seq *q)
+static void wait_unlink(eng_sched *s, eng_sched_seq *q)
 {
     if (q->prev) q->prev->next = q->next;
     else s->wait_head = q->next;
@@ -48,7 +48,7 @@ static void wait_unlink(eng_sched *s, eng_seq *q)
     s->n_wait--;
 }
 
-static void run_unlink(eng_sched *s, eng_seq *q)
+static void run_unlink(eng_sched *s, eng_sched_seq *q)
 {
     for (int i = 0; i < s->n_run; i++) {
         if (s->run[i] != q) continue;
@@ -60,17 +60,17 @@ static void run_unlink(eng_sched *s, eng_seq *q)
 
 /* ===== lifecycle ===== */
 
-int eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv *kv, char *err, size_t errlen)
+int eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv_pool *kv, char *err, size_t errlen)
 {
     *out = NULL;
     if (cfg->max_num_seqs < 1 || cfg->max_batched_tokens < 1 || cfg->max_model_len < 2 || cfg->max_prompt_rows < 1)
         return pl_seterr(err, errlen, PL_ERR_INVALID,
                          "scheduler limits must be positive (max_num_seqs %d, max_num_batched_tokens %d, max_model_len %d)",
                          cfg->max_num_seqs, cfg->max_batched_tokens, cfg->max_model_len);
-    if ((int64_t)eng_kv_num_blocks(kv) * eng_kv_block_size(kv) < cfg->max_model_len)
+    if ((int64_t)eng_kv_n_blocks(kv) * eng_kv_block_size(kv) < cfg->max_model_len)
         return pl_seterr(err, errlen, PL_ERR_INVALID,
                          "KV cache holds %lld tokens, less than max_model_len %d: one sequence could never finish",
-                         (long long)eng_kv_num_blocks(kv) * eng_kv_block_size(kv), cfg->max_model_len);
+                         (long long)eng_kv_n_blocks(kv) * eng_kv_block_size(kv), cfg->max_model_len);
     eng_sched *s = calloc(1, sizeof *s);
     if (s) {
         s->run = calloc((size_t)cfg->max_num_seqs, sizeof *s->run);
@@ -86,7 +86,7 @@ int eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv *kv, char *
     return PL_OK;
 }
 
-static void seq_free(eng_sched *s, eng_seq *q)
+static void seq_free(eng_sched *s, eng_sched_seq *q)
 {
     eng_kv_table_free(s->kv, &q->kv);
     free(q->tokens);
@@ -105,10 +105,10 @@ void eng_sched_free(eng_sched *s)
 }
 
 /* Allocate a sequence holding prompt and room for max_tokens outputs. */
-static eng_seq *seq_new(eng_sched *s, const int32_t *prompt, int n_prompt, int max_tokens, int min_tokens,
+static eng_sched_seq *seq_new(eng_sched *s, const int32_t *prompt, int n_prompt, int max_tokens, int min_tokens,
                         const int32_t *stop_ids, int n_stop, bool prompt_logits, void *owner, int index)
 {
-    eng_seq *q = calloc(1, sizeof *q);
+    eng_sched_seq *q = calloc(1, sizeof *q);
     if (!q) return NULL;
     q->owner = owner;
     q->index = index;
@@ -129,8 +129,8 @@ static eng_seq *seq_new(eng_sched *s, const int32_t *prompt, int n_prompt, int m
     return q;
 }
 
-int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_seq_params *p,
-                  void *owner, int index, eng_seq **out, char *err, size_t errlen)
+int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_sched_params *p,
+                  void *owner, int index, eng_sched_seq **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (n_prompt < 1) return pl_seterr(err, errlen, PL_ERR_TOOLONG, "the prompt is empty");
@@ -142,7 +142,7 @@ int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_s
         return pl_seterr(err, errlen, PL_ERR_INVALID, "max_tokens must be at least 1");
     int max_tokens = p->max_tokens;
     if (max_tokens > s->cfg.max_model_len - n_prompt) max_tokens = s->cfg.max_model_len - n_prompt;
-    eng_seq *q = seq_new(s, prompt, n_prompt, max_tokens, p->min_tokens, p->stop_ids, p->n_stop, p->prompt_logits,
+    eng_sched_seq *q = seq_new(s, prompt, n_prompt, max_tokens, p->min_tokens, p->stop_ids, p->n_stop, p->prompt_logits,
                          owner, index);
     if (!q) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for a sequence of %d tokens", n_prompt + max_tokens);
     wait_push_back(s, q);
@@ -150,10 +150,10 @@ int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_s
     return PL_OK;
 }
 
-int eng_sched_fork(eng_sched *s, const eng_seq *parent, void *owner, int index, eng_seq **out)
+int eng_sched_fork(eng_sched *s, const eng_sched_seq *parent, void *owner, int index, eng_sched_seq **out)
 {
     *out = NULL;
-    eng_seq *q = seq_new(s, parent->tokens, parent->n_prompt, parent->max_tokens, parent->min_tokens,
+    eng_sched_seq *q = seq_new(s, parent->tokens, parent->n_prompt, parent->max_tokens, parent->min_tokens,
                          parent->stop_ids, parent->n_stop, false, owner, index);
     if (!q) return PL_ERR_NOMEM;
     /* Share the full blocks strictly before the last prompt token: the child
@@ -169,7 +169,7 @@ int eng_sched_fork(eng_sched *s, const eng_seq *parent, void *owner, int index, 
     return PL_OK;
 }
 
-void eng_sched_remove(eng_sched *s, eng_seq *q)
+void eng_sched_remove(eng_sched *s, eng_sched_seq *q)
 {
     if (!q) return;
     if (q->state == ENG_SEQ_WAITING) wait_unlink(s, q);
@@ -180,7 +180,7 @@ void eng_sched_remove(eng_sched *s, eng_seq *q)
 /* ===== planning ===== */
 
 /* Back to the queue front with nothing cached: recomputed from its tokens. */
-static void preempt(eng_sched *s, eng_seq *q)
+static void preempt(eng_sched *s, eng_sched_seq *q)
 {
     run_unlink(s, q);
     eng_kv_table_release(s->kv, &q->kv);
@@ -191,7 +191,7 @@ static void preempt(eng_sched *s, eng_seq *q)
 
 /* Tokens q may compute this step under the token budget and, when it wants
  * prompt rows, the prompt-row budget. *n_logits / *sample describe the rows. */
-static int plan_chunk(const eng_seq *q, int budget, int prow_left, int *n_logits, bool *sample)
+static int plan_chunk(const eng_sched_seq *q, int budget, int prow_left, int *n_logits, bool *sample)
 {
     int n = q->n_tokens - q->n_computed;
     if (n > budget) n = budget;
@@ -207,7 +207,7 @@ static int plan_chunk(const eng_seq *q, int budget, int prow_left, int *n_logits
     return n;
 }
 
-static void add_item(eng_sched_batch *b, eng_seq *q, int n, int n_logits, bool sample)
+static void add_item(eng_sched_batch *b, eng_sched_seq *q, int n, int n_logits, bool sample)
 {
     eng_sched_item *it = &b->items[b->n_items++];
     it->seq = q;
@@ -226,14 +226,14 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *b)
     int budget = s->cfg.max_batched_tokens, prow = s->cfg.max_prompt_rows;
 
     for (int i = 0; i < s->n_run && budget > 0; i++) {
-        eng_seq *q = s->run[i];
+        eng_sched_seq *q = s->run[i];
         int n_logits;
         bool sample;
         int n = plan_chunk(q, budget, prow, &n_logits, &sample);
         if (n <= 0) continue;
         int rc;
         while ((rc = eng_kv_table_ensure(s->kv, &q->kv, q->n_computed + n)) == PL_ERR_AGAIN) {
-            eng_seq *victim = s->run[s->n_run - 1];
+            eng_sched_seq *victim = s->run[s->n_run - 1];
             preempt(s, victim);
             b->n_preempted++;
             if (victim == q) break;
@@ -246,7 +246,7 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *b)
     if (b->n_preempted) return;
 
     while (s->wait_head && budget > 0 && s->n_run < s->cfg.max_num_seqs) {
-        eng_seq *q = s->wait_head;
+        eng_sched_seq *q = s->wait_head;
         int n_logits;
         bool sample;
         int n = plan_chunk(q, budget, prow, &n_logits, &sample);
@@ -262,7 +262,7 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *b)
 
 /* ===== results ===== */
 
-static bool is_stop(const eng_seq *q, int32_t t)
+static bool is_stop(const eng_sched_seq *q, int32_t t)
 {
     for (int i = 0; i < q->n_stop; i++)
         if (q->stop_ids[i] == t) return true;
@@ -271,11 +271,11 @@ static bool is_stop(const eng_seq *q, int32_t t)
 
 enum eng_finish eng_sched_commit(eng_sched *s, const eng_sched_item *it, int32_t token)
 {
-    eng_seq *q = it->seq;
+    eng_sched_seq *q = it->seq;
     q->n_computed = it->pos + it->n;
     if (!it->sample) return ENG_FINISH_NONE;
     q->tokens[q->n_tokens++] = token;
-    int n_out = eng_seq_n_output(q);
+    int n_out = eng_sched_seq_n_output(q);
     enum eng_finish f = ENG_FINISH_NONE;
     /* vLLM's order: the length cap wins over a stop id on the same token */
     if (n_out >= q->max_tokens || q->n_tokens >= s->cfg.max_model_len) {

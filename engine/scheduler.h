@@ -40,16 +40,16 @@ enum eng_seq_state { ENG_SEQ_WAITING, ENG_SEQ_RUNNING, ENG_SEQ_FINISHED };
 enum eng_finish { ENG_FINISH_NONE, ENG_FINISH_STOP, ENG_FINISH_LENGTH };
 
 /* What a sequence is asked to do. */
-typedef struct eng_seq_params {
+typedef struct eng_sched_params {
     int max_tokens;            /* output tokens; clamped to max_model_len - prompt */
     int min_tokens;            /* stop ids do not finish it before this many */
     const int32_t *stop_ids;   /* copied */
     int n_stop;
     bool prompt_logits;        /* want a logits row for every prompt position */
-} eng_seq_params;
+} eng_sched_params;
 
 /* A sequence. Fields are read-only outside scheduler.c. */
-typedef struct eng_seq {
+typedef struct eng_sched_seq {
     void    *owner;            /* the caller's (the request) */
     int      index;            /* choice index */
     int32_t *tokens;           /* prompt then output; capacity n_prompt + max_tokens */
@@ -64,17 +64,17 @@ typedef struct eng_seq {
     int32_t  stop_token;       /* the id that finished it with STOP, else -1 */
     int      n_preempted;      /* times it was preempted (stats, tests) */
     eng_kv_table kv;
-    struct eng_seq *prev, *next;   /* waiting queue links */
-} eng_seq;
+    struct eng_sched_seq *prev, *next;   /* waiting queue links */
+} eng_sched_seq;
 
-static inline int eng_seq_n_output(const eng_seq *q) { return q->n_tokens - q->n_prompt; }
+static inline int eng_sched_seq_n_output(const eng_sched_seq *q) { return q->n_tokens - q->n_prompt; }
 
 /* One sequence's share of a step: compute positions [pos, pos + n) whose ids
  * are seq->tokens[pos ...]; the model returns logits for the last n_logits of
  * them. sample: the last of them is the newest token, so the caller samples
  * the next one from the last logits row. */
 typedef struct eng_sched_item {
-    eng_seq *seq;
+    eng_sched_seq *seq;
     int      pos, n, n_logits;
     bool     sample;
 } eng_sched_item;
@@ -88,22 +88,22 @@ typedef struct eng_sched_batch {
 } eng_sched_batch;
 
 /* kv must hold at least max_model_len positions (one sequence always fits). */
-int  eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv *kv, char *err, size_t errlen);
+int  eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv_pool *kv, char *err, size_t errlen);
 void eng_sched_free(eng_sched *s);   /* removes every sequence left */
 
 /* A new sequence at the back of the queue. PL_ERR_TOOLONG when the prompt is
  * empty or leaves no room for one token under max_model_len. */
-int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_seq_params *p,
-                  void *owner, int index, eng_seq **out, char *err, size_t errlen);
+int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_sched_params *p,
+                  void *owner, int index, eng_sched_seq **out, char *err, size_t errlen);
 
 /* A sibling of parent (same prompt and params, another choice) at the FRONT
  * of the queue: it shares the parent's full prompt blocks (their reference
  * counts go up) and only computes the prompt's tail itself. Call it while the
  * parent's prompt KV is complete (after the step that prefilled it). */
-int eng_sched_fork(eng_sched *s, const eng_seq *parent, void *owner, int index, eng_seq **out);
+int eng_sched_fork(eng_sched *s, const eng_sched_seq *parent, void *owner, int index, eng_sched_seq **out);
 
 /* Take a sequence out in any state and free it: blocks go back at once. */
-void eng_sched_remove(eng_sched *s, eng_seq *q);
+void eng_sched_remove(eng_sched *s, eng_sched_seq *q);
 
 /* Plan the next step. batch->n_items == 0 when nothing can run. */
 void eng_sched_step(eng_sched *s, eng_sched_batch *batch);

@@ -26,7 +26,7 @@ typedef struct eng_req {
     struct eng_req *dead_next;      /* freed after the step that ended it */
     uint64_t       serial;          /* arrival number (unseeded RNG streams) */
     int            n, n_done;
-    eng_seq      **seqs;            /* [n]; NULL before fork or once finished */
+    eng_sched_seq      **seqs;            /* [n]; NULL before fork or once finished */
     unsigned char *done;            /* [n]: finished, aborted or failed */
     eng_sampling   sp;
     int32_t       *stop_ids, *eos_ids;
@@ -46,11 +46,11 @@ struct eng_serve {
     eng_serve_cfg   cfg;
     eng_serve_sink  sink;
     int             vocab, max_model_len;
-    eng_kv         *kv;
+    eng_kv_pool         *kv;
     eng_sched      *sched;
     eng_sampler    *sampler;
     float          *logits;         /* [max rows][vocab] */
-    eng_lm_seq     *lmseqs;         /* [max_num_seqs] */
+    eng_seq        *lmseqs;         /* [max_num_seqs] */
     eng_req        *buckets[ENG_REQ_BUCKETS];
     int             n_live;
     uint64_t        serial;
@@ -112,7 +112,7 @@ static void pack_logprob_entry(msgpack_packer *pk, const eng_sample_out *o)
     }
 }
 
-static void emit_tokens(eng_serve *e, const eng_req *r, const eng_seq *q, const eng_sample_out *o, enum eng_finish f)
+static void emit_tokens(eng_serve *e, const eng_req *r, const eng_sched_seq *q, const eng_sample_out *o, enum eng_finish f)
 {
     bool lp = r->sp.logprobs >= 0;
     bool stop_reason = f == ENG_FINISH_STOP;
@@ -439,7 +439,7 @@ static void on_generate(eng_serve *e, const msgpack_object *msg, const char *id,
     r->done = calloc((size_t)r->n, 1);
     if (!r->seqs || !r->done || (!r->stop_ids && r->n_stop) || !r->eos_ids)
         rc = pl_seterr(err, sizeof err, PL_ERR_NOMEM, "out of memory");
-    eng_seq_params sp = {
+    eng_sched_params sp = {
         .max_tokens = g.has_max_tokens ? (int)g.max_tokens : e->max_model_len,
         .min_tokens = r->sp.min_tokens,
         .stop_ids = r->stop_ids, .n_stop = r->n_stop,
@@ -531,13 +531,13 @@ static void fork_choices(eng_serve *e, eng_req *r)
 
 static void take_sample(eng_serve *e, eng_req *r, const eng_sched_item *it, const float *row)
 {
-    eng_seq *q = it->seq;
+    eng_sched_seq *q = it->seq;
     uint64_t key = r->sp.has_seed ? eng_rng_key((uint64_t)r->sp.seed, (uint64_t)q->index)
                                   : eng_rng_key(e->cfg.seed, r->serial << 8 | (uint64_t)q->index);
     eng_sample_seq ss = {
         .p = &r->sp,
         .prompt = q->tokens, .n_prompt = q->n_prompt,
-        .output = q->tokens + q->n_prompt, .n_output = eng_seq_n_output(q),
+        .output = q->tokens + q->n_prompt, .n_output = eng_sched_seq_n_output(q),
         .stop_ids = r->stop_ids, .n_stop = r->n_stop,
         .rng_key = key,
     };
@@ -565,14 +565,14 @@ int eng_serve_step(eng_serve *e)
     if (!b.n_items) return e->sink_failed ? PL_ERR_IO : PL_OK;
     for (int i = 0; i < b.n_items; i++) {
         const eng_sched_item *it = &b.items[i];
-        e->lmseqs[i] = (eng_lm_seq){
-            .ids = it->seq->tokens + it->pos, .n = it->n, .pos = it->pos,
+        e->lmseqs[i] = (eng_seq){
+            .tokens = it->seq->tokens + it->pos, .n_tokens = it->n, .pos0 = it->pos,
             .block_table = it->seq->kv.blocks, .n_blocks = it->seq->kv.n,
-            .n_logits = it->n_logits,
+            .logits = it->n_logits == 0 ? ENG_LOGITS_NONE : it->n_logits == 1 ? ENG_LOGITS_LAST : ENG_LOGITS_ALL,
         };
     }
     char err[512] = "";
-    int rc = e->lm->forward(e->lm->impl, e->lmseqs, b.n_items, e->logits, err, sizeof err);
+    int rc = e->lm->forward(e->lm->impl, e->kv, e->lmseqs, b.n_items, e->logits, err, sizeof err);
     e->stats.steps++;
     e->stats.tokens_computed += (uint64_t)b.n_tokens;
     const float *row = e->logits;
@@ -602,7 +602,7 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
                    char *err, size_t errlen)
 {
     *out = NULL;
-    if (lm->vocab < 1 || lm->max_positions < 2 || !lm->forward || !lm->kv_alloc)
+    if (lm->vocab < 1 || lm->max_positions < 2 || !lm->forward || !lm->kv_create)
         return pl_seterr(err, errlen, PL_ERR_INVALID, "model interface incomplete");
     int mml = cfg->max_model_len ? cfg->max_model_len : lm->max_positions;
     if (mml < 2 || mml > lm->max_positions)
@@ -637,7 +637,7 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
         .max_model_len = mml, .max_prompt_rows = ENG_PROMPT_ROWS,
     };
     size_t rows = (size_t)cfg->max_num_seqs + ENG_PROMPT_ROWS;
-    int rc = eng_kv_init(&e->kv, (int)blocks, cfg->block_size, err, errlen);
+    int rc = lm->kv_create(lm->impl, (int)blocks, cfg->block_size, &e->kv, err, errlen);
     if (!rc) rc = eng_sched_init(&e->sched, &sc, e->kv, err, errlen);
     if (!rc) rc = eng_sampler_init(&e->sampler, lm->vocab, err, errlen);
     if (!rc) {
@@ -646,7 +646,6 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
         if (!e->logits || !e->lmseqs)
             rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for %zu logits rows of %d", rows, lm->vocab);
     }
-    if (!rc) rc = lm->kv_alloc(lm->impl, (int)blocks, cfg->block_size, err, errlen);
     if (rc) { eng_serve_free(e); return rc; }
     pl_log(PL_LOG_INFO, NULL, 0, "KV cache: %lld blocks of %d tokens (%.1f MB), max_model_len %d, max_num_seqs %d, "
            "max_num_batched_tokens %d", (long long)blocks, cfg->block_size,
@@ -663,7 +662,7 @@ void eng_serve_free(eng_serve *e)
         while (e->buckets[i]) req_end(e, e->buckets[i]);
     reap(e);
     eng_sched_free(e->sched);
-    eng_kv_free(e->kv);
+    eng_kv_pool_free(e->kv);
     eng_sampler_free(e->sampler);
     free(e->logits);
     free(e->lmseqs);
@@ -673,13 +672,40 @@ void eng_serve_free(eng_serve *e)
 
 bool eng_serve_busy(const eng_serve *e) { return eng_sched_has_work(e->sched); }
 int  eng_serve_max_model_len(const eng_serve *e) { return e->max_model_len; }
-int  eng_serve_num_blocks(const eng_serve *e) { return eng_kv_num_blocks(e->kv); }
+int  eng_serve_num_blocks(const eng_serve *e) { return eng_kv_n_blocks(e->kv); }
 
 void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st)
 {
     *st = e->stats;
     st->running = eng_sched_n_running(e->sched);
     st->waiting = eng_sched_n_waiting(e->sched);
-    st->free_blocks = eng_kv_num_free(e->kv);
+    st->free_blocks = eng_kv_n_free(e->kv);
     st->live_requests = e->n_live;
+}
+
+/* ===== the GLM-5 model behind eng_lm ===== */
+
+static int glm_kv_create(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen)
+{
+    eng_model *m = impl;
+    return eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), num_blocks, block_size, out, err, errlen);
+}
+
+static int glm_forward(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+{
+    return eng_model_forward(impl, kv, seqs, n_seqs, logits, NULL, err, errlen);
+}
+
+void eng_lm_from_model(eng_lm *lm, eng_model *m)
+{
+    const eng_config *c = eng_model_config(m);
+    *lm = (eng_lm){
+        .impl = m,
+        .vocab = c->vocab_size,
+        .max_positions = c->max_position_embeddings,
+        .eos_ids = c->eos_token_id, .n_eos = c->n_eos,
+        .kv_bytes_per_token = eng_kv_bytes_per_token(c),
+        .kv_create = glm_kv_create,
+        .forward = glm_forward,
+    };
 }

@@ -20,23 +20,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <msgpack.h>
+#include "kv.h"
+#include "model.h"
 #include "pl.h"
 
 /* ===== the model, as the serving loop sees it ===== */
 
-/* One sequence's part of a forward call: tokens ids[0..n) sit at positions
- * pos .. pos+n-1. Their KV goes to, and earlier positions' KV is read from,
- * slot block_table[p / block_size] * block_size + p % block_size of the pool;
- * block_table covers positions [0, pos + n). Logits are wanted for the last
- * n_logits of the n tokens (0, 1 or n). */
-typedef struct eng_lm_seq {
-    const int32_t *ids;
-    int n, pos;
-    const int32_t *block_table;
-    int n_blocks;
-    int n_logits;
-} eng_lm_seq;
-
+/* A forward call takes eng_seq entries (model.h): per sequence its new token
+ * ids, the position of the first, its block table into the pool and which
+ * logits rows it wants (none, the last, or all: prompt logprobs). */
 typedef struct eng_lm {
     void *impl;
     int vocab;                    /* logits row length */
@@ -44,12 +36,17 @@ typedef struct eng_lm {
     const int32_t *eos_ids;       /* the model's eos ids (stop unless ignore_eos) */
     int n_eos;
     size_t kv_bytes_per_token;    /* all layers: sizes the pool */
-    /* Allocate the pool for num_blocks blocks of block_size tokens. */
-    int  (*kv_alloc)(void *impl, int num_blocks, int block_size, char *err, size_t errlen);
-    /* Run one step. logits: sum(n_logits) rows of vocab floats, in seqs
-     * order. Must give each row the same values whatever else is in the batch. */
-    int  (*forward)(void *impl, const eng_lm_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen);
+    /* Create the pool (block accounting + the model's storage). The serving
+     * loop owns it afterwards (eng_kv_pool_free). */
+    int  (*kv_create)(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen);
+    /* Run one step. logits: rows in seqs order, vocab floats each. Must give
+     * each row the same values whatever else is in the batch. */
+    int  (*forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits,
+                    char *err, size_t errlen);
 } eng_lm;
+
+/* The GLM-5 model (model.h) behind eng_lm; m must outlive lm. */
+void eng_lm_from_model(eng_lm *lm, eng_model *m);
 
 /* ===== the serving loop ===== */
 
@@ -73,7 +70,7 @@ typedef struct eng_serve_sink {
 
 typedef struct eng_serve eng_serve;
 
-/* lm must outlive the serve. Sizes the KV pool (lm->kv_alloc), the
+/* lm must outlive the serve. Sizes the KV pool (lm->kv_create), the
  * scheduler and the sampler's scratch; no allocation per token afterwards
  * except per request. */
 int  eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, eng_serve_sink sink,
