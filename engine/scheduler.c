@@ -150,18 +150,16 @@ int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_s
     return PL_OK;
 }
 
-int eng_sched_fork(eng_sched *s, const eng_sched_seq *parent, void *owner, int index, eng_sched_seq **out)
+int eng_sched_fork(eng_sched *s, const eng_sched_item *from, void *owner, int index, eng_sched_seq **out)
 {
     *out = NULL;
+    const eng_sched_seq *parent = from->seq;
     eng_sched_seq *q = seq_new(s, parent->tokens, parent->n_prompt, parent->max_tokens, parent->min_tokens,
                          parent->stop_ids, parent->n_stop, false, owner, index);
     if (!q) return PL_ERR_NOMEM;
-    /* Share the full blocks strictly before the last prompt token: the child
-     * computes that token itself (it needs its logits row) and writes it into
-     * a block of its own, so shared blocks are never written again. */
     int bs = eng_kv_block_size(s->kv);
     int share = (parent->n_prompt - 1) / bs;
-    if (share > parent->kv.n || parent->n_computed < share * bs) share = 0;  /* parent's KV not there */
+    if (share > parent->kv.n || from->pos + from->n < share * bs) share = 0;  /* parent's KV not there */
     if (share && eng_kv_table_share(s->kv, &parent->kv, share, &q->kv)) share = 0;
     q->n_computed = share * bs;
     wait_push_front(s, q);

@@ -96,11 +96,13 @@ void eng_sched_free(eng_sched *s);   /* removes every sequence left */
 int eng_sched_add(eng_sched *s, const int32_t *prompt, int n_prompt, const eng_sched_params *p,
                   void *owner, int index, eng_sched_seq **out, char *err, size_t errlen);
 
-/* A sibling of parent (same prompt and params, another choice) at the FRONT
- * of the queue: it shares the parent's full prompt blocks (their reference
- * counts go up) and only computes the prompt's tail itself. Call it while the
- * parent's prompt KV is complete (after the step that prefilled it). */
-int eng_sched_fork(eng_sched *s, const eng_sched_seq *parent, void *owner, int index, eng_sched_seq **out);
+/* A sibling of from->seq (same prompt and params, another choice) at the
+ * FRONT of the queue: it shares the parent's full prompt blocks (their
+ * reference counts go up) and computes only the prompt's tail itself. Call
+ * it with the item of the step that completed the parent's prompt, after
+ * the forward and before committing that item (a commit that finishes the
+ * parent releases its blocks). */
+int eng_sched_fork(eng_sched *s, const eng_sched_item *from, void *owner, int index, eng_sched_seq **out);
 
 /* Take a sequence out in any state and free it: blocks go back at once. */
 void eng_sched_remove(eng_sched *s, eng_sched_seq *q);

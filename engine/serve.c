@@ -517,12 +517,12 @@ static void take_prompt_rows(eng_serve *e, eng_req *r, const eng_sched_item *it,
 
 /* Choices 1..n-1 join once choice 0's prompt is cached. Pushed to the queue
  * front in reverse so they run in index order, ahead of newer requests. */
-static void fork_choices(eng_serve *e, eng_req *r)
+static void fork_choices(eng_serve *e, eng_req *r, const eng_sched_item *it)
 {
     r->forked = true;
     for (int i = r->n - 1; i >= 1; i--) {
         if (r->done[i]) continue;
-        if (eng_sched_fork(e->sched, r->seqs[0], r, i, &r->seqs[i])) {
+        if (eng_sched_fork(e->sched, it, r, i, &r->seqs[i])) {
             req_fail(e, r, 500, "out of memory for a choice");
             return;
         }
@@ -547,7 +547,7 @@ static void take_sample(eng_serve *e, eng_req *r, const eng_sched_item *it, cons
         return;
     }
     if (!r->forked && r->n > 1) {
-        fork_choices(e, r);     /* before commit: a finishing choice 0 frees its blocks */
+        fork_choices(e, r, it); /* before commit: a finishing choice 0 frees its blocks */
         if (r->dead) return;
     }
     enum eng_finish f = eng_sched_commit(e->sched, it, o.token);
