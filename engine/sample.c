@@ -5,6 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* top_p buckets tokens by w - max in [-ENG_TOP_P_RANGE, 0]: all but the
+ * boundary bucket are kept or dropped whole, only that one is sorted. */
+#define ENG_TOP_P_BINS  1024
+#define ENG_TOP_P_RANGE 40.0f
+
 struct eng_sampler {
     int       vocab;
     float    *w;       /* working copy of the row being sampled */
@@ -12,7 +17,9 @@ struct eng_sampler {
     int32_t  *cnt;     /* output-token counts; all zero between calls */
     uint32_t *stamp;   /* "seen in this call" marks, compared with gen */
     uint32_t  gen;
-    struct cand { float e; int32_t id; } *cand;   /* top_p candidates */
+    float    *e;       /* exp(w - max) of the kept tokens, 0 for dropped ones */
+    struct cand { float e; int32_t id; } *cand;   /* top_p boundary candidates */
+    double    bin_mass[ENG_TOP_P_BINS];
 };
 
 /* ===== parameters ===== */
@@ -96,8 +103,9 @@ int eng_sampler_init(eng_sampler **out, int vocab, char *err, size_t errlen)
         s->cnt = calloc((size_t)vocab, sizeof *s->cnt);
         s->stamp = calloc((size_t)vocab, sizeof *s->stamp);
         s->cand = malloc(sizeof *s->cand * (size_t)vocab);
+        s->e = malloc(sizeof *s->e * (size_t)vocab);
     }
-    if (!s || !s->w || !s->sel || !s->cnt || !s->stamp || !s->cand) {
+    if (!s || !s->w || !s->sel || !s->cnt || !s->stamp || !s->cand || !s->e) {
         eng_sampler_free(s);
         return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for the sampler (vocab %d)", vocab);
     }
@@ -113,6 +121,7 @@ void eng_sampler_free(eng_sampler *s)
     free(s->cnt);
     free(s->stamp);
     free(s->cand);
+    free(s->e);
     free(s);
 }
 
@@ -139,7 +148,7 @@ static double logsumexp(const float *x, int n)
     if (mx == -INFINITY || isinf(mx)) return mx;
     double sum = 0;
     for (int i = 0; i < n; i++)
-        if (x[i] > -INFINITY) sum += exp((double)x[i] - mx);
+        if (x[i] > -INFINITY) sum += expf(x[i] - mx);
     return mx + log(sum);
 }
 
@@ -251,40 +260,53 @@ static int cand_cmp(const void *a, const void *b)
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* w holds finite or -inf values with max mx. Keeps the nucleus: most likely
- * tokens first, while the mass before a token is below top_p. Instead of
- * sorting the vocabulary, gather the tokens with e >= theta, lowering theta
- * until they hold top_p of the mass: every nucleus member is then among them
- * (the nucleus is a prefix of the descending order), so only they are sorted. */
-static void apply_top_p(eng_sampler *s, float *w, float mx, double top_p)
+/* e[i] = exp(w[i] - mx) for kept tokens, 0 for the rest; returns the sum. */
+static double fill_exp(eng_sampler *s, const float *w, float mx)
+{
+    double total = 0;
+    for (int i = 0; i < s->vocab; i++) {
+        float e = w[i] > -INFINITY ? expf(w[i] - mx) : 0.0f;
+        s->e[i] = e;
+        total += e;
+    }
+    return total;
+}
+
+/* Keep the nucleus: the most likely tokens, in descending order, while the
+ * mass before a token is below top_p of the total (so the token that crosses
+ * it is kept). Instead of sorting the vocabulary, tokens go to buckets by
+ * mx - w (monotone in probability): buckets before the one where the running
+ * mass crosses top_p are kept whole, those after it dropped, and only the
+ * crossing bucket is sorted (probability descending, then id). Returns the
+ * kept mass. */
+static double apply_top_p(eng_sampler *s, const float *w, float mx, double total, double top_p)
 {
     int V = s->vocab;
-    double total = 0;
-    for (int i = 0; i < V; i++)
-        if (w[i] > -INFINITY) total += exp((double)w[i] - mx);
-    double want = top_p * total, have = 0;
-    float theta = 1.0f;
+    const float scale = ENG_TOP_P_BINS / ENG_TOP_P_RANGE;
+    memset(s->bin_mass, 0, sizeof s->bin_mass);
+    for (int i = 0; i < V; i++) {
+        if (s->e[i] == 0.0f) continue;
+        float d = (mx - w[i]) * scale;
+        int b = d < ENG_TOP_P_BINS - 1 ? (int)d : ENG_TOP_P_BINS - 1;
+        s->bin_mass[b] += s->e[i];
+    }
+    double want = top_p * total, before = 0;
+    int cut = 0;
+    while (cut < ENG_TOP_P_BINS - 1 && before + s->bin_mass[cut] < want) before += s->bin_mass[cut++];
     int n = 0;
-    for (;;) {
-        n = 0;
-        have = 0;
-        for (int i = 0; i < V; i++) {
-            if (!(w[i] > -INFINITY)) continue;
-            float e = (float)exp((double)w[i] - mx);
-            if (e >= theta) { s->cand[n].e = e; s->cand[n].id = i; n++; have += e; }
-        }
-        if (have >= want || theta == 0.0f) break;
-        theta = theta > 1e-30f ? theta * 0.0625f : 0.0f;
+    for (int i = 0; i < V; i++) {
+        if (s->e[i] == 0.0f) continue;
+        float d = (mx - w[i]) * scale;
+        int b = d < ENG_TOP_P_BINS - 1 ? (int)d : ENG_TOP_P_BINS - 1;
+        if (b == cut) { s->cand[n].e = s->e[i]; s->cand[n].id = i; n++; }
+        else if (b > cut) s->e[i] = 0.0f;
     }
     qsort(s->cand, (size_t)n, sizeof *s->cand, cand_cmp);
-    uint32_t g = next_gen(s);
-    double acc = 0;
-    for (int i = 0; i < n && acc < want; i++) {
-        s->stamp[s->cand[i].id] = g;
-        acc += s->cand[i].e;
-    }
-    for (int i = 0; i < V; i++)
-        if (s->stamp[i] != g) w[i] = -INFINITY;
+    double kept = before;
+    int k = 0;
+    for (; k < n && kept < want; k++) kept += s->cand[k].e;
+    for (; k < n; k++) s->e[s->cand[k].id] = 0.0f;
+    return kept;
 }
 
 /* ===== sampling ===== */
@@ -315,17 +337,14 @@ int eng_sample(eng_sampler *s, const eng_sample_seq *q, const float *logits, eng
                 if (w[i] - mx < cut) w[i] = -INFINITY;
         }
         if (p->top_k > 0) apply_top_k(s, w, p->top_k);
-        if (p->top_p < 1.0) apply_top_p(s, w, mx, p->top_p);
-
-        double total = 0;
-        for (int i = 0; i < V; i++)
-            if (w[i] > -INFINITY) total += exp((double)w[i] - mx);
+        double total = fill_exp(s, w, mx);
+        if (p->top_p < 1.0) total = apply_top_p(s, w, mx, total, p->top_p);
         double target = eng_rng_uniform(q->rng_key, (uint64_t)q->n_output) * total, acc = 0;
         tok = -1;
         for (int i = 0; i < V; i++) {
-            if (!(w[i] > -INFINITY)) continue;
+            if (s->e[i] == 0.0f) continue;
             tok = i;   /* the last kept token absorbs rounding at the top end */
-            acc += exp((double)w[i] - mx);
+            acc += s->e[i];
             if (acc > target) break;
         }
     }
