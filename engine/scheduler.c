@@ -6,11 +6,12 @@
 
 struct eng_sched {
     eng_sched_cfg   cfg;
-    eng_kv_pool         *kv;
-    eng_sched_seq       **run;         /* running, in admission order */
+    eng_kv_pool    *kv;
+    eng_sched_seq **run;         /* running, in admission order */
     int             n_run;
-    eng_sched_seq        *wait_head, *wait_tail;
+    eng_sched_seq  *wait_head, *wait_tail;
     int             n_wait;
+    eng_sched_seq  *all;         /* every sequence, any state (freed with the scheduler) */
     eng_sched_item *items;       /* the plan: at most max_num_seqs items */
 };
 
@@ -88,6 +89,9 @@ int eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv_pool *kv, c
 
 static void seq_free(eng_sched *s, eng_sched_seq *q)
 {
+    if (q->all_prev) q->all_prev->all_next = q->all_next;
+    else if (s->all == q) s->all = q->all_next;
+    if (q->all_next) q->all_next->all_prev = q->all_prev;
     eng_kv_table_free(s->kv, &q->kv);
     free(q->tokens);
     free(q->stop_ids);
@@ -97,8 +101,7 @@ static void seq_free(eng_sched *s, eng_sched_seq *q)
 void eng_sched_free(eng_sched *s)
 {
     if (!s) return;
-    while (s->n_run) eng_sched_remove(s, s->run[s->n_run - 1]);
-    while (s->wait_head) eng_sched_remove(s, s->wait_head);
+    while (s->all) eng_sched_remove(s, s->all);
     free(s->run);
     free(s->items);
     free(s);
@@ -123,6 +126,9 @@ static eng_sched_seq *seq_new(eng_sched *s, const int32_t *prompt, int n_prompt,
         seq_free(s, q);
         return NULL;
     }
+    q->all_next = s->all;
+    if (s->all) s->all->all_prev = q;
+    s->all = q;
     memcpy(q->tokens, prompt, sizeof *prompt * (size_t)n_prompt);
     if (n_stop) memcpy(q->stop_ids, stop_ids, sizeof *stop_ids * (size_t)n_stop);
     q->n_stop = n_stop;

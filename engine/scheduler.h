@@ -65,6 +65,7 @@ typedef struct eng_sched_seq {
     int      n_preempted;      /* times it was preempted (stats, tests) */
     eng_kv_table kv;
     struct eng_sched_seq *prev, *next;   /* waiting queue links */
+    struct eng_sched_seq *all_prev, *all_next;   /* every sequence the scheduler holds */
 } eng_sched_seq;
 
 static inline int eng_sched_seq_n_output(const eng_sched_seq *q) { return q->n_tokens - q->n_prompt; }
@@ -89,7 +90,7 @@ typedef struct eng_sched_batch {
 
 /* kv must hold at least max_model_len positions (one sequence always fits). */
 int  eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv_pool *kv, char *err, size_t errlen);
-void eng_sched_free(eng_sched *s);   /* removes every sequence left */
+void eng_sched_free(eng_sched *s);   /* frees every sequence left, finished ones too */
 
 /* A new sequence at the back of the queue. PL_ERR_TOOLONG when the prompt is
  * empty or leaves no room for one token under max_model_len. */

@@ -26,7 +26,7 @@ typedef struct eng_req {
     struct eng_req *dead_next;      /* freed after the step that ended it */
     uint64_t       serial;          /* arrival number (unseeded RNG streams) */
     int            n, n_done;
-    eng_sched_seq      **seqs;            /* [n]; NULL before fork or once finished */
+    eng_sched_seq **seqs;           /* [n]; NULL before fork or once finished */
     unsigned char *done;            /* [n]: finished, aborted or failed */
     eng_sampling   sp;
     int32_t       *stop_ids, *eos_ids;
@@ -46,7 +46,7 @@ struct eng_serve {
     eng_serve_cfg   cfg;
     eng_serve_sink  sink;
     int             vocab, max_model_len;
-    eng_kv_pool         *kv;
+    eng_kv_pool    *kv;
     eng_sched      *sched;
     eng_sampler    *sampler;
     float          *logits;         /* [max rows][vocab] */
