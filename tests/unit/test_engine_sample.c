@@ -96,6 +96,27 @@ TEST(sample_temperature_distribution)
     eng_sampler_free(s8);
 }
 
+/* Token ids by logit, best first. */
+static void order_desc(const float *l, int *order)
+{
+    for (int i = 0; i < V; i++) order[i] = i;
+    for (int i = 0; i < V; i++)
+        for (int j = i + 1; j < V; j++)
+            if (l[order[j]] > l[order[i]]) { int t = order[i]; order[i] = order[j]; order[j] = t; }
+}
+
+/* Draw many times: every token must be allowed; returns how many distinct came. */
+static int support(const eng_sampling *p, const float *l, uint64_t key, int draws, const int *allowed)
+{
+    int seen[V] = {0}, n = 0;
+    for (int c = 0; c < draws; c++) {
+        int t = draw(p, l, key, c);
+        CHECK(t >= 0 && allowed[t]);
+        if (t >= 0 && !seen[t]) { seen[t] = 1; n++; }
+    }
+    return n;
+}
+
 TEST(sample_top_k)
 {
     float l[V];
@@ -104,22 +125,12 @@ TEST(sample_top_k)
     eng_sampling_defaults(&p);
     p.top_k = 5;
     p.temperature = 3.0;   /* flat: without top_k many tokens would appear */
-    float sorted[V];
-    memcpy(sorted, l, sizeof l);
-    for (int i = 0; i < V; i++)
-        for (int j = i + 1; j < V; j++)
-            if (sorted[j] > sorted[i]) { float t = sorted[i]; sorted[i] = sorted[j]; sorted[j] = t; }
-    int seen[V] = {0};
-    for (int c = 0; c < 3000; c++) {
-        int t = draw(&p, l, 5, c);
-        CHECK(t >= 0 && l[t] >= sorted[4]);
-        if (t >= 0) seen[t] = 1;
-    }
-    int n = 0;
-    for (int i = 0; i < V; i++) n += seen[i];
-    CHECK_EQ_INT(n, 5);
+    int order[V], in[V] = {0};
+    order_desc(l, order);
+    for (int i = 0; i < 5; i++) in[order[i]] = 1;
+    CHECK_EQ_INT(support(&p, l, 5, 3000, in), 5);
     p.top_k = 1;
-    CHECK_EQ_INT(draw(&p, l, 5, 1), argmax_f(l, V));
+    CHECK_EQ_INT(draw(&p, l, 5, 1), order[0]);
 }
 
 TEST(sample_top_p)
@@ -131,24 +142,13 @@ TEST(sample_top_p)
     p.top_p = 0.6;
     /* the nucleus, directly: most likely first, keep while the mass before < top_p */
     int order[V];
-    for (int i = 0; i < V; i++) order[i] = i;
-    for (int i = 0; i < V; i++)
-        for (int j = i + 1; j < V; j++)
-            if (l[order[j]] > l[order[i]]) { int t = order[i]; order[i] = order[j]; order[j] = t; }
+    order_desc(l, order);
     double z = 0;
     for (int i = 0; i < V; i++) z += exp(l[i]);
     int in[V] = {0}, n_in = 0;
     double acc = 0;
     for (int i = 0; i < V && acc < p.top_p; i++) { in[order[i]] = 1; n_in++; acc += exp(l[order[i]]) / z; }
-    int seen[V] = {0};
-    for (int c = 0; c < 4000; c++) {
-        int t = draw(&p, l, 9, c);
-        CHECK(t >= 0 && in[t]);
-        if (t >= 0) seen[t] = 1;
-    }
-    int n = 0;
-    for (int i = 0; i < V; i++) n += seen[i];
-    CHECK_EQ_INT(n, n_in);
+    CHECK_EQ_INT(support(&p, l, 9, 4000, in), n_in);
     CHECK(n_in > 2 && n_in < V);
     /* a tiny top_p leaves only the best token */
     p.top_p = 1e-6;

@@ -59,6 +59,18 @@ static int fx_open(fx *f, int max_seqs, int max_tokens, int max_len, int n_block
     return 0;
 }
 
+static void fx_close(fx *f);
+
+/* Nothing left running and every block back, then close. */
+static void fx_close_idle(fx *f, int n_blocks)
+{
+    eng_serve_stats s;
+    eng_serve_get_stats(f->e, &s);
+    CHECK(!eng_serve_busy(f->e) && s.live_requests == 0);
+    CHECK_EQ_INT(s.free_blocks, n_blocks);
+    fx_close(f);
+}
+
 static void fx_close(fx *f)
 {
     eng_serve_free(f->e);
@@ -289,10 +301,7 @@ TEST(serve_n_choices)
     tlm_ref_greedy(TV, pr, 8, 5, want);
     CHECK(tokens_of(&f, "g", 0, g0, 8, NULL) == 5 && !memcmp(g0, want, sizeof want));
     CHECK(tokens_of(&f, "g", 1, g1, 8, NULL) == 5 && !memcmp(g1, want, sizeof want));
-    eng_serve_stats s;
-    eng_serve_get_stats(f.e, &s);
-    CHECK_EQ_INT(s.free_blocks, 64);
-    fx_close(&f);
+    fx_close_idle(&f, 64);
 }
 
 TEST(serve_stop_ids_and_reasons)
@@ -399,9 +408,7 @@ TEST(serve_abort)
     CHECK_EQ_INT(count_msgs(&f, "error", NULL), 0);
     CHECK(first_msg(&f, "end", "x") == NULL);             /* a whole-request abort has no end */
     CHECK(first_msg(&f, "end", "y") != NULL);             /* all choices aborted one by one: end (usage) */
-    eng_serve_get_stats(f.e, &s);
-    CHECK(s.free_blocks == 64 && s.live_requests == 0 && !eng_serve_busy(f.e));
-    fx_close(&f);
+    fx_close_idle(&f, 64);
 }
 
 static const char *error_text(const fx *f, const char *id)
@@ -483,10 +490,7 @@ TEST(serve_bad_input)
     CHECK(fin && !strcmp(fin, "length"));
     CHECK(first_msg(&f, "ping", "p1") && first_msg(&f, "delta", "zz"));
     CHECK_EQ_INT(count_msgs(&f, "tokens", "dup"), 0);
-    eng_serve_stats s;
-    eng_serve_get_stats(f.e, &s);
-    CHECK(s.free_blocks == 64 && s.live_requests == 0);
-    fx_close(&f);
+    fx_close_idle(&f, 64);
 }
 
 TEST(serve_model_failure)
@@ -504,10 +508,7 @@ TEST(serve_model_failure)
     run_until_idle(&f, 20);
     int32_t t[8];
     CHECK_EQ_INT(tokens_of(&f, "f3", 0, t, 8, NULL), 4);
-    eng_serve_stats s;
-    eng_serve_get_stats(f.e, &s);
-    CHECK_EQ_INT(s.free_blocks, 64);
-    fx_close(&f);
+    fx_close_idle(&f, 64);
 }
 
 TEST(serve_init_checks)
