@@ -219,6 +219,16 @@ int pl_chstage_delta_text(const msgpack_object *msg, const char **s, size_t *n, 
     return PL_OK;
 }
 
+msgpack_packer *pl_chstage_begin_delta(pl_stage *st, const char *id, size_t idlen, uint32_t index, uint32_t extra)
+{
+    msgpack_packer *pk = pl_stage_begin(st);
+    msgpack_pack_map(pk, 3 + extra);
+    pl_msg_pack_kv_cstr(pk, "type", "delta");
+    pl_msg_pack_kv_str(pk, "id", id, idlen);
+    pl_msg_pack_kv_int(pk, "index", index);
+    return pk;
+}
+
 /* ===== command line ===== */
 
 int pl_chstage_main(int argc, char **argv, const char *prog, const char *opt, const char *const *values,

@@ -54,6 +54,10 @@ size_t pl_chstage_live(const pl_chstage *cs);   /* requests with state */
 /* Read the `text` field of a delta: PL_OK (absent = ""), or PL_ERR_INVALID. */
 int pl_chstage_delta_text(const msgpack_object *msg, const char **s, size_t *n, char *err, size_t errlen);
 
+/* Start a new `delta` message {type, id, index, + extra pairs the caller
+ * packs next}; finish with pl_stage_end. For on_flush callbacks. */
+msgpack_packer *pl_chstage_begin_delta(pl_stage *st, const char *id, size_t idlen, uint32_t index, uint32_t extra);
+
 /* The whole main() of a text stage: `PROG [OPT NAME] [--in EP] [--out EP]`.
  * values: the accepted NAMEs, NULL-terminated, the first is the default.
  * Returns the process exit status. */

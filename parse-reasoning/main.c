@@ -73,12 +73,7 @@ static void on_flush(pl_stage *st, void *req, void *ch, const char *id, size_t i
     pl_buf_reset(&g_reasoning);
     rsn_parser_finish(ch, &g_content, &g_reasoning);
     if (!g_content.len && !g_reasoning.len) return;
-    msgpack_packer *pk = pl_stage_begin(st);
-    msgpack_pack_map(pk, 4 + (g_reasoning.len > 0));
-    pl_msg_pack_kv_cstr(pk, "type", "delta");
-    pl_msg_pack_kv_str(pk, "id", id, idlen);
-    pl_msg_pack_kv_int(pk, "index", index);
-    pack_split(pk);
+    pack_split(pl_chstage_begin_delta(st, id, idlen, index, 1 + (g_reasoning.len > 0)));
     pl_stage_end(st);
 }
 
