@@ -111,7 +111,7 @@ def requests():
     return [
         chat("r-plain", "plain question"),
         chat("r-tools", "weather please", tools=TOOLS),
-        chat("r-stop", "stop test", stop=["GAMMA"]),
+        chat("r-stop", "stop test", stop=["GAMMA"], chat_template_kwargs={"enable_thinking": False}),
         chat("r-uni", "unicode"),
         chat("r-len", "length", max_tokens=3, chat_template_kwargs={"enable_thinking": False}),
         chat("r-n2", "plain question", n=2),
