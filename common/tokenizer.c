@@ -269,6 +269,12 @@ static int bpe_merge(enc *e, const uint8_t *s, size_t n)
         if (ns) sy[ns - 1].next = (int32_t)ns;
         ns++;
     }
+    /* the initial pairs are independent: touch all their slots first so the
+     * cache misses overlap (long pieces, e.g. CJK runs, are miss-bound) */
+    for (size_t i = 0; i + 1 < ns; i++) {
+        uint64_t key = (uint64_t)(uint32_t)sy[i].id << 32 | (uint32_t)sy[i + 1].id;
+        __builtin_prefetch(&tok->merges[tk_mix64(key) & tok->merges_mask]);
+    }
     for (size_t i = 0; i + 1 < ns; i++) {
         uint32_t rank;
         int32_t m;
