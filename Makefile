@@ -41,6 +41,8 @@ STAGE_LIBS := $(foreach d,$(DIRS),$(call libname,$(d)))
 
 TEST_SRC  := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC  := $(wildcard tests/bench/bench_*.c)
+BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test asan asan-test clean deps run bench
 .SECONDARY:
@@ -70,6 +72,14 @@ $(foreach p,$(present),$(eval $(call STAGE_RULES,$(word 1,$(subst :, ,$(p))),$(w
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(STAGE_LIBS) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+
+# Benchmarks (not tests): tests/bench/bench_*.c, run by tests/bench/*.sh.
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(STAGE_LIBS) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+
+bench: $(BENCH_BINS)
+	@for s in tests/bench/*.sh; do BUILD=$(BUILD) bash $$s || exit 1; done
 
 test: all
 	@BUILD=$(BUILD) bash tests/run.sh
