@@ -57,10 +57,12 @@ static const char TRAIN_REGEX[] =
     " ?[^" WS "\\p{L}\\p{N}]+[\\r\\n]*|[" WS "]*[\\r\\n]+|[" WS "]+(?![^" WS "])|[" WS "]+";
 #undef WS
 
-/* Synthetic text comes in chunks of this many bytes; a hard cap on chunks
- * turns a (theoretical) failure to find new pairs into an error, not a hang. */
-#define SYNTH_CHUNK     (32 * 1024)
-#define SYNTH_MAX_CHUNK 4096
+/* Synthetic text comes in chunks of this many bytes. A text whose chain
+ * cannot make anything new (a tiny or repetitive one) would never fill the
+ * vocabulary: after this many chunks in a row without a merge, give up with
+ * an error instead of looping. */
+#define SYNTH_CHUNK      (32 * 1024)
+#define SYNTH_MAX_STALLS 32
 #define MARKOV_ORDER    3
 #define TRAIN_SEED      0x676c6d7069706531ull
 
@@ -615,20 +617,21 @@ static int train(eng_mk_bpe *t, const char *text, size_t len, char *err, size_t 
     pl_buf_init(&scratch);
     pl_buf_init(&synth);
     mk_markov mk = {0};
-    int have_markov = 0, chunks = 0;
+    int have_markov = 0, stalls = 0;
     while (!rc && (int)t->n_tok < t->target) {
         int m = merge_once(t, &scratch);
         if (m < 0) { rc = pl_seterr(err, errlen, m, "out of memory while training"); break; }
-        if (m == 1) continue;
+        if (m == 1) { stalls = 0; continue; }
         /* The text has no mergeable pair left: feed it more. */
         if (!have_markov) {
             int mr = markov_init(&mk, text, len);
             if (mr) { rc = pl_seterr(err, errlen, mr, "corpus too small for synthetic text"); break; }
             have_markov = 1;
         }
-        if (++chunks > SYNTH_MAX_CHUNK) {
-            rc = pl_seterr(err, errlen, PL_ERR_INTERNAL, "no new pairs after %d synthetic chunks (%d of %d tokens)",
-                           SYNTH_MAX_CHUNK, (int)t->n_tok, t->target);
+        if (++stalls > SYNTH_MAX_STALLS) {
+            rc = pl_seterr(err, errlen, PL_ERR_INVALID,
+                           "training text too poor: no new pair in %d synthetic chunks (%d of %d tokens)",
+                           SYNTH_MAX_STALLS, (int)t->n_tok, t->target);
             break;
         }
         pl_buf_reset(&synth);
