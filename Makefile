@@ -30,7 +30,12 @@ BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
 # Only folders that exist and have a main.c produce a binary.
 present  = $(foreach p,$(BIN_DIRS),$(if $(wildcard $(word 2,$(subst :, ,$(p)))/main.c),$(p)))
 BINS    := $(foreach p,$(present),$(BUILD)/bin/$(word 1,$(subst :, ,$(p))))
-DIRS    := $(foreach p,$(present),$(word 2,$(subst :, ,$(p))))
+# Folders whose library builds (and is unit-tested) before their main.c lands;
+# parked folders (main.c.wip) stay out because their code needs libraries
+# that have not landed yet.
+LIB_EARLY := tools/mkmodel
+DIRS    := $(sort $(foreach p,$(present),$(word 2,$(subst :, ,$(p)))) \
+                  $(foreach d,$(LIB_EARLY),$(if $(wildcard $(d)/*.c),$(d))))
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
@@ -59,10 +64,13 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 # lib<folder>.a for each binary folder (may be empty: ar needs no members then)
-define STAGE_RULES
-$(call libname,$(2)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(2)))
+define LIB_RULES
+$(call libname,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(1)))
 	@mkdir -p $$(dir $$@)
 	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach d,$(DIRS),$(eval $(call LIB_RULES,$(d))))
+define STAGE_RULES
 $(BUILD)/bin/$(1): $(BUILD)/obj/$(2)/main.o $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB)
 	@mkdir -p $$(dir $$@)
 	$(CC) $(CFLAGS) -o $$@ $$< $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
