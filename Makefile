@@ -4,7 +4,7 @@
 #   make test       build, then run every test; ends with "N passed, N failed"
 #   make asan       the same binaries with AddressSanitizer + UBSan, into build-asan/
 #   make asan-test  run the test suite against the asan build
-#   make run        set up the embedded default model and serve it
+#   make run        build, create the embedded default model, run a request through the pipeline
 #   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
 #
 # Layout: common/*.c -> libglmcommon.a. Every binary glm-X has a folder; all .c
@@ -96,6 +96,11 @@ test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash tests/run.sh
+
+run:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) scripts/run.sh
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
