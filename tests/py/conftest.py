@@ -93,3 +93,13 @@ def make_glm_model_dir(dest, template="glm-5.2.jinja", max_len=8192):
 def glm_model(tmp_path_factory):
     d, ids = make_glm_model_dir(tmp_path_factory.mktemp("glm52"))
     return {"dir": str(d), "ids": ids}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """The embedded default model: glm-mkmodel's tiny preset (weights,
+    config, trained tokenizer, chat template)."""
+    d = tmp_path_factory.mktemp("tiny") / "m"
+    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "0", "--out", str(d)],
+                   check=True, capture_output=True, timeout=120)
+    return str(d)
