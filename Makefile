@@ -5,6 +5,7 @@
 #   make asan       the same binaries with AddressSanitizer + UBSan, into build-asan/
 #   make asan-test  run the test suite against the asan build
 #   make run        set up the embedded default model and serve it
+#   make bench      benchmarks (tokenizer vs HF tokenizers); numbers go to docs/perf.md
 #
 # Layout: common/*.c -> libglmcommon.a. Every binary glm-X has a folder; all .c
 # files in that folder except main.c form lib<folder>.a (so unit tests can link
@@ -16,7 +17,7 @@ CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-               -g $(OPT) -pthread -Icommon $(shell pkg-config --cflags $(PKGS))
+               -g $(OPT) -pthread -I. -Icommon $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
 
@@ -71,8 +72,20 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(STAGE_LIBS) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
 
-test: all
+# test and run install what they need first, then re-enter make so the
+# pkg-config flags are computed with the packages present.
+test:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash tests/run.sh
+
+# Benchmarks (not tests): tests/bench/*.c link the common library only.
+bench: $(BUILD)/bench/bench_tokenizer
+	@BUILD=$(BUILD) bash tests/bench/bench_tokenizer.sh
+
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(COMMON_LIB) $(LDLIBS)
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
@@ -80,7 +93,7 @@ asan:
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 
 asan-test: asan
-	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 GLM_SKIP_PY=$${GLM_SKIP_PY:-0} bash tests/run.sh
 
 deps:
 	@scripts/install-deps.sh
