@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,9 +72,14 @@ def run_pipe(msgs, raw=b""):
     r = subprocess.Popen([RSN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     t = subprocess.Popen([TCL], stdin=r.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     r.stdout.close()
-    r.stdin.write(data)
-    r.stdin.close()
-    out, terr = t.communicate(timeout=30)
+
+    def feed():   # a thread: the stages' output must be read while we write
+        r.stdin.write(data)
+        r.stdin.close()
+    w = threading.Thread(target=feed)
+    w.start()
+    out, terr = t.communicate(timeout=60)
+    w.join()
     rerr = r.stderr.read()
     assert r.wait(timeout=10) == 0, rerr
     assert t.returncode == 0, terr
@@ -116,18 +122,19 @@ def run_zmq(msgs, wait_for):
     return out
 
 
-def ends_of(ids):
-    return lambda out: all(any(m.get("type") == "end" and m.get("id") == i for m in out) for i in ids)
+DONE = {"type": "ping", "id": "__done__"}
 
 
 @pytest.fixture(params=["pipe", "zmq"])
 def run(request):
-    """run(msgs) -> outputs, on either transport. Requests must end with `end`."""
+    """run(msgs) -> outputs, on either transport. Over ZeroMQ a final ping
+    marks the end: messages keep their order through both stages."""
     def go(msgs):
         if request.param == "pipe":
             return run_pipe(msgs)
-        ids = {m["id"] for m in msgs if m.get("type") == "end"}
-        return run_zmq(msgs, ends_of(ids))
+        out = run_zmq(msgs + [DONE], lambda out: DONE in out)
+        assert out.pop() == DONE
+        return out
     return go
 
 
