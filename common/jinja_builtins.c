@@ -380,10 +380,8 @@ static int split(jrender *R, jv in, jv sepv, jv maxv, int right, int line, jv *o
             while (i < cp.n && !rc) {
                 while (i < cp.n && py_isspace(cp.cp[i])) i++;
                 if (i >= cp.n) break;
-                if (maxsplit >= 0 && (int64_t)parts->len == maxsplit) {
-                    size_t e = cp.n;    /* rest, with trailing whitespace stripped */
-                    while (e > i && py_isspace(cp.cp[e - 1])) e--;
-                    rc = push_str(R, parts, s->data + cp.off[i], cp.off[e] - cp.off[i], line);
+                if (maxsplit >= 0 && (int64_t)parts->len == maxsplit) {   /* the rest, as is */
+                    rc = push_str(R, parts, s->data + cp.off[i], s->len - cp.off[i], line);
                     break;
                 }
                 size_t j = i;
@@ -397,9 +395,7 @@ static int split(jrender *R, jv in, jv sepv, jv maxv, int right, int line, jv *o
                 while (i > 0 && py_isspace(cp.cp[i - 1])) i--;
                 if (!i) break;
                 if (maxsplit >= 0 && (int64_t)parts->len == maxsplit) {
-                    size_t b0 = 0;
-                    while (b0 < i && py_isspace(cp.cp[b0])) b0++;
-                    rc = push_str(R, parts, s->data + cp.off[b0], cp.off[i] - cp.off[b0], line);
+                    rc = push_str(R, parts, s->data, cp.off[i], line);
                     break;
                 }
                 size_t j = i;
@@ -866,10 +862,10 @@ static int to_int(jrender *R, jv v, jv defv, jv basev, int line, jv *out)
         int prc = parse_int(JSTR(v)->data, JSTR(v)->len, (int)base, &r);
         if (prc == 0) { *out = jv_int(r); return 0; }
         if (prc == -2) return jr_error(R, PL_ERR_INVALID, line, "OverflowError: integer too large");
-        double d;
-        if (!parse_float(JSTR(v)->data, JSTR(v)->len, &d)) {
-            if (!isfinite(d)) return jr_error(R, PL_ERR_INVALID, line, "OverflowError: cannot convert float infinity or NaN to integer");
-            if (fabs(d) < 9.2e18) { *out = jv_int((int64_t)d); return 0; }
+        double d;   /* int(float(s)); its OverflowError gives the default too */
+        if (!parse_float(JSTR(v)->data, JSTR(v)->len, &d) && isfinite(d) && fabs(d) < 9.2e18) {
+            *out = jv_int((int64_t)d);
+            return 0;
         }
         break;
     }
@@ -1209,7 +1205,7 @@ static int do_join(jrender *R, jv seq, jcall *c, jv *out)
         }
         if (jv_write_str(&b, v)) rc = jr_error(R, PL_ERR_RANGE, c->line, "RecursionError: value nested too deeply");
         jv_decref(v);
-        if (!rc) rc = jr_check_size(R, b.len);
+        if (!rc && b.len > jr_limits(R)->max_output) rc = jr_check_size(R, b.len);
     }
     jv_decref(jv_obj(l));
     jv_decref(sep);
@@ -1304,7 +1300,7 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
     case F_LIST: {
         jlist *l;
         if ((rc = iter_list(R, in, line, &l))) return rc;
-        if (l->h.flags & LIST_TUPLE || (in.t == JV_LIST && l == JLIST(in))) {   /* a new list, not a tuple */
+        if (l->h.flags & (LIST_TUPLE | LIST_VIEWS) || (in.t == JV_LIST && l == JLIST(in))) {   /* a new plain list */
             jlist *cp = jlist_new(l->len);
             if (!cp) { jv_decref(jv_obj(l)); return nomem(R, line); }
             for (size_t i = 0; i < l->len; i++) cp->v[cp->len++] = jv_ref(l->v[i]);
@@ -1347,7 +1343,9 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
     case F_ITEMS: {
         if (in.t == JV_UNDEF) { jlist *l = jlist_new(0); if (!l) return nomem(R, line); *out = jv_obj(l); return 0; }
         if (in.t != JV_DICT) return jr_error(R, PL_ERR_INVALID, line, "TypeError: Can only get item pairs from a mapping.");
-        return builtin_call(R, M_D_ITEMS, in, c, out);
+        if ((rc = builtin_call(R, M_D_ITEMS, in, c, out))) return rc;
+        JLIST(*out)->h.flags &= (uint16_t)~LIST_VIEWS;
+        return 0;
     }
     case F_DICTSORT: {
         static const char *const n[] = { "case_sensitive", "by", "reverse" };
@@ -1795,6 +1793,7 @@ int builtin_call(jrender *R, int id, jv self, jcall *c, jv *out)
         if ((rc = jr_work(R, d->len * 64))) return rc;
         jlist *l = jlist_new(d->len);
         if (!l) return nomem(R, line);
+        l->h.flags |= id == M_D_KEYS ? LIST_VIEW_KEYS : id == M_D_VALUES ? LIST_VIEW_VALUES : LIST_VIEW_ITEMS;
         for (size_t i = 0; i < d->len; i++) {
             if (id == M_D_KEYS) { l->v[l->len++] = jv_ref(d->e[i].key); continue; }
             if (id == M_D_VALUES) { l->v[l->len++] = jv_ref(d->e[i].val); continue; }

@@ -593,7 +593,7 @@ int jr_getitem(jrender *R, jv obj, jv key, int line, jv *out)
         break;
     }
     case JV_LIST: {
-        if (key.t != JV_INT && key.t != JV_BOOL) break;
+        if ((key.t != JV_INT && key.t != JV_BOOL) || (JLIST(obj)->h.flags & LIST_VIEWS)) break;
         int64_t i = norm_index(key.u.i, JLIST(obj)->len);
         if (i < 0) break;
         *out = jv_ref(JLIST(obj)->v[i]);
@@ -657,7 +657,11 @@ static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
     int rc = eval(R, n->a, f, &obj);
     if (rc) return rc;
     if (obj.t == JV_UNDEF) { rc = jr_undef_error(R, obj, n->line); return rc; }
-    if (obj.t != JV_LIST && obj.t != JV_STR) { jv_decref(obj); *out = undef_attr(NULL, obj, U_ITEM); return 0; }
+    if ((obj.t != JV_LIST && obj.t != JV_STR) || (obj.t == JV_LIST && (JLIST(obj)->h.flags & LIST_VIEWS))) {
+        jv_decref(obj);
+        *out = undef_attr(NULL, obj, U_ITEM);
+        return 0;
+    }
     size_t len;
     int ascii = 1;
     if (obj.t == JV_LIST) len = JLIST(obj)->len;
@@ -672,7 +676,7 @@ static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
         if ((rc = jr_work(R, cnt * sizeof(jv)))) { jv_decref(obj); return rc; }
         jlist *l = jlist_new(cnt);
         if (!l) { jv_decref(obj); return jr_error(R, PL_ERR_NOMEM, n->line, "out of memory"); }
-        l->h.flags = src->h.flags & LIST_TUPLE;
+        l->h.flags = src->h.flags & LIST_TUPLE;   /* views were refused above */
         for (size_t i = 0; i < cnt; i++) l->v[l->len++] = jv_ref(src->v[a + (int64_t)i * s]);
         jv_decref(obj);
         *out = jv_obj(l);
@@ -856,7 +860,7 @@ int jr_binop(jrender *R, int op, jv a, jv b, int line, jv *out)
             *out = jv_obj(r);
             return 0;
         }
-        if (a.t == JV_LIST && b.t == JV_LIST &&
+        if (a.t == JV_LIST && b.t == JV_LIST && !((JLIST(a)->h.flags | JLIST(b)->h.flags) & LIST_VIEWS) &&
             (JLIST(a)->h.flags & LIST_TUPLE) == (JLIST(b)->h.flags & LIST_TUPLE)) {
             jlist *x = JLIST(a), *y = JLIST(b);
             int rc = jr_work(R, (x->len + y->len) * sizeof(jv));
@@ -1194,7 +1198,11 @@ static int eval(jrender *R, const jnode *n, jframe *f, jv *out)
             rc = jv_write_str(&buf, a);
             jv_decref(a);
             if (rc) { pl_buf_free(&buf); return jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply"); }
-            if (buf.len > R->lim->max_output) { pl_buf_free(&buf); return jr_check_size(R, buf.len); }
+            if (buf.len > R->lim->max_output) {
+                size_t len = buf.len;
+                pl_buf_free(&buf);
+                return jr_check_size(R, len);
+            }
         }
         return jr_buf_to_str(R, &buf, out);
     }
@@ -1469,6 +1477,7 @@ static int exec_stmt(jrender *R, const jnode *n, jframe *f, pl_buf *out)
     case N_BREAK: return EXEC_BREAK;
     case N_CONTINUE: return EXEC_CONTINUE;
     case N_BODY: return exec_body(R, n->kids, n->nkids, f, out);
+    case N_NOLOADER: return jr_error(R, PL_ERR_INVALID, n->line, "TypeError: no loader for this environment specified");
     default:
         return jr_error(R, PL_ERR_INTERNAL, n->line, "internal error: node %d is not a statement", n->kind);
     }

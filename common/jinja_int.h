@@ -75,6 +75,12 @@ typedef struct jlist {
     jv *v;
 } jlist;
 #define LIST_TUPLE 1
+/* dict.keys()/values()/items(): lists that print as dict_keys([...]) etc. and
+ * refuse indexing, like Python's views */
+#define LIST_VIEW_KEYS 2
+#define LIST_VIEW_VALUES 4
+#define LIST_VIEW_ITEMS 8
+#define LIST_VIEWS (LIST_VIEW_KEYS | LIST_VIEW_VALUES | LIST_VIEW_ITEMS)
 
 typedef struct jdent { jv key; jv val; uint64_t hash; } jdent;
 typedef struct jdict {  /* also the attribute store of a namespace (JV_NS) */
@@ -216,7 +222,7 @@ void jt_linecol(const pl_jinja_template *t, size_t pos, int *line, int *col);
 enum nkind {
     /* statements */
     N_TEXT, N_PRINT, N_IF, N_FOR, N_SET, N_SETBLOCK, N_MACRO, N_CALLBLOCK,
-    N_FILTERBLOCK, N_WITH, N_BREAK, N_CONTINUE, N_BODY,
+    N_FILTERBLOCK, N_WITH, N_BREAK, N_CONTINUE, N_BODY, N_NOLOADER,
     /* expressions */
     N_CONST, N_NAME, N_NSREF, N_GETATTR, N_GETITEM, N_SLICE, N_CALL, N_FILTER,
     N_TEST, N_NOT, N_NEG, N_POS, N_BINOP, N_AND, N_OR, N_COMPARE, N_CONCAT,

@@ -1000,6 +1000,12 @@ static jnode *parse_for(parser *P, jtok *at)
     jnode *n = new_node(P, N_FOR, at);
     if (!n) return NULL;
     if (!(n->a = parse_assign_target(P, 0, "in", 0))) return NULL;
+    const jnode *tg = n->a;
+    for (int i = 0; i < (tg->kind == N_TUPLE ? tg->nkids : 1); i++) {
+        const jnode *x = tg->kind == N_TUPLE ? tg->kids[i] : tg;
+        if (x->kind == N_NAME && x->sym == SYM_LOOP)
+            return fail_at(P, at, "TemplateAssertionError", "Can't assign to special loop variable in for-loop target");
+    }
     if (expect_name(P, "in")) return NULL;
     if (!(n->b = parse_tuple(P, 0, 0, "recursive", 0, 0))) return NULL;
     if (skip_name(P, "if") && !(n->c = parse_expression(P, 1))) return NULL;
@@ -1145,13 +1151,29 @@ static jnode *parse_statement(parser *P)
         /* transformers' AssistantTracker: renders its body unchanged */
         n = new_node(P, N_BODY, k);
         if (n) n->kids = parse_statements(P, END_GEN, 1, &n->nkids);
+    } else if (tok_is_name(P, k, "block")) {
+        /* without inheritance a block renders in place, in its own scope */
+        jtok *name = cur(P);
+        n = new_node(P, N_WITH, k);
+        if (n && !expect_type(P, T_NAME, "name")) {
+            skip_name(P, "scoped");
+            skip_name(P, "required");
+            static const char *const end_block[] = { "endblock", NULL };
+            n->kids = parse_statements(P, end_block, 1, &n->nkids);
+            if (!P->rc && cur(P)->type == T_NAME && cur(P)->len == name->len &&
+                !memcmp(P->t->src + cur(P)->pos, P->t->src + name->pos, name->len))
+                advance(P);
+        }
+    } else if (tok_is_name(P, k, "extends") || tok_is_name(P, k, "include") ||
+               tok_is_name(P, k, "import") || tok_is_name(P, k, "from")) {
+        /* transformers gives Jinja no loader: these fail when they run */
+        n = new_node(P, N_NOLOADER, k);
+        while (n && cur(P)->type != T_BLOCK_END && cur(P)->type != T_EOF) advance(P);
     } else {
-        static const char *const unsupported[] = { "block", "extends", "include", "import", "from", "autoescape" };
-        for (size_t i = 0; i < PL_ARRAY_LEN(unsupported); i++)
-            if (tok_is_name(P, k, unsupported[i])) {
-                P->depth--;
-                return fail_at(P, k, "TemplateSyntaxError", "tag '%s' is not supported in chat templates", unsupported[i]);
-            }
+        if (tok_is_name(P, k, "autoescape")) {
+            P->depth--;
+            return fail_at(P, k, "TemplateSyntaxError", "tag 'autoescape' is not supported in chat templates");
+        }
         P->depth--;
         return fail_at(P, k, "TemplateSyntaxError", "Encountered unknown tag '%.*s'.", (int)k->len, P->t->src + k->pos);
     }

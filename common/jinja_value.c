@@ -474,7 +474,11 @@ const char *jv_typename(jv v)
     case JV_INT: return "int";
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
-    case JV_LIST: return (JLIST(v)->h.flags & LIST_TUPLE) ? "tuple" : "list";
+    case JV_LIST: {
+        uint16_t f = JLIST(v)->h.flags;
+        return (f & LIST_TUPLE) ? "tuple" : (f & LIST_VIEW_KEYS) ? "dict_keys" : (f & LIST_VIEW_VALUES) ? "dict_values"
+             : (f & LIST_VIEW_ITEMS) ? "dict_items" : "list";
+    }
     case JV_DICT: return "dict";
     case JV_NS: return "Namespace";
     case JV_MACRO: return "Macro";
@@ -549,7 +553,8 @@ int jv_write_repr(pl_buf *b, jv v, int depth)
     case JV_STR: py_repr_string(b, JSTR(v)->data, JSTR(v)->len); return 0;
     case JV_LIST: {
         jlist *l = JLIST(v);
-        int tuple = (l->h.flags & LIST_TUPLE) != 0;
+        int tuple = (l->h.flags & LIST_TUPLE) != 0, view = (l->h.flags & LIST_VIEWS) != 0;
+        if (view) { pl_buf_puts(b, jv_typename(v)); pl_buf_putc(b, '('); }
         pl_buf_putc(b, tuple ? '(' : '[');
         for (size_t i = 0; i < l->len; i++) {
             if (i) pl_buf_puts(b, ", ");
@@ -558,6 +563,7 @@ int jv_write_repr(pl_buf *b, jv v, int depth)
         }
         if (tuple && l->len == 1) pl_buf_putc(b, ',');
         pl_buf_putc(b, tuple ? ')' : ']');
+        if (view) pl_buf_putc(b, ')');
         return 0;
     }
     case JV_DICT: case JV_NS: {
@@ -644,6 +650,8 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
     case JV_STR: pl_pyjson_write_string(b, JSTR(v)->data, JSTR(v)->len, o->ensure_ascii); return 0;
     case JV_LIST: {
         jlist *l = JLIST(v);
+        if (l->h.flags & LIST_VIEWS)
+            return pl_seterr(err, errlen, PL_ERR_INVALID, "TypeError: Object of type %s is not JSON serializable", jv_typename(v));
         if (!l->len) { pl_buf_puts(b, "[]"); return 0; }
         pl_buf_putc(b, '[');
         for (size_t i = 0; i < l->len; i++) {

@@ -19,7 +19,8 @@ void pl_pyjson_write_string(pl_buf *out, const char *str, size_t len, int ensure
     while (i < len) {
         /* copy the longest run that needs no escaping in one append */
         size_t j = i;
-        while (j < len && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' && (s[j] < 0x80 || !ensure_ascii)) {
+        while (j < len && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' &&
+               (s[j] < 0x7F || !ensure_ascii)) {   /* ensure_ascii escapes DEL too, as Python does */
             if (s[j] >= 0x80) {
                 uint32_t cp;
                 size_t k = pl_utf8_decode(s + j, len - j, &cp);

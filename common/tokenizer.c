@@ -156,6 +156,7 @@ typedef struct bmerge {           /* a heap entry (HF Merge) */
     uint32_t rank;
     uint32_t pos;
     int32_t  merged;
+    int32_t  left, right;         /* the pair when pushed: a cheap staleness test */
 } bmerge;
 
 typedef struct enc {
@@ -268,10 +269,17 @@ static int bpe_merge(enc *e, const uint8_t *s, size_t n)
         if (ns) sy[ns - 1].next = (int32_t)ns;
         ns++;
     }
+    /* the initial pairs are independent: touch all their slots first so the
+     * cache misses overlap (long pieces, e.g. CJK runs, are miss-bound) */
+    for (size_t i = 0; i + 1 < ns; i++) {
+        uint64_t key = (uint64_t)(uint32_t)sy[i].id << 32 | (uint32_t)sy[i + 1].id;
+        __builtin_prefetch(&tok->merges[tk_mix64(key) & tok->merges_mask]);
+    }
     for (size_t i = 0; i + 1 < ns; i++) {
         uint32_t rank;
         int32_t m;
-        if (merge_get(tok, sy[i].id, sy[i + 1].id, &rank, &m)) heap_push(h, &nh, (bmerge){rank, (uint32_t)i, m});
+        if (merge_get(tok, sy[i].id, sy[i + 1].id, &rank, &m))
+            heap_push(h, &nh, (bmerge){rank, (uint32_t)i, m, sy[i].id, sy[i + 1].id});
     }
     while (nh) {
         bmerge top = heap_pop(h, &nh);
@@ -280,16 +288,19 @@ static int bpe_merge(enc *e, const uint8_t *s, size_t n)
         bsym *right = &sy[cur->next];
         uint32_t rank;
         int32_t m;
-        /* stale entry: the pair at pos no longer makes this token */
-        if (!merge_get(tok, cur->id, right->id, &rank, &m) || m != top.merged) continue;
+        /* stale entry: HF skips it when the pair now at pos does not merge
+         * into the same token. Unchanged pair: valid without a lookup. */
+        if ((cur->id != top.left || right->id != top.right) &&
+            (!merge_get(tok, cur->id, right->id, &rank, &m) || m != top.merged))
+            continue;
         cur->id = top.merged;
         cur->next = right->next;
         right->alive = 0;
         if (right->next >= 0) sy[right->next].prev = (int32_t)top.pos;
         if (cur->prev >= 0 && merge_get(tok, sy[cur->prev].id, cur->id, &rank, &m))
-            heap_push(h, &nh, (bmerge){rank, (uint32_t)cur->prev, m});
+            heap_push(h, &nh, (bmerge){rank, (uint32_t)cur->prev, m, sy[cur->prev].id, cur->id});
         if (cur->next >= 0 && merge_get(tok, cur->id, sy[cur->next].id, &rank, &m))
-            heap_push(h, &nh, (bmerge){rank, top.pos, m});
+            heap_push(h, &nh, (bmerge){rank, top.pos, m, cur->id, sy[cur->next].id});
     }
     for (size_t i = 0; i < ns; i++)
         if (sy[i].alive && push_id(e, sy[i].id)) return PL_ERR_NOMEM;

@@ -37,9 +37,17 @@
  * Oniguruma's Unicode definitions, \uHHHH becomes \x{HHHH}; constructs whose
  * meaning differs between the engines (^ $ \A \z \Z \b \B \h \G \K \R \X,
  * nested classes, && in classes, backreferences, inline flags other than i)
- * are rejected at load. Unicode tables are those of the installed PCRE2 and
- * utf8proc; characters assigned after their Unicode versions may classify
- * differently from HF.
+ * are rejected at load.
+ *
+ * Known difference (documented, not tested as equal): Unicode versions.
+ * HF's Oniguruma 6.9.10 knows Unicode 16; Debian 12's PCRE2 10.42 knows
+ * Unicode 14 (utf8proc 2.8, used for NFC/NFKC and Digits, knows 15.0).
+ * Characters ASSIGNED in Unicode 15.0-16.0 (e.g. CJK Ext. H/I ideographs,
+ * Kawi, Nag Mundari, Garay) are letters/digits to HF but unassigned to
+ * PCRE2, so \p{L}/\p{N} pieces around them can split differently. Emoji
+ * are not affected by the GLM/Llama/Qwen patterns (symbols either way).
+ * Everything older, and all unassigned code points, match HF (tested on
+ * random code points from the whole range).
  *
  * Threading: a loaded pl_tokenizer is immutable; every function taking a
  * const pl_tokenizer * may be called from many threads at once. Each encode
@@ -118,15 +126,19 @@ void pl_tokenizer_utf8_lossy(const uint8_t *bytes, size_t len, pl_buf *out);
 
 /* The raw bytes one token contributes to decode: for byte-level tokens the
  * bytes behind the ByteLevel alphabet ("Ġ" -> 0x20); for added tokens their
- * content (exactly: what HF's ByteLevel decoder makes of the token string).
+ * content (exactly: what HF's ByteLevel decoder makes of the token string;
+ * for a normalized:true added token HF uses its normalized content).
  * May be any bytes, not valid UTF-8 by itself (a token can hold part of a
  * character). Points into the tokenizer (valid until pl_tokenizer_free), not
  * NUL-terminated. NULL (and *len 0) for an unknown id. */
 const uint8_t *pl_tokenizer_token_bytes(const pl_tokenizer *tok, int32_t id, size_t *len);
 
 /* 1 when the id's token is one decode(skip_special_tokens=True) drops: an
- * added token with "special": true (HF compares by content, so a vocab entry
- * with the same text counts too). 0 otherwise, also for unknown ids. */
+ * added token with "special": true. (Exactly HF's rule: the token's string
+ * is the content of a special token. The one case where that differs from
+ * the flag: a normalized:true special token whose content the normalizer
+ * changes, e.g. "\u2460" under NFKC, is neither skipped nor special.)
+ * 0 otherwise, also for unknown ids. */
 int pl_tokenizer_is_special(const pl_tokenizer *tok, int32_t id);
 
 /* 1 when the id belongs to an added token (special or not), else 0. */

@@ -8,43 +8,24 @@
 #include <string.h>
 
 #include "detok.h"
-#include "map.h"
+#include "chstage.h"
 #include "stage.h"
-
-#define DTK_MAX_N 4096
 
 /* ================================================================ state */
 
+/* Per request (made from start's context) and per choice (a dtk_choice). The
+ * request/choice bookkeeping and the protocol rules around it (unknown ids,
+ * abort, end, error) are common/chstage's. */
 typedef struct dtk_req {
-    dtk_stops   stops;
-    size_t      n;
-    dtk_choice *choices;   /* [n] */
+    dtk_stops stops;
+    bool      skip_special, include_stop;
 } dtk_req;
 
-typedef struct dtk_app {
-    pl_tokenizer *tk;
-    pl_map        reqs;    /* id -> dtk_req */
-    pl_buf        text;    /* scratch: the delta's text */
-    pl_buf        tmp;     /* scratch: token strings */
-    int32_t      *ids;     /* scratch: token ids of one message */
-    size_t        ids_cap;
-} dtk_app;
-
-static void req_free(dtk_req *r)
-{
-    if (!r) return;
-    for (size_t i = 0; i < r->n; i++) dtk_choice_free(&r->choices[i]);
-    free(r->choices);
-    dtk_stops_free(&r->stops);
-    free(r);
-}
-
-static void req_drop(dtk_app *a, const char *id, size_t idlen)
-{
-    req_free(pl_map_del(&a->reqs, id, idlen));
-}
-
-/* ================================================================ start */
+static pl_tokenizer *g_tk;
+static pl_buf        g_text;       /* scratch: one delta's text */
+static pl_buf        g_tmp;        /* scratch: token strings */
+static int32_t      *g_ids;        /* scratch: one message's ids */
+static size_t        g_ids_cap;
 
 static bool ctx_bool(const msgpack_object *ctx, const char *key, bool def)
 {
@@ -52,73 +33,80 @@ static bool ctx_bool(const msgpack_object *ctx, const char *key, bool def)
     return pl_msg_get_bool(ctx, key, &v) == 0 ? v : def;
 }
 
-static void on_start(dtk_app *a, pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen)
+static void req_free(void *p)
 {
-    int64_t n = 1;
-    const msgpack_object *ctx = NULL;
+    dtk_req *r = p;
+    if (!r) return;
+    dtk_stops_free(&r->stops);
+    free(r);
+}
+
+static int req_new(void **out, const msgpack_object *ctx, char *err, size_t errlen)
+{
     const msgpack_object_array *stop = NULL;
-    int rc = pl_msg_get_int(msg, "n", &n);
-    if (rc == PL_ERR_NOTFOUND) rc = 0, n = 1;
-    if (!rc && (n < 1 || n > DTK_MAX_N)) rc = PL_ERR_RANGE;
-    if (!rc && pl_msg_get_map(msg, "context", &ctx) == PL_ERR_INVALID) rc = PL_ERR_INVALID;
-    if (!rc && ctx && pl_msg_get_array(ctx, "stop", &stop) == PL_ERR_INVALID) rc = PL_ERR_INVALID;
-    if (rc) {
-        pl_stage_bad_request(st, id, idlen, "start: 'n' must be 1..%d and 'context.stop' a list of strings", DTK_MAX_N);
-        return;
-    }
-    req_drop(a, id, idlen);   /* a reused id starts afresh */
+    if (ctx && pl_msg_get_array(ctx, "stop", &stop) == PL_ERR_INVALID)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "start: 'context.stop' must be a list of strings");
     dtk_req *r = calloc(1, sizeof *r);
-    if (!r || !(r->choices = calloc((size_t)n, sizeof *r->choices))) {
-        free(r);
-        pl_stage_send_error(st, id, idlen, 500, "InternalServerError", "out of memory");
-        return;
-    }
-    r->n = (size_t)n;
+    if (!r) return PL_ERR_NOMEM;
     dtk_stops_init(&r->stops);
+    r->skip_special = ctx_bool(ctx, "skip_special_tokens", true);
+    r->include_stop = ctx_bool(ctx, "include_stop_str_in_output", false);
+    int rc = 0;
     for (uint32_t i = 0; stop && i < stop->size && !rc; i++) {
         const msgpack_object *s = &stop->ptr[i];
-        if (s->type != MSGPACK_OBJECT_STR) rc = PL_ERR_INVALID;
-        else rc = dtk_stops_add(&r->stops, s->via.str.ptr, s->via.str.size);
+        rc = s->type != MSGPACK_OBJECT_STR ? PL_ERR_INVALID : dtk_stops_add(&r->stops, s->via.str.ptr, s->via.str.size);
     }
-    bool skip = ctx_bool(ctx, "skip_special_tokens", true);
-    bool incl = ctx_bool(ctx, "include_stop_str_in_output", false);
-    for (size_t i = 0; !rc && i < r->n; i++) rc = dtk_choice_init(&r->choices[i], &r->stops, skip, incl);
-    if (!rc) rc = pl_map_put(&a->reqs, id, idlen, r);
     if (rc) {
         req_free(r);
-        pl_stage_bad_request(st, id, idlen, "bad stop strings (at most %d, each at most %d bytes): %s",
-                             DTK_MAX_STOPS, DTK_MAX_STOP_BYTES, pl_strerror(rc));
-        return;
+        return pl_seterr(err, errlen, rc == PL_ERR_NOMEM ? rc : PL_ERR_INVALID,
+                         "start: stop strings must be strings, at most %d of at most %d bytes", DTK_MAX_STOPS, DTK_MAX_STOP_BYTES);
     }
-    pl_stage_forward(st, msg);
+    *out = r;
+    return 0;
+}
+
+static int choice_new(void *req, void **out)
+{
+    dtk_req *r = req;
+    dtk_choice *c = malloc(sizeof *c);
+    if (!c) return PL_ERR_NOMEM;
+    if (dtk_choice_init(c, &r->stops, r->skip_special, r->include_stop)) { free(c); return PL_ERR_NOMEM; }
+    *out = c;
+    return 0;
+}
+
+static void choice_free(void *ch)
+{
+    dtk_choice_free(ch);
+    free(ch);
 }
 
 /* ================================================================ tokens */
 
-/* Engine logprobs {logprob, top: [[id, lp], ...]} -> {token, bytes, logprob, top: [{token, bytes, logprob}]} */
-static void pack_token_entry(dtk_app *a, msgpack_packer *pk, int64_t id, const msgpack_object *lp, bool with_top)
+/* Engine logprobs {logprob, top: [[id, lp], ...]} -> {token, bytes, token_id, logprob, top: [{token, bytes, token_id, logprob}]} */
+static void pack_token_entry(msgpack_packer *pk, int64_t id, const msgpack_object *lp, bool with_top)
 {
-    pl_buf_reset(&a->tmp);
-    dtk_token_text(a->tk, (int32_t)id, &a->tmp);
+    pl_buf_reset(&g_tmp);
+    dtk_token_text(g_tk, (int32_t)id, &g_tmp);
     msgpack_pack_map(pk, with_top ? 5 : 4);
-    pl_msg_pack_kv_str(pk, "token", a->tmp.data ? a->tmp.data : "", a->tmp.len);
+    pl_msg_pack_kv_str(pk, "token", g_tmp.data ? g_tmp.data : "", g_tmp.len);
     pl_msg_pack_cstr(pk, "bytes");
-    msgpack_pack_array(pk, a->tmp.len);
-    for (size_t i = 0; i < a->tmp.len; i++) msgpack_pack_uint8(pk, (uint8_t)a->tmp.data[i]);
+    msgpack_pack_array(pk, g_tmp.len);
+    for (size_t i = 0; i < g_tmp.len; i++) msgpack_pack_uint8(pk, (uint8_t)g_tmp.data[i]);
     pl_msg_pack_kv_int(pk, "token_id", id);
     pl_msg_pack_cstr(pk, "logprob");
     if (lp) msgpack_pack_object(pk, *lp);
     else msgpack_pack_nil(pk);
 }
 
-static void pack_logprobs(dtk_app *a, msgpack_packer *pk, const msgpack_object_array *lps, const int32_t *ids, size_t n)
+static void pack_logprobs(msgpack_packer *pk, const msgpack_object_array *lps, const int32_t *ids, size_t n)
 {
     msgpack_pack_array(pk, lps->size);
     for (uint32_t i = 0; i < lps->size; i++) {
         const msgpack_object *e = &lps->ptr[i];
         const msgpack_object_array *top = NULL;
         pl_msg_get_array(e, "top", &top);
-        pack_token_entry(a, pk, i < n ? ids[i] : -1, pl_msg_get(e, "logprob"), true);
+        pack_token_entry(pk, i < n ? ids[i] : -1, pl_msg_get(e, "logprob"), true);
         pl_msg_pack_cstr(pk, "top");
         uint32_t ntop = top ? top->size : 0;
         msgpack_pack_array(pk, ntop);
@@ -130,106 +118,83 @@ static void pack_logprobs(dtk_app *a, msgpack_packer *pk, const msgpack_object_a
                 pl_msg_as_int(&pair->via.array.ptr[0], &tid);
                 tlp = &pair->via.array.ptr[1];
             }
-            pack_token_entry(a, pk, tid, tlp, false);
+            pack_token_entry(pk, tid, tlp, false);
         }
     }
 }
 
-static int read_ids(dtk_app *a, const msgpack_object_array *arr)
+static int read_ids(const msgpack_object_array *arr)
 {
-    if (arr->size > a->ids_cap) {
-        int32_t *p = realloc(a->ids, sizeof *p * arr->size);
+    if (arr->size > g_ids_cap) {
+        int32_t *p = realloc(g_ids, sizeof *p * arr->size);
         if (!p) return PL_ERR_NOMEM;
-        a->ids = p;
-        a->ids_cap = arr->size;
+        g_ids = p;
+        g_ids_cap = arr->size;
     }
     for (uint32_t i = 0; i < arr->size; i++) {
         int64_t v;
         if (pl_msg_as_int(&arr->ptr[i], &v) || v < 0 || v > INT32_MAX) return PL_ERR_INVALID;
-        a->ids[i] = (int32_t)v;
+        g_ids[i] = (int32_t)v;
     }
     return PL_OK;
 }
 
-static void on_tokens(dtk_app *a, pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen)
+static int on_tokens(pl_stage *st, void *req, void *ch, const msgpack_object *msg, bool final,
+                     char *err, size_t errlen)
 {
-    dtk_req *r = pl_map_get(&a->reqs, id, idlen);
-    if (!r) {
-        pl_log(PL_LOG_DEBUG, id, idlen, "tokens for an unknown request: dropped");
-        return;
-    }
-    int64_t index = 0;
+    dtk_req *r = req;
+    dtk_choice *c = ch;
+    if (c->done) return 0;   /* finished here by a stop string; the engine has not heard yet */
     const msgpack_object_array *arr = NULL;
-    int rc = pl_msg_get_int(msg, "index", &index);
-    if (rc == PL_ERR_NOTFOUND) rc = 0;
-    if (!rc && (index < 0 || (size_t)index >= r->n)) rc = PL_ERR_RANGE;
-    if (!rc) rc = pl_msg_get_array(msg, "token_ids", &arr);
-    if (!rc) rc = read_ids(a, arr);
-    if (rc) {
-        pl_stage_send_error(st, id, idlen, 500, "InternalServerError", "malformed tokens message: %s", pl_strerror(rc));
-        req_drop(a, id, idlen);
-        return;
-    }
-    dtk_choice *c = &r->choices[index];
-    if (c->done) return;   /* finished here by a stop string; the engine has not heard yet */
-
-    const char *finish = NULL;
-    size_t finish_len = 0;
-    pl_msg_get_str(msg, "finish_reason", &finish, &finish_len);
-    pl_buf_reset(&a->text);
+    int rc = pl_msg_get_array(msg, "token_ids", &arr);
+    if (!rc) rc = read_ids(arr);
+    if (rc) return pl_seterr(err, errlen, rc == PL_ERR_NOMEM ? rc : PL_ERR_INVALID, "tokens: 'token_ids' must be a list of token ids");
+    pl_buf_reset(&g_text);
     int hit = -1;
-    rc = dtk_choice_feed(c, a->tk, a->ids, arr->size, &a->text, &hit);
-    if (rc) {
-        pl_stage_send_error(st, id, idlen, 500, "InternalServerError",
-                            rc == PL_ERR_RANGE ? "token id outside the vocabulary" : "detokenization failed");
-        req_drop(a, id, idlen);
-        return;
-    }
-    if (hit < 0 && finish) dtk_choice_flush(c, &a->text);
+    rc = dtk_choice_feed(c, g_tk, g_ids, arr->size, &g_text, &hit);
+    if (rc) return pl_seterr(err, errlen, rc, rc == PL_ERR_RANGE ? "tokens: token id outside the vocabulary" : "detokenization failed");
+    if (hit < 0 && final) dtk_choice_flush(c, &g_text);
 
     static const char *const skip[] = {"type", "logprobs", "finish_reason", "stop_reason"};
     const msgpack_object_array *lps = NULL;
     bool has_lp = pl_msg_get_array(msg, "logprobs", &lps) == 0;
-    bool finished = hit >= 0 || finish;
+    bool finished = hit >= 0 || final;
     msgpack_packer *pk = pl_stage_begin(st);
     pl_msg_pack_map_except(pk, msg, skip, PL_ARRAY_LEN(skip), 2 + has_lp + (finished ? 2 : 0));
     pl_msg_pack_kv_cstr(pk, "type", "delta");
-    pl_msg_pack_kv_str(pk, "text", a->text.data ? a->text.data : "", a->text.len);
+    pl_msg_pack_kv_str(pk, "text", g_text.data ? g_text.data : "", g_text.len);
     if (has_lp) {
         pl_msg_pack_cstr(pk, "logprobs");
-        pack_logprobs(a, pk, lps, a->ids, arr->size);
+        pack_logprobs(pk, lps, g_ids, arr->size);
     }
     if (hit >= 0) {
         pl_msg_pack_kv_cstr(pk, "finish_reason", "stop");
         pl_msg_pack_kv_str(pk, "stop_reason", r->stops.str[hit], r->stops.len[hit]);
-    } else if (finish) {
-        pl_msg_pack_kv_str(pk, "finish_reason", finish, finish_len);
+    } else if (final) {
+        pl_msg_pack_kv_obj(pk, "finish_reason", pl_msg_get(msg, "finish_reason"));
         const msgpack_object *sr = pl_msg_get(msg, "stop_reason");
         if (sr) pl_msg_pack_kv_obj(pk, "stop_reason", sr);
         else pl_msg_pack_kv_nil(pk, "stop_reason");
     }
     pl_stage_end(st);
+    return 0;
 }
 
-/* ================================================================ dispatch */
-
-static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen, void *ud)
+/* end arrived while a choice never got its finish (engine gone, say): let
+ * out what it holds so no text is lost. */
+static void on_flush(pl_stage *st, void *req, void *ch, const char *id, size_t idlen, uint32_t index)
 {
-    dtk_app *a = ud;
-    if (pl_msg_type_is(msg, "tokens")) { on_tokens(a, st, msg, id, idlen); return; }
-    if (pl_msg_type_is(msg, "start")) { on_start(a, st, msg, id, idlen); return; }
-    if (pl_msg_type_is(msg, "abort")) {
-        int64_t index;
-        dtk_req *r = pl_map_get(&a->reqs, id, idlen);
-        if (r && pl_msg_get_int(msg, "index", &index) == 0) {
-            if (index >= 0 && (size_t)index < r->n) r->choices[index].done = true;
-        } else {
-            req_drop(a, id, idlen);
-        }
-    } else if (pl_msg_type_is(msg, "end") || pl_msg_type_is(msg, "error")) {
-        req_drop(a, id, idlen);
-    }
-    pl_stage_forward(st, msg);
+    dtk_choice *c = ch;
+    pl_buf_reset(&g_text);
+    dtk_choice_flush(c, &g_text);
+    if (!g_text.len) return;
+    msgpack_packer *pk = pl_stage_begin(st);
+    msgpack_pack_map(pk, 4);
+    pl_msg_pack_kv_cstr(pk, "type", "delta");
+    pl_msg_pack_kv_str(pk, "id", id, idlen);
+    pl_msg_pack_kv_int(pk, "index", index);
+    pl_msg_pack_kv_str(pk, "text", g_text.data, g_text.len);
+    pl_stage_end(st);
 }
 
 static void usage(FILE *f)
@@ -269,29 +234,24 @@ int main(int argc, char **argv)
         snprintf(path, sizeof path, "%s/tokenizer.json", dir);
         tfile = path;
     }
-    dtk_app a;
-    memset(&a, 0, sizeof a);
-    pl_map_init(&a.reqs);
-    if (pl_tokenizer_load(&a.tk, tfile, err, sizeof err)) {
+    if (pl_tokenizer_load(&g_tk, tfile, err, sizeof err)) {
         fprintf(stderr, "glm-detok: %s\n", err);
         return 1;
     }
-    pl_stage *st;
-    if (pl_stage_open(&st, in, out, err, sizeof err)) {
-        fprintf(stderr, "glm-detok: %s\n", err);
-        pl_tokenizer_free(a.tk);
-        return 1;
-    }
-    int rc = pl_stage_run(st, on_msg, NULL, &a);
+    static const pl_chstage_ops ops = {
+        .input_type = "tokens", .req_new = req_new, .req_free = req_free,
+        .choice_new = choice_new, .choice_free = choice_free, .on_input = on_tokens, .on_flush = on_flush,
+    };
+    pl_chstage *cs = NULL;
+    pl_stage *st = NULL;
+    int rc = pl_chstage_new(&cs, &ops) ? PL_ERR_NOMEM : pl_stage_open(&st, in, out, err, sizeof err);
+    if (rc) fprintf(stderr, "glm-detok: %s\n", rc == PL_ERR_NOMEM ? "out of memory" : err);
+    else rc = pl_stage_run(st, pl_chstage_on_msg, pl_chstage_on_drain, cs);
     pl_stage_close(st);
-    const char *k;
-    size_t kl, pos = 0;
-    void *v;
-    while ((pos = pl_map_next(&a.reqs, pos, &k, &kl, &v))) req_free(v);
-    pl_map_free(&a.reqs);
-    pl_buf_free(&a.text);
-    pl_buf_free(&a.tmp);
-    free(a.ids);
-    pl_tokenizer_free(a.tk);
+    pl_chstage_free(cs);
+    pl_buf_free(&g_text);
+    pl_buf_free(&g_tmp);
+    free(g_ids);
+    pl_tokenizer_free(g_tk);
     return rc ? 1 : 0;
 }

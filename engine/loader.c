@@ -53,6 +53,7 @@ uint8_t eng_f32_to_fp8(float f)
     uint8_t sign = signbit(f) ? 0x80 : 0;
     float a = fabsf(f);
     if (a >= 448.0f) return sign | 0x7e;               /* saturate (torch clamps before casting) */
+    if (a == 0.0f) return sign;
     /* Pick the exponent bucket, then round the mantissa to nearest even. */
     int e;
     frexpf(a, &e);                                     /* a = f * 2^e, f in [0.5,1) */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 /* ===== lifetime and memory ===== */
@@ -47,17 +48,43 @@ void eng_be_free(eng_backend *be)
 
 int eng_be_threads(const eng_backend *be) { return be->n_threads; }
 
+/* Zeroed, 64-byte aligned memory. Large buffers (the KV pool: gigabytes of
+ * which a run may touch little) come from anonymous mappings, which the
+ * kernel zeroes page by page on first touch, so start-up does not commit the
+ * whole pool. A 64-byte header before the returned pointer records how the
+ * block was made, for eng_be_dealloc. */
+#define BE_ALLOC_HDR  64
+#define BE_MMAP_BYTES (1u << 20)
+
 void *eng_be_alloc(eng_backend *be, size_t bytes)
 {
     (void)be;
-    void *p = NULL;
-    size_t n = (bytes + 63) & ~(size_t)63;
-    if (posix_memalign(&p, 64, n ? n : 64)) return NULL;
-    memset(p, 0, n ? n : 64);
-    return p;
+    size_t n = ((bytes ? bytes : 1) + 63) & ~(size_t)63;
+    if (n > SIZE_MAX - BE_ALLOC_HDR) return NULL;
+    size_t total = n + BE_ALLOC_HDR;
+    unsigned char *base;
+    if (total >= BE_MMAP_BYTES) {
+        base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base == MAP_FAILED) return NULL;
+    } else {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, total)) return NULL;
+        memset(p, 0, total);
+        base = p;
+    }
+    ((size_t *)base)[0] = total;
+    return base + BE_ALLOC_HDR;
 }
 
-void eng_be_dealloc(eng_backend *be, void *p) { (void)be; free(p); }
+void eng_be_dealloc(eng_backend *be, void *p)
+{
+    (void)be;
+    if (!p) return;
+    unsigned char *base = (unsigned char *)p - BE_ALLOC_HDR;
+    size_t total = ((size_t *)base)[0];
+    if (total >= BE_MMAP_BYTES) munmap(base, total);
+    else free(base);
+}
 
 float *eng_cpu_scratch_f(eng_backend *be, int t, size_t nf)
 {

@@ -34,15 +34,17 @@ static void do_tasks(eng_backend *be, int thread)
     while ((t = atomic_fetch_add(&be->next_task, 1)) < be->n_tasks) be->fn(be->ctx, t, thread);
 }
 
-struct worker_arg { eng_backend *be; int id; };
+/* gen0: the generation when the worker was created. Reading be->gen in the
+ * new thread instead would race with a run started before it got going. */
+struct worker_arg { eng_backend *be; int id; unsigned gen0; };
 
 static void *worker(void *p)
 {
     struct worker_arg *a = p;
     eng_backend *be = a->be;
     int id = a->id;
+    unsigned seen = a->gen0;
     free(a);
-    unsigned seen = atomic_load(&be->gen);
     for (;;) {
         for (int k = 0; k < SPIN_ITERS && atomic_load(&be->gen) == seen; k++) cpu_relax();
         if (atomic_load(&be->gen) == seen) {
@@ -85,7 +87,7 @@ int eng_cpu_pool_start(eng_backend *be)
     if (!be->threads) return -1;
     for (int i = 1; i < be->n_threads; i++) {
         struct worker_arg *a = malloc(sizeof *a);
-        if (a) { a->be = be; a->id = i; }
+        if (a) { a->be = be; a->id = i; a->gen0 = atomic_load(&be->gen); }
         if (!a || pthread_create(&be->threads[i], NULL, worker, a)) {
             free(a);
             be->n_threads = i;          /* run with the threads we got */

@@ -3,11 +3,14 @@
  * HF tokenizers on the same text right after (bench_hf.py).
  *
  *   bench_tokenizer TOKENIZER.json TEXT
+ *   bench_tokenizer TOKENIZER.json -        load time and RSS only
  *
  * TEXT holds documents separated by \x1e; each document is one encode call
  * (as a prompt would be). Prints load time (best of 3), RSS after load,
  * encode MB/s (best of 3 passes), decode MB/s, and the id count + FNV hash
- * that bench_hf.py prints too, so the ids can be compared. */
+ * that bench_hf.py prints too, so the ids can be compared. Times are the
+ * process's CPU time (one thread), so a busy shared machine skews them less
+ * than wall time would; bench_hf.py measures the same way. */
 #include "tokenizer.h"
 
 #include <stdio.h>
@@ -18,7 +21,7 @@
 static double now(void)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
@@ -71,6 +74,12 @@ int main(int argc, char **argv)
     }
     size_t flen = 0, tlen = 0;
     free(slurp(argv[1], &flen));
+    if (!strcmp(argv[2], "-")) {
+        printf("pl_tokenizer:  load %.0f ms, RSS after load %.1f MB (%.1fx the %.1f MB file)\n", load_best * 1e3,
+               rss_load / 1024.0, rss_load * 1024.0 / (double)flen, flen / 1e6);
+        pl_tokenizer_free(tok);
+        return 0;
+    }
     char *text = slurp(argv[2], &tlen);
     if (!text) {
         fprintf(stderr, "cannot read %s\n", argv[2]);

@@ -16,6 +16,13 @@ if [ ! -x "$V/bin/python" ] || ! "$V/bin/python" -c "import tokenizers" 2>/dev/n
 fi
 TEXT=$BUILD/bench-text-${MB}mb.txt
 [ -f "$TEXT" ] || "$V/bin/python" tests/bench/bench_hf.py gen "$TEXT" "$MB"
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; tokenizer: $TOK"
+export RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, load average $(cut -d' ' -f1 /proc/loadavg)"
+echo "== encode, $TOK"
 "$BUILD/bench/bench_tokenizer" "$TOK" "$TEXT"
-RAYON_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false "$V/bin/python" tests/bench/bench_hf.py hf "$TOK" "$TEXT"
+"$V/bin/python" tests/bench/bench_hf.py hf "$TOK" "$TEXT"
+for f in "$(dirname "$(dirname "$TOK")")"/*/tokenizer.json; do
+    echo "== load, $f"
+    "$BUILD/bench/bench_tokenizer" "$f" -
+    "$V/bin/python" tests/bench/bench_hf.py load "$f"
+done

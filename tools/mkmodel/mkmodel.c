@@ -1,5 +1,6 @@
 /* mkmodel.c — presets, deterministic weights, safetensors writer. */
 #include "mkmodel.h"
+#include "tokenizer_train.h"
 
 #include <errno.h>
 #include <math.h>
@@ -416,8 +417,9 @@ int eng_mk_write(const eng_mk_opts *o, char *err, size_t errlen)
     }
     if (rc == PL_ERR_NOMEM) pl_seterr(err, errlen, rc, "out of memory");
     if (!rc) rc = write_configs(o, &c, err, errlen);
-    /* Tokenizer files (tokenizer.json, tokenizer_config.json, chat template)
-     * are written here once the project's BPE trainer exists (issue 4). */
+    /* tokenizer.json (trained here, GLM's 36 added tokens from the eos base
+     * up), tokenizer_config.json and our GLM-5.2-format chat template */
+    if (!rc) rc = eng_mk_text_files_write(o->out_dir, c.pad_token_id, err, errlen);
     for (int s = 0; !rc && s <= shard; s++) rc = write_shard(&l, s, shard + 1, err, errlen);
     if (!rc && shard > 0) rc = write_index(&l, shard + 1, err, errlen);
     free(l.v);
