@@ -33,6 +33,7 @@
 #include "pyjson.h"
 #include "../../parse-reasoning/reasoning.h"
 #include "../../parse-tools/tools.h"
+#include "cases.h"
 #include "split.h"
 #include "test.h"
 
@@ -219,21 +220,6 @@ static void dump_json(pl_buf *out, const cJSON *v)
     else pl_pyjson_dump(out, v, NULL);
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static void run_shared_case(const cJSON *c, int *ran)
 {
     const char *id = cJSON_GetObjectItemCaseSensitive(c, "id")->valuestring;
@@ -296,14 +282,8 @@ have:
 
 TEST(test_shared_cases)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/data/parser-cases.json", test_shared_dir());
-    size_t len;
-    char *text = read_file(path, &len);
-    if (!text) { test_skip("../shared/data/parser-cases.json not found"); return; }
-    cJSON *root;
-    CHECK(pl_json_parse(&root, text, len, NULL, 0) == 0);
-    free(text);
+    cJSON *root = parser_cases_load();
+    if (!root) return;
     int ran = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {
