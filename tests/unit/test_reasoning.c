@@ -18,6 +18,7 @@
 #include "pyjson.h"
 #include "pystr.h"
 #include "../../parse-reasoning/reasoning.h"
+#include "cases.h"
 #include "split.h"
 #include "test.h"
 
@@ -137,31 +138,10 @@ static const char *str_or_empty(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : "";
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 TEST(test_shared_cases)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/data/parser-cases.json", test_shared_dir());
-    size_t len;
-    char *text = read_file(path, &len);
-    if (!text) { test_skip("../shared/data/parser-cases.json not found"); return; }
-    cJSON *root;
-    CHECK(pl_json_parse(&root, text, len, NULL, 0) == 0);
-    free(text);
+    cJSON *root = parser_cases_load();
+    if (!root) return;
     int ran = 0, skipped = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {

@@ -33,6 +33,7 @@
 #include "pyjson.h"
 #include "../../parse-reasoning/reasoning.h"
 #include "../../parse-tools/tools.h"
+#include "cases.h"
 #include "split.h"
 #include "test.h"
 
@@ -219,21 +220,6 @@ static void dump_json(pl_buf *out, const cJSON *v)
     else pl_pyjson_dump(out, v, NULL);
 }
 
-static char *read_file(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    if (b) b[n] = 0;
-    fclose(f);
-    *len = (size_t)n;
-    return b;
-}
-
 static void run_shared_case(const cJSON *c, int *ran)
 {
     const char *id = cJSON_GetObjectItemCaseSensitive(c, "id")->valuestring;
@@ -296,14 +282,8 @@ have:
 
 TEST(test_shared_cases)
 {
-    char path[512];
-    snprintf(path, sizeof path, "%s/data/parser-cases.json", test_shared_dir());
-    size_t len;
-    char *text = read_file(path, &len);
-    if (!text) { test_skip("../shared/data/parser-cases.json not found"); return; }
-    cJSON *root;
-    CHECK(pl_json_parse(&root, text, len, NULL, 0) == 0);
-    free(text);
+    cJSON *root = parser_cases_load();
+    if (!root) return;
     int ran = 0;
     const cJSON *c;
     cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(root, "cases")) {
@@ -662,6 +642,70 @@ TEST(test_byte_splits)
     tcl_tools_free(t);
 }
 
+/* Random text from tag pieces, partial tags and awkward characters: any
+ * cutting gives the one-shot result, and every call's arguments parse as a
+ * JSON object (pl_json_parse is strict enough for that). */
+TEST(test_random_markup)
+{
+    static const char *const pieces[] = {
+        "<tool_call>", "</tool_call>", "<arg_key>", "</arg_key>", "<arg_value>", "</arg_value>", "<think>",
+        "</think>", "<tool_", "</arg", "<", ">", "get_weather", "get_current_date", "city", "days", "metric",
+        " ", "\n", "\n", "a", "é", "北", "🌧", "\"", "\\", "{", "}", "[1, 2]", "12", "3.5", "true", "null", "\t",
+    };
+    tcl_tools *t = tools_json(k_weather_tools);
+    rsn_opts on = {true, true};
+    uint64_t rng = 12345;
+    pl_buf text, one, many;
+    pl_buf_init(&text);
+    pl_buf_init(&one);
+    pl_buf_init(&many);
+    int bad = 0, calls = 0;
+    for (int iter = 0; iter < 3000; iter++) {
+        pl_buf_reset(&text);
+        int n = 1 + (int)(split_rand(&rng) % 40);
+        for (int i = 0; i < n; i++) {
+            if (iter % 3 == 0 && split_rand(&rng) % 3 == 0) {   /* mostly well-formed calls in a third */
+                static const char *const skel[] = {"<tool_call>get_weather<arg_key>city</arg_key><arg_value>",
+                                                   "</arg_value><arg_key>days</arg_key><arg_value>",
+                                                   "</arg_value></tool_call>", "<tool_call>get_current_date</tool_call>"};
+                pl_buf_puts(&text, skel[split_rand(&rng) % 4]);
+            }
+            pl_buf_puts(&text, pieces[split_rand(&rng) % PL_ARRAY_LEN(pieces)]);
+        }
+        size_t b[4096];
+        size_t nc = split_chars(text.data, text.len, b), cuts[64], k = 0;
+        cuts[k++] = 0;
+        for (size_t i = 1; i + 1 < nc && k < 62; i++)
+            if (split_rand(&rng) % 4 == 0) cuts[k++] = b[i];
+        cuts[k++] = text.len;
+        size_t whole[2] = {0, text.len};
+        const rsn_opts *r = iter % 2 ? &on : NULL;
+        parse_cuts(t, r, text.data, whole, 2, &one, NULL);
+        parse_cuts(t, r, text.data, cuts, k, &many, NULL);
+        if (one.len != many.len || memcmp(one.data, many.data, one.len)) {
+            if (!bad++) { fprintf(stderr, "  split differs for: %s\n", text.data); show("one ", &one); show("many", &many); }
+        }
+        /* every call's arguments: a JSON object */
+        for (char *c = memchr(one.data, 0x1f, one.len); c; c = memchr(c + 1, 0x1f, one.data + one.len - c - 1)) {
+            char *e = memchr(c + 1, 0x1e, one.data + one.len - c - 1);
+            size_t len = e ? (size_t)(e - c - 1) : (size_t)(one.data + one.len - c - 1);
+            cJSON *v = NULL;
+            if (pl_json_parse(&v, c + 1, len, NULL, 0) || !cJSON_IsObject(v)) {
+                if (!bad++) fprintf(stderr, "  arguments not a JSON object: %.*s\n", (int)len, c + 1);
+            }
+            cJSON_Delete(v);
+            calls++;
+        }
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(calls > 50);
+    printf("  3000 random texts, %d calls\n", calls);
+    pl_buf_free(&text);
+    pl_buf_free(&one);
+    pl_buf_free(&many);
+    tcl_tools_free(t);
+}
+
 int main(void)
 {
     RUN(test_shared_cases);
@@ -678,5 +722,6 @@ int main(void)
     RUN(test_long_string_incremental);
     RUN(test_one_megabyte_argument);
     RUN(test_byte_splits);
+    RUN(test_random_markup);
     return test_report();
 }
