@@ -114,7 +114,8 @@ int pl_tokenizer_encode(const pl_tokenizer *tok, const char *text, size_t len,
  * when skip_special is non-zero, and the result is turned into UTF-8 the way
  * Rust's String::from_utf8_lossy does (each maximal invalid subpart becomes
  * one U+FFFD). The text is APPENDED to out. Any unknown id fails the whole
- * call with PL_ERR_RANGE before anything is appended. */
+ * call with PL_ERR_RANGE before anything is appended. transformers'
+ * clean_up_tokenization_spaces is not applied (GLM's config sets it false). */
 int pl_tokenizer_decode(const pl_tokenizer *tok, const int32_t *ids, size_t n,
                         int skip_special, pl_buf *out);
 

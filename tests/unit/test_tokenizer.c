@@ -451,6 +451,36 @@ TEST(mini_encode_decode)
     pl_tokenizer_free(t);
 }
 
+/* ignore_merges, "#version" lines in merges, a repeated merge (last rank
+ * wins, as in HF's HashMap) */
+TEST(mini_model_options)
+{
+    char err[256];
+    int rc;
+    mini_opts o = {.vocab_extra = ",\"wor\":261"};
+    pl_tokenizer *t = mini_load(o, &rc, err, sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (t) CHECK_EQ_STR(enc_str(t, "wor"), "119 111 114");     /* no merge makes "wor" */
+    pl_tokenizer_free(t);
+    o.model_extra = ",\"ignore_merges\":true";
+    t = mini_load(o, &rc, err, sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (t) CHECK_EQ_STR(enc_str(t, "wor hello"), "261 32 259");  /* whole pre-token in vocab */
+    pl_tokenizer_free(t);
+    t = mini_load((mini_opts){.merges = "[\"#version: 0.2\",\"h e\",\"l l\",\"he ll\",\"hell o\"]"}, &rc, err,
+                  sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (t) CHECK_EQ_STR(enc_str(t, "hello"), "259");
+    pl_tokenizer_free(t);
+    /* "e l" ranks before "l l" only if its first (lower) rank counted: HF
+     * keeps the last rank of a repeated pair, so "ll" wins in "hell" */
+    t = mini_load((mini_opts){.vocab_extra = ",\"el\":261",
+                              .merges = "[\"e l\",\"l l\",\"h e\",\"e l\",\"he ll\"]"}, &rc, err, sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    if (t) CHECK_EQ_STR(enc_str(t, "hell"), "258");
+    pl_tokenizer_free(t);
+}
+
 TEST(bad_ids)
 {
     char err[256];
@@ -747,6 +777,7 @@ int main(void)
     RUN(golden_qwen3_features);
     RUN(golden_llama3_features);
     RUN(mini_encode_decode);
+    RUN(mini_model_options);
     RUN(bad_ids);
     RUN(bad_text);
     RUN(utf8_lossy);
