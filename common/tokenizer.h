@@ -46,8 +46,16 @@
  * Kawi, Nag Mundari, Garay) are letters/digits to HF but unassigned to
  * PCRE2, so \p{L}/\p{N} pieces around them can split differently. Emoji
  * are not affected by the GLM/Llama/Qwen patterns (symbols either way).
- * Everything older, and all unassigned code points, match HF (tested on
- * random code points from the whole range).
+ * Likewise HF's normalizers (unicode-normalization-alignments) predate
+ * Unicode 12.1 while utf8proc 2.8 is Unicode 15: the ~75 characters whose
+ * decompositions were added since (U+32FF, U+A7F2-A7F4, U+AB69,
+ * U+10780-107BA, U+1FBF0-1FBF9; canonically U+11938) are left alone by HF's
+ * NFKC/NFKD (and NFD/NFC for U+11938) but mapped by ours. GLM has no
+ * normalizer; Qwen's NFC is affected only by the U+11935 U+11930 sequence.
+ * And HF's Digits uses Rust's char::is_numeric (Unicode 16+), ours utf8proc
+ * (Unicode 15): digits of scripts added since (e.g. U+11DE0..) differ.
+ * Everything else, all unassigned code points included, matches HF (tested
+ * on random code points from the whole range).
  *
  * Threading: a loaded pl_tokenizer is immutable; every function taking a
  * const pl_tokenizer * may be called from many threads at once. Each encode
@@ -114,7 +122,8 @@ int pl_tokenizer_encode(const pl_tokenizer *tok, const char *text, size_t len,
  * when skip_special is non-zero, and the result is turned into UTF-8 the way
  * Rust's String::from_utf8_lossy does (each maximal invalid subpart becomes
  * one U+FFFD). The text is APPENDED to out. Any unknown id fails the whole
- * call with PL_ERR_RANGE before anything is appended. */
+ * call with PL_ERR_RANGE before anything is appended. transformers'
+ * clean_up_tokenization_spaces is not applied (GLM's config sets it false). */
 int pl_tokenizer_decode(const pl_tokenizer *tok, const int32_t *ids, size_t n,
                         int skip_special, pl_buf *out);
 

@@ -8,6 +8,7 @@
 #include "tokenizer_int.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +36,9 @@ typedef struct loader {
     size_t        vocab_len, merges_len;   /* their length in bytes (for table sizes) */
     int           have_vocab, have_merges;
     tj_val        model_fields;  /* TJ_OBJ of the model's other keys */
-    tj_val        added, normalizer, pre_tokenizer, post_processor, decoder, truncation, padding;
-    int           have_added, have_normalizer, have_pre, have_post, have_decoder;
+    tj_val        added, normalizer, pre_tokenizer, post_processor, decoder, truncation, padding, version;
+    int           have_added, have_normalizer, have_pre, have_post, have_decoder, have_truncation,
+                  have_padding, have_version;
     pl_buf        tmp, cat;      /* scratch */
     pl_buf        mstr, mbytes;  /* the merge batch's strings and bytes */
 } loader;
@@ -214,6 +216,23 @@ done:
     return 0;
 }
 
+/* Top-level keys other than "model", and where their DOM goes. */
+typedef struct section {
+    const char *key;
+    size_t      val, have;        /* offsets of the tj_val and its flag in loader */
+} section;
+
+static const section SECTIONS[] = {
+    {"added_tokens", offsetof(loader, added), offsetof(loader, have_added)},
+    {"normalizer", offsetof(loader, normalizer), offsetof(loader, have_normalizer)},
+    {"pre_tokenizer", offsetof(loader, pre_tokenizer), offsetof(loader, have_pre)},
+    {"post_processor", offsetof(loader, post_processor), offsetof(loader, have_post)},
+    {"decoder", offsetof(loader, decoder), offsetof(loader, have_decoder)},
+    {"truncation", offsetof(loader, truncation), offsetof(loader, have_truncation)},
+    {"padding", offsetof(loader, padding), offsetof(loader, have_padding)},
+    {"version", offsetof(loader, version), offsetof(loader, have_version)},
+};
+
 static int read_top(loader *L)
 {
     tj_doc *d = &L->d;
@@ -223,32 +242,21 @@ static int read_top(loader *L)
     if (tj_peek(d, &pos) == '}') return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "tokenizer.json is an empty object");
     for (;;) {
         if ((rc = tj_string(d, &pos))) return rc;
-        char key[32];
-        snprintf(key, sizeof key, "%s", d->sbuf.data);
-        int keyok = d->sbuf.len < sizeof key && strlen(d->sbuf.data) == d->sbuf.len;
+        const section *sec = NULL;
+        int is_model = d->sbuf.len == 5 && !memcmp(d->sbuf.data, "model", 5);
+        for (size_t i = 0; !is_model && i < PL_ARRAY_LEN(SECTIONS); i++)
+            if (d->sbuf.len == strlen(SECTIONS[i].key) && !memcmp(d->sbuf.data, SECTIONS[i].key, d->sbuf.len))
+                sec = &SECTIONS[i];
+        if (!is_model && !sec)
+            return pl_seterr(L->err, L->errlen, PL_ERR_UNSUPPORTED,
+                             "unknown top-level key \"%.40s\" in tokenizer.json", d->sbuf.data);
         if ((rc = tj_expect(d, &pos, ':'))) return rc;
-        tj_val *dst = NULL;
-        int *flag = NULL;
-        if (keyok && !strcmp(key, "model")) {
+        if (is_model) {
             if ((rc = read_model_object(L, &pos))) return rc;
             have_model = 1;
         } else {
-            static int dummy;
-            tj_val scratch;
-            if (!keyok) { dst = NULL; }
-            else if (!strcmp(key, "added_tokens")) { dst = &L->added; flag = &L->have_added; }
-            else if (!strcmp(key, "normalizer")) { dst = &L->normalizer; flag = &L->have_normalizer; }
-            else if (!strcmp(key, "pre_tokenizer")) { dst = &L->pre_tokenizer; flag = &L->have_pre; }
-            else if (!strcmp(key, "post_processor")) { dst = &L->post_processor; flag = &L->have_post; }
-            else if (!strcmp(key, "decoder")) { dst = &L->decoder; flag = &L->have_decoder; }
-            else if (!strcmp(key, "truncation")) { dst = &L->truncation; flag = &dummy; }
-            else if (!strcmp(key, "padding")) { dst = &L->padding; flag = &dummy; }
-            else if (!strcmp(key, "version")) { dst = &scratch; flag = &dummy; }
-            if (!dst)
-                return pl_seterr(L->err, L->errlen, PL_ERR_UNSUPPORTED,
-                                 "unknown top-level key \"%.40s\" in tokenizer.json", d->sbuf.data);
-            if ((rc = tj_value(d, &pos, dst))) return rc;
-            *flag = 1;
+            if ((rc = tj_value(d, &pos, (tj_val *)((char *)L + sec->val)))) return rc;
+            *(int *)((char *)L + sec->have) = 1;
         }
         rc = tj_next(d, &pos, '}');
         if (rc < 0) return rc;
