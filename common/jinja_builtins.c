@@ -913,38 +913,63 @@ static int length_of(jrender *R, jv v, int line, int64_t *n)
 
 /* ================================================================ tojson */
 
-static int do_tojson(jrender *R, jv v, jcall *c, jv *out)
+static int tojson_opts(jrender *R, jcall *c, jjson_opts *o, char *ind, size_t indlen);
+
+/* tojson into `into` when given, else into a new string *out. */
+static int tojson_to(jrender *R, jv v, jcall *c, pl_buf *into, jv *out)
+{
+    jjson_opts o;
+    char ind[64];
+    int rc = tojson_opts(R, c, &o, ind, sizeof ind);
+    if (rc) return rc;
+    pl_buf b;
+    pl_buf_init(&b);
+    pl_buf *dst = into ? into : &b;
+    size_t mark = dst->len;
+    char err[200];
+    rc = jv_tojson(dst, v, &o, err, sizeof err);
+    if (rc) {
+        if (into) { into->len = mark; if (into->data) into->data[mark] = 0; }
+        pl_buf_free(&b);
+        if (rc == PL_ERR_NOMEM) return nomem(R, c->line);
+        return jr_error(R, rc, c->line, "%s", err);
+    }
+    if (into) return jr_work(R, into->len - mark);
+    return jr_buf_to_str(R, &b, out);
+}
+
+static int do_tojson(jrender *R, jv v, jcall *c, jv *out) { return tojson_to(R, v, c, NULL, out); }
+
+int builtin_filter_print(jrender *R, int id, jv in, jcall *c, pl_buf *out, int *done)
+{
+    *done = 0;
+    if (id != F_TOJSON) return 0;
+    *done = 1;
+    return tojson_to(R, in, c, out, NULL);
+}
+
+static int tojson_opts(jrender *R, jcall *c, jjson_opts *o, char *ind, size_t indlen)
 {
     static const char *const names[] = { "ensure_ascii", "indent", "separators", "sort_keys" };
     jv a[4];
     int rc = bind(R, c, "tojson", names, 4, a);
     if (rc) return rc;
-    jjson_opts o = { 0, -1, 0, NULL, NULL, NULL };
-    o.ensure_ascii = opt_bool(a[0], 0);
-    o.sort_keys = opt_bool(a[3], 0);
-    char ind[64];
+    *o = (jjson_opts){ 0, -1, 0, NULL, NULL, NULL };
+    o->ensure_ascii = opt_bool(a[0], 0);
+    o->sort_keys = opt_bool(a[3], 0);
     if (!is_missing(a[1]) && a[1].t != JV_NONE) {
-        if (a[1].t == JV_INT || a[1].t == JV_BOOL) o.indent = a[1].u.i < 0 ? 0 : a[1].u.i > 64 ? 64 : (int)a[1].u.i;
-        else if (a[1].t == JV_STR) { snprintf(ind, sizeof ind, "%s", JSTR(a[1])->data); o.indent_str = ind; o.indent = 0; }
+        if (a[1].t == JV_INT || a[1].t == JV_BOOL) o->indent = a[1].u.i < 0 ? 0 : a[1].u.i > 64 ? 64 : (int)a[1].u.i;
+        else if (a[1].t == JV_STR) { snprintf(ind, indlen, "%s", JSTR(a[1])->data); o->indent_str = ind; o->indent = 0; }
         else return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: indent must be an int or a string");
     }
     if (!is_missing(a[2]) && a[2].t != JV_NONE) {
         jv s = a[2];
         if (s.t != JV_LIST || JLIST(s)->len != 2 || JLIST(s)->v[0].t != JV_STR || JLIST(s)->v[1].t != JV_STR)
             return jr_error(R, PL_ERR_INVALID, c->line, "ValueError: separators must be a pair of strings");
-        o.item_sep = JSTR(JLIST(s)->v[0])->data;
-        o.key_sep = JSTR(JLIST(s)->v[1])->data;
+        o->item_sep = JSTR(JLIST(s)->v[0])->data;
+        o->key_sep = JSTR(JLIST(s)->v[1])->data;
     }
-    pl_buf b;
-    pl_buf_init(&b);
-    char err[200];
-    rc = jv_tojson(&b, v, &o, err, sizeof err);
-    if (rc) {
-        pl_buf_free(&b);
-        if (rc == PL_ERR_NOMEM) return nomem(R, c->line);
-        return jr_error(R, rc, c->line, "%s", err);
-    }
-    return jr_buf_to_str(R, &b, out);
+    return 0;
 }
 
 /* ================================================================ select / map */

@@ -28,6 +28,7 @@ struct jrender {
     jv *cache;              /* per symbol: the context's value (borrowed) */
     uint8_t *cstate;        /* per symbol: 0 not looked up, 1 in context, 2 absent */
     jtrack tracked;
+    jframe *spare;          /* released frames for reuse, linked by parent */
     int depth;
     uint64_t iters, work;
     char *err;
@@ -181,8 +182,13 @@ static void track(jrender *R, jtrack *t, jobj *owner)
 
 jframe *jr_frame_new(jrender *R, jframe *parent)
 {
-    jframe *f = calloc(1, sizeof *f);
-    if (!f) return NULL;
+    jframe *f = R->spare;
+    if (f) {
+        R->spare = f->parent;
+        memset(f, 0, sizeof *f);
+    } else if (!(f = calloc(1, sizeof *f))) {
+        return NULL;
+    }
     f->h.rc = 1;
     f->h.type = JV_FRAME;
     f->vars = f->inl;
@@ -198,6 +204,24 @@ jdict *jr_new_ns(jrender *R)
     jdict *d = jdict_new(JV_NS);
     if (d) track(R, &d->track, &d->h);
     return d;
+}
+
+/* Drops the caller's reference to f; a frame nobody else holds (no macro
+ * closure, no loop object) goes to the spare list instead of free(). */
+static void frame_drop(jrender *R, jframe *f)
+{
+    if (f->h.rc != 1) { jv_decref(jv_obj(f)); return; }
+    uint32_t n = f->n;
+    f->n = 0;
+    for (uint32_t i = 0; i < n; i++) jv_decref(f->vars[i].v);
+    if (f->vars != f->inl) free(f->vars);
+    if (f->track.prev) {
+        f->track.prev->next = f->track.next;
+        f->track.next->prev = f->track.prev;
+    }
+    if (f->parent) jv_decref(jv_obj(f->parent));
+    f->parent = R->spare;
+    R->spare = f;
 }
 
 /* Consumes v. */
@@ -456,7 +480,7 @@ done_kw:
     if (kwargs) jv_decref(jv_obj(kwargs));
 done:
     if (rc == PL_ERR_NOMEM) rc = jr_error(R, PL_ERR_NOMEM, c->line, "out of memory");
-    jv_decref(jv_obj(f));
+    frame_drop(R, f);
     return rc;
 }
 
@@ -1071,6 +1095,27 @@ static int eval_filter(jrender *R, const jnode *n, jframe *f, jv input, jv *out)
     return rc;
 }
 
+static int print_filter(jrender *R, const jnode *n, jframe *f, pl_buf *out)
+{
+    jv in, v;
+    int rc = eval(R, n->a, f, &in);
+    if (rc) return rc;
+    argv_ A;
+    int done = 0;
+    rc = args_eval(R, &n->args, f, n->line, &A);
+    if (!rc) rc = builtin_filter_print(R, n->fid, in, &A.c, out, &done);
+    if (!rc && !done) {
+        rc = builtin_filter(R, n->fid, in, &A.c, &v);
+        if (!rc) {
+            if (jv_write_str(out, v)) rc = jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
+            jv_decref(v);
+        }
+    }
+    args_release(&A);
+    jv_decref(in);
+    return rc;
+}
+
 /* A filter chain whose innermost input is NULL (set/filter blocks). */
 static int apply_filters(jrender *R, const jnode *chain, jframe *f, jv input, jv *out)
 {
@@ -1293,7 +1338,7 @@ static jframe *iteration_frame(jrender *R, jframe *prev, jframe *parent)
         for (uint32_t i = 0; i < n; i++) jv_decref(prev->vars[i].v);
         return prev;
     }
-    if (prev) jv_decref(jv_obj(prev));
+    if (prev) frame_drop(R, prev);
     return jr_frame_new(R, parent);
 }
 
@@ -1352,7 +1397,7 @@ static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth
         else rc = exec_body(R, n->kids2, n->nkids2, it, out);
     }
 done:
-    if (it) jv_decref(jv_obj(it));
+    if (it) frame_drop(R, it);
     jv_decref(jv_obj(items));
     return rc;
 }
@@ -1365,7 +1410,7 @@ static int render_block(jrender *R, const jnode *n, jframe *f, jv *out)
     pl_buf b;
     pl_buf_init(&b);
     int rc = exec_body(R, n->kids, n->nkids, inner, &b);
-    jv_decref(jv_obj(inner));
+    frame_drop(R, inner);
     if (rc > 0) rc = 0;
     if (rc) { pl_buf_free(&b); return rc; }
     return jr_buf_to_str(R, &b, out);
@@ -1377,12 +1422,13 @@ static int exec_stmt(jrender *R, const jnode *n, jframe *f, pl_buf *out)
     jv v;
     switch (n->kind) {
     case N_TEXT:
-        pl_buf_append(out, JSTR(n->val)->data, JSTR(n->val)->len);
+        jb_append(out, JSTR(n->val)->data, JSTR(n->val)->len);
         return check_output(R, out, n->line);
     case N_PRINT:
         if (n->a) {
-            /* {{ macro(...) }} renders straight into the output */
+            /* {{ macro(...) }} and {{ x | tojson }} render straight into the output */
             if (n->a->kind == N_CALL) rc = eval_call(R, n->a, f, out, &v);
+            else if (n->a->kind == N_FILTER && n->a->fid >= 0) rc = print_filter(R, n->a, f, out);
             else if ((rc = eval(R, n->a, f, &v)) == 0) {
                 if (jv_write_str(out, v)) rc = jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
                 jv_decref(v);
@@ -1471,7 +1517,7 @@ static int exec_stmt(jrender *R, const jnode *n, jframe *f, pl_buf *out)
             else jv_decref(vals[i]);
         }
         if (!rc) rc = exec_body(R, n->kids, n->nkids, inner, out);
-        jv_decref(jv_obj(inner));
+        frame_drop(R, inner);
         return rc;
     }
     case N_BREAK: return EXEC_BREAK;
@@ -1537,6 +1583,11 @@ int pl_jinja_render(const pl_jinja_template *t, const pl_jinja_value *context_di
         tr->prev = tr->next = NULL;
         jobj_clear(o);
         jv_decref(jv_obj(o));
+    }
+    while (R.spare) {
+        jframe *nx = R.spare->parent;
+        free(R.spare);
+        R.spare = nx;
     }
     free(R.cache);
     free(R.cstate);
