@@ -172,23 +172,13 @@ jfunc *jfunc_new(int id, jv self)
 
 /* ================================================================ UTF-8 */
 
+/* Lenient: an invalid byte is one character, U+FFFD. */
 size_t utf8_dec(const unsigned char *s, size_t n, uint32_t *cp)
 {
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    size_t len; uint32_t v, min;
-    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
-    else { *cp = 0xFFFD; return 1; }
-    if (len > n) { *cp = 0xFFFD; return 1; }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) { *cp = 0xFFFD; return 1; }
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF) { *cp = 0xFFFD; return 1; }
-    *cp = v;
-    return len;
+    if (s[0] < 0x80) { *cp = s[0]; return 1; }
+    size_t k = pl_utf8_decode(s, n, cp);
+    if (!k) { *cp = 0xFFFD; return 1; }
+    return k;
 }
 
 size_t utf8_enc(uint32_t cp, char *o)

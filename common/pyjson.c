@@ -10,7 +10,7 @@
 
 /* Decode one UTF-8 scalar at s (n bytes left). Returns its length, or 0 for an
  * invalid sequence (overlong, surrogate, > U+10FFFF, truncated). */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
+size_t pl_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
 {
     unsigned c = s[0];
     if (c < 0x80) { *cp = c; return 1; }
@@ -42,7 +42,7 @@ void pl_pyjson_write_string(pl_buf *out, const char *str, size_t len, int ensure
                (s[j] < 0x7F || !ensure_ascii)) {   /* ensure_ascii escapes DEL too, as Python does */
             if (s[j] >= 0x80) {
                 uint32_t cp;
-                size_t k = utf8_decode(s + j, len - j, &cp);
+                size_t k = pl_utf8_decode(s + j, len - j, &cp);
                 if (!k) break;
                 j += k;
             } else {
@@ -64,7 +64,7 @@ void pl_pyjson_write_string(pl_buf *out, const char *str, size_t len, int ensure
         }
         if (c < 0x20) { pl_buf_printf(out, "\\u%04x", c); i++; continue; }
         uint32_t cp;
-        size_t k = utf8_decode(s + i, len - i, &cp);
+        size_t k = pl_utf8_decode(s + i, len - i, &cp);
         if (!k) { cp = 0xFFFD; k = 1; }
         if (!ensure_ascii) {
             pl_buf_append(out, "\xEF\xBF\xBD", 3);   /* only reached for invalid bytes */

@@ -23,6 +23,10 @@ typedef struct pl_pyjson_opts {
 
 #define PL_PYJSON_DEFAULT ((pl_pyjson_opts){0, -1, 0, NULL, NULL})
 
+/* One UTF-8 scalar at s (n >= 1 bytes left): its length and *cp, or 0 for an
+ * invalid sequence (overlong, surrogate, > U+10FFFF, truncated). */
+size_t pl_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+
 /* A JSON string literal of s[0..len) with quotes. Invalid UTF-8 bytes are
  * written as U+FFFD (Python would have failed earlier, at decode). */
 void pl_pyjson_write_string(pl_buf *out, const char *s, size_t len, int ensure_ascii);
