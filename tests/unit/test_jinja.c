@@ -101,6 +101,9 @@ static int run_golden(const char *file)
         const cJSON *inl = cJSON_GetObjectItemCaseSensitive(c, "template");
         const cJSON *tpath = cJSON_GetObjectItemCaseSensitive(c, "template_path");
         const cJSON *ttok = cJSON_GetObjectItemCaseSensitive(c, "template_tokenizer");
+        const cJSON *tref = cJSON_GetObjectItemCaseSensitive(c, "template_ref");
+        if (cJSON_IsString(tref))
+            inl = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "templates"), tref->valuestring);
         char *src = NULL;
         size_t srclen = 0;
         if (cJSON_IsString(inl)) {
@@ -120,7 +123,10 @@ static int run_golden(const char *file)
         pl_buf_init(&out);
         char err[1024] = "";
         int phase;
-        const char *ctx = cJSON_GetObjectItemCaseSensitive(c, "context")->valuestring;
+        const cJSON *cref = cJSON_GetObjectItemCaseSensitive(c, "context_ref");
+        const char *ctx = cJSON_IsString(cref)
+            ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "contexts"), cref->valuestring)->valuestring
+            : cJSON_GetObjectItemCaseSensitive(c, "context")->valuestring;
         int rc = render(src, srclen, ctx, &lim, &out, err, sizeof err, &phase);
         const cJSON *want = cJSON_GetObjectItemCaseSensitive(c, "output");
         const cJSON *werr = cJSON_GetObjectItemCaseSensitive(c, "error");
@@ -160,6 +166,7 @@ static int run_golden(const char *file)
 TEST(golden_features) { run_golden("features.json"); }
 TEST(golden_glm_templates) { run_golden("glm.json"); }
 TEST(golden_tokenizer_templates) { run_golden("tokenizers.json"); }
+TEST(golden_template_idioms) { run_golden("idioms.json"); }
 
 /* The reference renders shipped with the templates themselves. */
 TEST(golden_shared_glm_renders)
@@ -487,6 +494,7 @@ int main(void)
     RUN(golden_features);
     RUN(golden_glm_templates);
     RUN(golden_tokenizer_templates);
+    RUN(golden_template_idioms);
     RUN(golden_shared_glm_renders);
     RUN(syntax_error_line_column);
     RUN(raise_exception_message);
