@@ -147,17 +147,16 @@ int builtin_method_id(int type, const char *s, size_t len, int *unsafe)
     }
 }
 
-static jfunc GLOBAL_FUNCS[G_UNSUPPORTED_GLOBAL + 1];
+/* Immortal and never written: safe to share between concurrent renders. */
+#define GLOBAL_FN(gid) { .h = { .rc = RC_IMMORTAL, .type = JV_FUNC }, .id = (gid), .self = { .t = JV_NONE } }
+static jfunc GLOBAL_FUNCS[] = {
+    GLOBAL_FN(G_RANGE), GLOBAL_FN(G_DICT), GLOBAL_FN(G_NAMESPACE), GLOBAL_FN(G_RAISE),
+    GLOBAL_FN(G_STRFTIME), GLOBAL_FN(G_UNSUPPORTED_GLOBAL),
+};
 
 jv builtin_global_value(int gid)
 {
     jfunc *f = &GLOBAL_FUNCS[gid];
-    if (!f->h.rc) {     /* idempotent: every thread writes the same bytes */
-        f->h.type = JV_FUNC;
-        f->id = gid;
-        f->self = jv_none();
-        f->h.rc = RC_IMMORTAL;
-    }
     jv v = {0};
     v.t = JV_FUNC;
     v.u.o = &f->h;

@@ -28,6 +28,7 @@ struct jrender {
     jv *cache;              /* per symbol: the context's value (borrowed) */
     uint8_t *cstate;        /* per symbol: 0 not looked up, 1 in context, 2 absent */
     jtrack tracked;
+    int nest;               /* current eval/exec recursion depth */
     jframe *spare;          /* released frames for reuse, linked by parent */
     int depth;
     uint64_t iters, work;
@@ -36,6 +37,13 @@ struct jrender {
 };
 
 enum { EXEC_BREAK = 1, EXEC_CONTINUE = 2 };
+
+/* Functions with big locals (argument arrays) stay out of eval()'s frame:
+ * eval recurses once per expression level, so its frame must stay small. */
+#define NOINLINE __attribute__((noinline))
+/* eval() + exec_stmt() nesting, all macro levels together: bounds the C
+ * stack (about 2 MB at this limit) whatever the template's shape. */
+#define MAX_NEST 3000
 #define MAX_ARGS 32
 
 jv pl_jinja_value_jv(const pl_jinja_value *v);
@@ -408,7 +416,7 @@ static int macro_arg_error(jrender *R, const jnode *def, int line, const char *f
 }
 
 /* Runs a macro with evaluated arguments; output appended to into. */
-static int call_macro(jrender *R, jmacro *m, jcall *c, pl_buf *into)
+NOINLINE static int call_macro(jrender *R, jmacro *m, jcall *c, pl_buf *into)
 {
     const jnode *def = m->def;
     const jsyms *y = &R->t->syms;
@@ -675,7 +683,7 @@ static int slice_bounds(jrender *R, const jnode *n, jframe *f, size_t len, int64
     return 0;
 }
 
-static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
+NOINLINE static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
 {
     jv obj;
     int rc = eval(R, n->a, f, &obj);
@@ -1039,7 +1047,7 @@ int jr_compare(jrender *R, int op, jv a, jv b, int line, int *out)
 
 /* ================================================================ expressions */
 
-static int eval_call(jrender *R, const jnode *n, jframe *f, pl_buf *into, jv *out)
+NOINLINE static int eval_call(jrender *R, const jnode *n, jframe *f, pl_buf *into, jv *out)
 {
     const jnode *cal = n->a;
     argv_ A;
@@ -1081,7 +1089,7 @@ static int eval_call(jrender *R, const jnode *n, jframe *f, pl_buf *into, jv *ou
     return rc;
 }
 
-static int eval_filter(jrender *R, const jnode *n, jframe *f, jv input, jv *out)
+NOINLINE static int eval_filter(jrender *R, const jnode *n, jframe *f, jv input, jv *out)
 {
     if (n->fid < 0) {
         jv_decref(input);
@@ -1095,7 +1103,7 @@ static int eval_filter(jrender *R, const jnode *n, jframe *f, jv input, jv *out)
     return rc;
 }
 
-static int print_filter(jrender *R, const jnode *n, jframe *f, pl_buf *out)
+NOINLINE static int print_filter(jrender *R, const jnode *n, jframe *f, pl_buf *out)
 {
     jv in, v;
     int rc = eval(R, n->a, f, &in);
@@ -1140,7 +1148,37 @@ static int eval_list(jrender *R, jnode *const *kids, int n, jframe *f, int tuple
     return 0;
 }
 
+NOINLINE static int eval_test(jrender *R, const jnode *n, jframe *f, jv *out)
+{
+    if (n->fid < 0) return jr_error(R, PL_ERR_INVALID, n->line, "TemplateRuntimeError: No test named '%s' found.", JSTR(n->val)->data);
+    jv a;
+    int rc = eval(R, n->a, f, &a);
+    if (rc) return rc;
+    argv_ A;
+    int res = 0;
+    rc = args_eval(R, &n->args, f, n->line, &A);
+    if (!rc) rc = builtin_test(R, n->fid, a, &A.c, &res);
+    args_release(&A);
+    jv_decref(a);
+    if (!rc) *out = jv_bool(res);
+    return rc;
+}
+
+static int eval_node(jrender *R, const jnode *n, jframe *f, jv *out);
+
 static int eval(jrender *R, const jnode *n, jframe *f, jv *out)
+{
+    if (n->kind == N_CONST) { *out = n->val; return 0; }   /* immortal */
+    if (++R->nest > MAX_NEST) {
+        R->nest--;
+        return jr_error(R, PL_ERR_RANGE, n->line, "LimitError: expressions and statements nested deeper than %d", MAX_NEST);
+    }
+    int rc = eval_node(R, n, f, out);
+    R->nest--;
+    return rc;
+}
+
+static int eval_node(jrender *R, const jnode *n, jframe *f, jv *out)
 {
     int rc;
     jv a, b;
@@ -1178,18 +1216,8 @@ static int eval(jrender *R, const jnode *n, jframe *f, jv *out)
     case N_FILTER:
         if ((rc = eval(R, n->a, f, &a))) return rc;
         return eval_filter(R, n, f, a, out);
-    case N_TEST: {
-        if (n->fid < 0) return jr_error(R, PL_ERR_INVALID, n->line, "TemplateRuntimeError: No test named '%s' found.", JSTR(n->val)->data);
-        if ((rc = eval(R, n->a, f, &a))) return rc;
-        argv_ A;
-        int res = 0;
-        rc = args_eval(R, &n->args, f, n->line, &A);
-        if (!rc) rc = builtin_test(R, n->fid, a, &A.c, &res);
-        args_release(&A);
-        jv_decref(a);
-        if (!rc) *out = jv_bool(res);
-        return rc;
-    }
+    case N_TEST:
+        return eval_test(R, n, f, out);
     case N_NOT:
         if ((rc = eval(R, n->a, f, &a))) return rc;
         *out = jv_bool(!jv_truthy(a));
@@ -1416,7 +1444,24 @@ static int render_block(jrender *R, const jnode *n, jframe *f, jv *out)
     return jr_buf_to_str(R, &b, out);
 }
 
+static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out);
+
 static int exec_stmt(jrender *R, const jnode *n, jframe *f, pl_buf *out)
+{
+    if (n->kind == N_TEXT) {
+        jb_append(out, JSTR(n->val)->data, JSTR(n->val)->len);
+        return check_output(R, out, n->line);
+    }
+    if (++R->nest > MAX_NEST) {
+        R->nest--;
+        return jr_error(R, PL_ERR_RANGE, n->line, "LimitError: expressions and statements nested deeper than %d", MAX_NEST);
+    }
+    int rc = exec_node(R, n, f, out);
+    R->nest--;
+    return rc;
+}
+
+static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out)
 {
     int rc;
     jv v;

@@ -281,6 +281,39 @@ TEST(hostile_recursion)
     pl_buf_free(&out);
 }
 
+/* Deep expressions inside deep recursion, on a 1 MiB thread stack: the
+ * nesting limit must stop it before the stack runs out. */
+static void *deep_thread(void *arg)
+{
+    pl_buf src, out;
+    pl_buf_init(&src);
+    pl_buf_init(&out);
+    pl_buf_puts(&src, "{% macro f(n) %}{{ ");
+    for (int i = 0; i < 60; i++) pl_buf_puts(&src, "-(");
+    pl_buf_puts(&src, "[f(n + 1)] | length");
+    for (int i = 0; i < 60; i++) pl_buf_puts(&src, ")");
+    pl_buf_puts(&src, " }}{% endmacro %}{{ f(0) }}");
+    char err[256];
+    int *rc = arg;
+    *rc = quick(src.data, NULL, NULL, &out, err, sizeof err);
+    pl_buf_free(&src);
+    pl_buf_free(&out);
+    return NULL;
+}
+
+TEST(hostile_stack_depth)
+{
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 1 << 20);
+    pthread_t th;
+    int rc = 0;
+    CHECK_EQ_INT(pthread_create(&th, &at, deep_thread, &rc), 0);
+    pthread_join(th, NULL);
+    pthread_attr_destroy(&at);
+    CHECK_EQ_INT(rc, PL_ERR_RANGE);
+}
+
 TEST(hostile_loops_and_bombs)
 {
     pl_buf out;
@@ -499,6 +532,7 @@ int main(void)
     RUN(syntax_error_line_column);
     RUN(raise_exception_message);
     RUN(hostile_recursion);
+    RUN(hostile_stack_depth);
     RUN(hostile_loops_and_bombs);
     RUN(hostile_parser);
     RUN(hostile_cycles_freed);
