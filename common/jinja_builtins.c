@@ -254,6 +254,38 @@ static int is_numeric(uint32_t c)
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
 
+/* Python's full case mappings that are not one code point to one
+ * (SpecialCasing.txt), for the characters real text uses. */
+static const char *special_upper(uint32_t c)
+{
+    switch (c) {
+    case 0xDF: return "SS";
+    case 0x149: return "\xCA\xBCN";
+    case 0xFB00: return "FF";
+    case 0xFB01: return "FI";
+    case 0xFB02: return "FL";
+    case 0xFB03: return "FFI";
+    case 0xFB04: return "FFL";
+    case 0xFB05: case 0xFB06: return "ST";
+    default: return NULL;
+    }
+}
+
+static const char *special_title(uint32_t c)
+{
+    switch (c) {
+    case 0xDF: return "Ss";
+    case 0x149: return "\xCA\xBCN";
+    case 0xFB00: return "Ff";
+    case 0xFB01: return "Fi";
+    case 0xFB02: return "Fl";
+    case 0xFB03: return "Ffi";
+    case 0xFB04: return "Ffl";
+    case 0xFB05: case 0xFB06: return "St";
+    default: return NULL;
+    }
+}
+
 /* Apply a per-code-point mapping. mode: 0 upper, 1 lower, 2 capitalize,
  * 3 title (str.title), 4 swapcase, 5 Jinja's |title filter. */
 static int case_map(jrender *R, jv in, int mode, int line, jv *out)
@@ -268,6 +300,9 @@ static int case_map(jrender *R, jv in, int mode, int line, jv *out)
         uint32_t c;
         size_t k = utf8_dec((const unsigned char *)s->data + i, s->len - i, &c);
         uint32_t r = c;
+        /* does this character get lower-cased? (for the İ special case) */
+        int prev_cased_in = prev_cased, lowering = mode == 1 || (mode == 2 && !first) || (mode == 3 && prev_cased) ||
+                                                  (mode == 5 && !word_start);
         switch (mode) {
         case 0: r = cp_upper(c); break;
         case 1: r = cp_lower(c); break;
@@ -281,7 +316,14 @@ static int case_map(jrender *R, jv in, int mode, int line, jv *out)
             break;
         }
         }
-        if (r == c) pl_buf_append(&b, s->data + i, k);
+        const char *full = NULL;
+        int titling = (mode == 2 && first) || (mode == 3 && !prev_cased_in);
+        if (c >= 0xDF && (mode == 0 || (mode == 5 && !lowering) || (mode == 4 && cat_of(c) == UTF8PROC_CATEGORY_LL)))
+            full = special_upper(c);
+        else if (c >= 0xDF && titling) full = special_title(c);
+        else if (c == 0x130 && lowering) full = "i\xCC\x87";
+        if (full) pl_buf_puts(&b, full);
+        else if (r == c) pl_buf_append(&b, s->data + i, k);
         else put_cp(&b, r);
         first = 0;
         i += k;
@@ -763,6 +805,8 @@ static int parse_int(const char *s, size_t n, int base, int64_t *out)
     return 0;
 }
 
+static int is_digit_c(char c) { return c >= '0' && c <= '9'; }
+
 /* Python float(str) */
 static int parse_float(const char *s, size_t n, double *out)
 {
@@ -772,7 +816,10 @@ static int parse_float(const char *s, size_t n, double *out)
     while (n > i && py_isspace((unsigned char)s[n - 1])) n--;
     if (i >= n || n - i >= sizeof tmp) return -1;
     for (; i < n; i++) {
-        if (s[i] == '_') continue;
+        if (s[i] == '_') {     /* only single underscores between digits */
+            if (!m || !is_digit_c(tmp[m - 1]) || i + 1 >= n || !is_digit_c(s[i + 1])) return -1;
+            continue;
+        }
         tmp[m++] = s[i];
     }
     tmp[m] = 0;
@@ -1275,21 +1322,6 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
         jv s;
         if ((rc = to_str(R, in, &s))) return rc;
         rc = case_map(R, s, id == F_UPPER ? 0 : id == F_LOWER ? 1 : id == F_CAPITALIZE ? 2 : 5, line, out);
-        if (!rc && id == F_CAPITALIZE) {     /* capitalize lowercases the rest */
-            jv t = *out;
-            pl_buf b;
-            pl_buf_init(&b);
-            jstr *ts = JSTR(t);
-            size_t k = utf8_advance(ts->data, ts->len, 0, 1);
-            pl_buf_append(&b, ts->data, k);
-            jv rest, low;
-            if ((rc = jr_new_str(R, ts->data + k, ts->len - k, &rest))) { jv_decref(t); pl_buf_free(&b); jv_decref(s); return rc; }
-            rc = case_map(R, rest, 1, line, &low);
-            jv_decref(rest);
-            if (!rc) { pl_buf_append(&b, JSTR(low)->data, JSTR(low)->len); jv_decref(low); }
-            jv_decref(t);
-            rc = rc ? (pl_buf_free(&b), rc) : jr_buf_to_str(R, &b, out);
-        }
         jv_decref(s);
         return rc;
     }
@@ -1941,22 +1973,8 @@ static int str_method(jrender *R, int id, jv self, jcall *c, jv *out)
     switch (id) {
     case M_S_UPPER: case M_S_LOWER: case M_S_TITLE: case M_S_SWAPCASE: case M_S_CASEFOLD:
         return case_map(R, self, id == M_S_UPPER ? 0 : id == M_S_TITLE ? 3 : id == M_S_SWAPCASE ? 4 : 1, line, out);
-    case M_S_CAPITALIZE: {
-        jv low;
-        if ((rc = case_map(R, self, 1, line, &low))) return rc;
-        jstr *l = JSTR(low);
-        if (!l->len) { *out = low; return 0; }
-        uint32_t c0;
-        size_t k = utf8_dec((const unsigned char *)s->data, s->len, &c0);
-        size_t lk = utf8_advance(l->data, l->len, 0, 1);
-        pl_buf b;
-        pl_buf_init(&b);
-        put_cp(&b, cp_title(c0));
-        (void)k;
-        pl_buf_append(&b, l->data + lk, l->len - lk);
-        jv_decref(low);
-        return jr_buf_to_str(R, &b, out);
-    }
+    case M_S_CAPITALIZE:
+        return case_map(R, self, 2, line, out);
     case M_S_STRIP: case M_S_LSTRIP: case M_S_RSTRIP: {
         static const char *const n[] = { "chars" };
         if ((rc = bind(R, c, "strip", n, 1, a))) return rc;

@@ -917,6 +917,8 @@ int jr_binop(jrender *R, int op, jv a, jv b, int line, jv *out)
     return type_error_binop(R, op, a, b, line);
 }
 
+static jv missing_fmt(void) { jv v = {0}; v.t = JV_FRAME; return v; }
+
 /* printf-style "fmt % args" for the common conversions. */
 static int str_format(jrender *R, jv fmt, jv args, int line, jv *out)
 {
@@ -931,14 +933,32 @@ static int str_format(jrender *R, jv fmt, jv args, int line, jv *out)
         char c = f->data[i];
         if (c != '%') { pl_buf_putc(&b, c); continue; }
         if (++i >= f->len) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "ValueError: incomplete format"); }
+        jv named = missing_fmt();
+        if (f->data[i] == '(') {            /* %(key)s takes the value from a dict */
+            size_t e = i + 1;
+            while (e < f->len && f->data[e] != ')') e++;
+            if (e >= f->len || args.t != JV_DICT) {
+                pl_buf_free(&b);
+                return jr_error(R, PL_ERR_INVALID, line, e >= f->len ? "ValueError: incomplete format key"
+                                                                     : "TypeError: format requires a mapping");
+            }
+            jv *hit = jdict_get_str(JDICT(args), f->data + i + 1, e - i - 1);
+            if (!hit) {
+                pl_buf_free(&b);
+                return jr_error(R, PL_ERR_INVALID, line, "KeyError: '%.*s'", (int)(e - i - 1), f->data + i + 1);
+            }
+            named = *hit;
+            i = e + 1;
+        }
         char spec[32] = "%";
         size_t sl = 1;
         while (i < f->len && strchr("-+ #0123456789.", f->data[i]) && sl < sizeof spec - 4) spec[sl++] = f->data[i++];
         if (i >= f->len) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "ValueError: incomplete format"); }
         c = f->data[i];
         if (c == '%') { pl_buf_putc(&b, '%'); continue; }
-        if (ai >= na) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not enough arguments for format string"); }
-        jv v = av[ai++];
+        if (named.t == JV_FRAME && ai >= na) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not enough arguments for format string"); }
+        jv v = named.t != JV_FRAME ? named : av[ai++];
+        if (named.t != JV_FRAME) ai = na;   /* a mapping is consumed whole */
         if (c == 's' || c == 'r') {
             pl_buf tmp;
             pl_buf_init(&tmp);
@@ -1000,7 +1020,7 @@ static int contains(jrender *R, jv needle, jv hay, int line, int *out)
     switch (hay.t) {
     case JV_STR:
         if (needle.t != JV_STR) {
-            if (needle.t == JV_UNDEF) return jr_undef_error(R, needle, line);
+            if (needle.t == JV_UNDEF && needle.ukind == U_UNSAFE) return jr_undef_error(R, needle, line);
             return jr_error(R, PL_ERR_INVALID, line, "TypeError: 'in <string>' requires string as left operand, not %s",
                             jv_typename(needle));
         }
