@@ -867,7 +867,9 @@ static int do_round(jrender *R, jv v, jv precv, jv methodv, int line, jv *out)
     if (strcmp(method, "common") && strcmp(method, "ceil") && strcmp(method, "floor"))
         return jr_error(R, PL_ERR_INVALID, line, "FilterArgumentError: method must be common, ceil or floor");
     if (v.t != JV_INT && v.t != JV_BOOL && v.t != JV_FLOAT) {
-        if (v.t == JV_UNDEF) return jr_undef_error(R, v, line);
+        if (v.t == JV_UNDEF && strcmp(method, "common")) return jr_undef_error(R, v, line);  /* value * 10**p */
+        if (strcmp(method, "common"))
+            return jr_error(R, PL_ERR_INVALID, line, "TypeError: unsupported operand type(s) for *: '%s' and 'int'", jv_typename(v));
         return jr_error(R, PL_ERR_INVALID, line, "TypeError: type %s doesn't define __round__ method", jv_typename(v));
     }
     if (!strcmp(method, "common")) {
@@ -1045,7 +1047,8 @@ static int do_select(jrender *R, jv seq, jcall *c, int attr, int keep, jv *out)
         ai++;
     }
     jlist *src;
-    if ((rc = iter_list(R, seq, line, &src))) return rc;
+    /* Jinja's _select_or_reject starts with `if value:` */
+    if ((rc = jv_truthy(seq) ? iter_list(R, seq, line, &src) : ((src = jlist_new(0)) ? 0 : nomem(R, line)))) return rc;
     jlist *l = jlist_new(0);
     if (!l) { jv_decref(jv_obj(src)); return nomem(R, line); }
     for (size_t i = 0; i < src->len && !rc; i++) {
@@ -1073,7 +1076,8 @@ static int do_map(jrender *R, jv seq, jcall *c, jv *out)
 {
     int line = c->line, rc;
     jlist *src;
-    if ((rc = iter_list(R, seq, line, &src))) return rc;
+    /* like select: `if value:` before iterating */
+    if ((rc = jv_truthy(seq) ? iter_list(R, seq, line, &src) : ((src = jlist_new(0)) ? 0 : nomem(R, line)))) return rc;
     jlist *l = jlist_new(src->len);
     if (!l) { jv_decref(jv_obj(src)); return nomem(R, line); }
     jv attr = missing(), def = missing();
@@ -1181,8 +1185,14 @@ static int do_indent(jrender *R, jv in, jcall *c, jv *out)
     else if (a[0].t == JV_STR) pl_buf_append(&ind, JSTR(a[0])->data, JSTR(a[0])->len);
     else if (a[0].t == JV_INT || a[0].t == JV_BOOL) { for (int64_t i = 0; i < a[0].u.i && i < 1024; i++) pl_buf_putc(&ind, ' '); }
     else return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: indent width must be int or str");
-    jv s;
-    if ((rc = to_str(R, in, &s))) { pl_buf_free(&ind); return rc; }
+    if (in.t != JV_STR) {     /* do_indent does s += "\n" first */
+        pl_buf_free(&ind);
+        if (in.t == JV_UNDEF) return jr_undef_error(R, in, c->line);
+        if (in.t == JV_LIST && !(JLIST(in)->h.flags & LIST_TUPLE))
+            return jr_error(R, PL_ERR_INVALID, c->line, "AttributeError: 'list' object has no attribute 'splitlines'");
+        return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: unsupported operand type(s) for +=: '%s' and 'str'", jv_typename(in));
+    }
+    jv s = jv_ref(in);
     /* s += "\n"; then splitlines: a trailing line break gives no extra line */
     jv s2;
     pl_buf t;
@@ -1221,8 +1231,16 @@ static int do_truncate(jrender *R, jv in, jcall *c, jv *out)
     int64_t length = 255, leeway = 5;
     if (!is_missing(a[0])) { if ((rc = need_type(R, a[0], JV_INT, "length", c->line))) return rc; length = a[0].u.i; }
     if (!is_missing(a[3]) && a[3].t != JV_NONE) { if ((rc = need_type(R, a[3], JV_INT, "leeway", c->line))) return rc; leeway = a[3].u.i; }
-    jv s;
-    if ((rc = to_str(R, in, &s))) return rc;
+    if (in.t != JV_STR) {      /* do_truncate calls len(s), then slices */
+        int64_t n;
+        if ((rc = length_of(R, in, c->line, &n))) return rc;
+        if (n <= length + leeway) { *out = jv_ref(in); return 0; }
+        if (opt_bool(a[1], 0))
+            return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: can only concatenate %s (not \"str\") to %s",
+                            jv_typename(in), jv_typename(in));
+        return jr_error(R, PL_ERR_INVALID, c->line, "AttributeError: '%s' object has no attribute 'rsplit'", jv_typename(in));
+    }
+    jv s = jv_ref(in);
     const char *end = "...";
     size_t endl = 3;
     if (!is_missing(a[2])) {
@@ -1389,7 +1407,6 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
             return 0;
         }
         if (in.t == JV_FLOAT) { *out = jv_float(fabs(in.u.f)); return 0; }
-        if (in.t == JV_UNDEF) return jr_undef_error(R, in, line);
         return jr_error(R, PL_ERR_INVALID, line, "TypeError: bad operand type for abs(): '%s'", jv_typename(in));
     case F_ROUND: {
         static const char *const n[] = { "precision", "method" };
@@ -1406,7 +1423,8 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
     case F_DICTSORT: {
         static const char *const n[] = { "case_sensitive", "by", "reverse" };
         if ((rc = bind(R, c, "dictsort", n, 3, a))) return rc;
-        if (in.t != JV_DICT) return jr_error(R, PL_ERR_INVALID, line, "TypeError: dictsort requires a mapping");
+        if (in.t == JV_UNDEF) return jr_undef_error(R, in, line);
+        if (in.t != JV_DICT) return jr_error(R, PL_ERR_INVALID, line, "AttributeError: '%s' object has no attribute 'items'", jv_typename(in));
         int pos = 0;
         if (!is_missing(a[1])) {
             if (a[1].t == JV_STR && !strcmp(JSTR(a[1])->data, "value")) pos = 1;
@@ -1459,6 +1477,8 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
             return jr_buf_to_str(R, &b, out);
         }
         jlist *l;
+        if (in.t != JV_LIST && in.t != JV_DICT && in.t != JV_UNDEF)
+            return jr_error(R, PL_ERR_INVALID, line, "FilterArgumentError: argument must be iterable");
         if ((rc = iter_list(R, in, line, &l))) return rc;
         jlist *r = jlist_new(l->len);
         if (!r) { jv_decref(jv_obj(l)); return nomem(R, line); }

@@ -667,7 +667,7 @@ static int slice_bounds(jrender *R, const jnode *n, jframe *f, size_t len, int64
         else if (v[i].t != JV_NONE) *bad = 1;
         jv_decref(v[i]);
     }
-    if (*bad) return 0;
+    if (*bad) return jr_error(R, PL_ERR_INVALID, n->line, "TypeError: slice indices must be integers or None or have an __index__ method");
     if (x[2] == 0) return jr_error(R, PL_ERR_INVALID, n->line, "ValueError: slice step cannot be zero");
     int64_t L = (int64_t)len, s = x[2];
     int64_t lower = s > 0 ? 0 : -1, upper = s > 0 ? L : L - 1;
@@ -688,11 +688,16 @@ NOINLINE static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
     jv obj;
     int rc = eval(R, n->a, f, &obj);
     if (rc) return rc;
+    /* Jinja compiles slices to plain Python subscripts (no sandbox getitem,
+     * no undefined fallback): anything but a sequence is a TypeError.
+     * (Jinja's optimizer folds subscripts of literal constants through
+     * getitem instead; only literal-only expressions like 3[1:] differ.) */
     if (obj.t == JV_UNDEF) { rc = jr_undef_error(R, obj, n->line); return rc; }
     if ((obj.t != JV_LIST && obj.t != JV_STR) || (obj.t == JV_LIST && (JLIST(obj)->h.flags & LIST_VIEWS))) {
+        rc = obj.t == JV_DICT ? jr_error(R, PL_ERR_INVALID, n->line, "TypeError: unhashable type: 'slice'")
+                              : jr_error(R, PL_ERR_INVALID, n->line, "TypeError: '%s' object is not subscriptable", jv_typename(obj));
         jv_decref(obj);
-        *out = undef_attr(NULL, obj, U_ITEM);
-        return 0;
+        return rc;
     }
     size_t len;
     int ascii = 1;
@@ -702,7 +707,6 @@ NOINLINE static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
     size_t cnt = 0;
     int bad = 0;
     if ((rc = slice_bounds(R, n, f, len, &a, &b, &s, &cnt, &bad))) { jv_decref(obj); return rc; }
-    if (bad) { *out = undef_attr(NULL, obj, U_ITEM); jv_decref(obj); return 0; }
     if (obj.t == JV_LIST) {
         jlist *src = JLIST(obj);
         if ((rc = jr_work(R, cnt * sizeof(jv)))) { jv_decref(obj); return rc; }
@@ -874,6 +878,8 @@ int jr_binop(jrender *R, int op, jv a, jv b, int line, jv *out)
             if (fx < 0 && fy != floor(fy))
                 return jr_error(R, PL_ERR_INVALID, line, "ValueError: complex results are not supported");
             *out = jv_float(pow(fx, fy));
+            if (isinf(out->u.f) && isfinite(fx) && isfinite(fy))   /* Python's float pow refuses to overflow */
+                return jr_error(R, PL_ERR_INVALID, line, "OverflowError: (34, 'Numerical result out of range')");
             return 0;
         }
     }
@@ -982,7 +988,10 @@ static int str_format(jrender *R, jv fmt, jv args, int line, jv *out)
             return jr_error(R, PL_ERR_INVALID, line, "TypeError: unsupported format %%%c for %s", c, jv_typename(v));
         }
     }
-    if (ai < na) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not all arguments converted during string formatting"); }
+    /* Python never complains about an unused argument that supports
+     * __getitem__ (dict, list) */
+    if (ai < na && args.t != JV_DICT && !(args.t == JV_LIST && !(JLIST(args)->h.flags & LIST_TUPLE)))
+        { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not all arguments converted during string formatting"); }
     return jr_buf_to_str(R, &b, out);
 }
 
