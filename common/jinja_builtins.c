@@ -147,17 +147,16 @@ int builtin_method_id(int type, const char *s, size_t len, int *unsafe)
     }
 }
 
-static jfunc GLOBAL_FUNCS[G_UNSUPPORTED_GLOBAL + 1];
+/* Immortal and never written: safe to share between concurrent renders. */
+#define GLOBAL_FN(gid) { .h = { .rc = RC_IMMORTAL, .type = JV_FUNC }, .id = (gid), .self = { .t = JV_NONE } }
+static jfunc GLOBAL_FUNCS[] = {
+    GLOBAL_FN(G_RANGE), GLOBAL_FN(G_DICT), GLOBAL_FN(G_NAMESPACE), GLOBAL_FN(G_RAISE),
+    GLOBAL_FN(G_STRFTIME), GLOBAL_FN(G_UNSUPPORTED_GLOBAL),
+};
 
 jv builtin_global_value(int gid)
 {
     jfunc *f = &GLOBAL_FUNCS[gid];
-    if (!f->h.rc) {     /* idempotent: every thread writes the same bytes */
-        f->h.type = JV_FUNC;
-        f->id = gid;
-        f->self = jv_none();
-        f->h.rc = RC_IMMORTAL;
-    }
     jv v = {0};
     v.t = JV_FUNC;
     v.u.o = &f->h;
@@ -255,6 +254,38 @@ static int is_numeric(uint32_t c)
     return k == UTF8PROC_CATEGORY_ND || k == UTF8PROC_CATEGORY_NL || k == UTF8PROC_CATEGORY_NO;
 }
 
+/* Python's full case mappings that are not one code point to one
+ * (SpecialCasing.txt), for the characters real text uses. */
+static const char *special_upper(uint32_t c)
+{
+    switch (c) {
+    case 0xDF: return "SS";
+    case 0x149: return "\xCA\xBCN";
+    case 0xFB00: return "FF";
+    case 0xFB01: return "FI";
+    case 0xFB02: return "FL";
+    case 0xFB03: return "FFI";
+    case 0xFB04: return "FFL";
+    case 0xFB05: case 0xFB06: return "ST";
+    default: return NULL;
+    }
+}
+
+static const char *special_title(uint32_t c)
+{
+    switch (c) {
+    case 0xDF: return "Ss";
+    case 0x149: return "\xCA\xBCN";
+    case 0xFB00: return "Ff";
+    case 0xFB01: return "Fi";
+    case 0xFB02: return "Fl";
+    case 0xFB03: return "Ffi";
+    case 0xFB04: return "Ffl";
+    case 0xFB05: case 0xFB06: return "St";
+    default: return NULL;
+    }
+}
+
 /* Apply a per-code-point mapping. mode: 0 upper, 1 lower, 2 capitalize,
  * 3 title (str.title), 4 swapcase, 5 Jinja's |title filter. */
 static int case_map(jrender *R, jv in, int mode, int line, jv *out)
@@ -269,6 +300,9 @@ static int case_map(jrender *R, jv in, int mode, int line, jv *out)
         uint32_t c;
         size_t k = utf8_dec((const unsigned char *)s->data + i, s->len - i, &c);
         uint32_t r = c;
+        /* does this character get lower-cased? (for the İ special case) */
+        int prev_cased_in = prev_cased, lowering = mode == 1 || (mode == 2 && !first) || (mode == 3 && prev_cased) ||
+                                                  (mode == 5 && !word_start);
         switch (mode) {
         case 0: r = cp_upper(c); break;
         case 1: r = cp_lower(c); break;
@@ -282,7 +316,14 @@ static int case_map(jrender *R, jv in, int mode, int line, jv *out)
             break;
         }
         }
-        if (r == c) pl_buf_append(&b, s->data + i, k);
+        const char *full = NULL;
+        int titling = (mode == 2 && first) || (mode == 3 && !prev_cased_in);
+        if (c >= 0xDF && (mode == 0 || (mode == 5 && !lowering) || (mode == 4 && cat_of(c) == UTF8PROC_CATEGORY_LL)))
+            full = special_upper(c);
+        else if (c >= 0xDF && titling) full = special_title(c);
+        else if (c == 0x130 && lowering) full = "i\xCC\x87";
+        if (full) pl_buf_puts(&b, full);
+        else if (r == c) pl_buf_append(&b, s->data + i, k);
         else put_cp(&b, r);
         first = 0;
         i += k;
@@ -764,6 +805,8 @@ static int parse_int(const char *s, size_t n, int base, int64_t *out)
     return 0;
 }
 
+static int is_digit_c(char c) { return c >= '0' && c <= '9'; }
+
 /* Python float(str) */
 static int parse_float(const char *s, size_t n, double *out)
 {
@@ -773,7 +816,10 @@ static int parse_float(const char *s, size_t n, double *out)
     while (n > i && py_isspace((unsigned char)s[n - 1])) n--;
     if (i >= n || n - i >= sizeof tmp) return -1;
     for (; i < n; i++) {
-        if (s[i] == '_') continue;
+        if (s[i] == '_') {     /* only single underscores between digits */
+            if (!m || !is_digit_c(tmp[m - 1]) || i + 1 >= n || !is_digit_c(s[i + 1])) return -1;
+            continue;
+        }
         tmp[m++] = s[i];
     }
     tmp[m] = 0;
@@ -821,7 +867,9 @@ static int do_round(jrender *R, jv v, jv precv, jv methodv, int line, jv *out)
     if (strcmp(method, "common") && strcmp(method, "ceil") && strcmp(method, "floor"))
         return jr_error(R, PL_ERR_INVALID, line, "FilterArgumentError: method must be common, ceil or floor");
     if (v.t != JV_INT && v.t != JV_BOOL && v.t != JV_FLOAT) {
-        if (v.t == JV_UNDEF) return jr_undef_error(R, v, line);
+        if (v.t == JV_UNDEF && strcmp(method, "common")) return jr_undef_error(R, v, line);  /* value * 10**p */
+        if (strcmp(method, "common"))
+            return jr_error(R, PL_ERR_INVALID, line, "TypeError: unsupported operand type(s) for *: '%s' and 'int'", jv_typename(v));
         return jr_error(R, PL_ERR_INVALID, line, "TypeError: type %s doesn't define __round__ method", jv_typename(v));
     }
     if (!strcmp(method, "common")) {
@@ -913,38 +961,63 @@ static int length_of(jrender *R, jv v, int line, int64_t *n)
 
 /* ================================================================ tojson */
 
-static int do_tojson(jrender *R, jv v, jcall *c, jv *out)
+static int tojson_opts(jrender *R, jcall *c, jjson_opts *o, char *ind, size_t indlen);
+
+/* tojson into `into` when given, else into a new string *out. */
+static int tojson_to(jrender *R, jv v, jcall *c, pl_buf *into, jv *out)
+{
+    jjson_opts o;
+    char ind[64];
+    int rc = tojson_opts(R, c, &o, ind, sizeof ind);
+    if (rc) return rc;
+    pl_buf b;
+    pl_buf_init(&b);
+    pl_buf *dst = into ? into : &b;
+    size_t mark = dst->len;
+    char err[200];
+    rc = jv_tojson(dst, v, &o, err, sizeof err);
+    if (rc) {
+        if (into) { into->len = mark; if (into->data) into->data[mark] = 0; }
+        pl_buf_free(&b);
+        if (rc == PL_ERR_NOMEM) return nomem(R, c->line);
+        return jr_error(R, rc, c->line, "%s", err);
+    }
+    if (into) return jr_work(R, into->len - mark);
+    return jr_buf_to_str(R, &b, out);
+}
+
+static int do_tojson(jrender *R, jv v, jcall *c, jv *out) { return tojson_to(R, v, c, NULL, out); }
+
+int builtin_filter_print(jrender *R, int id, jv in, jcall *c, pl_buf *out, int *done)
+{
+    *done = 0;
+    if (id != F_TOJSON) return 0;
+    *done = 1;
+    return tojson_to(R, in, c, out, NULL);
+}
+
+static int tojson_opts(jrender *R, jcall *c, jjson_opts *o, char *ind, size_t indlen)
 {
     static const char *const names[] = { "ensure_ascii", "indent", "separators", "sort_keys" };
     jv a[4];
     int rc = bind(R, c, "tojson", names, 4, a);
     if (rc) return rc;
-    jjson_opts o = { 0, -1, 0, NULL, NULL, NULL };
-    o.ensure_ascii = opt_bool(a[0], 0);
-    o.sort_keys = opt_bool(a[3], 0);
-    char ind[64];
+    *o = (jjson_opts){ 0, -1, 0, NULL, NULL, NULL };
+    o->ensure_ascii = opt_bool(a[0], 0);
+    o->sort_keys = opt_bool(a[3], 0);
     if (!is_missing(a[1]) && a[1].t != JV_NONE) {
-        if (a[1].t == JV_INT || a[1].t == JV_BOOL) o.indent = a[1].u.i < 0 ? 0 : a[1].u.i > 64 ? 64 : (int)a[1].u.i;
-        else if (a[1].t == JV_STR) { snprintf(ind, sizeof ind, "%s", JSTR(a[1])->data); o.indent_str = ind; o.indent = 0; }
+        if (a[1].t == JV_INT || a[1].t == JV_BOOL) o->indent = a[1].u.i < 0 ? 0 : a[1].u.i > 64 ? 64 : (int)a[1].u.i;
+        else if (a[1].t == JV_STR) { snprintf(ind, indlen, "%s", JSTR(a[1])->data); o->indent_str = ind; o->indent = 0; }
         else return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: indent must be an int or a string");
     }
     if (!is_missing(a[2]) && a[2].t != JV_NONE) {
         jv s = a[2];
         if (s.t != JV_LIST || JLIST(s)->len != 2 || JLIST(s)->v[0].t != JV_STR || JLIST(s)->v[1].t != JV_STR)
             return jr_error(R, PL_ERR_INVALID, c->line, "ValueError: separators must be a pair of strings");
-        o.item_sep = JSTR(JLIST(s)->v[0])->data;
-        o.key_sep = JSTR(JLIST(s)->v[1])->data;
+        o->item_sep = JSTR(JLIST(s)->v[0])->data;
+        o->key_sep = JSTR(JLIST(s)->v[1])->data;
     }
-    pl_buf b;
-    pl_buf_init(&b);
-    char err[200];
-    rc = jv_tojson(&b, v, &o, err, sizeof err);
-    if (rc) {
-        pl_buf_free(&b);
-        if (rc == PL_ERR_NOMEM) return nomem(R, c->line);
-        return jr_error(R, rc, c->line, "%s", err);
-    }
-    return jr_buf_to_str(R, &b, out);
+    return 0;
 }
 
 /* ================================================================ select / map */
@@ -974,7 +1047,8 @@ static int do_select(jrender *R, jv seq, jcall *c, int attr, int keep, jv *out)
         ai++;
     }
     jlist *src;
-    if ((rc = iter_list(R, seq, line, &src))) return rc;
+    /* Jinja's _select_or_reject starts with `if value:` */
+    if ((rc = jv_truthy(seq) ? iter_list(R, seq, line, &src) : ((src = jlist_new(0)) ? 0 : nomem(R, line)))) return rc;
     jlist *l = jlist_new(0);
     if (!l) { jv_decref(jv_obj(src)); return nomem(R, line); }
     for (size_t i = 0; i < src->len && !rc; i++) {
@@ -1002,7 +1076,8 @@ static int do_map(jrender *R, jv seq, jcall *c, jv *out)
 {
     int line = c->line, rc;
     jlist *src;
-    if ((rc = iter_list(R, seq, line, &src))) return rc;
+    /* like select: `if value:` before iterating */
+    if ((rc = jv_truthy(seq) ? iter_list(R, seq, line, &src) : ((src = jlist_new(0)) ? 0 : nomem(R, line)))) return rc;
     jlist *l = jlist_new(src->len);
     if (!l) { jv_decref(jv_obj(src)); return nomem(R, line); }
     jv attr = missing(), def = missing();
@@ -1110,8 +1185,14 @@ static int do_indent(jrender *R, jv in, jcall *c, jv *out)
     else if (a[0].t == JV_STR) pl_buf_append(&ind, JSTR(a[0])->data, JSTR(a[0])->len);
     else if (a[0].t == JV_INT || a[0].t == JV_BOOL) { for (int64_t i = 0; i < a[0].u.i && i < 1024; i++) pl_buf_putc(&ind, ' '); }
     else return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: indent width must be int or str");
-    jv s;
-    if ((rc = to_str(R, in, &s))) { pl_buf_free(&ind); return rc; }
+    if (in.t != JV_STR) {     /* do_indent does s += "\n" first */
+        pl_buf_free(&ind);
+        if (in.t == JV_UNDEF) return jr_undef_error(R, in, c->line);
+        if (in.t == JV_LIST && !(JLIST(in)->h.flags & LIST_TUPLE))
+            return jr_error(R, PL_ERR_INVALID, c->line, "AttributeError: 'list' object has no attribute 'splitlines'");
+        return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: unsupported operand type(s) for +=: '%s' and 'str'", jv_typename(in));
+    }
+    jv s = jv_ref(in);
     /* s += "\n"; then splitlines: a trailing line break gives no extra line */
     jv s2;
     pl_buf t;
@@ -1150,8 +1231,16 @@ static int do_truncate(jrender *R, jv in, jcall *c, jv *out)
     int64_t length = 255, leeway = 5;
     if (!is_missing(a[0])) { if ((rc = need_type(R, a[0], JV_INT, "length", c->line))) return rc; length = a[0].u.i; }
     if (!is_missing(a[3]) && a[3].t != JV_NONE) { if ((rc = need_type(R, a[3], JV_INT, "leeway", c->line))) return rc; leeway = a[3].u.i; }
-    jv s;
-    if ((rc = to_str(R, in, &s))) return rc;
+    if (in.t != JV_STR) {      /* do_truncate calls len(s), then slices */
+        int64_t n;
+        if ((rc = length_of(R, in, c->line, &n))) return rc;
+        if (n <= length + leeway) { *out = jv_ref(in); return 0; }
+        if (opt_bool(a[1], 0))
+            return jr_error(R, PL_ERR_INVALID, c->line, "TypeError: can only concatenate %s (not \"str\") to %s",
+                            jv_typename(in), jv_typename(in));
+        return jr_error(R, PL_ERR_INVALID, c->line, "AttributeError: '%s' object has no attribute 'rsplit'", jv_typename(in));
+    }
+    jv s = jv_ref(in);
     const char *end = "...";
     size_t endl = 3;
     if (!is_missing(a[2])) {
@@ -1251,21 +1340,6 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
         jv s;
         if ((rc = to_str(R, in, &s))) return rc;
         rc = case_map(R, s, id == F_UPPER ? 0 : id == F_LOWER ? 1 : id == F_CAPITALIZE ? 2 : 5, line, out);
-        if (!rc && id == F_CAPITALIZE) {     /* capitalize lowercases the rest */
-            jv t = *out;
-            pl_buf b;
-            pl_buf_init(&b);
-            jstr *ts = JSTR(t);
-            size_t k = utf8_advance(ts->data, ts->len, 0, 1);
-            pl_buf_append(&b, ts->data, k);
-            jv rest, low;
-            if ((rc = jr_new_str(R, ts->data + k, ts->len - k, &rest))) { jv_decref(t); pl_buf_free(&b); jv_decref(s); return rc; }
-            rc = case_map(R, rest, 1, line, &low);
-            jv_decref(rest);
-            if (!rc) { pl_buf_append(&b, JSTR(low)->data, JSTR(low)->len); jv_decref(low); }
-            jv_decref(t);
-            rc = rc ? (pl_buf_free(&b), rc) : jr_buf_to_str(R, &b, out);
-        }
         jv_decref(s);
         return rc;
     }
@@ -1333,7 +1407,6 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
             return 0;
         }
         if (in.t == JV_FLOAT) { *out = jv_float(fabs(in.u.f)); return 0; }
-        if (in.t == JV_UNDEF) return jr_undef_error(R, in, line);
         return jr_error(R, PL_ERR_INVALID, line, "TypeError: bad operand type for abs(): '%s'", jv_typename(in));
     case F_ROUND: {
         static const char *const n[] = { "precision", "method" };
@@ -1350,7 +1423,8 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
     case F_DICTSORT: {
         static const char *const n[] = { "case_sensitive", "by", "reverse" };
         if ((rc = bind(R, c, "dictsort", n, 3, a))) return rc;
-        if (in.t != JV_DICT) return jr_error(R, PL_ERR_INVALID, line, "TypeError: dictsort requires a mapping");
+        if (in.t == JV_UNDEF) return jr_undef_error(R, in, line);
+        if (in.t != JV_DICT) return jr_error(R, PL_ERR_INVALID, line, "AttributeError: '%s' object has no attribute 'items'", jv_typename(in));
         int pos = 0;
         if (!is_missing(a[1])) {
             if (a[1].t == JV_STR && !strcmp(JSTR(a[1])->data, "value")) pos = 1;
@@ -1403,6 +1477,8 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
             return jr_buf_to_str(R, &b, out);
         }
         jlist *l;
+        if (in.t != JV_LIST && in.t != JV_DICT && in.t != JV_UNDEF)
+            return jr_error(R, PL_ERR_INVALID, line, "FilterArgumentError: argument must be iterable");
         if ((rc = iter_list(R, in, line, &l))) return rc;
         jlist *r = jlist_new(l->len);
         if (!r) { jv_decref(jv_obj(l)); return nomem(R, line); }
@@ -1917,22 +1993,8 @@ static int str_method(jrender *R, int id, jv self, jcall *c, jv *out)
     switch (id) {
     case M_S_UPPER: case M_S_LOWER: case M_S_TITLE: case M_S_SWAPCASE: case M_S_CASEFOLD:
         return case_map(R, self, id == M_S_UPPER ? 0 : id == M_S_TITLE ? 3 : id == M_S_SWAPCASE ? 4 : 1, line, out);
-    case M_S_CAPITALIZE: {
-        jv low;
-        if ((rc = case_map(R, self, 1, line, &low))) return rc;
-        jstr *l = JSTR(low);
-        if (!l->len) { *out = low; return 0; }
-        uint32_t c0;
-        size_t k = utf8_dec((const unsigned char *)s->data, s->len, &c0);
-        size_t lk = utf8_advance(l->data, l->len, 0, 1);
-        pl_buf b;
-        pl_buf_init(&b);
-        put_cp(&b, cp_title(c0));
-        (void)k;
-        pl_buf_append(&b, l->data + lk, l->len - lk);
-        jv_decref(low);
-        return jr_buf_to_str(R, &b, out);
-    }
+    case M_S_CAPITALIZE:
+        return case_map(R, self, 2, line, out);
     case M_S_STRIP: case M_S_LSTRIP: case M_S_RSTRIP: {
         static const char *const n[] = { "chars" };
         if ((rc = bind(R, c, "strip", n, 1, a))) return rc;

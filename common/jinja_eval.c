@@ -28,6 +28,8 @@ struct jrender {
     jv *cache;              /* per symbol: the context's value (borrowed) */
     uint8_t *cstate;        /* per symbol: 0 not looked up, 1 in context, 2 absent */
     jtrack tracked;
+    int nest;               /* current eval/exec recursion depth */
+    jframe *spare;          /* released frames for reuse, linked by parent */
     int depth;
     uint64_t iters, work;
     char *err;
@@ -35,6 +37,13 @@ struct jrender {
 };
 
 enum { EXEC_BREAK = 1, EXEC_CONTINUE = 2 };
+
+/* Functions with big locals (argument arrays) stay out of eval()'s frame:
+ * eval recurses once per expression level, so its frame must stay small. */
+#define NOINLINE __attribute__((noinline))
+/* eval() + exec_stmt() nesting, all macro levels together: bounds the C
+ * stack (about 2 MB at this limit) whatever the template's shape. */
+#define MAX_NEST 3000
 #define MAX_ARGS 32
 
 jv pl_jinja_value_jv(const pl_jinja_value *v);
@@ -181,8 +190,13 @@ static void track(jrender *R, jtrack *t, jobj *owner)
 
 jframe *jr_frame_new(jrender *R, jframe *parent)
 {
-    jframe *f = calloc(1, sizeof *f);
-    if (!f) return NULL;
+    jframe *f = R->spare;
+    if (f) {
+        R->spare = f->parent;
+        memset(f, 0, sizeof *f);
+    } else if (!(f = calloc(1, sizeof *f))) {
+        return NULL;
+    }
     f->h.rc = 1;
     f->h.type = JV_FRAME;
     f->vars = f->inl;
@@ -198,6 +212,24 @@ jdict *jr_new_ns(jrender *R)
     jdict *d = jdict_new(JV_NS);
     if (d) track(R, &d->track, &d->h);
     return d;
+}
+
+/* Drops the caller's reference to f; a frame nobody else holds (no macro
+ * closure, no loop object) goes to the spare list instead of free(). */
+static void frame_drop(jrender *R, jframe *f)
+{
+    if (f->h.rc != 1) { jv_decref(jv_obj(f)); return; }
+    uint32_t n = f->n;
+    f->n = 0;
+    for (uint32_t i = 0; i < n; i++) jv_decref(f->vars[i].v);
+    if (f->vars != f->inl) free(f->vars);
+    if (f->track.prev) {
+        f->track.prev->next = f->track.next;
+        f->track.next->prev = f->track.prev;
+    }
+    if (f->parent) jv_decref(jv_obj(f->parent));
+    f->parent = R->spare;
+    R->spare = f;
 }
 
 /* Consumes v. */
@@ -384,7 +416,7 @@ static int macro_arg_error(jrender *R, const jnode *def, int line, const char *f
 }
 
 /* Runs a macro with evaluated arguments; output appended to into. */
-static int call_macro(jrender *R, jmacro *m, jcall *c, pl_buf *into)
+NOINLINE static int call_macro(jrender *R, jmacro *m, jcall *c, pl_buf *into)
 {
     const jnode *def = m->def;
     const jsyms *y = &R->t->syms;
@@ -456,7 +488,7 @@ done_kw:
     if (kwargs) jv_decref(jv_obj(kwargs));
 done:
     if (rc == PL_ERR_NOMEM) rc = jr_error(R, PL_ERR_NOMEM, c->line, "out of memory");
-    jv_decref(jv_obj(f));
+    frame_drop(R, f);
     return rc;
 }
 
@@ -635,7 +667,7 @@ static int slice_bounds(jrender *R, const jnode *n, jframe *f, size_t len, int64
         else if (v[i].t != JV_NONE) *bad = 1;
         jv_decref(v[i]);
     }
-    if (*bad) return 0;
+    if (*bad) return jr_error(R, PL_ERR_INVALID, n->line, "TypeError: slice indices must be integers or None or have an __index__ method");
     if (x[2] == 0) return jr_error(R, PL_ERR_INVALID, n->line, "ValueError: slice step cannot be zero");
     int64_t L = (int64_t)len, s = x[2];
     int64_t lower = s > 0 ? 0 : -1, upper = s > 0 ? L : L - 1;
@@ -651,16 +683,21 @@ static int slice_bounds(jrender *R, const jnode *n, jframe *f, size_t len, int64
     return 0;
 }
 
-static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
+NOINLINE static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
 {
     jv obj;
     int rc = eval(R, n->a, f, &obj);
     if (rc) return rc;
+    /* Jinja compiles slices to plain Python subscripts (no sandbox getitem,
+     * no undefined fallback): anything but a sequence is a TypeError.
+     * (Jinja's optimizer folds subscripts of literal constants through
+     * getitem instead; only literal-only expressions like 3[1:] differ.) */
     if (obj.t == JV_UNDEF) { rc = jr_undef_error(R, obj, n->line); return rc; }
     if ((obj.t != JV_LIST && obj.t != JV_STR) || (obj.t == JV_LIST && (JLIST(obj)->h.flags & LIST_VIEWS))) {
+        rc = obj.t == JV_DICT ? jr_error(R, PL_ERR_INVALID, n->line, "TypeError: unhashable type: 'slice'")
+                              : jr_error(R, PL_ERR_INVALID, n->line, "TypeError: '%s' object is not subscriptable", jv_typename(obj));
         jv_decref(obj);
-        *out = undef_attr(NULL, obj, U_ITEM);
-        return 0;
+        return rc;
     }
     size_t len;
     int ascii = 1;
@@ -670,7 +707,6 @@ static int eval_slice(jrender *R, const jnode *n, jframe *f, jv *out)
     size_t cnt = 0;
     int bad = 0;
     if ((rc = slice_bounds(R, n, f, len, &a, &b, &s, &cnt, &bad))) { jv_decref(obj); return rc; }
-    if (bad) { *out = undef_attr(NULL, obj, U_ITEM); jv_decref(obj); return 0; }
     if (obj.t == JV_LIST) {
         jlist *src = JLIST(obj);
         if ((rc = jr_work(R, cnt * sizeof(jv)))) { jv_decref(obj); return rc; }
@@ -842,6 +878,8 @@ int jr_binop(jrender *R, int op, jv a, jv b, int line, jv *out)
             if (fx < 0 && fy != floor(fy))
                 return jr_error(R, PL_ERR_INVALID, line, "ValueError: complex results are not supported");
             *out = jv_float(pow(fx, fy));
+            if (isinf(out->u.f) && isfinite(fx) && isfinite(fy))   /* Python's float pow refuses to overflow */
+                return jr_error(R, PL_ERR_INVALID, line, "OverflowError: (34, 'Numerical result out of range')");
             return 0;
         }
     }
@@ -885,6 +923,8 @@ int jr_binop(jrender *R, int op, jv a, jv b, int line, jv *out)
     return type_error_binop(R, op, a, b, line);
 }
 
+static jv missing_fmt(void) { jv v = {0}; v.t = JV_FRAME; return v; }
+
 /* printf-style "fmt % args" for the common conversions. */
 static int str_format(jrender *R, jv fmt, jv args, int line, jv *out)
 {
@@ -899,14 +939,32 @@ static int str_format(jrender *R, jv fmt, jv args, int line, jv *out)
         char c = f->data[i];
         if (c != '%') { pl_buf_putc(&b, c); continue; }
         if (++i >= f->len) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "ValueError: incomplete format"); }
+        jv named = missing_fmt();
+        if (f->data[i] == '(') {            /* %(key)s takes the value from a dict */
+            size_t e = i + 1;
+            while (e < f->len && f->data[e] != ')') e++;
+            if (e >= f->len || args.t != JV_DICT) {
+                pl_buf_free(&b);
+                return jr_error(R, PL_ERR_INVALID, line, e >= f->len ? "ValueError: incomplete format key"
+                                                                     : "TypeError: format requires a mapping");
+            }
+            jv *hit = jdict_get_str(JDICT(args), f->data + i + 1, e - i - 1);
+            if (!hit) {
+                pl_buf_free(&b);
+                return jr_error(R, PL_ERR_INVALID, line, "KeyError: '%.*s'", (int)(e - i - 1), f->data + i + 1);
+            }
+            named = *hit;
+            i = e + 1;
+        }
         char spec[32] = "%";
         size_t sl = 1;
         while (i < f->len && strchr("-+ #0123456789.", f->data[i]) && sl < sizeof spec - 4) spec[sl++] = f->data[i++];
         if (i >= f->len) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "ValueError: incomplete format"); }
         c = f->data[i];
         if (c == '%') { pl_buf_putc(&b, '%'); continue; }
-        if (ai >= na) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not enough arguments for format string"); }
-        jv v = av[ai++];
+        if (named.t == JV_FRAME && ai >= na) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not enough arguments for format string"); }
+        jv v = named.t != JV_FRAME ? named : av[ai++];
+        if (named.t != JV_FRAME) ai = na;   /* a mapping is consumed whole */
         if (c == 's' || c == 'r') {
             pl_buf tmp;
             pl_buf_init(&tmp);
@@ -930,7 +988,10 @@ static int str_format(jrender *R, jv fmt, jv args, int line, jv *out)
             return jr_error(R, PL_ERR_INVALID, line, "TypeError: unsupported format %%%c for %s", c, jv_typename(v));
         }
     }
-    if (ai < na) { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not all arguments converted during string formatting"); }
+    /* Python never complains about an unused argument that supports
+     * __getitem__ (dict, list) */
+    if (ai < na && args.t != JV_DICT && !(args.t == JV_LIST && !(JLIST(args)->h.flags & LIST_TUPLE)))
+        { pl_buf_free(&b); return jr_error(R, PL_ERR_INVALID, line, "TypeError: not all arguments converted during string formatting"); }
     return jr_buf_to_str(R, &b, out);
 }
 
@@ -968,7 +1029,7 @@ static int contains(jrender *R, jv needle, jv hay, int line, int *out)
     switch (hay.t) {
     case JV_STR:
         if (needle.t != JV_STR) {
-            if (needle.t == JV_UNDEF) return jr_undef_error(R, needle, line);
+            if (needle.t == JV_UNDEF && needle.ukind == U_UNSAFE) return jr_undef_error(R, needle, line);
             return jr_error(R, PL_ERR_INVALID, line, "TypeError: 'in <string>' requires string as left operand, not %s",
                             jv_typename(needle));
         }
@@ -1015,7 +1076,7 @@ int jr_compare(jrender *R, int op, jv a, jv b, int line, int *out)
 
 /* ================================================================ expressions */
 
-static int eval_call(jrender *R, const jnode *n, jframe *f, pl_buf *into, jv *out)
+NOINLINE static int eval_call(jrender *R, const jnode *n, jframe *f, pl_buf *into, jv *out)
 {
     const jnode *cal = n->a;
     argv_ A;
@@ -1057,7 +1118,7 @@ static int eval_call(jrender *R, const jnode *n, jframe *f, pl_buf *into, jv *ou
     return rc;
 }
 
-static int eval_filter(jrender *R, const jnode *n, jframe *f, jv input, jv *out)
+NOINLINE static int eval_filter(jrender *R, const jnode *n, jframe *f, jv input, jv *out)
 {
     if (n->fid < 0) {
         jv_decref(input);
@@ -1068,6 +1129,27 @@ static int eval_filter(jrender *R, const jnode *n, jframe *f, jv input, jv *out)
     if (!rc) rc = builtin_filter(R, n->fid, input, &A.c, out);
     args_release(&A);
     jv_decref(input);
+    return rc;
+}
+
+NOINLINE static int print_filter(jrender *R, const jnode *n, jframe *f, pl_buf *out)
+{
+    jv in, v;
+    int rc = eval(R, n->a, f, &in);
+    if (rc) return rc;
+    argv_ A;
+    int done = 0;
+    rc = args_eval(R, &n->args, f, n->line, &A);
+    if (!rc) rc = builtin_filter_print(R, n->fid, in, &A.c, out, &done);
+    if (!rc && !done) {
+        rc = builtin_filter(R, n->fid, in, &A.c, &v);
+        if (!rc) {
+            if (jv_write_str(out, v)) rc = jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
+            jv_decref(v);
+        }
+    }
+    args_release(&A);
+    jv_decref(in);
     return rc;
 }
 
@@ -1095,7 +1177,37 @@ static int eval_list(jrender *R, jnode *const *kids, int n, jframe *f, int tuple
     return 0;
 }
 
+NOINLINE static int eval_test(jrender *R, const jnode *n, jframe *f, jv *out)
+{
+    if (n->fid < 0) return jr_error(R, PL_ERR_INVALID, n->line, "TemplateRuntimeError: No test named '%s' found.", JSTR(n->val)->data);
+    jv a;
+    int rc = eval(R, n->a, f, &a);
+    if (rc) return rc;
+    argv_ A;
+    int res = 0;
+    rc = args_eval(R, &n->args, f, n->line, &A);
+    if (!rc) rc = builtin_test(R, n->fid, a, &A.c, &res);
+    args_release(&A);
+    jv_decref(a);
+    if (!rc) *out = jv_bool(res);
+    return rc;
+}
+
+static int eval_node(jrender *R, const jnode *n, jframe *f, jv *out);
+
 static int eval(jrender *R, const jnode *n, jframe *f, jv *out)
+{
+    if (n->kind == N_CONST) { *out = n->val; return 0; }   /* immortal */
+    if (++R->nest > MAX_NEST) {
+        R->nest--;
+        return jr_error(R, PL_ERR_RANGE, n->line, "LimitError: expressions and statements nested deeper than %d", MAX_NEST);
+    }
+    int rc = eval_node(R, n, f, out);
+    R->nest--;
+    return rc;
+}
+
+static int eval_node(jrender *R, const jnode *n, jframe *f, jv *out)
 {
     int rc;
     jv a, b;
@@ -1133,18 +1245,8 @@ static int eval(jrender *R, const jnode *n, jframe *f, jv *out)
     case N_FILTER:
         if ((rc = eval(R, n->a, f, &a))) return rc;
         return eval_filter(R, n, f, a, out);
-    case N_TEST: {
-        if (n->fid < 0) return jr_error(R, PL_ERR_INVALID, n->line, "TemplateRuntimeError: No test named '%s' found.", JSTR(n->val)->data);
-        if ((rc = eval(R, n->a, f, &a))) return rc;
-        argv_ A;
-        int res = 0;
-        rc = args_eval(R, &n->args, f, n->line, &A);
-        if (!rc) rc = builtin_test(R, n->fid, a, &A.c, &res);
-        args_release(&A);
-        jv_decref(a);
-        if (!rc) *out = jv_bool(res);
-        return rc;
-    }
+    case N_TEST:
+        return eval_test(R, n, f, out);
     case N_NOT:
         if ((rc = eval(R, n->a, f, &a))) return rc;
         *out = jv_bool(!jv_truthy(a));
@@ -1293,7 +1395,7 @@ static jframe *iteration_frame(jrender *R, jframe *prev, jframe *parent)
         for (uint32_t i = 0; i < n; i++) jv_decref(prev->vars[i].v);
         return prev;
     }
-    if (prev) jv_decref(jv_obj(prev));
+    if (prev) frame_drop(R, prev);
     return jr_frame_new(R, parent);
 }
 
@@ -1352,7 +1454,7 @@ static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth
         else rc = exec_body(R, n->kids2, n->nkids2, it, out);
     }
 done:
-    if (it) jv_decref(jv_obj(it));
+    if (it) frame_drop(R, it);
     jv_decref(jv_obj(items));
     return rc;
 }
@@ -1365,24 +1467,42 @@ static int render_block(jrender *R, const jnode *n, jframe *f, jv *out)
     pl_buf b;
     pl_buf_init(&b);
     int rc = exec_body(R, n->kids, n->nkids, inner, &b);
-    jv_decref(jv_obj(inner));
+    frame_drop(R, inner);
     if (rc > 0) rc = 0;
     if (rc) { pl_buf_free(&b); return rc; }
     return jr_buf_to_str(R, &b, out);
 }
 
+static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out);
+
 static int exec_stmt(jrender *R, const jnode *n, jframe *f, pl_buf *out)
+{
+    if (n->kind == N_TEXT) {
+        jb_append(out, JSTR(n->val)->data, JSTR(n->val)->len);
+        return check_output(R, out, n->line);
+    }
+    if (++R->nest > MAX_NEST) {
+        R->nest--;
+        return jr_error(R, PL_ERR_RANGE, n->line, "LimitError: expressions and statements nested deeper than %d", MAX_NEST);
+    }
+    int rc = exec_node(R, n, f, out);
+    R->nest--;
+    return rc;
+}
+
+static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out)
 {
     int rc;
     jv v;
     switch (n->kind) {
     case N_TEXT:
-        pl_buf_append(out, JSTR(n->val)->data, JSTR(n->val)->len);
+        jb_append(out, JSTR(n->val)->data, JSTR(n->val)->len);
         return check_output(R, out, n->line);
     case N_PRINT:
         if (n->a) {
-            /* {{ macro(...) }} renders straight into the output */
+            /* {{ macro(...) }} and {{ x | tojson }} render straight into the output */
             if (n->a->kind == N_CALL) rc = eval_call(R, n->a, f, out, &v);
+            else if (n->a->kind == N_FILTER && n->a->fid >= 0) rc = print_filter(R, n->a, f, out);
             else if ((rc = eval(R, n->a, f, &v)) == 0) {
                 if (jv_write_str(out, v)) rc = jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
                 jv_decref(v);
@@ -1471,7 +1591,7 @@ static int exec_stmt(jrender *R, const jnode *n, jframe *f, pl_buf *out)
             else jv_decref(vals[i]);
         }
         if (!rc) rc = exec_body(R, n->kids, n->nkids, inner, out);
-        jv_decref(jv_obj(inner));
+        frame_drop(R, inner);
         return rc;
     }
     case N_BREAK: return EXEC_BREAK;
@@ -1537,6 +1657,11 @@ int pl_jinja_render(const pl_jinja_template *t, const pl_jinja_value *context_di
         tr->prev = tr->next = NULL;
         jobj_clear(o);
         jv_decref(jv_obj(o));
+    }
+    while (R.spare) {
+        jframe *nx = R.spare->parent;
+        free(R.spare);
+        R.spare = nx;
     }
     free(R.cache);
     free(R.cstate);

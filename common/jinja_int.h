@@ -16,6 +16,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 #include "jinja.h"
 
 /* ================================================================ values */
@@ -149,6 +150,23 @@ static inline void jv_decref(jv v)
     if (JV_IS_OBJ(v.t) && v.u.o->rc != RC_IMMORTAL && --v.u.o->rc == 0) jobj_free(v.u.o);
 }
 static inline jv jv_ref(jv v) { jv_incref(v); return v; }
+
+/* pl_buf_append without the call when the bytes fit (hot output path). */
+static inline void jb_append(pl_buf *b, const char *p, size_t n)
+{
+    if (b->len + n < b->cap) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = 0;
+    } else {
+        pl_buf_append(b, p, n);
+    }
+}
+static inline void jb_putc(pl_buf *b, char c)
+{
+    if (b->len + 1 < b->cap) { b->data[b->len++] = c; b->data[b->len] = 0; }
+    else pl_buf_append(b, &c, 1);
+}
 
 /* Allocation: NULL on failure. New objects have rc 1. */
 jstr *jstr_new(const char *s, size_t len);
@@ -310,6 +328,9 @@ int builtin_global_id(const char *name, size_t len);
 int builtin_method_id(int type, const char *name, size_t len, int *unsafe);
 
 int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out);
+/* {{ x | f }}: filters that can write straight into the output do so and set
+ * *done; others leave it 0 (the caller then prints builtin_filter's value). */
+int builtin_filter_print(jrender *R, int id, jv in, jcall *c, pl_buf *out, int *done);
 int builtin_test(jrender *R, int id, jv in, jcall *c, int *out);
 int builtin_call(jrender *R, int id, jv self, jcall *c, jv *out);
 /* loop.<attr> for a loop attribute/method id from builtin_method_id(JV_LOOP) */

@@ -492,6 +492,7 @@ int jinja_lex(pl_jinja_template *t, jtoks *out, char *err, size_t errlen)
         if ((rc = emit_data(&L, pos, q, sign, kind != '{', line_starting))) return rc;
         line_starting = 0;
         if (kind == '#') {
+            if (body >= n) break;   /* "{#" ending the source: Jinja's lexer just stops */
             size_t k = body;
             for (;;) {
                 const char *h = k < n ? memchr(s + k, '#', n - k) : NULL;

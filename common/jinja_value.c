@@ -3,6 +3,7 @@
  * repr() / == / truthiness / json.dumps, and the public value API. */
 #include "jinja_int.h"
 #include "pyjson.h"
+#include "pystr.h"
 
 #include <errno.h>
 #include <math.h>
@@ -172,23 +173,13 @@ jfunc *jfunc_new(int id, jv self)
 
 /* ================================================================ UTF-8 */
 
+/* Lenient: an invalid byte is one character, U+FFFD. */
 size_t utf8_dec(const unsigned char *s, size_t n, uint32_t *cp)
 {
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    size_t len; uint32_t v, min;
-    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
-    else { *cp = 0xFFFD; return 1; }
-    if (len > n) { *cp = 0xFFFD; return 1; }
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) { *cp = 0xFFFD; return 1; }
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF) { *cp = 0xFFFD; return 1; }
-    *cp = v;
-    return len;
+    if (s[0] < 0x80) { *cp = s[0]; return 1; }
+    size_t k = pl_utf8_decode(s, n, cp);
+    if (!k) { *cp = 0xFFFD; return 1; }
+    return k;
 }
 
 size_t utf8_enc(uint32_t cp, char *o)
@@ -525,15 +516,18 @@ void py_repr_string(pl_buf *b, const char *s, size_t len)
 static void write_int(pl_buf *b, int64_t i)
 {
     char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)i);
-    pl_buf_append(b, tmp, (size_t)n);
+    size_t n = sizeof tmp;
+    uint64_t u = i < 0 ? 0 - (uint64_t)i : (uint64_t)i;
+    do { tmp[--n] = (char)('0' + u % 10); u /= 10; } while (u);
+    if (i < 0) tmp[--n] = '-';
+    jb_append(b, tmp + n, sizeof tmp - n);
 }
 
 int jv_write_str(pl_buf *b, jv v)
 {
     switch (v.t) {
     case JV_UNDEF: return 0;
-    case JV_STR: pl_buf_append(b, JSTR(v)->data, JSTR(v)->len); return 0;
+    case JV_STR: jb_append(b, JSTR(v)->data, JSTR(v)->len); return 0;
     case JV_INT: write_int(b, v.u.i); return 0;
     default: return jv_write_repr(b, v, 0);
     }
@@ -605,7 +599,7 @@ int jv_write_repr(pl_buf *b, jv v, int depth)
 
 static void json_newline(pl_buf *b, const jjson_opts *o, int depth)
 {
-    pl_buf_putc(b, '\n');
+    jb_putc(b, '\n');
     for (int i = 0; i < depth; i++) {
         if (o->indent_str) pl_buf_puts(b, o->indent_str);
         else for (int k = 0; k < o->indent; k++) pl_buf_putc(b, ' ');
@@ -642,6 +636,7 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
     int pretty = o->indent >= 0 || o->indent_str;
     const char *isep = o->item_sep ? o->item_sep : (pretty ? "," : ", ");
     const char *ksep = o->key_sep ? o->key_sep : ": ";
+    size_t isl = strlen(isep), ksl = strlen(ksep);
     switch (v.t) {
     case JV_NONE: pl_buf_puts(b, "null"); return 0;
     case JV_BOOL: pl_buf_puts(b, v.u.i ? "true" : "false"); return 0;
@@ -655,7 +650,7 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
         if (!l->len) { pl_buf_puts(b, "[]"); return 0; }
         pl_buf_putc(b, '[');
         for (size_t i = 0; i < l->len; i++) {
-            if (i) pl_buf_puts(b, isep);
+            if (i) jb_append(b, isep, isl);
             if (pretty) json_newline(b, o, depth + 1);
             int rc = tojson_rec(b, l->v[i], o, depth + 1, err, errlen);
             if (rc) return rc;
@@ -667,7 +662,8 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
     case JV_DICT: {
         jdict *d = JDICT(v);
         if (!d->len) { pl_buf_puts(b, "{}"); return 0; }
-        const jdent **ents = malloc(d->len * sizeof *ents);
+        const jdent *small[16];
+        const jdent **ents = d->len <= 16 ? small : malloc(d->len * sizeof *ents);
         if (!ents) return PL_ERR_NOMEM;
         int allstr = 1;
         for (size_t i = 0; i < d->len; i++) {
@@ -676,7 +672,7 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
         }
         if (o->sort_keys && d->len > 1) {
             if (!allstr) {
-                free(ents);
+                if (ents != small) free(ents);
                 return pl_seterr(err, errlen, PL_ERR_INVALID,
                                  "TypeError: '<' not supported between dict keys of mixed types");
             }
@@ -686,17 +682,17 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
         pl_buf_putc(b, '{');
         int rc = 0;
         for (size_t i = 0; i < d->len && !rc; i++) {
-            if (i) pl_buf_puts(b, isep);
+            if (i) jb_append(b, isep, isl);
             if (pretty) json_newline(b, o, depth + 1);
             rc = json_key(b, ents[i]->key, o, err, errlen);
             if (rc) break;
-            pl_buf_puts(b, ksep);
+            jb_append(b, ksep, ksl);
             rc = tojson_rec(b, ents[i]->val, o, depth + 1, err, errlen);
         }
-        free(ents);
+        if (ents != small) free(ents);
         if (rc) return rc;
         if (pretty) json_newline(b, o, depth);
-        pl_buf_putc(b, '}');
+        jb_putc(b, '}');
         return 0;
     }
     default:

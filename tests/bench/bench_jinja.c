@@ -14,18 +14,22 @@
 #include <string.h>
 #include <time.h>
 
+/* Whole file in memory (NUL-terminated); NULL with a message on failure. */
 static char *slurp(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "rb");
-    if (!f) { perror(path); return NULL; }
-    pl_buf b;
-    pl_buf_init(&b);
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) pl_buf_append(&b, tmp, n);
-    fclose(f);
-    *len = b.len;
-    return b.data;
+    long size = -1;
+    if (f && fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    char *data = size >= 0 ? malloc((size_t)size + 1) : NULL;
+    if (data && (fseek(f, 0, SEEK_SET) != 0 || fread(data, 1, (size_t)size, f) != (size_t)size)) {
+        free(data);
+        data = NULL;
+    }
+    if (f) fclose(f);
+    if (!data) { perror(path); return NULL; }
+    data[size] = 0;
+    *len = (size_t)size;
+    return data;
 }
 
 static double now(void)

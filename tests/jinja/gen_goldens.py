@@ -27,6 +27,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 sys.path.insert(0, os.path.dirname(__file__))
 import cases_glm        # noqa: E402
 import cases_features   # noqa: E402
+import cases_idioms     # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
@@ -80,13 +81,25 @@ def render_case(name, source, context, **where):
     return case
 
 
-def write(fname, cases):
+def write(fname, cases, templates=None, contexts=None):
+    """templates / contexts: shared texts that cases name with template_ref /
+    context_ref instead of repeating them (keeps the goldens small)."""
     doc = {
         "generator": "tests/jinja/gen_goldens.py",
         "jinja2_version": jinja2.__version__,
         "fixed_time": FIXED_TIME,
-        "cases": cases,
     }
+    if templates:
+        doc["templates"] = templates
+    if contexts:
+        doc["contexts"] = contexts
+        for c in cases:
+            for k, v in contexts.items():
+                if c["context"] == v:
+                    c["context_ref"] = k
+                    del c["context"]
+                    break
+    doc["cases"] = cases
     path = os.path.join(OUT, fname)
     with open(path, "w", encoding="utf-8") as f:
         json.dump(doc, f, ensure_ascii=False, indent=1)
@@ -138,11 +151,26 @@ def feature_cases():
     return out
 
 
+FEATURE_CONTEXTS = {"nest": json.dumps(cases_features.NEST, ensure_ascii=False)}
+
+
+def idiom_cases():
+    out = []
+    for tname, src in cases_idioms.TEMPLATES.items():
+        for cname, ctx in cases_glm.conversations():
+            ctx = dict(ctx)
+            ctx.update(cases_idioms.EXTRA_VARS)
+            case = render_case(f"{tname}:{cname}", src, ctx, template_ref=tname)
+            out.append(case)
+    return out
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     write("glm.json", glm_cases())
     write("tokenizers.json", tokenizer_cases())
-    write("features.json", feature_cases())
+    write("features.json", feature_cases(), contexts=FEATURE_CONTEXTS)
+    write("idioms.json", idiom_cases(), templates=cases_idioms.TEMPLATES)
 
 
 if __name__ == "__main__":

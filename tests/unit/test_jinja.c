@@ -101,6 +101,9 @@ static int run_golden(const char *file)
         const cJSON *inl = cJSON_GetObjectItemCaseSensitive(c, "template");
         const cJSON *tpath = cJSON_GetObjectItemCaseSensitive(c, "template_path");
         const cJSON *ttok = cJSON_GetObjectItemCaseSensitive(c, "template_tokenizer");
+        const cJSON *tref = cJSON_GetObjectItemCaseSensitive(c, "template_ref");
+        if (cJSON_IsString(tref))
+            inl = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "templates"), tref->valuestring);
         char *src = NULL;
         size_t srclen = 0;
         if (cJSON_IsString(inl)) {
@@ -120,7 +123,10 @@ static int run_golden(const char *file)
         pl_buf_init(&out);
         char err[1024] = "";
         int phase;
-        const char *ctx = cJSON_GetObjectItemCaseSensitive(c, "context")->valuestring;
+        const cJSON *cref = cJSON_GetObjectItemCaseSensitive(c, "context_ref");
+        const char *ctx = cJSON_IsString(cref)
+            ? cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(doc, "contexts"), cref->valuestring)->valuestring
+            : cJSON_GetObjectItemCaseSensitive(c, "context")->valuestring;
         int rc = render(src, srclen, ctx, &lim, &out, err, sizeof err, &phase);
         const cJSON *want = cJSON_GetObjectItemCaseSensitive(c, "output");
         const cJSON *werr = cJSON_GetObjectItemCaseSensitive(c, "error");
@@ -160,6 +166,7 @@ static int run_golden(const char *file)
 TEST(golden_features) { run_golden("features.json"); }
 TEST(golden_glm_templates) { run_golden("glm.json"); }
 TEST(golden_tokenizer_templates) { run_golden("tokenizers.json"); }
+TEST(golden_template_idioms) { run_golden("idioms.json"); }
 
 /* The reference renders shipped with the templates themselves. */
 TEST(golden_shared_glm_renders)
@@ -272,6 +279,39 @@ TEST(hostile_recursion)
     rc = quick("{% macro a() %}{% call a() %}x{% endcall %}{% endmacro %}{{ a() }}", NULL, NULL, &out, err, sizeof err);
     CHECK(rc == PL_ERR_RANGE || rc == PL_ERR_INVALID);
     pl_buf_free(&out);
+}
+
+/* Deep expressions inside deep recursion, on a 1 MiB thread stack: the
+ * nesting limit must stop it before the stack runs out. */
+static void *deep_thread(void *arg)
+{
+    pl_buf src, out;
+    pl_buf_init(&src);
+    pl_buf_init(&out);
+    pl_buf_puts(&src, "{% macro f(n) %}{{ ");
+    for (int i = 0; i < 60; i++) pl_buf_puts(&src, "-(");
+    pl_buf_puts(&src, "[f(n + 1)] | length");
+    for (int i = 0; i < 60; i++) pl_buf_puts(&src, ")");
+    pl_buf_puts(&src, " }}{% endmacro %}{{ f(0) }}");
+    char err[256];
+    int *rc = arg;
+    *rc = quick(src.data, NULL, NULL, &out, err, sizeof err);
+    pl_buf_free(&src);
+    pl_buf_free(&out);
+    return NULL;
+}
+
+TEST(hostile_stack_depth)
+{
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setstacksize(&at, 1 << 20);
+    pthread_t th;
+    int rc = 0;
+    CHECK_EQ_INT(pthread_create(&th, &at, deep_thread, &rc), 0);
+    pthread_join(th, NULL);
+    pthread_attr_destroy(&at);
+    CHECK_EQ_INT(rc, PL_ERR_RANGE);
 }
 
 TEST(hostile_loops_and_bombs)
@@ -487,10 +527,12 @@ int main(void)
     RUN(golden_features);
     RUN(golden_glm_templates);
     RUN(golden_tokenizer_templates);
+    RUN(golden_template_idioms);
     RUN(golden_shared_glm_renders);
     RUN(syntax_error_line_column);
     RUN(raise_exception_message);
     RUN(hostile_recursion);
+    RUN(hostile_stack_depth);
     RUN(hostile_loops_and_bombs);
     RUN(hostile_parser);
     RUN(hostile_cycles_freed);
