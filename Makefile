@@ -4,7 +4,8 @@
 #   make test       build, then run every test; ends with "N passed, N failed"
 #   make asan       the same binaries with AddressSanitizer + UBSan, into build-asan/
 #   make asan-test  run the test suite against the asan build
-#   make run        set up the embedded default model and serve it
+#   make run        build, create the embedded default model, run a request through the pipeline
+#   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
 #
 # Layout: common/*.c -> libglmcommon.a. Every binary glm-X has a folder; all .c
 # files in that folder except main.c form lib<folder>.a (so unit tests can link
@@ -16,7 +17,7 @@ CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-               -g $(OPT) -pthread -Icommon $(shell pkg-config --cflags $(PKGS))
+               -g $(OPT) -pthread -I. -Icommon $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
 
@@ -46,6 +47,8 @@ STAGE_LIBS := $(foreach d,$(DIRS),$(call libname,$(d)))
 
 TEST_SRC  := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC  := $(wildcard tests/bench/bench_*.c)
+BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test asan asan-test clean deps run bench
 .SECONDARY:
@@ -79,12 +82,25 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(STAGE_LIBS) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
 
+# Benchmarks (not tests): tests/bench/bench_*.c, run by tests/bench/*.sh.
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(STAGE_LIBS) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+
+bench: $(BENCH_BINS)
+	@for s in tests/bench/*.sh; do BUILD=$(BUILD) bash $$s || exit 1; done
+
 # test and run install what they need first, then re-enter make so the
 # pkg-config flags are computed with the packages present.
 test:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash tests/run.sh
+
+run:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) scripts/run.sh
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \

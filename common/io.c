@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,27 @@ static int zsock_open(pl_io *io, void **sock, int type, const char *ep, int bind
 
 static int is_stdio(const char *ep) { return !ep || !*ep || !strcmp(ep, "-"); }
 
+/* ZeroMQ starts I/O threads when the first socket is made; they inherit the
+ * signal mask, so blocking SIGINT/SIGTERM around socket creation keeps the
+ * stop signals for our own threads. */
+static int zsock_open_masked(pl_io *io, void **sock, int type, const char *ep, int bind_default,
+                             char *err, size_t errlen)
+{
+    sigset_t stop, old;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, &old);
+    int rc = zsock_open(io, sock, type, ep, bind_default, err, errlen);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+/* A wait is cut into slices so a stop signal that another thread received
+ * (a compute thread of the engine, say) is still noticed promptly. */
+#define STOP_CHECK_MS 250
+static int wait_slice(int timeout_ms) { return timeout_ms < 0 || timeout_ms > STOP_CHECK_MS ? STOP_CHECK_MS : timeout_ms; }
+
 int pl_io_open(pl_io **out, const char *in_ep, const char *out_ep, char *err, size_t errlen)
 {
     *out = NULL;
@@ -84,8 +106,8 @@ int pl_io_open(pl_io **out, const char *in_ep, const char *out_ep, char *err, si
     msgpack_unpacked_init(&io->res);
     pl_io_install_signals();
     int rc = 0;
-    if (!is_stdio(in_ep)) rc = zsock_open(io, &io->zin, ZMQ_PULL, in_ep, 1, err, errlen);
-    if (!rc && !is_stdio(out_ep)) rc = zsock_open(io, &io->zout, ZMQ_PUSH, out_ep, 0, err, errlen);
+    if (!is_stdio(in_ep)) rc = zsock_open_masked(io, &io->zin, ZMQ_PULL, in_ep, 1, err, errlen);
+    if (!rc && !is_stdio(out_ep)) rc = zsock_open_masked(io, &io->zout, ZMQ_PUSH, out_ep, 0, err, errlen);
     if (rc) { pl_io_close(io); return rc; }
     *out = io;
     return PL_OK;
@@ -135,12 +157,16 @@ static int recv_stdin(pl_io *io, msgpack_object *msg, int timeout_ms)
         if (g_stop) return PL_ERR_EOF;
         struct pollfd pfd = {io->in_fd, POLLIN, 0};
         if (timeout_ms != 0) pl_io_flush(io);   /* about to wait: let the output go */
-        int pr = poll(&pfd, 1, timeout_ms);
+        int slice = wait_slice(timeout_ms);
+        int pr = poll(&pfd, 1, slice);
         if (pr < 0) {
             if (errno == EINTR) continue;
             return PL_ERR_IO;
         }
-        if (pr == 0) return PL_ERR_AGAIN;
+        if (pr == 0) {
+            if (timeout_ms >= 0 && (timeout_ms -= slice) <= 0) return PL_ERR_AGAIN;
+            continue;
+        }
         if (!msgpack_unpacker_reserve_buffer(&io->unp, 64 * 1024)) return PL_ERR_NOMEM;
         ssize_t n = read(io->in_fd, msgpack_unpacker_buffer(&io->unp), msgpack_unpacker_buffer_capacity(&io->unp));
         if (n < 0) {
@@ -158,12 +184,16 @@ static int recv_zmq(pl_io *io, msgpack_object *msg, int timeout_ms)
         if (g_stop) return PL_ERR_EOF;
         if (timeout_ms != 0) pl_io_flush(io);
         zmq_pollitem_t it = {io->zin, 0, ZMQ_POLLIN, 0};
-        int pr = zmq_poll(&it, 1, timeout_ms);
+        int slice = wait_slice(timeout_ms);
+        int pr = zmq_poll(&it, 1, slice);
         if (pr < 0) {
             if (errno == EINTR) continue;
             return PL_ERR_IO;
         }
-        if (pr == 0) return PL_ERR_AGAIN;
+        if (pr == 0) {
+            if (timeout_ms >= 0 && (timeout_ms -= slice) <= 0) return PL_ERR_AGAIN;
+            continue;
+        }
         if (io->zmsg_live) zmq_msg_close(&io->zmsg);
         zmq_msg_init(&io->zmsg);
         io->zmsg_live = 1;

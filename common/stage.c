@@ -68,33 +68,42 @@ int pl_stage_send_error(pl_stage *st, const char *id, size_t idlen, int code, co
     return pl_stage_end(st);
 }
 
+int pl_stage_poll(pl_stage *st, int timeout_ms, pl_stage_fn fn, void *ud)
+{
+    if (st->io_failed) return PL_ERR_IO;
+    msgpack_object msg;
+    int rc = pl_io_recv(st->io, &msg, timeout_ms);
+    if (rc == PL_ERR_PARSE) return PL_OK;   /* bytes dropped and logged: keep going */
+    if (rc) return rc;
+    const char *id;
+    size_t idlen;
+    if (msg.type != MSGPACK_OBJECT_MAP) {
+        pl_log(PL_LOG_ERROR, NULL, 0, "dropped a message that is not a map");
+        return PL_OK;
+    }
+    int idrc = pl_msg_id(&msg, &id, &idlen);
+    if (idrc) {
+        pl_log(PL_LOG_ERROR, NULL, 0, "dropped a message with %s id",
+               idrc == PL_ERR_NOTFOUND ? "no" : "an invalid (non-string, empty or over-long)");
+        return PL_OK;
+    }
+    const msgpack_object *type = pl_msg_get(&msg, "type");
+    if (!type || type->type != MSGPACK_OBJECT_STR) {
+        pl_stage_send_error(st, id, idlen, 400, "BadRequestError", "message has no string 'type' field");
+        return PL_OK;
+    }
+    fn(st, &msg, id, idlen, ud);
+    return st->io_failed ? PL_ERR_IO : PL_OK;
+}
+
 int pl_stage_run(pl_stage *st, pl_stage_fn fn, pl_stage_drain_fn drain, void *ud)
 {
     int rc = 0;
     while (!st->io_failed) {
-        msgpack_object msg;
-        rc = pl_io_recv(st->io, &msg, -1);
-        if (rc == PL_ERR_PARSE || rc == PL_ERR_AGAIN) continue;
-        if (rc == PL_ERR_EOF) { rc = 0; break; }
-        if (rc) break;
-        const char *id;
-        size_t idlen;
-        if (msg.type != MSGPACK_OBJECT_MAP) {
-            pl_log(PL_LOG_ERROR, NULL, 0, "dropped a message that is not a map");
-            continue;
-        }
-        int idrc = pl_msg_id(&msg, &id, &idlen);
-        if (idrc) {
-            pl_log(PL_LOG_ERROR, NULL, 0, "dropped a message with %s id",
-                   idrc == PL_ERR_NOTFOUND ? "no" : "an invalid (non-string, empty or over-long)");
-            continue;
-        }
-        const msgpack_object *type = pl_msg_get(&msg, "type");
-        if (!type || type->type != MSGPACK_OBJECT_STR) {
-            pl_stage_send_error(st, id, idlen, 400, "BadRequestError", "message has no string 'type' field");
-            continue;
-        }
-        fn(st, &msg, id, idlen, ud);
+        rc = pl_stage_poll(st, -1, fn, ud);
+        if (rc == PL_OK || rc == PL_ERR_AGAIN) { rc = 0; continue; }
+        if (rc == PL_ERR_EOF) rc = 0;
+        break;
     }
     if (drain) drain(st, ud);
     if (pl_io_flush(st->io) || st->io_failed) rc = PL_ERR_IO;

@@ -31,6 +31,14 @@ void pl_stage_close(pl_stage *st);
  * when the input or output failed. drain may be NULL. */
 int pl_stage_run(pl_stage *st, pl_stage_fn fn, pl_stage_drain_fn drain, void *ud);
 
+/* One round of the loop, for stages that do work between messages (the
+ * engine steps while requests run): wait up to timeout_ms (0: just look,
+ * < 0: block) for one message, check its envelope like pl_stage_run and call
+ * fn. Returns PL_OK when a message was consumed (handled or dropped),
+ * PL_ERR_AGAIN when none came, PL_ERR_EOF at end of input or on a stop
+ * signal, PL_ERR_IO when the input or output failed. Does not flush. */
+int pl_stage_poll(pl_stage *st, int timeout_ms, pl_stage_fn fn, void *ud);
+
 /* Build one outgoing message: pack a single object with the returned packer,
  * then call pl_stage_end to queue it. */
 msgpack_packer *pl_stage_begin(pl_stage *st);

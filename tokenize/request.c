@@ -138,7 +138,7 @@ static int fix_tool_calls(cJSON *msg, size_t mi, tok_error *e)
         char perr[128];
         if (pl_json_parse(&parsed, args->valuestring, strlen(args->valuestring), perr, sizeof perr))
             return BAD(e, "messages", "messages[%zu].tool_calls[%zu].function.arguments is not valid JSON: %s", mi, ti, perr);
-        cJSON_ReplaceItemViaPointer(holder, args, parsed);
+        cJSON_ReplaceItemInObjectCaseSensitive(holder, "arguments", parsed);
     }
     return 0;
 }

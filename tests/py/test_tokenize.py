@@ -163,10 +163,12 @@ def test_bad_requests_get_errors_and_stage_keeps_running(glm_model):
 
 
 def test_prompt_too_long_uses_vllm_wording(glm_model):
-    out = errors_for(glm_model["dir"], [{"prompt": "hello " * 9000}], endpoint="completions")
+    text = "hello " * 9000
+    n = len(json.loads(tokenize(glm_model["dir"], "--encode", input=text.encode()).stdout))
+    out = errors_for(glm_model["dir"], [{"prompt": text}], endpoint="completions")
     assert out[0]["type"] == "error"
     assert out[0]["message"] == ("This model's maximum context length is 8192 tokens. However, your request has "
-                                 "9000 input tokens. Please reduce the length of the input prompt.")
+                                 f"{n} input tokens. Please reduce the length of the input prompt.")
     assert out[0]["param"] == "input_tokens"
 
 

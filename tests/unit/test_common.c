@@ -3,7 +3,7 @@
 #include "json.h"
 #include "msg.h"
 #include "pyjson.h"
-#include "map.h"
+#include "strmap.h"
 
 static msgpack_sbuffer sb;
 static msgpack_zone zone;
@@ -143,40 +143,41 @@ TEST(buf_and_files)
     pl_buf_free(&b);
 }
 
-TEST(map_put_get_del_many)
+static void count_one(const char *k, size_t kl, void *v, void *ud) { (void)k; (void)kl; (void)v; (*(size_t *)ud)++; }
+
+TEST(strmap_put_get_take_many)
 {
-    pl_map m;
-    pl_map_init(&m);
+    pl_strmap *m;
+    CHECK(pl_strmap_new(&m) == 0);
     char key[32];
     for (int i = 0; i < 5000; i++) {
         int n = snprintf(key, sizeof key, "req-%d", i);
-        CHECK(pl_map_put(&m, key, (size_t)n, (void *)(intptr_t)(i + 1)) == 0);
+        CHECK(pl_strmap_put(m, key, (size_t)n, (void *)(intptr_t)(i + 1), NULL) == 0);
     }
-    CHECK_EQ_INT(m.len, 5000);
+    CHECK_EQ_INT(pl_strmap_count(m), 5000);
     for (int i = 0; i < 5000; i += 2) {
         int n = snprintf(key, sizeof key, "req-%d", i);
-        CHECK(pl_map_del(&m, key, (size_t)n) == (void *)(intptr_t)(i + 1));
+        CHECK(pl_strmap_take(m, key, (size_t)n) == (void *)(intptr_t)(i + 1));
     }
     int bad = 0;
     for (int i = 0; i < 5000; i++) {
         int n = snprintf(key, sizeof key, "req-%d", i);
-        void *v = pl_map_get(&m, key, (size_t)n);
+        void *v = pl_strmap_get(m, key, (size_t)n);
         if (v != (i % 2 ? (void *)(intptr_t)(i + 1) : NULL)) bad++;
     }
     CHECK_EQ_INT(bad, 0);
-    /* churn: tombstones must not fill the table */
+    /* churn: deleted slots must not fill the table */
     for (int r = 0; r < 20000; r++) {
         int n = snprintf(key, sizeof key, "tmp-%d", r);
-        CHECK(pl_map_put(&m, key, (size_t)n, &m) == 0);
-        CHECK(pl_map_del(&m, key, (size_t)n) == &m);
+        CHECK(pl_strmap_put(m, key, (size_t)n, m, NULL) == 0);
+        CHECK(pl_strmap_take(m, key, (size_t)n) == m);
     }
-    size_t count = 0, pos = 0;
-    const char *k; size_t kl; void *v;
-    while ((pos = pl_map_next(&m, pos, &k, &kl, &v))) count++;
+    size_t count = 0;
+    pl_strmap_each(m, count_one, &count);
     CHECK_EQ_INT(count, 2500);
-    CHECK(pl_map_get(&m, "req-1", 5) != NULL);
-    CHECK(pl_map_get(&m, "req-", 4) == NULL);
-    pl_map_free(&m);
+    CHECK(pl_strmap_get(m, "req-1", 5) != NULL);
+    CHECK(pl_strmap_get(m, "req-", 4) == NULL);
+    pl_strmap_free(m, NULL);
 }
 
 int main(void)
@@ -189,7 +190,7 @@ int main(void)
     RUN(msg_bad_ids);
     RUN(msg_map_except_keeps_unknown_fields);
     RUN(buf_and_files);
-    RUN(map_put_get_del_many);
+    RUN(strmap_put_get_take_many);
     msgpack_zone_destroy(&zone);
     msgpack_sbuffer_destroy(&sb);
     return test_report();

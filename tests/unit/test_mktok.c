@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "map.h"
+#include "strmap.h"
 #include "pl.h"
 #include "test.h"
 #include "../../tools/mkmodel/tokenizer_train.h"
@@ -119,8 +119,8 @@ static void check_tokenizer_json(const char *dir, int base)
     /* vocab: exactly base entries, ids 0..base-1 each once, no added token */
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
     CHECK_EQ_INT(cJSON_GetArraySize(vocab), base);
-    pl_map ids;
-    pl_map_init(&ids);
+    pl_strmap *ids;
+    CHECK(pl_strmap_new(&ids) == 0);
     char *seen = calloc((size_t)base, 1);
     int bad_id = 0, dup = 0, added_in_vocab = 0;
     for (const cJSON *e = vocab ? vocab->child : NULL; e; e = e->next) {
@@ -128,7 +128,7 @@ static void check_tokenizer_json(const char *dir, int base)
         if (!cJSON_IsNumber(e) || id < 0 || id >= base) { bad_id++; continue; }
         dup += seen[id]++;
         added_in_vocab += is_added(e->string);
-        pl_map_put(&ids, e->string, strlen(e->string), (void *)(uintptr_t)(id + 1));
+        pl_strmap_put(ids, e->string, strlen(e->string), (void *)(uintptr_t)(id + 1), NULL);
     }
     CHECK_EQ_INT(bad_id, 0);
     CHECK_EQ_INT(dup, 0);
@@ -143,14 +143,14 @@ static void check_tokenizer_json(const char *dir, int base)
     for (const cJSON *m = merges ? merges->child : NULL; m; m = m->next, r++) {
         const cJSON *a = cJSON_GetArrayItem(m, 0), *b = cJSON_GetArrayItem(m, 1);
         if (!cJSON_IsArray(m) || cJSON_GetArraySize(m) != 2 || !cJSON_IsString(a) || !cJSON_IsString(b)
-            || !pl_map_get(&ids, a->valuestring, strlen(a->valuestring))
-            || !pl_map_get(&ids, b->valuestring, strlen(b->valuestring))) { bad_merge++; continue; }
+            || !pl_strmap_get(ids, a->valuestring, strlen(a->valuestring))
+            || !pl_strmap_get(ids, b->valuestring, strlen(b->valuestring))) { bad_merge++; continue; }
         int n = snprintf(cat, sizeof cat, "%s%s", a->valuestring, b->valuestring);
-        uintptr_t v = (uintptr_t)pl_map_get(&ids, cat, (size_t)n);
+        uintptr_t v = (uintptr_t)pl_strmap_get(ids, cat, (size_t)n);
         if (v != (uintptr_t)(256 + r + 1)) bad_merge++;
     }
     CHECK_EQ_INT(bad_merge, 0);
-    pl_map_free(&ids);
+    pl_strmap_free(ids, NULL);
 
     /* GLM's 36 added tokens right after the vocabulary, GLM's flags */
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(j, "added_tokens");

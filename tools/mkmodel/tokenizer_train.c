@@ -28,7 +28,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "map.h"
+#include "strmap.h"
 #include "pl.h"
 #include "pyjson.h"
 #include "tokenizer_train.h"
@@ -114,13 +114,13 @@ struct eng_mk_bpe {
     mk_tok   *toks;
     size_t    n_tok, cap_tok;
     pl_buf    tok_bytes;
-    pl_map    tok_ids;                   /* bytes -> (id + 1) */
+    pl_strmap *tok_ids;                  /* bytes -> (id + 1) */
     /* words */
     mk_word  *words;
     size_t    n_words, cap_words;
     int32_t  *syms;
     size_t    n_syms, cap_syms;
-    pl_map    word_ids;                  /* bytes -> (index + 1) */
+    pl_strmap *word_ids;                 /* bytes -> (index + 1) */
     /* pairs */
     mk_pair  *pairs;
     size_t    n_pairs, cap_pairs;
@@ -275,7 +275,7 @@ static int tok_add(eng_mk_bpe *t, const void *bytes, size_t len)
     t->n_tok--;                          /* counted below, once the name is stored */
     pl_buf_append(&t->tok_bytes, bytes, len);
     if (!pl_buf_ok(&t->tok_bytes)) return PL_ERR_NOMEM;
-    if (pl_map_put(&t->tok_ids, bytes, len, (void *)(uintptr_t)(id + 1))) return PL_ERR_NOMEM;
+    if (pl_strmap_put(t->tok_ids, bytes, len, (void *)(uintptr_t)(id + 1), NULL)) return PL_ERR_NOMEM;
     t->n_tok++;
     return 0;
 }
@@ -317,7 +317,7 @@ static void segment(eng_mk_bpe *t, int32_t *s, uint32_t *len)
 static int word_add(eng_mk_bpe *t, const char *bytes, size_t len, int64_t count)
 {
     if (len == 0) return 0;
-    uintptr_t v = (uintptr_t)pl_map_get(&t->word_ids, bytes, len);
+    uintptr_t v = (uintptr_t)pl_strmap_get(t->word_ids, bytes, len);
     uint32_t w;
     if (v) {
         w = (uint32_t)(v - 1);
@@ -330,7 +330,7 @@ static int word_add(eng_mk_bpe *t, const char *bytes, size_t len, int64_t count)
         t->n_syms += nw.len;
         if (PUSH(t->words, t->n_words, t->cap_words, nw)) return PL_ERR_NOMEM;
         w = (uint32_t)(t->n_words - 1);
-        if (pl_map_put(&t->word_ids, bytes, len, (void *)(uintptr_t)(w + 1))) return PL_ERR_NOMEM;
+        if (pl_strmap_put(t->word_ids, bytes, len, (void *)(uintptr_t)(w + 1), NULL)) return PL_ERR_NOMEM;
     }
     const int32_t *s = t->syms + t->words[w].off;
     for (uint32_t i = 0; i + 1 < t->words[w].len; i++) {
@@ -449,7 +449,7 @@ static int merge_once(eng_mk_bpe *t, pl_buf *scratch)
         pl_buf_append(scratch, sa, la);
         pl_buf_append(scratch, sb, lb);
         if (!pl_buf_ok(scratch)) return PL_ERR_NOMEM;
-        if (pl_map_get(&t->tok_ids, scratch->data, scratch->len) || is_added_token(scratch->data, scratch->len)) {
+        if (pl_strmap_get(t->tok_ids, scratch->data, scratch->len) || is_added_token(scratch->data, scratch->len)) {
             p->banned = 1;
             continue;
         }
@@ -606,9 +606,9 @@ void eng_mk_bpe_free(eng_mk_bpe *t)
     if (!t) return;
     free(t->toks);
     pl_buf_free(&t->tok_bytes);
-    pl_map_free(&t->tok_ids);
+    pl_strmap_free(t->tok_ids, NULL);
     free(t->words); free(t->syms);
-    pl_map_free(&t->word_ids);
+    pl_strmap_free(t->word_ids, NULL);
     for (size_t i = 0; i < t->n_pairs; i++) free(t->pairs[i].words);
     free(t->pairs); free(t->pm_keys); free(t->pm_vals); free(t->dirty); free(t->heap);
     pcre2_match_data_free(t->md);
@@ -682,8 +682,10 @@ int eng_mk_bpe_train(eng_mk_bpe **out, int base_vocab, const char *text, size_t 
     if (!t) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     t->target = base_vocab;
     pl_buf_init(&t->tok_bytes);
-    pl_map_init(&t->tok_ids);
-    pl_map_init(&t->word_ids);
+    if (pl_strmap_new(&t->tok_ids) || pl_strmap_new(&t->word_ids)) {
+        eng_mk_bpe_free(t);
+        return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+    }
     int rc = train(t, text, len, err, errlen);
     if (rc) { eng_mk_bpe_free(t); return rc; }
     *out = t;

@@ -1,0 +1,292 @@
+/* matmul.c — weight x activation products over BF16 / F32 / FP8 weights.
+ *
+ * Decode at batch 1 is a stream of matrix-vector products: memory bound, so
+ * the kernels read each weight byte once, convert in registers (BF16: shift;
+ * FP8 E4M3: re-bias into an F16 and convert with F16C, the 2^8 exponent
+ * difference folded into the block scale) and accumulate in f32. Up to four
+ * token rows share each weight row load (prefill, batches).
+ *
+ * Batch invariance: a token's result is computed by the same sequence of
+ * vector FMAs whether it is processed in a group of four or alone. */
+#include "cpu.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define INL __attribute__((always_inline)) static inline
+
+/* ===== scalar element loads (tails and the portable path) ===== */
+
+static inline float ld1_f32(const float *p, int64_t k) { return p[k]; }
+static inline float ld1_bf16(const uint16_t *p, int64_t k) { return eng_bf16_to_f32(p[k]); }
+/* FP8 scaled like the vector path: the table holds value / 256. */
+static float g_fp8_lut[256];
+static pthread_once_t g_lut_once = PTHREAD_ONCE_INIT;
+static void lut_init(void)
+{
+    for (int i = 0; i < 256; i++) g_fp8_lut[i] = eng_fp8_to_f32((uint8_t)i) / 256.0f;
+}
+static inline float ld1_fp8(const uint8_t *p, int64_t k) { return g_fp8_lut[p[k]]; }
+
+/* ===== AVX2 loads ===== */
+
+AVX2 INL __m256 ld8_f32(const float *p) { return _mm256_loadu_ps(p); }
+AVX2 INL __m256 ld8_bf16(const uint16_t *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+/* e4m3 bits s eeee mmm → f16 bits s 0eeee mmm0000000: same value / 2^8 (F16
+ * exponent bias 15 vs 7), subnormals included. */
+AVX2 INL __m256 ld8_fp8(const uint8_t *p)
+{
+    __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p));
+    __m128i sign = _mm_slli_epi16(_mm_and_si128(w, _mm_set1_epi16(0x80)), 8);
+    __m128i mag = _mm_slli_epi16(_mm_and_si128(w, _mm_set1_epi16(0x7f)), 7);
+    return _mm256_cvtph_ps(_mm_or_si128(sign, mag));
+}
+AVX2 INL float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* ===== kernels, one set per weight dtype =====
+ *
+ * rowdot: out[t] = W_row . x[t] for NT (1 or 4) tokens. FP8 rows are summed
+ *         per 128-column block, each block sum times its scale (sc[block]).
+ * colacc: y[0..nc) = sum_r x[r] * W[r][c0..c0+nc) (transposed product) with
+ *         per-row multipliers xm[r] (FP8 block scale; 1 otherwise). */
+#define DEF_KERNELS(SUF, T, BLOCKED)                                                            \
+AVX2 INL void rowdot_avx_##SUF##_n(const T *w, const float *sc, int64_t cols,                   \
+                                   const float *const *x, const int NT, float *out)             \
+{                                                                                               \
+    __m256 acc[4], bacc[4];                                                                     \
+    float tail[4] = { 0, 0, 0, 0 };                                                             \
+    for (int t = 0; t < NT; t++) acc[t] = _mm256_setzero_ps();                                  \
+    int64_t bw = BLOCKED ? ENG_FP8_BLOCK : cols;                                                \
+    for (int64_t c0 = 0; c0 < cols; c0 += bw) {                                                 \
+        int64_t c1 = c0 + bw < cols ? c0 + bw : cols, c8 = c0 + ((c1 - c0) & ~(int64_t)7);      \
+        for (int t = 0; t < NT; t++) bacc[t] = _mm256_setzero_ps();                             \
+        for (int64_t k = c0; k < c8; k += 8) {                                                  \
+            __m256 wv = ld8_##SUF(w + k);                                                       \
+            for (int t = 0; t < NT; t++)                                                        \
+                bacc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + k), bacc[t]);              \
+        }                                                                                       \
+        float s = BLOCKED ? sc[c0 / ENG_FP8_BLOCK] * 256.0f : 1.0f;                             \
+        for (int t = 0; t < NT; t++) {                                                          \
+            acc[t] = BLOCKED ? _mm256_fmadd_ps(bacc[t], _mm256_set1_ps(s), acc[t])              \
+                             : _mm256_add_ps(acc[t], bacc[t]);                                  \
+            for (int64_t k = c8; k < c1; k++) tail[t] += ld1_##SUF(w, k) * x[t][k] * s;         \
+        }                                                                                       \
+    }                                                                                           \
+    for (int t = 0; t < NT; t++) out[t] = hsum8(acc[t]) + tail[t];                              \
+}                                                                                               \
+AVX2 static void rowdot_avx_##SUF(const void *w, const float *sc, int64_t cols,                 \
+                                  const float *const *x, int nt, float *out)                    \
+{                                                                                               \
+    if (nt == 4) rowdot_avx_##SUF##_n(w, sc, cols, x, 4, out);                                  \
+    else rowdot_avx_##SUF##_n(w, sc, cols, x, 1, out);                                          \
+}                                                                                               \
+static void rowdot_ref_##SUF(const void *wv, const float *sc, int64_t cols,                     \
+                             const float *const *x, int nt, float *out)                         \
+{                                                                                               \
+    const T *w = wv;                                                                            \
+    int64_t bw = BLOCKED ? ENG_FP8_BLOCK : cols;                                                \
+    for (int t = 0; t < nt; t++) {                                                              \
+        float acc = 0;                                                                          \
+        for (int64_t c0 = 0; c0 < cols; c0 += bw) {                                             \
+            int64_t c1 = c0 + bw < cols ? c0 + bw : cols;                                       \
+            float b = 0;                                                                        \
+            for (int64_t k = c0; k < c1; k++) b += ld1_##SUF(w, k) * x[t][k];                   \
+            acc += b * (BLOCKED ? sc[c0 / ENG_FP8_BLOCK] * 256.0f : 1.0f);                      \
+        }                                                                                       \
+        out[t] = acc;                                                                           \
+    }                                                                                           \
+}                                                                                               \
+AVX2 static void colacc_avx_##SUF(const void *wv, int64_t ld, int64_t nr, const float *x,       \
+                                  const float *xm, int64_t c0, int nc, float *y)                \
+{                                                                                               \
+    const T *w = wv;                                                                            \
+    __m256 acc[8];                                                                              \
+    int nv = nc / 8;                                                                            \
+    for (int j = 0; j < nv; j++) acc[j] = _mm256_setzero_ps();                                  \
+    float tail[8] = { 0 };                                                                      \
+    for (int64_t r = 0; r < nr; r++) {                                                          \
+        float a = x[r] * xm[r];                                                                 \
+        __m256 av = _mm256_set1_ps(a);                                                          \
+        const T *row = w + r * ld + c0;                                                         \
+        for (int j = 0; j < nv; j++) acc[j] = _mm256_fmadd_ps(ld8_##SUF(row + 8 * j), av, acc[j]); \
+        for (int c = nv * 8; c < nc; c++) tail[c - nv * 8] += ld1_##SUF(row, c) * a;            \
+    }                                                                                           \
+    for (int j = 0; j < nv; j++) _mm256_storeu_ps(y + 8 * j, acc[j]);                           \
+    for (int c = nv * 8; c < nc; c++) y[c] = tail[c - nv * 8];                                  \
+}                                                                                               \
+static void colacc_ref_##SUF(const void *wv, int64_t ld, int64_t nr, const float *x,            \
+                             const float *xm, int64_t c0, int nc, float *y)                     \
+{                                                                                               \
+    const T *w = wv;                                                                            \
+    for (int c = 0; c < nc; c++) y[c] = 0;                                                      \
+    for (int64_t r = 0; r < nr; r++) {                                                          \
+        float a = x[r] * xm[r];                                                                 \
+        for (int c = 0; c < nc; c++) y[c] += ld1_##SUF(w + r * ld + c0, c) * a;                 \
+    }                                                                                           \
+}
+
+DEF_KERNELS(f32, float, 0)
+DEF_KERNELS(bf16, uint16_t, 0)
+DEF_KERNELS(fp8, uint8_t, 1)
+
+typedef void (*rowdot_fn)(const void *, const float *, int64_t, const float *const *, int, float *);
+typedef void (*colacc_fn)(const void *, int64_t, int64_t, const float *, const float *, int64_t, int, float *);
+
+static rowdot_fn pick_rowdot(const eng_backend *be, enum eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DT_BF16:   return be->avx2 ? rowdot_avx_bf16 : rowdot_ref_bf16;
+    case ENG_DT_F8E4M3: return be->avx2 ? rowdot_avx_fp8 : rowdot_ref_fp8;
+    default:            return be->avx2 ? rowdot_avx_f32 : rowdot_ref_f32;
+    }
+}
+
+static colacc_fn pick_colacc(const eng_backend *be, enum eng_dtype dt)
+{
+    switch (dt) {
+    case ENG_DT_BF16:   return be->avx2 ? colacc_avx_bf16 : colacc_ref_bf16;
+    case ENG_DT_F8E4M3: return be->avx2 ? colacc_avx_fp8 : colacc_ref_fp8;
+    default:            return be->avx2 ? colacc_avx_f32 : colacc_ref_f32;
+    }
+}
+
+/* ===== linear: y = x W^T over a row range ===== */
+
+struct lin_ctx {
+    const eng_tensor *W;
+    int64_t row0, nrows, chunk;
+    const float *x;
+    int n;
+    int64_t ldx;
+    float *y;
+    int64_t ldy;
+    rowdot_fn dot;
+};
+
+static void lin_task(void *p, int task, int thread)
+{
+    struct lin_ctx *c = p;
+    const eng_tensor *W = c->W;
+    size_t es = eng_dtype_size(W->dtype);
+    int64_t r0 = (int64_t)task * c->chunk, r1 = r0 + c->chunk < c->nrows ? r0 + c->chunk : c->nrows;
+    for (int64_t r = r0; r < r1; r++) {
+        int64_t wr = c->row0 + r;
+        const void *row = (const char *)W->data + (size_t)wr * (size_t)W->cols * es;
+        const float *sc = W->scale ? W->scale + (wr / ENG_FP8_BLOCK) * W->scale_ld : NULL;
+        int i = 0;
+        for (; i + 4 <= c->n; i += 4) {
+            const float *xs[4] = { c->x + i * c->ldx, c->x + (i + 1) * c->ldx, c->x + (i + 2) * c->ldx,
+                                   c->x + (i + 3) * c->ldx };
+            float o[4];
+            c->dot(row, sc, W->cols, xs, 4, o);
+            for (int t = 0; t < 4; t++) c->y[(i + t) * c->ldy + r] = o[t];
+        }
+        for (; i < c->n; i++) {
+            const float *xs[1] = { c->x + i * c->ldx };
+            c->dot(row, sc, W->cols, xs, 1, &c->y[i * c->ldy + r]);
+        }
+    }
+    (void)thread;
+}
+
+void eng_be_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                   const float *x, int n, int64_t ldx, float *y, int64_t ldy)
+{
+    pthread_once(&g_lut_once, lut_init);
+    if (n <= 0 || nrows <= 0) return;
+    /* ~4 tasks per thread balances uneven progress; at least 16 rows each. */
+    int64_t chunk = (nrows + 4 * be->n_threads - 1) / (4 * be->n_threads);
+    if (chunk < 16) chunk = 16;
+    struct lin_ctx c = { W, row0, nrows, chunk, x, n, ldx, y, ldy, pick_rowdot(be, W->dtype) };
+    eng_cpu_run(be, lin_task, &c, (int)((nrows + chunk - 1) / chunk));
+}
+
+/* ===== linear_t: y = x W[rows] (transposed) ===== */
+
+#define COL_CHUNK 64    /* 8 AVX accumulators; stays inside one 128-wide FP8 block */
+
+struct lint_ctx {
+    const eng_tensor *W;
+    int64_t row0, nrows;
+    const float *x;
+    int n;
+    int64_t ldx;
+    float *y;
+    int64_t ldy;
+    colacc_fn acc;
+    eng_backend *be;
+};
+
+static void lint_task(void *p, int task, int thread)
+{
+    struct lint_ctx *c = p;
+    const eng_tensor *W = c->W;
+    size_t es = eng_dtype_size(W->dtype);
+    int64_t c0 = (int64_t)task * COL_CHUNK;
+    int nc = (int)(W->cols - c0 < COL_CHUNK ? W->cols - c0 : COL_CHUNK);
+    float *xm = eng_cpu_scratch_f(c->be, thread, (size_t)c->nrows);
+    if (!xm) return;
+    /* Row multipliers: the FP8 block scale of (row, this column chunk). */
+    for (int64_t r = 0; r < c->nrows; r++) {
+        int64_t wr = c->row0 + r;
+        xm[r] = W->scale ? W->scale[(wr / ENG_FP8_BLOCK) * W->scale_ld + c0 / ENG_FP8_BLOCK] * 256.0f : 1.0f;
+    }
+    const char *base = (const char *)W->data + (size_t)c->row0 * (size_t)W->cols * es;
+    for (int i = 0; i < c->n; i++)
+        c->acc(base, W->cols, c->nrows, c->x + i * c->ldx, xm, c0, nc, c->y + i * c->ldy + c0);
+}
+
+void eng_be_linear_t(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                     const float *x, int n, int64_t ldx, float *y, int64_t ldy)
+{
+    pthread_once(&g_lut_once, lut_init);
+    if (n <= 0 || nrows <= 0) return;
+    struct lint_ctx c = { W, row0, nrows, x, n, ldx, y, ldy, pick_colacc(be, W->dtype), be };
+    eng_cpu_run(be, lint_task, &c, (int)((W->cols + COL_CHUNK - 1) / COL_CHUNK));
+}
+
+/* ===== small f32 helpers for the other ops ===== */
+
+AVX2 static float dot_avx(const float *a, const float *b, int n)
+{
+    __m256 acc = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= n; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
+    float s = hsum8(acc);
+    for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+float eng_cpu_dot(const eng_backend *be, const float *a, const float *b, int n)
+{
+    if (be->avx2) return dot_avx(a, b, n);
+    float s = 0;
+    for (int k = 0; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+AVX2 static void axpy_avx(float *y, float a, const float *x, int n)
+{
+    __m256 av = _mm256_set1_ps(a);
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(y + k, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + k), _mm256_loadu_ps(y + k)));
+    for (; k < n; k++) y[k] += a * x[k];
+}
+
+void eng_cpu_axpy(const eng_backend *be, float *y, float a, const float *x, int n)
+{
+    if (be->avx2) { axpy_avx(y, a, x, n); return; }
+    for (int k = 0; k < n; k++) y[k] += a * x[k];
+}
