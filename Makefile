@@ -30,12 +30,7 @@ BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
 # Only folders that exist and have a main.c produce a binary.
 present  = $(foreach p,$(BIN_DIRS),$(if $(wildcard $(word 2,$(subst :, ,$(p)))/main.c),$(p)))
 BINS    := $(foreach p,$(present),$(BUILD)/bin/$(word 1,$(subst :, ,$(p))))
-# Folders whose library builds (and is unit-tested) before their main.c lands;
-# parked folders (main.c.wip) stay out because their code needs libraries
-# that have not landed yet.
-LIB_EARLY := tools/mkmodel
-DIRS    := $(sort $(foreach p,$(present),$(word 2,$(subst :, ,$(p)))) \
-                  $(foreach d,$(LIB_EARLY),$(if $(wildcard $(d)/*.c),$(d))))
+DIRS    := $(foreach p,$(present),$(word 2,$(subst :, ,$(p))))
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)

@@ -16,8 +16,8 @@
  * vocabulary has exactly 256 + merges entries.
  *
  * When the pairs run out before the vocabulary is full, synthetic text is
- * generated from the corpus by an order-3 character Markov chain with a fixed
- * seed, pre-tokenized, segmented with the merges learnt so far, and training
+ * generated from the corpus by character Markov chains (orders 1-3, fixed
+ * seed), pre-tokenized, segmented with the merges learnt so far, and training
  * goes on. */
 #include <errno.h>
 #include <stdio.h>
@@ -461,16 +461,25 @@ static int merge_once(eng_mk_bpe *t, pl_buf *scratch)
     return 0;
 }
 
-/* ===== synthetic text: order-3 character Markov chain ===== */
+/* ===== synthetic text: character Markov chains of order 1 to 3 ===== */
+
+/* Each next character is drawn from the chain of a randomly chosen order:
+ * order 3 keeps the corpus's word shapes, orders 2 and 1 make the new
+ * character sequences that new pairs come from. With order 3 alone the
+ * chain mostly re-spells corpus words and a large vocabulary would need
+ * hundreds of MB of text. Percentages of draws per order: */
+static const int ORDER_PCT[MARKOV_ORDER] = { 10, 30, 60 };    /* orders 1, 2, 3 */
 
 typedef struct mk_markov {
-    uint32_t *cps;           /* the corpus as code points */
+    uint32_t *cps;                     /* the corpus as code points */
     size_t    n;
-    uint64_t *idx;           /* every packed context of the corpus, sorted */
-    uint32_t *next;          /* next[i]: position of the code point following idx[i] */
+    /* per order k (index k-1): every context of k code points, sorted, and
+     * the position of the code point that follows it */
+    uint64_t *idx[MARKOV_ORDER];
+    uint32_t *next[MARKOV_ORDER];
     size_t    n_idx;
     uint64_t  rng;
-    uint32_t  ctx[MARKOV_ORDER];
+    uint32_t  ctx[MARKOV_ORDER];       /* the last code points generated */
 } mk_markov;
 
 static uint64_t rng_next(uint64_t *s)      /* splitmix64 */
@@ -481,10 +490,12 @@ static uint64_t rng_next(uint64_t *s)      /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-/* Three 21-bit code points pack into 63 bits: contexts compare exactly. */
-static uint64_t ctx_pack(const uint32_t *c)
+/* Up to three 21-bit code points pack into 63 bits: contexts compare exactly. */
+static uint64_t ctx_pack(const uint32_t *c, int k)
 {
-    return ((uint64_t)c[0] << 42) | ((uint64_t)c[1] << 21) | c[2];
+    uint64_t v = 0;
+    for (int i = 0; i < k; i++) v = (v << 21) | c[i];
+    return v;
 }
 
 static size_t utf8_decode(const uint8_t *s, size_t len, uint32_t *cp)
@@ -511,18 +522,21 @@ static size_t utf8_encode(uint32_t cp, char *o)
     return 4;
 }
 
-static const mk_markov *sort_ctx;
+/* qsort has no context argument; training is single-threaded. */
+static const uint32_t *sort_cps;
+static int sort_k;
 static int cmp_ctx(const void *x, const void *y)
 {
     uint32_t i = *(const uint32_t *)x, j = *(const uint32_t *)y;
-    uint64_t a = ctx_pack(sort_ctx->cps + i), b = ctx_pack(sort_ctx->cps + j);
+    uint64_t a = ctx_pack(sort_cps + i, sort_k), b = ctx_pack(sort_cps + j, sort_k);
     if (a != b) return a < b ? -1 : 1;
     return i < j ? -1 : i > j;           /* total order: qsort stays deterministic */
 }
 
 static void markov_free(mk_markov *m)
 {
-    free(m->cps); free(m->idx); free(m->next);
+    free(m->cps);
+    for (int k = 0; k < MARKOV_ORDER; k++) { free(m->idx[k]); free(m->next[k]); }
     memset(m, 0, sizeof *m);
 }
 
@@ -539,17 +553,22 @@ static int markov_init(mk_markov *m, const char *text, size_t len)
     if (!m->cps) return PL_ERR_NOMEM;
     for (size_t i = 0; i < len; ) i += utf8_decode((const uint8_t *)text + i, len - i, &m->cps[m->n++]);
     if (m->n <= MARKOV_ORDER + 1) { markov_free(m); return PL_ERR_INVALID; }
+    /* every order indexes the same positions: contexts ending before the
+     * last code point, starting at least MARKOV_ORDER in */
     m->n_idx = m->n - MARKOV_ORDER;
-    m->next = malloc(m->n_idx * sizeof *m->next);
-    m->idx = malloc(m->n_idx * sizeof *m->idx);
-    if (!m->next || !m->idx) { markov_free(m); return PL_ERR_NOMEM; }
-    for (size_t i = 0; i < m->n_idx; i++) m->next[i] = (uint32_t)i;
-    sort_ctx = m;            /* qsort has no context argument; training is single-threaded */
-    qsort(m->next, m->n_idx, sizeof *m->next, cmp_ctx);
-    sort_ctx = NULL;
-    for (size_t i = 0; i < m->n_idx; i++) {
-        m->idx[i] = ctx_pack(m->cps + m->next[i]);
-        m->next[i] += MARKOV_ORDER;
+    for (int k = 1; k <= MARKOV_ORDER; k++) {
+        uint32_t *nx = m->next[k - 1] = malloc(m->n_idx * sizeof *nx);
+        uint64_t *ix = m->idx[k - 1] = malloc(m->n_idx * sizeof *ix);
+        if (!nx || !ix) { markov_free(m); return PL_ERR_NOMEM; }
+        for (size_t i = 0; i < m->n_idx; i++) nx[i] = (uint32_t)(i + MARKOV_ORDER - k);
+        sort_cps = m->cps;
+        sort_k = k;
+        qsort(nx, m->n_idx, sizeof *nx, cmp_ctx);
+        sort_cps = NULL;
+        for (size_t i = 0; i < m->n_idx; i++) {
+            ix[i] = ctx_pack(m->cps + nx[i], k);
+            nx[i] += (uint32_t)k;
+        }
     }
     m->rng = TRAIN_SEED;
     markov_restart(m);
@@ -557,19 +576,22 @@ static int markov_init(mk_markov *m, const char *text, size_t len)
 }
 
 /* Append about `bytes` bytes of generated text to out: each next character
- * is the one following a uniformly chosen occurrence of the current context,
- * i.e. drawn with its corpus frequency. */
+ * is the one following a uniformly chosen occurrence of the current context
+ * (of the chosen order), i.e. drawn with its corpus frequency. */
 static void markov_generate(mk_markov *m, size_t bytes, pl_buf *out)
 {
     size_t start = out->len;
     while (out->len - start < bytes && pl_buf_ok(out)) {
-        uint64_t key = ctx_pack(m->ctx);
+        int pct = (int)(rng_next(&m->rng) % 100), k = 1;
+        for (int acc = ORDER_PCT[0]; pct >= acc && k < MARKOV_ORDER; acc += ORDER_PCT[k++]) {}
+        const uint64_t *ix = m->idx[k - 1];
+        uint64_t key = ctx_pack(m->ctx + MARKOV_ORDER - k, k);
         size_t lo = 0, hi = m->n_idx;
-        while (lo < hi) { size_t mid = (lo + hi) / 2; if (m->idx[mid] < key) lo = mid + 1; else hi = mid; }
+        while (lo < hi) { size_t mid = (lo + hi) / 2; if (ix[mid] < key) lo = mid + 1; else hi = mid; }
         size_t end = lo;
-        while (end < m->n_idx && m->idx[end] == key) end++;
+        while (end < m->n_idx && ix[end] == key) end++;
         if (end == lo) { markov_restart(m); continue; }     /* the context ends the corpus */
-        uint32_t cp = m->cps[m->next[lo + rng_next(&m->rng) % (end - lo)]];
+        uint32_t cp = m->cps[m->next[k - 1][lo + rng_next(&m->rng) % (end - lo)]];
         char enc[4];
         pl_buf_append(out, enc, utf8_encode(cp, enc));
         memmove(m->ctx, m->ctx + 1, (MARKOV_ORDER - 1) * sizeof *m->ctx);
