@@ -37,14 +37,15 @@ AVX2 INL __m256 ld8_bf16(const uint16_t *p)
     __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
-/* e4m3 bits s eeee mmm → f16 bits s 0eeee mmm0000000: same value / 2^8 (F16
- * exponent bias 15 vs 7), subnormals included. */
+/* e4m3 bits s eeee mmm → f16 bits s 0eeee mmm0000000: the same value / 2^8
+ * (F16 exponent bias 15 vs 7), subnormals included. Byte into the high half
+ * of a 16-bit lane (unpack with zero), arithmetic shift right by one, clear
+ * the copied sign bit 14: three cheap ops per 8 weights before F16C. */
 AVX2 INL __m256 ld8_fp8(const uint8_t *p)
 {
-    __m128i w = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)p));
-    __m128i sign = _mm_slli_epi16(_mm_and_si128(w, _mm_set1_epi16(0x80)), 8);
-    __m128i mag = _mm_slli_epi16(_mm_and_si128(w, _mm_set1_epi16(0x7f)), 7);
-    return _mm256_cvtph_ps(_mm_or_si128(sign, mag));
+    __m128i b = _mm_unpacklo_epi8(_mm_setzero_si128(), _mm_loadl_epi64((const __m128i *)p));
+    __m128i h = _mm_and_si128(_mm_srai_epi16(b, 1), _mm_set1_epi16((short)0xbfff));
+    return _mm256_cvtph_ps(h);
 }
 AVX2 INL float hsum8(__m256 v)
 {
