@@ -57,6 +57,9 @@ AVX2 INL float hsum8(__m256 v)
 
 /* Tokens sharing one weight-row pass (registers: 2 tokens x 4 chains). */
 #define ROW_NT 2
+#ifndef TASKS_PER_THREAD
+#define TASKS_PER_THREAD 1
+#endif
 
 /* ===== kernels, one set per weight dtype =====
  *
@@ -232,7 +235,7 @@ void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int
     if (n <= 0 || nrows <= 0 || hs->n <= 0) return;
     /* ~4 tasks per thread balances uneven progress; at least 16 rows each. */
     int64_t total = nrows * hs->n;
-    int64_t chunk = (total + 4 * be->n_threads - 1) / (4 * be->n_threads);
+    int64_t chunk = (total + TASKS_PER_THREAD * be->n_threads - 1) / (TASKS_PER_THREAD * be->n_threads);
     if (chunk < 16) chunk = 16;
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
