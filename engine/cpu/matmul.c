@@ -47,6 +47,20 @@ AVX2 INL __m256 ld8_fp8(const uint8_t *p)
     __m128i h = _mm_and_si128(_mm_srai_epi16(b, 1), _mm_set1_epi16((short)0xbfff));
     return _mm256_cvtph_ps(h);
 }
+/* Four vectors (32 weights) at once. FP8 converts 16 lanes per integer op. */
+#define LD32(SUF, p, w0, w1, w2, w3) do { w0 = ld8_##SUF(p); w1 = ld8_##SUF((p) + 8);     \
+    w2 = ld8_##SUF((p) + 16); w3 = ld8_##SUF((p) + 24); } while (0)
+AVX2 INL __m256i fp8x16_to_f16(const uint8_t *p)
+{
+    __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(v, 8), 1), _mm256_set1_epi16((short)0xbfff));
+}
+#define LD32_fp8(p, w0, w1, w2, w3) do { __m256i a_ = fp8x16_to_f16(p), b_ = fp8x16_to_f16((p) + 16); \
+    w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(a_)); w1 = _mm256_cvtph_ps(_mm256_extracti128_si256(a_, 1)); \
+    w2 = _mm256_cvtph_ps(_mm256_castsi256_si128(b_)); w3 = _mm256_cvtph_ps(_mm256_extracti128_si256(b_, 1)); } while (0)
+#define LD32_f32(p, w0, w1, w2, w3) LD32(f32, p, w0, w1, w2, w3)
+#define LD32_bf16(p, w0, w1, w2, w3) LD32(bf16, p, w0, w1, w2, w3)
+
 AVX2 INL float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -82,8 +96,8 @@ AVX2 INL void rowdot_avx_##SUF##_n(const T *w, const float *sc, int64_t cols,   
         int64_t c32 = c0 + ((c1 - c0) & ~(int64_t)31);                                          \
         for (int t = 0; t < NT; t++) for (int j = 0; j < 4; j++) bacc[t][j] = _mm256_setzero_ps(); \
         for (int64_t k = c0; k < c32; k += 32) {                                                \
-            __m256 w0 = ld8_##SUF(w + k), w1 = ld8_##SUF(w + k + 8);                            \
-            __m256 w2 = ld8_##SUF(w + k + 16), w3 = ld8_##SUF(w + k + 24);                      \
+            __m256 w0, w1, w2, w3;                                                              \
+            LD32_##SUF(w + k, w0, w1, w2, w3);                                                  \
             for (int t = 0; t < NT; t++) {                                                      \
                 bacc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + k), bacc[t][0]);        \
                 bacc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[t] + k + 8), bacc[t][1]);    \
