@@ -25,7 +25,7 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
 BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
             glm-parse-reasoning:parse-reasoning glm-parse-tools:parse-tools \
             glm-replay:tools/replay glm-engine:engine glm-mkmodel:tools/mkmodel \
-            glm-gateway:gateway glm-serve:tools/serve
+            glm-gateway:gateway glm-serve:tools/serve glm-engine-bench:tools/engbench
 
 # Only folders that exist and have a main.c produce a binary.
 present  = $(foreach p,$(BIN_DIRS),$(if $(wildcard $(word 2,$(subst :, ,$(p)))/main.c),$(p)))

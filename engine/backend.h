@@ -41,10 +41,18 @@ void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, in
 void eng_be_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                    const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 
-/* Transposed: y[i][c] = sum_r W[row0 + r][c] * x[i][r]   (r < nrows, c < W->cols).
- * The absorbed-MLA query: q_lat = W_UK^T q_nope. */
-void eng_be_linear_t(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
-                     const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+/* The same product for n_heads row blocks of one weight in one call (the
+ * absorbed MLA's per-head slices of kv_b_proj): head h uses rows
+ * row0 + h*hs->w .. +nrows, reads x + h*hs->x and writes y + h*hs->y. */
+typedef struct eng_be_heads { int n; int64_t w, x, y; } eng_be_heads;
+void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                         const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+
+/* Transposed, per head: y[i][c] = sum_r W[row0 + h*hs->w + r][c] * x[i][h*hs->x + r]
+ * into y[i][h*hs->y + c]  (r < nrows, c < W->cols). The absorbed-MLA query:
+ * q_lat[h] = W_UK[h]^T q_nope[h]. */
+void eng_be_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                           const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 
 /* RMSNorm over dim columns: y = w * (x * rsqrt(mean(x^2) + eps)); y may alias x. */
 void eng_be_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,

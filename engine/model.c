@@ -183,14 +183,12 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     /* Absorbed attention: q_lat[h] = W_UK[h]^T q_nope[h]; attend over [c | k_pe];
      * o[h] = W_UV[h] o_lat[h]. kv_b rows per head: [W_UK (nope) ; W_UV (v)]. */
     const eng_tensor *kvb = &lw->w[ENG_W_KV_B];
-    for (int h = 0; h < nh; h++)
-        eng_be_linear_t(be, kvb, (int64_t)h * (nope + vd), nope, m->q + h * qk, T, (int64_t)nh * qk,
-                        m->q_lat + (int64_t)h * lat, (int64_t)nh * lat);
+    eng_be_heads hq = { nh, nope + vd, qk, lat };
+    eng_be_linear_t_heads(be, kvb, 0, nope, &hq, m->q, T, (int64_t)nh * qk, m->q_lat, (int64_t)nh * lat);
     eng_be_mla_attend(be, m->q_lat, (int64_t)nh * lat, m->q + nope, (int64_t)nh * qk, qk, mla_cache, lat, rope, nh,
                       1.0f / sqrtf((float)qk), m->keys, T, m->o_lat, (int64_t)nh * lat);
-    for (int h = 0; h < nh; h++)
-        eng_be_linear(be, kvb, (int64_t)h * (nope + vd) + nope, vd, m->o_lat + (int64_t)h * lat, T, (int64_t)nh * lat,
-                      m->o_v + (int64_t)h * vd, (int64_t)nh * vd);
+    eng_be_heads ho = { nh, nope + vd, lat, vd };
+    eng_be_linear_heads(be, kvb, nope, vd, &ho, m->o_lat, T, (int64_t)nh * lat, m->o_v, (int64_t)nh * vd);
     eng_be_linear(be, &lw->w[ENG_W_O], 0, H, m->o_v, T, (int64_t)nh * vd, m->tmp_h, H);
 }
 

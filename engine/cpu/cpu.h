@@ -22,17 +22,25 @@ typedef struct eng_cpu_scratch {
     size_t cap_i;
 } eng_cpu_scratch;
 
+/* One run's description; runs alternate between two slots (see pool.c). */
+typedef struct eng_cpu_run_desc {
+    eng_cpu_task fn;
+    void *ctx;
+} eng_cpu_run_desc;
+
 struct eng_backend {
     int n_threads;
     pthread_t *threads;
-    _Atomic unsigned gen;           /* bumped to start a run (futex word) */
-    atomic_int next_task;
-    atomic_int done_workers;
+    /* Task claims: gen (32 bits) | n_tasks (16) | next index (16). A thread
+     * runs task i of run g only by CAS-ing this word from (g, n, i) to
+     * (g, n, i+1), so a late worker can never take a task of a newer run. */
+    _Atomic uint64_t word;
+    _Atomic unsigned wake;          /* futex word: the latest gen */
+    atomic_int done_tasks;
     atomic_int sleepers;
     atomic_int stop;
-    int n_tasks;
-    eng_cpu_task fn;
-    void *ctx;
+    unsigned gen;                   /* caller side */
+    eng_cpu_run_desc desc[2];       /* [gen & 1] */
     eng_cpu_scratch *scratch;       /* [n_threads] */
     int avx2;                       /* AVX2 + FMA + F16C kernels usable */
 };
