@@ -1,6 +1,7 @@
 /* msg.c — msgpack message helpers. */
 #include "msg.h"
 
+#include <assert.h>
 #include <math.h>
 #include <string.h>
 
@@ -176,25 +177,31 @@ void pl_msg_pack_kv_obj(msgpack_packer *pk, const char *key, const msgpack_objec
     msgpack_pack_object(pk, *v);
 }
 
-static bool skipped(const msgpack_object *k, const char *const *skip, size_t nskip)
+/* Which pairs of m survive: one pass over the keys, comparing lengths first
+ * (skip lists are short; key lengths are computed once per call). */
+#define SKIP_MAX 32
+static bool skipped(const msgpack_object *k, const char *const *skip, const size_t *lens, size_t nskip)
 {
+    if (k->type != MSGPACK_OBJECT_STR) return false;
     for (size_t i = 0; i < nskip; i++)
-        if (key_eq(k, skip[i], strlen(skip[i]))) return true;
+        if (k->via.str.size == lens[i] && !memcmp(k->via.str.ptr, skip[i], lens[i])) return true;
     return false;
 }
 
 void pl_msg_pack_map_except(msgpack_packer *pk, const msgpack_object *m,
                             const char *const *skip, size_t nskip, uint32_t extra)
 {
+    size_t lens[SKIP_MAX];
+    assert(nskip <= SKIP_MAX);   /* callers skip a handful of keys */
+    for (size_t i = 0; i < nskip; i++) lens[i] = strlen(skip[i]);
+    bool is_map = m && m->type == MSGPACK_OBJECT_MAP;
     uint32_t keep = 0;
-    if (m && m->type == MSGPACK_OBJECT_MAP)
-        for (uint32_t i = 0; i < m->via.map.size; i++)
-            keep += !skipped(&m->via.map.ptr[i].key, skip, nskip);
+    for (uint32_t i = 0; is_map && i < m->via.map.size; i++)
+        keep += !skipped(&m->via.map.ptr[i].key, skip, lens, nskip);
     msgpack_pack_map(pk, keep + extra);
-    if (!keep) return;
-    for (uint32_t i = 0; i < m->via.map.size; i++) {
+    for (uint32_t i = 0; keep && i < m->via.map.size; i++) {
         const msgpack_object_kv *kv = &m->via.map.ptr[i];
-        if (skipped(&kv->key, skip, nskip)) continue;
+        if (skipped(&kv->key, skip, lens, nskip)) continue;
         msgpack_pack_object(pk, kv->key);
         msgpack_pack_object(pk, kv->val);
     }

@@ -57,10 +57,11 @@ def messages(n, per_delta):
 
 
 def run(binary, infile, outfile="/dev/null"):
+    """Time one process (a path, or a command list) reading infile on stdin."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with open(infile, "rb") as fi, open(outfile, "wb") as fo:
-        subprocess.run([binary], stdin=fi, stdout=fo, check=True)
+        subprocess.run([binary] if isinstance(binary, str) else binary, stdin=fi, stdout=fo, check=True)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
