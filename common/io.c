@@ -2,7 +2,6 @@
 #include "io.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -91,6 +90,27 @@ static int zsock_open_masked(pl_io *io, void **sock, int type, const char *ep, i
 #define STOP_CHECK_MS 250
 static int wait_slice(int timeout_ms) { return timeout_ms < 0 || timeout_ms > STOP_CHECK_MS ? STOP_CHECK_MS : timeout_ms; }
 
+/* Wait until the input is readable: 1, or PL_ERR_AGAIN when *timeout_ms ran
+ * out (it is decremented by the time waited), PL_ERR_EOF on a stop signal,
+ * PL_ERR_IO. zmq_poll serves both inputs: it takes a plain fd too. Pending
+ * output is flushed before any wait. */
+static int wait_input(pl_io *io, int *timeout_ms)
+{
+    for (;;) {
+        if (g_stop) return PL_ERR_EOF;
+        if (*timeout_ms != 0) pl_io_flush(io);   /* about to wait: let the output go */
+        zmq_pollitem_t it = {io->zin, io->zin ? 0 : io->in_fd, ZMQ_POLLIN, 0};
+        int slice = wait_slice(*timeout_ms);
+        int pr = zmq_poll(&it, 1, slice);
+        if (pr < 0) {
+            if (errno == EINTR) continue;
+            return PL_ERR_IO;
+        }
+        if (pr > 0) return 1;
+        if (*timeout_ms >= 0 && (*timeout_ms -= slice) <= 0) return PL_ERR_AGAIN;
+    }
+}
+
 int pl_io_open(pl_io **out, const char *in_ep, const char *out_ep, char *err, size_t errlen)
 {
     *out = NULL;
@@ -154,19 +174,8 @@ static int recv_stdin(pl_io *io, msgpack_object *msg, int timeout_ms)
             if (!msgpack_unpacker_init(&io->unp, 64 * 1024)) return PL_ERR_NOMEM;
             return PL_ERR_PARSE;
         }
-        if (g_stop) return PL_ERR_EOF;
-        struct pollfd pfd = {io->in_fd, POLLIN, 0};
-        if (timeout_ms != 0) pl_io_flush(io);   /* about to wait: let the output go */
-        int slice = wait_slice(timeout_ms);
-        int pr = poll(&pfd, 1, slice);
-        if (pr < 0) {
-            if (errno == EINTR) continue;
-            return PL_ERR_IO;
-        }
-        if (pr == 0) {
-            if (timeout_ms >= 0 && (timeout_ms -= slice) <= 0) return PL_ERR_AGAIN;
-            continue;
-        }
+        int w = wait_input(io, &timeout_ms);
+        if (w < 0) return w;
         if (!msgpack_unpacker_reserve_buffer(&io->unp, 64 * 1024)) return PL_ERR_NOMEM;
         ssize_t n = read(io->in_fd, msgpack_unpacker_buffer(&io->unp), msgpack_unpacker_buffer_capacity(&io->unp));
         if (n < 0) {
@@ -181,19 +190,8 @@ static int recv_stdin(pl_io *io, msgpack_object *msg, int timeout_ms)
 static int recv_zmq(pl_io *io, msgpack_object *msg, int timeout_ms)
 {
     for (;;) {
-        if (g_stop) return PL_ERR_EOF;
-        if (timeout_ms != 0) pl_io_flush(io);
-        zmq_pollitem_t it = {io->zin, 0, ZMQ_POLLIN, 0};
-        int slice = wait_slice(timeout_ms);
-        int pr = zmq_poll(&it, 1, slice);
-        if (pr < 0) {
-            if (errno == EINTR) continue;
-            return PL_ERR_IO;
-        }
-        if (pr == 0) {
-            if (timeout_ms >= 0 && (timeout_ms -= slice) <= 0) return PL_ERR_AGAIN;
-            continue;
-        }
+        int w = wait_input(io, &timeout_ms);
+        if (w < 0) return w;
         if (io->zmsg_live) zmq_msg_close(&io->zmsg);
         zmq_msg_init(&io->zmsg);
         io->zmsg_live = 1;

@@ -3,6 +3,7 @@
  * dict / list methods templates call, with Python semantics (code point
  * indexing, Python whitespace, stable sorts, sandbox rules). */
 #include "jinja_int.h"
+#include "pystr.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -229,7 +230,7 @@ static void cp_free(cpbuf *o) { free(o->cp); free(o->off); }
 static void put_cp(pl_buf *b, uint32_t cp)
 {
     char tmp[4];
-    pl_buf_append(b, tmp, utf8_enc(cp, tmp));
+    pl_buf_append(b, tmp, pl_utf8_encode(cp, tmp));
 }
 
 static uint32_t cp_upper(uint32_t c) { return c < 0x80 ? (uint32_t)((c >= 'a' && c <= 'z') ? c - 32 : c) : (uint32_t)utf8proc_toupper((utf8proc_int32_t)c); }

@@ -185,9 +185,7 @@ uint64_t jstr_hash(jstr *s);
 int jstr_is_ascii(jstr *s);
 size_t utf8_count(const char *s, size_t len);
 size_t utf8_advance(const char *s, size_t len, size_t pos, size_t ncp); /* byte offset */
-size_t utf8_dec(const unsigned char *s, size_t n, uint32_t *cp); /* >=1; invalid byte = 1 */
-size_t utf8_enc(uint32_t cp, char *out);
-size_t jv_strlen_cp(jv v);              /* code points of a JV_STR */
+size_t utf8_dec(const unsigned char *s, size_t n, uint32_t *cp); size_t jv_strlen_cp(jv v);              /* code points of a JV_STR */
 
 /* Python semantics. */
 int jv_truthy(jv v);

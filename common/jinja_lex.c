@@ -14,6 +14,7 @@
  * The source is first normalised as Jinja does: \r\n and \r become \n and
  * one trailing newline is dropped (keep_trailing_newline=False). */
 #include "jinja_int.h"
+#include "pystr.h"
 
 #include <errno.h>
 #include <math.h>
@@ -258,7 +259,7 @@ static int decode_string(lexer *L, size_t pos, const char *s, size_t n, jtok *k)
                 for (int d = 0; d < 2 && i < n && s[i] >= '0' && s[i] <= '7'; d++, i++)
                     cp = cp * 8 + (uint32_t)(s[i] - '0');
                 char tmp[4];
-                pl_buf_append(&b, tmp, utf8_enc(cp, tmp));
+                pl_buf_append(&b, tmp, pl_utf8_encode(cp, tmp));
                 continue;
             }
             pl_buf_putc(&b, '\\');      /* unknown escape: kept */
@@ -278,7 +279,7 @@ static int decode_string(lexer *L, size_t pos, const char *s, size_t n, jtok *k)
         if (cp > 0x10FFFF) { pl_buf_free(&b); return lex_fail(L, pos, "%s", "illegal Unicode character"); }
         if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;  /* no lone surrogates in UTF-8 */
         char tmp[4];
-        pl_buf_append(&b, tmp, utf8_enc(cp, tmp));
+        pl_buf_append(&b, tmp, pl_utf8_encode(cp, tmp));
     }
     if (!pl_buf_ok(&b)) { pl_buf_free(&b); return PL_ERR_NOMEM; }
     k->slen = b.len;

@@ -182,19 +182,6 @@ size_t utf8_dec(const unsigned char *s, size_t n, uint32_t *cp)
     return k;
 }
 
-size_t utf8_enc(uint32_t cp, char *o)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* One "character" is what utf8_dec consumes, so that counting, indexing and
  * iteration agree even on invalid bytes (each of those is one character). */
 size_t utf8_count(const char *s, size_t len)
@@ -923,7 +910,7 @@ static int jp_string(jp *p, jv *out)
             }
             if (cp >= 0xD800 && cp < 0xE000) cp = 0xFFFD;   /* lone surrogate */
             char tmp[4];
-            pl_buf_append(&b, tmp, utf8_enc(cp, tmp));
+            pl_buf_append(&b, tmp, pl_utf8_encode(cp, tmp));
             break;
         }
         default:

@@ -22,6 +22,9 @@
  * an invalid sequence (overlong, surrogate, > U+10FFFF, truncated). */
 size_t pl_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 
+/* Encode code point cp (<= U+10FFFF) as UTF-8 into out[0..4); returns the length. */
+size_t pl_utf8_encode(uint32_t cp, char *out);
+
 /* Python's str.isspace() for one code point. */
 bool pl_py_isspace(uint32_t cp);
 

@@ -29,6 +29,7 @@
 #include <pcre2.h>
 
 #include "strmap.h"
+#include "pystr.h"
 #include "pl.h"
 #include "pyjson.h"
 #include "tokenizer_train.h"
@@ -509,19 +510,6 @@ static size_t utf8_decode(const uint8_t *s, size_t len, uint32_t *cp)
     return n;
 }
 
-static size_t utf8_encode(uint32_t cp, char *o)
-{
-    if (cp < 0x80) { o[0] = (char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (char)(0xC0 | (cp >> 6)); o[1] = (char)(0x80 | (cp & 0x3F)); return 2; }
-    if (cp < 0x10000) {
-        o[0] = (char)(0xE0 | (cp >> 12)); o[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        o[2] = (char)(0x80 | (cp & 0x3F)); return 3;
-    }
-    o[0] = (char)(0xF0 | (cp >> 18)); o[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    o[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); o[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
-
 /* qsort has no context argument; training is single-threaded. */
 static const uint32_t *sort_cps;
 static int sort_k;
@@ -593,7 +581,7 @@ static void markov_generate(mk_markov *m, size_t bytes, pl_buf *out)
         if (end == lo) { markov_restart(m); continue; }     /* the context ends the corpus */
         uint32_t cp = m->cps[m->next[k - 1][lo + rng_next(&m->rng) % (end - lo)]];
         char enc[4];
-        pl_buf_append(out, enc, utf8_encode(cp, enc));
+        pl_buf_append(out, enc, pl_utf8_encode(cp, enc));
         memmove(m->ctx, m->ctx + 1, (MARKOV_ORDER - 1) * sizeof *m->ctx);
         m->ctx[MARKOV_ORDER - 1] = cp;
     }
@@ -712,7 +700,7 @@ static void put_token(pl_buf *out, const eng_mk_bpe *t, int32_t id, pl_buf *scra
     pl_buf_reset(scratch);
     for (size_t i = 0; i < len; i++) {
         char enc[4];
-        pl_buf_append(scratch, enc, utf8_encode(byte_level_cp((uint8_t)s[i]), enc));
+        pl_buf_append(scratch, enc, pl_utf8_encode(byte_level_cp((uint8_t)s[i]), enc));
     }
     pl_pyjson_write_string(out, scratch->data, scratch->len, 0);
 }
