@@ -105,6 +105,18 @@ int pl_jinja_value_dict_update(pl_jinja_value *dict, const pl_jinja_value *src);
 /* 1 when dict has key (UTF-8, NUL-terminated). */
 int pl_jinja_value_dict_has(const pl_jinja_value *dict, const char *key);
 
+/* dict[key] as a new handle (shares the value; free it), NULL when absent
+ * or when dict is not a dict. With pl_jinja_value_from_json on a whole
+ * request body this gives messages/tools/chat_template_kwargs exactly as
+ * Python's json.loads would (1.0 stays a float). */
+pl_jinja_value *pl_jinja_value_dict_get(const pl_jinja_value *dict, const char *key);
+
+enum pl_jinja_kind {
+    PL_JINJA_NONE, PL_JINJA_BOOL, PL_JINJA_INT, PL_JINJA_FLOAT, PL_JINJA_STRING,
+    PL_JINJA_LIST, PL_JINJA_DICT, PL_JINJA_OTHER,
+};
+enum pl_jinja_kind pl_jinja_value_kind(const pl_jinja_value *v);
+
 void pl_jinja_value_free(pl_jinja_value *v);
 
 /* ================================================================ templates */

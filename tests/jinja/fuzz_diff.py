@@ -83,24 +83,25 @@ METHODS = ['.upper()', '.strip()', '.split()', ".startswith('h')", ".replace('l'
            '.isdigit()']
 
 
+SUBSCRIPTS = ["[0]", "[-1]", "[1:]", "[::-1]", "[:2]", "[1]", "[-2:]", "[::2]"]
+
+
 def gen_expr(rnd):
     def expr(depth=0):
-        r = rnd.random()
-        if depth > 2 or r < 0.25:
+        if depth > 2:
             return rnd.choice(ATOMS)
-        if r < 0.45:
-            return f'({expr(depth + 1)} {rnd.choice(BINOPS)} {expr(depth + 1)})'
-        if r < 0.6:
-            return f'({expr(depth + 1)} | {rnd.choice(FILTERS)})'
-        if r < 0.7:
-            return f'({expr(depth + 1)} is {rnd.choice(["", "not "])}{rnd.choice(TESTS)})'
-        if r < 0.8:
-            return f'{rnd.choice(ATOMS)}{rnd.choice(METHODS)}'
-        if r < 0.87:
-            return f'{rnd.choice(VARS)}{rnd.choice(["[0]", "[-1]", "[1:]", "[::-1]", "[:2]", "[1]", "[-2:]", "[::2]"])}'
-        if r < 0.94:
-            return f'({expr(depth + 1)} if {expr(depth + 1)} else {expr(depth + 1)})'
-        return f'(not {expr(depth + 1)})' if rnd.random() < 0.5 else f'(-{expr(depth + 1)})'
+        sub = lambda: expr(depth + 1)  # noqa: E731
+        forms = [  # (weight, builder)
+            (25, lambda: rnd.choice(ATOMS)),
+            (20, lambda: f'({sub()} {rnd.choice(BINOPS)} {sub()})'),
+            (15, lambda: f'({sub()} | {rnd.choice(FILTERS)})'),
+            (10, lambda: f'({sub()} is {rnd.choice(["", "not "])}{rnd.choice(TESTS)})'),
+            (10, lambda: rnd.choice(ATOMS) + rnd.choice(METHODS)),
+            (7, lambda: rnd.choice(VARS) + rnd.choice(SUBSCRIPTS)),
+            (7, lambda: f'({sub()} if {sub()} else {sub()})'),
+            (6, lambda: f'({rnd.choice(["not ", "-"])}{sub()})'),
+        ]
+        return rnd.choices([f for _, f in forms], weights=[w for w, _ in forms])[0]()
     return '{{ ' + expr() + ' }}', EXPR_CTX
 
 
