@@ -29,6 +29,8 @@ struct jrender {
     uint8_t *cstate;        /* per symbol: 0 not looked up, 1 in context, 2 absent */
     jtrack tracked;
     int nest;               /* current eval/exec recursion depth */
+    const pl_buf *out;      /* the caller's buffer, which may hold earlier bytes */
+    size_t out_base;
     jframe *spare;          /* released frames for reuse, linked by parent */
     int depth;
     uint64_t iters, work;
@@ -335,7 +337,7 @@ static int apply_filters(jrender *R, const jnode *chain, jframe *f, jv input, jv
 static int check_output(jrender *R, pl_buf *out, int line)
 {
     if (!pl_buf_ok(out)) return jr_error(R, PL_ERR_NOMEM, line, "out of memory");
-    if (out->len > R->lim->max_output)
+    if (out->len - (out == R->out ? R->out_base : 0) > R->lim->max_output)
         return jr_error(R, PL_ERR_RANGE, line, "LimitError: output exceeds %zu bytes", R->lim->max_output);
     return 0;
 }
@@ -1652,6 +1654,8 @@ int pl_jinja_render(const pl_jinja_template *t, const pl_jinja_value *context_di
     R.err = err;
     R.errlen = errlen;
     R.tracked.prev = R.tracked.next = &R.tracked;
+    R.out = out;
+    R.out_base = out->len;
     if (context_dict) {
         jv c = pl_jinja_value_jv(context_dict);
         if (c.t != JV_DICT) return pl_seterr(err, errlen, PL_ERR_INVALID, "the context must be a dict");
