@@ -45,15 +45,32 @@
  * Stack: rendering recurses; the nesting limits keep it under about 1 MiB
  * (tested on a 1 MiB thread stack with a hostile template).
  *
+ * Supported: the whole statement set chat templates use (if/elif/else, for
+ * with else/filter/recursive/loop.*, set and set blocks, namespace, macro
+ * with defaults/varargs/kwargs/caller, call, filter and with blocks, raw,
+ * break/continue, transformers' {% generation %}), Jinja's scoping rules
+ * (including its compile-time "assigned later in this frame" rule), all
+ * expression operators with Python semantics, Jinja's tests, most filters
+ * and the str/dict/list methods templates call. Unknown filters/tests fail
+ * at compile time except inside if/conditional expressions, like Jinja.
+ *
  * Known differences from Python (deliberate, documented):
  *   - ints are int64: results that overflow raise OverflowError instead of
- *     becoming Python big ints;
+ *     becoming Python big ints; complex results (negative ** fraction) raise;
  *   - Markup (from |safe, |escape) is a plain string: no auto-escaping on
  *     concatenation;
- *   - generators (select, map, reject, unique, reverse...) are lists: they
- *     print as lists and have a length;
- *   - case mapping (upper, lower, title...) is per code point (utf8proc), so
- *     'ß'.upper() stays 'ß' (Python gives 'SS').
+ *   - generators (select, map, reject, unique, reverse, items...) and range()
+ *     are lists: they print as lists and have a length; |items on a
+ *     non-mapping fails at once instead of when iterated;
+ *   - case mapping is per code point (utf8proc) plus Python's special cases
+ *     for ß, ŉ, the fi/fl ligatures and İ;
+ *   - str.format supports {} {0} {name} without format specs;
+ *   - Jinja's optimizer folds literal-only subscripts like {{ 3[1:] }} to
+ *     undefined; here they raise like any runtime slice of an int;
+ *   - filters filesizeformat, groupby, pprint, random, slice, striptags,
+ *     urlencode, urlize, wordwrap, xmlattr and globals cycler, joiner, lipsum
+ *     raise when used; the autoescape tag is a compile error; extends/
+ *     include/import fail at render ("no loader"), as under transformers.
  */
 #ifndef PL_JINJA_H
 #define PL_JINJA_H
@@ -104,6 +121,18 @@ int pl_jinja_value_dict_update(pl_jinja_value *dict, const pl_jinja_value *src);
 
 /* 1 when dict has key (UTF-8, NUL-terminated). */
 int pl_jinja_value_dict_has(const pl_jinja_value *dict, const char *key);
+
+/* dict[key] as a new handle (shares the value; free it), NULL when absent
+ * or when dict is not a dict. With pl_jinja_value_from_json on a whole
+ * request body this gives messages/tools/chat_template_kwargs exactly as
+ * Python's json.loads would (1.0 stays a float). */
+pl_jinja_value *pl_jinja_value_dict_get(const pl_jinja_value *dict, const char *key);
+
+enum pl_jinja_kind {
+    PL_JINJA_NONE, PL_JINJA_BOOL, PL_JINJA_INT, PL_JINJA_FLOAT, PL_JINJA_STRING,
+    PL_JINJA_LIST, PL_JINJA_DICT, PL_JINJA_OTHER,
+};
+enum pl_jinja_kind pl_jinja_value_kind(const pl_jinja_value *v);
 
 void pl_jinja_value_free(pl_jinja_value *v);
 

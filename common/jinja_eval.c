@@ -29,6 +29,8 @@ struct jrender {
     uint8_t *cstate;        /* per symbol: 0 not looked up, 1 in context, 2 absent */
     jtrack tracked;
     int nest;               /* current eval/exec recursion depth */
+    const pl_buf *out;      /* the caller's buffer, which may hold earlier bytes */
+    size_t out_base;
     jframe *spare;          /* released frames for reuse, linked by parent */
     int depth;
     uint64_t iters, work;
@@ -256,6 +258,15 @@ static int frame_set(jframe *f, uint32_t sym, jv v)
     return 0;
 }
 
+/* Names the frame starts with as "missing" (see jinja_scope.c). */
+static int bind_missing(jrender *R, jframe *f, const uint32_t *syms, int n, int line)
+{
+    for (int i = 0; i < n; i++)
+        if (frame_set(f, syms[i], jv_undef_name(R->t->syms.names[syms[i]])))
+            return jr_error(R, PL_ERR_NOMEM, line, "out of memory");
+    return 0;
+}
+
 /* Borrowed value of a name: frames, then the context, then globals. */
 static jv lookup(jrender *R, jframe *f, uint32_t sym)
 {
@@ -326,7 +337,7 @@ static int apply_filters(jrender *R, const jnode *chain, jframe *f, jv input, jv
 static int check_output(jrender *R, pl_buf *out, int line)
 {
     if (!pl_buf_ok(out)) return jr_error(R, PL_ERR_NOMEM, line, "out of memory");
-    if (out->len > R->lim->max_output)
+    if (out->len - (out == R->out ? R->out_base : 0) > R->lim->max_output)
         return jr_error(R, PL_ERR_RANGE, line, "LimitError: output exceeds %zu bytes", R->lim->max_output);
     return 0;
 }
@@ -424,8 +435,9 @@ NOINLINE static int call_macro(jrender *R, jmacro *m, jcall *c, pl_buf *into)
         return jr_error(R, PL_ERR_RANGE, c->line, "LimitError: macro calls nested deeper than %d", R->lim->max_depth);
     jframe *f = jr_frame_new(R, m->closure);
     if (!f) return jr_error(R, PL_ERR_NOMEM, c->line, "out of memory");
-    int rc = 0, np = def->nparams;
+    int rc = bind_missing(R, f, def->undef, def->nundef, c->line), np = def->nparams;
     uint8_t bound[64] = {0};
+    if (rc) goto done;
     for (int i = 0; i < c->npos && i < np; i++) {
         if ((rc = frame_set(f, def->params[i], jv_ref(c->pos[i])))) goto done;
         bound[i] = 1;
@@ -1376,9 +1388,11 @@ static int assign(jrender *R, jframe *f, const jnode *target, jv v, int line)
     return rc;
 }
 
-static int bind_iteration(jrender *R, jframe *it, const jnode *target, jv item, jloop *loop, int line)
+static int bind_iteration(jrender *R, jframe *it, const jnode *n, jv item, jloop *loop, int line)
 {
-    int rc = assign(R, it, target, jv_ref(item), line);
+    const jnode *target = n->a;
+    int rc = loop ? bind_missing(R, it, n->undef, n->nundef, line) : 0;
+    if (!rc) rc = assign(R, it, target, jv_ref(item), line);
     if (!rc && loop) {
         jv_incref(jv_obj(loop));
         if (frame_set(it, SYM_LOOP, jv_obj(loop))) rc = jr_error(R, PL_ERR_NOMEM, line, "out of memory");
@@ -1399,6 +1413,20 @@ static jframe *iteration_frame(jrender *R, jframe *prev, jframe *parent)
     return jr_frame_new(R, parent);
 }
 
+/* Jinja's filtered loops re-pack an unpacked target as a tuple (what
+ * loop.previtem/nextitem then show). The target already unpacked `item`,
+ * so its length matches. */
+static jv filtered_item(jrender *R, const jnode *target, jv item)
+{
+    if (target->kind != N_TUPLE || item.t != JV_LIST || (JLIST(item)->h.flags & LIST_TUPLE)) return jv_ref(item);
+    jlist *src = JLIST(item), *t = jlist_new(src->len);
+    if (!t) return jv_ref(item);
+    (void)R;
+    t->h.flags |= LIST_TUPLE;
+    for (size_t i = 0; i < src->len; i++) t->v[t->len++] = jv_ref(src->v[i]);
+    return jv_obj(t);
+}
+
 static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth0, pl_buf *out)
 {
     jlist *items;
@@ -1410,10 +1438,10 @@ static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth
         if (!kept) { jv_decref(jv_obj(items)); return jr_error(R, PL_ERR_NOMEM, n->line, "out of memory"); }
         for (size_t i = 0; i < items->len && !rc; i++) {
             if (!(it = iteration_frame(R, it, f))) { rc = jr_error(R, PL_ERR_NOMEM, n->line, "out of memory"); break; }
-            if ((rc = bind_iteration(R, it, n->a, items->v[i], NULL, n->line))) break;
+            if ((rc = bind_iteration(R, it, n, items->v[i], NULL, n->line))) break;
             jv c;
             if ((rc = eval(R, n->c, it, &c))) break;
-            if (jv_truthy(c)) rc = jlist_push(kept, jv_ref(items->v[i]));
+            if (jv_truthy(c)) rc = jlist_push(kept, filtered_item(R, n->a, items->v[i]));
             jv_decref(c);
             if (++R->iters > R->lim->max_iterations)
                 rc = jr_error(R, PL_ERR_RANGE, n->line, "LimitError: more than %llu loop iterations",
@@ -1442,7 +1470,7 @@ static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth
         }
         loop->index0 = i;
         if (!(it = iteration_frame(R, it, f))) { rc = jr_error(R, PL_ERR_NOMEM, n->line, "out of memory"); break; }
-        if ((rc = bind_iteration(R, it, n->a, items->v[i], loop, n->line))) break;
+        if ((rc = bind_iteration(R, it, n, items->v[i], loop, n->line))) break;
         rc = exec_body(R, n->kids, n->nkids, it, out);
         if (rc == EXEC_CONTINUE) rc = 0;
         if (rc) break;
@@ -1451,7 +1479,7 @@ static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth
     jv_decref(jv_obj(loop));
     if (!rc && items->len == 0 && n->nkids2) {
         if (!(it = iteration_frame(R, it, f))) rc = jr_error(R, PL_ERR_NOMEM, n->line, "out of memory");
-        else rc = exec_body(R, n->kids2, n->nkids2, it, out);
+        else if (!(rc = bind_missing(R, it, n->undef2, n->nundef2, n->line))) rc = exec_body(R, n->kids2, n->nkids2, it, out);
     }
 done:
     if (it) frame_drop(R, it);
@@ -1466,7 +1494,8 @@ static int render_block(jrender *R, const jnode *n, jframe *f, jv *out)
     if (!inner) return jr_error(R, PL_ERR_NOMEM, n->line, "out of memory");
     pl_buf b;
     pl_buf_init(&b);
-    int rc = exec_body(R, n->kids, n->nkids, inner, &b);
+    int rc = bind_missing(R, inner, n->undef, n->nundef, n->line);
+    if (!rc) rc = exec_body(R, n->kids, n->nkids, inner, &b);
     frame_drop(R, inner);
     if (rc > 0) rc = 0;
     if (rc) { pl_buf_free(&b); return rc; }
@@ -1585,7 +1614,7 @@ static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out)
             for (int i = 0; i < n->args.npos; i++) jv_decref(vals[i]);
             return jr_error(R, PL_ERR_NOMEM, n->line, "out of memory");
         }
-        rc = 0;
+        rc = bind_missing(R, inner, n->undef, n->nundef, n->line);
         for (int i = 0; i < n->args.npos; i++) {
             if (!rc) rc = assign(R, inner, n->kids2[i], vals[i], n->line);
             else jv_decref(vals[i]);
@@ -1625,6 +1654,8 @@ int pl_jinja_render(const pl_jinja_template *t, const pl_jinja_value *context_di
     R.err = err;
     R.errlen = errlen;
     R.tracked.prev = R.tracked.next = &R.tracked;
+    R.out = out;
+    R.out_base = out->len;
     if (context_dict) {
         jv c = pl_jinja_value_jv(context_dict);
         if (c.t != JV_DICT) return pl_seterr(err, errlen, PL_ERR_INVALID, "the context must be a dict");
@@ -1641,7 +1672,8 @@ int pl_jinja_render(const pl_jinja_template *t, const pl_jinja_value *context_di
     jframe *root = jr_frame_new(&R, NULL);
     if (!root) rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     else {
-        rc = exec_body(&R, t->root->kids, t->root->nkids, root, out);
+        rc = bind_missing(&R, root, t->root->undef, t->root->nundef, 1);
+        if (!rc) rc = exec_body(&R, t->root->kids, t->root->nkids, root, out);
         if (rc > 0) rc = 0;
         if (!rc && !pl_buf_ok(out)) rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
         jv_decref(jv_obj(root));

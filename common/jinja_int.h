@@ -273,6 +273,11 @@ typedef struct jnode {
     int16_t meth[4];    /* N_GETATTR: method id for str, dict, list, loop (-1 none) */
     uint8_t unsafe;     /* N_GETATTR: bit per meth[] slot: mutating method */
     uint32_t *params; struct jnode **defaults; int nparams, ndefaults; /* macros */
+    /* Frames (root, loop body, macro, with, set/filter block): names that
+     * Jinja's compiler initialises to "missing" when the frame starts, because
+     * the frame assigns them before anything reads them there (jinja_scope.c).
+     * undef2: the for loop's else frame. */
+    uint32_t *undef, *undef2; int nundef, nundef2;
 } jnode;
 
 /* N_MACRO / N_CALLBLOCK flags: which implicit names the body reads. */
@@ -305,6 +310,8 @@ void *jt_alloc(pl_jinja_template *t, size_t n);        /* zeroed, NULL on OOM */
 int jt_intern(pl_jinja_template *t, const char *s, size_t len, uint32_t *sym);
 jv jt_const_str(pl_jinja_template *t, const char *s, size_t len, int *ok);
 int jinja_parse(pl_jinja_template *t, char *err, size_t errlen);
+/* Jinja's idtracking over the parsed tree: fills the undef lists. */
+int jinja_scope_analyze(pl_jinja_template *t);
 
 /* ================================================================ builtins */
 

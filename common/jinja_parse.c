@@ -1321,6 +1321,7 @@ int pl_jinja_compile(pl_jinja_template **out, const char *src, size_t len, char 
         return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     }
     rc = jinja_parse(t, err, errlen);
+    if (!rc && jinja_scope_analyze(t)) rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     if (rc) { pl_jinja_template_free(t); return rc; }
     *out = t;
     return 0;

@@ -781,6 +781,27 @@ int pl_jinja_value_dict_has(const pl_jinja_value *dict, const char *key)
     return jdict_get_str(JDICT(dict->v), key, strlen(key)) != NULL;
 }
 
+pl_jinja_value *pl_jinja_value_dict_get(const pl_jinja_value *dict, const char *key)
+{
+    if (!dict || dict->v.t != JV_DICT || !key) return NULL;
+    jv *v = jdict_get_str(JDICT(dict->v), key, strlen(key));
+    return v ? wrap(jv_ref(*v)) : NULL;
+}
+
+enum pl_jinja_kind pl_jinja_value_kind(const pl_jinja_value *v)
+{
+    switch (v ? v->v.t : JV_FRAME) {
+    case JV_NONE: return PL_JINJA_NONE;
+    case JV_BOOL: return PL_JINJA_BOOL;
+    case JV_INT: return PL_JINJA_INT;
+    case JV_FLOAT: return PL_JINJA_FLOAT;
+    case JV_STR: return PL_JINJA_STRING;
+    case JV_LIST: return PL_JINJA_LIST;
+    case JV_DICT: return PL_JINJA_DICT;
+    default: return PL_JINJA_OTHER;
+    }
+}
+
 /* internal access for the renderer */
 jv pl_jinja_value_jv(const pl_jinja_value *v);
 jv pl_jinja_value_jv(const pl_jinja_value *v) { return v->v; }

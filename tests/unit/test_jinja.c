@@ -305,7 +305,11 @@ TEST(hostile_stack_depth)
 {
     pthread_attr_t at;
     pthread_attr_init(&at);
+#ifdef __SANITIZE_ADDRESS__
+    pthread_attr_setstacksize(&at, 8 << 20);     /* ASan frames are several times larger */
+#else
     pthread_attr_setstacksize(&at, 1 << 20);
+#endif
     pthread_t th;
     int rc = 0;
     CHECK_EQ_INT(pthread_create(&th, &at, deep_thread, &rc), 0);
@@ -456,6 +460,44 @@ TEST(value_api)
     pl_jinja_template_free(t);
 }
 
+/* The tokenize stage's pattern: a whole request body parsed once, its
+ * fields moved into the context, chat_template_kwargs merged in. */
+TEST(request_to_context)
+{
+    const char *body = "{\"model\": \"glm\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}],"
+                       " \"tools\": [{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\":"
+                       " {\"default\": 1.0}}}], \"chat_template_kwargs\": {\"enable_thinking\": false}}";
+    char err[256];
+    pl_jinja_value *req;
+    CHECK_EQ_INT(pl_jinja_value_from_json(&req, body, strlen(body), err, sizeof err), 0);
+    CHECK_EQ_INT(pl_jinja_value_kind(req), PL_JINJA_DICT);
+    pl_jinja_value *ctx = pl_jinja_value_dict();
+    pl_jinja_value *msgs = pl_jinja_value_dict_get(req, "messages");
+    CHECK(msgs && pl_jinja_value_kind(msgs) == PL_JINJA_LIST);
+    CHECK_EQ_INT(pl_jinja_value_dict_set(ctx, "messages", msgs), 0);
+    CHECK_EQ_INT(pl_jinja_value_dict_set(ctx, "tools", pl_jinja_value_dict_get(req, "tools")), 0);
+    CHECK_EQ_INT(pl_jinja_value_dict_set(ctx, "add_generation_prompt", pl_jinja_value_bool(1)), 0);
+    pl_jinja_value *kw = pl_jinja_value_dict_get(req, "chat_template_kwargs");
+    CHECK_EQ_INT(pl_jinja_value_dict_update(ctx, kw), 0);
+    pl_jinja_value_free(kw);
+    CHECK(pl_jinja_value_dict_get(req, "nope") == NULL);
+    pl_jinja_value *one = pl_jinja_value_int(1);
+    CHECK(pl_jinja_value_dict_get(one, "x") == NULL);      /* not a dict */
+    pl_jinja_value_free(one);
+    pl_jinja_value_free(req);                              /* ctx keeps what it took */
+    const char *src = "{{ messages[0].content }}|{{ tools | tojson }}|{{ enable_thinking }}|{{ add_generation_prompt }}"
+                      "{% if false %}{% generation %}x{% endgeneration %}{% endif %}";
+    pl_jinja_template *t;
+    CHECK_EQ_INT(pl_jinja_compile(&t, src, strlen(src), err, sizeof err), 0);
+    pl_buf out;
+    pl_buf_init(&out);
+    CHECK_EQ_INT(pl_jinja_render(t, ctx, &out, err, sizeof err), 0);
+    CHECK_EQ_STR(out.data, "hi|[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {\"default\": 1.0}}}]|False|True");
+    pl_buf_free(&out);
+    pl_jinja_template_free(t);
+    pl_jinja_value_free(ctx);
+}
+
 TEST(json_parse_like_python)
 {
     pl_jinja_template *t;
@@ -537,6 +579,7 @@ int main(void)
     RUN(hostile_parser);
     RUN(hostile_cycles_freed);
     RUN(value_api);
+    RUN(request_to_context);
     RUN(json_parse_like_python);
     RUN(concurrent_renders);
     return test_report();
