@@ -242,3 +242,24 @@ def test_zeromq_transport(glm_model, tmp_path):
         assert p.wait(timeout=10) == 0     # SIGTERM: clean exit
         pull.close(linger=0)
         ctx.term()
+
+
+def test_render_keeps_python_number_types(tiny_model):
+    """OpenAI clients send tool-call arguments as JSON strings; Python's
+    json.loads keeps 1.0 a float and 1e5 becomes 100000.0. The prompt must
+    show them exactly as transformers would (the model was trained on it)."""
+    from mktok_render import render_env
+    args = '{"x": 1.0, "y": 2, "z": 1e5, "s": "1.0", "n": null, "nested": {"f": -0.5, "l": [1, 2.0]}}'
+    body = {"messages": [{"role": "user", "content": "hi"},
+                         {"role": "assistant", "content": "", "tool_calls": [
+                             {"id": "a", "type": "function", "function": {"name": "f", "arguments": args}}]}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {
+                "type": "object", "properties": {"x": {"type": "number", "default": 1.0}}}}}]}
+    got = tokenize(tiny_model, "--render", input=json.dumps(body).encode()).stdout.decode()
+    ref_msgs = json.loads(json.dumps(body["messages"]))
+    ref_msgs[1]["tool_calls"][0]["function"]["arguments"] = json.loads(args)
+    tpl = render_env().from_string(open(os.path.join(tiny_model, "chat_template.jinja")).read())
+    want = tpl.render(messages=ref_msgs, tools=body["tools"], add_generation_prompt=True,
+                      eos_token="<|endoftext|>", pad_token="<|endoftext|>", documents=None)
+    assert got == want
+    assert "<arg_value>1.0</arg_value>" in got and "<arg_value>100000.0</arg_value>" in got
