@@ -4,8 +4,8 @@
 #   make test       build, then run every test; ends with "N passed, N failed"
 #   make asan       the same binaries with AddressSanitizer + UBSan, into build-asan/
 #   make asan-test  run the test suite against the asan build
-#   make run        set up the embedded default model and serve it
-#   make bench      benchmarks (tokenizer vs HF tokenizers); numbers go to docs/perf.md
+#   make run        build, create the embedded default model, run a request through the pipeline
+#   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
 #
 # Layout: common/*.c -> libglmcommon.a. Every binary glm-X has a folder; all .c
 # files in that folder except main.c form lib<folder>.a (so unit tests can link
@@ -17,7 +17,7 @@ CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-               -g $(OPT) -pthread -Icommon $(shell pkg-config --cflags $(PKGS))
+               -g $(OPT) -pthread -I. -Icommon $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
 
@@ -25,7 +25,7 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
 BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
             glm-parse-reasoning:parse-reasoning glm-parse-tools:parse-tools \
             glm-replay:tools/replay glm-engine:engine glm-mkmodel:tools/mkmodel \
-            glm-gateway:gateway glm-serve:tools/serve
+            glm-gateway:gateway glm-serve:tools/serve glm-engine-bench:tools/engbench
 
 # Only folders that exist and have a main.c produce a binary.
 present  = $(foreach p,$(BIN_DIRS),$(if $(wildcard $(word 2,$(subst :, ,$(p)))/main.c),$(p)))
@@ -42,6 +42,8 @@ STAGE_LIBS := $(foreach d,$(DIRS),$(call libname,$(d)))
 
 TEST_SRC  := $(wildcard tests/unit/test_*.c)
 TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+BENCH_SRC  := $(wildcard tests/bench/bench_*.c)
+BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
 .PHONY: all test asan asan-test clean deps run bench
 .SECONDARY:
@@ -57,10 +59,13 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
 # lib<folder>.a for each binary folder (may be empty: ar needs no members then)
-define STAGE_RULES
-$(call libname,$(2)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(2)))
+define LIB_RULES
+$(call libname,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(1)))
 	@mkdir -p $$(dir $$@)
 	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach d,$(DIRS),$(eval $(call LIB_RULES,$(d))))
+define STAGE_RULES
 $(BUILD)/bin/$(1): $(BUILD)/obj/$(2)/main.o $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB)
 	@mkdir -p $$(dir $$@)
 	$(CC) $(CFLAGS) -o $$@ $$< $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
@@ -72,16 +77,25 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(STAGE_LIBS) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
 
-test: all
+# Benchmarks (not tests): tests/bench/bench_*.c, run by tests/bench/*.sh.
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(STAGE_LIBS) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+
+bench: $(BENCH_BINS)
+	@for s in tests/bench/*.sh; do BUILD=$(BUILD) bash $$s || exit 1; done
+
+# test and run install what they need first, then re-enter make so the
+# pkg-config flags are computed with the packages present.
+test:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
 	@BUILD=$(BUILD) bash tests/run.sh
 
-# Benchmarks (not tests): tests/bench/*.c link the common library only.
-bench: $(BUILD)/bench/bench_tokenizer
-	@BUILD=$(BUILD) bash tests/bench/bench_tokenizer.sh
-
-$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(COMMON_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(COMMON_LIB) $(LDLIBS)
+run:
+	@scripts/install-deps.sh
+	@$(MAKE) --no-print-directory all
+	@BUILD=$(BUILD) scripts/run.sh
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \
@@ -89,7 +103,7 @@ asan:
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 
 asan-test: asan
-	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh
+	@BUILD=build-asan ASAN_OPTIONS=detect_leaks=1 GLM_SKIP_PY=$${GLM_SKIP_PY:-0} bash tests/run.sh
 
 deps:
 	@scripts/install-deps.sh

@@ -1,6 +1,7 @@
 /* pl.c — errors, byte buffer, logging. */
 #include "pl.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -101,6 +102,30 @@ void pl_buf_consume(pl_buf *b, size_t n)
     memmove(b->data, b->data + n, b->len - n);
     b->len -= n;
     b->data[b->len] = 0;
+}
+
+/* ================================================================ files */
+
+int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_t errlen)
+{
+    pl_buf_reset(b);
+    FILE *f = fopen(path, "rb");
+    if (!f) return pl_seterr(err, errlen, errno == ENOENT ? PL_ERR_NOTFOUND : PL_ERR_IO, "%s: %s", path, strerror(errno));
+    char chunk[65536];
+    size_t n;
+    int rc = PL_OK;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
+        if (b->len + n > max_bytes) {
+            rc = pl_seterr(err, errlen, PL_ERR_RANGE, "%s: larger than %zu bytes", path, max_bytes);
+            break;
+        }
+        pl_buf_append(b, chunk, n);
+        if (!pl_buf_ok(b)) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: out of memory", path); break; }
+    }
+    if (!rc && ferror(f)) rc = pl_seterr(err, errlen, PL_ERR_IO, "%s: read error", path);
+    fclose(f);
+    if (!rc && !b->data) pl_buf_reserve(b, 0);   /* empty file: still a valid "" */
+    return rc;
 }
 
 /* ================================================================ logging */

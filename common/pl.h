@@ -56,6 +56,12 @@ void pl_buf_printf(pl_buf *b, const char *fmt, ...) __attribute__((format(printf
 void pl_buf_consume(pl_buf *b, size_t n);           /* drop the first n bytes */
 static inline int pl_buf_ok(const pl_buf *b) { return !b->oom; }
 
+/* ---------------------------------------------------------------- files */
+
+/* Read a whole file into b (replacing its contents). Files larger than
+ * max_bytes are refused with PL_ERR_RANGE. Errors name the path. */
+int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_t errlen);
+
 /* ---------------------------------------------------------------- logging */
 
 /* One event per line on stderr: "<iso time> <prog> <level> [id] message".

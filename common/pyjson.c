@@ -1,5 +1,7 @@
 /* pyjson.c — Python json.dumps-compatible serialisation. */
 #include "pyjson.h"
+#include "json.h"
+#include "pystr.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -7,27 +9,6 @@
 #include <string.h>
 
 /* ================================================================ strings */
-
-/* Decode one UTF-8 scalar at s (n bytes left). Returns its length, or 0 for an
- * invalid sequence (overlong, surrogate, > U+10FFFF, truncated). */
-static size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
-{
-    unsigned c = s[0];
-    if (c < 0x80) { *cp = c; return 1; }
-    size_t len; uint32_t v, min;
-    if ((c & 0xE0) == 0xC0) { len = 2; v = c & 0x1F; min = 0x80; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; v = c & 0x0F; min = 0x800; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; v = c & 0x07; min = 0x10000; }
-    else return 0;
-    if (len > n) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        v = (v << 6) | (s[i] & 0x3F);
-    }
-    if (v < min || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
-    *cp = v;
-    return len;
-}
 
 void pl_pyjson_write_string(pl_buf *out, const char *str, size_t len, int ensure_ascii)
 {
@@ -38,10 +19,11 @@ void pl_pyjson_write_string(pl_buf *out, const char *str, size_t len, int ensure
     while (i < len) {
         /* copy the longest run that needs no escaping in one append */
         size_t j = i;
-        while (j < len && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' && (s[j] < 0x80 || !ensure_ascii)) {
+        while (j < len && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\' &&
+               (s[j] < 0x7F || !ensure_ascii)) {   /* ensure_ascii escapes DEL too, as Python does */
             if (s[j] >= 0x80) {
                 uint32_t cp;
-                size_t k = utf8_decode(s + j, len - j, &cp);
+                size_t k = pl_utf8_decode(s + j, len - j, &cp);
                 if (!k) break;
                 j += k;
             } else {
@@ -63,7 +45,7 @@ void pl_pyjson_write_string(pl_buf *out, const char *str, size_t len, int ensure
         }
         if (c < 0x20) { pl_buf_printf(out, "\\u%04x", c); i++; continue; }
         uint32_t cp;
-        size_t k = utf8_decode(s + i, len - i, &cp);
+        size_t k = pl_utf8_decode(s + i, len - i, &cp);
         if (!k) { cp = 0xFFFD; k = 1; }
         if (!ensure_ascii) {
             pl_buf_append(out, "\xEF\xBF\xBD", 3);   /* only reached for invalid bytes */
@@ -141,7 +123,7 @@ void pl_pyjson_write_double(pl_buf *out, double d)
 int pl_pyjson_is_int(const cJSON *v)
 {
     double d = v->valuedouble;
-    return cJSON_IsNumber(v) && d == floor(d) && fabs(d) < 9007199254740992.0;
+    return cJSON_IsNumber(v) && !pl_json_is_float(v) && d == floor(d) && fabs(d) < 9007199254740992.0;
 }
 
 static void newline_indent(pl_buf *out, const pl_pyjson_opts *o, int depth)

@@ -35,13 +35,10 @@ void pl_pyjson_write_double(pl_buf *out, double d);
  * print as "inf"/"nan". */
 void pl_py_float_repr(pl_buf *out, double d);
 
-/* json.dumps of a cJSON tree. Numbers: integral values of cJSON numbers that
- * were written without '.', 'e' are printed as ints; see pl_pyjson_is_int. */
+/* json.dumps of a cJSON tree. A number prints as an int when it is integral
+ * and not marked PL_CJSON_FLOAT (json.h); see pl_pyjson_is_int. */
 int pl_pyjson_dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o);
 
-/* cJSON keeps only a double; glmpipe marks numbers that were integers in the
- * source JSON text by leaving valuedouble integral and setting valueint. We
- * treat a number as an int when it is integral and |v| < 2^53. */
 int pl_pyjson_is_int(const cJSON *v);
 
 #endif

@@ -1,0 +1,133 @@
+/* backend.h — the narrow set of operations the GLM-5 graph needs.
+ *
+ * model.c calls only these; engine/cpu/ implements them now, a CUDA backend
+ * later. Nothing here knows about requests, sequences or scheduling: ops see
+ * rows of activations, weight views (eng_tensor) and, for attention, the
+ * cache rows each query token may read.
+ *
+ * Conventions: activations are f32, row-major, with explicit leading
+ * dimensions (ld*) so ops can read/write column slices (one head of a
+ * [tokens, heads*dim] buffer). Weights are eng_tensor views (BF16, F32 or
+ * FP8 E4M3 with 128x128 block scales, dequantized on the fly). Buffers an op
+ * touches come from eng_be_alloc (device memory on a GPU backend).
+ *
+ * Batch invariance: every op computes each token row with the same
+ * arithmetic whatever the number of rows in the call, so a request gets the
+ * same logits alone or inside a batch. */
+#ifndef ENG_BACKEND_H
+#define ENG_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "loader.h"
+
+typedef struct eng_backend eng_backend;
+
+/* n_threads <= 0: one per online CPU. */
+int  eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen);
+void eng_be_free(eng_backend *be);
+int  eng_be_threads(const eng_backend *be);
+
+/* 64-byte aligned, zeroed; NULL when out of memory. */
+void *eng_be_alloc(eng_backend *be, size_t bytes);
+void  eng_be_dealloc(eng_backend *be, void *p);
+
+/* ===== dense ops ===== */
+
+/* out[i] = f32(emb row ids[i]); ids were range-checked by the caller. */
+void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo);
+
+/* y[i][r] = sum_k W[row0 + r][k] * x[i][k]   (r < nrows, k < W->cols) */
+void eng_be_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                   const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+
+/* The same product for n_heads row blocks of one weight in one call (the
+ * absorbed MLA's per-head slices of kv_b_proj): head h uses rows
+ * row0 + h*hs->w .. +nrows, reads x + h*hs->x and writes y + h*hs->y. */
+typedef struct eng_be_heads { int n; int64_t w, x, y; } eng_be_heads;
+void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                         const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+
+/* Transposed, per head: y[i][c] = sum_r W[row0 + h*hs->w + r][c] * x[i][h*hs->x + r]
+ * into y[i][h*hs->y + c]  (r < nrows, c < W->cols). The absorbed-MLA query:
+ * q_lat[h] = W_UK[h]^T q_nope[h]. */
+void eng_be_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                           const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+
+/* RMSNorm over dim columns: y = w * (x * rsqrt(mean(x^2) + eps)); y may alias x. */
+void eng_be_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,
+                    int dim, float eps, float *y, int64_t ldy);
+
+/* LayerNorm with bias over dim columns, in place. */
+void eng_be_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b, float *x, int n,
+                      int64_t ldx, int dim, float eps);
+
+/* Interleaved (GPT-J) RoPE in place: for token i, head h, the pairs
+ * (2j, 2j+1) of x[i*ldx + h*hstride + off ...] rotate by pos[i]*inv_freq[j],
+ * j < dim/2. */
+void eng_be_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                 int off, int dim, const int32_t *pos, const float *inv_freq);
+
+/* out[i][j] = silu(gate[i][j]) * up[i][j]   (j < dim) */
+void eng_be_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
+                     int n, int dim, float *out, int64_t ldo);
+
+/* y[i][j] += a[i] * x[i][j]  (a NULL: 1) */
+void eng_be_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
+                       const float *a, int n, int dim);
+
+/* Row gather/scatter for MoE: out[i] = x[rows[i]];  y[rows[i]] += a[i] * x[i]. */
+void eng_be_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
+                        int dim, float *out, int64_t ldo);
+void eng_be_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
+                             const float *x, int64_t ldx, int n, int dim);
+
+/* ===== routing ===== */
+
+typedef struct eng_be_route {
+    int n_experts, top_k, n_group, topk_group, norm_topk_prob;
+    float routed_scaling;
+} eng_be_route;
+
+/* GLM-5 router per token: fp32 logits z (already computed), s = sigmoid(z),
+ * choose with s + bias (group-limited: groups ranked by the sum of their
+ * top-2, dropped groups masked to -inf), weights from unbiased s,
+ * renormalised, times routed_scaling. idx/wt: [n, top_k], ascending expert id. */
+void eng_be_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
+                       const float *bias, int n, int32_t *idx, float *wt);
+
+/* ===== paged cache and attention ===== */
+
+/* Where the cache rows a query token may read live. Position p is row
+ * block_table[p / block_size] * block_size + p % block_size of the layer's
+ * cache. Keys: positions [0, n_ctx), or only sel[0..n_sel) when sel != NULL
+ * (already restricted to positions < n_ctx). */
+typedef struct eng_be_keys {
+    const int32_t *block_table;
+    int block_size;
+    int n_ctx;
+    const int32_t *sel;
+    int n_sel;
+} eng_be_keys;
+
+/* cache[slot[i]] = src[i][0..dim) for each i; rows are dim floats. */
+void eng_be_cache_store(eng_backend *be, float *cache, int dim, const int64_t *slot, int n,
+                        const float *src, int64_t lds);
+
+/* DSA lightning indexer: for query i, score every key position t < n_ctx:
+ * I(t) = sum_h w[i][h] * relu(q[i][h] . k_t), k_t from the indexer cache
+ * (rows of dim). Writes the min(topk, n_ctx) best positions to
+ * out[i*topk ...] (ascending position order) and their count to n_out[i]. */
+void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
+                       int n_heads, int dim, const float *cache, const eng_be_keys *keys, int n,
+                       int topk, int32_t *out, int *n_out);
+
+/* Absorbed MLA (MQA over the latent cache). Cache rows are [c (lat) | k_pe (rope)].
+ * For query i, head h: s_t = scale * (q_lat[i][h] . c_t + q_pe[i][h] . kpe_t) over the
+ * keys of keys[i]; p = softmax(s); o[i][h] = sum_t p_t c_t. Head h of q_lat
+ * starts at h*lat; of q_pe at h*hsqp (q_pe may sit inside the full q rows). */
+void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
+                       int64_t hsqp, const float *cache, int lat, int rope, int n_heads, float scale,
+                       const eng_be_keys *keys, int n, float *o, int64_t ldo);
+
+#endif

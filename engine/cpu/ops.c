@@ -1,0 +1,397 @@
+/* ops.c — the CPU backend: lifetime, memory, element-wise ops, routing,
+ * paged-cache attention and the DSA indexer. */
+#include "cpu.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+/* ===== lifetime and memory ===== */
+
+int eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (n_threads <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = n > 0 ? (int)n : 1;
+    }
+    if (n_threads > 256) n_threads = 256;
+    eng_backend *be = calloc(1, sizeof *be);
+    if (!be) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+    be->n_threads = n_threads;
+    __builtin_cpu_init();
+    /* GLM_ENGINE_PORTABLE=1 forces the plain-C kernels (tests run both). */
+    const char *portable = getenv("GLM_ENGINE_PORTABLE");
+    be->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c") && !(portable && *portable == '1');
+    be->scratch = calloc((size_t)n_threads, sizeof *be->scratch);
+    if (!be->scratch || eng_cpu_pool_start(be)) {
+        eng_be_free(be);
+        return pl_seterr(err, errlen, PL_ERR_NOMEM, "cannot start %d CPU threads", n_threads);
+    }
+    *out = be;
+    return 0;
+}
+
+void eng_be_free(eng_backend *be)
+{
+    if (!be) return;
+    eng_cpu_pool_stop(be);
+    if (be->scratch)
+        for (int i = 0; i < be->n_threads; i++) { free(be->scratch[i].f); free(be->scratch[i].i); }
+    free(be->scratch);
+    free(be);
+}
+
+int eng_be_threads(const eng_backend *be) { return be->n_threads; }
+
+/* Zeroed, 64-byte aligned memory. Large buffers (the KV pool: gigabytes of
+ * which a run may touch little) come from anonymous mappings, which the
+ * kernel zeroes page by page on first touch, so start-up does not commit the
+ * whole pool. A 64-byte header before the returned pointer records how the
+ * block was made, for eng_be_dealloc. */
+#define BE_ALLOC_HDR  64
+#define BE_MMAP_BYTES (1u << 20)
+
+void *eng_be_alloc(eng_backend *be, size_t bytes)
+{
+    (void)be;
+    size_t n = ((bytes ? bytes : 1) + 63) & ~(size_t)63;
+    if (n > SIZE_MAX - BE_ALLOC_HDR) return NULL;
+    size_t total = n + BE_ALLOC_HDR;
+    unsigned char *base;
+    if (total >= BE_MMAP_BYTES) {
+        base = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (base == MAP_FAILED) return NULL;
+    } else {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, total)) return NULL;
+        memset(p, 0, total);
+        base = p;
+    }
+    ((size_t *)base)[0] = total;
+    return base + BE_ALLOC_HDR;
+}
+
+void eng_be_dealloc(eng_backend *be, void *p)
+{
+    (void)be;
+    if (!p) return;
+    unsigned char *base = (unsigned char *)p - BE_ALLOC_HDR;
+    size_t total = ((size_t *)base)[0];
+    if (total >= BE_MMAP_BYTES) munmap(base, total);
+    else free(base);
+}
+
+float *eng_cpu_scratch_f(eng_backend *be, int t, size_t nf)
+{
+    eng_cpu_scratch *s = &be->scratch[t];
+    if (nf > s->cap_f) {
+        size_t cap = nf < 1024 ? 1024 : nf + nf / 2;
+        float *p = realloc(s->f, cap * sizeof *p);
+        if (!p) return NULL;
+        s->f = p;
+        s->cap_f = cap;
+    }
+    return s->f;
+}
+
+int32_t *eng_cpu_scratch_i(eng_backend *be, int t, size_t ni)
+{
+    eng_cpu_scratch *s = &be->scratch[t];
+    if (ni > s->cap_i) {
+        size_t cap = ni < 1024 ? 1024 : ni + ni / 2;
+        int32_t *p = realloc(s->i, cap * sizeof *p);
+        if (!p) return NULL;
+        s->i = p;
+        s->cap_i = cap;
+    }
+    return s->i;
+}
+
+/* ===== element-wise ===== */
+
+static float vec_elem(const eng_tensor *t, int64_t k)
+{
+    if (t->dtype == ENG_DT_BF16) return eng_bf16_to_f32(((const uint16_t *)t->data)[k]);
+    return ((const float *)t->data)[k];
+}
+
+void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo)
+{
+    (void)be;
+    for (int i = 0; i < n; i++) {
+        int64_t base = (int64_t)ids[i] * emb->cols;
+        for (int64_t k = 0; k < emb->cols; k++) out[i * ldo + k] = vec_elem(emb, base + k);
+    }
+}
+
+void eng_be_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,
+                    int dim, float eps, float *y, int64_t ldy)
+{
+    for (int i = 0; i < n; i++) {
+        const float *xi = x + i * ldx;
+        float ss = eng_cpu_dot(be, xi, xi, dim);
+        float r = 1.0f / sqrtf(ss / (float)dim + eps);
+        for (int k = 0; k < dim; k++) y[i * ldy + k] = vec_elem(w, k) * (xi[k] * r);
+    }
+}
+
+void eng_be_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b, float *x, int n,
+                      int64_t ldx, int dim, float eps)
+{
+    (void)be;
+    for (int i = 0; i < n; i++) {
+        float *xi = x + i * ldx;
+        float mean = 0, var = 0;
+        for (int k = 0; k < dim; k++) mean += xi[k];
+        mean /= (float)dim;
+        for (int k = 0; k < dim; k++) var += (xi[k] - mean) * (xi[k] - mean);
+        var /= (float)dim;
+        float r = 1.0f / sqrtf(var + eps);
+        for (int k = 0; k < dim; k++) xi[k] = (xi[k] - mean) * r * vec_elem(w, k) + vec_elem(b, k);
+    }
+}
+
+void eng_be_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                 int off, int dim, const int32_t *pos, const float *inv_freq)
+{
+    (void)be;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < dim / 2; j++) {
+            /* Angle in f32 exactly as transformers: position * inv_freq. */
+            float ang = (float)pos[i] * inv_freq[j];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *p = x + i * ldx + h * hstride + off + 2 * j;
+                float a = p[0], b = p[1];
+                p[0] = a * c - b * s;
+                p[1] = b * c + a * s;
+            }
+        }
+}
+
+void eng_be_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
+                     int n, int dim, float *out, int64_t ldo)
+{
+    (void)be;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < dim; k++) {
+            float g = gate[i * ldg + k];
+            out[i * ldo + k] = g / (1.0f + expf(-g)) * up[i * ldu + k];
+        }
+}
+
+void eng_be_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
+                       const float *a, int n, int dim)
+{
+    for (int i = 0; i < n; i++) eng_cpu_axpy(be, y + i * ldy, a ? a[i] : 1.0f, x + i * ldx, dim);
+}
+
+void eng_be_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
+                        int dim, float *out, int64_t ldo)
+{
+    (void)be;
+    for (int i = 0; i < n; i++) memcpy(out + i * ldo, x + rows[i] * ldx, (size_t)dim * sizeof *out);
+}
+
+void eng_be_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
+                             const float *x, int64_t ldx, int n, int dim)
+{
+    for (int i = 0; i < n; i++) eng_cpu_axpy(be, y + rows[i] * ldy, a ? a[i] : 1.0f, x + i * ldx, dim);
+}
+
+/* ===== routing ===== */
+
+/* Index of the largest v[k] over k < n with !taken[k]; ties → lowest index. */
+static int argmax_free(const float *v, const unsigned char *taken, int n)
+{
+    int best = -1;
+    for (int k = 0; k < n; k++)
+        if (!taken[k] && (best < 0 || v[k] > v[best])) best = k;
+    return best;
+}
+
+void eng_be_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
+                       const float *bias, int n, int32_t *idx, float *wt)
+{
+    int E = r->n_experts, G = r->n_group, per = E / G;
+    float *s = eng_cpu_scratch_f(be, 0, (size_t)(2 * E + G));
+    unsigned char taken[4096 + 64];
+    if (!s) return;
+    float *c = s + E, *gs = s + 2 * E;
+    for (int i = 0; i < n; i++) {
+        for (int e = 0; e < E; e++) {
+            s[e] = 1.0f / (1.0f + expf(-logits[i * ldl + e]));
+            c[e] = s[e] + bias[e];
+        }
+        if (G > 1) {
+            /* Group score = sum of its two best choice scores; keep topk_group groups. */
+            for (int g = 0; g < G; g++) {
+                memset(taken, 0, (size_t)per);
+                int a = argmax_free(c + g * per, taken, per);
+                if (a >= 0) taken[a] = 1;
+                int b = argmax_free(c + g * per, taken, per);
+                if (a < 0 || b < 0) { gs[g] = -INFINITY; continue; }
+                gs[g] = c[g * per + a] + c[g * per + b];
+            }
+            memset(taken, 0, (size_t)G);
+            for (int k = 0; k < r->topk_group; k++) {
+                int g = argmax_free(gs, taken, G);
+                if (g >= 0) taken[g] = 1;
+            }
+            for (int g = 0; g < G; g++)
+                if (!taken[g])
+                    for (int e = 0; e < per; e++) c[g * per + e] = -INFINITY;
+        }
+        memset(taken, 0, (size_t)E);
+        for (int k = 0; k < r->top_k; k++) {
+            int e = argmax_free(c, taken, E);
+            if (e >= 0) taken[e] = 1;
+        }
+        float sum = 0;
+        int k = 0;
+        for (int e = 0; e < E; e++)         /* ascending expert id */
+            if (taken[e]) { idx[i * r->top_k + k] = e; wt[i * r->top_k + k] = s[e]; sum += s[e]; k++; }
+        for (k = 0; k < r->top_k; k++) {
+            if (r->norm_topk_prob) wt[i * r->top_k + k] /= sum + 1e-20f;
+            wt[i * r->top_k + k] *= r->routed_scaling;
+        }
+    }
+}
+
+/* ===== paged cache ===== */
+
+void eng_be_cache_store(eng_backend *be, float *cache, int dim, const int64_t *slot, int n,
+                        const float *src, int64_t lds)
+{
+    (void)be;
+    for (int i = 0; i < n; i++) memcpy(cache + slot[i] * dim, src + i * lds, (size_t)dim * sizeof *src);
+}
+
+static inline const float *key_row(const float *cache, int dim, const eng_be_keys *k, int pos)
+{
+    int64_t slot = (int64_t)k->block_table[pos / k->block_size] * k->block_size + pos % k->block_size;
+    return cache + slot * dim;
+}
+
+/* ===== DSA indexer ===== */
+
+struct idx_ctx {
+    eng_backend *be;
+    const float *q, *w, *cache;
+    int64_t ldq, ldw;
+    int n_heads, dim, topk;
+    const eng_be_keys *keys;
+    int32_t *out;
+    int *n_out;
+};
+
+/* Heap order: "a before b" when a is the worse candidate (lower score;
+ * on a tie the later position), so the root is the one to evict. */
+static int worse(const float *sc, int a, int b) { return sc[a] < sc[b] || (sc[a] == sc[b] && a > b); }
+
+static void sift_down(int32_t *h, int n, int i, const float *sc)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && worse(sc, h[l], h[m])) m = l;
+        if (r < n && worse(sc, h[r], h[m])) m = r;
+        if (m == i) return;
+        int32_t t = h[i]; h[i] = h[m]; h[m] = t;
+        i = m;
+    }
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static void idx_task(void *p, int i, int thread)
+{
+    struct idx_ctx *c = p;
+    const eng_be_keys *k = &c->keys[i];
+    int n = k->n_ctx, K = c->topk;
+    int32_t *out = c->out + (int64_t)i * K;
+    if (n <= K) {                       /* every causal key is selected */
+        for (int t = 0; t < n; t++) out[t] = t;
+        c->n_out[i] = n;
+        return;
+    }
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)n);
+    if (!sc) { c->n_out[i] = 0; return; }
+    const float *q = c->q + i * c->ldq, *w = c->w + i * c->ldw;
+    for (int t = 0; t < n; t++) {
+        const float *kt = key_row(c->cache, c->dim, k, t);
+        float s = 0;
+        for (int h = 0; h < c->n_heads; h++) {
+            float d = eng_cpu_dot(c->be, q + h * c->dim, kt, c->dim);
+            if (d > 0) s += w[h] * d;
+        }
+        sc[t] = s;
+    }
+    /* Keep the K best in a heap whose root is the worst kept. */
+    for (int t = 0; t < K; t++) out[t] = t;
+    for (int j = K / 2 - 1; j >= 0; j--) sift_down(out, K, j, sc);
+    for (int t = K; t < n; t++)
+        if (worse(sc, out[0], t)) { out[0] = t; sift_down(out, K, 0, sc); }
+    qsort(out, (size_t)K, sizeof *out, cmp_i32);
+    c->n_out[i] = K;
+}
+
+void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
+                       int n_heads, int dim, const float *cache, const eng_be_keys *keys, int n,
+                       int topk, int32_t *out, int *n_out)
+{
+    struct idx_ctx c = { be, q, w, cache, ldq, ldw, n_heads, dim, topk, keys, out, n_out };
+    eng_cpu_run(be, idx_task, &c, n);
+}
+
+/* ===== absorbed MLA attention ===== */
+
+struct att_ctx {
+    eng_backend *be;
+    const float *q_lat, *q_pe, *cache;
+    int64_t ldql, ldqp, hsqp, ldo;
+    int lat, rope, n_heads;
+    float scale;
+    const eng_be_keys *keys;
+    float *o;
+};
+
+static void att_task(void *p, int task, int thread)
+{
+    struct att_ctx *c = p;
+    int i = task / c->n_heads, h = task % c->n_heads;
+    const eng_be_keys *k = &c->keys[i];
+    int nk = k->sel ? k->n_sel : k->n_ctx, dim = c->lat + c->rope;
+    const float *ql = c->q_lat + i * c->ldql + h * c->lat, *qp = c->q_pe + i * c->ldqp + h * c->hsqp;
+    float *o = c->o + i * c->ldo + h * c->lat;
+    memset(o, 0, (size_t)c->lat * sizeof *o);
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)(nk > 0 ? nk : 1));
+    if (!sc || nk <= 0) return;
+    float mx = -INFINITY;
+    for (int j = 0; j < nk; j++) {
+        const float *row = key_row(c->cache, dim, k, k->sel ? k->sel[j] : j);
+        sc[j] = c->scale * (eng_cpu_dot(c->be, ql, row, c->lat) + eng_cpu_dot(c->be, qp, row + c->lat, c->rope));
+        if (sc[j] > mx) mx = sc[j];
+    }
+    float sum = 0;
+    for (int j = 0; j < nk; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
+    float inv = 1.0f / sum;
+    for (int j = 0; j < nk; j++)
+        eng_cpu_axpy(c->be, o, sc[j] * inv, key_row(c->cache, dim, k, k->sel ? k->sel[j] : j), c->lat);
+}
+
+void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
+                       int64_t hsqp, const float *cache, int lat, int rope, int n_heads, float scale,
+                       const eng_be_keys *keys, int n, float *o, int64_t ldo)
+{
+    struct att_ctx c = { be, q_lat, q_pe, cache, ldql, ldqp, hsqp, ldo, lat, rope, n_heads, scale, keys, o };
+    eng_cpu_run(be, att_task, &c, n * n_heads);
+}

@@ -1,0 +1,158 @@
+/* glm-engine — the model stage: `generate` in; `start`, `tokens`, `end` out
+ * (docs/protocol.md). Loads the checkpoint, then runs the serving loop
+ * (serve.h): read every message that is already there, run one step, flush,
+ * repeat; block on the input only while nothing is running. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "pl.h"
+#include "serve.h"
+#include "stage.h"
+
+#define MSGS_PER_STEP 256   /* messages taken between two steps at most: steps keep flowing under a flood */
+
+static void usage(FILE *f)
+{
+    fputs("usage: glm-engine --model DIR [options]\n"
+          "  --backend cpu                     compute backend (only cpu in this build)\n"
+          "  --max-num-seqs N                  sequences in a step at most (default 256)\n"
+          "  --max-model-len L                 prompt + output tokens (default: the model's max_position_embeddings)\n"
+          "  --max-num-batched-tokens T        tokens computed per step at most (default 2048)\n"
+          "  --block-size N                    tokens per KV block (default 16)\n"
+          "  --kv-cache-memory-bytes B         KV pool budget, suffix K/M/G allowed (default 4G)\n"
+          "  --num-gpu-blocks-override N       exact number of KV blocks (overrides the budget)\n"
+          "  --seed S                          RNG seed for requests without their own (default 0)\n"
+          "  --threads N                       CPU threads (default: all online CPUs)\n"
+          PL_STAGE_IO_HELP, f);
+}
+
+static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *v)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || *end || x < lo || x > hi) return -1;
+    *v = x;
+    return 0;
+}
+
+static int parse_bytes(const char *s, size_t *v)
+{
+    if (!s || !*s || *s == '-') return -1;
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    double mul = 1;
+    if (*end == 'K' || *end == 'k') mul = 1024.0, end++;
+    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
+    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
+    if (errno || *end || !(x > 0) || x * mul > 1e18) return -1;
+    *v = (size_t)(x * mul);
+    return 0;
+}
+
+typedef struct {
+    eng_serve *serve;
+    pl_stage  *st;
+} loop_ctx;
+
+static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen, void *ud)
+{
+    (void)st;
+    eng_serve_on_msg(((loop_ctx *)ud)->serve, msg, id, idlen);
+}
+
+static int sink_send(void *ud, const char *data, size_t len)
+{
+    return pl_io_send(pl_stage_io(((loop_ctx *)ud)->st), data, len);
+}
+
+/* Until the input ends: take what has arrived (waiting only when idle), step.
+ * After EOF or a stop signal: finish what runs, then return. */
+static int serve_loop(loop_ctx *c)
+{
+    int input_open = 1, rc = PL_OK;
+    while (rc == PL_OK && (input_open || eng_serve_busy(c->serve))) {
+        for (int i = 0; input_open && i < MSGS_PER_STEP; i++) {
+            int prc = pl_stage_poll(c->st, eng_serve_busy(c->serve) ? 0 : -1, on_msg, c);
+            if (prc == PL_ERR_AGAIN) break;
+            if (prc == PL_ERR_EOF) input_open = 0;
+            else if (prc) { rc = prc; break; }
+        }
+        if (rc == PL_OK) rc = eng_serve_step(c->serve);
+        if (rc == PL_OK) rc = pl_io_flush(pl_stage_io(c->st));
+    }
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    pl_log_init("glm-engine");
+    const char *dir = NULL, *in_ep = NULL, *out_ep = NULL, *backend = "cpu";
+    eng_serve_cfg cfg;
+    eng_serve_cfg_defaults(&cfg);
+    int64_t threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t n;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--model") && v) dir = v;
+        else if (!strcmp(a, "--backend") && v) backend = v;
+        else if (!strcmp(a, "--in") && v) in_ep = v;
+        else if (!strcmp(a, "--out") && v) out_ep = v;
+        else if (!strcmp(a, "--max-num-seqs") && !parse_i64(v, 1, 1 << 16, &n)) cfg.max_num_seqs = (int)n;
+        else if (!strcmp(a, "--max-model-len") && !parse_i64(v, 2, 1 << 30, &n)) cfg.max_model_len = (int)n;
+        else if (!strcmp(a, "--max-num-batched-tokens") && !parse_i64(v, 1, 1 << 24, &n)) cfg.max_num_batched_tokens = (int)n;
+        else if (!strcmp(a, "--block-size") && !parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
+        else if (!strcmp(a, "--num-gpu-blocks-override") && !parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
+        else if (!strcmp(a, "--kv-cache-memory-bytes") && !parse_bytes(v, &cfg.kv_cache_bytes)) ;
+        else if (!strcmp(a, "--seed") && !parse_i64(v, INT64_MIN, INT64_MAX, &n)) cfg.seed = (uint64_t)n;
+        else if (!strcmp(a, "--threads") && !parse_i64(v, 1, 4096, &n)) threads = n;
+        else { fprintf(stderr, "glm-engine: bad argument %s%s%s\n", a, v ? " " : "", v ? v : ""); usage(stderr); return 2; }
+        i++;
+    }
+    if (!dir) { usage(stderr); return 2; }
+    if (strcmp(backend, "cpu")) {
+        fprintf(stderr, "glm-engine: backend '%s' is not in this build (cpu only)\n", backend);
+        return 2;
+    }
+
+    char err[1024];
+    eng_model_opts mo = {
+        .n_threads = (int)threads,
+        .max_batch_tokens = cfg.max_num_batched_tokens,
+        .max_model_len = cfg.max_model_len,
+        .load = { .prefault = 1 },
+    };
+    eng_model *model = NULL;
+    if (eng_model_open(dir, &mo, &model, err, sizeof err)) {
+        pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+        return 1;
+    }
+    eng_lm lm;
+    eng_lm_from_model(&lm, model);
+    loop_ctx c = { 0 };
+    int rc = pl_stage_open(&c.st, in_ep, out_ep, err, sizeof err);
+    if (!rc) rc = eng_serve_init(&c.serve, &lm, &cfg, (eng_serve_sink){ sink_send, &c }, err, sizeof err);
+    if (rc) {
+        pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+        pl_stage_close(c.st);
+        eng_model_close(model);
+        return 1;
+    }
+    rc = serve_loop(&c);
+    eng_serve_stats s;
+    eng_serve_get_stats(c.serve, &s);
+    pl_log(PL_LOG_INFO, NULL, 0, "done: %llu steps, %llu tokens computed, %llu sampled, %llu preemptions",
+           (unsigned long long)s.steps, (unsigned long long)s.tokens_computed, (unsigned long long)s.tokens_sampled,
+           (unsigned long long)s.preemptions);
+    eng_serve_free(c.serve);
+    pl_stage_close(c.st);
+    eng_model_close(model);
+    if (rc) pl_log(PL_LOG_ERROR, NULL, 0, "output failed: %s", pl_strerror(rc));
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,72 @@
+/* model.h — the GLM-5 graph (GlmMoeDsaForCausalLM) over a paged KV pool.
+ *
+ * A step runs a batch of sequences; each brings its new tokens (a prefill
+ * chunk or one decode token), the position of the first one, and its block
+ * table into the KV pool (kv.h). The model writes the new tokens' cache rows
+ * and returns logits for the rows asked for. It never allocates per step:
+ * scratch is sized once by max_batch_tokens / max_model_len.
+ *
+ * Direction of dependencies: scheduler → kv (blocks), main → model → backend.
+ * The model knows nothing of requests or sampling; the scheduler knows
+ * nothing of kernels. */
+#ifndef ENG_MODEL_H
+#define ENG_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "backend.h"
+#include "kv.h"
+#include "loader.h"
+
+typedef struct eng_model eng_model;
+
+typedef struct eng_model_opts {
+    int n_threads;          /* CPU threads (<= 0: all online CPUs) */
+    int max_batch_tokens;   /* most new tokens in one step (all sequences) */
+    int max_model_len;      /* longest sequence (positions); <= 0: max_position_embeddings */
+    eng_load_opts load;
+} eng_model_opts;
+
+int  eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, char *err, size_t errlen);
+void eng_model_close(eng_model *m);
+
+const eng_config *eng_model_config(const eng_model *m);
+eng_backend      *eng_model_backend(eng_model *m);
+int               eng_model_has_mtp(const eng_model *m);
+/* Bytes of weights one decode token reads at batch 1 (embedding row, the
+ * attention/indexer/dense weights, top-k + shared experts, router, lm_head). */
+uint64_t          eng_model_active_bytes(const eng_model *m);
+
+enum eng_logits_mode { ENG_LOGITS_NONE = 0, ENG_LOGITS_LAST = 1, ENG_LOGITS_ALL = 2 };
+
+typedef struct eng_seq {
+    const int32_t *tokens;      /* new token ids */
+    int n_tokens;               /* >= 1 */
+    int pos0;                   /* position of tokens[0]; the cache holds [0, pos0) */
+    const int32_t *block_table; /* blocks covering positions [0, pos0 + n_tokens) */
+    int n_blocks;
+    int logits;                 /* enum eng_logits_mode */
+} eng_seq;
+
+/* Rows of logits a batch asks for (sum over sequences: 1 for LAST, n_tokens for ALL). */
+int eng_model_logits_rows(const eng_seq *seqs, int n_seqs);
+
+/* One step. logits: [eng_model_logits_rows, vocab_size] in sequence order
+ * (may be NULL when no rows are asked). hidden (optional): [total new tokens,
+ * hidden_size] final post-norm hidden states, the MTP layer's input.
+ * Bad input (token out of vocab, position past max_model_len, too short a
+ * block table, a block id outside the pool) fails the whole step, touching
+ * no cache row. */
+int eng_model_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs,
+                      float *logits, float *hidden, char *err, size_t errlen);
+
+/* The MTP layer (doc §4.2): token i of the batch is token_{p+1} at position
+ * p, hidden_in row i is g_p (the target's post-norm hidden for step 0, the
+ * MTP's own hidden_out afterwards). Writes the MTP layer's cache rows at
+ * those positions; logits as above; hidden_out (optional) = the
+ * post-shared_head.norm hidden for the next draft step. */
+int eng_model_mtp_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs,
+                          const float *hidden_in, float *logits, float *hidden_out,
+                          char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,711 @@
+/* serve.c — requests ⇄ sequences, the step, and the protocol messages. */
+#include "serve.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kv.h"
+#include "msg.h"
+#include "sample.h"
+#include "scheduler.h"
+
+#define ENG_MAX_N          128     /* choices per request (as glm-tokenize) */
+#define ENG_MAX_STOP_IDS   1024
+#define ENG_PROMPT_ROWS    128     /* logits rows per step for prompt logprobs */
+#define ENG_REQ_BUCKETS    1024    /* request id hash table */
+
+/* One generate request: n choices, each a scheduler sequence. Choice 0 is
+ * scheduled at once; choices 1..n-1 are forked from it once its prompt is in
+ * the cache (sharing its full prompt blocks), which also keeps every `tokens`
+ * behind the `start` that may wait for prompt logprobs. */
+typedef struct eng_req {
+    char           id[PL_MSG_ID_MAX];
+    size_t         idlen;
+    struct eng_req *hnext;          /* hash chain */
+    struct eng_req *dead_next;      /* freed after the step that ended it */
+    uint64_t       serial;          /* arrival number (unseeded RNG streams) */
+    int            n, n_done;
+    eng_sched_seq **seqs;           /* [n]; NULL before fork or once finished */
+    unsigned char *done;            /* [n]: finished, aborted or failed */
+    eng_sampling   sp;
+    int32_t       *stop_ids, *eos_ids;
+    int            n_stop, n_eos;
+    int            n_prompt;
+    int64_t        completion_tokens;
+    bool           forked, failed, dead;
+    /* `start`, built at accept; sent at once, or once the prompt logprobs
+     * appended to it are complete (plp_next reaches n_prompt) */
+    msgpack_sbuffer start;
+    bool           start_sent;
+    int            plp_next;        /* next prompt position whose entry is due */
+} eng_req;
+
+struct eng_serve {
+    const eng_lm   *lm;
+    eng_serve_cfg   cfg;
+    eng_serve_sink  sink;
+    int             vocab, max_model_len;
+    eng_kv_pool    *kv;
+    eng_sched      *sched;
+    eng_sampler    *sampler;
+    float          *logits;         /* [max rows][vocab] */
+    eng_seq        *lmseqs;         /* [max_num_seqs] */
+    eng_req        *buckets[ENG_REQ_BUCKETS];
+    int             n_live;
+    uint64_t        serial;
+    eng_req        *dead;           /* requests ended during the current step */
+    msgpack_sbuffer sbuf;           /* the message being built */
+    msgpack_packer  pk;
+    bool            sink_failed;
+    eng_serve_stats stats;
+};
+
+/* ===== config ===== */
+
+void eng_serve_cfg_defaults(eng_serve_cfg *c)
+{
+    memset(c, 0, sizeof *c);
+    c->max_num_seqs = 256;
+    c->max_num_batched_tokens = 2048;
+    c->block_size = 16;
+    c->kv_cache_bytes = (size_t)4 << 30;
+}
+
+/* ===== output ===== */
+
+static msgpack_packer *out_begin(eng_serve *e)
+{
+    msgpack_sbuffer_clear(&e->sbuf);
+    return &e->pk;
+}
+
+static void out_send(eng_serve *e, const char *data, size_t len)
+{
+    if (!e->sink_failed && e->sink.send(e->sink.ud, data, len)) e->sink_failed = true;
+}
+
+static void out_end(eng_serve *e)
+{
+    out_send(e, e->sbuf.data, e->sbuf.size);
+    msgpack_sbuffer_clear(&e->sbuf);
+}
+
+static void send_error(eng_serve *e, const char *id, size_t idlen, int code, const char *text)
+{
+    pl_log(code >= 500 ? PL_LOG_ERROR : PL_LOG_WARN, id, idlen, "error %d: %s", code, text);
+    pl_msg_pack_error(out_begin(e), id, idlen, code, code >= 500 ? "InternalServerError" : "BadRequestError", text);
+    out_end(e);
+}
+
+/* {logprob, top: [[id, logprob], ...]} */
+static void pack_logprob_entry(msgpack_packer *pk, const eng_sample_out *o)
+{
+    msgpack_pack_map(pk, 2);
+    pl_msg_pack_kv_double(pk, "logprob", o->logprob);
+    pl_msg_pack_cstr(pk, "top");
+    msgpack_pack_array(pk, (size_t)o->n_top);
+    for (int i = 0; i < o->n_top; i++) {
+        msgpack_pack_array(pk, 2);
+        msgpack_pack_int32(pk, o->top[i].id);
+        msgpack_pack_double(pk, o->top[i].logprob);
+    }
+}
+
+static void emit_tokens(eng_serve *e, const eng_req *r, const eng_sched_seq *q, const eng_sample_out *o, enum eng_finish f)
+{
+    bool lp = r->sp.logprobs >= 0;
+    bool stop_reason = f == ENG_FINISH_STOP;
+    for (int i = 0; stop_reason && i < r->n_eos; i++)
+        if (r->eos_ids[i] == q->stop_token) stop_reason = false;   /* eos: stop_reason stays null (vLLM) */
+    msgpack_packer *pk = out_begin(e);
+    msgpack_pack_map(pk, 4 + lp + (f != ENG_FINISH_NONE) + stop_reason);
+    pl_msg_pack_kv_cstr(pk, "type", "tokens");
+    pl_msg_pack_kv_str(pk, "id", r->id, r->idlen);
+    pl_msg_pack_kv_int(pk, "index", q->index);
+    pl_msg_pack_cstr(pk, "token_ids");
+    msgpack_pack_array(pk, 1);
+    msgpack_pack_int32(pk, o->token);
+    if (lp) {
+        pl_msg_pack_cstr(pk, "logprobs");
+        msgpack_pack_array(pk, 1);
+        pack_logprob_entry(pk, o);
+    }
+    if (f != ENG_FINISH_NONE) pl_msg_pack_kv_cstr(pk, "finish_reason", f == ENG_FINISH_STOP ? "stop" : "length");
+    if (stop_reason) pl_msg_pack_kv_int(pk, "stop_reason", q->stop_token);
+    out_end(e);
+}
+
+static void emit_end(eng_serve *e, const eng_req *r)
+{
+    msgpack_packer *pk = out_begin(e);
+    msgpack_pack_map(pk, 3);
+    pl_msg_pack_kv_cstr(pk, "type", "end");
+    pl_msg_pack_kv_str(pk, "id", r->id, r->idlen);
+    pl_msg_pack_cstr(pk, "usage");
+    msgpack_pack_map(pk, 2);
+    pl_msg_pack_kv_int(pk, "prompt_tokens", r->n_prompt);
+    pl_msg_pack_kv_int(pk, "completion_tokens", r->completion_tokens);
+    out_end(e);
+}
+
+static void send_start(eng_serve *e, eng_req *r)
+{
+    out_send(e, r->start.data, r->start.size);
+    msgpack_sbuffer_destroy(&r->start);
+    msgpack_sbuffer_init(&r->start);
+    r->start_sent = true;
+}
+
+/* ===== requests ===== */
+
+static uint64_t id_hash(const char *id, size_t len)
+{
+    uint64_t h = 1469598103934665603ull;   /* FNV-1a */
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)id[i]) * 1099511628211ull;
+    return h;
+}
+
+static eng_req **req_slot(eng_serve *e, const char *id, size_t idlen)
+{
+    eng_req **p = &e->buckets[id_hash(id, idlen) % ENG_REQ_BUCKETS];
+    while (*p && !((*p)->idlen == idlen && !memcmp((*p)->id, id, idlen))) p = &(*p)->hnext;
+    return p;
+}
+
+static void req_free(eng_req *r)
+{
+    free(r->seqs);
+    free(r->done);
+    free(r->stop_ids);
+    free(r->eos_ids);
+    msgpack_sbuffer_destroy(&r->start);
+    free(r);
+}
+
+/* Unlink r from the table and free its sequences (their blocks go back at
+ * once). The struct itself is freed after the current step, since planned
+ * items of this step may still point at it. */
+static void req_end(eng_serve *e, eng_req *r)
+{
+    if (r->dead) return;
+    eng_req **p = req_slot(e, r->id, r->idlen);
+    if (*p == r) *p = r->hnext;
+    for (int i = 0; i < r->n; i++) {
+        eng_sched_remove(e->sched, r->seqs[i]);
+        r->seqs[i] = NULL;
+    }
+    r->dead = true;
+    r->dead_next = e->dead;
+    e->dead = r;
+    e->n_live--;
+}
+
+static void reap(eng_serve *e)
+{
+    while (e->dead) {
+        eng_req *r = e->dead;
+        e->dead = r->dead_next;
+        req_free(r);
+    }
+}
+
+/* A choice is over (finished, aborted): when it was the last, `end`. */
+static void choice_done(eng_serve *e, eng_req *r, int index)
+{
+    if (r->done[index]) return;
+    r->done[index] = 1;
+    eng_sched_remove(e->sched, r->seqs[index]);
+    r->seqs[index] = NULL;
+    if (++r->n_done == r->n) {
+        emit_end(e, r);
+        req_end(e, r);
+    }
+}
+
+static void req_fail(eng_serve *e, eng_req *r, int code, const char *text)
+{
+    if (r->dead) return;
+    r->failed = true;
+    send_error(e, r->id, r->idlen, code, text);
+    req_end(e, r);
+}
+
+/* ===== generate: parsing and validation ===== */
+
+typedef struct gen_parse {
+    int32_t *prompt;
+    int      n_prompt;
+    int64_t  n, max_tokens;
+    bool     has_max_tokens, ignore_eos, has_stop, has_eos;
+    int32_t *stop_ids, *eos_ids;
+    int      n_stop, n_eos;
+    eng_sampling sp;
+} gen_parse;
+
+static void gen_parse_free(gen_parse *g)
+{
+    free(g->prompt);
+    free(g->stop_ids);
+    free(g->eos_ids);
+}
+
+/* An array of token ids, each in [0, vocab). */
+static int parse_ids(const msgpack_object_array *a, int vocab, size_t max, const char *what,
+                     int32_t **out, int *n, char *err, size_t errlen)
+{
+    if (a->size > max) return pl_seterr(err, errlen, PL_ERR_RANGE, "%s has %u ids, more than %zu", what, a->size, max);
+    *out = malloc(sizeof **out * (a->size ? a->size : 1));
+    if (!*out) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < a->size; i++) {
+        int64_t v;
+        if (pl_msg_as_int(&a->ptr[i], &v))
+            return pl_seterr(err, errlen, PL_ERR_INVALID, "%s must be a list of integers (item %u is not)", what, i);
+        if (v < 0 || v >= vocab)
+            return pl_seterr(err, errlen, PL_ERR_RANGE, "%s: token id %lld is out of the vocabulary (size %d)", what,
+                             (long long)v, vocab);
+        (*out)[i] = (int32_t)v;
+    }
+    *n = (int)a->size;
+    return PL_OK;
+}
+
+/* Absent or nil keeps *v; a wrong type is an error naming the key. */
+static int opt_num(const msgpack_object *m, const char *key, double *v, char *err, size_t errlen)
+{
+    int rc = pl_msg_get_num(m, key, v);
+    if (rc == PL_ERR_INVALID) return pl_seterr(err, errlen, rc, "sampling.%s must be a number", key);
+    return PL_OK;
+}
+
+static int opt_int(const msgpack_object *m, const char *key, int64_t lo, int64_t hi, int64_t *v, bool *present,
+                   char *err, size_t errlen)
+{
+    int64_t x;
+    int rc = pl_msg_get_int(m, key, &x);
+    if (present) *present = rc == PL_OK;
+    if (rc == PL_ERR_NOTFOUND) return PL_OK;
+    if (rc) return pl_seterr(err, errlen, rc, "sampling.%s must be an integer", key);
+    if (x < lo || x > hi)
+        return pl_seterr(err, errlen, PL_ERR_RANGE, "sampling.%s must be between %lld and %lld, got %lld", key,
+                         (long long)lo, (long long)hi, (long long)x);
+    *v = x;
+    return PL_OK;
+}
+
+static int opt_ids(const msgpack_object *m, const char *key, int vocab, int32_t **ids, int *n, bool *present,
+                   char *err, size_t errlen)
+{
+    const msgpack_object_array *a;
+    int rc = pl_msg_get_array(m, key, &a);
+    *present = rc == PL_OK;
+    if (rc == PL_ERR_NOTFOUND) return PL_OK;
+    char what[48];
+    snprintf(what, sizeof what, "sampling.%s", key);
+    if (rc) return pl_seterr(err, errlen, rc, "%s must be a list of token ids", what);
+    return parse_ids(a, vocab, ENG_MAX_STOP_IDS, what, ids, n, err, errlen);
+}
+
+static int parse_sampling(const msgpack_object *s, int vocab, gen_parse *g, char *err, size_t errlen)
+{
+    eng_sampling *p = &g->sp;
+    int64_t v;
+    bool present;
+    int rc;
+    if ((rc = opt_num(s, "temperature", &p->temperature, err, errlen)) ||
+        (rc = opt_num(s, "top_p", &p->top_p, err, errlen)) ||
+        (rc = opt_num(s, "min_p", &p->min_p, err, errlen)) ||
+        (rc = opt_num(s, "presence_penalty", &p->presence_penalty, err, errlen)) ||
+        (rc = opt_num(s, "frequency_penalty", &p->frequency_penalty, err, errlen)) ||
+        (rc = opt_num(s, "repetition_penalty", &p->repetition_penalty, err, errlen)))
+        return rc;
+    v = -1;
+    if ((rc = opt_int(s, "top_k", -1, INT32_MAX, &v, NULL, err, errlen))) return rc;
+    p->top_k = (int)v;
+    if ((rc = opt_int(s, "max_tokens", 1, INT32_MAX, &g->max_tokens, &g->has_max_tokens, err, errlen))) return rc;
+    v = 0;
+    if ((rc = opt_int(s, "min_tokens", 0, INT32_MAX, &v, NULL, err, errlen))) return rc;
+    p->min_tokens = (int)v;
+    v = -1;
+    if ((rc = opt_int(s, "logprobs", 0, ENG_MAX_LOGPROBS, &v, NULL, err, errlen))) return rc;
+    p->logprobs = (int)v;
+    v = -1;
+    if ((rc = opt_int(s, "prompt_logprobs", 0, ENG_MAX_LOGPROBS, &v, NULL, err, errlen))) return rc;
+    p->prompt_logprobs = (int)v;
+    if ((rc = opt_int(s, "seed", INT64_MIN, INT64_MAX, &p->seed, &present, err, errlen))) return rc;
+    p->has_seed = present;
+    rc = pl_msg_get_bool(s, "ignore_eos", &g->ignore_eos);
+    if (rc == PL_ERR_INVALID) return pl_seterr(err, errlen, rc, "sampling.ignore_eos must be a boolean");
+    if ((rc = opt_ids(s, "stop_token_ids", vocab, &g->stop_ids, &g->n_stop, &g->has_stop, err, errlen)) ||
+        (rc = opt_ids(s, "eos_token_ids", vocab, &g->eos_ids, &g->n_eos, &g->has_eos, err, errlen)))
+        return rc;
+    if (g->has_max_tokens && p->min_tokens > g->max_tokens)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "min_tokens must be less than or equal to max_tokens=%lld, got %d",
+                         (long long)g->max_tokens, p->min_tokens);
+    return eng_sampling_check(p, vocab, err, errlen);
+}
+
+static int parse_generate(const eng_serve *e, const msgpack_object *msg, gen_parse *g, char *err, size_t errlen)
+{
+    memset(g, 0, sizeof *g);
+    eng_sampling_defaults(&g->sp);
+    g->n = 1;
+    const msgpack_object_array *ids;
+    int rc = pl_msg_get_array(msg, "prompt_ids", &ids);
+    if (rc) return pl_seterr(err, errlen, PL_ERR_INVALID, "generate needs 'prompt_ids', a list of token ids");
+    if ((rc = parse_ids(ids, e->vocab, (size_t)e->max_model_len, "prompt_ids", &g->prompt, &g->n_prompt, err, errlen))) {
+        if (rc == PL_ERR_RANGE && ids->size > (uint32_t)e->max_model_len) rc = PL_ERR_TOOLONG;
+        return rc;
+    }
+    int64_t n;
+    rc = pl_msg_get_int(msg, "n", &n);
+    if (rc == PL_OK) g->n = n;
+    else if (rc == PL_ERR_INVALID) return pl_seterr(err, errlen, rc, "'n' must be an integer");
+    if (g->n < 1 || g->n > ENG_MAX_N)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "n must be between 1 and %d, got %lld", ENG_MAX_N, (long long)g->n);
+    const msgpack_object *s;
+    rc = pl_msg_get_map(msg, "sampling", &s);
+    if (rc == PL_ERR_INVALID) return pl_seterr(err, errlen, rc, "'sampling' must be a map");
+    if (rc == PL_OK && (rc = parse_sampling(s, e->vocab, g, err, errlen))) return rc;
+    return eng_sampling_check(&g->sp, e->vocab, err, errlen);
+}
+
+/* ===== generate: accept ===== */
+
+static int32_t *dup_ids(const int32_t *a, int n)
+{
+    int32_t *c = malloc(sizeof *c * (size_t)(n ? n : 1));
+    if (c && n) memcpy(c, a, sizeof *c * (size_t)n);
+    return c;
+}
+
+/* Pack `start` into r->start: generate's fields minus what the engine
+ * consumed, plus n, prompt_tokens and (opened, filled later) prompt_logprobs. */
+static void build_start(eng_req *r, const msgpack_object *msg)
+{
+    static const char *const skip[] = {"type", "id", "prompt_ids", "n", "sampling", "prompt_tokens", "prompt_logprobs"};
+    bool plp = r->sp.prompt_logprobs >= 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &r->start, msgpack_sbuffer_write);
+    pl_msg_pack_map_except(&pk, msg, skip, PL_ARRAY_LEN(skip), 4 + plp);
+    pl_msg_pack_kv_cstr(&pk, "type", "start");
+    pl_msg_pack_kv_str(&pk, "id", r->id, r->idlen);
+    pl_msg_pack_kv_int(&pk, "n", r->n);
+    pl_msg_pack_kv_int(&pk, "prompt_tokens", r->n_prompt);
+    if (plp) {
+        /* entries for positions 1..n_prompt-1 are appended as their rows come */
+        pl_msg_pack_cstr(&pk, "prompt_logprobs");
+        msgpack_pack_array(&pk, (size_t)r->n_prompt);
+        msgpack_pack_nil(&pk);
+    }
+}
+
+static void on_generate(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen)
+{
+    eng_req **slot = req_slot(e, id, idlen);
+    if (*slot) {
+        /* The error ends the request downstream, so the older one is dropped too. */
+        req_fail(e, *slot, 400, "a request with this id is already running");
+        reap(e);
+        return;
+    }
+    char err[512];
+    gen_parse g;
+    int rc = parse_generate(e, msg, &g, err, sizeof err);
+    eng_req *r = NULL;
+    if (!rc && !(r = calloc(1, sizeof *r))) rc = pl_seterr(err, sizeof err, PL_ERR_NOMEM, "out of memory");
+    if (rc) {
+        send_error(e, id, idlen, rc == PL_ERR_NOMEM ? 500 : 400, err);
+        gen_parse_free(&g);
+        free(r);
+        return;
+    }
+    memcpy(r->id, id, idlen);
+    r->idlen = idlen;
+    r->serial = ++e->serial;
+    r->n = (int)g.n;
+    r->sp = g.sp;
+    r->n_prompt = g.n_prompt;
+    r->plp_next = 1;
+    msgpack_sbuffer_init(&r->start);
+    /* stop ids: as given (glm-tokenize already merged the eos list unless
+     * ignore_eos); a hand-written generate without them stops on the
+     * model's eos unless ignore_eos */
+    if (g.has_stop) { r->stop_ids = g.stop_ids; r->n_stop = g.n_stop; g.stop_ids = NULL; }
+    else if (!g.ignore_eos) { r->stop_ids = dup_ids(e->lm->eos_ids, e->lm->n_eos); r->n_stop = e->lm->n_eos; }
+    if (g.has_eos) { r->eos_ids = g.eos_ids; r->n_eos = g.n_eos; g.eos_ids = NULL; }
+    else { r->eos_ids = dup_ids(e->lm->eos_ids, e->lm->n_eos); r->n_eos = e->lm->n_eos; }
+    r->seqs = calloc((size_t)r->n, sizeof *r->seqs);
+    r->done = calloc((size_t)r->n, 1);
+    if (!r->seqs || !r->done || (!r->stop_ids && r->n_stop) || !r->eos_ids)
+        rc = pl_seterr(err, sizeof err, PL_ERR_NOMEM, "out of memory");
+    eng_sched_params sp = {
+        .max_tokens = g.has_max_tokens ? (int)g.max_tokens : e->max_model_len,
+        .min_tokens = r->sp.min_tokens,
+        .stop_ids = r->stop_ids, .n_stop = r->n_stop,
+        .prompt_logits = r->sp.prompt_logprobs >= 0,
+    };
+    if (!rc) rc = eng_sched_add(e->sched, g.prompt, g.n_prompt, &sp, r, 0, &r->seqs[0], err, sizeof err);
+    gen_parse_free(&g);
+    if (rc) {
+        send_error(e, id, idlen, rc == PL_ERR_NOMEM ? 500 : 400, err);
+        req_free(r);
+        return;
+    }
+    r->hnext = *slot;
+    *slot = r;
+    e->n_live++;
+    build_start(r, msg);
+    if (r->sp.prompt_logprobs < 0 || r->n_prompt == 1) send_start(e, r);
+}
+
+/* ===== abort ===== */
+
+static void on_abort(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen)
+{
+    msgpack_pack_object(out_begin(e), *msg);   /* every stage forwards it */
+    out_end(e);
+    eng_req *r = *req_slot(e, id, idlen);
+    if (!r) {
+        /* It may have just finished here while still in flight downstream:
+         * not an error, and an `error` message would wrongly end it there. */
+        pl_log(PL_LOG_INFO, id, idlen, "abort for a request this engine does not hold");
+        return;
+    }
+    int64_t index;
+    int rc = pl_msg_get_int(msg, "index", &index);
+    if (rc == PL_ERR_NOTFOUND) {
+        pl_log(PL_LOG_DEBUG, id, idlen, "aborted");
+        req_end(e, r);
+    } else if (rc || index < 0 || index >= r->n) {
+        pl_log(PL_LOG_WARN, id, idlen, "abort with an invalid index ignored (request has %d choices)", r->n);
+    } else {
+        pl_log(PL_LOG_DEBUG, id, idlen, "choice %lld aborted", (long long)index);
+        choice_done(e, r, (int)index);
+    }
+    reap(e);
+}
+
+void eng_serve_on_msg(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen)
+{
+    if (pl_msg_type_is(msg, "generate")) on_generate(e, msg, id, idlen);
+    else if (pl_msg_type_is(msg, "abort")) on_abort(e, msg, id, idlen);
+    else { msgpack_pack_object(out_begin(e), *msg); out_end(e); }
+}
+
+/* ===== the step ===== */
+
+/* Prompt logprobs from the rows of one item: the row of position p scores
+ * the prompt token at p + 1. Rows recomputed after a preemption are skipped
+ * (plp_next only moves forward). */
+static void take_prompt_rows(eng_serve *e, eng_req *r, const eng_sched_item *it, const float *rows)
+{
+    if (r->start_sent) return;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &r->start, msgpack_sbuffer_write);
+    int first = it->pos + it->n - it->n_logits;
+    for (int j = 0; j < it->n_logits; j++) {
+        int target = first + j + 1;
+        if (target != r->plp_next || target >= r->n_prompt) continue;
+        eng_sample_out o;
+        eng_sample_logprobs(e->sampler, rows + (size_t)j * e->vocab, it->seq->tokens[target], r->sp.prompt_logprobs, &o);
+        pack_logprob_entry(&pk, &o);
+        r->plp_next++;
+    }
+    if (r->plp_next >= r->n_prompt) send_start(e, r);
+}
+
+/* Choices 1..n-1 join once choice 0's prompt is cached. Pushed to the queue
+ * front in reverse so they run in index order, ahead of newer requests. */
+static void fork_choices(eng_serve *e, eng_req *r, const eng_sched_item *it)
+{
+    r->forked = true;
+    for (int i = r->n - 1; i >= 1; i--) {
+        if (r->done[i]) continue;
+        if (eng_sched_fork(e->sched, it, r, i, &r->seqs[i])) {
+            req_fail(e, r, 500, "out of memory for a choice");
+            return;
+        }
+    }
+}
+
+static void take_sample(eng_serve *e, eng_req *r, const eng_sched_item *it, const float *row)
+{
+    eng_sched_seq *q = it->seq;
+    uint64_t key = r->sp.has_seed ? eng_rng_key((uint64_t)r->sp.seed, (uint64_t)q->index)
+                                  : eng_rng_key(e->cfg.seed, r->serial << 8 | (uint64_t)q->index);
+    eng_sample_seq ss = {
+        .p = &r->sp,
+        .prompt = q->tokens, .n_prompt = q->n_prompt,
+        .output = q->tokens + q->n_prompt, .n_output = eng_sched_seq_n_output(q),
+        .stop_ids = r->stop_ids, .n_stop = r->n_stop,
+        .rng_key = key,
+    };
+    eng_sample_out o;
+    if (eng_sample(e->sampler, &ss, row, &o)) {
+        req_fail(e, r, 500, "no token could be sampled (the model returned no finite logits)");
+        return;
+    }
+    if (!r->forked && r->n > 1) {
+        fork_choices(e, r, it); /* before commit: a finishing choice 0 frees its blocks */
+        if (r->dead) return;
+    }
+    enum eng_finish f = eng_sched_commit(e->sched, it, o.token);
+    r->completion_tokens++;
+    e->stats.tokens_sampled++;
+    emit_tokens(e, r, q, &o, f);
+    if (f != ENG_FINISH_NONE) choice_done(e, r, q->index);
+}
+
+int eng_serve_step(eng_serve *e)
+{
+    eng_sched_batch b;
+    eng_sched_step(e->sched, &b);
+    e->stats.preemptions += (uint64_t)b.n_preempted;
+    if (!b.n_items) return e->sink_failed ? PL_ERR_IO : PL_OK;
+    for (int i = 0; i < b.n_items; i++) {
+        const eng_sched_item *it = &b.items[i];
+        e->lmseqs[i] = (eng_seq){
+            .tokens = it->seq->tokens + it->pos, .n_tokens = it->n, .pos0 = it->pos,
+            .block_table = it->seq->kv.blocks, .n_blocks = it->seq->kv.n,
+            .logits = it->n_logits == 0 ? ENG_LOGITS_NONE : it->n_logits == 1 ? ENG_LOGITS_LAST : ENG_LOGITS_ALL,
+        };
+    }
+    char err[512] = "";
+    int rc = e->lm->forward(e->lm->impl, e->kv, e->lmseqs, b.n_items, e->logits, err, sizeof err);
+    e->stats.steps++;
+    e->stats.tokens_computed += (uint64_t)b.n_tokens;
+    const float *row = e->logits;
+    for (int i = 0; i < b.n_items; i++) {
+        const eng_sched_item *it = &b.items[i];
+        eng_req *r = it->seq->owner;   /* valid: requests ended this step are freed after it */
+        const float *rows = row;
+        row += (size_t)it->n_logits * e->vocab;
+        if (r->dead) continue;         /* its sequences are gone: it->seq too */
+        if (rc) {
+            char text[600];
+            snprintf(text, sizeof text, "model forward failed: %s", err);
+            req_fail(e, r, 500, text);
+            continue;
+        }
+        if (it->n_logits > it->sample) take_prompt_rows(e, r, it, rows);
+        if (it->sample) take_sample(e, r, it, rows + (size_t)(it->n_logits - 1) * e->vocab);
+        else eng_sched_commit(e->sched, it, -1);
+    }
+    reap(e);
+    return e->sink_failed ? PL_ERR_IO : PL_OK;
+}
+
+/* ===== lifecycle ===== */
+
+int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, eng_serve_sink sink,
+                   char *err, size_t errlen)
+{
+    *out = NULL;
+    if (lm->vocab < 1 || lm->max_positions < 2 || !lm->forward || !lm->kv_create)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "model interface incomplete");
+    int mml = cfg->max_model_len ? cfg->max_model_len : lm->max_positions;
+    if (mml < 2 || mml > lm->max_positions)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "--max-model-len %d must be between 2 and the model's %d positions",
+                         mml, lm->max_positions);
+    if (cfg->max_num_seqs < 1 || cfg->max_num_batched_tokens < 1 || cfg->block_size < 1)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "--max-num-seqs, --max-num-batched-tokens and --block-size must be positive");
+    int64_t blocks = cfg->num_blocks;
+    if (blocks <= 0) {
+        size_t per_block = (lm->kv_bytes_per_token ? lm->kv_bytes_per_token : 1) * (size_t)cfg->block_size;
+        int64_t need = (int64_t)cfg->max_num_seqs * ((mml + cfg->block_size - 1) / cfg->block_size);
+        blocks = (int64_t)(cfg->kv_cache_bytes / per_block);
+        if (blocks > need) blocks = need;   /* more could never be used at once */
+        if (blocks > INT32_MAX) blocks = INT32_MAX;
+    }
+    if (blocks * cfg->block_size < mml)
+        return pl_seterr(err, errlen, PL_ERR_INVALID,
+                         "the KV cache (%lld blocks of %d tokens) cannot hold one sequence of --max-model-len %d: "
+                         "lower --max-model-len or raise --kv-cache-memory-bytes",
+                         (long long)blocks, cfg->block_size, mml);
+    eng_serve *e = calloc(1, sizeof *e);
+    if (!e) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+    e->lm = lm;
+    e->cfg = *cfg;
+    e->sink = sink;
+    e->vocab = lm->vocab;
+    e->max_model_len = mml;
+    msgpack_sbuffer_init(&e->sbuf);
+    msgpack_packer_init(&e->pk, &e->sbuf, msgpack_sbuffer_write);
+    eng_sched_cfg sc = {
+        .max_num_seqs = cfg->max_num_seqs, .max_batched_tokens = cfg->max_num_batched_tokens,
+        .max_model_len = mml, .max_prompt_rows = ENG_PROMPT_ROWS,
+    };
+    size_t rows = (size_t)cfg->max_num_seqs + ENG_PROMPT_ROWS;
+    int rc = lm->kv_create(lm->impl, (int)blocks, cfg->block_size, &e->kv, err, errlen);
+    if (!rc) rc = eng_sched_init(&e->sched, &sc, e->kv, err, errlen);
+    if (!rc) rc = eng_sampler_init(&e->sampler, lm->vocab, err, errlen);
+    if (!rc) {
+        e->logits = malloc(sizeof *e->logits * rows * (size_t)lm->vocab);
+        e->lmseqs = calloc((size_t)cfg->max_num_seqs, sizeof *e->lmseqs);
+        if (!e->logits || !e->lmseqs)
+            rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for %zu logits rows of %d", rows, lm->vocab);
+    }
+    if (rc) { eng_serve_free(e); return rc; }
+    pl_log(PL_LOG_INFO, NULL, 0, "KV cache: %lld blocks of %d tokens (%.1f MB), max_model_len %d, max_num_seqs %d, "
+           "max_num_batched_tokens %d", (long long)blocks, cfg->block_size,
+           (double)blocks * cfg->block_size * (double)lm->kv_bytes_per_token / 1e6, mml, cfg->max_num_seqs,
+           cfg->max_num_batched_tokens);
+    *out = e;
+    return PL_OK;
+}
+
+void eng_serve_free(eng_serve *e)
+{
+    if (!e) return;
+    for (int i = 0; i < ENG_REQ_BUCKETS; i++)
+        while (e->buckets[i]) req_end(e, e->buckets[i]);
+    reap(e);
+    eng_sched_free(e->sched);
+    eng_kv_pool_free(e->kv);
+    eng_sampler_free(e->sampler);
+    free(e->logits);
+    free(e->lmseqs);
+    msgpack_sbuffer_destroy(&e->sbuf);
+    free(e);
+}
+
+bool eng_serve_busy(const eng_serve *e) { return eng_sched_has_work(e->sched); }
+int  eng_serve_max_model_len(const eng_serve *e) { return e->max_model_len; }
+int  eng_serve_num_blocks(const eng_serve *e) { return eng_kv_n_blocks(e->kv); }
+
+void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st)
+{
+    *st = e->stats;
+    st->running = eng_sched_n_running(e->sched);
+    st->waiting = eng_sched_n_waiting(e->sched);
+    st->free_blocks = eng_kv_n_free(e->kv);
+    st->live_requests = e->n_live;
+}
+
+/* ===== the GLM-5 model behind eng_lm ===== */
+
+static int glm_kv_create(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen)
+{
+    eng_model *m = impl;
+    return eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), num_blocks, block_size, out, err, errlen);
+}
+
+static int glm_forward(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
+{
+    return eng_model_forward(impl, kv, seqs, n_seqs, logits, NULL, err, errlen);
+}
+
+void eng_lm_from_model(eng_lm *lm, eng_model *m)
+{
+    const eng_config *c = eng_model_config(m);
+    *lm = (eng_lm){
+        .impl = m,
+        .vocab = c->vocab_size,
+        .max_positions = c->max_position_embeddings,
+        .eos_ids = c->eos_token_id, .n_eos = c->n_eos,
+        .kv_bytes_per_token = eng_kv_bytes_per_token(c),
+        .kv_create = glm_kv_create,
+        .forward = glm_forward,
+    };
+}

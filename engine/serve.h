@@ -1,0 +1,99 @@
+/* serve.h — the engine's serving loop: protocol messages in, steps, messages out.
+ *
+ *   generate ─▶ validate ─▶ scheduler (one sequence per choice) ─┐
+ *   abort    ─▶ remove sequences, free KV blocks at once          │ per step:
+ *                                                                  ▼
+ *   start / tokens / end ◀── sample (sample.h) ◀── model forward (eng_lm)
+ *
+ * The model is reached only through eng_lm, a narrow table of functions:
+ * the serving loop knows nothing of layers or kernels, the model nothing of
+ * requests. The model owns the KV pool memory (its bytes per token are
+ * model-specific); the serving loop owns the block allocator (kv.h) and hands
+ * the model, per sequence, the block table that maps positions to slots.
+ *
+ * Output goes through eng_serve_sink (bytes of one msgpack message per call),
+ * so the loop runs the same on a pl_stage and inside a unit test. */
+#ifndef ENG_SERVE_H
+#define ENG_SERVE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <msgpack.h>
+#include "kv.h"
+#include "model.h"
+#include "pl.h"
+
+/* ===== the model, as the serving loop sees it ===== */
+
+/* A forward call takes eng_seq entries (model.h): per sequence its new token
+ * ids, the position of the first, its block table into the pool and which
+ * logits rows it wants (none, the last, or all: prompt logprobs). */
+typedef struct eng_lm {
+    void *impl;
+    int vocab;                    /* logits row length */
+    int max_positions;            /* longest context the model supports */
+    const int32_t *eos_ids;       /* the model's eos ids (stop unless ignore_eos) */
+    int n_eos;
+    size_t kv_bytes_per_token;    /* all layers: sizes the pool */
+    /* Create the pool (block accounting + the model's storage). The serving
+     * loop owns it afterwards (eng_kv_pool_free). */
+    int  (*kv_create)(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen);
+    /* Run one step. logits: rows in seqs order, vocab floats each. Must give
+     * each row the same values whatever else is in the batch. */
+    int  (*forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits,
+                    char *err, size_t errlen);
+} eng_lm;
+
+/* The GLM-5 model (model.h) behind eng_lm; m must outlive lm. */
+void eng_lm_from_model(eng_lm *lm, eng_model *m);
+
+/* ===== the serving loop ===== */
+
+typedef struct eng_serve_cfg {
+    int      max_num_seqs;            /* vLLM --max-num-seqs */
+    int      max_model_len;           /* 0: the model's max_positions */
+    int      max_num_batched_tokens;  /* vLLM --max-num-batched-tokens */
+    int      block_size;              /* tokens per KV block */
+    int      num_blocks;              /* 0: from kv_cache_bytes */
+    size_t   kv_cache_bytes;          /* pool budget when num_blocks is 0 */
+    uint64_t seed;                    /* draws of requests without a seed */
+} eng_serve_cfg;
+
+void eng_serve_cfg_defaults(eng_serve_cfg *c);
+
+/* Where finished messages go: one complete msgpack object per call. */
+typedef struct eng_serve_sink {
+    int (*send)(void *ud, const char *data, size_t len);
+    void *ud;
+} eng_serve_sink;
+
+typedef struct eng_serve eng_serve;
+
+/* lm must outlive the serve. Sizes the KV pool (lm->kv_create), the
+ * scheduler and the sampler's scratch; no allocation per token afterwards
+ * except per request. */
+int  eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, eng_serve_sink sink,
+                    char *err, size_t errlen);
+void eng_serve_free(eng_serve *e);
+
+/* Handle one well-formed message (a map with string type and valid id):
+ * generate → accepted (start may follow at once) or an error message; abort
+ * → state dropped and the abort forwarded; anything else forwarded. */
+void eng_serve_on_msg(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen);
+
+/* Run one engine step if there is work: plan, forward, sample, emit.
+ * Returns PL_OK (including when idle) or PL_ERR_IO when the sink failed. */
+int  eng_serve_step(eng_serve *e);
+
+bool eng_serve_busy(const eng_serve *e);         /* sequences waiting or running */
+int  eng_serve_max_model_len(const eng_serve *e);
+int  eng_serve_num_blocks(const eng_serve *e);
+
+typedef struct eng_serve_stats {
+    uint64_t steps, tokens_computed, tokens_sampled, preemptions;
+    int      running, waiting, free_blocks, live_requests;
+} eng_serve_stats;
+void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st);
+
+#endif

@@ -1,0 +1,105 @@
+"""Shared fixtures for the Python tests: where the binaries and data are."""
+import os
+import pathlib
+import subprocess
+
+import msgpack
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BIN = pathlib.Path(os.environ.get("GLM_BIN", ROOT / "build" / "bin"))
+SHARED = pathlib.Path(os.environ.get("GLM_SHARED", ROOT.parent / "shared"))
+
+
+def binpath(name):
+    p = BIN / name
+    if not p.exists():
+        pytest.skip(f"{p} not built")
+    return str(p)
+
+
+def shared(*parts):
+    p = SHARED.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"shared data {p} not present")
+    return p
+
+
+def pack_all(msgs):
+    return b"".join(msgpack.packb(m, use_bin_type=True) for m in msgs)
+
+
+def unpack_all(data):
+    return list(_unpacker(data))
+
+
+def _unpacker(data):
+    u = msgpack.Unpacker(raw=False, strict_map_key=False)
+    u.feed(data)
+    yield from u
+
+
+def run_stage(cmd, msgs, timeout=60, check=True):
+    """Run one stage on a pipe: feed msgs, return (messages out, stderr text)."""
+    p = subprocess.run(cmd, input=pack_all(msgs), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"{cmd} exited {p.returncode}: {p.stderr.decode(errors='replace')}")
+    return list(_unpacker(p.stdout)), p.stderr.decode(errors="replace")
+
+
+# GLM's 36 added tokens in id order (glm-tokenizer-template.md §2.1): the
+# first 18 are special, the rest are not.
+GLM_ADDED = [
+    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
+    "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
+    "<|end_of_video|>", "<|begin_of_audio|>", "<|end_of_audio|>", "<|begin_of_transcription|>",
+    "<|end_of_transcription|>", "<|code_prefix|>", "<|code_middle|>", "<|code_suffix|>", "<think>",
+    "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<arg_key>",
+    "</arg_key>", "<arg_value>", "</arg_value>", "/nothink", "<|begin_of_box|>", "<|end_of_box|>",
+    "<|image|>", "<|video|>",
+]
+
+
+def make_glm_model_dir(dest, template="glm-5.2.jinja", max_len=8192):
+    """A GLM-shaped model directory: llama3's tokenizer.json (same pre-tokenizer
+    as GLM) with GLM's 36 added tokens appended, a GLM chat template, and
+    GLM-5-style config/generation_config. Built from ../shared at test time,
+    never committed."""
+    import json
+    src = shared("data", "tokenizers", "llama3", "tokenizer.json")
+    tok = json.loads(src.read_text())
+    base = max(max(tok["model"]["vocab"].values()), max(t["id"] for t in tok["added_tokens"])) + 1
+    ids = {}
+    for off, content in enumerate(GLM_ADDED):
+        ids[content] = base + off
+        tok["added_tokens"].append({"id": base + off, "content": content, "single_word": False, "lstrip": False,
+                                    "rstrip": False, "normalized": False, "special": off < 18})
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "tokenizer.json").write_text(json.dumps(tok, ensure_ascii=False))
+    (dest / "tokenizer_config.json").write_text(json.dumps({
+        "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "padding_side": "left",
+        "model_max_length": 128000, "tokenizer_class": "PreTrainedTokenizer"}))
+    (dest / "chat_template.jinja").write_bytes(shared("data", "templates", template).read_bytes())
+    eos = [ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]]
+    (dest / "config.json").write_text(json.dumps({
+        "architectures": ["GlmMoeDsaForCausalLM"], "model_type": "glm_moe_dsa",
+        "max_position_embeddings": max_len, "vocab_size": base + 64, "eos_token_id": eos}))
+    (dest / "generation_config.json").write_text(json.dumps({
+        "eos_token_id": eos, "pad_token_id": ids["<|endoftext|>"], "temperature": 1.0, "top_p": 0.95}))
+    return dest, ids
+
+
+@pytest.fixture(scope="session")
+def glm_model(tmp_path_factory):
+    d, ids = make_glm_model_dir(tmp_path_factory.mktemp("glm52"))
+    return {"dir": str(d), "ids": ids}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """The embedded default model: glm-mkmodel's tiny preset (weights,
+    config, trained tokenizer, chat template)."""
+    d = tmp_path_factory.mktemp("tiny") / "m"
+    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "0", "--out", str(d)],
+                   check=True, capture_output=True, timeout=120)
+    return str(d)

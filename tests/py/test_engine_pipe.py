@@ -1,0 +1,163 @@
+"""glm-engine through real processes on a glm-mkmodel tiny checkpoint.
+
+Greedy generation against the transformers goldens the model half commits
+(tests/reference/goldens/glm5_tiny.json, written by
+tests/reference/glm5_reference.py), batch invariance of one request alone and
+inside a batch of 16 mixed requests, abort, bad input, and the by-hand pipe
+`glm-msg pack | glm-engine | glm-msg unpack`.
+"""
+import json
+import math
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+from conftest import ROOT, binpath, run_stage
+
+GOLDEN = pathlib.Path(os.environ.get("GLM_ENGINE_GOLDEN", ROOT / "tests" / "reference" / "goldens" / "glm5_tiny.json"))
+VOCAB = 1024   # the tiny preset
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny")
+    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "1", "--out", str(d)],
+                   check=True, capture_output=True)
+    return d
+
+
+def engine(model, *extra):
+    # one thread: the suite shares two cores; small KV pool: fast start
+    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256",
+            "--num-gpu-blocks-override", "512", *extra]
+
+
+def gen(rid, prompt, **sampling):
+    return {"type": "generate", "id": rid, "prompt_ids": prompt, "sampling": sampling}
+
+
+def tokens_by_choice(out, rid):
+    res = {}
+    for m in out:
+        if m["type"] == "tokens" and m["id"] == rid:
+            res.setdefault(m["index"], []).extend(m["token_ids"])
+    return res
+
+
+def finish_of(out, rid, index=0):
+    fins = [m.get("finish_reason") for m in out if m["type"] == "tokens" and m["id"] == rid and m["index"] == index]
+    return fins[-1] if fins else None
+
+
+def test_greedy_equals_reference(tiny):
+    if not GOLDEN.exists():
+        pytest.skip(f"{GOLDEN} not present (the model half's goldens)")
+    g = json.loads(GOLDEN.read_text())
+    assert g["preset"] == "tiny" and g["seed"] == 1
+    ref = g["greedy"]
+    out, _ = run_stage(engine(tiny), [gen("g", ref["prompt"], temperature=0, max_tokens=len(ref["tokens"]),
+                                          ignore_eos=True)])
+    assert len(ref["tokens"]) >= 32
+    assert tokens_by_choice(out, "g")[0] == ref["tokens"]
+    assert finish_of(out, "g") == "length"
+    end = [m for m in out if m["type"] == "end"]
+    assert end == [{"type": "end", "id": "g", "usage": {"prompt_tokens": len(ref["prompt"]),
+                                                        "completion_tokens": len(ref["tokens"])}}]
+
+
+def _mixed_batch(target):
+    msgs = []
+    for k in range(15):
+        prompt = [(k * 37 + i * 11) % VOCAB for i in range(3 + (k * 5) % 30)]
+        s = {"max_tokens": 4 + k, "temperature": 0 if k % 3 == 0 else 0.7 + 0.05 * k, "ignore_eos": True}
+        if k % 2:
+            s.update(seed=k, top_p=0.9)
+        if k % 4 == 1:
+            s.update(presence_penalty=0.5, top_k=50)
+        if k == 5:
+            s["prompt_logprobs"] = 2
+        msgs.append(gen(f"o{k}", prompt, **s))
+    msgs.insert(7, target)
+    return msgs
+
+
+@pytest.mark.parametrize("sampling", [
+    {"temperature": 0},
+    {"temperature": 0.9, "seed": 1234, "top_p": 0.95, "top_k": 100, "repetition_penalty": 1.1, "logprobs": 3},
+], ids=["greedy", "seeded"])
+def test_batch_invariance(tiny, sampling):
+    prompt = [(i * 29 + 5) % VOCAB for i in range(40)]   # longer than index_topk: the sparse path runs
+    target = gen("t", prompt, max_tokens=24, ignore_eos=True, **sampling)
+    alone, _ = run_stage(engine(tiny), [target])
+    batch, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "64"), _mixed_batch(target))
+    a, b = tokens_by_choice(alone, "t")[0], tokens_by_choice(batch, "t")[0]
+    assert len(a) == 24 and a == b
+    if "logprobs" in sampling:
+        lp = lambda out: [e for m in out if m["type"] == "tokens" and m["id"] == "t" for e in m["logprobs"]]
+        for x, y in zip(lp(alone), lp(batch)):
+            assert x["top"][0][0] == y["top"][0][0] and math.isclose(x["logprob"], y["logprob"], abs_tol=1e-5)
+    # every request of the batch ended
+    assert sorted(m["id"] for m in batch if m["type"] == "end") == sorted(["t"] + [f"o{k}" for k in range(15)])
+
+
+def test_n_choices_and_prompt_logprobs(tiny):
+    out, _ = run_stage(engine(tiny), [gen("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17],
+                                          temperature=1.0, seed=3, max_tokens=5, ignore_eos=True, prompt_logprobs=1)
+                                      | {"n": 3, "context": {"stream": True}}])
+    start = [m for m in out if m["type"] == "start"]
+    assert len(start) == 1 and start[0]["n"] == 3 and start[0]["context"] == {"stream": True}
+    plp = start[0]["prompt_logprobs"]
+    assert len(plp) == 17 and plp[0] is None and all(e["logprob"] <= 0 and len(e["top"]) == 1 for e in plp[1:])
+    assert out.index(start[0]) < min(i for i, m in enumerate(out) if m["type"] == "tokens")
+    ch = tokens_by_choice(out, "n")
+    assert sorted(ch) == [0, 1, 2] and all(len(v) == 5 for v in ch.values())
+    assert out[-1] == {"type": "end", "id": "n", "usage": {"prompt_tokens": 17, "completion_tokens": 15}}
+
+
+def test_abort_and_unknown_ids(tiny):
+    msgs = [gen("a", [1, 2, 3], max_tokens=200, ignore_eos=True),
+            {"type": "abort", "id": "a"},
+            {"type": "abort", "id": "never-seen"},
+            gen("b", [4, 5, 6], max_tokens=3, temperature=0, ignore_eos=True)]
+    out, err = run_stage(engine(tiny), msgs)
+    assert [m for m in out if m["type"] == "abort"] == msgs[1:3]
+    assert not [m for m in out if m["id"] == "a" and m["type"] in ("end", "error")]
+    assert len(tokens_by_choice(out, "a").get(0, [])) < 200
+    assert len(tokens_by_choice(out, "b")[0]) == 3
+    assert not [m for m in out if m["type"] == "error"]
+
+
+def test_bad_input_keeps_serving(tiny):
+    msgs = [gen("v", [5, VOCAB]),                                   # out of vocabulary
+            gen("l", list(range(256))),                             # not shorter than max-model-len
+            gen("t", [1], temperature=-0.5),
+            gen("k", [1], top_k=VOCAB + 1),
+            gen("p", [1], top_p=1.5),
+            {"type": "generate", "id": "s", "prompt_ids": [1], "sampling": "greedy"},
+            {"type": "generate", "id": "w", "prompt_ids": [1], "sampling": {"max_tokens": "many"}},
+            {"type": "generate", "id": "x"},
+            {"type": "generate"},                                   # no id: logged, dropped
+            gen("ok", [1, 2], temperature=0, max_tokens=4, ignore_eos=True)]
+    out, err = run_stage(engine(tiny), msgs)
+    errors = {m["id"]: m for m in out if m["type"] == "error"}
+    assert sorted(errors) == ["k", "l", "p", "s", "t", "v", "w", "x"]
+    assert all(e["code"] == 400 and e["err_type"] == "BadRequestError" for e in errors.values())
+    assert "vocabulary" in errors["v"]["message"] and "context length" in errors["l"]["message"]
+    assert "top_k" in errors["k"]["message"]
+    assert len(tokens_by_choice(out, "ok")[0]) == 4
+    assert "no id" in err
+
+
+def test_by_hand_pipe(tiny):
+    line = json.dumps(gen("h", [10, 20, 30], max_tokens=3, temperature=0, logprobs=2, ignore_eos=True)
+                      | {"context": {"model": "tiny"}})
+    cmd = f"{binpath('glm-msg')} pack | {' '.join(engine(tiny))} | {binpath('glm-msg')} unpack"
+    p = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], input=line.encode(), capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    out = [json.loads(x) for x in p.stdout.decode().splitlines()]
+    assert [m["type"] for m in out] == ["start", "tokens", "tokens", "tokens", "end"]
+    assert out[0]["context"] == {"model": "tiny"} and out[0]["prompt_tokens"] == 3
+    assert all(len(m["logprobs"][0]["top"]) == 2 for m in out[1:4])
+    assert out[3]["finish_reason"] == "length"

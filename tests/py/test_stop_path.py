@@ -1,0 +1,84 @@
+"""A stop string found in glm-detok ends the engine's work on that choice.
+
+The path (docs/protocol.md, `abort`): glm-detok finishes the choice with
+finish_reason "stop"; whoever reads the output (the gateway; here this test)
+sends abort{id, index} down the same path as the request, behind it; the
+engine drops the choice at once and sends `end`. Runs the real glm-tokenize,
+glm-engine and glm-detok over ZeroMQ on the tiny default model.
+"""
+import subprocess
+
+import msgpack
+import pytest
+
+from conftest import binpath, run_stage
+
+ENGINE_ARGS = ["--kv-cache-memory-bytes", "64M", "--threads", "1"]
+
+
+def greedy_text(model, n):
+    req = {"type": "request", "id": "probe", "endpoint": "completions",
+           "body": {"prompt": "Hello there", "max_tokens": n, "temperature": 0, "ignore_eos": True}}
+    p1 = subprocess.run([binpath("glm-tokenize"), "--model", model], input=msgpack.packb(req),
+                        capture_output=True, check=True, timeout=60)
+    p2 = subprocess.run([binpath("glm-engine"), "--model", model, *ENGINE_ARGS], input=p1.stdout,
+                        capture_output=True, check=True, timeout=120)
+    p3 = subprocess.run([binpath("glm-detok"), "--model", model], input=p2.stdout,
+                        capture_output=True, check=True, timeout=60)
+    u = msgpack.Unpacker(raw=False)
+    u.feed(p3.stdout)
+    return "".join(m.get("text", "") for m in u if m["type"] == "delta")
+
+
+def test_stop_string_aborts_engine_work(tiny_model, tmp_path):
+    zmq = pytest.importorskip("zmq")
+    text = greedy_text(tiny_model, 40)
+    # a stop string that first occurs some way into the greedy output
+    stop = None
+    for p in range(8, len(text) - 3):
+        cand = text[p:p + 3]
+        if "\ufffd" not in cand and text.find(cand) == p:
+            stop = cand
+            break
+    assert stop, text
+    max_tokens = 3000
+    eps = [f"ipc://{tmp_path}/s{i}" for i in range(4)]
+    cmds = [[binpath("glm-tokenize"), "--model", tiny_model],
+            [binpath("glm-engine"), "--model", tiny_model, *ENGINE_ARGS],
+            [binpath("glm-detok"), "--model", tiny_model]]
+    ctx = zmq.Context()
+    sink = ctx.socket(zmq.PULL)
+    sink.bind(eps[-1])
+    procs = [subprocess.Popen(c + ["--in", eps[i], "--out", eps[i + 1]], stderr=subprocess.PIPE)
+             for i, c in enumerate(cmds)]
+    try:
+        src = ctx.socket(zmq.PUSH)
+        src.connect(eps[0])
+        src.send(msgpack.packb({"type": "request", "id": "s1", "endpoint": "completions",
+                                "body": {"prompt": "Hello there", "max_tokens": max_tokens, "temperature": 0,
+                                         "ignore_eos": True, "stop": [stop]}}))
+        sink.setsockopt(zmq.RCVTIMEO, 60000)
+        got, end, aborted = "", None, False
+        while end is None:
+            m = msgpack.unpackb(sink.recv(), raw=False)
+            if m["type"] == "delta" and m["id"] == "s1":
+                got += m.get("text", "")
+                if m.get("finish_reason") == "stop" and not aborted:
+                    assert m["stop_reason"] == stop
+                    # the gateway's part: cancel the choice upstream, in band
+                    src.send(msgpack.packb({"type": "abort", "id": "s1", "index": m.get("index", 0)}))
+                    aborted = True
+            elif m["type"] == "end":
+                end = m
+            assert m["type"] != "error", m
+        assert aborted and got == text[:text.find(stop)]
+        # the engine stopped soon after the stop string, far from max_tokens
+        assert end["usage"]["completion_tokens"] < 200, end
+        src.close(linger=0)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            assert p.wait(timeout=10) == 0, p.stderr.read().decode(errors="replace")
+        sink.close(linger=0)
+        ctx.term()

@@ -1,0 +1,346 @@
+/* test_engine_loader.c — config.json parsing, checkpoint layouts and the
+ * loader's refusals of bad files (each must name the file and tensor). */
+#include "test.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../engine/kv.h"
+#include "../../engine/model.h"
+#include "../../tools/mkmodel/mkmodel.h"
+#include "pl.h"
+
+static char g_dir[256];
+
+static int mk(const char *name, int fp8, int fused, uint64_t shard)
+{
+    char out[512], err[256];
+    snprintf(out, sizeof out, "%s/%s", g_dir, name);
+    eng_mk_opts o = { .preset = "tiny", .out_dir = out, .seed = 1, .fp8 = fp8, .fused_experts = fused,
+                      .mtp = 1, .shard_bytes = shard, .quiet = 1 };
+    int rc = eng_mk_write(&o, err, sizeof err);
+    if (rc) fprintf(stderr, "mkmodel %s: %s\n", name, err);
+    return rc;
+}
+
+static int slurp(const char *path, pl_buf *b)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    char tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) pl_buf_append(b, tmp, n);
+    fclose(f);
+    return 0;
+}
+
+static int spit(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f) return -1;
+    size_t w = fwrite(p, 1, n, f);
+    return fclose(f) || w != n ? -1 : 0;
+}
+
+/* Copy model dir `from` to `to`, replacing the first `find` in file `fname`
+ * by `repl` (same length keeps offsets valid), or truncating it by `cut` bytes. */
+static int variant(const char *from, const char *to, const char *fname, const char *find, const char *repl, size_t cut)
+{
+    char cmd[1024], path[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s/%s' && cp -r '%s/%s' '%s/%s'", g_dir, to, g_dir, from, g_dir, to);
+    if (system(cmd)) return -1;
+    snprintf(path, sizeof path, "%s/%s/%s", g_dir, to, fname);
+    pl_buf b;
+    pl_buf_init(&b);
+    if (slurp(path, &b)) return -1;
+    if (find) {
+        char *p = memmem(b.data, b.len, find, strlen(find));
+        if (!p) { pl_buf_free(&b); return -1; }
+        size_t off = (size_t)(p - b.data), fl = strlen(find), rl = strlen(repl);
+        pl_buf out;
+        pl_buf_init(&out);
+        pl_buf_append(&out, b.data, off);
+        pl_buf_append(&out, repl, rl);
+        pl_buf_append(&out, b.data + off + fl, b.len - off - fl);
+        pl_buf_free(&b);
+        b = out;
+    }
+    int rc = spit(path, b.data, b.len - (cut < b.len ? cut : 0));
+    pl_buf_free(&b);
+    return rc;
+}
+
+/* Load dir; expect code rc and every needle in the message. */
+static void expect_load(const char *name, int rc, const char *n1, const char *n2)
+{
+    char dir[512], err[1024] = "";
+    snprintf(dir, sizeof dir, "%s/%s", g_dir, name);
+    eng_config c;
+    eng_weights *w = NULL;
+    eng_load_opts lo = { .quiet = 1 };
+    int got = eng_weights_load(dir, &lo, &c, &w, err, sizeof err);
+    if (got != rc || (n1 && !strstr(err, n1)) || (n2 && !strstr(err, n2)))
+        fprintf(stderr, "  %s: rc %d (%s), message: %s\n", name, got, pl_strerror(got), err);
+    CHECK_EQ_INT(got, rc);
+    if (n1) CHECK(strstr(err, n1) != NULL);
+    if (n2) CHECK(strstr(err, n2) != NULL);
+    eng_weights_free(w);
+}
+
+/* ===== layouts give identical logits ===== */
+
+static int logits_of(const char *name, float *out)
+{
+    char dir[512], err[512];
+    snprintf(dir, sizeof dir, "%s/%s", g_dir, name);
+    eng_model *m;
+    eng_kv_pool *kv;
+    eng_model_opts o = { .n_threads = 2, .max_batch_tokens = 64, .max_model_len = 64, .load = { .quiet = 1 } };
+    if (eng_model_open(dir, &o, &m, err, sizeof err)) { fprintf(stderr, "%s\n", err); return -1; }
+    if (eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), 4, 16, &kv, err, sizeof err)) return -1;
+    int32_t ids[20], bt[2] = { 0, 1 };
+    for (int i = 0; i < 20; i++) ids[i] = (i * 37 + 5) % 900;
+    eng_seq s = { ids, 20, 0, bt, 2, ENG_LOGITS_LAST };
+    int rc = eng_model_forward(m, kv, &s, 1, out, NULL, err, sizeof err);
+    eng_kv_pool_free(kv);
+    eng_model_close(m);
+    return rc;
+}
+
+TEST(sharded_and_fused_layouts_load_identically)
+{
+    CHECK(mk("plain", 0, 0, 0) == 0);
+    CHECK(mk("sharded", 0, 0, 1 << 20) == 0);
+    CHECK(mk("fused", 0, 1, 0) == 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/sharded/model.safetensors.index.json", g_dir);
+    CHECK(access(p, F_OK) == 0);
+    static float a[1024], b[1024], c[1024];
+    CHECK(logits_of("plain", a) == 0);
+    CHECK(logits_of("sharded", b) == 0);
+    CHECK(logits_of("fused", c) == 0);
+    CHECK(memcmp(a, b, sizeof a) == 0);
+    CHECK(memcmp(a, c, sizeof a) == 0);
+}
+
+TEST(mtp_layer_optional)
+{
+    char out[512], err[256], dir[512];
+    snprintf(out, sizeof out, "%s/nomtp", g_dir);
+    eng_mk_opts o = { .preset = "tiny", .out_dir = out, .seed = 1, .mtp = 0, .quiet = 1 };
+    CHECK(eng_mk_write(&o, err, sizeof err) == 0);
+    snprintf(dir, sizeof dir, "%s/nomtp", g_dir);
+    eng_config c;
+    eng_weights *w = NULL;
+    eng_load_opts lo = { .quiet = 1 };
+    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK_EQ_INT(c.has_mtp_weights, 0);
+    eng_weights_free(w);
+    snprintf(dir, sizeof dir, "%s/plain", g_dir);
+    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK_EQ_INT(c.has_mtp_weights, 1);
+    CHECK(eng_weights_layer(w, 5) != NULL && eng_weights_layer(w, 5)->w[ENG_W_MTP_EH].data != NULL);
+    eng_weights_free(w);
+}
+
+/* ===== refusals ===== */
+
+TEST(truncated_file_names_file_and_tensor)
+{
+    CHECK(variant("plain", "trunc", "model.safetensors", NULL, NULL, 1000) == 0);
+    expect_load("trunc", PL_ERR_RANGE, "trunc/model.safetensors", "run past the end");
+}
+
+TEST(bad_header_length)
+{
+    CHECK(variant("plain", "hlen", "model.safetensors", NULL, NULL, 0) == 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/hlen/model.safetensors", g_dir);
+    FILE *f = fopen(p, "r+b");
+    unsigned char big[8] = { 0xff, 0xff, 0xff, 0x7f, 0, 0, 0, 0 };
+    CHECK(f && fwrite(big, 1, 8, f) == 8);
+    if (f) fclose(f);
+    expect_load("hlen", PL_ERR_PARSE, "hlen/model.safetensors", "header length");
+    CHECK(variant("plain", "hjson", "model.safetensors", "{\"__metadata__\"", "[\"__metadata__\"", 0) == 0);
+    expect_load("hjson", PL_ERR_PARSE, "hjson/model.safetensors", "not a JSON object");
+}
+
+TEST(shape_disagrees_with_config)
+{
+    CHECK(variant("plain", "shape", "config.json", "\"intermediate_size\": 512", "\"intermediate_size\": 640", 0) == 0);
+    expect_load("shape", PL_ERR_INVALID, "model.layers.0.mlp.gate_proj.weight", "config.json implies");
+}
+
+TEST(missing_tensor)
+{
+    /* Two dense layers: layer 1 then needs mlp.gate_proj, which the file lacks. */
+    CHECK(variant("plain", "miss", "config.json", "\"sparse\", \"sparse\", \"sparse\", \"sparse\"",
+                  "\"dense\", \"sparse\", \"sparse\", \"sparse\"", 0) == 0);
+    expect_load("miss", PL_ERR_NOTFOUND, "model.layers.1.mlp.gate_proj.weight", "missing");
+}
+
+TEST(wrong_dtype)
+{
+    CHECK(variant("plain", "dtype", "model.safetensors", "e_score_correction_bias\":{\"dtype\":\"F32\"",
+                  "e_score_correction_bias\":{\"dtype\":\"I32\"", 0) == 0);
+    expect_load("dtype", PL_ERR_INVALID, "e_score_correction_bias", "dtype I32 not allowed");
+    CHECK(variant("plain", "dtype2", "model.safetensors", "\"dtype\":\"BF16\"", "\"dtype\":\"XF16\"", 0) == 0);
+    expect_load("dtype2", PL_ERR_UNSUPPORTED, "dtype2/model.safetensors", "unknown dtype XF16");
+}
+
+TEST(fp8_scale_missing)
+{
+    CHECK(mk("fp8", 1, 0, 0) == 0);
+    CHECK(variant("fp8", "noscale", "model.safetensors", "q_a_proj.weight_scale_inv", "q_a_proj.weight_scale_inx", 0) == 0);
+    expect_load("noscale", PL_ERR_NOTFOUND, "q_a_proj.weight", "_scale_inv is missing");
+}
+
+TEST(unsupported_architecture)
+{
+    CHECK(variant("plain", "arch", "config.json", "[\"GlmMoeDsaForCausalLM\"]", "[\"LlamaForCausalLM\"]", 0) == 0);
+    expect_load("arch", PL_ERR_UNSUPPORTED, "unsupported architecture LlamaForCausalLM", "GlmMoeDsaForCausalLM");
+    CHECK(variant("plain", "quant", "config.json", "\"dtype\": \"bfloat16\"",
+                  "\"dtype\": \"bfloat16\", \"quantization_config\": {\"quant_method\": \"awq\"}", 0) == 0);
+    expect_load("quant", PL_ERR_UNSUPPORTED, "quant_method", NULL);
+}
+
+TEST(missing_files)
+{
+    expect_load("does-not-exist", PL_ERR_NOTFOUND, "does-not-exist/config.json", NULL);
+    CHECK(variant("sharded", "shardgone", "model.safetensors.index.json", "\"model-00002-of",
+                  "\"model-00099-of", 0) == 0);
+    expect_load("shardgone", PL_ERR_NOTFOUND, "model-00099-of", NULL);
+    CHECK(variant("sharded", "shardevil", "model.safetensors.index.json", "\"model-00002-of-00013.safetensors\"",
+                  "\"../../etc/passwd\"", 0) == 0);
+    expect_load("shardevil", PL_ERR_INVALID, "not a plain file name", NULL);
+}
+
+/* ===== config.json ===== */
+
+TEST(indexer_types_from_freq_and_offset)
+{
+    /* GLM-5.2: 78 layers, freq 4, offset 3 → full layers 0,1,2,6,10,...,74 (21). */
+    const char *j = "{\"architectures\":[\"GlmMoeDsaForCausalLM\"],\"model_type\":\"glm_moe_dsa\","
+                    "\"index_topk_freq\":4,\"index_skip_topk_offset\":3,\"head_dim\":192,"
+                    "\"rope_parameters\":{\"rope_theta\":8000000,\"rope_type\":\"default\"}}";
+    eng_config c;
+    char err[256];
+    CHECK(eng_config_parse(&c, j, strlen(j), "x", err, sizeof err) == 0);
+    int n = 0;
+    for (int i = 0; i < 78; i++) n += c.layer_index_full[i];
+    CHECK_EQ_INT(n, 21);
+    CHECK(c.layer_index_full[0] && c.layer_index_full[1] && c.layer_index_full[2] && !c.layer_index_full[3]);
+    CHECK(c.layer_index_full[6] && c.layer_index_full[74] && !c.layer_index_full[77]);
+    CHECK(c.layer_index_full[78]);                       /* MTP layer: always full */
+    CHECK(c.layer_dense[2] && !c.layer_dense[3]);
+    CHECK_EQ_INT(c.head_dim_key, 192);                   /* recorded, never used for shapes */
+    CHECK_EQ_INT(c.qk_rope_head_dim, 64);
+    CHECK(c.rope_theta == 8000000.0);
+    /* GLM-5: no keys → every layer full. */
+    const char *j5 = "{\"architectures\":[\"GlmMoeDsaForCausalLM\"]}";
+    CHECK(eng_config_parse(&c, j5, strlen(j5), "x", err, sizeof err) == 0);
+    n = 0;
+    for (int i = 0; i < 78; i++) n += c.layer_index_full[i];
+    CHECK_EQ_INT(n, 78);
+    CHECK_EQ_INT(c.n_eos, 3);
+    /* Bad values are refused with the key's name. */
+    const char *bad = "{\"architectures\":[\"GlmMoeDsaForCausalLM\"],\"hidden_size\":\"big\"}";
+    CHECK_EQ_INT(eng_config_parse(&c, bad, strlen(bad), "x", err, sizeof err), PL_ERR_INVALID);
+    CHECK(strstr(err, "hidden_size") != NULL);
+    const char *nr = "{\"architectures\":[\"GlmMoeDsaForCausalLM\"],\"rope_interleave\":false}";
+    CHECK_EQ_INT(eng_config_parse(&c, nr, strlen(nr), "x", err, sizeof err), PL_ERR_INVALID);
+    const char *nj = "{\"architectures\":";
+    CHECK_EQ_INT(eng_config_parse(&c, nj, strlen(nj), "cfg.json", err, sizeof err), PL_ERR_PARSE);
+    CHECK(strstr(err, "cfg.json") != NULL);
+}
+
+TEST(config_roundtrip_through_writer)
+{
+    eng_config a, b;
+    char err[256];
+    CHECK(eng_mk_preset("small", 0, &a, err, sizeof err) == 0);
+    a.fp8 = 1;
+    pl_buf j;
+    pl_buf_init(&j);
+    eng_config_write_json(&a, &j);
+    CHECK(eng_config_parse(&b, j.data, j.len, "x", err, sizeof err) == 0);
+    CHECK(memcmp(a.layer_index_full, b.layer_index_full, sizeof a.layer_index_full) == 0);
+    CHECK(memcmp(a.layer_dense, b.layer_dense, (size_t)a.num_hidden_layers) == 0);
+    CHECK_EQ_INT(b.fp8, 1);
+    CHECK_EQ_INT(b.vocab_size, a.vocab_size);
+    CHECK_EQ_INT(b.index_topk, a.index_topk);
+    CHECK_EQ_INT(b.eos_token_id[1], a.eos_token_id[1]);
+    pl_buf_free(&j);
+}
+
+/* ===== number formats and the block pool ===== */
+
+TEST(fp8_and_bf16_conversions)
+{
+    int bad = 0;
+    for (int v = 0; v < 256; v++) {
+        if ((v & 0x7f) == 0x7f) continue;                /* NaN */
+        float f = eng_fp8_to_f32((uint8_t)v);
+        if (eng_f32_to_fp8(f) != v) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(eng_fp8_to_f32(0x7e) == 448.0f);
+    CHECK(eng_fp8_to_f32(0x01) == 1.0f / 512.0f);        /* smallest subnormal */
+    CHECK_EQ_INT(eng_f32_to_fp8(1000.0f), 0x7e);         /* saturates */
+    CHECK_EQ_INT(eng_f32_to_fp8(1.0625f), 0x38);         /* tie 1.0/1.125 → even (1.0) */
+    CHECK_EQ_INT(eng_f32_to_bf16(1.0f), 0x3f80);
+    CHECK_EQ_INT(eng_f32_to_bf16(1.00390625f), 0x3f80);  /* tie → even */
+    CHECK(eng_bf16_to_f32(0xc040) == -3.0f);
+}
+
+TEST(kv_block_refcounts)
+{
+    eng_config c;
+    char err[256];
+    CHECK(eng_mk_preset("tiny", 0, &c, err, sizeof err) == 0);
+    eng_backend *be;
+    CHECK(eng_be_cpu_create(1, &be, err, sizeof err) == 0);
+    eng_kv_pool *p;
+    CHECK(eng_kv_pool_create(be, &c, 3, 16, &p, err, sizeof err) == 0);
+    CHECK(eng_kv_layer_index(p, 2) == NULL && eng_kv_layer_index(p, 3) != NULL);   /* shared / full */
+    int a = eng_kv_block_alloc(p), b = eng_kv_block_alloc(p), d = eng_kv_block_alloc(p);
+    CHECK(a >= 0 && b >= 0 && d >= 0 && a != b && b != d);
+    CHECK_EQ_INT(eng_kv_block_alloc(p), -1);
+    eng_kv_block_ref(p, b);
+    eng_kv_block_unref(p, b);
+    CHECK_EQ_INT(eng_kv_n_free(p), 0);
+    eng_kv_block_unref(p, b);
+    CHECK_EQ_INT(eng_kv_n_free(p), 1);
+    CHECK_EQ_INT(eng_kv_block_alloc(p), b);
+    eng_kv_pool *q;
+    CHECK_EQ_INT(eng_kv_pool_create(be, &c, 0, 16, &q, err, sizeof err), PL_ERR_RANGE);
+    CHECK(q == NULL);
+    eng_kv_pool_free(p);
+    eng_be_free(be);
+}
+
+int main(void)
+{
+    pl_log_init("test_engine_loader");
+    snprintf(g_dir, sizeof g_dir, "/tmp/glm-loader-test-XXXXXX");
+    if (!mkdtemp(g_dir)) { printf("0 passed, 1 failed, 0 skipped\n"); return 1; }
+    RUN(sharded_and_fused_layouts_load_identically);
+    RUN(mtp_layer_optional);
+    RUN(truncated_file_names_file_and_tensor);
+    RUN(bad_header_length);
+    RUN(shape_disagrees_with_config);
+    RUN(missing_tensor);
+    RUN(wrong_dtype);
+    RUN(fp8_scale_missing);
+    RUN(unsupported_architecture);
+    RUN(missing_files);
+    RUN(indexer_types_from_freq_and_offset);
+    RUN(config_roundtrip_through_writer);
+    RUN(fp8_and_bf16_conversions);
+    RUN(kv_block_refcounts);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+    return test_report();
+}

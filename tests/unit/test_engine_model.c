@@ -1,0 +1,358 @@
+/* test_engine_model.c — the CPU forward pass against transformers' goldens.
+ *
+ * The tiny checkpoint is rebuilt here with glm-mkmodel's code (same preset
+ * and seed as tests/reference/glm5_reference.py), so nothing large is
+ * committed; the goldens (tests/reference/goldens/glm5_tiny.json) come from
+ * transformers' GlmMoeDsaForCausalLM in fp32 (MTP: our own torch version of
+ * doc §4.2, transformers has none). */
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../engine/model.h"
+#include "../../tools/mkmodel/mkmodel.h"
+#include "pl.h"
+
+#define GOLDENS "tests/reference/goldens/glm5_tiny.json"
+#define TOL 1e-4
+
+static char g_dir[256];
+static cJSON *g_gold;
+
+static int make_models(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/glm-engine-test-XXXXXX");
+    if (!mkdtemp(g_dir)) return -1;
+    const char *dts[2] = { "bf16", "fp8" };
+    for (int i = 0; i < 2; i++) {
+        char out[512], err[256];
+        snprintf(out, sizeof out, "%s/%s", g_dir, dts[i]);
+        eng_mk_opts o = { .preset = "tiny", .out_dir = out, .seed = 1, .fp8 = i == 1, .mtp = 1, .quiet = 1 };
+        if (eng_mk_write(&o, err, sizeof err)) { fprintf(stderr, "mkmodel: %s\n", err); return -1; }
+    }
+    return 0;
+}
+
+static void remove_models(void)
+{
+    char cmd[512];
+    if (!g_dir[0]) return;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
+    if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+}
+
+static cJSON *load_json(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    pl_buf b;
+    pl_buf_init(&b);
+    char tmp[65536];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) pl_buf_append(&b, tmp, n);
+    fclose(f);
+    cJSON *j = cJSON_ParseWithLength(b.data, b.len);
+    pl_buf_free(&b);
+    return j;
+}
+
+/* An opened model plus a KV pool big enough for the tests. */
+typedef struct fixture {
+    eng_model *m;
+    eng_kv_pool *kv;
+    int32_t bt[64];
+} fixture;
+
+static int fixture_open(fixture *f, const char *dtype, int threads)
+{
+    char dir[512], err[512];
+    snprintf(dir, sizeof dir, "%s/%s", g_dir, dtype);
+    eng_model_opts o = { .n_threads = threads, .max_batch_tokens = 256, .max_model_len = 1024,
+                         .load = { .quiet = 1 } };
+    memset(f, 0, sizeof *f);
+    if (eng_model_open(dir, &o, &f->m, err, sizeof err)) { fprintf(stderr, "open: %s\n", err); return -1; }
+    if (eng_kv_pool_create(eng_model_backend(f->m), eng_model_config(f->m), 64, 16, &f->kv, err, sizeof err)) {
+        fprintf(stderr, "kv: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void fixture_close(fixture *f)
+{
+    eng_kv_pool_free(f->kv);
+    eng_model_close(f->m);
+}
+
+/* Blocks for one sequence: allocate enough for len positions. */
+static int alloc_blocks(fixture *f, int32_t *bt, int len)
+{
+    int bs = eng_kv_block_size(f->kv), n = (len + bs - 1) / bs;
+    for (int i = 0; i < n; i++) if ((bt[i] = eng_kv_block_alloc(f->kv)) < 0) return -1;
+    return n;
+}
+
+static void free_blocks(fixture *f, const int32_t *bt, int n)
+{
+    for (int i = 0; i < n; i++) eng_kv_block_unref(f->kv, bt[i]);
+}
+
+static int json_ints(const cJSON *a, int32_t *out, int max)
+{
+    int n = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, a) if (n < max) out[n++] = (int32_t)e->valuedouble;
+    return n;
+}
+
+/* max |a-b| / max |ref| over one row. */
+static double rel_err(const float *got, const cJSON *ref, int n)
+{
+    double md = 0, mr = 0;
+    int k = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, ref) {
+        if (k >= n) break;
+        double r = e->valuedouble;
+        if (fabs(r) > mr) mr = fabs(r);
+        if (fabs(got[k] - r) > md) md = fabs(got[k] - r);
+        k++;
+    }
+    return k == n && mr > 0 ? md / mr : 1e9;
+}
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++) if (v[i] > v[b]) b = i;
+    return b;
+}
+
+/* Prefill a whole prompt (in chunks of `chunk` tokens) and return all rows' logits. */
+static int run_prompt(fixture *f, const int32_t *ids, int n, int chunk, float *logits)
+{
+    const eng_config *c = eng_model_config(f->m);
+    char err[256];
+    int nb = alloc_blocks(f, f->bt, n);
+    if (nb < 0) return -1;
+    for (int p = 0; p < n; p += chunk) {
+        int k = n - p < chunk ? n - p : chunk;
+        eng_seq s = { ids + p, k, p, f->bt, nb, ENG_LOGITS_ALL };
+        if (eng_model_forward(f->m, f->kv, &s, 1, logits + (size_t)p * c->vocab_size, NULL, err, sizeof err)) {
+            fprintf(stderr, "forward: %s\n", err);
+            free_blocks(f, f->bt, nb);
+            return -1;
+        }
+    }
+    free_blocks(f, f->bt, nb);
+    return 0;
+}
+
+/* ===== tests ===== */
+
+static double g_max_rel[2];     /* bf16, fp8 */
+
+static void check_cases(const char *dtype, int threads, int chunk)
+{
+    fixture f;
+    if (fixture_open(&f, dtype, threads)) { CHECK(0); return; }
+    int V = eng_model_config(f.m)->vocab_size;
+    const cJSON *cs;
+    int seen = 0;
+    cJSON_ArrayForEach(cs, cJSON_GetObjectItem(g_gold, "cases")) {
+        if (strcmp(cJSON_GetObjectItem(cs, "dtype")->valuestring, dtype)) continue;
+        int32_t ids[256];
+        int n = json_ints(cJSON_GetObjectItem(cs, "prompt"), ids, 256);
+        float *lg = malloc((size_t)n * V * sizeof *lg);
+        CHECK(run_prompt(&f, ids, n, chunk, lg) == 0);
+        const cJSON *rows = cJSON_GetObjectItem(cs, "rows"), *ref = cJSON_GetObjectItem(cs, "logits");
+        double worst = 0;
+        for (int k = 0; k < cJSON_GetArraySize(rows); k++) {
+            int r = cJSON_GetArrayItem(rows, k)->valueint;
+            double e = rel_err(lg + (size_t)r * V, cJSON_GetArrayItem(ref, k), V);
+            if (e > worst) worst = e;
+        }
+        double *mx = &g_max_rel[!strcmp(dtype, "fp8")];
+        if (worst > *mx) *mx = worst;
+        if (worst > TOL) fprintf(stderr, "  %s: max relative error %.3g\n", cJSON_GetObjectItem(cs, "name")->valuestring, worst);
+        CHECK(worst <= TOL);
+        free(lg);
+        seen++;
+    }
+    CHECK(seen > 0);
+    fixture_close(&f);
+}
+
+TEST(logits_bf16_match_transformers) { check_cases("bf16", 2, 1 << 20); }
+TEST(logits_fp8_match_dequantized_reference) { check_cases("fp8", 2, 1 << 20); }
+/* Chunked prefill (7-token chunks over 24/40-token prompts): the sparse
+ * selection then spans cached and new keys. One thread: the thread count
+ * must not change results either. */
+TEST(logits_chunked_prefill_one_thread) { check_cases("bf16", 1, 7); }
+
+TEST(logits_portable_kernels)
+{
+    setenv("GLM_ENGINE_PORTABLE", "1", 1);
+    check_cases("bf16", 2, 5);
+    check_cases("fp8", 2, 1 << 20);
+    unsetenv("GLM_ENGINE_PORTABLE");
+}
+
+/* Prefill then 32 single-token decode steps through the paged cache. */
+TEST(greedy_32_steps_match_reference)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    const eng_config *c = eng_model_config(f.m);
+    const cJSON *g = cJSON_GetObjectItem(g_gold, "greedy");
+    int32_t ids[256], want[64];
+    int n = json_ints(cJSON_GetObjectItem(g, "prompt"), ids, 256);
+    int steps = json_ints(cJSON_GetObjectItem(g, "tokens"), want, 64);
+    CHECK(steps >= 32);
+    int nb = alloc_blocks(&f, f.bt, n + steps);
+    float *lg = malloc((size_t)c->vocab_size * sizeof *lg);
+    char err[256];
+    eng_seq s = { ids, n, 0, f.bt, nb, ENG_LOGITS_LAST };
+    int ok = eng_model_forward(f.m, f.kv, &s, 1, lg, NULL, err, sizeof err) == 0, match = 0;
+    for (int t = 0; ok && t < steps; t++) {
+        int32_t tok = argmax(lg, c->vocab_size);
+        if (tok != want[t]) { fprintf(stderr, "  step %d: got %d want %d\n", t, tok, want[t]); break; }
+        match++;
+        ids[n + t] = tok;
+        eng_seq d = { &ids[n + t], 1, n + t, f.bt, nb, ENG_LOGITS_LAST };
+        ok = eng_model_forward(f.m, f.kv, &d, 1, lg, NULL, err, sizeof err) == 0;
+    }
+    CHECK(ok);
+    CHECK_EQ_INT(match, steps);
+    free(lg);
+    free_blocks(&f, f.bt, nb);
+    fixture_close(&f);
+}
+
+/* Batch invariance: a sequence's logits are bit-identical alone and inside
+ * a batch with other sequences (prefill and decode mixed). */
+TEST(batch_invariance)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    int V = eng_model_config(f.m)->vocab_size;
+    const cJSON *cs = cJSON_GetArrayItem(cJSON_GetObjectItem(g_gold, "cases"), 2);
+    int32_t ids[256], bt2[64], bt3[64];
+    int n = json_ints(cJSON_GetObjectItem(cs, "prompt"), ids, 256);
+    float *alone = malloc((size_t)n * V * sizeof *alone), *mixed = malloc((size_t)(n + 40) * V * sizeof *mixed);
+    CHECK(run_prompt(&f, ids, n, 1 << 20, alone) == 0);
+    /* Same prompt as the middle sequence of a batch: before it a 9-token
+     * prefill, after it a decode step of a sequence with 20 cached tokens. */
+    int nb1 = alloc_blocks(&f, f.bt, n), nb2 = alloc_blocks(&f, bt2, 9), nb3 = alloc_blocks(&f, bt3, 21);
+    char err[256];
+    eng_seq pre = { ids + 3, 20, 0, bt3, nb3, ENG_LOGITS_NONE };
+    CHECK(eng_model_forward(f.m, f.kv, &pre, 1, NULL, NULL, err, sizeof err) == 0);
+    eng_seq b[3] = { { ids + 11, 9, 0, bt2, nb2, ENG_LOGITS_ALL }, { ids, n, 0, f.bt, nb1, ENG_LOGITS_ALL },
+                     { ids + 30, 1, 20, bt3, nb3, ENG_LOGITS_LAST } };
+    CHECK_EQ_INT(eng_model_logits_rows(b, 3), 9 + n + 1);
+    CHECK(eng_model_forward(f.m, f.kv, b, 3, mixed, NULL, err, sizeof err) == 0);
+    CHECK(memcmp(alone, mixed + (size_t)9 * V, (size_t)n * V * sizeof *alone) == 0);
+    free_blocks(&f, f.bt, nb1);
+    free_blocks(&f, bt2, nb2);
+    free_blocks(&f, bt3, nb3);
+    free(alone);
+    free(mixed);
+    fixture_close(&f);
+}
+
+/* MTP (doc §4.2) against the reference script's own torch implementation. */
+TEST(mtp_matches_reference)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    const eng_config *c = eng_model_config(f.m);
+    CHECK(eng_model_has_mtp(f.m));
+    int V = c->vocab_size, H = c->hidden_size;
+    const cJSON *mt = cJSON_GetObjectItem(g_gold, "mtp");
+    int32_t ids[256], ids1[256];
+    int n = json_ints(cJSON_GetObjectItem(mt, "prompt"), ids, 256);
+    json_ints(cJSON_GetObjectItem(mt, "ids1"), ids1, 256);
+    int nb = alloc_blocks(&f, f.bt, n + 1);
+    float *hid = malloc((size_t)(n + 1) * H * sizeof *hid), *hn = malloc((size_t)(n + 1) * H * sizeof *hn);
+    float *lg = malloc((size_t)(n + 1) * V * sizeof *lg);
+    char err[256];
+    eng_seq s = { ids, n, 0, f.bt, nb, ENG_LOGITS_LAST };
+    CHECK(eng_model_forward(f.m, f.kv, &s, 1, lg, hid, err, sizeof err) == 0);
+    CHECK_EQ_INT(argmax(lg, V), cJSON_GetObjectItem(mt, "next")->valueint);
+    CHECK(ids1[n - 1] == argmax(lg, V));
+    /* Pass 1: shifted ids at positions 0..n-1 with the target's hidden states. */
+    eng_seq m1 = { ids1, n, 0, f.bt, nb, ENG_LOGITS_ALL };
+    CHECK(eng_model_mtp_forward(f.m, f.kv, &m1, 1, hid, lg, hn, err, sizeof err) == 0);
+    const cJSON *rows = cJSON_GetObjectItem(mt, "rows"), *ref = cJSON_GetObjectItem(mt, "logits1");
+    double worst = 0;
+    for (int k = 0; k < cJSON_GetArraySize(rows); k++) {
+        double e = rel_err(lg + (size_t)cJSON_GetArrayItem(rows, k)->valueint * V, cJSON_GetArrayItem(ref, k), V);
+        if (e > worst) worst = e;
+    }
+    int32_t d1 = argmax(lg + (size_t)(n - 1) * V, V);
+    CHECK_EQ_INT(d1, cJSON_GetObjectItem(mt, "draft1")->valueint);
+    /* Pass 2: the draft token at position n, recycling the MTP's post-norm hidden. */
+    eng_seq m2 = { &d1, 1, n, f.bt, nb, ENG_LOGITS_LAST };
+    CHECK(eng_model_mtp_forward(f.m, f.kv, &m2, 1, hn + (size_t)(n - 1) * H, lg, NULL, err, sizeof err) == 0);
+    double e2 = rel_err(lg, cJSON_GetObjectItem(mt, "logits2"), V);
+    if (e2 > worst) worst = e2;
+    printf("     mtp max relative error %.3g\n", worst);
+    CHECK(worst <= TOL);
+    free(hid); free(hn); free(lg);
+    free_blocks(&f, f.bt, nb);
+    fixture_close(&f);
+}
+
+/* Bad steps fail cleanly and touch nothing. */
+TEST(bad_batches_rejected)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 1)) { CHECK(0); return; }
+    char err[256];
+    int32_t ids[4] = { 1, 2, 5000, 3 }, bt[2] = { 0, 1 }, badbt[1] = { 999 };
+    float lg[1024];
+    eng_seq s = { ids, 4, 0, bt, 1, ENG_LOGITS_LAST };
+    CHECK_EQ_INT(eng_model_forward(f.m, f.kv, &s, 1, lg, NULL, err, sizeof err), PL_ERR_RANGE);
+    CHECK(strstr(err, "5000") != NULL);
+    ids[2] = 7;
+    s.pos0 = 1022;                                      /* past max_model_len 1024 */
+    CHECK_EQ_INT(eng_model_forward(f.m, f.kv, &s, 1, lg, NULL, err, sizeof err), PL_ERR_TOOLONG);
+    s.pos0 = 14;                                        /* 1 block of 16 cannot hold 18 */
+    CHECK_EQ_INT(eng_model_forward(f.m, f.kv, &s, 1, lg, NULL, err, sizeof err), PL_ERR_RANGE);
+    eng_seq b = { ids, 4, 0, badbt, 1, ENG_LOGITS_LAST };
+    CHECK_EQ_INT(eng_model_forward(f.m, f.kv, &b, 1, lg, NULL, err, sizeof err), PL_ERR_RANGE);
+    int32_t many[300] = { 0 };
+    int32_t bigbt[64];
+    for (int i = 0; i < 64; i++) bigbt[i] = i;
+    eng_seq big = { many, 300, 0, bigbt, 64, ENG_LOGITS_LAST };   /* > max_batch_tokens 256 */
+    CHECK_EQ_INT(eng_model_forward(f.m, f.kv, &big, 1, lg, NULL, err, sizeof err), PL_ERR_RANGE);
+    fixture_close(&f);
+}
+
+int main(void)
+{
+    pl_log_init("test_engine_model");
+    g_gold = load_json(GOLDENS);
+    if (!g_gold || make_models()) {
+        fprintf(stderr, "cannot load %s or build the tiny model\n", GOLDENS);
+        printf("0 passed, 1 failed, 0 skipped\n");
+        return 1;
+    }
+    RUN(logits_bf16_match_transformers);
+    RUN(logits_fp8_match_dequantized_reference);
+    RUN(logits_chunked_prefill_one_thread);
+    RUN(logits_portable_kernels);
+    RUN(greedy_32_steps_match_reference);
+    RUN(batch_invariance);
+    RUN(mtp_matches_reference);
+    RUN(bad_batches_rejected);
+    printf("     max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
+           g_max_rel[0], g_max_rel[1], TOL);
+    remove_models();
+    cJSON_Delete(g_gold);
+    return test_report();
+}

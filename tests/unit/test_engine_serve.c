@@ -1,0 +1,555 @@
+/* The serving loop (engine/serve.h) on the test model of engine_testlm.h:
+ * protocol messages in and out, continuous batching against a direct
+ * reference, seeded batch invariance, n > 1, abort, bad input. */
+#include "test.h"
+
+#include <cjson/cJSON.h>
+#include <math.h>
+
+#include "engine_testlm.h"
+#include "json.h"
+#include "msg.h"
+#include "../../engine/sample.h"
+
+#define TV 97   /* test vocab */
+
+typedef struct out_msgs {
+    cJSON *list;                 /* array of every message emitted */
+} out_msgs;
+
+static int sink_collect(void *ud, const char *data, size_t len)
+{
+    out_msgs *o = ud;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    int ok = msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len;
+    cJSON *j = NULL;
+    char err[128];
+    if (ok && pl_json_from_msgpack(&j, &u.data, err, sizeof err) == 0) cJSON_AddItemToArray(o->list, j);
+    else fprintf(stderr, "  sink got an unreadable message\n");
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+typedef struct fx {
+    tlm       m;
+    eng_lm    lm;
+    eng_serve *e;
+    out_msgs  out;
+} fx;
+
+static int fx_open(fx *f, int max_seqs, int max_tokens, int max_len, int n_blocks, int bs)
+{
+    memset(f, 0, sizeof *f);
+    tlm_init(&f->m, &f->lm, TV, 512, 96);
+    f->out.list = cJSON_CreateArray();
+    eng_serve_cfg c;
+    eng_serve_cfg_defaults(&c);
+    c.max_num_seqs = max_seqs;
+    c.max_num_batched_tokens = max_tokens;
+    c.max_model_len = max_len;
+    c.num_blocks = n_blocks;
+    c.block_size = bs;
+    char err[256];
+    if (eng_serve_init(&f->e, &f->lm, &c, (eng_serve_sink){ sink_collect, &f->out }, err, sizeof err)) {
+        fprintf(stderr, "  %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+static void fx_close(fx *f);
+
+/* Nothing left running and every block back, then close. */
+static void fx_close_idle(fx *f, int n_blocks)
+{
+    eng_serve_stats s;
+    eng_serve_get_stats(f->e, &s);
+    CHECK(!eng_serve_busy(f->e) && s.live_requests == 0);
+    CHECK_EQ_INT(s.free_blocks, n_blocks);
+    fx_close(f);
+}
+
+static void fx_close(fx *f)
+{
+    eng_serve_free(f->e);
+    tlm_free(&f->m);
+    cJSON_Delete(f->out.list);
+}
+
+/* Feed one message written as JSON. */
+static void feed(fx *f, const char *json)
+{
+    cJSON *j;
+    char err[128];
+    if (pl_json_parse(&j, json, strlen(json), err, sizeof err)) { fprintf(stderr, "  bad test JSON: %s\n", err); return; }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    pl_json_pack(&pk, j);
+    cJSON_Delete(j);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    size_t off = 0;
+    msgpack_unpack_next(&u, sb.data, sb.size, &off);
+    const char *id;
+    size_t idlen;
+    if (pl_msg_id(&u.data, &id, &idlen) == 0) eng_serve_on_msg(f->e, &u.data, id, idlen);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+static int run_until_idle(fx *f, int max_steps)
+{
+    int n = 0;
+    while (eng_serve_busy(f->e) && n < max_steps) { eng_serve_step(f->e); n++; }
+    return n;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static int jint(const cJSON *o, const char *k, int def)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? (int)v->valuedouble : def;
+}
+
+/* Tokens of (id, index) in order; returns count. finish: the finish_reason seen. */
+static int tokens_of(const fx *f, const char *id, int index, int32_t *out, int max, const char **finish)
+{
+    int n = 0;
+    if (finish) *finish = NULL;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, f->out.list) {
+        if (strcmp(jstr(m, "type"), "tokens") || strcmp(jstr(m, "id"), id) || jint(m, "index", -1) != index) continue;
+        const cJSON *t;
+        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(m, "token_ids")) if (n < max) out[n++] = (int32_t)t->valuedouble;
+        if (finish && cJSON_GetObjectItemCaseSensitive(m, "finish_reason")) *finish = jstr(m, "finish_reason");
+    }
+    return n;
+}
+
+static const cJSON *first_msg(const fx *f, const char *type, const char *id)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, f->out.list)
+        if (!strcmp(jstr(m, "type"), type) && !strcmp(jstr(m, "id"), id)) return m;
+    return NULL;
+}
+
+static int count_msgs(const fx *f, const char *type, const char *id)
+{
+    int n = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, f->out.list) n += !strcmp(jstr(m, "type"), type) && (!id || !strcmp(jstr(m, "id"), id));
+    return n;
+}
+
+static int msg_pos(const fx *f, const cJSON *x)
+{
+    int i = 0;
+    const cJSON *m;
+    cJSON_ArrayForEach(m, f->out.list) { if (m == x) return i; i++; }
+    return -1;
+}
+
+static void prompt_json(char *buf, size_t cap, const int32_t *p, int n)
+{
+    size_t o = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < n; i++) o += (size_t)snprintf(buf + o, cap - o, "%s%d", i ? "," : "", p[i]);
+    snprintf(buf + o, cap - o, "]");
+}
+
+/* ===== tests ===== */
+
+/* Many greedy requests at once under tight budgets and a small cache (chunked
+ * prefill, waiting, preemption): each equals the direct reference. */
+TEST(serve_greedy_matches_reference_under_pressure)
+{
+    fx f;
+    /* 40 blocks of 4 = 160 tokens for 12 requests of up to 60: forces waits and preemption */
+    if (fx_open(&f, 6, 24, 64, 40, 4)) { CHECK(0); return; }
+    enum { NR = 12 };
+    int32_t prompts[NR][40], np[NR], want[NR][24];
+    int nt[NR];
+    char buf[2048], p[1024];
+    for (int r = 0; r < NR; r++) {
+        np[r] = 3 + (r * 7) % 37;
+        nt[r] = 4 + (r * 5) % 20;
+        for (int i = 0; i < np[r]; i++) prompts[r][i] = (r * 31 + i * 17) % 90;
+        tlm_ref_greedy(TV, prompts[r], np[r], nt[r], want[r]);
+        prompt_json(p, sizeof p, prompts[r], np[r]);
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"generate\",\"id\":\"g%d\",\"prompt_ids\":%s,\"sampling\":{\"temperature\":0,\"max_tokens\":%d,\"ignore_eos\":true}}",
+                 r, p, nt[r]);
+        feed(&f, buf);
+        if (r % 3 == 2) { eng_serve_step(f.e); eng_serve_step(f.e); }   /* requests arrive while others run */
+    }
+    run_until_idle(&f, 1000);
+    eng_serve_stats st;
+    eng_serve_get_stats(f.e, &st);
+    CHECK(st.preemptions > 0);
+    CHECK_EQ_INT(st.free_blocks, 40);
+    CHECK_EQ_INT(st.live_requests, 0);
+    for (int r = 0; r < NR; r++) {
+        char id[16];
+        snprintf(id, sizeof id, "g%d", r);
+        int32_t got[64];
+        const char *fin;
+        int n = tokens_of(&f, id, 0, got, 64, &fin);
+        CHECK_EQ_INT(n, nt[r]);
+        CHECK(n == nt[r] && !memcmp(got, want[r], sizeof(int32_t) * (size_t)n));
+        CHECK(fin && !strcmp(fin, "length"));
+        const cJSON *end = first_msg(&f, "end", id);
+        CHECK(end != NULL);
+        if (end) {
+            const cJSON *u = cJSON_GetObjectItemCaseSensitive(end, "usage");
+            CHECK_EQ_INT(jint(u, "prompt_tokens", -1), np[r]);
+            CHECK_EQ_INT(jint(u, "completion_tokens", -1), nt[r]);
+        }
+        CHECK(msg_pos(&f, first_msg(&f, "start", id)) < msg_pos(&f, first_msg(&f, "tokens", id)));
+    }
+    fx_close(&f);
+}
+
+/* A seeded request gives the same tokens alone and among 15 others. */
+TEST(serve_seeded_batch_invariance)
+{
+    const char *req = "{\"type\":\"generate\",\"id\":\"s\",\"prompt_ids\":[5,6,7,8,9],"
+                      "\"sampling\":{\"temperature\":0.8,\"top_p\":0.9,\"top_k\":30,\"seed\":4242,\"max_tokens\":20,"
+                      "\"presence_penalty\":0.3,\"repetition_penalty\":1.1,\"ignore_eos\":true,\"logprobs\":2}}";
+    int32_t alone[32], batched[32];
+    int na, nb;
+    fx f;
+    if (fx_open(&f, 16, 64, 128, 256, 8)) { CHECK(0); return; }
+    feed(&f, req);
+    run_until_idle(&f, 100);
+    na = tokens_of(&f, "s", 0, alone, 32, NULL);
+    fx_close(&f);
+
+    if (fx_open(&f, 16, 64, 128, 256, 8)) { CHECK(0); return; }
+    char buf[512];
+    for (int k = 0; k < 15; k++) {
+        snprintf(buf, sizeof buf,
+                 "{\"type\":\"generate\",\"id\":\"o%d\",\"prompt_ids\":[%d,%d,%d,%d,%d,%d,%d],\"sampling\":{\"temperature\":%g,"
+                 "\"max_tokens\":%d,\"min_p\":0.05,\"frequency_penalty\":0.5%s}}",
+                 k, k, k + 1, 3, 4, k * 2, 9, 11, 0.5 + 0.1 * k, 5 + k, k % 2 ? ",\"seed\":1" : "");
+        feed(&f, buf);
+        if (k == 7) { feed(&f, req); eng_serve_step(f.e); }   /* s joins mid-flight */
+    }
+    run_until_idle(&f, 200);
+    nb = tokens_of(&f, "s", 0, batched, 32, NULL);
+    CHECK_EQ_INT(na, 20);
+    CHECK(na == nb && !memcmp(alone, batched, sizeof(int32_t) * (size_t)na));
+    /* and the tokens are the sampler's own choice on the reference logits */
+    eng_sampler *smp;
+    char err[128];
+    CHECK(eng_sampler_init(&smp, TV, err, sizeof err) == 0);
+    eng_sampling sp;
+    eng_sampling_defaults(&sp);
+    sp.temperature = 0.8; sp.top_p = 0.9; sp.top_k = 30; sp.presence_penalty = 0.3; sp.repetition_penalty = 1.1;
+    sp.has_seed = true; sp.seed = 4242; sp.logprobs = 2;
+    int32_t seq[64] = {5, 6, 7, 8, 9};
+    float l[TV];
+    for (int t = 0; t < na; t++) {
+        tlm_ref_logits(TV, seq, 5 + t, l);
+        eng_sample_seq q = { .p = &sp, .prompt = seq, .n_prompt = 5, .output = seq + 5, .n_output = t,
+                             .rng_key = eng_rng_key(4242, 0) };
+        eng_sample_out o;
+        CHECK(eng_sample(smp, &q, l, &o) == 0);
+        CHECK_EQ_INT(alone[t], o.token);
+        seq[5 + t] = o.token;
+    }
+    eng_sampler_free(smp);
+    /* logprobs travel with each token */
+    const cJSON *m = first_msg(&f, "tokens", "s");
+    const cJSON *lp = m ? cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(m, "logprobs"), 0) : NULL;
+    CHECK(lp && cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(lp, "logprob")));
+    CHECK(lp && cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(lp, "top")) == 2);
+    fx_close(&f);
+}
+
+/* n = 3: choices share the prompt's blocks, run side by side, and each is
+ * its own seeded stream; one `end` with every choice's tokens counted. */
+TEST(serve_n_choices)
+{
+    fx f;
+    if (fx_open(&f, 8, 64, 128, 64, 4)) { CHECK(0); return; }
+    feed(&f, "{\"type\":\"generate\",\"id\":\"n\",\"n\":3,\"prompt_ids\":[1,2,3,4,5,6,7,8,9,10,11],"
+             "\"sampling\":{\"temperature\":1.0,\"seed\":9,\"max_tokens\":6,\"ignore_eos\":true},\"context\":{\"k\":\"v\"}}");
+    run_until_idle(&f, 100);
+    const cJSON *st = first_msg(&f, "start", "n");
+    CHECK(st && jint(st, "n", 0) == 3 && jint(st, "prompt_tokens", 0) == 11);
+    CHECK(st && !strcmp(jstr(cJSON_GetObjectItemCaseSensitive(st, "context"), "k"), "v"));
+    int32_t t[3][8];
+    for (int i = 0; i < 3; i++) CHECK_EQ_INT(tokens_of(&f, "n", i, t[i], 8, NULL), 6);
+    CHECK(memcmp(t[0], t[1], sizeof t[0]) || memcmp(t[1], t[2], sizeof t[0]));
+    const cJSON *end = first_msg(&f, "end", "n");
+    CHECK(end && jint(cJSON_GetObjectItemCaseSensitive(end, "usage"), "completion_tokens", 0) == 18);
+    CHECK_EQ_INT(count_msgs(&f, "end", "n"), 1);
+    /* greedy choices are identical, and equal the reference */
+    feed(&f, "{\"type\":\"generate\",\"id\":\"g\",\"n\":2,\"prompt_ids\":[3,1,4,1,5,9,2,6],"
+             "\"sampling\":{\"temperature\":0,\"max_tokens\":5,\"ignore_eos\":true}}");
+    run_until_idle(&f, 100);
+    int32_t want[5], g0[8], g1[8], pr[8] = {3, 1, 4, 1, 5, 9, 2, 6};
+    tlm_ref_greedy(TV, pr, 8, 5, want);
+    CHECK(tokens_of(&f, "g", 0, g0, 8, NULL) == 5 && !memcmp(g0, want, sizeof want));
+    CHECK(tokens_of(&f, "g", 1, g1, 8, NULL) == 5 && !memcmp(g1, want, sizeof want));
+    fx_close_idle(&f, 64);
+}
+
+TEST(serve_stop_ids_and_reasons)
+{
+    fx f;
+    if (fx_open(&f, 8, 64, 128, 64, 4)) { CHECK(0); return; }
+    int32_t pr[4] = {10, 20, 30, 40}, want[8];
+    tlm_ref_greedy(TV, pr, 4, 8, want);
+    char buf[512];
+    /* the 3rd greedy token as a stop id: finish "stop" with stop_reason */
+    snprintf(buf, sizeof buf, "{\"type\":\"generate\",\"id\":\"a\",\"prompt_ids\":[10,20,30,40],"
+             "\"sampling\":{\"temperature\":0,\"max_tokens\":8,\"stop_token_ids\":[%d],\"eos_token_ids\":[96]}}", want[2]);
+    feed(&f, buf);
+    /* the same id as the eos: stop_reason stays null */
+    snprintf(buf, sizeof buf, "{\"type\":\"generate\",\"id\":\"b\",\"prompt_ids\":[10,20,30,40],"
+             "\"sampling\":{\"temperature\":0,\"max_tokens\":8,\"stop_token_ids\":[%d],\"eos_token_ids\":[%d]}}", want[2], want[2]);
+    feed(&f, buf);
+    /* min_tokens past it: the stop id cannot come before 4 tokens */
+    snprintf(buf, sizeof buf, "{\"type\":\"generate\",\"id\":\"c\",\"prompt_ids\":[10,20,30,40],"
+             "\"sampling\":{\"temperature\":0,\"max_tokens\":6,\"min_tokens\":4,\"stop_token_ids\":[%d]}}", want[2]);
+    feed(&f, buf);
+    run_until_idle(&f, 100);
+    int32_t got[8];
+    const char *fin;
+    CHECK_EQ_INT(tokens_of(&f, "a", 0, got, 8, &fin), 3);
+    CHECK(fin && !strcmp(fin, "stop"));
+    const cJSON *m;
+    int reason_a = -2, reason_b = -2;
+    cJSON_ArrayForEach(m, f.out.list) {
+        if (strcmp(jstr(m, "type"), "tokens") || !cJSON_GetObjectItemCaseSensitive(m, "finish_reason")) continue;
+        if (!strcmp(jstr(m, "id"), "a")) reason_a = jint(m, "stop_reason", -1);
+        if (!strcmp(jstr(m, "id"), "b")) reason_b = jint(m, "stop_reason", -1);
+    }
+    CHECK_EQ_INT(reason_a, want[2]);
+    CHECK_EQ_INT(reason_b, -1);
+    int nc = tokens_of(&f, "c", 0, got, 8, &fin);
+    CHECK(nc >= 4);
+    for (int i = 0; i < 3 && i < nc; i++) CHECK(got[i] != want[2]);
+    /* no stop_token_ids: the model's eos (96) stops unless ignore_eos */
+    feed(&f, "{\"type\":\"generate\",\"id\":\"d\",\"prompt_ids\":[1],\"sampling\":{\"temperature\":0,\"max_tokens\":2,\"min_tokens\":1}}");
+    run_until_idle(&f, 100);
+    CHECK(tokens_of(&f, "d", 0, got, 8, &fin) >= 1);
+    fx_close(&f);
+}
+
+TEST(serve_prompt_logprobs_in_start)
+{
+    fx f;
+    if (fx_open(&f, 8, 16, 128, 64, 4)) { CHECK(0); return; }
+    /* 30 prompt tokens with a 16-token budget: prompt rows come over several steps */
+    char buf[1024], p[512];
+    int32_t pr[30];
+    for (int i = 0; i < 30; i++) pr[i] = (i * 13) % 90;
+    prompt_json(p, sizeof p, pr, 30);
+    snprintf(buf, sizeof buf, "{\"type\":\"generate\",\"id\":\"p\",\"n\":2,\"prompt_ids\":%s,"
+             "\"sampling\":{\"temperature\":0,\"max_tokens\":3,\"prompt_logprobs\":3}}", p);
+    feed(&f, buf);
+    run_until_idle(&f, 100);
+    const cJSON *st = first_msg(&f, "start", "p");
+    CHECK(st != NULL);
+    if (!st) { fx_close(&f); return; }
+    const cJSON *plp = cJSON_GetObjectItemCaseSensitive(st, "prompt_logprobs");
+    CHECK_EQ_INT(cJSON_GetArraySize(plp), 30);
+    CHECK(cJSON_IsNull(cJSON_GetArrayItem(plp, 0)));
+    float l[TV];
+    for (int i = 1; i < 30; i++) {
+        const cJSON *e = cJSON_GetArrayItem(plp, i);
+        tlm_ref_logits(TV, pr, i, l);
+        double mx = -INFINITY, z = 0;
+        for (int v = 0; v < TV; v++) if (l[v] > mx) mx = l[v];
+        for (int v = 0; v < TV; v++) z += exp(l[v] - mx);
+        double want = l[pr[i]] - mx - log(z);
+        CHECK(fabs(cJSON_GetObjectItemCaseSensitive(e, "logprob")->valuedouble - want) < 1e-4);
+        CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(e, "top")), 3);
+    }
+    /* start precedes every tokens message of both choices */
+    CHECK(msg_pos(&f, st) < msg_pos(&f, first_msg(&f, "tokens", "p")));
+    int32_t t[4];
+    CHECK_EQ_INT(tokens_of(&f, "p", 1, t, 4, NULL), 3);
+    fx_close(&f);
+}
+
+TEST(serve_abort)
+{
+    fx f;
+    if (fx_open(&f, 8, 64, 256, 64, 4)) { CHECK(0); return; }
+    feed(&f, "{\"type\":\"generate\",\"id\":\"x\",\"prompt_ids\":[1,2,3,4,5,6,7,8,9],\"sampling\":{\"max_tokens\":100,\"ignore_eos\":true}}");
+    feed(&f, "{\"type\":\"generate\",\"id\":\"y\",\"n\":2,\"prompt_ids\":[4,5,6],\"sampling\":{\"max_tokens\":100,\"ignore_eos\":true}}");
+    for (int i = 0; i < 3; i++) eng_serve_step(f.e);
+    eng_serve_stats s;
+    eng_serve_get_stats(f.e, &s);
+    CHECK(s.free_blocks < 64);
+    feed(&f, "{\"type\":\"abort\",\"id\":\"x\"}");
+    feed(&f, "{\"type\":\"abort\",\"id\":\"y\",\"index\":1}");
+    eng_serve_get_stats(f.e, &s);
+    CHECK_EQ_INT(s.running, 1);                           /* y#0 only */
+    CHECK_EQ_INT(s.free_blocks, 64 - 2);                  /* y#0: 3 + 3 tokens in 2 blocks */
+    int before = count_msgs(&f, "tokens", "x");
+    feed(&f, "{\"type\":\"abort\",\"id\":\"nobody\"}");   /* forwarded, no error */
+    feed(&f, "{\"type\":\"abort\",\"id\":\"y\",\"index\":0}");
+    run_until_idle(&f, 50);
+    CHECK_EQ_INT(count_msgs(&f, "tokens", "x"), before);  /* nothing more for x */
+    CHECK_EQ_INT(count_msgs(&f, "abort", NULL), 4);       /* every abort forwarded */
+    CHECK_EQ_INT(count_msgs(&f, "error", NULL), 0);
+    CHECK(first_msg(&f, "end", "x") == NULL);             /* a whole-request abort has no end */
+    CHECK(first_msg(&f, "end", "y") != NULL);             /* all choices aborted one by one: end (usage) */
+    fx_close_idle(&f, 64);
+}
+
+static const char *error_text(const fx *f, const char *id)
+{
+    const cJSON *m = first_msg(f, "error", id);
+    return m && jint(m, "code", 0) == 400 ? jstr(m, "message") : NULL;
+}
+
+TEST(serve_bad_input)
+{
+    fx f;
+    if (fx_open(&f, 8, 64, 32, 64, 4)) { CHECK(0); return; }
+    struct { const char *id, *body, *needle; } bad[] = {
+        { "b1", "\"prompt_ids\":[1,2,97]", "vocabulary" },
+        { "b2", "\"prompt_ids\":[1,-1]", "vocabulary" },
+        { "b3", "\"prompt_ids\":\"hello\"", "prompt_ids" },
+        { "b4", "\"prompt_ids\":[]", "empty" },
+        { "b5", "\"prompt_ids\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32]", "context length" },
+        { "b6", "\"prompt_ids\":[1],\"sampling\":{\"temperature\":-1}", "temperature" },
+        { "b7", "\"prompt_ids\":[1],\"sampling\":{\"top_k\":98}", "top_k" },
+        { "b8", "\"prompt_ids\":[1],\"sampling\":{\"top_p\":0}", "top_p" },
+        { "b9", "\"prompt_ids\":[1],\"sampling\":{\"temperature\":\"hot\"}", "temperature" },
+        { "b10", "\"prompt_ids\":[1],\"sampling\":{\"repetition_penalty\":0}", "repetition_penalty" },
+        { "b11", "\"prompt_ids\":[1],\"sampling\":{\"logprobs\":21}", "logprobs" },
+        { "b12", "\"prompt_ids\":[1],\"sampling\":{\"stop_token_ids\":[500]}", "stop_token_ids" },
+        { "b13", "\"prompt_ids\":[1],\"n\":0", "n must" },
+        { "b14", "\"prompt_ids\":[1],\"sampling\":{\"max_tokens\":0}", "max_tokens" },
+        { "b15", "\"prompt_ids\":[1],\"sampling\":{\"min_tokens\":5,\"max_tokens\":2}", "min_tokens" },
+        { "b16", "\"prompt_ids\":[1],\"sampling\":[1]", "sampling" },
+        { "b17", "\"prompt_ids\":[1.5]", "integers" },
+    };
+    char buf[512];
+    for (size_t i = 0; i < PL_ARRAY_LEN(bad); i++) {
+        snprintf(buf, sizeof buf, "{\"type\":\"generate\",\"id\":\"%s\",%s}", bad[i].id, bad[i].body);
+        feed(&f, buf);
+        const char *t = error_text(&f, bad[i].id);
+        if (!t || !strstr(t, bad[i].needle)) fprintf(stderr, "  %s: %s\n", bad[i].id, t ? t : "(no error)");
+        CHECK(t && strstr(t, bad[i].needle));
+        CHECK(first_msg(&f, "start", bad[i].id) == NULL);
+    }
+    /* NaN from msgpack (JSON cannot say it): build it by hand */
+    {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, 4);
+        pl_msg_pack_kv_cstr(&pk, "type", "generate");
+        pl_msg_pack_kv_cstr(&pk, "id", "nan");
+        pl_msg_pack_cstr(&pk, "prompt_ids");
+        msgpack_pack_array(&pk, 1);
+        msgpack_pack_int(&pk, 3);
+        pl_msg_pack_cstr(&pk, "sampling");
+        msgpack_pack_map(&pk, 1);
+        pl_msg_pack_kv_double(&pk, "top_p", NAN);
+        msgpack_unpacked u;
+        msgpack_unpacked_init(&u);
+        size_t off = 0;
+        msgpack_unpack_next(&u, sb.data, sb.size, &off);
+        eng_serve_on_msg(f.e, &u.data, "nan", 3);
+        msgpack_unpacked_destroy(&u);
+        msgpack_sbuffer_destroy(&sb);
+        CHECK(error_text(&f, "nan") != NULL);
+    }
+    /* the engine keeps serving: a good request still runs, max_tokens above
+     * the room left is cut to max_model_len */
+    feed(&f, "{\"type\":\"generate\",\"id\":\"ok\",\"prompt_ids\":[1,2,3],\"sampling\":{\"temperature\":0,\"max_tokens\":1000,\"ignore_eos\":true}}");
+    /* a duplicate id while running: error, and both are dropped */
+    feed(&f, "{\"type\":\"generate\",\"id\":\"dup\",\"prompt_ids\":[1,2,3]}");
+    feed(&f, "{\"type\":\"generate\",\"id\":\"dup\",\"prompt_ids\":[1,2,3]}");
+    CHECK(error_text(&f, "dup") != NULL);
+    /* other message types pass through unchanged */
+    feed(&f, "{\"type\":\"ping\",\"id\":\"p1\"}");
+    feed(&f, "{\"type\":\"delta\",\"id\":\"zz\",\"text\":\"hi\"}");
+    run_until_idle(&f, 100);
+    int32_t t[64];
+    const char *fin;
+    CHECK_EQ_INT(tokens_of(&f, "ok", 0, t, 64, &fin), 29);
+    CHECK(fin && !strcmp(fin, "length"));
+    CHECK(first_msg(&f, "ping", "p1") && first_msg(&f, "delta", "zz"));
+    CHECK_EQ_INT(count_msgs(&f, "tokens", "dup"), 0);
+    fx_close_idle(&f, 64);
+}
+
+TEST(serve_model_failure)
+{
+    fx f;
+    if (fx_open(&f, 8, 64, 64, 64, 4)) { CHECK(0); return; }
+    feed(&f, "{\"type\":\"generate\",\"id\":\"f1\",\"prompt_ids\":[1,2],\"sampling\":{\"max_tokens\":4}}");
+    feed(&f, "{\"type\":\"generate\",\"id\":\"f2\",\"prompt_ids\":[3,4],\"sampling\":{\"max_tokens\":4}}");
+    f.m.fail_calls = 1;
+    run_until_idle(&f, 20);
+    const cJSON *e1 = first_msg(&f, "error", "f1"), *e2 = first_msg(&f, "error", "f2");
+    CHECK(e1 && e2 && jint(e1, "code", 0) == 500 && strstr(jstr(e1, "message"), "test model told to fail"));
+    /* and it keeps serving afterwards */
+    feed(&f, "{\"type\":\"generate\",\"id\":\"f3\",\"prompt_ids\":[3,4],\"sampling\":{\"max_tokens\":4,\"ignore_eos\":true}}");
+    run_until_idle(&f, 20);
+    int32_t t[8];
+    CHECK_EQ_INT(tokens_of(&f, "f3", 0, t, 8, NULL), 4);
+    fx_close_idle(&f, 64);
+}
+
+TEST(serve_init_checks)
+{
+    tlm m;
+    eng_lm lm;
+    tlm_init(&m, &lm, TV, 100, 1);
+    eng_serve_cfg c;
+    eng_serve_cfg_defaults(&c);
+    eng_serve *e = NULL;
+    char err[256];
+    out_msgs o = { cJSON_CreateArray() };
+    eng_serve_sink sk = { sink_collect, &o };
+    c.max_model_len = 101;                                /* beyond the model */
+    CHECK(eng_serve_init(&e, &lm, &c, sk, err, sizeof err) != 0 && !e);
+    c.max_model_len = 100;
+    c.num_blocks = 6;
+    c.block_size = 16;                                    /* 96 tokens < 100 */
+    CHECK(eng_serve_init(&e, &lm, &c, sk, err, sizeof err) != 0 && strstr(err, "cannot hold"));
+    c.num_blocks = 0;
+    c.kv_cache_bytes = 4 * 16 * 10;                       /* budget: 10 blocks of 16 tokens x 4 bytes */
+    CHECK(eng_serve_init(&e, &lm, &c, sk, err, sizeof err) == 0);
+    CHECK_EQ_INT(eng_serve_num_blocks(e), 10);
+    CHECK_EQ_INT(eng_serve_max_model_len(e), 100);
+    eng_serve_free(e);
+    tlm_free(&m);
+    cJSON_Delete(o.list);
+}
+
+int main(void)
+{
+    pl_log_init("test_engine_serve");
+    pl_log_set_level(PL_LOG_ERROR);
+    RUN(serve_greedy_matches_reference_under_pressure);
+    RUN(serve_seeded_batch_invariance);
+    RUN(serve_n_choices);
+    RUN(serve_stop_ids_and_reasons);
+    RUN(serve_prompt_logprobs_in_start);
+    RUN(serve_abort);
+    RUN(serve_bad_input);
+    RUN(serve_model_failure);
+    RUN(serve_init_checks);
+    return test_report();
+}

@@ -1,0 +1,218 @@
+/* glm-tokenize — chat template + BPE: `request` messages in, `generate` out.
+ *
+ * Debug modes read stdin once and write stdout:
+ *   --encode  text -> JSON array of ids
+ *   --decode  JSON array of ids -> text
+ *   --render  OpenAI chat request JSON -> the exact prompt text (no newline added) */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "json.h"
+#include "stage.h"
+#include "tokenize.h"
+
+#define STDIN_MAX (256u << 20)
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: glm-tokenize --model DIR [options]\n"
+            "  --model DIR                         Hugging Face model directory (tokenizer.json, tokenizer_config.json,\n"
+            "                                      chat_template.jinja, config.json, generation_config.json)\n"
+            "  --chat-template PATH                use this Jinja template instead of the model's\n"
+            "  --max-model-len N                   context length (default: max_position_embeddings)\n"
+            "  --default-chat-template-kwargs JSON defaults for chat_template_kwargs (request values win)\n"
+            "  --served-model-name NAME            model name reported in responses\n"
+            "  --encode | --decode | --render      debug modes on stdin/stdout (see README)\n"
+            PL_STAGE_IO_HELP);
+}
+
+/* ================================================================ debug modes */
+
+static int read_stdin(pl_buf *b)
+{
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, stdin)) > 0) {
+        if (b->len + n > STDIN_MAX) return PL_ERR_RANGE;
+        pl_buf_append(b, chunk, n);
+    }
+    return pl_buf_ok(b) ? 0 : PL_ERR_NOMEM;
+}
+
+static int run_debug(tok_model *m, const char *mode)
+{
+    pl_buf in, out;
+    pl_buf_init(&in);
+    pl_buf_init(&out);
+    char err[1024] = "";
+    int rc = read_stdin(&in);
+    if (rc) snprintf(err, sizeof err, "stdin: %s", pl_strerror(rc));
+    if (!rc && !strcmp(mode, "encode")) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        rc = tok_model_encode(m, in.data ? in.data : "", in.len, &ids, &n, err, sizeof err);
+        for (size_t i = 0; !rc && i < n; i++) pl_buf_printf(&out, "%s%d", i ? ", " : "[", ids[i]);
+        if (!rc) pl_buf_puts(&out, n ? "]\n" : "[]\n");
+        free(ids);
+    } else if (!rc && !strcmp(mode, "decode")) {
+        cJSON *arr = NULL;
+        rc = pl_json_parse(&arr, in.data ? in.data : "", in.len, err, sizeof err);
+        if (!rc && !cJSON_IsArray(arr)) rc = pl_seterr(err, sizeof err, PL_ERR_INVALID, "expected a JSON array of token ids");
+        size_t n = rc ? 0 : (size_t)cJSON_GetArraySize(arr), k = 0;
+        int32_t *ids = malloc(sizeof *ids * (n + 1));
+        for (const cJSON *c = rc ? NULL : arr->child; c && !rc; c = c->next) {
+            if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble > 2147483647.0)
+                rc = pl_seterr(err, sizeof err, PL_ERR_INVALID, "expected a JSON array of token ids");
+            else ids[k++] = (int32_t)c->valuedouble;
+        }
+        if (!rc) rc = tok_model_decode(m, ids, k, false, &out, err, sizeof err);
+        free(ids);
+        cJSON_Delete(arr);
+    } else if (!rc) {   /* render */
+        cJSON *body = NULL;
+        rc = pl_json_parse(&body, in.data ? in.data : "", in.len, err, sizeof err);
+        tok_error e;
+        if (!rc && tok_request_render_chat(m, body, &out, &e)) {
+            rc = PL_ERR_INVALID;
+            snprintf(err, sizeof err, "%s", e.message);
+        }
+        cJSON_Delete(body);
+    }
+    if (!rc) fwrite(out.data ? out.data : "", 1, out.len, stdout);
+    else fprintf(stderr, "glm-tokenize: %s\n", err);
+    pl_buf_free(&in);
+    pl_buf_free(&out);
+    return rc ? 1 : 0;
+}
+
+/* ================================================================ stage */
+
+typedef struct {
+    tok_model *model;
+    pl_stage  *st;
+} app;
+
+static int emit_one(void *ud) { return pl_stage_end(((app *)ud)->st); }
+
+static void send_request_error(pl_stage *st, const char *id, size_t idlen, const tok_error *e)
+{
+    pl_log(e->code >= 500 ? PL_LOG_ERROR : PL_LOG_WARN, id, idlen, "error %d: %s", e->code, e->message);
+    msgpack_packer *pk = pl_stage_begin(st);
+    msgpack_pack_map(pk, 6);
+    pl_msg_pack_kv_cstr(pk, "type", "error");
+    pl_msg_pack_kv_str(pk, "id", id, idlen);
+    pl_msg_pack_kv_int(pk, "code", e->code);
+    pl_msg_pack_kv_cstr(pk, "err_type", e->type);
+    pl_msg_pack_kv_cstr(pk, "message", e->message);
+    if (e->param) pl_msg_pack_kv_cstr(pk, "param", e->param);
+    else pl_msg_pack_kv_nil(pk, "param");
+    pl_stage_end(st);
+}
+
+static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen, void *ud)
+{
+    app *a = ud;
+    if (!pl_msg_type_is(msg, "request")) {   /* abort, ping, anything else: not ours */
+        pl_stage_forward(st, msg);
+        return;
+    }
+    const char *ep;
+    size_t eplen;
+    enum tok_endpoint endpoint = TOK_ENDPOINT_CHAT;
+    int rc = pl_msg_get_str(msg, "endpoint", &ep, &eplen);
+    if (rc == PL_ERR_INVALID || (rc == 0 && !(eplen == 4 && !memcmp(ep, "chat", 4)) &&
+                                  !(eplen == 11 && !memcmp(ep, "completions", 11)))) {
+        pl_stage_bad_request(st, id, idlen, "'endpoint' must be \"chat\" or \"completions\"");
+        return;
+    }
+    if (rc == 0 && eplen == 11) endpoint = TOK_ENDPOINT_COMPLETIONS;
+    const msgpack_object *bodyo;
+    if (pl_msg_get_map(msg, "body", &bodyo)) {
+        pl_stage_bad_request(st, id, idlen, "'body' must be a map holding the OpenAI request");
+        return;
+    }
+    cJSON *body;
+    char err[256];
+    if (pl_json_from_msgpack(&body, bodyo, err, sizeof err)) {
+        pl_stage_bad_request(st, id, idlen, "bad request body: %s", err);
+        return;
+    }
+    tok_error e = {0};
+    msgpack_packer *pk = pl_stage_begin(st);
+    rc = tok_request_process(a->model, endpoint, body, msg, id, idlen, pk, emit_one, a, &e);
+    cJSON_Delete(body);
+    if (rc && e.type) {
+        pl_stage_begin(st);   /* drop any half-packed message */
+        send_request_error(st, id, idlen, &e);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    pl_log_init("glm-tokenize");
+    static const struct option longopts[] = {
+        {"model", required_argument, 0, 'm'},
+        {"chat-template", required_argument, 0, 't'},
+        {"max-model-len", required_argument, 0, 'L'},
+        {"default-chat-template-kwargs", required_argument, 0, 'k'},
+        {"served-model-name", required_argument, 0, 'n'},
+        {"encode", no_argument, 0, 'E'},
+        {"decode", no_argument, 0, 'D'},
+        {"render", no_argument, 0, 'R'},
+        {"in", required_argument, 0, 'i'},
+        {"out", required_argument, 0, 'o'},
+        {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0},
+    };
+    const char *dir = NULL, *in = NULL, *out = NULL, *mode = NULL;
+    tok_model_opts o = {0};
+    int c;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': dir = optarg; break;
+        case 't': o.chat_template_path = optarg; break;
+        case 'L': {
+            char *end;
+            long long v = strtoll(optarg, &end, 10);
+            if (*end || v < 1) { fprintf(stderr, "glm-tokenize: --max-model-len must be a positive integer\n"); return 2; }
+            o.max_model_len = v;
+            break;
+        }
+        case 'k': o.default_kwargs_json = optarg; break;
+        case 'n': o.served_model_name = optarg; break;
+        case 'E': mode = "encode"; break;
+        case 'D': mode = "decode"; break;
+        case 'R': mode = "render"; break;
+        case 'i': in = optarg; break;
+        case 'o': out = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!dir || optind != argc) { usage(stderr); return 2; }
+    char err[1024];
+    tok_model *m;
+    if (tok_model_load(&m, dir, &o, err, sizeof err)) {
+        fprintf(stderr, "glm-tokenize: %s\n", err);
+        return 1;
+    }
+    if (mode) {
+        int rc = run_debug(m, mode);
+        tok_model_free(m);
+        return rc;
+    }
+    app a = {m, NULL};
+    if (pl_stage_open(&a.st, in, out, err, sizeof err)) {
+        fprintf(stderr, "glm-tokenize: %s\n", err);
+        tok_model_free(m);
+        return 1;
+    }
+    pl_log(PL_LOG_INFO, NULL, 0, "ready: model %s, max_model_len %lld", dir, (long long)tok_model_max_len(m));
+    int rc = pl_stage_run(a.st, on_msg, NULL, &a);
+    pl_stage_close(a.st);
+    tok_model_free(m);
+    return rc ? 1 : 0;
+}
