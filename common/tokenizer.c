@@ -15,6 +15,7 @@
  * The handle is read-only; all scratch lives in a per-call `enc`. */
 #include "tokenizer_int.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -307,6 +308,51 @@ static int bpe_merge(enc *e, const uint8_t *s, size_t n)
     return 0;
 }
 
+/* ===== BPE cache (seqlock entries, see tokenizer_int.h) ===== */
+
+static void key_words(const uint8_t *s, size_t n, uint64_t w[TK_CACHE_KEY / 8])
+{
+    uint8_t k[TK_CACHE_KEY] = {0};
+    memcpy(k, s, n);
+    memcpy(w, k, sizeof k);
+}
+
+/* Append the cached ids of s[0..n) to out; 1 on a hit. */
+static int cache_get(enc *e, tk_centry *c, const uint8_t *s, size_t n)
+{
+    uint64_t w[TK_CACHE_KEY / 8];
+    uint32_t ids[TK_CACHE_IDS];
+    uint32_t s1 = atomic_load_explicit(&c->seq, memory_order_acquire);
+    if (s1 & 1) return 0;
+    uint32_t meta = atomic_load_explicit(&c->meta, memory_order_relaxed);
+    if ((meta & 0xFF) != n) return 0;
+    key_words(s, n, w);
+    for (int i = 0; i < TK_CACHE_KEY / 8; i++)
+        if (atomic_load_explicit(&c->key[i], memory_order_relaxed) != w[i]) return 0;
+    uint32_t nid = meta >> 8;
+    for (uint32_t i = 0; i < nid; i++) ids[i] = atomic_load_explicit(&c->ids[i], memory_order_relaxed);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load_explicit(&c->seq, memory_order_relaxed) != s1) return 0;
+    for (uint32_t i = 0; i < nid; i++)
+        if (push_id(e, (int32_t)ids[i])) return -1;
+    return 1;
+}
+
+static void cache_put(tk_centry *c, const uint8_t *s, size_t n, const int32_t *ids, size_t nid)
+{
+    uint32_t s0 = atomic_load_explicit(&c->seq, memory_order_relaxed);
+    if ((s0 & 1) || !atomic_compare_exchange_strong_explicit(&c->seq, &s0, s0 + 1, memory_order_acquire,
+                                                             memory_order_relaxed))
+        return;                                  /* another writer has it: skip */
+    atomic_thread_fence(memory_order_release);
+    uint64_t w[TK_CACHE_KEY / 8];
+    key_words(s, n, w);
+    atomic_store_explicit(&c->meta, (uint32_t)n | (uint32_t)nid << 8, memory_order_relaxed);
+    for (int i = 0; i < TK_CACHE_KEY / 8; i++) atomic_store_explicit(&c->key[i], w[i], memory_order_relaxed);
+    for (size_t i = 0; i < nid; i++) atomic_store_explicit(&c->ids[i], (uint32_t)ids[i], memory_order_relaxed);
+    atomic_store_explicit(&c->seq, s0 + 2, memory_order_release);
+}
+
 /* HF BPE::tokenize for one pre-token. */
 static int bpe(enc *e, const uint8_t *s, size_t n)
 {
@@ -319,7 +365,17 @@ static int bpe(enc *e, const uint8_t *s, size_t n)
         int32_t id = tk_htab_lookup(tok, &tok->vocab, s, n);
         if (id >= 0) return push_id(e, id);
     }
-    return bpe_merge(e, s, n);
+    tk_centry *c = NULL;
+    if (n <= TK_CACHE_KEY && tok->cache) {
+        c = &tok->cache[tk_hash_bytes(s, n) & (TK_CACHE_ENTRIES - 1)];
+        int hit = cache_get(e, c, s, n);
+        if (hit) return hit < 0 ? PL_ERR_NOMEM : 0;
+    }
+    size_t before = e->out->len;
+    int rc = bpe_merge(e, s, n);
+    if (!rc && c && e->out->len - before <= TK_CACHE_IDS)
+        cache_put(c, s, n, e->out->ids + before, e->out->len - before);
+    return rc;
 }
 
 /* ===== pre-tokenizer steps ===== */

@@ -57,9 +57,11 @@
  * Everything else, all unassigned code points included, matches HF (tested
  * on random code points from the whole range).
  *
- * Threading: a loaded pl_tokenizer is immutable; every function taking a
- * const pl_tokenizer * may be called from many threads at once. Each encode
- * call uses its own scratch memory.
+ * Threading: every function taking a const pl_tokenizer * may be called
+ * from many threads at once. A loaded tokenizer is immutable except for an
+ * internal BPE result cache (8192 entries, lock-free seqlocked slots shared
+ * by all threads; it changes speed, never results). Each encode call uses
+ * its own scratch memory.
  *
  * Ids are int32_t; the id space is [0, pl_tokenizer_vocab_size()). An id in
  * that range with no token (a gap in the vocab) is treated like one out of

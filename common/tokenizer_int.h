@@ -173,6 +173,19 @@ typedef struct tk_trie {
     int32_t   root[256];      /* node of each first byte, -1 none */
 } tk_trie;
 
+/* A BPE result cache shared by all threads using one tokenizer: a
+ * direct-mapped table of seqlocked entries (lock-free; a reader that races a
+ * writer just misses). Pieces up to 24 bytes that became up to 8 ids. */
+#define TK_CACHE_ENTRIES 8192
+#define TK_CACHE_KEY 24
+#define TK_CACHE_IDS 8
+typedef struct tk_centry {
+    _Atomic uint32_t seq;          /* odd while being written */
+    _Atomic uint32_t meta;         /* key length | n ids << 8 */
+    _Atomic uint64_t key[TK_CACHE_KEY / 8];
+    _Atomic uint32_t ids[TK_CACHE_IDS];
+} tk_centry;
+
 /* per-id flags */
 enum { TK_ID_PRESENT = 1, TK_ID_ADDED = 2, TK_ID_SPECIAL = 4 };
 
@@ -211,6 +224,7 @@ struct pl_tokenizer {
     uint32_t *norm_len;
 
     pcre2_match_context *mctx;  /* high limits for the interpreter fallback */
+    tk_centry *cache;           /* BPE results (mutable behind const: see above) */
 };
 
 /* ===== shared helpers ===== */

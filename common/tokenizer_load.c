@@ -946,6 +946,10 @@ static int load_json(loader *L, const char *json, size_t len)
     if ((rc = read_added(L))) return rc;
     if ((rc = build_tries(L))) return rc;   /* before build_ids: normalized contents */
     if ((rc = build_ids(L))) return rc;
+    /* zeroed entries read as empty (key length 0 never matches: pieces
+     * that reach the cache have 2+ bytes) */
+    tok->cache = calloc(TK_CACHE_ENTRIES, sizeof *tok->cache);
+    if (!tok->cache) return oom(L);
     tok->mctx = pcre2_match_context_create(NULL);
     if (!tok->mctx) return oom(L);
     /* the interpreter fallback must not give up on long inputs that
@@ -1063,5 +1067,6 @@ void pl_tokenizer_free(pl_tokenizer *tok)
     free(tok->norm_off);
     free(tok->norm_len);
     if (tok->mctx) pcre2_match_context_free(tok->mctx);
+    free(tok->cache);
     free(tok);
 }
