@@ -35,6 +35,15 @@ static int slurp(const char *path, pl_buf *b)
     return 0;
 }
 
+/* Overwrite the first n bytes of a file in place. */
+static int patch_prefix(const char *path, const void *p, size_t n)
+{
+    FILE *f = fopen(path, "r+b");
+    if (!f) return -1;
+    size_t w = fwrite(p, 1, n, f);
+    return fclose(f) || w != n ? -1 : 0;
+}
+
 static int spit(const char *path, const void *p, size_t n)
 {
     FILE *f = fopen(path, "wb");
@@ -216,6 +225,54 @@ TEST(missing_files)
     expect_load("shardevil", PL_ERR_INVALID, "not a plain file name", NULL);
 }
 
+/* Random corruption of the header and of config.json: every load must end in
+ * success or a clean error (run under ASan by make asan-test). */
+TEST(corrupted_files_never_crash)
+{
+    char src[600], dst[600], err[512];
+    snprintf(src, sizeof src, "%s/plain/model.safetensors", g_dir);
+    pl_buf orig, cfg;
+    pl_buf_init(&orig);
+    pl_buf_init(&cfg);
+    CHECK(slurp(src, &orig) == 0);
+    snprintf(src, sizeof src, "%s/plain/config.json", g_dir);
+    CHECK(slurp(src, &cfg) == 0);
+    CHECK(variant("plain", "fuzz", "config.json", NULL, NULL, 0) == 0);
+    uint64_t hlen = 0;
+    for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | (unsigned char)orig.data[i];
+    CHECK(hlen > 0 && hlen < orig.len);
+    uint64_t st = 12345;
+    int ok = 0, failed = 0;
+    for (int iter = 0; iter < 200; iter++) {
+        int on_cfg = iter % 4 == 3;
+        pl_buf *b = on_cfg ? &cfg : &orig;
+        size_t span = on_cfg ? b->len : (size_t)hlen + 8;
+        char *copy = malloc(b->len);
+        memcpy(copy, b->data, b->len);
+        for (int k = 0; k < 1 + iter % 3; k++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(st >> 33) % span;
+            static const char pool[] = "0123456789{}[]\":,-.eE \x01\xff";
+            copy[at] = pool[(st >> 20) % (sizeof pool - 1)];
+        }
+        snprintf(dst, sizeof dst, "%s/fuzz/%s", g_dir, on_cfg ? "config.json" : "model.safetensors");
+        CHECK((on_cfg ? spit(dst, copy, b->len) : patch_prefix(dst, copy, span)) == 0);
+        snprintf(dst, sizeof dst, "%s/fuzz", g_dir);
+        eng_config c;
+        eng_weights *w = NULL;
+        eng_load_opts lo = { .quiet = 1 };
+        if (eng_weights_load(dst, &lo, &c, &w, err, sizeof err) == 0) ok++;
+        else { failed++; CHECK(err[0] != 0); }
+        eng_weights_free(w);
+        snprintf(dst, sizeof dst, "%s/fuzz/%s", g_dir, on_cfg ? "config.json" : "model.safetensors");
+        CHECK((on_cfg ? spit(dst, b->data, b->len) : patch_prefix(dst, b->data, span)) == 0);   /* restore */
+        free(copy);
+    }
+    CHECK(failed > 50);                               /* most corruptions are caught */
+    pl_buf_free(&orig);
+    pl_buf_free(&cfg);
+}
+
 /* ===== config.json ===== */
 
 TEST(indexer_types_from_freq_and_offset)
@@ -335,6 +392,7 @@ int main(void)
     RUN(fp8_scale_missing);
     RUN(unsupported_architecture);
     RUN(missing_files);
+    RUN(corrupted_files_never_crash);
     RUN(indexer_types_from_freq_and_offset);
     RUN(config_roundtrip_through_writer);
     RUN(fp8_and_bf16_conversions);
