@@ -47,20 +47,6 @@ AVX2 INL __m256 ld8_fp8(const uint8_t *p)
     __m128i h = _mm_and_si128(_mm_srai_epi16(b, 1), _mm_set1_epi16((short)0xbfff));
     return _mm256_cvtph_ps(h);
 }
-/* Four vectors (32 weights) at once. FP8 converts 16 lanes per integer op. */
-#define LD32(SUF, p, w0, w1, w2, w3) do { w0 = ld8_##SUF(p); w1 = ld8_##SUF((p) + 8);     \
-    w2 = ld8_##SUF((p) + 16); w3 = ld8_##SUF((p) + 24); } while (0)
-AVX2 INL __m256i fp8x16_to_f16(const uint8_t *p)
-{
-    __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_and_si256(_mm256_srai_epi16(_mm256_slli_epi16(v, 8), 1), _mm256_set1_epi16((short)0xbfff));
-}
-#define LD32_fp8(p, w0, w1, w2, w3) do { __m256i a_ = fp8x16_to_f16(p), b_ = fp8x16_to_f16((p) + 16); \
-    w0 = _mm256_cvtph_ps(_mm256_castsi256_si128(a_)); w1 = _mm256_cvtph_ps(_mm256_extracti128_si256(a_, 1)); \
-    w2 = _mm256_cvtph_ps(_mm256_castsi256_si128(b_)); w3 = _mm256_cvtph_ps(_mm256_extracti128_si256(b_, 1)); } while (0)
-#define LD32_f32(p, w0, w1, w2, w3) LD32(f32, p, w0, w1, w2, w3)
-#define LD32_bf16(p, w0, w1, w2, w3) LD32(bf16, p, w0, w1, w2, w3)
-
 AVX2 INL float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -69,79 +55,64 @@ AVX2 INL float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* Tokens sharing one weight-row pass (registers: 2 tokens x 4 chains). */
-#define ROW_NT 2
 #ifndef TASKS_PER_THREAD
 #define TASKS_PER_THREAD 1
 #endif
 
 /* ===== kernels, one set per weight dtype =====
  *
- * rowdot: out[t] = W_row . x[t] for NT (1 or ROW_NT) tokens. FP8 rows are summed
- *         per 128-column block, each block sum times its scale (sc[block]).
+ * tile:   y[t] = W_row . x[t] for NT (1 or TILE_NT) tokens. Each dot runs four
+ *         FMA chains (column vector j of every 32 goes to chain j; one chain
+ *         would leave a core latency-bound below its share of the bandwidth),
+ *         then sums them, a horizontal sum and a scalar tail, in the same
+ *         order whatever NT is: a token gets the same bits alone or in a
+ *         group, and each converted weight vector serves TILE_NT tokens.
+ *         FP8 block scales are folded into x beforehand (see lin_task), so
+ *         FP8 rows are plain dots too.
  * colacc: y[0..nc) = sum_r x[r] * W[r][c0..c0+nc) (transposed product) with
  *         per-row multipliers xm[r] (FP8 block scale; 1 otherwise). */
-#define DEF_KERNELS(SUF, T, BLOCKED)                                                            \
-AVX2 INL void rowdot_avx_##SUF##_n(const T *w, const float *sc, int64_t cols,                   \
-                                   const float *const *x, const int NT, float *out)             \
+/* Tokens per weight pass in batches: 3 x 4 accumulators + weight + x fit the 16 AVX registers. */
+#define TILE_NT 3
+#define UNROLL _Pragma("GCC unroll 4")
+#define DEF_KERNELS(SUF, T)                                                                        \
+AVX2 INL void tile_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64_t ldx,         \
+                                 float *y, int64_t ldy, const int NT)                           \
 {                                                                                               \
-    /* Four independent chains per token hide the FMA latency (one chain                  */  \
-    /* would cap a core at ~2 floats/cycle, below its share of the bandwidth).            */  \
-    __m256 acc[ROW_NT][4], bacc[ROW_NT][4];                                                     \
-    float tail[ROW_NT] = { 0 };                                                                 \
-    for (int t = 0; t < NT; t++) for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps();  \
-    int64_t bw = BLOCKED ? ENG_FP8_BLOCK : cols;                                                \
-    for (int64_t c0 = 0; c0 < cols; c0 += bw) {                                                 \
-        int64_t c1 = c0 + bw < cols ? c0 + bw : cols, c8 = c0 + ((c1 - c0) & ~(int64_t)7);      \
-        int64_t c32 = c0 + ((c1 - c0) & ~(int64_t)31);                                          \
-        for (int t = 0; t < NT; t++) for (int j = 0; j < 4; j++) bacc[t][j] = _mm256_setzero_ps(); \
-        for (int64_t k = c0; k < c32; k += 32) {                                                \
-            __m256 w0, w1, w2, w3;                                                              \
-            LD32_##SUF(w + k, w0, w1, w2, w3);                                                  \
-            for (int t = 0; t < NT; t++) {                                                      \
-                bacc[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x[t] + k), bacc[t][0]);        \
-                bacc[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x[t] + k + 8), bacc[t][1]);    \
-                bacc[t][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(x[t] + k + 16), bacc[t][2]);   \
-                bacc[t][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(x[t] + k + 24), bacc[t][3]);   \
-            }                                                                                   \
+    __m256 acc[TILE_NT][4];                                                                     \
+    UNROLL for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps(); \
+    int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7, k = 0;                          \
+    for (; k < c32; k += 32)                                                                    \
+        UNROLL for (int j = 0; j < 4; j++) {                                                    \
+            __m256 wv = ld8_##SUF(w + k + 8 * j);                                               \
+            UNROLL for (int t = 0; t < NT; t++)                                                 \
+                acc[t][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k + 8 * j), acc[t][j]); \
         }                                                                                       \
-        for (int64_t k = c32; k < c8; k += 8) {                                                 \
-            __m256 wv = ld8_##SUF(w + k);                                                       \
-            for (int t = 0; t < NT; t++)                                                        \
-                bacc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x[t] + k), bacc[t][0]);        \
-        }                                                                                       \
-        float s = BLOCKED ? sc[c0 / ENG_FP8_BLOCK] * 256.0f : 1.0f;                             \
-        for (int t = 0; t < NT; t++) {                                                          \
-            for (int j = 0; j < 4; j++)                                                         \
-                acc[t][j] = BLOCKED ? _mm256_fmadd_ps(bacc[t][j], _mm256_set1_ps(s), acc[t][j]) \
-                                    : _mm256_add_ps(acc[t][j], bacc[t][j]);                     \
-            for (int64_t k = c8; k < c1; k++) tail[t] += ld1_##SUF(w, k) * x[t][k] * s;         \
-        }                                                                                       \
+    for (; k < c8; k += 8) {                                                                    \
+        __m256 wv = ld8_##SUF(w + k);                                                           \
+        UNROLL for (int t = 0; t < NT; t++)                                                     \
+            acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), acc[t][0]);       \
     }                                                                                           \
-    for (int t = 0; t < NT; t++)                                                                \
-        out[t] = hsum8(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]),                       \
-                                     _mm256_add_ps(acc[t][2], acc[t][3]))) + tail[t];           \
+    for (int t = 0; t < NT; t++) {                                                              \
+        float s = hsum8(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]),                      \
+                                      _mm256_add_ps(acc[t][2], acc[t][3])));                    \
+        for (k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];                      \
+        y[t * ldy] = s;                                                                         \
+    }                                                                                           \
 }                                                                                               \
-AVX2 static void rowdot_avx_##SUF(const void *w, const float *sc, int64_t cols,                 \
-                                  const float *const *x, int nt, float *out)                    \
+AVX2 static void tile_avx_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,       \
+                                float *y, int64_t ldy, int nt)                                  \
 {                                                                                               \
-    if (nt == ROW_NT) rowdot_avx_##SUF##_n(w, sc, cols, x, ROW_NT, out);                        \
-    else rowdot_avx_##SUF##_n(w, sc, cols, x, 1, out);                                          \
+    if (nt == TILE_NT) tile_avx_##SUF##_n(w, cols, x, ldx, y, ldy, TILE_NT);                    \
+    else tile_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 1);                                        \
 }                                                                                               \
-static void rowdot_ref_##SUF(const void *wv, const float *sc, int64_t cols,                     \
-                             const float *const *x, int nt, float *out)                         \
+static void tile_ref_##SUF(const void *wv, int64_t cols, const float *x, int64_t ldx,           \
+                           float *y, int64_t ldy, int nt)                                       \
 {                                                                                               \
     const T *w = wv;                                                                            \
-    int64_t bw = BLOCKED ? ENG_FP8_BLOCK : cols;                                                \
     for (int t = 0; t < nt; t++) {                                                              \
-        float acc = 0;                                                                          \
-        for (int64_t c0 = 0; c0 < cols; c0 += bw) {                                             \
-            int64_t c1 = c0 + bw < cols ? c0 + bw : cols;                                       \
-            float b = 0;                                                                        \
-            for (int64_t k = c0; k < c1; k++) b += ld1_##SUF(w, k) * x[t][k];                   \
-            acc += b * (BLOCKED ? sc[c0 / ENG_FP8_BLOCK] * 256.0f : 1.0f);                      \
-        }                                                                                       \
-        out[t] = acc;                                                                           \
+        float s = 0;                                                                            \
+        for (int64_t k = 0; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];               \
+        y[t * ldy] = s;                                                                         \
     }                                                                                           \
 }                                                                                               \
 AVX2 static void colacc_avx_##SUF(const void *wv, int64_t ld, int64_t nr, const float *x,       \
@@ -173,19 +144,19 @@ static void colacc_ref_##SUF(const void *wv, int64_t ld, int64_t nr, const float
     }                                                                                           \
 }
 
-DEF_KERNELS(f32, float, 0)
-DEF_KERNELS(bf16, uint16_t, 0)
-DEF_KERNELS(fp8, uint8_t, 1)
+DEF_KERNELS(f32, float)
+DEF_KERNELS(bf16, uint16_t)
+DEF_KERNELS(fp8, uint8_t)
 
-typedef void (*rowdot_fn)(const void *, const float *, int64_t, const float *const *, int, float *);
+typedef void (*tile_fn)(const void *, int64_t, const float *, int64_t, float *, int64_t, int);
 typedef void (*colacc_fn)(const void *, int64_t, int64_t, const float *, const float *, int64_t, int, float *);
 
-static rowdot_fn pick_rowdot(const eng_backend *be, enum eng_dtype dt)
+static tile_fn pick_tile(const eng_backend *be, enum eng_dtype dt)
 {
     switch (dt) {
-    case ENG_DT_BF16:   return be->avx2 ? rowdot_avx_bf16 : rowdot_ref_bf16;
-    case ENG_DT_F8E4M3: return be->avx2 ? rowdot_avx_fp8 : rowdot_ref_fp8;
-    default:            return be->avx2 ? rowdot_avx_f32 : rowdot_ref_f32;
+    case ENG_DT_BF16:   return be->avx2 ? tile_avx_bf16 : tile_ref_bf16;
+    case ENG_DT_F8E4M3: return be->avx2 ? tile_avx_fp8 : tile_ref_fp8;
+    default:            return be->avx2 ? tile_avx_f32 : tile_ref_f32;
     }
 }
 
@@ -210,36 +181,56 @@ struct lin_ctx {
     int64_t ldx;
     float *y;
     int64_t ldy;
-    rowdot_fn dot;
+    tile_fn tile;
+    eng_backend *be;
 };
+
+/* Rows [r, r1) of one weight-row block, one row at a time (a single
+ * sequential stream per thread, which prefetches best); tokens in groups of
+ * TILE_NT share each converted weight vector, leftovers go one by one. */
+static void lin_rows(const struct lin_ctx *c, const char *w0, int64_t r, int64_t r1, const float *x,
+                     int64_t ldx, float *y)
+{
+    const eng_tensor *W = c->W;
+    size_t rb = (size_t)W->cols * eng_dtype_size(W->dtype);
+    for (int64_t i = r; i < r1; i++) {
+        const char *w = w0 + (size_t)(i - r) * rb;
+        int t = 0;
+        for (; t + TILE_NT <= c->n; t += TILE_NT)
+            c->tile(w, W->cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, TILE_NT);
+        for (; t < c->n; t++)
+            c->tile(w, W->cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 1);
+    }
+}
 
 static void lin_task(void *p, int task, int thread)
 {
     struct lin_ctx *c = p;
     const eng_tensor *W = c->W;
-    size_t es = eng_dtype_size(W->dtype);
+    size_t rb = (size_t)W->cols * eng_dtype_size(W->dtype);
     int h = task / c->chunks;
     const float *x = c->x + h * c->hs.x;
     float *y = c->y + h * c->hs.y;
     int64_t r0 = (int64_t)(task % c->chunks) * c->chunk, r1 = r0 + c->chunk < c->nrows ? r0 + c->chunk : c->nrows;
-    for (int64_t r = r0; r < r1; r++) {
-        int64_t wr = c->row0 + h * c->hs.w + r;
-        const void *row = (const char *)W->data + (size_t)wr * (size_t)W->cols * es;
-        const float *sc = W->scale ? W->scale + (wr / ENG_FP8_BLOCK) * W->scale_ld : NULL;
-        int i = 0;
-        for (; i + ROW_NT <= c->n; i += ROW_NT) {
-            const float *xs[ROW_NT];
-            float o[ROW_NT];
-            for (int t = 0; t < ROW_NT; t++) xs[t] = x + (i + t) * c->ldx;
-            c->dot(row, sc, W->cols, xs, ROW_NT, o);
-            for (int t = 0; t < ROW_NT; t++) y[(i + t) * c->ldy + r] = o[t];
-        }
-        for (; i < c->n; i++) {
-            const float *xs[1] = { x + i * c->ldx };
-            c->dot(row, sc, W->cols, xs, 1, &y[i * c->ldy + r]);
-        }
+    int64_t base = c->row0 + h * c->hs.w;          /* weight row of output row 0 */
+    if (!W->scale) {
+        lin_rows(c, (const char *)W->data + (size_t)(base + r0) * rb, r0, r1, x, c->ldx, y);
+        return;
     }
-    (void)thread;
+    /* FP8: per 128-row block, x times that block row's scales (x 256 for the
+     * F16 decoding), so the tiles run plain dots over the raw FP8 values. */
+    float *xs = eng_cpu_scratch_f(c->be, thread, (size_t)c->n * (size_t)W->cols);
+    if (!xs) return;
+    for (int64_t r = r0; r < r1;) {
+        int64_t wr = base + r, rend = r + (ENG_FP8_BLOCK - wr % ENG_FP8_BLOCK);
+        if (rend > r1) rend = r1;
+        const float *sc = W->scale + (wr / ENG_FP8_BLOCK) * W->scale_ld;
+        for (int t = 0; t < c->n; t++)
+            for (int64_t k = 0; k < W->cols; k++)
+                xs[t * W->cols + k] = x[t * c->ldx + k] * (sc[k / ENG_FP8_BLOCK] * 256.0f);
+        lin_rows(c, (const char *)W->data + (size_t)wr * rb, r, rend, xs, W->cols, y);
+        r = rend;
+    }
 }
 
 void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
@@ -247,13 +238,14 @@ void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int
 {
     pthread_once(&g_lut_once, lut_init);
     if (n <= 0 || nrows <= 0 || hs->n <= 0) return;
-    /* ~4 tasks per thread balances uneven progress; at least 16 rows each. */
+    /* One contiguous row range per thread streams best (prefetchers); at
+     * least 16 rows per task. */
     int64_t total = nrows * hs->n;
     int64_t chunk = (total + TASKS_PER_THREAD * be->n_threads - 1) / (TASKS_PER_THREAD * be->n_threads);
     if (chunk < 16) chunk = 16;
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
-    struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_rowdot(be, W->dtype) };
+    struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype), be };
     eng_cpu_run(be, lin_task, &c, chunks * hs->n);
 }
 
