@@ -1,4 +1,5 @@
 """Shared fixtures for the Python tests: where the binaries and data are."""
+import contextlib
 import os
 import pathlib
 import subprocess
@@ -103,3 +104,31 @@ def tiny_model(tmp_path_factory):
     subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "0", "--out", str(d)],
                    check=True, capture_output=True, timeout=120)
     return str(d)
+
+
+@contextlib.contextmanager
+def zmq_chain(cmds, tmp_path, timeout_ms=30000):
+    """Run the stage commands chained over ZeroMQ ipc:// endpoints (each
+    stage's --in binds, its --out connects to the next one's input). Yields
+    (push, pull): push feeds the first stage, pull reads the last. On exit
+    every stage gets SIGTERM and must exit 0."""
+    zmq = pytest.importorskip("zmq")
+    eps = [f"ipc://{tmp_path}/s{i}" for i in range(len(cmds) + 1)]
+    ctx = zmq.Context()
+    sink = ctx.socket(zmq.PULL)
+    sink.bind(eps[-1])
+    sink.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    procs = [subprocess.Popen(c + ["--in", eps[i], "--out", eps[i + 1]], stderr=subprocess.PIPE)
+             for i, c in enumerate(cmds)]
+    src = ctx.socket(zmq.PUSH)
+    src.connect(eps[0])
+    try:
+        yield src, sink
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            assert p.wait(timeout=10) == 0, p.stderr.read().decode(errors="replace")
+        src.close(linger=0)
+        sink.close(linger=0)
+        ctx.term()

@@ -9,9 +9,8 @@ glm-engine and glm-detok over ZeroMQ on the tiny default model.
 import subprocess
 
 import msgpack
-import pytest
 
-from conftest import binpath, run_stage
+from conftest import binpath, zmq_chain
 
 ENGINE_ARGS = ["--kv-cache-memory-bytes", "64M", "--threads", "1"]
 
@@ -31,7 +30,6 @@ def greedy_text(model, n):
 
 
 def test_stop_string_aborts_engine_work(tiny_model, tmp_path):
-    zmq = pytest.importorskip("zmq")
     text = greedy_text(tiny_model, 40)
     # a stop string that first occurs some way into the greedy output
     stop = None
@@ -42,22 +40,13 @@ def test_stop_string_aborts_engine_work(tiny_model, tmp_path):
             break
     assert stop, text
     max_tokens = 3000
-    eps = [f"ipc://{tmp_path}/s{i}" for i in range(4)]
     cmds = [[binpath("glm-tokenize"), "--model", tiny_model],
             [binpath("glm-engine"), "--model", tiny_model, *ENGINE_ARGS],
             [binpath("glm-detok"), "--model", tiny_model]]
-    ctx = zmq.Context()
-    sink = ctx.socket(zmq.PULL)
-    sink.bind(eps[-1])
-    procs = [subprocess.Popen(c + ["--in", eps[i], "--out", eps[i + 1]], stderr=subprocess.PIPE)
-             for i, c in enumerate(cmds)]
-    try:
-        src = ctx.socket(zmq.PUSH)
-        src.connect(eps[0])
+    with zmq_chain(cmds, tmp_path, timeout_ms=60000) as (src, sink):
         src.send(msgpack.packb({"type": "request", "id": "s1", "endpoint": "completions",
                                 "body": {"prompt": "Hello there", "max_tokens": max_tokens, "temperature": 0,
                                          "ignore_eos": True, "stop": [stop]}}))
-        sink.setsockopt(zmq.RCVTIMEO, 60000)
         got, end, aborted = "", None, False
         while end is None:
             m = msgpack.unpackb(sink.recv(), raw=False)
@@ -71,14 +60,6 @@ def test_stop_string_aborts_engine_work(tiny_model, tmp_path):
             elif m["type"] == "end":
                 end = m
             assert m["type"] != "error", m
-        assert aborted and got == text[:text.find(stop)]
-        # the engine stopped soon after the stop string, far from max_tokens
-        assert end["usage"]["completion_tokens"] < 200, end
-        src.close(linger=0)
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            assert p.wait(timeout=10) == 0, p.stderr.read().decode(errors="replace")
-        sink.close(linger=0)
-        ctx.term()
+    assert aborted and got == text[:text.find(stop)]
+    # the engine stopped soon after the stop string, far from max_tokens
+    assert end["usage"]["completion_tokens"] < 200, end

@@ -8,12 +8,11 @@ content, tool calls (name once, arguments as stable prefixes), finish reasons.
 """
 import json
 import subprocess
-import time
 
 import msgpack
 import pytest
 
-from conftest import binpath, pack_all, unpack_all
+from conftest import binpath, pack_all, unpack_all, zmq_chain
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -158,20 +157,9 @@ def test_text_pipeline_on_pipes(glm_model, script, chunk):
 
 
 def test_text_pipeline_over_zeromq(glm_model, script, tmp_path):
-    zmq = pytest.importorskip("zmq")
-    cmds = stage_cmds(glm_model["dir"], script, 2)
-    eps = [f"ipc://{tmp_path}/s{i}" for i in range(len(cmds) + 1)]
-    ctx = zmq.Context()
-    sink = ctx.socket(zmq.PULL)
-    sink.bind(eps[-1])
-    procs = [subprocess.Popen(c + ["--in", eps[i], "--out", eps[i + 1]], stderr=subprocess.PIPE)
-             for i, c in enumerate(cmds)]
-    try:
-        src = ctx.socket(zmq.PUSH)
-        src.connect(eps[0])
+    with zmq_chain(stage_cmds(glm_model["dir"], script, 2), tmp_path) as (src, sink):
         for m in requests():
             src.send(msgpack.packb(m))
-        sink.setsockopt(zmq.RCVTIMEO, 30000)
         out = []
         ends = set()
         while len(ends) < len(requests()):
@@ -180,14 +168,6 @@ def test_text_pipeline_over_zeromq(glm_model, script, tmp_path):
             if m["type"] in ("end", "error"):
                 ends.add(m["id"])
         check_results(collect(out))
-        src.close(linger=0)
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            assert p.wait(timeout=10) == 0, p.stderr.read().decode(errors="replace")
-        sink.close(linger=0)
-        ctx.term()
 
 
 def test_abort_and_unknown_ids_pass_quietly(glm_model, script):

@@ -6,21 +6,11 @@
 #include "test.h"
 #include "detok/detok.h"
 #include "json.h"
+#include "tools/mkmodel/tokenizer_train.h"
 
 #include <stdint.h>
 
 static pl_tokenizer *tk;
-
-/* GLM's 36 added tokens; the first 18 are special. */
-static const char *const glm_added[36] = {
-    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
-    "<|assistant|>", "<|observation|>", "<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>",
-    "<|end_of_video|>", "<|begin_of_audio|>", "<|end_of_audio|>", "<|begin_of_transcription|>",
-    "<|end_of_transcription|>", "<|code_prefix|>", "<|code_middle|>", "<|code_suffix|>", "<think>",
-    "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<arg_key>",
-    "</arg_key>", "<arg_value>", "</arg_value>", "/nothink", "<|begin_of_box|>", "<|end_of_box|>",
-    "<|image|>", "<|video|>",
-};
 
 static int load_glm_shaped(void)
 {
@@ -37,10 +27,10 @@ static int load_glm_shaped(void)
         if (v->valueint >= next) next = v->valueint + 1;
     for (const cJSON *t = added->child; t; t = t->next)
         if (cJSON_GetObjectItem(t, "id")->valueint >= next) next = cJSON_GetObjectItem(t, "id")->valueint + 1;
-    for (int i = 0; i < 36; i++) {
+    for (int i = 0; i < ENG_MK_N_ADDED; i++) {
         cJSON *t = cJSON_CreateObject();
         cJSON_AddNumberToObject(t, "id", next + i);
-        cJSON_AddStringToObject(t, "content", glm_added[i]);
+        cJSON_AddStringToObject(t, "content", eng_mk_added_tokens[i]);
         cJSON_AddBoolToObject(t, "single_word", 0);
         cJSON_AddBoolToObject(t, "lstrip", 0);
         cJSON_AddBoolToObject(t, "rstrip", 0);

@@ -47,15 +47,9 @@ static void remove_models(void)
 
 static cJSON *load_json(const char *path)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
     pl_buf b;
     pl_buf_init(&b);
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) pl_buf_append(&b, tmp, n);
-    fclose(f);
-    cJSON *j = cJSON_ParseWithLength(b.data, b.len);
+    cJSON *j = pl_file_read(path, &b, 256u << 20, NULL, 0) ? NULL : cJSON_ParseWithLength(b.data, b.len);
     pl_buf_free(&b);
     return j;
 }

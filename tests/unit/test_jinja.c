@@ -9,18 +9,13 @@
 
 /* ================================================================ helpers */
 
+/* Whole file as a malloc'd NUL-terminated string (free() it), NULL if unreadable. */
 static char *slurp(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
     pl_buf b;
     pl_buf_init(&b);
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) pl_buf_append(&b, tmp, n);
-    fclose(f);
+    if (pl_file_read(path, &b, 256u << 20, NULL, 0)) { pl_buf_free(&b); return NULL; }
     if (len) *len = b.len;
-    if (!b.data) return calloc(1, 1);
     return b.data;
 }
 
