@@ -272,7 +272,7 @@ static void value_begin(tcl_parser *p, tcl_delta *d)
     pl_buf_reset(&p->val);
     /* A repeated key keeps its first value: what was streamed cannot be taken back. */
     p->val_skip = pl_strmap_get(p->keys, k, klen) != NULL;
-    if (p->val_skip || !p->live) return;
+    if (p->val_skip) return;
     pl_strmap_put(p->keys, k, klen, p, NULL);
     p->val_types = tcl_tools_arg_types(p->tools, p->tool, k, klen);
     p->val_stream = p->val_types == TCL_T_STRING;
@@ -290,7 +290,7 @@ static void value_begin(tcl_parser *p, tcl_delta *d)
 
 static void value_text(tcl_parser *p, const char *s, size_t n, tcl_delta *d)
 {
-    if (p->val_skip || !p->live) return;
+    if (p->val_skip) return;
     if (p->val_stream) stream_value(p, s, n, d);
     else pl_buf_append(&p->val, s, n);
 }
@@ -299,7 +299,7 @@ static void value_text(tcl_parser *p, const char *s, size_t n, tcl_delta *d)
 static void value_end(tcl_parser *p, tcl_delta *d)
 {
     p->arg = A_IDLE;
-    if (p->val_skip || !p->live) return;
+    if (p->val_skip) return;
     pl_buf *a = out_args(p, d);
     if (p->val_stream) {
         put_escaped(p, p->val.data, p->val.len, d);   /* a held incomplete tail, as U+FFFD */
@@ -400,7 +400,8 @@ static void on_tag(tcl_parser *p, int tag, tcl_delta *d)
         call_begin(p, d);
         if (tag == T_CALL_END) { call_end(p, d); return; }
         p->state = S_ARGS;
-        args_tag(p, T_KEY, d);
+        /* a dropped call's pairs stay A_IDLE: its body is skipped, not buffered */
+        if (p->live) args_tag(p, T_KEY, d);
         return;
     case S_ARGS:
         if (tag == T_CALL_END) call_end(p, d);
