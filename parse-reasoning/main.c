@@ -15,6 +15,18 @@ typedef struct rreq { rsn_opts o; } rreq;
 /* Scratch for one outgoing delta; the stage is single-threaded. */
 static pl_buf g_content, g_reasoning;
 
+/* Empty the scratch for the next delta. After a failed allocation start
+ * afresh: pl_buf's oom flag is sticky and would fail every later request. */
+static void scratch_reset(void)
+{
+    if (!pl_buf_ok(&g_content) || !pl_buf_ok(&g_reasoning)) {
+        pl_buf_free(&g_content);
+        pl_buf_free(&g_reasoning);
+    }
+    pl_buf_reset(&g_content);
+    pl_buf_reset(&g_reasoning);
+}
+
 static int req_new(void **out, const msgpack_object *ctx, char *err, size_t errlen)
 {
     rreq *r = calloc(1, sizeof *r);
@@ -51,11 +63,10 @@ static int on_input(pl_stage *st, void *req, void *ch, const msgpack_object *msg
     int rc = pl_chstage_delta_text(msg, &text, &len, err, errlen);
     if (rc) return rc;
     if (!ch) return pl_stage_forward(st, msg), PL_OK;
-    pl_buf_reset(&g_content);
-    pl_buf_reset(&g_reasoning);
-    rsn_parser_feed(ch, text, len, &g_content, &g_reasoning);
-    if (final) rsn_parser_finish(ch, &g_content, &g_reasoning);
-    if (!pl_buf_ok(&g_content) || !pl_buf_ok(&g_reasoning)) return PL_ERR_NOMEM;
+    scratch_reset();
+    rc = rsn_parser_feed(ch, text, len, &g_content, &g_reasoning);
+    if (!rc && final) rc = rsn_parser_finish(ch, &g_content, &g_reasoning);
+    if (rc) return rc;
     static const char *const skip[] = {"text", "reasoning"};
     msgpack_packer *pk = pl_stage_begin(st);
     pl_msg_pack_map_except(pk, msg, skip, 2, 1 + (g_reasoning.len > 0));
@@ -69,9 +80,11 @@ static int on_input(pl_stage *st, void *req, void *ch, const msgpack_object *msg
 static void on_flush(pl_stage *st, void *req, void *ch, const char *id, size_t idlen, uint32_t index)
 {
     if (!ch) return;
-    pl_buf_reset(&g_content);
-    pl_buf_reset(&g_reasoning);
-    rsn_parser_finish(ch, &g_content, &g_reasoning);
+    scratch_reset();
+    if (rsn_parser_finish(ch, &g_content, &g_reasoning)) {
+        pl_stage_send_error(st, id, idlen, 500, "InternalServerError", "out of memory");
+        return;
+    }
     if (!g_content.len && !g_reasoning.len) return;
     pack_split(pl_chstage_begin_delta(st, id, idlen, index, 1 + (g_reasoning.len > 0)));
     pl_stage_end(st);

@@ -136,7 +136,7 @@ static void on_tag(rsn_parser *p, int tag, pl_buf *content, pl_buf *rsn)
     }
 }
 
-static void run(rsn_parser *p, int final, pl_buf *content, pl_buf *reasoning)
+static int run(rsn_parser *p, int final, pl_buf *content, pl_buf *reasoning)
 {
     pl_buf *rsn = p->o.include_reasoning ? reasoning : &p->discard;
     int ev, tag;
@@ -148,20 +148,22 @@ static void run(rsn_parser *p, int final, pl_buf *content, pl_buf *reasoning)
         else pl_buf_append(content, s, n);
     }
     if (final) pl_wshold_drop(&p->rws, rsn);
+    bool ok = pl_buf_ok(content) && pl_buf_ok(rsn) && pl_buf_ok(&p->lx.pend) && pl_buf_ok(&p->rws.ws);
     pl_buf_reset(&p->discard);
+    return ok ? PL_OK : PL_ERR_NOMEM;
 }
 
-void rsn_parser_feed(rsn_parser *p, const char *text, size_t len, pl_buf *content, pl_buf *reasoning)
+int rsn_parser_feed(rsn_parser *p, const char *text, size_t len, pl_buf *content, pl_buf *reasoning)
 {
     if (!p->o.thinking) {               /* no reasoning parsing at all */
         pl_buf_append(content, text, len);
-        return;
+        return pl_buf_ok(content) ? PL_OK : PL_ERR_NOMEM;
     }
     pl_taglex_push(&p->lx, text, len);
-    run(p, 0, content, reasoning);
+    return run(p, 0, content, reasoning);
 }
 
-void rsn_parser_finish(rsn_parser *p, pl_buf *content, pl_buf *reasoning)
+int rsn_parser_finish(rsn_parser *p, pl_buf *content, pl_buf *reasoning)
 {
-    if (p->o.thinking) run(p, 1, content, reasoning);
+    return p->o.thinking ? run(p, 1, content, reasoning) : PL_OK;
 }

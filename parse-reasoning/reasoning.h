@@ -44,9 +44,10 @@ int  rsn_parser_new(rsn_parser **out, const rsn_opts *o);
 void rsn_parser_free(rsn_parser *p);
 
 /* Feed the next piece of model text; new content and reasoning text are
- * appended to content and reasoning. */
-void rsn_parser_feed(rsn_parser *p, const char *text, size_t len, pl_buf *content, pl_buf *reasoning);
-/* End of this choice's text: release what was held back. */
-void rsn_parser_finish(rsn_parser *p, pl_buf *content, pl_buf *reasoning);
+ * appended to content and reasoning. PL_ERR_NOMEM when an allocation failed
+ * (in the outputs or the parser): text was lost, the parser is not usable. */
+int rsn_parser_feed(rsn_parser *p, const char *text, size_t len, pl_buf *content, pl_buf *reasoning);
+/* End of this choice's text: release what was held back. Returns as feed. */
+int rsn_parser_finish(rsn_parser *p, pl_buf *content, pl_buf *reasoning);
 
 #endif

@@ -201,6 +201,10 @@ static void on_flush(pl_stage *st, void *req, void *ch, const char *id, size_t i
     if (!c) return;
     tcl_delta_reset(&g_out);
     tcl_parser_finish(c->p, &g_out);
+    if (!tcl_delta_ok(&g_out)) {   /* a partial delta would break the arguments' concatenation */
+        pl_stage_send_error(st, id, idlen, 500, "InternalServerError", "out of memory");
+        return;
+    }
     bool has_calls = calls_to_send() > 0;
     if (!g_out.content.len && !has_calls) return;
     msgpack_packer *pk = pl_chstage_begin_delta(st, id, idlen, index, 1 + has_calls);

@@ -78,6 +78,7 @@ void tcl_delta_init(tcl_delta *d) { memset(d, 0, sizeof *d); }
 
 void tcl_delta_reset(tcl_delta *d)
 {
+    if (!tcl_delta_ok(d)) { tcl_delta_free(d); return; }
     pl_buf_reset(&d->content);
     d->ncalls = 0;
 }
@@ -95,7 +96,7 @@ void tcl_delta_free(tcl_delta *d)
 
 bool tcl_delta_ok(const tcl_delta *d)
 {
-    if (!pl_buf_ok(&d->content)) return false;
+    if (d->oom || !pl_buf_ok(&d->content)) return false;
     for (size_t i = 0; i < d->ncalls; i++)
         if (!pl_buf_ok(&d->calls[i].name) || !pl_buf_ok(&d->calls[i].args)) return false;
     return true;
@@ -109,7 +110,7 @@ static tcl_call_delta *out_call(tcl_delta *d, uint32_t index)
     if (d->ncalls == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 4;
         tcl_call_delta *c = realloc(d->calls, cap * sizeof *c);
-        if (!c) return NULL;
+        if (!c) { d->oom = true; return NULL; }
         memset(c + d->cap, 0, (cap - d->cap) * sizeof *c);
         d->calls = c;
         d->cap = cap;
@@ -125,7 +126,7 @@ static tcl_call_delta *out_call(tcl_delta *d, uint32_t index)
 
 static pl_buf *out_args(tcl_parser *p, tcl_delta *d)
 {
-    static pl_buf sink;   /* absorbs output when out of memory (oom is sticky there) */
+    static pl_buf sink;   /* absorbs output when out of memory (oom is sticky there; d->oom is set) */
     tcl_call_delta *c = out_call(d, p->index);
     if (c) return &c->args;
     sink.oom = 1;
@@ -235,6 +236,7 @@ static void put_escaped(tcl_parser *p, const char *s, size_t n, tcl_delta *d)
     if (!n) return;
     pl_buf_reset(&p->esc);
     pl_pyjson_write_string(&p->esc, s, n, 0);
+    if (!pl_buf_ok(&p->esc)) { d->oom = true; return; }   /* esc.len may be < 2 */
     pl_buf_append(out_args(p, d), p->esc.data + 1, p->esc.len - 2);
 }
 
@@ -273,7 +275,7 @@ static void value_begin(tcl_parser *p, tcl_delta *d)
     /* A repeated key keeps its first value: what was streamed cannot be taken back. */
     p->val_skip = pl_strmap_get(p->keys, k, klen) != NULL;
     if (p->val_skip) return;
-    pl_strmap_put(p->keys, k, klen, p, NULL);
+    if (pl_strmap_put(p->keys, k, klen, p, NULL)) d->oom = true;
     p->val_types = tcl_tools_arg_types(p->tools, p->tool, k, klen);
     p->val_stream = p->val_types == TCL_T_STRING;
     /* the key goes out now for a streamed value, with the pair otherwise */
@@ -410,6 +412,13 @@ static void on_tag(tcl_parser *p, int tag, tcl_delta *d)
     }
 }
 
+/* Text the parser held was lost to a failed allocation. */
+static bool parser_oom(const tcl_parser *p)
+{
+    return !pl_buf_ok(&p->lx.pend) || !pl_buf_ok(&p->cws.ws) || !pl_buf_ok(&p->name) || !pl_buf_ok(&p->key) ||
+           !pl_buf_ok(&p->after) || !pl_buf_ok(&p->val) || !pl_buf_ok(&p->keyjson);
+}
+
 static void run(tcl_parser *p, int final, tcl_delta *d)
 {
     int ev, tag;
@@ -419,6 +428,7 @@ static void run(tcl_parser *p, int final, tcl_delta *d)
         if (ev == PL_TAGLEX_TAG) on_tag(p, tag, d);
         else on_text(p, s, n, d);
     }
+    if (parser_oom(p)) d->oom = true;
 }
 
 void tcl_parser_feed(tcl_parser *p, const char *text, size_t len, tcl_delta *d)

@@ -88,12 +88,17 @@ typedef struct tcl_delta {
     pl_buf          content;
     tcl_call_delta *calls;    /* at most one entry per call index */
     size_t          ncalls, cap;
+    bool            oom;      /* an entry, or the parser's own state, could not be allocated */
 } tcl_delta;
 
 void tcl_delta_init(tcl_delta *d);
+/* Empty it for the next feed; a delta that failed starts afresh (pl_buf's
+ * oom flag is sticky, and must not fail every later feed). */
 void tcl_delta_reset(tcl_delta *d);
 void tcl_delta_free(tcl_delta *d);
-bool tcl_delta_ok(const tcl_delta *d);   /* no allocation failed */
+/* No allocation failed: the delta is complete. When false, the choice has
+ * lost text and must be failed (its parser is not usable any more). */
+bool tcl_delta_ok(const tcl_delta *d);
 
 typedef struct tcl_parser tcl_parser;
 

@@ -319,6 +319,23 @@ TEST(test_long_and_linear)
     free(t);
 }
 
+TEST(test_oom_reported)
+{
+    /* a lost allocation in the output is an error, not silently missing text */
+    rsn_parser *p;
+    CHECK(rsn_parser_new(&p, &ON) == 0);
+    pl_buf r, c;
+    pl_buf_init(&r);
+    pl_buf_init(&c);
+    CHECK_EQ_INT(rsn_parser_feed(p, "a</think>b", 10, &c, &r), PL_OK);
+    c.oom = 1;
+    CHECK_EQ_INT(rsn_parser_feed(p, "c", 1, &c, &r), PL_ERR_NOMEM);
+    CHECK_EQ_INT(rsn_parser_finish(p, &c, &r), PL_ERR_NOMEM);
+    rsn_parser_free(p);
+    pl_buf_free(&r);
+    pl_buf_free(&c);
+}
+
 int main(void)
 {
     RUN(test_opts);
@@ -334,5 +351,6 @@ int main(void)
     RUN(test_unicode);
     RUN(test_byte_splits);
     RUN(test_long_and_linear);
+    RUN(test_oom_reported);
     return test_report();
 }

@@ -625,6 +625,28 @@ TEST(test_one_megabyte_argument)
     tcl_tools_free(t);
 }
 
+TEST(test_delta_after_oom)
+{
+    /* a failed delta is reported, and the next reset makes the scratch usable again */
+    tcl_tools *t = tools_json(k_weather_tools);
+    tcl_parser *p;
+    CHECK(tcl_parser_new(&p, t) == 0);
+    tcl_delta d;
+    tcl_delta_init(&d);
+    tcl_parser_feed(p, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Pa", 58, &d);
+    CHECK(tcl_delta_ok(&d) && d.ncalls == 1);
+    d.calls[0].args.oom = 1;
+    CHECK(!tcl_delta_ok(&d));
+    tcl_delta_reset(&d);
+    CHECK(tcl_delta_ok(&d) && d.ncalls == 0);
+    tcl_parser_feed(p, "ris</arg_value></tool_call>", 27, &d);
+    CHECK(tcl_delta_ok(&d) && d.ncalls == 1);
+    CHECK_EQ_STR(d.calls[0].args.data, "ris\"}");
+    tcl_delta_free(&d);
+    tcl_parser_free(p);
+    tcl_tools_free(t);
+}
+
 TEST(test_byte_splits)
 {
     /* detok never splits a character, but a split must not corrupt one */
@@ -721,6 +743,7 @@ int main(void)
     RUN(test_calls_inside_thinking);
     RUN(test_long_string_incremental);
     RUN(test_one_megabyte_argument);
+    RUN(test_delta_after_oom);
     RUN(test_byte_splits);
     RUN(test_random_markup);
     return test_report();
