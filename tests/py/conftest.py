@@ -3,6 +3,7 @@ import contextlib
 import os
 import pathlib
 import subprocess
+import threading
 
 import msgpack
 import pytest
@@ -46,6 +47,29 @@ def run_stage(cmd, msgs, timeout=60, check=True):
     if check and p.returncode != 0:
         raise AssertionError(f"{cmd} exited {p.returncode}: {p.stderr.decode(errors='replace')}")
     return list(_unpacker(p.stdout)), p.stderr.decode(errors="replace")
+
+
+def run_pipeline(cmds, msgs, timeout=60):
+    """Chain the commands with OS pipes, like a shell would: feed msgs to the
+    first, return the messages out of the last. Every stage must exit 0."""
+    procs = []
+    for c in cmds:
+        procs.append(subprocess.Popen(c, stdin=procs[-1].stdout if procs else subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        if len(procs) > 1:
+            procs[-2].stdout.close()   # only the next stage holds the read end
+
+    def feed():   # a thread: the last stage's output must be read while we write
+        procs[0].stdin.write(pack_all(msgs))
+        procs[0].stdin.close()
+    w = threading.Thread(target=feed)
+    w.start()
+    out, last_err = procs[-1].communicate(timeout=timeout)
+    w.join()
+    for p in procs[:-1]:
+        assert p.wait(timeout=timeout) == 0, p.stderr.read().decode(errors="replace")
+    assert procs[-1].returncode == 0, last_err.decode(errors="replace")
+    return unpack_all(out)
 
 
 # GLM's 36 added tokens in id order (glm-tokenizer-template.md §2.1): the

@@ -11,19 +11,14 @@ GLM_BIN: folder of the binaries (default build/bin in the repo).
 import json
 import os
 import re
-import signal
 import subprocess
-import tempfile
-import threading
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
-import zmq
 
-ROOT = Path(__file__).resolve().parents[2]
-BIN = Path(os.environ.get("GLM_BIN", ROOT / "build" / "bin"))
+from conftest import BIN, run_pipeline, unpack_all, zmq_chain
+
 RSN = str(BIN / "glm-parse-reasoning")
 TCL = str(BIN / "glm-parse-tools")
 
@@ -66,76 +61,32 @@ def stream(rid, text, size=3, index=0, finish="stop"):
 
 # ----------------------------------------------------------------- transports
 
-def run_pipe(msgs, raw=b""):
-    """Feed msgs (and raw bytes first) through both stages on a pipe; return the outputs."""
-    data = raw + b"".join(msgpack.packb(m) for m in msgs)
-    r = subprocess.Popen([RSN], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    t = subprocess.Popen([TCL], stdin=r.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    r.stdout.close()
-
-    def feed():   # a thread: the stages' output must be read while we write
-        r.stdin.write(data)
-        r.stdin.close()
-    w = threading.Thread(target=feed)
-    w.start()
-    out, terr = t.communicate(timeout=60)
-    w.join()
-    rerr = r.stderr.read()
-    assert r.wait(timeout=10) == 0, rerr
-    assert t.returncode == 0, terr
-    return _unpack(out)
-
-
-def _unpack(data):
-    u = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=1 << 30)
-    u.feed(data)
-    return list(u)
-
-
-def run_zmq(msgs, wait_for):
-    """The same over ZeroMQ ipc:// sockets. Returns outputs once wait_for(outputs) is true."""
-    with tempfile.TemporaryDirectory() as d:
-        a, b, c = (f"ipc://{d}/{x}" for x in "abc")
-        ctx = zmq.Context()
-        pull = ctx.socket(zmq.PULL)
-        pull.bind(c)                      # --out connects, so the reader binds
-        procs = [subprocess.Popen([TCL, "--in", b, "--out", c], stderr=subprocess.PIPE),
-                 subprocess.Popen([RSN, "--in", a, "--out", b], stderr=subprocess.PIPE)]
-        push = ctx.socket(zmq.PUSH)
-        push.connect(a)                   # --in binds, so the writer connects
-        try:
-            for m in msgs:
-                push.send(msgpack.packb(m))
-            out, deadline = [], time.time() + 20
-            while not wait_for(out) and time.time() < deadline:
-                if pull.poll(200):
-                    out.append(msgpack.unpackb(pull.recv(), raw=False))
-            assert wait_for(out), f"timed out; got {out}"
-        finally:
-            for p in procs:
-                p.send_signal(signal.SIGTERM)
-            for p in procs:
-                assert p.wait(timeout=10) == 0, p.stderr.read()
-            push.close(0)
-            pull.close(0)
-            ctx.term()
-    return out
+def run_pipe(msgs):
+    """Feed msgs through both stages on a pipe; return the outputs."""
+    return run_pipeline([[RSN], [TCL]], msgs)
 
 
 DONE = {"type": "ping", "id": "__done__"}
 
 
+def run_zmq(msgs, tmp_path):
+    """The same over ZeroMQ ipc:// sockets. A final ping marks the end:
+    messages keep their order through both stages."""
+    with zmq_chain([[RSN], [TCL]], tmp_path, timeout_ms=20000) as (push, pull):
+        for m in msgs + [DONE]:
+            push.send(msgpack.packb(m))
+        out = []
+        while not out or out[-1] != DONE:
+            out.append(msgpack.unpackb(pull.recv(), raw=False))
+    return out[:-1]
+
+
 @pytest.fixture(params=["pipe", "zmq"])
-def run(request):
-    """run(msgs) -> outputs, on either transport. Over ZeroMQ a final ping
-    marks the end: messages keep their order through both stages."""
-    def go(msgs):
-        if request.param == "pipe":
-            return run_pipe(msgs)
-        out = run_zmq(msgs + [DONE], lambda out: DONE in out)
-        assert out.pop() == DONE
-        return out
-    return go
+def run(request, tmp_path):
+    """run(msgs) -> outputs, on either transport."""
+    if request.param == "pipe":
+        return run_pipe
+    return lambda msgs: run_zmq(msgs, tmp_path)
 
 
 # ----------------------------------------------------------------- results
@@ -329,7 +280,7 @@ def test_malformed_msgpack_on_pipe():
     rerr = r.stderr.read().decode()
     assert r.wait(timeout=10) == 0 and t.returncode == 0
     assert "malformed msgpack" in rerr and "not a map" in rerr
-    ch = collect(_unpack(out), "m1")[0]
+    ch = collect(unpack_all(out), "m1")[0]
     assert ch["reasoning"] == "ok" and ch["calls"][0]["name"] == "get_current_date"
 
 

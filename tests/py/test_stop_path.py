@@ -6,27 +6,24 @@ sends abort{id, index} down the same path as the request, behind it; the
 engine drops the choice at once and sends `end`. Runs the real glm-tokenize,
 glm-engine and glm-detok over ZeroMQ on the tiny default model.
 """
-import subprocess
-
 import msgpack
 
-from conftest import binpath, zmq_chain
+from conftest import binpath, run_pipeline, zmq_chain
 
 ENGINE_ARGS = ["--kv-cache-memory-bytes", "64M", "--threads", "1"]
+
+
+def stage_cmds(model):
+    return [[binpath("glm-tokenize"), "--model", model],
+            [binpath("glm-engine"), "--model", model, *ENGINE_ARGS],
+            [binpath("glm-detok"), "--model", model]]
 
 
 def greedy_text(model, n):
     req = {"type": "request", "id": "probe", "endpoint": "completions",
            "body": {"prompt": "Hello there", "max_tokens": n, "temperature": 0, "ignore_eos": True}}
-    p1 = subprocess.run([binpath("glm-tokenize"), "--model", model], input=msgpack.packb(req),
-                        capture_output=True, check=True, timeout=60)
-    p2 = subprocess.run([binpath("glm-engine"), "--model", model, *ENGINE_ARGS], input=p1.stdout,
-                        capture_output=True, check=True, timeout=120)
-    p3 = subprocess.run([binpath("glm-detok"), "--model", model], input=p2.stdout,
-                        capture_output=True, check=True, timeout=60)
-    u = msgpack.Unpacker(raw=False)
-    u.feed(p3.stdout)
-    return "".join(m.get("text", "") for m in u if m["type"] == "delta")
+    out = run_pipeline(stage_cmds(model), [req], timeout=120)
+    return "".join(m.get("text", "") for m in out if m["type"] == "delta")
 
 
 def test_stop_string_aborts_engine_work(tiny_model, tmp_path):
@@ -40,10 +37,7 @@ def test_stop_string_aborts_engine_work(tiny_model, tmp_path):
             break
     assert stop, text
     max_tokens = 3000
-    cmds = [[binpath("glm-tokenize"), "--model", tiny_model],
-            [binpath("glm-engine"), "--model", tiny_model, *ENGINE_ARGS],
-            [binpath("glm-detok"), "--model", tiny_model]]
-    with zmq_chain(cmds, tmp_path, timeout_ms=60000) as (src, sink):
+    with zmq_chain(stage_cmds(tiny_model), tmp_path, timeout_ms=60000) as (src, sink):
         src.send(msgpack.packb({"type": "request", "id": "s1", "endpoint": "completions",
                                 "body": {"prompt": "Hello there", "max_tokens": max_tokens, "temperature": 0,
                                          "ignore_eos": True, "stop": [stop]}}))

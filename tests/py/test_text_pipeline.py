@@ -7,12 +7,11 @@ sent in MTP-like chunks. Checks what a client would finally see: reasoning,
 content, tool calls (name once, arguments as stable prefixes), finish reasons.
 """
 import json
-import subprocess
 
 import msgpack
 import pytest
 
-from conftest import binpath, pack_all, unpack_all, zmq_chain
+from conftest import binpath, run_pipeline, zmq_chain
 
 TOOLS = [
     {"type": "function", "function": {"name": "get_weather", "parameters": {
@@ -49,25 +48,6 @@ def stage_cmds(model, script, chunk):
         [binpath("glm-parse-reasoning"), "--reasoning-parser", "glm45"],
         [binpath("glm-parse-tools"), "--tool-call-parser", "glm47"],
     ]
-
-
-def run_pipe(cmds, msgs, timeout=60):
-    """Chain the commands with OS pipes, like a shell would."""
-    procs = []
-    prev = subprocess.PIPE
-    for i, c in enumerate(cmds):
-        p = subprocess.Popen(c, stdin=prev if i else subprocess.PIPE, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-        if i:
-            procs[-1].stdout.close()   # only the next stage holds the read end
-        procs.append(p)
-        prev = p.stdout
-    procs[0].stdin.write(pack_all(msgs))
-    procs[0].stdin.close()
-    out = procs[-1].stdout.read()
-    for p in procs:
-        assert p.wait(timeout=timeout) == 0, p.stderr.read().decode(errors="replace")
-    return unpack_all(out)
 
 
 def collect(msgs):
@@ -147,7 +127,7 @@ def check_results(res):
 
 @pytest.mark.parametrize("chunk", [1, 3, 6])
 def test_text_pipeline_on_pipes(glm_model, script, chunk):
-    out = run_pipe(stage_cmds(glm_model["dir"], script, chunk), requests())
+    out = run_pipeline(stage_cmds(glm_model["dir"], script, chunk), requests())
     res = collect(out)
     check_results(res)
     # every request's start and end made it through, in order
@@ -176,7 +156,7 @@ def test_abort_and_unknown_ids_pass_quietly(glm_model, script):
             {"type": "ping", "id": "p1"}, chat("a2", "plain question")]
     # the abort reaches replay after it already answered a1 (replay answers at once);
     # downstream stages then drop a1's state; a2 must be untouched
-    out = run_pipe(stage_cmds(glm_model["dir"], script, 2), msgs)
+    out = run_pipeline(stage_cmds(glm_model["dir"], script, 2), msgs)
     assert any(m["type"] == "ping" and m["id"] == "p1" for m in out)
     assert not any(m["id"] == "ghost" for m in out)
     assert collect(out)[("a2", 0)]["content"] == "The answer is 4."
