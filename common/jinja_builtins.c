@@ -762,15 +762,6 @@ static int make_keys(jrender *R, jlist *l, jv attr, int case_sensitive, int mult
 
 static int iter_list(jrender *R, jv v, int line, jlist **out) { return jr_iter_list(R, v, line, out); }
 
-static jv undef_msg(const char *msg)
-{
-    jv u = {0};
-    u.t = JV_UNDEF;
-    u.ukind = U_HINT;
-    u.u.name = msg;
-    return u;
-}
-
 static int to_str(jrender *R, jv v, jv *out) { return jr_to_str(R, v, out); }
 
 /* Python int(str) */
@@ -1126,7 +1117,7 @@ static int do_minmax(jrender *R, jv seq, jcall *c, int want_max, jv *out)
     if ((rc = iter_list(R, seq, c->line, &l))) return rc;
     if (!l->len) {
         jv_decref(jv_obj(l));
-        *out = undef_msg("No aggregated item, sequence was empty.");
+        *out = jv_undef_hint("No aggregated item, sequence was empty.");
         return 0;
     }
     jv *keys;
@@ -1348,14 +1339,14 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
         jlist *l;
         if (in.t == JV_STR) {
             jstr *s = JSTR(in);
-            if (!s->len) { *out = undef_msg(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty."); return 0; }
+            if (!s->len) { *out = jv_undef_hint(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty."); return 0; }
             if (id == F_FIRST) return jr_new_str(R, s->data, utf8_advance(s->data, s->len, 0, 1), out);
             size_t st = s->len - 1;
             while (st > 0 && ((unsigned char)s->data[st] & 0xC0) == 0x80 && s->len - st < 4) st--;
             return jr_new_str(R, s->data + st, s->len - st, out);
         }
         if ((rc = iter_list(R, in, line, &l))) return rc;
-        if (!l->len) *out = undef_msg(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty.");
+        if (!l->len) *out = jv_undef_hint(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty.");
         else *out = jv_ref(l->v[id == F_FIRST ? 0 : l->len - 1]);
         jv_decref(jv_obj(l));
         return 0;
@@ -1540,7 +1531,7 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
             int unsafe;
             int mid = builtin_method_id(JV_DICT, JSTR(name)->data, JSTR(name)->len, &unsafe);
             if (mid >= 0 || unsafe) rc = jr_getattr(R, in, JSTR(name)->data, JSTR(name)->len, line, &r);
-            else { r = undef_msg("no such attribute"); }
+            else { r = jv_undef_hint("no such attribute"); }
         } else {
             rc = jr_getattr(R, in, JSTR(name)->data, JSTR(name)->len, line, &r);
         }
@@ -1723,10 +1714,10 @@ int builtin_loop_attr(jrender *R, jloop *l, int id, jv *out)
     case L_DEPTH: *out = jv_int(l->depth0 + 1); return 0;
     case L_DEPTH0: *out = jv_int(l->depth0); return 0;
     case L_PREVITEM:
-        *out = i > 0 ? jv_ref(l->items->v[i - 1]) : undef_msg("there is no previous item");
+        *out = i > 0 ? jv_ref(l->items->v[i - 1]) : jv_undef_hint("there is no previous item");
         return 0;
     case L_NEXTITEM:
-        *out = i + 1 < n ? jv_ref(l->items->v[i + 1]) : undef_msg("there is no next item");
+        *out = i + 1 < n ? jv_ref(l->items->v[i + 1]) : jv_undef_hint("there is no next item");
         return 0;
     default: {
         jfunc *f = jfunc_new(id, jv_ref(jv_obj(l)));

@@ -130,6 +130,8 @@ typedef struct jframe {
 } jframe;
 
 static inline jv jv_undef_name(const char *name) { jv v = {0}; v.t = JV_UNDEF; v.ukind = U_NAME; v.u.name = name; return v; }
+/* An undefined value whose use raises "UndefinedError: <msg>" (msg static). */
+static inline jv jv_undef_hint(const char *msg) { jv v = {0}; v.t = JV_UNDEF; v.ukind = U_HINT; v.u.name = msg; return v; }
 static inline jv jv_none(void) { jv v = {0}; v.t = JV_NONE; return v; }
 static inline jv jv_bool(int b) { jv v = {0}; v.t = JV_BOOL; v.u.i = b ? 1 : 0; return v; }
 static inline jv jv_int(int64_t i) { jv v = {0}; v.t = JV_INT; v.u.i = i; return v; }
