@@ -391,14 +391,7 @@ static int read_vocab(loader *L)
     tok->model_count = (uint32_t)L->n_vents;
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
-        tok->byte_id[b] = -1;
-        /* single-byte keys: look up straight in the (still growing) arena */
-        uint32_t h = (uint32_t)tk_hash_bytes(&c, 1);
-        for (uint32_t i = h & tok->vocab.mask;; i = (i + 1) & tok->vocab.mask) {
-            const tk_hslot *s = &tok->vocab.slots[i];
-            if (s->id < 0) break;
-            if (s->hash == h && s->len == 1 && (uint8_t)L->arena.data[s->off] == c) { tok->byte_id[b] = s->id; break; }
-        }
+        tok->byte_id[b] = tk_htab_lookup_in(&tok->vocab, (const uint8_t *)L->arena.data, &c, 1);
     }
     return 0;
 }
