@@ -988,47 +988,24 @@ int pl_tokenizer_load_mem(pl_tokenizer **out, const char *json, size_t len, char
 int pl_tokenizer_load(pl_tokenizer **out, const char *path, char *err, size_t errlen)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* only regular files: a FIFO or device could block or never end */
+    struct stat st;
+    if (stat(path, &st) != 0) {
         int e = errno;
         return pl_seterr(err, errlen, e == ENOENT ? PL_ERR_NOTFOUND : PL_ERR_IO, "cannot open %s: %s", path,
                          strerror(e));
     }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return pl_seterr(err, errlen, PL_ERR_IO, "%s is not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > TK_MAX_FILE) {
-        fclose(f);
+    if (!S_ISREG(st.st_mode)) return pl_seterr(err, errlen, PL_ERR_IO, "%s is not a regular file", path);
+    if ((uint64_t)st.st_size > TK_MAX_FILE)
         return pl_seterr(err, errlen, PL_ERR_RANGE, "%s is too large (%lld bytes)", path, (long long)st.st_size);
-    }
-    cap = (size_t)st.st_size + 1;      /* +1: a read that returns 0 ends the loop */
-    for (;;) {
-        if (len == cap || !buf) {
-            if (buf) {
-                if (cap >= TK_MAX_FILE) { rc = pl_seterr(err, errlen, PL_ERR_RANGE, "%s is too large", path); break; }
-                cap *= 2;
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory reading %s", path); break; }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) rc = pl_seterr(err, errlen, PL_ERR_IO, "error reading %s: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(f);
+    pl_buf buf;
+    pl_buf_init(&buf);
+    pl_buf_reserve(&buf, (size_t)st.st_size);    /* one allocation (pl_file_read keeps it) */
+    int rc = pl_file_read(path, &buf, TK_MAX_FILE, err, errlen);
     if (!rc) {
-        if (len == 0) rc = pl_seterr(err, errlen, PL_ERR_PARSE, "%s is empty", path);
+        if (buf.len == 0) rc = pl_seterr(err, errlen, PL_ERR_PARSE, "%s is empty", path);
         else {
-            rc = pl_tokenizer_load_mem(out, buf, len, err, errlen);
+            rc = pl_tokenizer_load_mem(out, buf.data, buf.len, err, errlen);
             if (rc && err && errlen) {
                 /* prefix the file name */
                 char tmp[512];
@@ -1037,7 +1014,7 @@ int pl_tokenizer_load(pl_tokenizer **out, const char *path, char *err, size_t er
             }
         }
     }
-    free(buf);
+    pl_buf_free(&buf);
     return rc;
 }
 
