@@ -356,7 +356,7 @@ static int read_vocab(loader *L)
     uint32_t cap = 1 << 10;
     while (cap < (1u << 26) && (size_t)cap < L->vocab_len / 9) cap <<= 1;
     if (htab_init(&tok->vocab, cap) || htab_init(&tok->vocab_str, 1 << 8)) return oom(L);
-    if (tj_peek(d, &pos) == '}') return 0;
+    if (tj_peek(d, &pos) == '}') goto done;   /* byte_id must still be filled (all -1) */
     for (;;) {
         if ((rc = tj_string(d, &pos))) return rc;
         if (d->sbuf.len == 0) return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "empty token string in vocab");
@@ -388,6 +388,7 @@ static int read_vocab(loader *L)
         if (rc < 0) return rc;
         if (rc == 1) break;
     }
+done:
     tok->model_count = (uint32_t)L->n_vents;
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
