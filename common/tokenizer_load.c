@@ -896,24 +896,29 @@ static int build_ids(loader *L)
      * skips a token when that string is the content of a special token —
      * so such a token may decode differently from its content and not be
      * skipped. Bytes follow the ByteLevel decoder rule. */
-    for (int32_t i = 0; i < tok->n_added; i++) {
+    /* special flag of the added token with each id (filled backwards: the
+     * first token with an id wins), so that finding the owner's flag is not
+     * a scan of all added tokens per token (quadratic in the file) */
+    uint8_t *id_special = calloc((size_t)(n ? n : 1), 1);
+    if (!id_special) return oom(L);
+    for (int32_t i = tok->n_added; i-- > 0;) id_special[tok->added[i].id] = tok->added[i].special;
+    int rc = 0;
+    for (int32_t i = 0; i < tok->n_added && !rc; i++) {
         const tk_added *a = &tok->added[i];
         uint32_t so = a->normalized ? tok->norm_off[i] : a->off;
         uint32_t sl = a->normalized ? tok->norm_len[i] : a->len;
         int32_t owner = tk_htab_lookup_in(&tok->added_str, (const uint8_t *)L->arena.data,
                                           (const uint8_t *)L->arena.data + so, sl);
-        int special = 0;
-        for (int32_t j = 0; owner >= 0 && j < tok->n_added; j++)
-            if (tok->added[j].id == owner) { special = tok->added[j].special; break; }
+        int special = owner >= 0 && id_special[owner];
         tk_string_to_bytes((const uint8_t *)L->arena.data + so, sl, &L->tmp);
         uint32_t off;
-        int rc = arena_add(L, L->tmp.data, L->tmp.len, &off);
-        if (rc) return rc;
+        if ((rc = arena_add(L, L->tmp.data, L->tmp.len, &off))) break;
         tok->dec_off[a->id] = off;
         tok->dec_len[a->id] = (uint32_t)L->tmp.len;
         tok->id_flags[a->id] = TK_ID_PRESENT | TK_ID_ADDED | (special ? TK_ID_SPECIAL : 0);
     }
-    return 0;
+    free(id_special);
+    return rc;
 }
 
 /* ===== entry points ===== */
