@@ -311,7 +311,7 @@ static int case_map(jrender *R, jv in, int mode, int line, jv *out)
         case 3: r = prev_cased ? cp_lower(c) : cp_title(c); prev_cased = is_cased(c); break;
         case 4: r = cat_of(c) == UTF8PROC_CATEGORY_LU ? cp_lower(c) : cat_of(c) == UTF8PROC_CATEGORY_LL ? cp_upper(c) : c; break;
         case 5: {
-            int sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || py_isspace(c);
+            int sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || pl_py_isspace(c);
             r = sep ? c : word_start ? cp_upper(c) : cp_lower(c);
             word_start = sep;
             break;
@@ -351,7 +351,7 @@ static int strip(jrender *R, jv in, jv chars, int which, int line, jv *out)
             size_t k = utf8_dec((const unsigned char *)s->data + a, b - a, &c);
             int hit = 0;
             if (use_set) { for (size_t q = 0; q < set.n; q++) if (set.cp[q] == c) { hit = 1; break; } }
-            else hit = py_isspace(c);
+            else hit = pl_py_isspace(c);
             if (!hit) break;
             a += k;
         }
@@ -365,7 +365,7 @@ static int strip(jrender *R, jv in, jv chars, int which, int line, jv *out)
             if (st + k != b) { st = b - 1; c = 0xFFFD; }
             int hit = 0;
             if (use_set) { for (size_t q = 0; q < set.n; q++) if (set.cp[q] == c) { hit = 1; break; } }
-            else hit = py_isspace(c);
+            else hit = pl_py_isspace(c);
             if (!hit) break;
             b = st;
         }
@@ -420,28 +420,28 @@ static int split(jrender *R, jv in, jv sepv, jv maxv, int right, int line, jv *o
         if (!right) {
             size_t i = 0;
             while (i < cp.n && !rc) {
-                while (i < cp.n && py_isspace(cp.cp[i])) i++;
+                while (i < cp.n && pl_py_isspace(cp.cp[i])) i++;
                 if (i >= cp.n) break;
                 if (maxsplit >= 0 && (int64_t)parts->len == maxsplit) {   /* the rest, as is */
                     rc = push_str(R, parts, s->data + cp.off[i], s->len - cp.off[i], line);
                     break;
                 }
                 size_t j = i;
-                while (j < cp.n && !py_isspace(cp.cp[j])) j++;
+                while (j < cp.n && !pl_py_isspace(cp.cp[j])) j++;
                 rc = push_str(R, parts, s->data + cp.off[i], cp.off[j] - cp.off[i], line);
                 i = j;
             }
         } else {
             size_t i = cp.n;
             while (i > 0 && !rc) {
-                while (i > 0 && py_isspace(cp.cp[i - 1])) i--;
+                while (i > 0 && pl_py_isspace(cp.cp[i - 1])) i--;
                 if (!i) break;
                 if (maxsplit >= 0 && (int64_t)parts->len == maxsplit) {
                     rc = push_str(R, parts, s->data, cp.off[i], line);
                     break;
                 }
                 size_t j = i;
-                while (j > 0 && !py_isspace(cp.cp[j - 1])) j--;
+                while (j > 0 && !pl_py_isspace(cp.cp[j - 1])) j--;
                 rc = push_str(R, parts, s->data + cp.off[j], cp.off[i] - cp.off[j], line);
                 i = j;
             }
@@ -768,8 +768,8 @@ static int to_str(jrender *R, jv v, jv *out) { return jr_to_str(R, v, out); }
 static int parse_int(const char *s, size_t n, int base, int64_t *out)
 {
     size_t i = 0;
-    while (i < n && py_isspace((unsigned char)s[i])) i++;
-    while (n > i && py_isspace((unsigned char)s[n - 1])) n--;
+    while (i < n && pl_py_isspace((unsigned char)s[i])) i++;
+    while (n > i && pl_py_isspace((unsigned char)s[n - 1])) n--;
     int neg = 0;
     if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
     if (base == 0 || base == 16 || base == 8 || base == 2) {
@@ -804,8 +804,8 @@ static int parse_float(const char *s, size_t n, double *out)
 {
     char tmp[128];
     size_t i = 0, m = 0;
-    while (i < n && py_isspace((unsigned char)s[i])) i++;
-    while (n > i && py_isspace((unsigned char)s[n - 1])) n--;
+    while (i < n && pl_py_isspace((unsigned char)s[i])) i++;
+    while (n > i && pl_py_isspace((unsigned char)s[n - 1])) n--;
     if (i >= n || n - i >= sizeof tmp) return -1;
     for (; i < n; i++) {
         if (s[i] == '_') {     /* only single underscores between digits */
@@ -1937,7 +1937,7 @@ static int str_pred(jstr *s, int id)
         case M_S_ISALPHA: if (!is_alpha(c)) return 0; break;
         case M_S_ISDECIMAL: case M_S_ISDIGIT: if (!is_decimal(c) && !(id == M_S_ISDIGIT && k == UTF8PROC_CATEGORY_NO)) return 0; break;
         case M_S_ISNUMERIC: if (!is_numeric(c)) return 0; break;
-        case M_S_ISSPACE: if (!py_isspace(c)) return 0; break;
+        case M_S_ISSPACE: if (!pl_py_isspace(c)) return 0; break;
         case M_S_ISLOWER:
             if (k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LT) return 0;
             if (k == UTF8PROC_CATEGORY_LL) cased = 1;

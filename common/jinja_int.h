@@ -208,8 +208,7 @@ typedef struct jjson_opts {
 } jjson_opts;
 int jv_tojson(pl_buf *b, jv v, const jjson_opts *o, char *err, size_t errlen);
 
-/* Unicode helpers (Python rules). */
-int py_isspace(uint32_t cp);
+/* Unicode helpers (Python rules; str.isspace is pl_py_isspace in pystr.h). */
 int py_isprintable(uint32_t cp);
 
 /* ================================================================ tokens */
