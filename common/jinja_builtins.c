@@ -767,9 +767,9 @@ static int to_str(jrender *R, jv v, jv *out) { return jr_to_str(R, v, out); }
 /* Python int(str) */
 static int parse_int(const char *s, size_t n, int base, int64_t *out)
 {
-    size_t i = 0;
-    while (i < n && pl_py_isspace((unsigned char)s[i])) i++;
-    while (n > i && pl_py_isspace((unsigned char)s[n - 1])) n--;
+    /* Python strips Unicode whitespace (U+00A0, U+3000, ...), not bytes */
+    size_t i = pl_py_lstrip_off(s, n);
+    n = i + pl_py_rstrip_len(s + i, n - i);
     int neg = 0;
     if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
     if (base == 0 || base == 16 || base == 8 || base == 2) {
@@ -803,9 +803,8 @@ static int is_digit_c(char c) { return c >= '0' && c <= '9'; }
 static int parse_float(const char *s, size_t n, double *out)
 {
     char tmp[128];
-    size_t i = 0, m = 0;
-    while (i < n && pl_py_isspace((unsigned char)s[i])) i++;
-    while (n > i && pl_py_isspace((unsigned char)s[n - 1])) n--;
+    size_t i = pl_py_lstrip_off(s, n), m = 0;
+    n = i + pl_py_rstrip_len(s + i, n - i);
     if (i >= n || n - i >= sizeof tmp) return -1;
     for (; i < n; i++) {
         if (s[i] == '_') {     /* only single underscores between digits */
