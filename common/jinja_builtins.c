@@ -311,7 +311,7 @@ static int case_map(jrender *R, jv in, int mode, int line, jv *out)
         case 3: r = prev_cased ? cp_lower(c) : cp_title(c); prev_cased = is_cased(c); break;
         case 4: r = cat_of(c) == UTF8PROC_CATEGORY_LU ? cp_lower(c) : cat_of(c) == UTF8PROC_CATEGORY_LL ? cp_upper(c) : c; break;
         case 5: {
-            int sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || py_isspace(c);
+            int sep = c == '-' || c == '(' || c == '{' || c == '[' || c == '<' || pl_py_isspace(c);
             r = sep ? c : word_start ? cp_upper(c) : cp_lower(c);
             word_start = sep;
             break;
@@ -351,7 +351,7 @@ static int strip(jrender *R, jv in, jv chars, int which, int line, jv *out)
             size_t k = utf8_dec((const unsigned char *)s->data + a, b - a, &c);
             int hit = 0;
             if (use_set) { for (size_t q = 0; q < set.n; q++) if (set.cp[q] == c) { hit = 1; break; } }
-            else hit = py_isspace(c);
+            else hit = pl_py_isspace(c);
             if (!hit) break;
             a += k;
         }
@@ -365,7 +365,7 @@ static int strip(jrender *R, jv in, jv chars, int which, int line, jv *out)
             if (st + k != b) { st = b - 1; c = 0xFFFD; }
             int hit = 0;
             if (use_set) { for (size_t q = 0; q < set.n; q++) if (set.cp[q] == c) { hit = 1; break; } }
-            else hit = py_isspace(c);
+            else hit = pl_py_isspace(c);
             if (!hit) break;
             b = st;
         }
@@ -420,28 +420,28 @@ static int split(jrender *R, jv in, jv sepv, jv maxv, int right, int line, jv *o
         if (!right) {
             size_t i = 0;
             while (i < cp.n && !rc) {
-                while (i < cp.n && py_isspace(cp.cp[i])) i++;
+                while (i < cp.n && pl_py_isspace(cp.cp[i])) i++;
                 if (i >= cp.n) break;
                 if (maxsplit >= 0 && (int64_t)parts->len == maxsplit) {   /* the rest, as is */
                     rc = push_str(R, parts, s->data + cp.off[i], s->len - cp.off[i], line);
                     break;
                 }
                 size_t j = i;
-                while (j < cp.n && !py_isspace(cp.cp[j])) j++;
+                while (j < cp.n && !pl_py_isspace(cp.cp[j])) j++;
                 rc = push_str(R, parts, s->data + cp.off[i], cp.off[j] - cp.off[i], line);
                 i = j;
             }
         } else {
             size_t i = cp.n;
             while (i > 0 && !rc) {
-                while (i > 0 && py_isspace(cp.cp[i - 1])) i--;
+                while (i > 0 && pl_py_isspace(cp.cp[i - 1])) i--;
                 if (!i) break;
                 if (maxsplit >= 0 && (int64_t)parts->len == maxsplit) {
                     rc = push_str(R, parts, s->data, cp.off[i], line);
                     break;
                 }
                 size_t j = i;
-                while (j > 0 && !py_isspace(cp.cp[j - 1])) j--;
+                while (j > 0 && !pl_py_isspace(cp.cp[j - 1])) j--;
                 rc = push_str(R, parts, s->data + cp.off[j], cp.off[i] - cp.off[j], line);
                 i = j;
             }
@@ -762,23 +762,14 @@ static int make_keys(jrender *R, jlist *l, jv attr, int case_sensitive, int mult
 
 static int iter_list(jrender *R, jv v, int line, jlist **out) { return jr_iter_list(R, v, line, out); }
 
-static jv undef_msg(const char *msg)
-{
-    jv u = {0};
-    u.t = JV_UNDEF;
-    u.ukind = U_HINT;
-    u.u.name = msg;
-    return u;
-}
-
 static int to_str(jrender *R, jv v, jv *out) { return jr_to_str(R, v, out); }
 
 /* Python int(str) */
 static int parse_int(const char *s, size_t n, int base, int64_t *out)
 {
-    size_t i = 0;
-    while (i < n && py_isspace((unsigned char)s[i])) i++;
-    while (n > i && py_isspace((unsigned char)s[n - 1])) n--;
+    /* Python strips Unicode whitespace (U+00A0, U+3000, ...), not bytes */
+    size_t i = pl_py_lstrip_off(s, n);
+    n = i + pl_py_rstrip_len(s + i, n - i);
     int neg = 0;
     if (i < n && (s[i] == '+' || s[i] == '-')) neg = s[i++] == '-';
     if (base == 0 || base == 16 || base == 8 || base == 2) {
@@ -812,9 +803,8 @@ static int is_digit_c(char c) { return c >= '0' && c <= '9'; }
 static int parse_float(const char *s, size_t n, double *out)
 {
     char tmp[128];
-    size_t i = 0, m = 0;
-    while (i < n && py_isspace((unsigned char)s[i])) i++;
-    while (n > i && py_isspace((unsigned char)s[n - 1])) n--;
+    size_t i = pl_py_lstrip_off(s, n), m = 0;
+    n = i + pl_py_rstrip_len(s + i, n - i);
     if (i >= n || n - i >= sizeof tmp) return -1;
     for (; i < n; i++) {
         if (s[i] == '_') {     /* only single underscores between digits */
@@ -1126,7 +1116,7 @@ static int do_minmax(jrender *R, jv seq, jcall *c, int want_max, jv *out)
     if ((rc = iter_list(R, seq, c->line, &l))) return rc;
     if (!l->len) {
         jv_decref(jv_obj(l));
-        *out = undef_msg("No aggregated item, sequence was empty.");
+        *out = jv_undef_hint("No aggregated item, sequence was empty.");
         return 0;
     }
     jv *keys;
@@ -1348,14 +1338,14 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
         jlist *l;
         if (in.t == JV_STR) {
             jstr *s = JSTR(in);
-            if (!s->len) { *out = undef_msg(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty."); return 0; }
+            if (!s->len) { *out = jv_undef_hint(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty."); return 0; }
             if (id == F_FIRST) return jr_new_str(R, s->data, utf8_advance(s->data, s->len, 0, 1), out);
             size_t st = s->len - 1;
             while (st > 0 && ((unsigned char)s->data[st] & 0xC0) == 0x80 && s->len - st < 4) st--;
             return jr_new_str(R, s->data + st, s->len - st, out);
         }
         if ((rc = iter_list(R, in, line, &l))) return rc;
-        if (!l->len) *out = undef_msg(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty.");
+        if (!l->len) *out = jv_undef_hint(id == F_FIRST ? "No first item, sequence was empty." : "No last item, sequence was empty.");
         else *out = jv_ref(l->v[id == F_FIRST ? 0 : l->len - 1]);
         jv_decref(jv_obj(l));
         return 0;
@@ -1540,7 +1530,7 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
             int unsafe;
             int mid = builtin_method_id(JV_DICT, JSTR(name)->data, JSTR(name)->len, &unsafe);
             if (mid >= 0 || unsafe) rc = jr_getattr(R, in, JSTR(name)->data, JSTR(name)->len, line, &r);
-            else { r = undef_msg("no such attribute"); }
+            else { r = jv_undef_hint("no such attribute"); }
         } else {
             rc = jr_getattr(R, in, JSTR(name)->data, JSTR(name)->len, line, &r);
         }
@@ -1723,10 +1713,10 @@ int builtin_loop_attr(jrender *R, jloop *l, int id, jv *out)
     case L_DEPTH: *out = jv_int(l->depth0 + 1); return 0;
     case L_DEPTH0: *out = jv_int(l->depth0); return 0;
     case L_PREVITEM:
-        *out = i > 0 ? jv_ref(l->items->v[i - 1]) : undef_msg("there is no previous item");
+        *out = i > 0 ? jv_ref(l->items->v[i - 1]) : jv_undef_hint("there is no previous item");
         return 0;
     case L_NEXTITEM:
-        *out = i + 1 < n ? jv_ref(l->items->v[i + 1]) : undef_msg("there is no next item");
+        *out = i + 1 < n ? jv_ref(l->items->v[i + 1]) : jv_undef_hint("there is no next item");
         return 0;
     default: {
         jfunc *f = jfunc_new(id, jv_ref(jv_obj(l)));
@@ -1946,7 +1936,7 @@ static int str_pred(jstr *s, int id)
         case M_S_ISALPHA: if (!is_alpha(c)) return 0; break;
         case M_S_ISDECIMAL: case M_S_ISDIGIT: if (!is_decimal(c) && !(id == M_S_ISDIGIT && k == UTF8PROC_CATEGORY_NO)) return 0; break;
         case M_S_ISNUMERIC: if (!is_numeric(c)) return 0; break;
-        case M_S_ISSPACE: if (!py_isspace(c)) return 0; break;
+        case M_S_ISSPACE: if (!pl_py_isspace(c)) return 0; break;
         case M_S_ISLOWER:
             if (k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LT) return 0;
             if (k == UTF8PROC_CATEGORY_LL) cased = 1;

@@ -120,15 +120,6 @@ static jv undef_attr(const char *name, jv obj, int kind)
     return u;
 }
 
-static jv undef_hint(const char *msg)
-{
-    jv u = {0};
-    u.t = JV_UNDEF;
-    u.ukind = U_HINT;
-    u.u.name = msg;
-    return u;
-}
-
 /* ================================================================ services */
 
 const pl_jinja_limits *jr_limits(jrender *R) { return R->lim; }
@@ -1327,7 +1318,7 @@ static int eval_node(jrender *R, const jnode *n, jframe *f, jv *out)
             jv_decref(a);
             if (t) return eval(R, n->b, f, out);
             if (n->c) return eval(R, n->c, f, out);
-            *out = undef_hint("the inline if-expression evaluated to false and no else section was defined.");
+            *out = jv_undef_hint("the inline if-expression evaluated to false and no else section was defined.");
             return 0;
         }
     case N_LIST: case N_TUPLE:

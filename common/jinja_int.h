@@ -130,6 +130,8 @@ typedef struct jframe {
 } jframe;
 
 static inline jv jv_undef_name(const char *name) { jv v = {0}; v.t = JV_UNDEF; v.ukind = U_NAME; v.u.name = name; return v; }
+/* An undefined value whose use raises "UndefinedError: <msg>" (msg static). */
+static inline jv jv_undef_hint(const char *msg) { jv v = {0}; v.t = JV_UNDEF; v.ukind = U_HINT; v.u.name = msg; return v; }
 static inline jv jv_none(void) { jv v = {0}; v.t = JV_NONE; return v; }
 static inline jv jv_bool(int b) { jv v = {0}; v.t = JV_BOOL; v.u.i = b ? 1 : 0; return v; }
 static inline jv jv_int(int64_t i) { jv v = {0}; v.t = JV_INT; v.u.i = i; return v; }
@@ -206,8 +208,7 @@ typedef struct jjson_opts {
 } jjson_opts;
 int jv_tojson(pl_buf *b, jv v, const jjson_opts *o, char *err, size_t errlen);
 
-/* Unicode helpers (Python rules). */
-int py_isspace(uint32_t cp);
+/* Unicode helpers (Python rules; str.isspace is pl_py_isspace in pystr.h). */
 int py_isprintable(uint32_t cp);
 
 /* ================================================================ tokens */

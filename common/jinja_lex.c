@@ -75,34 +75,10 @@ static jtok *push(lexer *L, int type, size_t pos, size_t len)
 
 /* ================================================================ whitespace */
 
-/* Python's \s / str.isspace at s[i]: length of the whitespace char, or 0. */
-static size_t space_at(const char *s, size_t n, size_t i)
-{
-    unsigned char c = (unsigned char)s[i];
-    if (c < 0x80) return py_isspace(c) ? 1 : 0;
-    uint32_t cp;
-    size_t k = utf8_dec((const unsigned char *)s + i, n - i, &cp);
-    return py_isspace(cp) ? k : 0;
-}
-
+/* Past the Python whitespace (\s, str.isspace) starting at s[i]. */
 static size_t skip_space(const char *s, size_t n, size_t i)
 {
-    size_t k;
-    while (i < n && (k = space_at(s, n, i))) i += k;
-    return i;
-}
-
-/* Length of text[0..len) after str.rstrip(). */
-static size_t rstrip_len(const char *s, size_t len)
-{
-    while (len) {
-        size_t st = len - 1;   /* start of the last character */
-        while (st > 0 && ((unsigned char)s[st] & 0xC0) == 0x80 && len - st < 4) st--;
-        size_t k = space_at(s, len, st);
-        if (!k || st + k != len) break;
-        len = st;
-    }
-    return len;
+    return i + pl_py_lstrip_off(s + i, n - i);
 }
 
 /* Emit the data before a tag, stripped as the tag's sign asks. */
@@ -111,7 +87,7 @@ static int emit_data(lexer *L, size_t pos, size_t end, char sign, int lstrip, in
     size_t len = end - pos;
     const char *text = L->s + pos;
     if (sign == '-') {
-        len = rstrip_len(text, len);
+        len = pl_py_rstrip_len(text, len);
     } else if (sign != '+' && lstrip) {
         size_t lpos = len;
         while (lpos > 0 && text[lpos - 1] != '\n') lpos--;
@@ -336,8 +312,8 @@ static int lex_tag(lexer *L, size_t i, int block, size_t *endpos, int *line_star
             *endpos = e;
             return 0;
         }
-        size_t k = space_at(s, n, i);
-        if (k) { i = skip_space(s, n, i); continue; }
+        size_t k = skip_space(s, n, i);
+        if (k > i) { i = k; continue; }
         unsigned char c = (unsigned char)s[i];
         if (is_digit((char)c)) {
             size_t fl = match_float(s, n, i);
@@ -365,7 +341,7 @@ static int lex_tag(lexer *L, size_t i, int block, size_t *endpos, int *line_star
         }
         if (is_name_start(c)) {
             size_t j = i;
-            while (j < n && is_name_char((unsigned char)s[j]) && !space_at(s, n, j)) j++;
+            while (j < n && is_name_char((unsigned char)s[j]) && skip_space(s, n, j) == j) j++;
             if (!push(L, T_NAME, i, j - i)) return PL_ERR_NOMEM;
             i = j;
             continue;

@@ -226,13 +226,6 @@ size_t jv_strlen_cp(jv v)
     return jstr_is_ascii(s) ? s->len : utf8_count(s->data, s->len);
 }
 
-int py_isspace(uint32_t c)
-{
-    if (c < 0x80) return (c >= 0x09 && c <= 0x0D) || (c >= 0x1C && c <= 0x20);
-    return c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200A) ||
-           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
-}
-
 int py_isprintable(uint32_t c)
 {
     if (c < 0x80) return c >= 0x20 && c < 0x7F;

@@ -7,6 +7,7 @@
  * contain \u0000, which cJSON would truncate. The input is untrusted: every
  * read is bounds-checked, nesting depth is limited, UTF-8 is validated. */
 #include "tokenizer_int.h"
+#include "pystr.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -141,22 +142,6 @@ static int read_hex4(const tj_doc *d, size_t p, uint32_t *out)
     return 0;
 }
 
-static void put_utf8(pl_buf *b, uint32_t cp)
-{
-    char u[4];
-    size_t n;
-    if (cp < 0x80) { u[0] = (char)cp; n = 1; }
-    else if (cp < 0x800) { u[0] = (char)(0xC0 | cp >> 6); u[1] = (char)(0x80 | (cp & 0x3F)); n = 2; }
-    else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | cp >> 12); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        u[2] = (char)(0x80 | (cp & 0x3F)); n = 3;
-    } else {
-        u[0] = (char)(0xF0 | cp >> 18); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F)); n = 4;
-    }
-    pl_buf_append(b, u, n);
-}
-
 int tj_string(tj_doc *d, size_t *pos)
 {
     pl_buf *b = &d->sbuf;
@@ -202,7 +187,8 @@ int tj_string(tj_doc *d, size_t *pos)
             } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
                 return tj_fail(d, p, PL_ERR_PARSE, "lone surrogate in \\u escape");
             }
-            put_utf8(b, cp);
+            char u[4];
+            pl_buf_append(b, u, pl_utf8_encode(cp, u));
             break;
         }
         default:

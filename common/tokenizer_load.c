@@ -356,7 +356,7 @@ static int read_vocab(loader *L)
     uint32_t cap = 1 << 10;
     while (cap < (1u << 26) && (size_t)cap < L->vocab_len / 9) cap <<= 1;
     if (htab_init(&tok->vocab, cap) || htab_init(&tok->vocab_str, 1 << 8)) return oom(L);
-    if (tj_peek(d, &pos) == '}') return 0;
+    if (tj_peek(d, &pos) == '}') goto done;   /* byte_id must still be filled (all -1) */
     for (;;) {
         if ((rc = tj_string(d, &pos))) return rc;
         if (d->sbuf.len == 0) return pl_seterr(L->err, L->errlen, PL_ERR_INVALID, "empty token string in vocab");
@@ -388,17 +388,11 @@ static int read_vocab(loader *L)
         if (rc < 0) return rc;
         if (rc == 1) break;
     }
+done:
     tok->model_count = (uint32_t)L->n_vents;
     for (int b = 0; b < 256; b++) {
         uint8_t c = (uint8_t)b;
-        tok->byte_id[b] = -1;
-        /* single-byte keys: look up straight in the (still growing) arena */
-        uint32_t h = (uint32_t)tk_hash_bytes(&c, 1);
-        for (uint32_t i = h & tok->vocab.mask;; i = (i + 1) & tok->vocab.mask) {
-            const tk_hslot *s = &tok->vocab.slots[i];
-            if (s->id < 0) break;
-            if (s->hash == h && s->len == 1 && (uint8_t)L->arena.data[s->off] == c) { tok->byte_id[b] = s->id; break; }
-        }
+        tok->byte_id[b] = tk_htab_lookup_in(&tok->vocab, (const uint8_t *)L->arena.data, &c, 1);
     }
     return 0;
 }
@@ -902,24 +896,29 @@ static int build_ids(loader *L)
      * skips a token when that string is the content of a special token —
      * so such a token may decode differently from its content and not be
      * skipped. Bytes follow the ByteLevel decoder rule. */
-    for (int32_t i = 0; i < tok->n_added; i++) {
+    /* special flag of the added token with each id (filled backwards: the
+     * first token with an id wins), so that finding the owner's flag is not
+     * a scan of all added tokens per token (quadratic in the file) */
+    uint8_t *id_special = calloc((size_t)(n ? n : 1), 1);
+    if (!id_special) return oom(L);
+    for (int32_t i = tok->n_added; i-- > 0;) id_special[tok->added[i].id] = tok->added[i].special;
+    int rc = 0;
+    for (int32_t i = 0; i < tok->n_added && !rc; i++) {
         const tk_added *a = &tok->added[i];
         uint32_t so = a->normalized ? tok->norm_off[i] : a->off;
         uint32_t sl = a->normalized ? tok->norm_len[i] : a->len;
         int32_t owner = tk_htab_lookup_in(&tok->added_str, (const uint8_t *)L->arena.data,
                                           (const uint8_t *)L->arena.data + so, sl);
-        int special = 0;
-        for (int32_t j = 0; owner >= 0 && j < tok->n_added; j++)
-            if (tok->added[j].id == owner) { special = tok->added[j].special; break; }
+        int special = owner >= 0 && id_special[owner];
         tk_string_to_bytes((const uint8_t *)L->arena.data + so, sl, &L->tmp);
         uint32_t off;
-        int rc = arena_add(L, L->tmp.data, L->tmp.len, &off);
-        if (rc) return rc;
+        if ((rc = arena_add(L, L->tmp.data, L->tmp.len, &off))) break;
         tok->dec_off[a->id] = off;
         tok->dec_len[a->id] = (uint32_t)L->tmp.len;
         tok->id_flags[a->id] = TK_ID_PRESENT | TK_ID_ADDED | (special ? TK_ID_SPECIAL : 0);
     }
-    return 0;
+    free(id_special);
+    return rc;
 }
 
 /* ===== entry points ===== */
@@ -995,47 +994,24 @@ int pl_tokenizer_load_mem(pl_tokenizer **out, const char *json, size_t len, char
 int pl_tokenizer_load(pl_tokenizer **out, const char *path, char *err, size_t errlen)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* only regular files: a FIFO or device could block or never end */
+    struct stat st;
+    if (stat(path, &st) != 0) {
         int e = errno;
         return pl_seterr(err, errlen, e == ENOENT ? PL_ERR_NOTFOUND : PL_ERR_IO, "cannot open %s: %s", path,
                          strerror(e));
     }
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
-    int rc = 0;
-    struct stat st;
-    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
-        fclose(f);
-        return pl_seterr(err, errlen, PL_ERR_IO, "%s is not a regular file", path);
-    }
-    if ((uint64_t)st.st_size > TK_MAX_FILE) {
-        fclose(f);
+    if (!S_ISREG(st.st_mode)) return pl_seterr(err, errlen, PL_ERR_IO, "%s is not a regular file", path);
+    if ((uint64_t)st.st_size > TK_MAX_FILE)
         return pl_seterr(err, errlen, PL_ERR_RANGE, "%s is too large (%lld bytes)", path, (long long)st.st_size);
-    }
-    cap = (size_t)st.st_size + 1;      /* +1: a read that returns 0 ends the loop */
-    for (;;) {
-        if (len == cap || !buf) {
-            if (buf) {
-                if (cap >= TK_MAX_FILE) { rc = pl_seterr(err, errlen, PL_ERR_RANGE, "%s is too large", path); break; }
-                cap *= 2;
-            }
-            char *nb = realloc(buf, cap);
-            if (!nb) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory reading %s", path); break; }
-            buf = nb;
-        }
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (got == 0) {
-            if (ferror(f)) rc = pl_seterr(err, errlen, PL_ERR_IO, "error reading %s: %s", path, strerror(errno));
-            break;
-        }
-    }
-    fclose(f);
+    pl_buf buf;
+    pl_buf_init(&buf);
+    pl_buf_reserve(&buf, (size_t)st.st_size);    /* one allocation (pl_file_read keeps it) */
+    int rc = pl_file_read(path, &buf, TK_MAX_FILE, err, errlen);
     if (!rc) {
-        if (len == 0) rc = pl_seterr(err, errlen, PL_ERR_PARSE, "%s is empty", path);
+        if (buf.len == 0) rc = pl_seterr(err, errlen, PL_ERR_PARSE, "%s is empty", path);
         else {
-            rc = pl_tokenizer_load_mem(out, buf, len, err, errlen);
+            rc = pl_tokenizer_load_mem(out, buf.data, buf.len, err, errlen);
             if (rc && err && errlen) {
                 /* prefix the file name */
                 char tmp[512];
@@ -1044,7 +1020,7 @@ int pl_tokenizer_load(pl_tokenizer **out, const char *path, char *err, size_t er
             }
         }
     }
-    free(buf);
+    pl_buf_free(&buf);
     return rc;
 }
 

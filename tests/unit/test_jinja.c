@@ -259,6 +259,21 @@ TEST(raise_exception_message)
     pl_buf_free(&out);
 }
 
+/* int()/float() strip Unicode whitespace, not the bytes 0x85/0xA0
+ * (expected output from Python jinja2). */
+TEST(int_float_strip_unicode_space)
+{
+    pl_buf out;
+    pl_buf_init(&out);
+    char err[256];
+    int rc = quick("{{ s|int }}|{{ s|float }}|{{ t|int }}|{{ u|float }}",
+                   "{\"s\":\"\\u00a05\\u00a0\",\"t\":\"\\u20037\",\"u\":\"2.5\\u3000\"}", NULL, &out, err,
+                   sizeof err);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_EQ_STR(out.data, "5|5.0|7|2.5");
+    pl_buf_free(&out);
+}
+
 /* ================================================================ hostile templates */
 
 TEST(hostile_recursion)
@@ -568,6 +583,7 @@ int main(void)
     RUN(golden_shared_glm_renders);
     RUN(syntax_error_line_column);
     RUN(raise_exception_message);
+    RUN(int_float_strip_unicode_space);
     RUN(hostile_recursion);
     RUN(hostile_stack_depth);
     RUN(hostile_loops_and_bombs);

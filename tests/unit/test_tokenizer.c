@@ -672,6 +672,27 @@ TEST(truncated_and_corrupt)
     free(j);
 }
 
+/* An empty vocab has no byte tokens: text encodes to nothing (HF drops
+ * characters it has no token for), never to ids that do not exist. */
+TEST(empty_vocab)
+{
+    static const char j[] =
+        "{\"model\":{\"type\":\"BPE\",\"vocab\":{},\"merges\":[]},\"added_tokens\":[],"
+        "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true},"
+        "\"decoder\":{\"type\":\"ByteLevel\"}}";
+    pl_tokenizer *t = NULL;
+    char err[256];
+    CHECK_EQ_INT(pl_tokenizer_load_mem(&t, j, sizeof j - 1, err, sizeof err), 0);
+    if (!t) return;
+    CHECK_EQ_INT(pl_tokenizer_vocab_size(t), 0);
+    int32_t *ids = NULL;
+    size_t n = 99;
+    CHECK_EQ_INT(pl_tokenizer_encode(t, "ab c", 4, &ids, &n), 0);
+    CHECK_EQ_INT((int)n, 0);
+    free(ids);
+    pl_tokenizer_free(t);
+}
+
 TEST(file_errors)
 {
     char err[512];
@@ -791,6 +812,7 @@ int main(void)
     RUN(utf8_lossy);
     RUN(load_errors);
     RUN(truncated_and_corrupt);
+    RUN(empty_vocab);
     RUN(file_errors);
     RUN(truncated_real_file);
     RUN(concurrent_encode);
