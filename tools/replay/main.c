@@ -242,14 +242,19 @@ int main(int argc, char **argv)
         switch (c) {
         case 'm': dir = optarg; break;
         case 's': script = optarg; break;
-        case 'c': a.chunk = atoll(optarg); break;
+        case 'c':
+            if (pl_parse_i64(optarg, 1, 1000000, &a.chunk)) {
+                fprintf(stderr, "glm-replay: --chunk must be an integer from 1 to 1000000\n");
+                return 2;
+            }
+            break;
         case 'i': in = optarg; break;
         case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (!dir || !script || a.chunk < 1 || optind != argc) { usage(stderr); return 2; }
+    if (!dir || !script || optind != argc) { usage(stderr); return 2; }
     char path[PATH_MAX], err[1024];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
     if (pl_tokenizer_load(&a.tk, path, err, sizeof err) || load_script(&a, script, err, sizeof err)) {
