@@ -14,6 +14,7 @@
 #include "json.h"
 #include "msg.h"
 #include "pyjson.h"
+#include "pystr.h"
 
 #define TOK_MAX_N         128   /* choices per request */
 #define TOK_MAX_LOGPROBS  20    /* vLLM's default --max-logprobs */
@@ -210,19 +211,15 @@ static const char *final_message_text(const cJSON *msgs)
     return text;
 }
 
-static bool is_py_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r') || c == '\x1c' || c == '\x1d' || c == '\x1e' || c == '\x1f'; }
-
 /* transformers' continue_final_message: cut the render right after the final
  * message's text so generation continues it. */
 static int cut_after_final(pl_buf *prompt, const cJSON *msgs, tok_error *e)
 {
     const char *fm = final_message_text(msgs);
     if (!fm) return BAD(e, "continue_final_message", "continue_final_message is set but we could not find any text to continue in the final message!");
-    size_t len = strlen(fm), a = 0, b = len;
-    while (a < b && is_py_space(fm[a])) a++;
-    while (b > a && is_py_space(fm[b - 1])) b--;
+    size_t len = strlen(fm), a = pl_py_lstrip_off(fm, len);
     const char *stripped = fm + a;
-    size_t slen = b - a;
+    size_t slen = pl_py_rstrip_len(stripped, len - a);
     /* rindex of the stripped text */
     const char *loc = NULL;
     for (const char *p = prompt->data; p && (p = memmem(p, prompt->len - (size_t)(p - prompt->data), stripped, slen)); p++) {
@@ -689,8 +686,7 @@ int tok_request_process(const tok_model *m, enum tok_endpoint ep, const cJSON *b
         /* GLM-4.7/5.x prompts end with an open <think>: the reasoning parser
          * must treat the output as reasoning from its first byte. */
         const char *tail = "<think>";
-        size_t tl = strlen(tail), end = text.len;
-        while (end && is_py_space(text.data[end - 1])) end--;
+        size_t tl = strlen(tail), end = pl_py_rstrip_len(text.data, text.len);
         cJSON_AddBoolToObject(ctx, "prompt_ends_in_think", end >= tl && !memcmp(text.data + end - tl, tail, tl));
         if (echo) cJSON_AddStringToObject(ctx, "prompt_text", text.data ? text.data : "");
     }
