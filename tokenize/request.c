@@ -220,16 +220,17 @@ static int cut_after_final(pl_buf *prompt, const cJSON *msgs, tok_error *e)
     size_t len = strlen(fm), a = pl_py_lstrip_off(fm, len);
     const char *stripped = fm + a;
     size_t slen = pl_py_rstrip_len(stripped, len - a);
+    if (!slen) return 0;   /* Python finds "" at the very end: nothing is cut */
     /* rindex of the stripped text */
     const char *loc = NULL;
-    for (const char *p = prompt->data; p && (p = memmem(p, prompt->len - (size_t)(p - prompt->data), stripped, slen)); p++) {
+    for (const char *p = prompt->data; p && (p = memmem(p, prompt->len - (size_t)(p - prompt->data), stripped, slen)); p++)
         loc = p;
-        if (!slen) break;
-    }
     if (!loc) return BAD(e, "continue_final_message", "continue_final_message is set but the final message does not appear in the chat after applying the chat template! This can happen if the chat template deletes portions of the final message. Please verify the chat template and final message in your chat to ensure the final message is unmodified.");
+    /* transformers keeps the trailing whitespace only when the render has the
+     * message unchanged at loc: rendered[loc:loc + len(lstripped)] == final
+     * can hold only when there was no leading whitespace. */
     size_t off = (size_t)(loc - prompt->data);
-    size_t lstripped_len = len - a;
-    size_t keep = (off + lstripped_len <= prompt->len && !memcmp(loc, fm + a, lstripped_len)) ? lstripped_len : slen;
+    size_t keep = (a == 0 && off + len <= prompt->len && !memcmp(loc, fm, len)) ? len : slen;
     prompt->len = off + keep;
     prompt->data[prompt->len] = 0;
     return 0;
