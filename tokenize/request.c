@@ -139,7 +139,10 @@ static int fix_tool_calls(cJSON *msg, size_t mi, tok_error *e)
         char perr[128];
         if (pl_json_parse(&parsed, args->valuestring, strlen(args->valuestring), perr, sizeof perr))
             return BAD(e, "messages", "messages[%zu].tool_calls[%zu].function.arguments is not valid JSON: %s", mi, ti, perr);
-        cJSON_ReplaceItemInObjectCaseSensitive(holder, "arguments", parsed);
+        if (!cJSON_ReplaceItemInObjectCaseSensitive(holder, "arguments", parsed)) {
+            cJSON_Delete(parsed);
+            return fail(e, 500, "InternalServerError", NULL, "out of memory");
+        }
     }
     return 0;
 }
@@ -361,7 +364,7 @@ static int parse_sampling(const tok_model *m, enum tok_endpoint ep, const cJSON 
     if ((rc = get_num(body, "frequency_penalty", &present, &s->frequency, e))) return rc;
     double topk = -1;
     if ((rc = num_with_default(body, gen, "top_k", -1, &topk, e))) return rc;
-    if (topk != floor(topk)) return BAD(e, "top_k", "'top_k' must be an integer");
+    if (topk != floor(topk) || fabs(topk) > 9.2e18) return BAD(e, "top_k", "'top_k' must be an integer");
     s->top_k = topk == 0 ? -1 : (int64_t)topk;   /* 0 and -1 both disable */
 
     if (s->temperature < 0) return BAD(e, "temperature", "temperature must be non-negative, got %s.", pyf(s->temperature, f, sizeof f));
@@ -625,7 +628,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
     };
     for (size_t i = 0; !rc && i < PL_ARRAY_LEN(bools); i++) {
         rc = get_bool(body, bools[i].key, bools[i].def, &b, e);
-        cJSON_AddBoolToObject(ctx, bools[i].key, b);
+        if (!rc) cJSON_AddBoolToObject(ctx, bools[i].key, b);
     }
     if (!rc) {
         /* logprobs as the gateway must report them: chat bool + top_logprobs, completions int */

@@ -287,3 +287,10 @@ def test_continue_final_message_cut_matches_transformers(glm_model, tmp_path, fi
     req = {"messages": msgs, "continue_final_message": True, "add_generation_prompt": False}
     got = tokenize(glm_model["dir"], "--render", "--chat-template", str(tpl), input=json.dumps(req).encode())
     assert got.stdout.decode() == want
+
+
+def test_out_of_range_numbers_are_errors(glm_model):
+    base = {"messages": [{"role": "user", "content": "x"}]}
+    out = errors_for(glm_model["dir"], [dict(base, top_k=1e300), dict(base, top_k=-1e300), dict(base, include_stop_str_in_output="yes")])
+    assert [(m["type"], m["code"], m["param"]) for m in out] == \
+        [("error", 400, "top_k"), ("error", 400, "top_k"), ("error", 400, "include_stop_str_in_output")]
