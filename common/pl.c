@@ -128,6 +128,19 @@ int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_
     return rc;
 }
 
+/* ================================================================ numbers */
+
+int pl_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *v)
+{
+    if (!s || !*s) return -1;
+    char *end;
+    errno = 0;
+    long long x = strtoll(s, &end, 10);
+    if (errno || *end || x < lo || x > hi) return -1;
+    *v = x;
+    return 0;
+}
+
 /* ================================================================ logging */
 
 static const char *g_prog = "glm";

@@ -62,6 +62,12 @@ static inline int pl_buf_ok(const pl_buf *b) { return !b->oom; }
  * max_bytes are refused with PL_ERR_RANGE. Errors name the path. */
 int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_t errlen);
 
+/* ---------------------------------------------------------------- numbers */
+
+/* A whole decimal string (no trailing characters) in [lo, hi]: 0, or -1 for
+ * anything else (empty, junk, overflow, out of range). For command lines. */
+int pl_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *v);
+
 /* ---------------------------------------------------------------- logging */
 
 /* One event per line on stderr: "<iso time> <prog> <level> [id] message".

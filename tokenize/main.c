@@ -174,13 +174,12 @@ int main(int argc, char **argv)
         switch (c) {
         case 'm': dir = optarg; break;
         case 't': o.chat_template_path = optarg; break;
-        case 'L': {
-            char *end;
-            long long v = strtoll(optarg, &end, 10);
-            if (*end || v < 1) { fprintf(stderr, "glm-tokenize: --max-model-len must be a positive integer\n"); return 2; }
-            o.max_model_len = v;
+        case 'L':
+            if (pl_parse_i64(optarg, 1, INT64_MAX, &o.max_model_len)) {
+                fprintf(stderr, "glm-tokenize: --max-model-len must be a positive integer\n");
+                return 2;
+            }
             break;
-        }
         case 'k': o.default_kwargs_json = optarg; break;
         case 'n': o.served_model_name = optarg; break;
         case 'E': mode = "encode"; break;

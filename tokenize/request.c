@@ -14,6 +14,7 @@
 #include "json.h"
 #include "msg.h"
 #include "pyjson.h"
+#include "pystr.h"
 
 #define TOK_MAX_N         128   /* choices per request */
 #define TOK_MAX_LOGPROBS  20    /* vLLM's default --max-logprobs */
@@ -138,7 +139,10 @@ static int fix_tool_calls(cJSON *msg, size_t mi, tok_error *e)
         char perr[128];
         if (pl_json_parse(&parsed, args->valuestring, strlen(args->valuestring), perr, sizeof perr))
             return BAD(e, "messages", "messages[%zu].tool_calls[%zu].function.arguments is not valid JSON: %s", mi, ti, perr);
-        cJSON_ReplaceItemInObjectCaseSensitive(holder, "arguments", parsed);
+        if (!cJSON_ReplaceItemInObjectCaseSensitive(holder, "arguments", parsed)) {
+            cJSON_Delete(parsed);
+            return fail(e, 500, "InternalServerError", NULL, "out of memory");
+        }
     }
     return 0;
 }
@@ -210,29 +214,26 @@ static const char *final_message_text(const cJSON *msgs)
     return text;
 }
 
-static bool is_py_space(char c) { return c == ' ' || (c >= '\t' && c <= '\r') || c == '\x1c' || c == '\x1d' || c == '\x1e' || c == '\x1f'; }
-
 /* transformers' continue_final_message: cut the render right after the final
  * message's text so generation continues it. */
 static int cut_after_final(pl_buf *prompt, const cJSON *msgs, tok_error *e)
 {
     const char *fm = final_message_text(msgs);
     if (!fm) return BAD(e, "continue_final_message", "continue_final_message is set but we could not find any text to continue in the final message!");
-    size_t len = strlen(fm), a = 0, b = len;
-    while (a < b && is_py_space(fm[a])) a++;
-    while (b > a && is_py_space(fm[b - 1])) b--;
+    size_t len = strlen(fm), a = pl_py_lstrip_off(fm, len);
     const char *stripped = fm + a;
-    size_t slen = b - a;
+    size_t slen = pl_py_rstrip_len(stripped, len - a);
+    if (!slen) return 0;   /* Python finds "" at the very end: nothing is cut */
     /* rindex of the stripped text */
     const char *loc = NULL;
-    for (const char *p = prompt->data; p && (p = memmem(p, prompt->len - (size_t)(p - prompt->data), stripped, slen)); p++) {
+    for (const char *p = prompt->data; p && (p = memmem(p, prompt->len - (size_t)(p - prompt->data), stripped, slen)); p++)
         loc = p;
-        if (!slen) break;
-    }
     if (!loc) return BAD(e, "continue_final_message", "continue_final_message is set but the final message does not appear in the chat after applying the chat template! This can happen if the chat template deletes portions of the final message. Please verify the chat template and final message in your chat to ensure the final message is unmodified.");
+    /* transformers keeps the trailing whitespace only when the render has the
+     * message unchanged at loc: rendered[loc:loc + len(lstripped)] == final
+     * can hold only when there was no leading whitespace. */
     size_t off = (size_t)(loc - prompt->data);
-    size_t lstripped_len = len - a;
-    size_t keep = (off + lstripped_len <= prompt->len && !memcmp(loc, fm + a, lstripped_len)) ? lstripped_len : slen;
+    size_t keep = (a == 0 && off + len <= prompt->len && !memcmp(loc, fm, len)) ? len : slen;
     prompt->len = off + keep;
     prompt->data[prompt->len] = 0;
     return 0;
@@ -363,7 +364,7 @@ static int parse_sampling(const tok_model *m, enum tok_endpoint ep, const cJSON 
     if ((rc = get_num(body, "frequency_penalty", &present, &s->frequency, e))) return rc;
     double topk = -1;
     if ((rc = num_with_default(body, gen, "top_k", -1, &topk, e))) return rc;
-    if (topk != floor(topk)) return BAD(e, "top_k", "'top_k' must be an integer");
+    if (topk != floor(topk) || fabs(topk) > 9.2e18) return BAD(e, "top_k", "'top_k' must be an integer");
     s->top_k = topk == 0 ? -1 : (int64_t)topk;   /* 0 and -1 both disable */
 
     if (s->temperature < 0) return BAD(e, "temperature", "temperature must be non-negative, got %s.", pyf(s->temperature, f, sizeof f));
@@ -627,7 +628,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
     };
     for (size_t i = 0; !rc && i < PL_ARRAY_LEN(bools); i++) {
         rc = get_bool(body, bools[i].key, bools[i].def, &b, e);
-        cJSON_AddBoolToObject(ctx, bools[i].key, b);
+        if (!rc) cJSON_AddBoolToObject(ctx, bools[i].key, b);
     }
     if (!rc) {
         /* logprobs as the gateway must report them: chat bool + top_logprobs, completions int */
@@ -689,8 +690,7 @@ int tok_request_process(const tok_model *m, enum tok_endpoint ep, const cJSON *b
         /* GLM-4.7/5.x prompts end with an open <think>: the reasoning parser
          * must treat the output as reasoning from its first byte. */
         const char *tail = "<think>";
-        size_t tl = strlen(tail), end = text.len;
-        while (end && is_py_space(text.data[end - 1])) end--;
+        size_t tl = strlen(tail), end = pl_py_rstrip_len(text.data, text.len);
         cJSON_AddBoolToObject(ctx, "prompt_ends_in_think", end >= tl && !memcmp(text.data + end - tl, tail, tl));
         if (echo) cJSON_AddStringToObject(ctx, "prompt_text", text.data ? text.data : "");
     }

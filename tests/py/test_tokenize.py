@@ -263,3 +263,34 @@ def test_render_keeps_python_number_types(tiny_model):
                       eos_token="<|endoftext|>", pad_token="<|endoftext|>", documents=None)
     assert got == want
     assert "<arg_value>1.0</arg_value>" in got and "<arg_value>100000.0</arg_value>" in got
+
+
+def transformers_continue_final(rendered, final):
+    """transformers' apply_chat_template(continue_final_message=True) cut."""
+    if final.strip() not in rendered:
+        return None
+    loc = rendered.rindex(final.strip())
+    if rendered[loc:loc + len(final.lstrip())] == final:
+        return rendered[:loc + len(final.lstrip())]
+    return rendered[:loc + len(final.strip())]
+
+
+@pytest.mark.parametrize("final", ["Hi", "Hi ", " Hi", " Hi ", "Hi\u3000", "\u3000Hi", "a\u2003b\u2028", "  ", ""])
+@pytest.mark.parametrize("content", ["m.content", "m.content | trim"])
+def test_continue_final_message_cut_matches_transformers(glm_model, tmp_path, final, content):
+    import jinja2
+    src = "{% for m in messages %}[{{ m.role }}]{{ " + content + " }}|{% endfor %}"
+    tpl = tmp_path / "t.jinja"
+    tpl.write_text(src)
+    msgs = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": final}]
+    want = transformers_continue_final(jinja2.Template(src).render(messages=msgs), final)
+    req = {"messages": msgs, "continue_final_message": True, "add_generation_prompt": False}
+    got = tokenize(glm_model["dir"], "--render", "--chat-template", str(tpl), input=json.dumps(req).encode())
+    assert got.stdout.decode() == want
+
+
+def test_out_of_range_numbers_are_errors(glm_model):
+    base = {"messages": [{"role": "user", "content": "x"}]}
+    out = errors_for(glm_model["dir"], [dict(base, top_k=1e300), dict(base, top_k=-1e300), dict(base, include_stop_str_in_output="yes")])
+    assert [(m["type"], m["code"], m["param"]) for m in out] == \
+        [("error", 400, "top_k"), ("error", 400, "top_k"), ("error", 400, "include_stop_str_in_output")]

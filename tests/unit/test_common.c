@@ -143,6 +143,21 @@ TEST(buf_and_files)
     pl_buf_free(&b);
 }
 
+TEST(parse_i64_whole_string_in_range)
+{
+    int64_t v = 0;
+    CHECK(pl_parse_i64("42", 1, 100, &v) == 0 && v == 42);
+    CHECK(pl_parse_i64("-5", -10, 10, &v) == 0 && v == -5);
+    v = 7;
+    CHECK(pl_parse_i64("", 1, 100, &v) == -1);
+    CHECK(pl_parse_i64(NULL, 1, 100, &v) == -1);
+    CHECK(pl_parse_i64("3x", 1, 100, &v) == -1);
+    CHECK(pl_parse_i64("0", 1, 100, &v) == -1);
+    CHECK(pl_parse_i64("101", 1, 100, &v) == -1);
+    CHECK(pl_parse_i64("99999999999999999999", 1, INT64_MAX, &v) == -1);
+    CHECK(v == 7);   /* untouched on failure */
+}
+
 static void count_one(const char *k, size_t kl, void *v, void *ud) { (void)k; (void)kl; (void)v; (*(size_t *)ud)++; }
 
 TEST(strmap_put_get_take_many)
@@ -190,6 +205,7 @@ int main(void)
     RUN(msg_bad_ids);
     RUN(msg_map_except_keeps_unknown_fields);
     RUN(buf_and_files);
+    RUN(parse_i64_whole_string_in_range);
     RUN(strmap_put_get_take_many);
     msgpack_zone_destroy(&zone);
     msgpack_sbuffer_destroy(&sb);

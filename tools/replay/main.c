@@ -17,6 +17,7 @@
  * same output. A request no rule matches gets an `error`. */
 #include <getopt.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +45,13 @@ typedef struct rp_app {
 
 /* ================================================================ script */
 
+/* An integral number inside the vocabulary (so the cast to int32_t is exact). */
+static bool is_token_id(const rp_app *a, const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && v->valuedouble >= 0 &&
+           v->valuedouble < pl_tokenizer_vocab_size(a->tk);
+}
+
 static int parse_rule(rp_app *a, const cJSON *r, rp_rule *out, char *err, size_t errlen)
 {
     memset(out, 0, sizeof *out);
@@ -61,7 +69,7 @@ static int parse_rule(rp_app *a, const cJSON *r, rp_rule *out, char *err, size_t
     if (chunk && (!cJSON_IsNumber(chunk) || chunk->valuedouble < 1 || chunk->valuedouble > 1e6))
         return pl_seterr(err, errlen, PL_ERR_INVALID, "\"chunk\" must be a positive integer");
     if (fin && !cJSON_IsString(fin)) return pl_seterr(err, errlen, PL_ERR_INVALID, "\"finish_reason\" must be a string");
-    if (sr && !cJSON_IsNumber(sr)) return pl_seterr(err, errlen, PL_ERR_INVALID, "\"stop_reason\" must be a token id");
+    if (sr && !is_token_id(a, sr)) return pl_seterr(err, errlen, PL_ERR_INVALID, "\"stop_reason\" must be a token id");
     if (cJSON_IsString(text)) {
         pl_tokids v = {0};
         int rc = pl_tokenizer_encode_ex(a->tk, text->valuestring, strlen(text->valuestring), &v, err, errlen);
@@ -73,8 +81,11 @@ static int parse_rule(rp_app *a, const cJSON *r, rp_rule *out, char *err, size_t
         out->ids = malloc(sizeof *out->ids * (n ? n : 1));
         if (!out->ids) return PL_ERR_NOMEM;
         for (const cJSON *c = ids->child; c; c = c->next) {
-            if (!cJSON_IsNumber(c) || c->valuedouble < 0 || c->valuedouble >= pl_tokenizer_vocab_size(a->tk))
+            if (!is_token_id(a, c)) {
+                free(out->ids);
+                out->ids = NULL;
                 return pl_seterr(err, errlen, PL_ERR_INVALID, "\"output_ids\" must be token ids inside the vocabulary");
+            }
             out->ids[k++] = (int32_t)c->valuedouble;
         }
         out->n_ids = k;
@@ -151,8 +162,16 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         pl_stage_bad_request(st, id, idlen, "generate: 'n' must be 1..4096");
         return;
     }
-    pl_msg_get_map(msg, "sampling", &sampling);
-    if (sampling) pl_msg_get_int(sampling, "max_tokens", &max_tokens);
+    if (pl_msg_get_map(msg, "sampling", &sampling) == PL_ERR_INVALID) {
+        pl_stage_bad_request(st, id, idlen, "generate: 'sampling' must be a map");
+        return;
+    }
+    /* a negative max_tokens would make the output length wrap around */
+    int mrc = sampling ? pl_msg_get_int(sampling, "max_tokens", &max_tokens) : PL_ERR_NOTFOUND;
+    if (mrc != PL_ERR_NOTFOUND && (mrc || max_tokens < 0)) {
+        pl_stage_bad_request(st, id, idlen, "generate: 'sampling.max_tokens' must be a non-negative integer");
+        return;
+    }
     int bad;
     const rp_rule *r = pick_rule(a, prompt, &bad);
     if (!r) {
@@ -242,26 +261,27 @@ int main(int argc, char **argv)
         switch (c) {
         case 'm': dir = optarg; break;
         case 's': script = optarg; break;
-        case 'c': a.chunk = atoll(optarg); break;
+        case 'c':
+            if (pl_parse_i64(optarg, 1, 1000000, &a.chunk)) {
+                fprintf(stderr, "glm-replay: --chunk must be an integer from 1 to 1000000\n");
+                return 2;
+            }
+            break;
         case 'i': in = optarg; break;
         case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
-    if (!dir || !script || a.chunk < 1 || optind != argc) { usage(stderr); return 2; }
+    if (!dir || !script || optind != argc) { usage(stderr); return 2; }
     char path[PATH_MAX], err[1024];
     snprintf(path, sizeof path, "%s/tokenizer.json", dir);
-    if (pl_tokenizer_load(&a.tk, path, err, sizeof err) || load_script(&a, script, err, sizeof err)) {
-        fprintf(stderr, "glm-replay: %s\n", err);
-        return 1;
-    }
-    pl_stage *st;
-    if (pl_stage_open(&st, in, out, err, sizeof err)) {
-        fprintf(stderr, "glm-replay: %s\n", err);
-        return 1;
-    }
-    int rc = pl_stage_run(st, on_msg, NULL, &a);
+    pl_stage *st = NULL;
+    int rc = pl_tokenizer_load(&a.tk, path, err, sizeof err);
+    if (!rc) rc = load_script(&a, script, err, sizeof err);
+    if (!rc) rc = pl_stage_open(&st, in, out, err, sizeof err);
+    if (rc) fprintf(stderr, "glm-replay: %s\n", err);
+    else rc = pl_stage_run(st, on_msg, NULL, &a);
     pl_stage_close(st);
     for (size_t i = 0; i < a.n_rules; i++) {
         free(a.rules[i].match);
