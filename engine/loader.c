@@ -366,31 +366,13 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
     return rc;
 }
 
-static int read_file(const char *path, pl_buf *out, size_t max, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return pl_seterr(err, errlen, errno == ENOENT ? PL_ERR_NOTFOUND : PL_ERR_IO,
-                             "%s: %s", path, strerror(errno));
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
-        pl_buf_append(out, tmp, n);
-        if (out->len > max) { fclose(f); return pl_seterr(err, errlen, PL_ERR_RANGE, "%s: file too large", path); }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) return pl_seterr(err, errlen, PL_ERR_IO, "%s: read error", path);
-    if (!pl_buf_ok(out)) return pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: out of memory", path);
-    return 0;
-}
-
 int eng_config_load(eng_config *c, const char *dir, char *err, size_t errlen)
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
     pl_buf b;
     pl_buf_init(&b);
-    int rc = read_file(path, &b, 64u << 20, err, errlen);
+    int rc = pl_file_read(path, &b, 64u << 20, err, errlen);
     if (!rc) rc = eng_config_parse(c, b.data, b.len, path, err, errlen);
     pl_buf_free(&b);
     return rc;
@@ -831,7 +813,7 @@ static int map_index(eng_weights *w, const char *dir, const char *ipath, char *e
 {
     pl_buf b;
     pl_buf_init(&b);
-    int rc = read_file(ipath, &b, 256u << 20, err, errlen);
+    int rc = pl_file_read(ipath, &b, 256u << 20, err, errlen);
     cJSON *root = rc ? NULL : cJSON_ParseWithLength(b.data, b.len);
     pl_buf_free(&b);
     if (rc) return rc;
