@@ -24,17 +24,6 @@ static int mk(const char *name, int fp8, int fused, uint64_t shard)
     return rc;
 }
 
-static int slurp(const char *path, pl_buf *b)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) pl_buf_append(b, tmp, n);
-    fclose(f);
-    return 0;
-}
-
 /* Overwrite the first n bytes of a file in place. */
 static int patch_prefix(const char *path, const void *p, size_t n)
 {
@@ -62,7 +51,7 @@ static int variant(const char *from, const char *to, const char *fname, const ch
     snprintf(path, sizeof path, "%s/%s/%s", g_dir, to, fname);
     pl_buf b;
     pl_buf_init(&b);
-    if (slurp(path, &b)) return -1;
+    if (pl_file_read(path, &b, 1u << 30, NULL, 0)) { pl_buf_free(&b); return -1; }
     if (find) {
         char *p = memmem(b.data, b.len, find, strlen(find));
         if (!p) { pl_buf_free(&b); return -1; }
@@ -234,9 +223,9 @@ TEST(corrupted_files_never_crash)
     pl_buf orig, cfg;
     pl_buf_init(&orig);
     pl_buf_init(&cfg);
-    CHECK(slurp(src, &orig) == 0);
+    CHECK(pl_file_read(src, &orig, 1u << 30, NULL, 0) == 0);
     snprintf(src, sizeof src, "%s/plain/config.json", g_dir);
-    CHECK(slurp(src, &cfg) == 0);
+    CHECK(pl_file_read(src, &cfg, 1u << 30, NULL, 0) == 0);
     CHECK(variant("plain", "fuzz", "config.json", NULL, NULL, 0) == 0);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | (unsigned char)orig.data[i];
