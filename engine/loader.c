@@ -624,12 +624,12 @@ static int st_entry(const cJSON *e, const char *path, uint64_t data_len, uint64_
     if (!cJSON_IsNumber(cJSON_GetArrayItem(off, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(off, 1)) ||
         b0 < 0 || b1 < b0 || b0 != floor(b0) || b1 != floor(b1))
         return pl_seterr(err, errlen, PL_ERR_PARSE, "%s: tensor %s: bad data_offsets", path, name);
-    uint64_t begin = (uint64_t)b0, end = (uint64_t)b1;
-    if (end > data_len)
+    /* Compared as doubles first: converting one past 2^64 to uint64_t is undefined. */
+    if (b1 > (double)data_len)
         return pl_seterr(err, errlen, PL_ERR_RANGE,
-                         "%s: tensor %s: data_offsets [%llu, %llu) run past the end of the file "
-                         "(%llu data bytes; truncated file?)", path, name,
-                         (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_len);
+                         "%s: tensor %s: data_offsets [%.0f, %.0f) run past the end of the file "
+                         "(%llu data bytes; truncated file?)", path, name, b0, b1, (unsigned long long)data_len);
+    uint64_t begin = (uint64_t)b0, end = (uint64_t)b1;
     if (end - begin != numel * esize)
         return pl_seterr(err, errlen, PL_ERR_INVALID, "%s: tensor %s: %llu bytes for %llu elements of %s",
                          path, name, (unsigned long long)(end - begin), (unsigned long long)numel, dt->valuestring);

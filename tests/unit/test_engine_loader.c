@@ -150,6 +150,33 @@ TEST(truncated_file_names_file_and_tensor)
     expect_load("trunc", PL_ERR_RANGE, "trunc/model.safetensors", "run past the end");
 }
 
+static int count_tensor(void *ctx, const char *name, enum eng_dtype dt, const char *dtname, int ndim,
+                        const int64_t *shape, uint64_t begin, uint64_t end)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/* Offsets beyond 2^64 must be refused as past the end, not wrapped by the
+ * conversion to an integer. */
+TEST(huge_data_offsets)
+{
+    static const char *const hdr[] = {
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,1e30]}}",
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[18446744073709551616,18446744073709551616]}}",
+    };
+    for (size_t i = 0; i < PL_ARRAY_LEN(hdr); i++) {
+        unsigned char file[256] = { 0 };
+        size_t hl = strlen(hdr[i]);
+        file[0] = (unsigned char)hl;
+        memcpy(file + 8, hdr[i], hl);
+        char err[256] = "";
+        int n = 0;
+        CHECK(eng_safetensors_parse(file, 8 + hl + 4, "x.safetensors", count_tensor, &n, err, sizeof err) == PL_ERR_RANGE);
+        CHECK(n == 0 && strstr(err, "run past the end"));
+    }
+}
+
 TEST(bad_header_length)
 {
     CHECK(variant("plain", "hlen", "model.safetensors", NULL, NULL, 0) == 0);
@@ -374,6 +401,7 @@ int main(void)
     RUN(sharded_and_fused_layouts_load_identically);
     RUN(mtp_layer_optional);
     RUN(truncated_file_names_file_and_tensor);
+    RUN(huge_data_offsets);
     RUN(bad_header_length);
     RUN(shape_disagrees_with_config);
     RUN(missing_tensor);
