@@ -905,6 +905,19 @@ static int make_view(struct bindctx *x, st_rec *r, uint64_t elem0, int64_t rows,
     return 0;
 }
 
+/* The kernels read F32/BF16 weights as float/uint16_t arrays (mappings are
+ * page-aligned, so the file offset decides). */
+static int check_align(struct bindctx *x, const st_rec *r)
+{
+    if (r->dt == ENG_DT_F32 && (r->begin & 3))
+        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned F32 data",
+                         rec_path(x->w, r), r->name);
+    if (r->dt == ENG_DT_BF16 && (r->begin & 1))
+        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned BF16 data",
+                         rec_path(x->w, r), r->name);
+    return 0;
+}
+
 static int check_rec(struct bindctx *x, st_rec *r, const eng_tdesc *d)
 {
     eng_weights *w = x->w;
@@ -923,13 +936,7 @@ static int check_rec(struct bindctx *x, st_rec *r, const eng_tdesc *d)
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID,
                          "%s: tensor %s: shape [%s] but config.json implies [%s]", rec_path(w, r), r->name, got, want);
     }
-    if (r->dt == ENG_DT_F32 && (r->begin & 3))
-        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned F32 data",
-                         rec_path(w, r), r->name);
-    if (r->dt == ENG_DT_BF16 && (r->begin & 1))
-        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned BF16 data",
-                         rec_path(w, r), r->name);
-    return 0;
+    return check_align(x, r);
 }
 
 /* transformers 5.x keeps experts fused: gate_up_proj [E, 2I, H] (gate rows
@@ -951,10 +958,12 @@ static int bind_fused_expert(struct bindctx *x, const eng_tdesc *d, eng_tensor *
     if (!class_allows(ENG_TC_LINEAR, r->dt))
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: dtype %s not allowed here",
                          rec_path(x->w, r), name, r->dtname);
+    int rc = check_align(x, r);
+    if (rc) return rc;
     int64_t row0 = d->proj == ENG_EXP_UP ? I : 0;
     uint64_t elem0 = (uint64_t)d->expert * (uint64_t)(want1 * want2) + (uint64_t)(row0 * want2);
     /* Scale rows of a 3-D scale tensor: expert e's table starts at e*ceil(want1/128). */
-    int rc = make_view(x, r, elem0, d->shape[0], d->shape[1], row0, t);
+    rc = make_view(x, r, elem0, d->shape[0], d->shape[1], row0, t);
     if (!rc && t->scale) t->scale += (int64_t)d->expert * ((want1 + ENG_FP8_BLOCK - 1) / ENG_FP8_BLOCK) * t->scale_ld;
     return rc;
 }

@@ -191,6 +191,34 @@ TEST(bad_header_length)
     expect_load("hjson", PL_ERR_PARSE, "hjson/model.safetensors", "not a JSON object");
 }
 
+/* A fused BF16 expert tensor at an odd offset: refused like per-expert ones,
+ * not read through a misaligned pointer. Both offsets move by one byte (even
+ * numbers, so no digit carries and the header keeps its length). */
+TEST(misaligned_fused_experts)
+{
+    CHECK(variant("fused", "fmis", "model.safetensors", NULL, NULL, 0) == 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/fmis/model.safetensors", g_dir);
+    pl_buf b;
+    pl_buf_init(&b);
+    CHECK(pl_file_read(p, &b, 1u << 30, NULL, 0) == 0);
+    char *k = b.len ? memmem(b.data, b.len, "\"model.layers.1.mlp.experts.down_proj\"", 37) : NULL;
+    char *o = k ? strstr(k, "\"data_offsets\":[") : NULL;
+    CHECK(o != NULL);
+    if (o) {
+        char *d = o + strlen("\"data_offsets\":[");
+        for (int i = 0; i < 2; i++) {
+            while (*d >= '0' && *d <= '9') d++;
+            CHECK((d[-1] - '0') % 2 == 0);
+            d[-1]++;
+            d++;                    /* past ',' then ']' */
+        }
+        CHECK(patch_prefix(p, b.data, b.len) == 0);
+    }
+    pl_buf_free(&b);
+    expect_load("fmis", PL_ERR_INVALID, "model.layers.1.mlp.experts.down_proj", "misaligned BF16");
+}
+
 TEST(shape_disagrees_with_config)
 {
     CHECK(variant("plain", "shape", "config.json", "\"intermediate_size\": 512", "\"intermediate_size\": 640", 0) == 0);
@@ -403,6 +431,7 @@ int main(void)
     RUN(truncated_file_names_file_and_tensor);
     RUN(huge_data_offsets);
     RUN(bad_header_length);
+    RUN(misaligned_fused_experts);
     RUN(shape_disagrees_with_config);
     RUN(missing_tensor);
     RUN(wrong_dtype);
