@@ -165,6 +165,13 @@ int eng_config_finish(eng_config *c, char *err, size_t errlen)
     NEED(c->rope_interleave && c->indexer_rope_interleave,
          "non-interleaved RoPE is not GLM-5 (rope_interleave/indexer_rope_interleave must be true)");
 #undef NEED
+    int n = c->num_hidden_layers;
+    for (int i = 0; i < n; i++) {
+        c->layer_dense[i] = (unsigned char)layer_dense_by_formula(c, i);
+        c->layer_index_full[i] = (unsigned char)index_full_by_formula(c, i);
+    }
+    c->layer_dense[n] = 0;              /* MTP layer: always MoE, always a full indexer */
+    c->layer_index_full[n] = 1;
     return PL_OK;
 }
 
@@ -335,12 +342,9 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
     if (!rc) rc = parse_quant(c, cJSON_GetObjectItemCaseSensitive(root, "quantization_config"), &x);
     if (!rc) rc = eng_config_finish(c, err, errlen);
     if (!rc) {
-        /* Explicit per-layer lists win over the formulas, as in transformers. */
+        /* Explicit per-layer lists win over the formulas (filled by
+         * eng_config_finish), as in transformers. */
         int n = c->num_hidden_layers, found;
-        for (int i = 0; i < n; i++) {
-            c->layer_dense[i] = (unsigned char)layer_dense_by_formula(c, i);
-            c->layer_index_full[i] = (unsigned char)index_full_by_formula(c, i);
-        }
         unsigned char tmp[ENG_MAX_LAYERS];
         rc = get_layer_list(root, "mlp_layer_types", "dense", "sparse", tmp, n, &found, &x);
         if (!rc && found) memcpy(c->layer_dense, tmp, (size_t)n);
@@ -359,8 +363,6 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
         }
         if (!rc && !c->layer_index_full[0])
             rc = pl_seterr(err, errlen, PL_ERR_INVALID, "%s: layer 0 must have a full indexer", path);
-        c->layer_dense[n] = 0;          /* MTP layer: always MoE, always a full indexer */
-        c->layer_index_full[n] = 1;
     }
     cJSON_Delete(root);
     return rc;
