@@ -179,13 +179,18 @@ int eng_config_finish(eng_config *c, char *err, size_t errlen)
 
 struct cfgctx { const char *path; char *err; size_t errlen; };
 
+/* A JSON number that converts to int exactly. */
+static int json_is_int(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) <= 2147483647.0;
+}
+
 static int get_int(const cJSON *o, const char *key, int *dst, struct cfgctx *x)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (cJSON_IsBool(v)) { *dst = cJSON_IsTrue(v); return 0; }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
-        fabs(v->valuedouble) > 2147483647.0)
+    if (!json_is_int(v))
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" must be an integer", x->path, key);
     *dst = (int)v->valuedouble;
     return 0;
@@ -251,14 +256,14 @@ static int parse_ids(const cJSON *o, const char *key, int *dst, int max, int *n,
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     int k = 0;
-    if (cJSON_IsNumber(v)) { dst[k++] = (int)v->valuedouble; *n = k; return 0; }
+    if (json_is_int(v)) { dst[k++] = (int)v->valuedouble; *n = k; return 0; }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > max)
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" must be an id or a list of at most %d ids",
                          x->path, key, max);
     const cJSON *e;
     cJSON_ArrayForEach(e, v) {
-        if (!cJSON_IsNumber(e)) return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" holds a non-number",
-                                                 x->path, key);
+        if (!json_is_int(e)) return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" holds a non-integer",
+                                              x->path, key);
         dst[k++] = (int)e->valuedouble;
     }
     *n = k;

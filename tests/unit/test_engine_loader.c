@@ -258,6 +258,15 @@ TEST(unsupported_architecture)
     expect_load("quant", PL_ERR_UNSUPPORTED, "quant_method", NULL);
 }
 
+/* eos ids outside int: refused, not converted (undefined for such doubles). */
+TEST(eos_ids_must_be_integers)
+{
+    CHECK(variant("plain", "eos1", "config.json", "\"eos_token_id\": [", "\"eos_token_id\": [1e30, ", 0) == 0);
+    expect_load("eos1", PL_ERR_INVALID, "config.json", "\"eos_token_id\" holds a non-integer");
+    CHECK(variant("plain", "eos2", "config.json", "\"eos_token_id\": [", "\"eos_token_id\": 1e30, \"x\": [", 0) == 0);
+    expect_load("eos2", PL_ERR_INVALID, "config.json", "\"eos_token_id\" must be an id");
+}
+
 TEST(missing_files)
 {
     expect_load("does-not-exist", PL_ERR_NOTFOUND, "does-not-exist/config.json", NULL);
@@ -437,6 +446,7 @@ int main(void)
     RUN(wrong_dtype);
     RUN(fp8_scale_missing);
     RUN(unsupported_architecture);
+    RUN(eos_ids_must_be_integers);
     RUN(missing_files);
     RUN(corrupted_files_never_crash);
     RUN(indexer_types_from_freq_and_offset);
