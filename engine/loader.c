@@ -165,6 +165,13 @@ int eng_config_finish(eng_config *c, char *err, size_t errlen)
     NEED(c->rope_interleave && c->indexer_rope_interleave,
          "non-interleaved RoPE is not GLM-5 (rope_interleave/indexer_rope_interleave must be true)");
 #undef NEED
+    int n = c->num_hidden_layers;
+    for (int i = 0; i < n; i++) {
+        c->layer_dense[i] = (unsigned char)layer_dense_by_formula(c, i);
+        c->layer_index_full[i] = (unsigned char)index_full_by_formula(c, i);
+    }
+    c->layer_dense[n] = 0;              /* MTP layer: always MoE, always a full indexer */
+    c->layer_index_full[n] = 1;
     return PL_OK;
 }
 
@@ -172,13 +179,18 @@ int eng_config_finish(eng_config *c, char *err, size_t errlen)
 
 struct cfgctx { const char *path; char *err; size_t errlen; };
 
+/* A JSON number that converts to int exactly. */
+static int json_is_int(const cJSON *v)
+{
+    return cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) <= 2147483647.0;
+}
+
 static int get_int(const cJSON *o, const char *key, int *dst, struct cfgctx *x)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     if (cJSON_IsBool(v)) { *dst = cJSON_IsTrue(v); return 0; }
-    if (!cJSON_IsNumber(v) || v->valuedouble != floor(v->valuedouble) ||
-        fabs(v->valuedouble) > 2147483647.0)
+    if (!json_is_int(v))
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" must be an integer", x->path, key);
     *dst = (int)v->valuedouble;
     return 0;
@@ -244,14 +256,14 @@ static int parse_ids(const cJSON *o, const char *key, int *dst, int max, int *n,
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v)) return 0;
     int k = 0;
-    if (cJSON_IsNumber(v)) { dst[k++] = (int)v->valuedouble; *n = k; return 0; }
+    if (json_is_int(v)) { dst[k++] = (int)v->valuedouble; *n = k; return 0; }
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > max)
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" must be an id or a list of at most %d ids",
                          x->path, key, max);
     const cJSON *e;
     cJSON_ArrayForEach(e, v) {
-        if (!cJSON_IsNumber(e)) return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" holds a non-number",
-                                                 x->path, key);
+        if (!json_is_int(e)) return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: \"%s\" holds a non-integer",
+                                              x->path, key);
         dst[k++] = (int)e->valuedouble;
     }
     *n = k;
@@ -335,12 +347,9 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
     if (!rc) rc = parse_quant(c, cJSON_GetObjectItemCaseSensitive(root, "quantization_config"), &x);
     if (!rc) rc = eng_config_finish(c, err, errlen);
     if (!rc) {
-        /* Explicit per-layer lists win over the formulas, as in transformers. */
+        /* Explicit per-layer lists win over the formulas (filled by
+         * eng_config_finish), as in transformers. */
         int n = c->num_hidden_layers, found;
-        for (int i = 0; i < n; i++) {
-            c->layer_dense[i] = (unsigned char)layer_dense_by_formula(c, i);
-            c->layer_index_full[i] = (unsigned char)index_full_by_formula(c, i);
-        }
         unsigned char tmp[ENG_MAX_LAYERS];
         rc = get_layer_list(root, "mlp_layer_types", "dense", "sparse", tmp, n, &found, &x);
         if (!rc && found) memcpy(c->layer_dense, tmp, (size_t)n);
@@ -359,29 +368,9 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
         }
         if (!rc && !c->layer_index_full[0])
             rc = pl_seterr(err, errlen, PL_ERR_INVALID, "%s: layer 0 must have a full indexer", path);
-        c->layer_dense[n] = 0;          /* MTP layer: always MoE, always a full indexer */
-        c->layer_index_full[n] = 1;
     }
     cJSON_Delete(root);
     return rc;
-}
-
-static int read_file(const char *path, pl_buf *out, size_t max, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return pl_seterr(err, errlen, errno == ENOENT ? PL_ERR_NOTFOUND : PL_ERR_IO,
-                             "%s: %s", path, strerror(errno));
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) {
-        pl_buf_append(out, tmp, n);
-        if (out->len > max) { fclose(f); return pl_seterr(err, errlen, PL_ERR_RANGE, "%s: file too large", path); }
-    }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) return pl_seterr(err, errlen, PL_ERR_IO, "%s: read error", path);
-    if (!pl_buf_ok(out)) return pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: out of memory", path);
-    return 0;
 }
 
 int eng_config_load(eng_config *c, const char *dir, char *err, size_t errlen)
@@ -390,7 +379,7 @@ int eng_config_load(eng_config *c, const char *dir, char *err, size_t errlen)
     snprintf(path, sizeof path, "%s/config.json", dir);
     pl_buf b;
     pl_buf_init(&b);
-    int rc = read_file(path, &b, 64u << 20, err, errlen);
+    int rc = pl_file_read(path, &b, 64u << 20, err, errlen);
     if (!rc) rc = eng_config_parse(c, b.data, b.len, path, err, errlen);
     pl_buf_free(&b);
     return rc;
@@ -642,12 +631,12 @@ static int st_entry(const cJSON *e, const char *path, uint64_t data_len, uint64_
     if (!cJSON_IsNumber(cJSON_GetArrayItem(off, 0)) || !cJSON_IsNumber(cJSON_GetArrayItem(off, 1)) ||
         b0 < 0 || b1 < b0 || b0 != floor(b0) || b1 != floor(b1))
         return pl_seterr(err, errlen, PL_ERR_PARSE, "%s: tensor %s: bad data_offsets", path, name);
-    uint64_t begin = (uint64_t)b0, end = (uint64_t)b1;
-    if (end > data_len)
+    /* Compared as doubles first: converting one past 2^64 to uint64_t is undefined. */
+    if (b1 > (double)data_len)
         return pl_seterr(err, errlen, PL_ERR_RANGE,
-                         "%s: tensor %s: data_offsets [%llu, %llu) run past the end of the file "
-                         "(%llu data bytes; truncated file?)", path, name,
-                         (unsigned long long)begin, (unsigned long long)end, (unsigned long long)data_len);
+                         "%s: tensor %s: data_offsets [%.0f, %.0f) run past the end of the file "
+                         "(%llu data bytes; truncated file?)", path, name, b0, b1, (unsigned long long)data_len);
+    uint64_t begin = (uint64_t)b0, end = (uint64_t)b1;
     if (end - begin != numel * esize)
         return pl_seterr(err, errlen, PL_ERR_INVALID, "%s: tensor %s: %llu bytes for %llu elements of %s",
                          path, name, (unsigned long long)(end - begin), (unsigned long long)numel, dt->valuestring);
@@ -831,7 +820,7 @@ static int map_index(eng_weights *w, const char *dir, const char *ipath, char *e
 {
     pl_buf b;
     pl_buf_init(&b);
-    int rc = read_file(ipath, &b, 256u << 20, err, errlen);
+    int rc = pl_file_read(ipath, &b, 256u << 20, err, errlen);
     cJSON *root = rc ? NULL : cJSON_ParseWithLength(b.data, b.len);
     pl_buf_free(&b);
     if (rc) return rc;
@@ -923,6 +912,19 @@ static int make_view(struct bindctx *x, st_rec *r, uint64_t elem0, int64_t rows,
     return 0;
 }
 
+/* The kernels read F32/BF16 weights as float/uint16_t arrays (mappings are
+ * page-aligned, so the file offset decides). */
+static int check_align(struct bindctx *x, const st_rec *r)
+{
+    if (r->dt == ENG_DT_F32 && (r->begin & 3))
+        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned F32 data",
+                         rec_path(x->w, r), r->name);
+    if (r->dt == ENG_DT_BF16 && (r->begin & 1))
+        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned BF16 data",
+                         rec_path(x->w, r), r->name);
+    return 0;
+}
+
 static int check_rec(struct bindctx *x, st_rec *r, const eng_tdesc *d)
 {
     eng_weights *w = x->w;
@@ -941,13 +943,7 @@ static int check_rec(struct bindctx *x, st_rec *r, const eng_tdesc *d)
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID,
                          "%s: tensor %s: shape [%s] but config.json implies [%s]", rec_path(w, r), r->name, got, want);
     }
-    if (r->dt == ENG_DT_F32 && (r->begin & 3))
-        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned F32 data",
-                         rec_path(w, r), r->name);
-    if (r->dt == ENG_DT_BF16 && (r->begin & 1))
-        return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: misaligned BF16 data",
-                         rec_path(w, r), r->name);
-    return 0;
+    return check_align(x, r);
 }
 
 /* transformers 5.x keeps experts fused: gate_up_proj [E, 2I, H] (gate rows
@@ -969,10 +965,12 @@ static int bind_fused_expert(struct bindctx *x, const eng_tdesc *d, eng_tensor *
     if (!class_allows(ENG_TC_LINEAR, r->dt))
         return pl_seterr(x->err, x->errlen, PL_ERR_INVALID, "%s: tensor %s: dtype %s not allowed here",
                          rec_path(x->w, r), name, r->dtname);
+    int rc = check_align(x, r);
+    if (rc) return rc;
     int64_t row0 = d->proj == ENG_EXP_UP ? I : 0;
     uint64_t elem0 = (uint64_t)d->expert * (uint64_t)(want1 * want2) + (uint64_t)(row0 * want2);
     /* Scale rows of a 3-D scale tensor: expert e's table starts at e*ceil(want1/128). */
-    int rc = make_view(x, r, elem0, d->shape[0], d->shape[1], row0, t);
+    rc = make_view(x, r, elem0, d->shape[0], d->shape[1], row0, t);
     if (!rc && t->scale) t->scale += (int64_t)d->expert * ((want1 + ENG_FP8_BLOCK - 1) / ENG_FP8_BLOCK) * t->scale_ld;
     return rc;
 }

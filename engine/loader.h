@@ -58,8 +58,9 @@ typedef struct eng_config {
 
 /* Defaults = GLM-5's values (transformers' GlmMoeDsaConfig defaults). */
 void eng_config_defaults(eng_config *c);
-/* Fill the per-layer tables from first_k_dense_replace/moe_layer_freq and
- * index_topk_freq/index_skip_topk_offset, then check every value is usable. */
+/* Check every value is usable, then fill the per-layer tables (MTP layer
+ * included) from first_k_dense_replace/moe_layer_freq and
+ * index_topk_freq/index_skip_topk_offset. */
 int  eng_config_finish(eng_config *c, char *err, size_t errlen);
 /* Parse config.json text (path only names the file in errors). */
 int  eng_config_parse(eng_config *c, const char *json, size_t len, const char *path,

@@ -342,7 +342,7 @@ static int parse_sampling(const msgpack_object *s, int vocab, gen_parse *g, char
     if (g->has_max_tokens && p->min_tokens > g->max_tokens)
         return pl_seterr(err, errlen, PL_ERR_INVALID, "min_tokens must be less than or equal to max_tokens=%lld, got %d",
                          (long long)g->max_tokens, p->min_tokens);
-    return eng_sampling_check(p, vocab, err, errlen);
+    return PL_OK;   /* parse_generate runs eng_sampling_check on the result */
 }
 
 static int parse_generate(const eng_serve *e, const msgpack_object *msg, gen_parse *g, char *err, size_t errlen)

@@ -86,30 +86,32 @@ void eng_be_dealloc(eng_backend *be, void *p)
     else free(base);
 }
 
+/* p (holding *cap elements of size el) grown to hold n: p itself when it
+ * does, else a reallocation half as large again (at least 1024); NULL on OOM,
+ * p then unchanged. */
+static void *scratch_grow(void *p, size_t *cap, size_t n, size_t el)
+{
+    if (n <= *cap) return p;
+    size_t c = n < 1024 ? 1024 : n + n / 2;
+    void *q = realloc(p, c * el);
+    if (q) *cap = c;
+    return q;
+}
+
 float *eng_cpu_scratch_f(eng_backend *be, int t, size_t nf)
 {
     eng_cpu_scratch *s = &be->scratch[t];
-    if (nf > s->cap_f) {
-        size_t cap = nf < 1024 ? 1024 : nf + nf / 2;
-        float *p = realloc(s->f, cap * sizeof *p);
-        if (!p) return NULL;
-        s->f = p;
-        s->cap_f = cap;
-    }
-    return s->f;
+    float *p = scratch_grow(s->f, &s->cap_f, nf, sizeof *p);
+    if (p) s->f = p;
+    return p;
 }
 
 int32_t *eng_cpu_scratch_i(eng_backend *be, int t, size_t ni)
 {
     eng_cpu_scratch *s = &be->scratch[t];
-    if (ni > s->cap_i) {
-        size_t cap = ni < 1024 ? 1024 : ni + ni / 2;
-        int32_t *p = realloc(s->i, cap * sizeof *p);
-        if (!p) return NULL;
-        s->i = p;
-        s->cap_i = cap;
-    }
-    return s->i;
+    int32_t *p = scratch_grow(s->i, &s->cap_i, ni, sizeof *p);
+    if (p) s->i = p;
+    return p;
 }
 
 /* ===== element-wise ===== */

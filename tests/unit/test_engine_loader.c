@@ -24,17 +24,6 @@ static int mk(const char *name, int fp8, int fused, uint64_t shard)
     return rc;
 }
 
-static int slurp(const char *path, pl_buf *b)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    char tmp[65536];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0) pl_buf_append(b, tmp, n);
-    fclose(f);
-    return 0;
-}
-
 /* Overwrite the first n bytes of a file in place. */
 static int patch_prefix(const char *path, const void *p, size_t n)
 {
@@ -62,7 +51,7 @@ static int variant(const char *from, const char *to, const char *fname, const ch
     snprintf(path, sizeof path, "%s/%s/%s", g_dir, to, fname);
     pl_buf b;
     pl_buf_init(&b);
-    if (slurp(path, &b)) return -1;
+    if (pl_file_read(path, &b, 1u << 30, NULL, 0)) { pl_buf_free(&b); return -1; }
     if (find) {
         char *p = memmem(b.data, b.len, find, strlen(find));
         if (!p) { pl_buf_free(&b); return -1; }
@@ -161,6 +150,33 @@ TEST(truncated_file_names_file_and_tensor)
     expect_load("trunc", PL_ERR_RANGE, "trunc/model.safetensors", "run past the end");
 }
 
+static int count_tensor(void *ctx, const char *name, enum eng_dtype dt, const char *dtname, int ndim,
+                        const int64_t *shape, uint64_t begin, uint64_t end)
+{
+    (*(int *)ctx)++;
+    return 0;
+}
+
+/* Offsets beyond 2^64 must be refused as past the end, not wrapped by the
+ * conversion to an integer. */
+TEST(huge_data_offsets)
+{
+    static const char *const hdr[] = {
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,1e30]}}",
+        "{\"a\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[18446744073709551616,18446744073709551616]}}",
+    };
+    for (size_t i = 0; i < PL_ARRAY_LEN(hdr); i++) {
+        unsigned char file[256] = { 0 };
+        size_t hl = strlen(hdr[i]);
+        file[0] = (unsigned char)hl;
+        memcpy(file + 8, hdr[i], hl);
+        char err[256] = "";
+        int n = 0;
+        CHECK(eng_safetensors_parse(file, 8 + hl + 4, "x.safetensors", count_tensor, &n, err, sizeof err) == PL_ERR_RANGE);
+        CHECK(n == 0 && strstr(err, "run past the end"));
+    }
+}
+
 TEST(bad_header_length)
 {
     CHECK(variant("plain", "hlen", "model.safetensors", NULL, NULL, 0) == 0);
@@ -173,6 +189,34 @@ TEST(bad_header_length)
     expect_load("hlen", PL_ERR_PARSE, "hlen/model.safetensors", "header length");
     CHECK(variant("plain", "hjson", "model.safetensors", "{\"__metadata__\"", "[\"__metadata__\"", 0) == 0);
     expect_load("hjson", PL_ERR_PARSE, "hjson/model.safetensors", "not a JSON object");
+}
+
+/* A fused BF16 expert tensor at an odd offset: refused like per-expert ones,
+ * not read through a misaligned pointer. Both offsets move by one byte (even
+ * numbers, so no digit carries and the header keeps its length). */
+TEST(misaligned_fused_experts)
+{
+    CHECK(variant("fused", "fmis", "model.safetensors", NULL, NULL, 0) == 0);
+    char p[600];
+    snprintf(p, sizeof p, "%s/fmis/model.safetensors", g_dir);
+    pl_buf b;
+    pl_buf_init(&b);
+    CHECK(pl_file_read(p, &b, 1u << 30, NULL, 0) == 0);
+    char *k = b.len ? memmem(b.data, b.len, "\"model.layers.1.mlp.experts.down_proj\"", 37) : NULL;
+    char *o = k ? strstr(k, "\"data_offsets\":[") : NULL;
+    CHECK(o != NULL);
+    if (o) {
+        char *d = o + strlen("\"data_offsets\":[");
+        for (int i = 0; i < 2; i++) {
+            while (*d >= '0' && *d <= '9') d++;
+            CHECK((d[-1] - '0') % 2 == 0);
+            d[-1]++;
+            d++;                    /* past ',' then ']' */
+        }
+        CHECK(patch_prefix(p, b.data, b.len) == 0);
+    }
+    pl_buf_free(&b);
+    expect_load("fmis", PL_ERR_INVALID, "model.layers.1.mlp.experts.down_proj", "misaligned BF16");
 }
 
 TEST(shape_disagrees_with_config)
@@ -214,6 +258,15 @@ TEST(unsupported_architecture)
     expect_load("quant", PL_ERR_UNSUPPORTED, "quant_method", NULL);
 }
 
+/* eos ids outside int: refused, not converted (undefined for such doubles). */
+TEST(eos_ids_must_be_integers)
+{
+    CHECK(variant("plain", "eos1", "config.json", "\"eos_token_id\": [", "\"eos_token_id\": [1e30, ", 0) == 0);
+    expect_load("eos1", PL_ERR_INVALID, "config.json", "\"eos_token_id\" holds a non-integer");
+    CHECK(variant("plain", "eos2", "config.json", "\"eos_token_id\": [", "\"eos_token_id\": 1e30, \"x\": [", 0) == 0);
+    expect_load("eos2", PL_ERR_INVALID, "config.json", "\"eos_token_id\" must be an id");
+}
+
 TEST(missing_files)
 {
     expect_load("does-not-exist", PL_ERR_NOTFOUND, "does-not-exist/config.json", NULL);
@@ -234,9 +287,9 @@ TEST(corrupted_files_never_crash)
     pl_buf orig, cfg;
     pl_buf_init(&orig);
     pl_buf_init(&cfg);
-    CHECK(slurp(src, &orig) == 0);
+    CHECK(pl_file_read(src, &orig, 1u << 30, NULL, 0) == 0);
     snprintf(src, sizeof src, "%s/plain/config.json", g_dir);
-    CHECK(slurp(src, &cfg) == 0);
+    CHECK(pl_file_read(src, &cfg, 1u << 30, NULL, 0) == 0);
     CHECK(variant("plain", "fuzz", "config.json", NULL, NULL, 0) == 0);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | (unsigned char)orig.data[i];
@@ -385,12 +438,15 @@ int main(void)
     RUN(sharded_and_fused_layouts_load_identically);
     RUN(mtp_layer_optional);
     RUN(truncated_file_names_file_and_tensor);
+    RUN(huge_data_offsets);
     RUN(bad_header_length);
+    RUN(misaligned_fused_experts);
     RUN(shape_disagrees_with_config);
     RUN(missing_tensor);
     RUN(wrong_dtype);
     RUN(fp8_scale_missing);
     RUN(unsupported_architecture);
+    RUN(eos_ids_must_be_integers);
     RUN(missing_files);
     RUN(corrupted_files_never_crash);
     RUN(indexer_types_from_freq_and_offset);

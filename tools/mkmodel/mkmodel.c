@@ -70,15 +70,7 @@ int eng_mk_preset(const char *name, int real_layers, eng_config *c, char *err, s
     } else {
         return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown preset \"%s\" (tiny, small)", name);
     }
-    int n = c->num_hidden_layers;
-    for (int i = 0; i < n; i++) {
-        int v = i - c->index_skip_topk_offset + 1;
-        c->layer_index_full[i] = (unsigned char)((v < 0 ? 0 : v) % c->index_topk_freq == 0);
-        c->layer_dense[i] = (unsigned char)(i < c->first_k_dense_replace);
-    }
-    c->layer_index_full[n] = 1;
-    c->layer_dense[n] = 0;
-    return eng_config_finish(c, err, errlen);
+    return eng_config_finish(c, err, errlen);   /* also fills the per-layer tables */
 }
 
 /* ===== deterministic values ===== */
