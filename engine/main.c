@@ -29,17 +29,6 @@ static void usage(FILE *f)
           PL_STAGE_IO_HELP, f);
 }
 
-static int parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *v)
-{
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    long long x = strtoll(s, &end, 10);
-    if (errno || *end || x < lo || x > hi) return -1;
-    *v = x;
-    return 0;
-}
-
 static int parse_bytes(const char *s, size_t *v)
 {
     if (!s || !*s || *s == '-') return -1;
@@ -104,14 +93,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--backend") && v) backend = v;
         else if (!strcmp(a, "--in") && v) in_ep = v;
         else if (!strcmp(a, "--out") && v) out_ep = v;
-        else if (!strcmp(a, "--max-num-seqs") && !parse_i64(v, 1, 1 << 16, &n)) cfg.max_num_seqs = (int)n;
-        else if (!strcmp(a, "--max-model-len") && !parse_i64(v, 2, 1 << 30, &n)) cfg.max_model_len = (int)n;
-        else if (!strcmp(a, "--max-num-batched-tokens") && !parse_i64(v, 1, 1 << 24, &n)) cfg.max_num_batched_tokens = (int)n;
-        else if (!strcmp(a, "--block-size") && !parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
-        else if (!strcmp(a, "--num-gpu-blocks-override") && !parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
+        else if (!strcmp(a, "--max-num-seqs") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.max_num_seqs = (int)n;
+        else if (!strcmp(a, "--max-model-len") && !pl_parse_i64(v, 2, 1 << 30, &n)) cfg.max_model_len = (int)n;
+        else if (!strcmp(a, "--max-num-batched-tokens") && !pl_parse_i64(v, 1, 1 << 24, &n)) cfg.max_num_batched_tokens = (int)n;
+        else if (!strcmp(a, "--block-size") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
+        else if (!strcmp(a, "--num-gpu-blocks-override") && !pl_parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
         else if (!strcmp(a, "--kv-cache-memory-bytes") && !parse_bytes(v, &cfg.kv_cache_bytes)) ;
-        else if (!strcmp(a, "--seed") && !parse_i64(v, INT64_MIN, INT64_MAX, &n)) cfg.seed = (uint64_t)n;
-        else if (!strcmp(a, "--threads") && !parse_i64(v, 1, 4096, &n)) threads = n;
+        else if (!strcmp(a, "--seed") && !pl_parse_i64(v, INT64_MIN, INT64_MAX, &n)) cfg.seed = (uint64_t)n;
+        else if (!strcmp(a, "--threads") && !pl_parse_i64(v, 1, 4096, &n)) threads = n;
         else { fprintf(stderr, "glm-engine: bad argument %s%s%s\n", a, v ? " " : "", v ? v : ""); usage(stderr); return 2; }
         i++;
     }
