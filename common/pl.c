@@ -106,25 +106,32 @@ void pl_buf_consume(pl_buf *b, size_t n)
 
 /* ================================================================ files */
 
-int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_t errlen)
+int pl_stream_read(FILE *f, const char *name, pl_buf *b, size_t max_bytes, char *err, size_t errlen)
 {
     pl_buf_reset(b);
-    FILE *f = fopen(path, "rb");
-    if (!f) return pl_seterr(err, errlen, errno == ENOENT ? PL_ERR_NOTFOUND : PL_ERR_IO, "%s: %s", path, strerror(errno));
     char chunk[65536];
     size_t n;
     int rc = PL_OK;
     while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) {
         if (b->len + n > max_bytes) {
-            rc = pl_seterr(err, errlen, PL_ERR_RANGE, "%s: larger than %zu bytes", path, max_bytes);
+            rc = pl_seterr(err, errlen, PL_ERR_RANGE, "%s: larger than %zu bytes", name, max_bytes);
             break;
         }
         pl_buf_append(b, chunk, n);
-        if (!pl_buf_ok(b)) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: out of memory", path); break; }
+        if (!pl_buf_ok(b)) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: out of memory", name); break; }
     }
-    if (!rc && ferror(f)) rc = pl_seterr(err, errlen, PL_ERR_IO, "%s: read error", path);
+    if (!rc && ferror(f)) rc = pl_seterr(err, errlen, PL_ERR_IO, "%s: read error", name);
+    if (!rc && !b->data) pl_buf_reserve(b, 0);   /* empty input: still a valid "" */
+    return rc;
+}
+
+int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_t errlen)
+{
+    pl_buf_reset(b);
+    FILE *f = fopen(path, "rb");
+    if (!f) return pl_seterr(err, errlen, errno == ENOENT ? PL_ERR_NOTFOUND : PL_ERR_IO, "%s: %s", path, strerror(errno));
+    int rc = pl_stream_read(f, path, b, max_bytes, err, errlen);
     fclose(f);
-    if (!rc && !b->data) pl_buf_reserve(b, 0);   /* empty file: still a valid "" */
     return rc;
 }
 

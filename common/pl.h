@@ -4,6 +4,7 @@
 #define PL_H
 
 #include <stdarg.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -61,6 +62,9 @@ static inline int pl_buf_ok(const pl_buf *b) { return !b->oom; }
 /* Read a whole file into b (replacing its contents). Files larger than
  * max_bytes are refused with PL_ERR_RANGE. Errors name the path. */
 int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_t errlen);
+
+/* The same for an open stream (stdin, say) until EOF; name is for messages. */
+int pl_stream_read(FILE *f, const char *name, pl_buf *b, size_t max_bytes, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- numbers */
 

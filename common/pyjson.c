@@ -140,7 +140,7 @@ static int cmp_keys(const void *a, const void *b)
 
 static int dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o, int depth)
 {
-    if (depth > 512) return PL_ERR_RANGE;
+    if (depth > PL_JSON_MAX_DEPTH) return PL_ERR_RANGE;
     const char *isep = o->item_sep ? o->item_sep : (o->indent >= 0 ? "," : ", ");
     const char *ksep = o->key_sep ? o->key_sep : ": ";
     if (cJSON_IsNull(v)) { pl_buf_puts(out, "null"); return 0; }

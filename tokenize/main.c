@@ -31,25 +31,13 @@ static void usage(FILE *f)
 
 /* ================================================================ debug modes */
 
-static int read_stdin(pl_buf *b)
-{
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, stdin)) > 0) {
-        if (b->len + n > STDIN_MAX) return PL_ERR_RANGE;
-        pl_buf_append(b, chunk, n);
-    }
-    return pl_buf_ok(b) ? 0 : PL_ERR_NOMEM;
-}
-
 static int run_debug(tok_model *m, const char *mode)
 {
     pl_buf in, out;
     pl_buf_init(&in);
     pl_buf_init(&out);
     char err[1024] = "";
-    int rc = read_stdin(&in);
-    if (rc) snprintf(err, sizeof err, "stdin: %s", pl_strerror(rc));
+    int rc = pl_stream_read(stdin, "stdin", &in, STDIN_MAX, err, sizeof err);
     if (!rc && !strcmp(mode, "encode")) {
         int32_t *ids = NULL;
         size_t n = 0;
