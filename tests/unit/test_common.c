@@ -4,25 +4,18 @@
 #include "msg.h"
 #include "pyjson.h"
 #include "strmap.h"
+#include "test_msg.h"
 
-static msgpack_sbuffer sb;
-static msgpack_zone zone;
+static test_msg g_msg;
 
-/* JSON text -> msgpack bytes -> msgpack_object (valid until the next call) */
+/* JSON text -> msgpack_object (valid until the next call) */
 static msgpack_object to_obj(const char *json)
 {
-    cJSON *v = NULL;
-    msgpack_object o;
-    memset(&o, 0, sizeof o);
-    if (pl_json_parse(&v, json, strlen(json), NULL, 0)) return o;
-    msgpack_sbuffer_clear(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pl_json_pack(&pk, v);
-    cJSON_Delete(v);
-    msgpack_zone_clear(&zone);
-    msgpack_unpack(sb.data, sb.size, NULL, &zone, &o);
-    return o;
+    test_msg_free(&g_msg);
+    const msgpack_object *o = test_msg_parse(&g_msg, json);
+    msgpack_object none;
+    memset(&none, 0, sizeof none);
+    return o ? *o : none;
 }
 
 static const char *roundtrip(const char *json)
@@ -197,8 +190,6 @@ TEST(strmap_put_get_take_many)
 
 int main(void)
 {
-    msgpack_sbuffer_init(&sb);
-    msgpack_zone_init(&zone, 4096);
     RUN(json_int_float_kept_apart);
     RUN(json_parse_errors);
     RUN(msg_getters);
@@ -207,7 +198,6 @@ int main(void)
     RUN(buf_and_files);
     RUN(parse_i64_whole_string_in_range);
     RUN(strmap_put_get_take_many);
-    msgpack_zone_destroy(&zone);
-    msgpack_sbuffer_destroy(&sb);
+    test_msg_free(&g_msg);
     return test_report();
 }

@@ -2,6 +2,7 @@
  * protocol messages in and out, continuous batching against a direct
  * reference, seeded batch invariance, n > 1, abort, bad input. */
 #include "test.h"
+#include "test_msg.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -81,24 +82,12 @@ static void fx_close(fx *f)
 /* Feed one message written as JSON. */
 static void feed(fx *f, const char *json)
 {
-    cJSON *j;
-    char err[128];
-    if (pl_json_parse(&j, json, strlen(json), err, sizeof err)) { fprintf(stderr, "  bad test JSON: %s\n", err); return; }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pl_json_pack(&pk, j);
-    cJSON_Delete(j);
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    msgpack_unpack_next(&u, sb.data, sb.size, &off);
+    test_msg m;
+    const msgpack_object *o = test_msg_parse(&m, json);
     const char *id;
     size_t idlen;
-    if (pl_msg_id(&u.data, &id, &idlen) == 0) eng_serve_on_msg(f->e, &u.data, id, idlen);
-    msgpack_unpacked_destroy(&u);
-    msgpack_sbuffer_destroy(&sb);
+    if (o && pl_msg_id(o, &id, &idlen) == 0) eng_serve_on_msg(f->e, o, id, idlen);
+    test_msg_free(&m);
 }
 
 static int run_until_idle(fx *f, int max_steps)

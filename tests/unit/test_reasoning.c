@@ -21,6 +21,7 @@
 #include "cases.h"
 #include "split.h"
 #include "test.h"
+#include "test_msg.h"
 
 /* ===== harness ===== */
 
@@ -76,22 +77,13 @@ static const rsn_opts ON = {true, true}, OFF = {false, true};
 
 static rsn_opts opts_from_json(const char *ctx_json, int *rc)
 {
-    cJSON *v;
     rsn_opts o = {false, false};
-    if (pl_json_parse(&v, ctx_json, strlen(ctx_json), NULL, 0)) abort();
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    pl_json_pack(&pk, v);
-    cJSON_Delete(v);
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
-    if (msgpack_unpack_next(&up, sb.data, sb.size, NULL) != MSGPACK_UNPACK_SUCCESS) abort();
+    test_msg m;
+    const msgpack_object *ctx = test_msg_parse(&m, ctx_json);
+    if (!ctx) abort();
     char err[256];
-    *rc = rsn_opts_from_context(&o, &up.data, err, sizeof err);
-    msgpack_unpacked_destroy(&up);
-    msgpack_sbuffer_destroy(&sb);
+    *rc = rsn_opts_from_context(&o, ctx, err, sizeof err);
+    test_msg_free(&m);
     return o;
 }
 
