@@ -7,9 +7,12 @@
 #   make run        build, create the embedded default model, run a request through the pipeline
 #   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
 #
-# Layout: common/*.c -> libglmcommon.a. Every binary glm-X has a folder; all .c
-# files in that folder except main.c form lib<folder>.a (so unit tests can link
-# a stage's logic), main.c adds main(). CUDA sources (*.cu) are compiled only
+# Layout: common/*.c -> libglmcommon.a (the small plumbing every stage shares);
+# lib/NAME/*.c -> libglmNAME.a, one library used by several stages per folder
+# (lib/jinja, lib/tokenizer), each with one public header included as
+# "NAME/NAME.h". Every binary glm-X has a folder; all .c files in that folder
+# except main.c form lib<folder>.a (so unit tests can link a stage's logic),
+# main.c adds main(). Arrows point one way: stages -> lib/* -> common. CUDA sources (*.cu) are compiled only
 # when nvcc is present and are never needed by the CPU build.
 
 BUILD   ?= build
@@ -17,7 +20,7 @@ CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
-               -g $(OPT) -pthread -I. -Icommon $(shell pkg-config --cflags $(PKGS))
+               -g $(OPT) -pthread -I. -Icommon -Ilib $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
 
@@ -35,6 +38,15 @@ DIRS    := $(foreach p,$(present),$(word 2,$(subst :, ,$(p))))
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 COMMON_LIB := $(BUILD)/lib/libglmcommon.a
+
+# Shared libraries of their own (lib/NAME -> libglmNAME.a), listed so that a
+# library comes before the ones it uses: the linker resolves left to right.
+SHARED_LIBS := $(foreach d,$(wildcard lib/*),$(BUILD)/lib/libglm$(notdir $(d)).a)
+# The libglm%.a rule finds its sources with $$(wildcard lib/$$*/...): second
+# expansion. In it a literal % would be taken for the stem, hence pc/po.
+.SECONDEXPANSION:
+pc := %.c
+po := %.o
 
 libname  = $(BUILD)/lib/lib$(subst /,-,$(1)).a
 dirsrc   = $(filter-out $(1)/main.c,$(wildcard $(1)/*.c) $(wildcard $(1)/cpu/*.c))
@@ -58,6 +70,10 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+$(BUILD)/lib/libglm%.a: $$(patsubst $$(pc),$(BUILD)/obj/$$(po),$$(wildcard lib/$$*/*.c))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 # lib<folder>.a for each binary folder (may be empty: ar needs no members then)
 define LIB_RULES
 $(call libname,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(1)))
@@ -66,21 +82,21 @@ $(call libname,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(1)))
 endef
 $(foreach d,$(DIRS),$(eval $(call LIB_RULES,$(d))))
 define STAGE_RULES
-$(BUILD)/bin/$(1): $(BUILD)/obj/$(2)/main.o $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB)
+$(BUILD)/bin/$(1): $(BUILD)/obj/$(2)/main.o $(call libname,$(2)) $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB)
 	@mkdir -p $$(dir $$@)
-	$(CC) $(CFLAGS) -o $$@ $$< $(call libname,$(2)) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $$@ $$< $(call libname,$(2)) $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB) $(LDLIBS)
 endef
 $(foreach p,$(present),$(eval $(call STAGE_RULES,$(word 1,$(subst :, ,$(p))),$(word 2,$(subst :, ,$(p))))))
 
 # Unit tests link every stage library, so a test can exercise a stage's logic.
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(STAGE_LIBS) $(COMMON_LIB)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB) $(LDLIBS)
 
 # Benchmarks (not tests): tests/bench/bench_*.c, run by tests/bench/*.sh.
-$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(STAGE_LIBS) $(COMMON_LIB)
+$(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(COMMON_LIB) $(LDLIBS)
+	$(CC) $(CFLAGS) -o $@ $< $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB) $(LDLIBS)
 
 bench: $(BENCH_BINS)
 	@for s in tests/bench/*.sh; do BUILD=$(BUILD) bash $$s || exit 1; done

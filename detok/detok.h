@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "pl.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #define DTK_MAX_STOPS      64
 #define DTK_MAX_STOP_BYTES 4096

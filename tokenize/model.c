@@ -1,7 +1,7 @@
 /* model.c — what a Hugging Face model directory says about the text side.
  *
  * Files read (all untrusted, all size-capped):
- *   tokenizer.json          the tokenizer (common/tokenizer.h)
+ *   tokenizer.json          the tokenizer (lib/tokenizer/tokenizer.h)
  *   tokenizer_config.json   chat_template (string or named list), special tokens
  *   chat_template.jinja     the template, preferred over tokenizer_config's (transformers >= 4.43)
  *   config.json             max_position_embeddings, eos_token_id
@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "jinja.h"
+#include "jinja/jinja.h"
 #include "json.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #define CONFIG_MAX_BYTES   (16u << 20)
 #define TEMPLATE_MAX_BYTES (4u << 20)

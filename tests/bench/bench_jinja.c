@@ -7,7 +7,7 @@
  * request). Defaults: ../shared/data/templates/glm-5.2.jinja,
  * tests/bench/jinja_context.json, 20000. tests/bench/bench_jinja.sh runs this
  * and the Python jinja2 equivalent (bench_jinja.py) on the same input. */
-#include "jinja.h"
+#include "jinja/jinja.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -11,7 +11,7 @@
  * that bench_hf.py prints too, so the ids can be compared. Times are the
  * process's CPU time (one thread), so a busy shared machine skews them less
  * than wall time would; bench_hf.py measures the same way. */
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
  *
  * cases.json is a JSON array of [template, context_json_text]; the output is
  * a JSON array with, per case, the rendered text or "ERR <message>". */
-#include "jinja.h"
+#include "jinja/jinja.h"
 
 #include <stdio.h>
 #include <stdlib.h>

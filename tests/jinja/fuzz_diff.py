@@ -6,7 +6,7 @@ for finding divergences; what it finds goes into cases_features.py.
     python3 tests/jinja/fuzz_diff.py [ws|expr|stmt|all] [seed] [count]
 
 Builds build/jinja_batch_render from tests/jinja/batch_render.c against
-build/lib/libglmcommon.a (run `make` first). Errors compare by exception
+build/lib/libglmjinja.a and libglmcommon.a (run `make` first). Errors compare by exception
 type; known, documented divergences are skipped (64-bit ints, complex
 numbers, range() and generator reprs, Jinja's constant folding of
 literal-only subscripts)."""
@@ -25,12 +25,12 @@ BATCH = os.path.join(ROOT, "build", "jinja_batch_render")
 
 def build_batch():
     src = os.path.join(ROOT, "tests", "jinja", "batch_render.c")
-    lib = os.path.join(ROOT, "build", "lib", "libglmcommon.a")
-    if os.path.exists(BATCH) and os.path.getmtime(BATCH) > max(os.path.getmtime(src), os.path.getmtime(lib)):
+    libs = [os.path.join(ROOT, "build", "lib", n) for n in ("libglmjinja.a", "libglmcommon.a")]
+    if os.path.exists(BATCH) and os.path.getmtime(BATCH) > max(os.path.getmtime(p) for p in [src, *libs]):
         return
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "libcjson", "libutf8proc"],
                            capture_output=True, text=True, check=True).stdout.split()
-    subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-I", os.path.join(ROOT, "common"), src, lib,
+    subprocess.run(["cc", "-std=c11", "-D_GNU_SOURCE", "-O2", "-I", os.path.join(ROOT, "common"), "-I", os.path.join(ROOT, "lib"), src, *libs,
                     *flags, "-lm", "-o", BATCH], check=True)
 
 

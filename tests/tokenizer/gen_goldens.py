@@ -187,7 +187,7 @@ RANGES = [(0x20, 0x7e), (0xa0, 0x2ff), (0x300, 0x36f), (0x370, 0x52f), (0x590, 0
           (0xac00, 0xd7a3), (0xff00, 0xffef), (0x1f300, 0x1faff)]
 
 
-# Unicode-version differences, documented in common/tokenizer.h and kept out
+# Unicode-version differences, documented in lib/tokenizer/tokenizer.h and kept out
 # of the random texts:
 # - HF's regexes run on Oniguruma 6.9.10 (Unicode 16), ours on PCRE2 10.42
 #   (Unicode 14): characters assigned in Unicode 15.0-16.0 get their real

@@ -2,7 +2,7 @@
  * (the JSON files in tests/data/jinja, made by tests/jinja/gen_goldens.py), plus error
  * reporting, safety limits on hostile templates and the value API. */
 #include "test.h"
-#include "jinja.h"
+#include "jinja/jinja.h"
 
 #include <pthread.h>
 #include <cjson/cJSON.h>

@@ -20,7 +20,7 @@
 #include "test.h"
 #include "../../tools/mkmodel/tokenizer_train.h"
 
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #define TINY  960
 #define SMALL 32704

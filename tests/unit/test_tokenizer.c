@@ -6,7 +6,7 @@
  * absent); variants (GLM-shaped, feature variants) are built here from them
  * with the edits recorded in each golden file, never stored in the repo. */
 #include "test.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <pthread.h>

@@ -24,7 +24,7 @@
 
 #include "json.h"
 #include "stage.h"
-#include "tokenizer.h"
+#include "tokenizer/tokenizer.h"
 
 typedef struct rp_rule {
     char    *match;          /* NULL: matches every prompt */
