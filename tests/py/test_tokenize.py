@@ -335,3 +335,29 @@ def test_out_of_range_numbers_are_errors(glm_model):
     out = errors_for(glm_model["dir"], [dict(base, top_k=1e300), dict(base, top_k=-1e300), dict(base, include_stop_str_in_output="yes")])
     assert [(m["type"], m["code"], m["param"]) for m in out] == \
         [("error", 400, "top_k"), ("error", 400, "top_k"), ("error", 400, "include_stop_str_in_output")]
+
+
+def test_integers_and_nul_pass_exactly(glm_model):
+    """Every integer exact from the request to the generate message (seed,
+    tools in the context; beyond 64 bits the msgpack bigint extension), NUL
+    characters kept; a seed outside int64 is refused as vLLM refuses it."""
+    tools = [{"type": "function", "function": {"name": "f", "description": "a\u0000b", "parameters": {
+        "type": "object", "properties": {"n": {"type": "integer", "maximum": 2**64 - 1, "default": 2**53 + 1,
+                                               "multipleOf": 2**70}}}}}]
+    bodies = [{"messages": [{"role": "user", "content": "x\u0000y"}], "seed": 2**63 - 1, "tools": tools},
+              {"messages": [{"role": "user", "content": "x"}], "seed": 2**63}]
+    lines = "".join(json.dumps({"type": "request", "id": f"r{i}", "endpoint": "chat", "body": b}) + "\n"
+                    for i, b in enumerate(bodies)).encode()
+    packed = subprocess.run([binpath("glm-msg"), "pack"], input=lines, capture_output=True, check=True).stdout
+    p = subprocess.run([binpath("glm-tokenize"), "--model", glm_model["dir"]], input=packed, capture_output=True,
+                       timeout=60)
+    out = unpack_all(p.stdout)
+    g = out[0]
+    assert g["type"] == "generate" and g["sampling"]["seed"] == 2**63 - 1
+    n = g["context"]["tools"][0]["function"]["parameters"]["properties"]["n"]
+    assert n["maximum"] == 2**64 - 1 and n["default"] == 2**53 + 1
+    assert n["multipleOf"] == msgpack.ExtType(1, str(2**70).encode())
+    assert g["context"]["tools"][0]["function"]["description"] == "a\u0000b"
+    prompt = tokenize(glm_model["dir"], "--render", input=json.dumps(bodies[0]).encode()).stdout.decode()
+    assert "x\u0000y" in prompt and '"maximum": 18446744073709551615' in prompt and str(2**70) in prompt
+    assert out[1]["type"] == "error" and out[1]["code"] == 400 and out[1]["param"] == "seed"
