@@ -93,6 +93,15 @@ void pl_json_int_write(pl_buf *out, const cJSON *v)
     else pl_buf_printf(out, "%lld", (long long)v->valuedouble);
 }
 
+bool pl_json_truthy(const cJSON *v)
+{
+    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return false;
+    if (cJSON_IsNumber(v)) return v->valuedouble != 0 || v->valuestring;
+    if (cJSON_IsString(v)) return v->valuestring[0] != 0;
+    if (cJSON_IsArray(v) || cJSON_IsObject(v)) return v->child != NULL;
+    return true;
+}
+
 cJSON *pl_json_float_new(double d)
 {
     cJSON *v = cJSON_CreateNumber(d);

@@ -81,6 +81,10 @@ cJSON *pl_json_int_new(int64_t v);
 /* Decimal text of an integer node, as Python prints it. */
 void pl_json_int_write(pl_buf *out, const cJSON *v);
 
+/* Python's truthiness of the value json.loads would give (None, False, 0,
+ * "", [], {} are false): what vLLM's validators test on raw request data. */
+bool pl_json_truthy(const cJSON *v);
+
 /* ---------------------------------------------------------------- strings */
 
 /* A string node from bytes that may hold NUL. */

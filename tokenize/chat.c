@@ -588,16 +588,6 @@ static int convert_message(const cJSON *m, const tok_chat_opts *o, size_t mi, cJ
 
 /* ================================================================ tool-call arguments */
 
-/* Python truthiness of a JSON value. */
-static bool truthy(const cJSON *v)
-{
-    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return false;
-    if (cJSON_IsNumber(v)) return v->valuedouble != 0 || v->valuestring;
-    if (cJSON_IsString(v)) return v->valuestring[0] != 0;
-    if (cJSON_IsArray(v) || cJSON_IsObject(v)) return v->child != NULL;
-    return true;
-}
-
 /* _postprocess_messages: templates iterate arguments as a mapping, so the
  * JSON string clients send is parsed; arguments that are empty, not valid
  * JSON, or not an object become {} (a bad turn in the history must not make
@@ -619,8 +609,8 @@ static int fix_tool_calls(cJSON *msg, tok_error *e)
                        "(parameter=tool_calls)");
         cJSON *args = cJSON_GetObjectItemCaseSensitive(fn, "arguments");
         cJSON *parsed = NULL;
-        if (truthy(args) && cJSON_IsObject(args)) continue;
-        if (truthy(args) && cJSON_IsString(args)) {
+        if (pl_json_truthy(args) && cJSON_IsObject(args)) continue;
+        if (pl_json_truthy(args) && cJSON_IsString(args)) {
             pl_buf b;
             pl_buf_init(&b);
             pl_json_str_bytes(&b, args->valuestring);

@@ -113,24 +113,14 @@ typedef struct chat_req {
 
 static void chat_req_free(chat_req *cr) { cJSON_Delete(cr->tools); }
 
-/* Python truthiness of a JSON value (the before-validators test raw data). */
-static bool truthy(const cJSON *v)
-{
-    if (!v || cJSON_IsNull(v) || cJSON_IsFalse(v)) return false;
-    if (cJSON_IsNumber(v)) return v->valuedouble != 0 || v->valuestring;
-    if (cJSON_IsString(v)) return v->valuestring[0] != 0;
-    if (cJSON_IsArray(v) || cJSON_IsObject(v)) return v->child != NULL;
-    return true;
-}
-
 static int check_chat_request(const cJSON *body, chat_req *cr, tok_error *e)
 {
     memset(cr, 0, sizeof *cr);
     cr->messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
     int rc = tok_messages_check(cr->messages, e);
     if (rc) return rc;
-    if (truthy(cJSON_GetObjectItemCaseSensitive(body, "continue_final_message")) &&
-        truthy(cJSON_GetObjectItemCaseSensitive(body, "add_generation_prompt")))
+    if (pl_json_truthy(cJSON_GetObjectItemCaseSensitive(body, "continue_final_message")) &&
+        pl_json_truthy(cJSON_GetObjectItemCaseSensitive(body, "add_generation_prompt")))
         return BAD(e, NULL, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.");
     if ((rc = get_bool(body, "add_generation_prompt", true, &cr->add_gen, e))) return rc;
     if ((rc = get_bool(body, "continue_final_message", false, &cr->cont, e))) return rc;
@@ -309,8 +299,8 @@ static int render_chat(const tok_model *m, const chat_req *cr, const cJSON *kw, 
     cJSON *conv = NULL;
     int rc = tok_messages_convert(cr->messages, &o, &conv, e);
     if (rc) return rc;
-    bool add_gen = truthy(cJSON_GetObjectItemCaseSensitive(kw, "add_generation_prompt"));
-    bool cont = truthy(cJSON_GetObjectItemCaseSensitive(kw, "continue_final_message"));
+    bool add_gen = pl_json_truthy(cJSON_GetObjectItemCaseSensitive(kw, "add_generation_prompt"));
+    bool cont = pl_json_truthy(cJSON_GetObjectItemCaseSensitive(kw, "continue_final_message"));
     pl_buf final;
     pl_buf_init(&final);
     if (!conv->child)
@@ -362,6 +352,17 @@ static void py_str(pl_buf *b, const cJSON *v)
     else pl_pyjson_dump(b, v, NULL);
 }
 
+/* A refusal that quotes a value as Python's str() shows it; fmt has one %s. */
+static int bad_quoting(tok_error *e, const char *param, const char *fmt, const cJSON *v)
+{
+    pl_buf b;
+    pl_buf_init(&b);
+    py_str(&b, v);
+    int rc = BAD(e, param, fmt, b.data ? b.data : "");
+    pl_buf_free(&b);
+    return rc;
+}
+
 /* ChatCompletionRequest.check_tool_usage. *choice_out: what parse-tools
  * follows ("none", "auto", "required" or the named choice). */
 static int resolve_tool_choice(const cJSON *body, cJSON **choice_out, tok_error *e)
@@ -375,39 +376,21 @@ static int resolve_tool_choice(const cJSON *body, cJSON **choice_out, tok_error 
     }
     if (str_is(tc, "none")) { *choice_out = cJSON_CreateString("none"); return 0; }
     if (!tools) return BAD(e, "tool_choice", "When using `tool_choice`, `tools` must be set. (parameter=tool_choice)");
-    if (!str_is(tc, "auto") && !str_is(tc, "required") && !cJSON_IsObject(tc)) {
-        pl_buf b;
-        pl_buf_init(&b);
-        py_str(&b, tc);
-        int rc = BAD(e, "tool_choice", "Invalid value for `tool_choice`: %s! Only named tools, \"none\", \"auto\" or "
-                     "\"required\" are supported. (parameter=tool_choice)", b.data ? b.data : "");
-        pl_buf_free(&b);
-        return rc;
-    }
+    if (!str_is(tc, "auto") && !str_is(tc, "required") && !cJSON_IsObject(tc))
+        return bad_quoting(e, "tool_choice", "Invalid value for `tool_choice`: %s! Only named tools, \"none\", \"auto\" "
+                           "or \"required\" are supported. (parameter=tool_choice)", tc);
     if (cJSON_IsString(tc)) { *choice_out = cJSON_CreateString(tc->valuestring); return 0; }
     const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
-    if (!cJSON_IsObject(fn)) {
-        pl_buf b;
-        pl_buf_init(&b);
-        py_str(&b, fn);
-        int rc = BAD(e, "tool_choice.function", "Invalid value for `function`: `%s` in `tool_choice`! " TC_USAGE
-                     " (parameter=tool_choice.function)", b.data ? b.data : "");
-        pl_buf_free(&b);
-        return rc;
-    }
+    if (!cJSON_IsObject(fn))
+        return bad_quoting(e, "tool_choice.function", "Invalid value for `function`: `%s` in `tool_choice`! " TC_USAGE
+                           " (parameter=tool_choice.function)", fn);
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
     if (!name)
         return BAD(e, "tool_choice.function.name", "Expected field `name` in `function` in `tool_choice`! " TC_USAGE
                    " (parameter=tool_choice.function.name)");
-    if (!cJSON_IsString(name) || !name->valuestring[0]) {
-        pl_buf b;
-        pl_buf_init(&b);
-        py_str(&b, name);
-        int rc = BAD(e, "tool_choice.function.name", "Invalid `name` in `function`: `%s` in `tool_choice`! " TC_USAGE
-                     " (parameter=tool_choice.function.name)", b.data ? b.data : "");
-        pl_buf_free(&b);
-        return rc;
-    }
+    if (!cJSON_IsString(name) || !name->valuestring[0])
+        return bad_quoting(e, "tool_choice.function.name", "Invalid `name` in `function`: `%s` in `tool_choice`! "
+                           TC_USAGE " (parameter=tool_choice.function.name)", name);
     for (const cJSON *t = cJSON_IsArray(tools) ? tools->child : NULL; t; t = t->next) {
         const cJSON *tf = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "function") : NULL;
         const cJSON *tn = cJSON_IsObject(tf) ? cJSON_GetObjectItemCaseSensitive(tf, "name") : NULL;
@@ -767,7 +750,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
     cJSON_AddBoolToObject(ctx, "stream", stream);
     const cJSON *so = field(body, "stream_options");
     if (!rc && so && !cJSON_IsObject(so)) rc = BAD(e, "stream_options", "'stream_options' must be an object");
-    if (!rc && truthy(so) && !stream)
+    if (!rc && pl_json_truthy(so) && !stream)
         rc = BAD(e, "stream_options", "Stream options can only be defined when `stream=True`. (parameter=stream_options)");
     if (!rc) ctx_copy(ctx, body, "stream_options");
 

@@ -11,36 +11,38 @@
 static const tok_chat_opts OPENAI = {true, false, "glm"};
 static const tok_chat_opts STRING = {false, false, "glm"};
 
-/* messages JSON -> converted conversation as compact JSON, or the error
- * "<code>: <message>" */
-static const char *conv(const char *messages, const tok_chat_opts *o)
+/* What a conversion gave: out as compact JSON, or "<code>: <message>".
+ * in and out are freed. */
+static const char *outcome(int rc, const tok_error *e, cJSON *in, cJSON *out)
 {
     static pl_buf b;
     pl_buf_reset(&b);
+    if (rc) pl_buf_printf(&b, "%d: %s", e->code, e->message);
+    else pl_pyjson_dump(&b, out, &(pl_pyjson_opts){0, -1, 0, ",", ":"});
+    cJSON_Delete(in);
+    cJSON_Delete(out);
+    return b.data;
+}
+
+/* messages JSON -> the converted conversation */
+static const char *conv(const char *messages, const tok_chat_opts *o)
+{
     cJSON *m, *out = NULL;
     if (pl_json_parse(&m, messages, strlen(messages), NULL, 0)) return "bad test JSON";
     tok_error e = {0};
     int rc = tok_messages_check(m, &e);
     if (!rc) rc = tok_messages_convert(m, o, &out, &e);
-    if (rc) pl_buf_printf(&b, "%d: %s", e.code, e.message);
-    else pl_pyjson_dump(&b, out, &(pl_pyjson_opts){0, -1, 0, ",", ":"});
-    cJSON_Delete(m);
-    cJSON_Delete(out);
-    return b.data;
+    return outcome(rc, &e, m, out);
 }
 
+/* tools JSON -> the tools the template gets */
 static const char *tools(const char *tools_json)
 {
-    static pl_buf b;
-    pl_buf_reset(&b);
     cJSON *t, *out = NULL;
     if (pl_json_parse(&t, tools_json, strlen(tools_json), NULL, 0)) return "bad test JSON";
     tok_error e = {0};
-    if (tok_tools_convert(t, &out, &e)) pl_buf_printf(&b, "%d: %s", e.code, e.message);
-    else pl_pyjson_dump(&b, out, &(pl_pyjson_opts){0, -1, 0, ",", ":"});
-    cJSON_Delete(t);
-    cJSON_Delete(out);
-    return b.data;
+    int rc = tok_tools_convert(t, &out, &e);
+    return outcome(rc, &e, t, out);
 }
 
 TEST(content_null_and_parts)

@@ -18,17 +18,23 @@ static msgpack_object to_obj(const char *json)
     return o ? *o : none;
 }
 
-static const char *roundtrip(const char *json)
+/* v as compact Python JSON (static buffer); v is freed. */
+static const char *compact(cJSON *v)
 {
     static pl_buf b;
-    msgpack_object o = to_obj(json);
-    cJSON *v;
-    if (pl_json_from_msgpack(&v, &o, NULL, 0)) return NULL;
     pl_buf_reset(&b);
     pl_pyjson_opts opts = {0, -1, 0, ",", ":"};
     pl_pyjson_dump(&b, v, &opts);
     cJSON_Delete(v);
     return b.data;
+}
+
+/* JSON text -> msgpack -> cJSON -> Python JSON */
+static const char *roundtrip(const char *json)
+{
+    msgpack_object o = to_obj(json);
+    cJSON *v;
+    return pl_json_from_msgpack(&v, &o, NULL, 0) ? NULL : compact(v);
 }
 
 TEST(json_int_float_kept_apart)
@@ -60,14 +66,8 @@ TEST(json_parse_errors)
 /* JSON text -> pl_json_parse -> pl_pyjson_dump (compact), or NULL. */
 static const char *dumps(const char *json)
 {
-    static pl_buf b;
     cJSON *v;
-    if (pl_json_parse(&v, json, strlen(json), NULL, 0)) return NULL;
-    pl_buf_reset(&b);
-    pl_pyjson_opts opts = {0, -1, 0, ",", ":"};
-    pl_pyjson_dump(&b, v, &opts);
-    cJSON_Delete(v);
-    return b.data;
+    return pl_json_parse(&v, json, strlen(json), NULL, 0) ? NULL : compact(v);
 }
 
 TEST(json_integers_exact_at_any_size)
