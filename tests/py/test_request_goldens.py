@@ -26,7 +26,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, binpath, make_glm_model_dir, shared, unpack_all
+from conftest import ROOT, binpath, make_glm_model_dir, unpack_all
 
 GOLDENS = ROOT / "tests" / "data" / "requests" / "goldens.json"
 GLM_MAX_LEN = 202752        # as gen_request_goldens.py builds the GLM directories
@@ -44,12 +44,18 @@ def load():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_model):
-    shared("data", "templates")      # skips visibly without ../shared
-    d = {"default": tiny_model}
-    for t in ("glm-5.2", "glm-4.7"):
-        path, _ = make_glm_model_dir(tmp_path_factory.mktemp(t), template=f"{t}.jinja", max_len=GLM_MAX_LEN)
-        d[t] = str(path)
-    return d
+    """template -> model directory, built on first use; the GLM ones come
+    from ../shared (their tests skip visibly without it), the default one
+    from glm-mkmodel."""
+    made = {"default": tiny_model}
+
+    def get(template):
+        if template not in made:
+            path, _ = make_glm_model_dir(tmp_path_factory.mktemp(template), template=f"{template}.jinja",
+                                         max_len=GLM_MAX_LEN)
+            made[template] = str(path)
+        return made[template]
+    return get
 
 
 def pipe(model_dir, cases):
@@ -86,7 +92,7 @@ def verdict(want, got_ok, got_ids_or_text, got_code, got_msg):
 def test_pipe_equals_vllm(models, template):
     g = load()
     cases = g["cases"]
-    out = pipe(models[template], cases)
+    out = pipe(models(template), cases)
     diffs = {}
     for c in cases:
         m = out[c["name"]]
@@ -109,7 +115,7 @@ def test_render_equals_vllm(models, template):
     diffs = {}
     for c in chosen:
         want = c["results"][template]
-        p = subprocess.run([binpath("glm-tokenize"), "--model", models[template], "--served-model-name", SERVED,
+        p = subprocess.run([binpath("glm-tokenize"), "--model", models(template), "--served-model-name", SERVED,
                             "--render"], input=json.dumps(c["body"]).encode(), capture_output=True, timeout=60)
         err = p.stderr.decode(errors="replace").strip()
         code, msg = None, None
