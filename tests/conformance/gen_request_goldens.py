@@ -151,7 +151,10 @@ def main():
     OUT.parent.mkdir(parents=True, exist_ok=True)
     doc = {"vllm": vllm.__version__, "transformers": transformers.__version__,
            "templates": list(dirs), "cases": cases}
-    OUT.write_text(json.dumps(doc, ensure_ascii=False, indent=1) + "\n")
+    # one case per line: readable diffs, no line per token id
+    head = {k: v for k, v in doc.items() if k != "cases"}
+    lines = ",\n".join(json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in cases)
+    OUT.write_text(json.dumps(head, ensure_ascii=False)[:-1] + ', "cases": [\n' + lines + "\n]}\n")
     ok = sum(1 for c in cases for r in c["results"].values() if "ids" in r)
     print(f"{len(cases)} bodies x {len(dirs)} templates: {ok} rendered, "
           f"{len(cases) * len(dirs) - ok} refused -> {OUT}", file=sys.stderr)
