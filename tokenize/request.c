@@ -1,8 +1,13 @@
 /* request.c — one OpenAI request body -> `generate` message(s).
  *
- * Validation follows vLLM's wording where clients may match on it (context
- * length, max_tokens, tool_choice, stream_options, top_logprobs). Everything
- * in the body is untrusted: every field is type-checked before use. */
+ * A chat body takes vLLM 0.33's request path in vLLM's order: validation as
+ * ChatCompletionRequest does it (messages and tools in chat.c), the chat
+ * template kwargs as build_chat_params resolves them, rendering as
+ * safe_apply_chat_template + transformers' apply_chat_template do it, then
+ * tokenization and vLLM's length rules. Refusals carry vLLM's status and,
+ * where vLLM wrote the sentence, its words (docs/protocol.md, "Request
+ * conformance"). Everything in the body is untrusted: every field is
+ * type-checked before use. */
 #include "tokenize.h"
 
 #include <math.h>
