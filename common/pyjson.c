@@ -46,6 +46,11 @@ void pl_pyjson_write_string(pl_buf *out, const char *str, size_t len, int ensure
         if (c < 0x20) { pl_buf_printf(out, "\\u%04x", c); i++; continue; }
         uint32_t cp;
         size_t k = pl_utf8_decode(s + i, len - i, &cp);
+        if (!k && c == 0xC0 && i + 1 < len && s[i + 1] == 0x80) {   /* PL_JSON_NUL: a cJSON string's U+0000 */
+            pl_buf_puts(out, "\\u0000");
+            i += 2;
+            continue;
+        }
         if (!k) { cp = 0xFFFD; k = 1; }
         if (!ensure_ascii) {
             pl_buf_append(out, "\xEF\xBF\xBD", 3);   /* only reached for invalid bytes */
@@ -120,11 +125,7 @@ void pl_pyjson_write_double(pl_buf *out, double d)
 
 /* ================================================================ trees */
 
-int pl_pyjson_is_int(const cJSON *v)
-{
-    double d = v->valuedouble;
-    return cJSON_IsNumber(v) && !pl_json_is_float(v) && d == floor(d) && fabs(d) < 9007199254740992.0;
-}
+int pl_pyjson_is_int(const cJSON *v) { return pl_json_is_int(v); }
 
 static void newline_indent(pl_buf *out, const pl_pyjson_opts *o, int depth)
 {
@@ -147,7 +148,7 @@ static int dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o, int depth)
     if (cJSON_IsTrue(v)) { pl_buf_puts(out, "true"); return 0; }
     if (cJSON_IsFalse(v)) { pl_buf_puts(out, "false"); return 0; }
     if (cJSON_IsNumber(v)) {
-        if (pl_pyjson_is_int(v)) pl_buf_printf(out, "%.0f", v->valuedouble);
+        if (pl_json_is_int(v)) pl_json_int_write(out, v);
         else pl_pyjson_write_double(out, v->valuedouble);
         return 0;
     }

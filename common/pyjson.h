@@ -24,7 +24,8 @@ typedef struct pl_pyjson_opts {
 #define PL_PYJSON_DEFAULT ((pl_pyjson_opts){0, -1, 0, NULL, NULL})
 
 /* A JSON string literal of s[0..len) with quotes. Invalid UTF-8 bytes are
- * written as U+FFFD (Python would have failed earlier, at decode). */
+ * written as U+FFFD (Python would have failed earlier, at decode), except
+ * the pair C0 80, which is how cJSON strings hold U+0000 (json.h). */
 void pl_pyjson_write_string(pl_buf *out, const char *s, size_t len, int ensure_ascii);
 
 /* A float as Python's repr(): shortest round-trip digits, "1.0", "1e-05",
@@ -35,10 +36,11 @@ void pl_pyjson_write_double(pl_buf *out, double d);
  * print as "inf"/"nan". */
 void pl_py_float_repr(pl_buf *out, double d);
 
-/* json.dumps of a cJSON tree. A number prints as an int when it is integral
- * and not marked PL_CJSON_FLOAT (json.h); see pl_pyjson_is_int. */
+/* json.dumps of a cJSON tree. Integers (pl_json_is_int, json.h) print
+ * exactly, at any size; strings print their NULs (PL_JSON_NUL) as \u0000. */
 int pl_pyjson_dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o);
 
+/* The same test as pl_json_is_int. */
 int pl_pyjson_is_int(const cJSON *v);
 
 #endif

@@ -24,6 +24,18 @@ size_t pl_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp)
     return len;
 }
 
+size_t pl_utf8_count(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t count = 0;
+    for (size_t i = 0; i < n; count++) {
+        uint32_t cp;
+        size_t k = u[i] < 0x80 ? 1 : pl_utf8_decode(u + i, n - i, &cp);
+        i += k ? k : 1;
+    }
+    return count;
+}
+
 size_t pl_utf8_encode(uint32_t cp, char *o)
 {
     if (cp < 0x80) { o[0] = (char)cp; return 1; }

@@ -25,6 +25,10 @@ size_t pl_utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
 /* Encode code point cp (<= U+10FFFF) as UTF-8 into out[0..4); returns the length. */
 size_t pl_utf8_encode(uint32_t cp, char *out);
 
+/* Characters in s[0..n) as Python's len() counts them (an invalid byte
+ * counts as one). */
+size_t pl_utf8_count(const char *s, size_t n);
+
 /* Python's str.isspace() for one code point. */
 bool pl_py_isspace(uint32_t cp);
 

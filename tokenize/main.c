@@ -22,6 +22,8 @@ static void usage(FILE *f)
             "  --model DIR                         Hugging Face model directory (tokenizer.json, tokenizer_config.json,\n"
             "                                      chat_template.jinja, config.json, generation_config.json)\n"
             "  --chat-template PATH                use this Jinja template instead of the model's\n"
+            "  --chat-template-content-format F    auto|string|openai: message content as a string or as a list of\n"
+            "                                      parts (vLLM's option; auto: as the template reads it)\n"
             "  --max-model-len N                   context length (default: max_position_embeddings)\n"
             "  --default-chat-template-kwargs JSON defaults for chat_template_kwargs (request values win)\n"
             "  --served-model-name NAME            model name reported in responses\n"
@@ -59,13 +61,13 @@ static int run_debug(tok_model *m, const char *mode)
         if (!rc) rc = tok_model_decode(m, ids, k, false, &out, err, sizeof err);
         free(ids);
         cJSON_Delete(arr);
-    } else if (!rc) {   /* render */
+    } else if (!rc) {   /* render: every check a request gets, then the prompt */
         cJSON *body = NULL;
         rc = pl_json_parse(&body, in.data ? in.data : "", in.len, err, sizeof err);
-        tok_error e;
-        if (!rc && tok_request_render_chat(m, body, &out, &e)) {
+        tok_error e = {0};
+        if (!rc && tok_request_render(m, body, &out, &e)) {
             rc = PL_ERR_INVALID;
-            snprintf(err, sizeof err, "%s", e.message);
+            snprintf(err, sizeof err, "error %d: %.1000s", e.code, e.message);
         }
         cJSON_Delete(body);
     }
@@ -144,6 +146,7 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},
         {"chat-template", required_argument, 0, 't'},
+        {"chat-template-content-format", required_argument, 0, 'F'},
         {"max-model-len", required_argument, 0, 'L'},
         {"default-chat-template-kwargs", required_argument, 0, 'k'},
         {"served-model-name", required_argument, 0, 'n'},
@@ -162,6 +165,15 @@ int main(int argc, char **argv)
         switch (c) {
         case 'm': dir = optarg; break;
         case 't': o.chat_template_path = optarg; break;
+        case 'F':
+            if (!strcmp(optarg, "auto")) o.content_format = TOK_CONTENT_AUTO;
+            else if (!strcmp(optarg, "string")) o.content_format = TOK_CONTENT_STRING;
+            else if (!strcmp(optarg, "openai")) o.content_format = TOK_CONTENT_OPENAI;
+            else {
+                fprintf(stderr, "glm-tokenize: --chat-template-content-format must be auto, string or openai\n");
+                return 2;
+            }
+            break;
         case 'L':
             if (pl_parse_i64(optarg, 1, INT64_MAX, &o.max_model_len)) {
                 fprintf(stderr, "glm-tokenize: --max-model-len must be a positive integer\n");

@@ -16,6 +16,7 @@
 
 #include "jinja/jinja.h"
 #include "json.h"
+#include "pystr.h"
 #include "tokenizer/tokenizer.h"
 
 #define CONFIG_MAX_BYTES   (16u << 20)
@@ -31,6 +32,10 @@ struct tok_model {
     size_t             n_eos;
     int64_t            max_len;
     char              *name;
+    int64_t            max_chars_per_token; /* longest token text, as vLLM measures it */
+    bool               openai_content;    /* content handed over as part lists */
+    bool               names_developer;   /* template text has "developer" quoted */
+    bool               mentions_content;  /* template text has "content" */
 };
 
 /* ================================================================ small helpers */
@@ -126,6 +131,15 @@ static int load_parts(tok_model *m, const char *dir, const tok_model_opts *o, ch
     int rc = pl_tokenizer_load(&m->tk, path, err, errlen);
     if (rc) return rc;
     int32_t vocab = tok_model_vocab_size(m);
+    /* vLLM: max(len(tok) for tok in vocab) over the tokenizer's strings: a
+     * byte-level entry is one character per byte, an added token its text */
+    for (int32_t id = 0; id < vocab; id++) {
+        size_t n;
+        const uint8_t *b = pl_tokenizer_token_bytes(m->tk, id, &n);
+        if (!b) continue;
+        int64_t chars = pl_tokenizer_is_added(m->tk, id) ? (int64_t)pl_utf8_count((const char *)b, n) : (int64_t)n;
+        if (chars > m->max_chars_per_token) m->max_chars_per_token = chars;
+    }
 
     cJSON *tcfg = NULL, *cfg = NULL, *gen = NULL;
     rc = read_json(dir, "tokenizer_config.json", false, &tcfg, err, errlen);
@@ -184,6 +198,13 @@ static int load_parts(tok_model *m, const char *dir, const tok_model_opts *o, ch
             char jerr[512];
             rc = pl_jinja_compile(&m->tpl, src.data, src.len, jerr, sizeof jerr);
             if (rc) pl_seterr(err, errlen, rc, "chat template: %s", jerr);
+            /* what vLLM reads off the template (renderers/hf.py) */
+            if (!rc) {
+                m->openai_content = o->content_format == TOK_CONTENT_OPENAI ||
+                                    (o->content_format == TOK_CONTENT_AUTO && pl_jinja_template_iterates_content(m->tpl));
+                m->names_developer = memmem(src.data, src.len, "\"developer\"", 11) || memmem(src.data, src.len, "'developer'", 11);
+                m->mentions_content = memmem(src.data, src.len, "content", 7) != NULL;
+            }
         }
         pl_buf_free(&src);
     }
@@ -234,12 +255,16 @@ void tok_model_free(tok_model *m)
 /* ================================================================ accessors */
 
 int64_t tok_model_max_len(const tok_model *m) { return m->max_len; }
+bool tok_model_openai_content(const tok_model *m) { return m->openai_content; }
+bool tok_model_names_developer(const tok_model *m) { return m->names_developer; }
+bool tok_model_mentions_content(const tok_model *m) { return m->mentions_content; }
 bool tok_model_has_template(const tok_model *m) { return m->tpl != NULL; }
 const int32_t *tok_model_eos_ids(const tok_model *m, size_t *n) { *n = m->n_eos; return m->eos; }
 const cJSON *tok_model_default_kwargs(const tok_model *m) { return m->default_kwargs; }
 const cJSON *tok_model_gen_defaults(const tok_model *m) { return m->gen_defaults; }
 const char *tok_model_name(const tok_model *m) { return m->name; }
 int32_t tok_model_vocab_size(const tok_model *m) { return (int32_t)pl_tokenizer_vocab_size(m->tk); }
+int64_t tok_model_max_chars_per_token(const tok_model *m) { return m->max_chars_per_token; }
 
 void tok_model_add_special_vars(const tok_model *m, cJSON *ctx)
 {

@@ -1,8 +1,13 @@
 /* request.c — one OpenAI request body -> `generate` message(s).
  *
- * Validation follows vLLM's wording where clients may match on it (context
- * length, max_tokens, tool_choice, stream_options, top_logprobs). Everything
- * in the body is untrusted: every field is type-checked before use. */
+ * A chat body takes vLLM 0.33's request path in vLLM's order: validation as
+ * ChatCompletionRequest does it (messages and tools in chat.c), the chat
+ * template kwargs as build_chat_params resolves them, rendering as
+ * safe_apply_chat_template + transformers' apply_chat_template do it, then
+ * tokenization and vLLM's length rules. Refusals carry vLLM's status and,
+ * where vLLM wrote the sentence, its words (docs/protocol.md, "Request
+ * conformance"). Everything in the body is untrusted: every field is
+ * type-checked before use. */
 #include "tokenize.h"
 
 #include <math.h>
@@ -22,10 +27,7 @@
 
 /* ================================================================ errors */
 
-static int fail(tok_error *e, int code, const char *type, const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-
-static int fail(tok_error *e, int code, const char *type, const char *param, const char *fmt, ...)
+int tok_fail(tok_error *e, int code, const char *type, const char *param, const char *fmt, ...)
 {
     e->code = code;
     e->type = type;
@@ -37,7 +39,7 @@ static int fail(tok_error *e, int code, const char *type, const char *param, con
     return code >= 500 ? PL_ERR_INTERNAL : PL_ERR_INVALID;
 }
 
-#define BAD(e, param, ...) fail((e), 400, "BadRequestError", (param), __VA_ARGS__)
+#define BAD(e, param, ...) tok_fail((e), 400, "BadRequestError", (param), __VA_ARGS__)
 
 /* Python's repr of a float, for messages that quote a value as vLLM does. */
 static const char *pyf(double d, char *buf, size_t n)
@@ -68,15 +70,24 @@ static int get_bool(const cJSON *obj, const char *key, bool def, bool *out, tok_
     return 0;
 }
 
+static bool str_is(const cJSON *v, const char *s) { return cJSON_IsString(v) && !strcmp(v->valuestring, s); }
+
+/* An int field: exact at any size (json.h); an integral float (5.0) counts,
+ * as pydantic's lax ints do. */
 static int get_int(const cJSON *obj, const char *key, bool *present, int64_t *out, tok_error *e)
 {
     const cJSON *v = field(obj, key);
     *present = v != NULL;
     if (!v) return 0;
-    double d = v->valuedouble;
-    if (!cJSON_IsNumber(v) || !isfinite(d) || d != floor(d) || fabs(d) > 9.2e18)
-        return BAD(e, key, "'%s' must be an integer", key);
-    *out = (int64_t)d;
+    int rc = cJSON_IsNumber(v) ? pl_json_get_i64(v, out) : PL_ERR_INVALID;
+    if (rc == PL_ERR_INVALID && cJSON_IsNumber(v) && v->valuedouble == floor(v->valuedouble) &&
+        fabs(v->valuedouble) < 9.2e18) {
+        *out = (int64_t)v->valuedouble;
+        rc = 0;
+    }
+    if (rc == PL_ERR_RANGE)
+        return BAD(e, key, "'%s' must be an integer between -9223372036854775808 and 9223372036854775807", key);
+    if (rc) return BAD(e, key, "'%s' must be an integer", key);
     return 0;
 }
 
@@ -91,238 +102,314 @@ static int get_num(const cJSON *obj, const char *key, bool *present, double *out
     return 0;
 }
 
-/* ================================================================ chat messages */
+/* ================================================================ chat request validation */
 
-/* A content part list: each part an object with a string type (text parts
- * need a string text) or a bare string. */
-static int check_content(const cJSON *content, size_t mi, tok_error *e)
+static const char *const efforts[] = {"none", "minimal", "low", "medium", "high", "xhigh", "max"};
+
+/* A chat request as ChatCompletionRequest validates it (pydantic and the
+ * model validators of vllm/entrypoints/openai/chat_completion/protocol.py),
+ * before anything is rendered. */
+typedef struct chat_req {
+    const cJSON *messages;
+    cJSON       *tools;      /* as the template gets them (tok_tools_convert), or NULL */
+    const char  *effort;     /* reasoning_effort, or NULL */
+    bool         add_gen, cont;
+} chat_req;
+
+static void chat_req_free(chat_req *cr) { cJSON_Delete(cr->tools); }
+
+static int check_chat_request(const cJSON *body, chat_req *cr, tok_error *e)
 {
-    if (!content || cJSON_IsNull(content) || cJSON_IsString(content)) return 0;
-    if (!cJSON_IsArray(content))
-        return BAD(e, "messages", "messages[%zu].content must be a string, a list of content parts or null", mi);
-    size_t pi = 0;
-    for (const cJSON *p = content->child; p; p = p->next, pi++) {
-        if (cJSON_IsString(p)) continue;
-        const cJSON *type = cJSON_GetObjectItemCaseSensitive(p, "type");
-        if (!cJSON_IsObject(p) || !cJSON_IsString(type))
-            return BAD(e, "messages", "messages[%zu].content[%zu] must be an object with a string 'type'", mi, pi);
-        const cJSON *text = cJSON_GetObjectItemCaseSensitive(p, "text");
-        if (!strcmp(type->valuestring, "text") && !cJSON_IsString(text))
-            return BAD(e, "messages", "messages[%zu].content[%zu].text must be a string", mi, pi);
+    memset(cr, 0, sizeof *cr);
+    cr->messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
+    int rc = tok_messages_check(cr->messages, e);
+    if (rc) return rc;
+    if (pl_json_truthy(cJSON_GetObjectItemCaseSensitive(body, "continue_final_message")) &&
+        pl_json_truthy(cJSON_GetObjectItemCaseSensitive(body, "add_generation_prompt")))
+        return BAD(e, NULL, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.");
+    if ((rc = get_bool(body, "add_generation_prompt", true, &cr->add_gen, e))) return rc;
+    if ((rc = get_bool(body, "continue_final_message", false, &cr->cont, e))) return rc;
+    const cJSON *kw = field(body, "chat_template_kwargs");
+    if (kw && !cJSON_IsObject(kw)) return BAD(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    const cJSON *ct = field(body, "chat_template");
+    if (ct && !cJSON_IsString(ct)) return BAD(e, "chat_template", "'chat_template' must be a string");
+    const cJSON *docs = field(body, "documents");
+    if (docs && !cJSON_IsArray(docs)) return BAD(e, "documents", "'documents' must be a list of objects");
+    for (const cJSON *d = docs ? docs->child : NULL; d; d = d->next) {
+        if (!cJSON_IsObject(d)) return BAD(e, "documents", "'documents' must be a list of objects");
+        for (const cJSON *v = d->child; v; v = v->next)
+            if (!cJSON_IsString(v)) return BAD(e, "documents", "the values of a document must be strings");
     }
-    return 0;
+    const cJSON *eff = field(body, "reasoning_effort");
+    if (eff) {
+        for (size_t i = 0; cJSON_IsString(eff) && i < PL_ARRAY_LEN(efforts); i++)
+            if (!strcmp(eff->valuestring, efforts[i])) cr->effort = efforts[i];
+        if (!cr->effort)
+            return BAD(e, "reasoning_effort", "'reasoning_effort' must be one of 'none', 'minimal', 'low', 'medium', "
+                       "'high', 'xhigh' or 'max'");
+    }
+    return tok_tools_convert(cJSON_GetObjectItemCaseSensitive(body, "tools"), &cr->tools, e);
 }
 
-/* OpenAI clients send tool_calls[].function.arguments as a JSON string (some
- * as an object); GLM templates iterate it as a mapping, so a string is parsed
- * here, as vLLM does. */
-static int fix_tool_calls(cJSON *msg, size_t mi, tok_error *e)
+/* ================================================================ chat template kwargs */
+
+/* merge_kwargs (vllm/renderers/params.py): overrides whose value is None or
+ * "auto" do not count. */
+static bool unset_value(const cJSON *v) { return !v || cJSON_IsNull(v) || (cJSON_IsString(v) && !strcmp(v->valuestring, "auto")); }
+
+static void kw_set(cJSON *kw, const char *key, cJSON *v)
 {
-    cJSON *tcs = cJSON_GetObjectItemCaseSensitive(msg, "tool_calls");
-    if (!tcs || cJSON_IsNull(tcs)) return 0;
-    if (!cJSON_IsArray(tcs)) return BAD(e, "messages", "messages[%zu].tool_calls must be a list", mi);
-    size_t ti = 0;
-    for (cJSON *tc = tcs->child; tc; tc = tc->next, ti++) {
-        if (!cJSON_IsObject(tc)) return BAD(e, "messages", "messages[%zu].tool_calls[%zu] must be an object", mi, ti);
-        cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
-        cJSON *holder = cJSON_IsObject(fn) ? fn : tc;   /* flat {name, arguments} also seen */
-        if (fn && !cJSON_IsObject(fn))
-            return BAD(e, "messages", "messages[%zu].tool_calls[%zu].function must be an object", mi, ti);
-        cJSON *name = cJSON_GetObjectItemCaseSensitive(holder, "name");
-        if (!cJSON_IsString(name))
-            return BAD(e, "messages", "messages[%zu].tool_calls[%zu].function.name must be a string", mi, ti);
-        cJSON *args = cJSON_GetObjectItemCaseSensitive(holder, "arguments");
-        if (!args || cJSON_IsObject(args)) continue;
-        if (!cJSON_IsString(args))
-            return BAD(e, "messages", "messages[%zu].tool_calls[%zu].function.arguments must be a JSON string or an object", mi, ti);
-        cJSON *parsed;
-        char perr[128];
-        if (pl_json_parse(&parsed, args->valuestring, strlen(args->valuestring), perr, sizeof perr))
-            return BAD(e, "messages", "messages[%zu].tool_calls[%zu].function.arguments is not valid JSON: %s", mi, ti, perr);
-        if (!cJSON_ReplaceItemInObjectCaseSensitive(holder, "arguments", parsed)) {
-            cJSON_Delete(parsed);
-            return fail(e, 500, "InternalServerError", NULL, "out of memory");
-        }
-    }
-    return 0;
+    cJSON_DeleteItemFromObjectCaseSensitive(kw, key);
+    cJSON_AddItemToObject(kw, key, v);
 }
 
-static int check_messages(cJSON *msgs, tok_error *e)
+/* The chat_template_kwargs vLLM works with: ChatCompletionRequest.
+ * build_chat_params (the request's own kwargs, then add_generation_prompt,
+ * continue_final_message, documents and reasoning_effort from the body, and
+ * enable_thinking = effort != "none" when an effort is given and the kwargs
+ * do not set enable_thinking), then with_defaults over the server's
+ * --default-chat-template-kwargs. What the reasoning parser gets too. */
+static int chat_kwargs(const tok_model *m, const cJSON *body, const chat_req *cr, cJSON **out, tok_error *e)
 {
-    if (!msgs) return BAD(e, "messages", "'messages' is required");
-    if (!cJSON_IsArray(msgs)) return BAD(e, "messages", "'messages' must be a list");
-    size_t mi = 0;
-    for (cJSON *m = msgs->child; m; m = m->next, mi++) {
-        if (!cJSON_IsObject(m)) return BAD(e, "messages", "messages[%zu] must be an object", mi);
-        const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
-        if (!cJSON_IsString(role)) return BAD(e, "messages", "messages[%zu].role must be a string", mi);
-        int rc = check_content(cJSON_GetObjectItemCaseSensitive(m, "content"), mi, e);
-        if (!rc) rc = fix_tool_calls(m, mi, e);
-        if (rc) return rc;
-        static const char *const str_fields[] = {"name", "tool_call_id", "reasoning_content", "reasoning"};
-        for (size_t i = 0; i < PL_ARRAY_LEN(str_fields); i++) {
-            const cJSON *v = field(m, str_fields[i]);
-            if (v && !cJSON_IsString(v))
-                return BAD(e, "messages", "messages[%zu].%s must be a string", mi, str_fields[i]);
-        }
+    const cJSON *user = field(body, "chat_template_kwargs");
+    cJSON *ck = user ? cJSON_Duplicate(user, 1) : cJSON_CreateObject();
+    kw_set(ck, "add_generation_prompt", cJSON_CreateBool(cr->add_gen));
+    kw_set(ck, "continue_final_message", cJSON_CreateBool(cr->cont));
+    const cJSON *docs = field(body, "documents");
+    if (docs) kw_set(ck, "documents", cJSON_Duplicate(docs, 1));
+    if (cr->effort) {
+        kw_set(ck, "reasoning_effort", cJSON_CreateString(cr->effort));
+        if (!user || !cJSON_GetObjectItemCaseSensitive(user, "enable_thinking"))
+            kw_set(ck, "enable_thinking", cJSON_CreateBool(strcmp(cr->effort, "none") != 0));
     }
-    return 0;
-}
-
-/* Merged chat_template_kwargs: server defaults, then the request's, then the
- * top-level reasoning_effort (vLLM copies it in). */
-static int merged_kwargs(const tok_model *m, const cJSON *body, cJSON **out, tok_error *e)
-{
     cJSON *kw = cJSON_Duplicate(tok_model_default_kwargs(m), 1);
-    if (!kw) return fail(e, 500, "InternalServerError", NULL, "out of memory");
-    const cJSON *req = field(body, "chat_template_kwargs");
-    if (req && !cJSON_IsObject(req)) { cJSON_Delete(kw); return BAD(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object"); }
-    for (const cJSON *c = req ? req->child : NULL; c; c = c->next) {
-        cJSON_DeleteItemFromObjectCaseSensitive(kw, c->string);
-        cJSON_AddItemToObject(kw, c->string, cJSON_Duplicate(c, 1));
-    }
-    const cJSON *effort = field(body, "reasoning_effort");
-    if (effort) {
-        if (!cJSON_IsString(effort)) { cJSON_Delete(kw); return BAD(e, "reasoning_effort", "'reasoning_effort' must be a string"); }
-        cJSON_DeleteItemFromObjectCaseSensitive(kw, "reasoning_effort");
-        cJSON_AddItemToObject(kw, "reasoning_effort", cJSON_Duplicate(effort, 1));
-    }
+    for (const cJSON *c = ck ? ck->child : NULL; kw && c; c = c->next)
+        if (!unset_value(c)) kw_set(kw, c->string, cJSON_Duplicate(c, 1));
+    cJSON_Delete(ck);
+    if (!kw) return tok_fail(e, 500, "InternalServerError", NULL, "out of memory");
     *out = kw;
     return 0;
 }
 
-/* Thinking is on unless enable_thinking or thinking is false (vLLM glm45, Era C). */
+/* Thinking is on unless enable_thinking or thinking is false (vLLM glm45). */
 static bool thinking_on(const cJSON *kw)
 {
     return !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(kw, "enable_thinking")) &&
            !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(kw, "thinking"));
 }
 
-/* The text of the final message, for continue_final_message (transformers:
- * the last text part of a list content). */
-static const char *final_message_text(const cJSON *msgs)
+/* Parameters of transformers' apply_chat_template (and vLLM's
+ * safe_apply_chat_template): consumed there, never template variables. */
+static bool apply_param(const char *k)
 {
-    const cJSON *last = NULL;
-    for (const cJSON *c = msgs->child; c; c = c->next) last = c;
-    const cJSON *content = last ? cJSON_GetObjectItemCaseSensitive(last, "content") : NULL;
-    if (cJSON_IsString(content)) return content->valuestring;
-    const char *text = NULL;
-    for (const cJSON *p = content && cJSON_IsArray(content) ? content->child : NULL; p; p = p->next) {
-        const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "text");
-        if (cJSON_IsString(t)) text = t->valuestring;
-    }
-    return text;
+    static const char *const named[] = {
+        "conversation", "tools", "documents", "chat_template", "add_generation_prompt", "continue_final_message",
+        "tokenize", "sanitize_control_tokens", "padding", "truncation", "max_length", "return_tensors",
+        "return_dict", "return_assistant_tokens_mask", "tokenizer_kwargs",
+    };
+    for (size_t i = 0; i < PL_ARRAY_LEN(named); i++)
+        if (!strcmp(k, named[i])) return true;
+    return false;
 }
 
-/* transformers' continue_final_message: cut the render right after the final
- * message's text so generation continues it. */
-static int cut_after_final(pl_buf *prompt, const cJSON *msgs, tok_error *e)
+/* ================================================================ continue_final_message */
+
+/* transformers 5.x: a tag is appended to the final message's text (its last
+ * text part), the chat is rendered, and the render is cut at the tag. */
+#define CFM_TAG "CONTINUE_FINAL_MESSAGE_TAG "
+
+static int cfm_mark(const tok_model *m, cJSON *conv, pl_buf *final, tok_error *e)
 {
-    const char *fm = final_message_text(msgs);
-    if (!fm) return BAD(e, "continue_final_message", "continue_final_message is set but we could not find any text to continue in the final message!");
-    size_t len = strlen(fm), a = pl_py_lstrip_off(fm, len);
-    const char *stripped = fm + a;
-    size_t slen = pl_py_rstrip_len(stripped, len - a);
-    if (!slen) return 0;   /* Python finds "" at the very end: nothing is cut */
-    /* rindex of the stripped text */
+    cJSON *last = conv->child;
+    while (last && last->next) last = last->next;
+    cJSON *content = last ? cJSON_GetObjectItemCaseSensitive(last, "content") : NULL;
+    if (!content || cJSON_IsNull(content))
+        return BAD(e, NULL, "continue_final_message is set but the final message has no \"content\" to continue!");
+    if (!tok_model_mentions_content(m))
+        return BAD(e, NULL, "continue_final_message is set to \"content\" but this is not an accepted field in the chat_template");
+    cJSON *holder = last, *text = content;
+    if (cJSON_IsArray(content)) {
+        text = NULL;
+        for (cJSON *b = content->child; b; b = b->next) {   /* the last block with a text */
+            cJSON *t = cJSON_IsObject(b) ? cJSON_GetObjectItemCaseSensitive(b, "text") : NULL;
+            if (t) { holder = b; text = t; }
+        }
+        if (!text)
+            return BAD(e, NULL, "continue_final_message is set but we could not find any text to continue in the final message!");
+    }
+    if (!cJSON_IsString(text)) return BAD(e, NULL, "continue_final_message: the final message's text is not a string");
+    pl_buf_puts(final, text->valuestring);
+    pl_buf tagged;
+    pl_buf_init(&tagged);
+    pl_buf_puts(&tagged, text->valuestring);
+    pl_buf_puts(&tagged, CFM_TAG);
+    cJSON_ReplaceItemInObjectCaseSensitive(holder, text->string, cJSON_CreateString(tagged.data ? tagged.data : ""));
+    pl_buf_free(&tagged);
+    return 0;
+}
+
+static int cfm_cut(pl_buf *prompt, const pl_buf *final, tok_error *e)
+{
+    pl_buf fb;
+    pl_buf_init(&fb);
+    pl_json_str_bytes(&fb, final->data ? final->data : "");
+    size_t a = pl_py_lstrip_off(fb.data ? fb.data : "", fb.len);
+    size_t slen = pl_py_rstrip_len(fb.data ? fb.data + a : "", fb.len - a);
+    const char *tag = CFM_TAG;
+    size_t taglen = strlen(tag) - 1;   /* the tag without its space */
+    bool found = (!slen || memmem(prompt->data, prompt->len, fb.data + a, slen)) &&
+                 memmem(prompt->data, prompt->len, tag, taglen);
+    if (!found) {
+        int rc = BAD(e, NULL, "continue_final_message is set but the final message does not appear in the chat after "
+                     "applying the chat template! This can happen if the chat template deletes portions of the final "
+                     "message. Please verify the chat template and final message in your chat to ensure they are "
+                     "compatible.Final message to continue: %.*s\nRendered chat:\n%s", (int)slen, fb.data + a,
+                     prompt->data ? prompt->data : "");
+        pl_buf_free(&fb);
+        return rc;
+    }
+    pl_buf_free(&fb);
     const char *loc = NULL;
-    for (const char *p = prompt->data; p && (p = memmem(p, prompt->len - (size_t)(p - prompt->data), stripped, slen)); p++)
+    for (const char *p = prompt->data; (p = memmem(p, prompt->len - (size_t)(p - prompt->data), tag, taglen)); p++)
         loc = p;
-    if (!loc) return BAD(e, "continue_final_message", "continue_final_message is set but the final message does not appear in the chat after applying the chat template! This can happen if the chat template deletes portions of the final message. Please verify the chat template and final message in your chat to ensure the final message is unmodified.");
-    /* transformers keeps the trailing whitespace only when the render has the
-     * message unchanged at loc: rendered[loc:loc + len(lstripped)] == final
-     * can hold only when there was no leading whitespace. */
     size_t off = (size_t)(loc - prompt->data);
-    size_t keep = (a == 0 && off + len <= prompt->len && !memcmp(loc, fm, len)) ? len : slen;
-    prompt->len = off + keep;
+    if (off + taglen + 1 <= prompt->len && loc[taglen] == ' ') prompt->len = off;
+    else prompt->len = pl_py_rstrip_len(prompt->data, off);
     prompt->data[prompt->len] = 0;
     return 0;
 }
 
-int tok_request_render_chat(const tok_model *m, const cJSON *body, pl_buf *prompt, tok_error *e)
+/* ================================================================ rendering */
+
+/* safe_apply_chat_template + transformers' apply_chat_template: the
+ * conversation, the template variables (special tokens, then the kwargs
+ * that are not apply_chat_template parameters, then messages, tools,
+ * documents, add_generation_prompt) and the render. kw: chat_kwargs. */
+/* A template in the request is untrusted code: refused, as vLLM refuses it
+ * without --trust-request-chat-template (glm-tokenize has no such flag). */
+static int check_template_trust(const cJSON *body, tok_error *e)
 {
-    if (!cJSON_IsObject(body)) return BAD(e, NULL, "request body must be a JSON object");
+    const cJSON *user_kw = field(body, "chat_template_kwargs");
+    if (field(body, "chat_template") || (user_kw && field(user_kw, "chat_template")))
+        return BAD(e, NULL, "Chat template is passed with request, but --trust-request-chat-template is not set. "
+                   "Refused request with untrusted chat template.");
+    return 0;
+}
+
+static int render_chat(const tok_model *m, const chat_req *cr, const cJSON *kw, pl_buf *prompt, tok_error *e)
+{
     if (!tok_model_has_template(m))
         return BAD(e, NULL, "this model has no chat template; pass --chat-template or use /v1/completions");
-    cJSON *ctx = cJSON_CreateObject();
-    cJSON *msgs = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(body, "messages"), 1);
-    cJSON *kw = NULL;
-    int rc = check_messages(msgs, e);
-    bool add_gen = true, cont = false;
-    if (!rc) rc = get_bool(body, "add_generation_prompt", true, &add_gen, e);
-    if (!rc) rc = get_bool(body, "continue_final_message", false, &cont, e);
-    if (!rc && add_gen && cont && field(body, "add_generation_prompt"))
-        rc = BAD(e, NULL, "Cannot set both `continue_final_message` and `add_generation_prompt` to True.");
-    if (cont) add_gen = false;   /* add_generation_prompt defaults off when continuing */
-    const cJSON *tools = field(body, "tools");
-    if (!rc && tools && !cJSON_IsArray(tools)) rc = BAD(e, "tools", "'tools' must be a list");
-    for (const cJSON *t = tools && !rc ? tools->child : NULL; t && !rc; t = t->next)
-        if (!cJSON_IsObject(t)) rc = BAD(e, "tools", "each entry of 'tools' must be an object");
-    if (!rc) rc = merged_kwargs(m, body, &kw, e);
-    if (rc) { cJSON_Delete(msgs); cJSON_Delete(ctx); return rc; }
+    tok_chat_opts o = {tok_model_openai_content(m), tok_model_names_developer(m), tok_model_name(m)};
+    cJSON *conv = NULL;
+    int rc = tok_messages_convert(cr->messages, &o, &conv, e);
+    if (rc) return rc;
+    bool add_gen = pl_json_truthy(cJSON_GetObjectItemCaseSensitive(kw, "add_generation_prompt"));
+    bool cont = pl_json_truthy(cJSON_GetObjectItemCaseSensitive(kw, "continue_final_message"));
+    pl_buf final;
+    pl_buf_init(&final);
+    if (!conv->child)
+        rc = BAD(e, NULL, "Cannot apply chat template to an empty conversation. Provide at least one message.");
+    else if (cont && add_gen)
+        rc = BAD(e, NULL, "continue_final_message and add_generation_prompt are not compatible. Use "
+                 "continue_final_message when you want the model to continue the final message, and "
+                 "add_generation_prompt when you want to add a header that will prompt it to start a new assistant "
+                 "message instead.");
+    else if (cont)
+        rc = cfm_mark(m, conv, &final, e);
+    const cJSON *tools = cJSON_GetObjectItemCaseSensitive(kw, "tools");   /* the kwargs' own tools win */
+    if (!tools) tools = cr->tools;
+    const cJSON *docs = cJSON_GetObjectItemCaseSensitive(kw, "documents");
+    for (const cJSON *d = docs && cJSON_IsArray(docs) ? docs->child : NULL; !rc && d; d = d->next)
+        if (!cJSON_IsObject(d)) rc = BAD(e, NULL, "Documents should be a list of dicts with 'title' and 'text' keys!");
+    if (rc) { cJSON_Delete(conv); pl_buf_free(&final); return rc; }
 
-    /* transformers: special tokens first, then kwargs (which may override
-     * them), and the named arguments. */
+    cJSON *ctx = cJSON_CreateObject();
     tok_model_add_special_vars(m, ctx);
-    for (cJSON *c = kw->child; c; c = c->next) {
-        cJSON_DeleteItemFromObjectCaseSensitive(ctx, c->string);
-        cJSON_AddItemToObject(ctx, c->string, cJSON_Duplicate(c, 1));
-    }
-    cJSON_DeleteItemFromObjectCaseSensitive(ctx, "messages");
-    cJSON_AddItemToObject(ctx, "messages", msgs);
-    cJSON_DeleteItemFromObjectCaseSensitive(ctx, "tools");
-    cJSON_AddItemToObject(ctx, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
-    cJSON_DeleteItemFromObjectCaseSensitive(ctx, "documents");
-    cJSON_AddItemToObject(ctx, "documents", cJSON_CreateNull());
-    cJSON_DeleteItemFromObjectCaseSensitive(ctx, "add_generation_prompt");
-    cJSON_AddBoolToObject(ctx, "add_generation_prompt", add_gen);
-    cJSON_Delete(kw);
+    for (const cJSON *c = kw->child; c; c = c->next)
+        if (!apply_param(c->string)) kw_set(ctx, c->string, cJSON_Duplicate(c, 1));
+    kw_set(ctx, "messages", conv);
+    kw_set(ctx, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
+    kw_set(ctx, "documents", docs ? cJSON_Duplicate(docs, 1) : cJSON_CreateNull());
+    kw_set(ctx, "add_generation_prompt", cJSON_CreateBool(add_gen));
 
     char err[512];
     pl_buf_reset(prompt);
     rc = tok_model_render(m, ctx, prompt, err, sizeof err);
-    if (rc) rc = BAD(e, NULL, "chat template error: %s", err);
-    else if (cont) rc = cut_after_final(prompt, msgs, e);
     cJSON_Delete(ctx);
+    if (rc == PL_ERR_NOMEM) rc = tok_fail(e, 500, "InternalServerError", NULL, "out of memory rendering the chat template");
+    else if (rc) rc = BAD(e, NULL, "%s", err);   /* vLLM: the template's own reason, 400 */
+    else if (cont) rc = cfm_cut(prompt, &final, e);
+    pl_buf_free(&final);
     return rc;
 }
 
 /* ================================================================ tool_choice */
 
-/* vLLM protocol.py rules (docs §2.10). *choice_out is a new cJSON value. */
+#define TC_USAGE "Correct usage: `{\"type\": \"function\", \"function\": {\"name\": \"my_function\"}}`"
+
+/* Python's str() of a JSON value, for messages that quote one. */
+static void py_str(pl_buf *b, const cJSON *v)
+{
+    if (cJSON_IsString(v)) pl_json_str_bytes(b, v->valuestring);
+    else if (!v || cJSON_IsNull(v)) pl_buf_puts(b, "None");
+    else if (cJSON_IsBool(v)) pl_buf_puts(b, cJSON_IsTrue(v) ? "True" : "False");
+    else pl_pyjson_dump(b, v, NULL);
+}
+
+/* A refusal that quotes a value as Python's str() shows it; fmt has one %s. */
+static int bad_quoting(tok_error *e, const char *param, const char *fmt, const cJSON *v)
+{
+    pl_buf b;
+    pl_buf_init(&b);
+    py_str(&b, v);
+    int rc = BAD(e, param, fmt, b.data ? b.data : "");
+    pl_buf_free(&b);
+    return rc;
+}
+
+/* ChatCompletionRequest.check_tool_usage. *choice_out: what parse-tools
+ * follows ("none", "auto", "required" or the named choice). */
 static int resolve_tool_choice(const cJSON *body, cJSON **choice_out, tok_error *e)
 {
     const cJSON *tools = field(body, "tools");
-    const cJSON *tc = field(body, "tool_choice");
+    const cJSON *tc = cJSON_GetObjectItemCaseSensitive(body, "tool_choice");
     bool have_tools = tools && cJSON_GetArraySize(tools) > 0;
-    if (!tc) {
+    if (!tc || cJSON_IsNull(tc)) {
         *choice_out = cJSON_CreateString(have_tools ? "auto" : "none");
         return 0;
     }
-    if (cJSON_IsString(tc)) {
-        const char *s = tc->valuestring;
-        if (strcmp(s, "none") && strcmp(s, "auto") && strcmp(s, "required"))
-            return BAD(e, "tool_choice", "Invalid value for `tool_choice`: %s. Expected one of 'none', 'auto', 'required' or a named function.", s);
-        if (strcmp(s, "none") && !tools)
-            return BAD(e, "tool_choice", "When using `tool_choice`, `tools` must be set.");
-        /* "required" with an empty tools list is treated as "none" */
-        *choice_out = cJSON_CreateString(!strcmp(s, "required") && !have_tools ? "none" : s);
-        return 0;
-    }
-    const cJSON *fn = cJSON_IsObject(tc) ? cJSON_GetObjectItemCaseSensitive(tc, "function") : NULL;
-    const cJSON *name = cJSON_IsObject(fn) ? cJSON_GetObjectItemCaseSensitive(fn, "name") : NULL;
-    if (!cJSON_IsString(name))
-        return BAD(e, "tool_choice", "Invalid value for `tool_choice`: a named tool choice must be {\"type\": \"function\", \"function\": {\"name\": ...}}.");
-    if (!tools) return BAD(e, "tool_choice", "When using `tool_choice`, `tools` must be set.");
-    for (const cJSON *t = tools->child; t; t = t->next) {
-        const cJSON *tf = cJSON_GetObjectItemCaseSensitive(t, "function");
+    if (str_is(tc, "none")) { *choice_out = cJSON_CreateString("none"); return 0; }
+    if (!tools) return BAD(e, "tool_choice", "When using `tool_choice`, `tools` must be set. (parameter=tool_choice)");
+    if (!str_is(tc, "auto") && !str_is(tc, "required") && !cJSON_IsObject(tc))
+        return bad_quoting(e, "tool_choice", "Invalid value for `tool_choice`: %s! Only named tools, \"none\", \"auto\" "
+                           "or \"required\" are supported. (parameter=tool_choice)", tc);
+    if (cJSON_IsString(tc)) { *choice_out = cJSON_CreateString(tc->valuestring); return 0; }
+    const cJSON *fn = cJSON_GetObjectItemCaseSensitive(tc, "function");
+    if (!cJSON_IsObject(fn))
+        return bad_quoting(e, "tool_choice.function", "Invalid value for `function`: `%s` in `tool_choice`! " TC_USAGE
+                           " (parameter=tool_choice.function)", fn);
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(fn, "name");
+    if (!name)
+        return BAD(e, "tool_choice.function.name", "Expected field `name` in `function` in `tool_choice`! " TC_USAGE
+                   " (parameter=tool_choice.function.name)");
+    if (!cJSON_IsString(name) || !name->valuestring[0])
+        return bad_quoting(e, "tool_choice.function.name", "Invalid `name` in `function`: `%s` in `tool_choice`! "
+                           TC_USAGE " (parameter=tool_choice.function.name)", name);
+    for (const cJSON *t = cJSON_IsArray(tools) ? tools->child : NULL; t; t = t->next) {
+        const cJSON *tf = cJSON_IsObject(t) ? cJSON_GetObjectItemCaseSensitive(t, "function") : NULL;
         const cJSON *tn = cJSON_IsObject(tf) ? cJSON_GetObjectItemCaseSensitive(tf, "name") : NULL;
         if (cJSON_IsString(tn) && !strcmp(tn->valuestring, name->valuestring)) {
-            *choice_out = cJSON_Duplicate(tc, 1);
+            cJSON *choice = cJSON_CreateObject();
+            cJSON_AddStringToObject(choice, "type", "function");
+            cJSON *f = cJSON_AddObjectToObject(choice, "function");
+            cJSON_AddItemToObject(f, "name", cJSON_Duplicate(name, 0));
+            *choice_out = choice;
             return 0;
         }
     }
-    return BAD(e, "tool_choice", "Tool '%s' has not been passed in `tools`.", name->valuestring);
+    return BAD(e, "tool_choice", "The tool specified in `tool_choice` does not match any of the specified `tools` "
+               "(parameter=tool_choice)");
 }
 
 /* ================================================================ sampling */
@@ -330,6 +417,7 @@ static int resolve_tool_choice(const cJSON *body, cJSON **choice_out, tok_error 
 typedef struct {
     int64_t n, max_tokens, min_tokens, top_k, seed, logprobs, prompt_logprobs;
     bool    has_max_tokens, has_seed, has_logprobs, has_prompt_logprobs, ignore_eos;
+    const char *max_param;  /* the field max_tokens came from */
     double  temperature, top_p, min_p, presence, frequency, repetition;
 } sampling;
 
@@ -367,8 +455,16 @@ static int parse_sampling(const tok_model *m, enum tok_endpoint ep, const cJSON 
     if (topk != floor(topk) || fabs(topk) > 9.2e18) return BAD(e, "top_k", "'top_k' must be an integer");
     s->top_k = topk == 0 ? -1 : (int64_t)topk;   /* 0 and -1 both disable */
 
-    if (s->temperature < 0) return BAD(e, "temperature", "temperature must be non-negative, got %s.", pyf(s->temperature, f, sizeof f));
-    if (s->top_p <= 0 || s->top_p > 1) return BAD(e, "top_p", "top_p must be in (0, 1], got %s.", pyf(s->top_p, f, sizeof f));
+    /* SamplingParams._verify_args wording, with VLLMValidationError's
+     * "(parameter=..., value=...)" where vLLM names them */
+    if (s->temperature < 0)
+        return BAD(e, "temperature", "temperature must be non-negative, got %s. (parameter=temperature, value=%s)",
+                   pyf(s->temperature, f, sizeof f), f);
+    if (s->temperature > 2)
+        return BAD(e, "temperature", "temperature must be in [0, 2], got %s. (parameter=temperature, value=%s)",
+                   pyf(s->temperature, f, sizeof f), f);
+    if (s->top_p <= 0 || s->top_p > 1)
+        return BAD(e, "top_p", "top_p must be in (0, 1], got %s. (parameter=top_p, value=%s)", pyf(s->top_p, f, sizeof f), f);
     if (s->top_k < -1) return BAD(e, "top_k", "top_k must be 0 (disable), or at least 1, got %lld.", (long long)s->top_k);
     if (s->min_p < 0 || s->min_p > 1) return BAD(e, "min_p", "min_p must be in [0, 1], got %s.", pyf(s->min_p, f, sizeof f));
     if (s->presence < -2 || s->presence > 2) return BAD(e, "presence_penalty", "presence_penalty must be in [-2, 2], got %s.", pyf(s->presence, f, sizeof f));
@@ -377,10 +473,14 @@ static int parse_sampling(const tok_model *m, enum tok_endpoint ep, const cJSON 
 
     /* max_completion_tokens wins over max_tokens (chat) */
     int64_t mt = 0;
+    s->max_param = "max_tokens";
     if (ep == TOK_ENDPOINT_CHAT && (rc = get_int(body, "max_completion_tokens", &present, &mt, e))) return rc;
+    if (present) s->max_param = "max_completion_tokens";
     if (!present && (rc = get_int(body, "max_tokens", &present, &mt, e))) return rc;
     if (present) {
-        if (mt < 1) return BAD(e, "max_tokens", "max_tokens must be at least 1, got %lld.", (long long)mt);
+        if (mt < 1)
+            return BAD(e, "max_tokens", "max_tokens must be at least 1, got %lld. (parameter=max_tokens, value=%lld)",
+                       (long long)mt, (long long)mt);
         s->max_tokens = mt;
         s->has_max_tokens = true;
     } else if (ep == TOK_ENDPOINT_COMPLETIONS) {
@@ -399,7 +499,8 @@ static int parse_sampling(const tok_model *m, enum tok_endpoint ep, const cJSON 
         int64_t top = 0;
         if ((rc = get_bool(body, "logprobs", false, &lp, e))) return rc;
         if ((rc = get_int(body, "top_logprobs", &present, &top, e))) return rc;
-        if (present && top != 0 && !lp) return BAD(e, "top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true.");
+        if (present && top != 0 && !lp)
+            return BAD(e, "top_logprobs", "when using `top_logprobs`, `logprobs` must be set to true. (parameter=top_logprobs)");
         if (top < 0 || top > TOK_MAX_LOGPROBS)
             return BAD(e, "top_logprobs", "top_logprobs must be between 0 and %d, got %lld.", TOK_MAX_LOGPROBS, (long long)top);
         s->has_logprobs = lp;
@@ -420,7 +521,8 @@ static int parse_sampling(const tok_model *m, enum tok_endpoint ep, const cJSON 
 typedef struct {
     int32_t *ids;
     size_t   n;
-    char    *text;      /* prompt text (for echo), may be NULL */
+    char    *text;      /* prompt text (for echo), may be NULL; may hold NULs */
+    size_t   textlen;
 } prompt;
 
 static void prompts_free(prompt *p, size_t n)
@@ -433,7 +535,7 @@ static int encode_into(const tok_model *m, const char *text, size_t len, prompt 
 {
     char err[256];
     int rc = tok_model_encode(m, text, len, &p->ids, &p->n, err, sizeof err);
-    if (rc) return fail(e, rc == PL_ERR_NOMEM ? 500 : 400, rc == PL_ERR_NOMEM ? "InternalServerError" : "BadRequestError",
+    if (rc) return tok_fail(e, rc == PL_ERR_NOMEM ? 500 : 400, rc == PL_ERR_NOMEM ? "InternalServerError" : "BadRequestError",
                         NULL, "could not tokenize the prompt: %s", err);
     return 0;
 }
@@ -443,7 +545,7 @@ static int ids_from_json(const tok_model *m, const cJSON *arr, prompt *p, tok_er
 {
     int n = cJSON_GetArraySize(arr);
     p->ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
-    if (!p->ids) return fail(e, 500, "InternalServerError", NULL, "out of memory");
+    if (!p->ids) return tok_fail(e, 500, "InternalServerError", NULL, "out of memory");
     int32_t vocab = tok_model_vocab_size(m);
     for (const cJSON *c = arr->child; c; c = c->next) {
         double d = c->valuedouble;
@@ -472,20 +574,25 @@ static int completion_prompts(const tok_model *m, const cJSON *body, bool echo, 
         return BAD(e, "prompt", "'prompt' must be a string, a list of token ids, or a non-empty list of either");
     size_t n = single ? 1 : (size_t)cJSON_GetArraySize(pr);
     prompt *ps = calloc(n, sizeof *ps);
-    if (!ps) return fail(e, 500, "InternalServerError", NULL, "out of memory");
+    if (!ps) return tok_fail(e, 500, "InternalServerError", NULL, "out of memory");
     int rc = 0;
     size_t i = 0;
     for (const cJSON *c = single ? single : pr->child; c && i < n && !rc; c = single ? NULL : c->next, i++) {
         if (cJSON_IsString(c)) {
-            rc = encode_into(m, c->valuestring, strlen(c->valuestring), &ps[i], e);
-            if (!rc && echo && !(ps[i].text = strdup(c->valuestring))) rc = fail(e, 500, "InternalServerError", NULL, "out of memory");
+            pl_buf t;
+            pl_buf_init(&t);
+            pl_json_str_bytes(&t, c->valuestring);
+            rc = pl_buf_ok(&t) ? encode_into(m, t.data ? t.data : "", t.len, &ps[i], e)
+                               : tok_fail(e, 500, "InternalServerError", NULL, "out of memory");
+            if (!rc && echo) { ps[i].text = t.data; ps[i].textlen = t.len; }
+            else pl_buf_free(&t);
         } else if (is_id_list(c)) {
             rc = ids_from_json(m, c, &ps[i], e);
             if (!rc && echo) {
                 pl_buf t;
                 pl_buf_init(&t);
                 char err[128];
-                if (tok_model_decode(m, ps[i].ids, ps[i].n, false, &t, err, sizeof err) == 0) ps[i].text = t.data;
+                if (tok_model_decode(m, ps[i].ids, ps[i].n, false, &t, err, sizeof err) == 0) { ps[i].text = t.data; ps[i].textlen = t.len; }
                 else pl_buf_free(&t);
             }
         } else {
@@ -500,24 +607,58 @@ static int completion_prompts(const tok_model *m, const cJSON *body, bool echo, 
 
 /* ================================================================ context checks */
 
-/* vLLM's _validate_input wording, so clients that parse it keep working. */
-static int check_length(const tok_model *m, enum tok_endpoint ep, size_t plen, sampling *s, tok_error *e)
+/* vLLM's TokenizeParams: a request may not ask for more new tokens than the
+ * context holds, whatever its prompt (checked before rendering). */
+static int check_max_tokens(const tok_model *m, const sampling *s, tok_error *e)
 {
     int64_t max_len = tok_model_max_len(m);
+    if (s->has_max_tokens && s->max_tokens > max_len)
+        return BAD(e, s->max_param, "%s=%lld cannot be greater than max_model_len=%lld. Please request fewer output "
+                   "tokens. (parameter=%s, value=%lld)", s->max_param, (long long)s->max_tokens, (long long)max_len,
+                   s->max_param, (long long)s->max_tokens);
+    return 0;
+}
+
+/* TokenizeParams._text_len_check: a prompt with more characters than the
+ * context could hold in tokens is refused before it is tokenized. */
+static int check_chars(const tok_model *m, const char *text, size_t len, tok_error *e)
+{
+    int64_t max_len = tok_model_max_len(m), per = tok_model_max_chars_per_token(m);
+    size_t chars = pl_utf8_count(text, len);
+    if (per > 0 && max_len <= INT64_MAX / per && (int64_t)chars > max_len * per)
+        return BAD(e, "input_text", "This model's maximum context length is %lld tokens. However, your prompt contains "
+                   "%zu characters (more than %lld characters, which is the upper bound for %lld input tokens). Please "
+                   "reduce the length of the input prompt. (parameter=input_text, value=%zu)", (long long)max_len, chars,
+                   (long long)(max_len * per), (long long)max_len, chars);
+    return 0;
+}
+
+/* The prompt's length (TokenizeParams._token_len_check: vLLM tokenizes at
+ * most max_model_len + 1 tokens, hence "at least") and the new-token budget
+ * (get_max_tokens: what fits, the request's max_tokens, generation_config's
+ * max_new_tokens — the smallest; none left is SamplingParams' error). */
+static int check_length(const tok_model *m, enum tok_endpoint ep, size_t plen, sampling *s, tok_error *e)
+{
+    (void)ep;
+    int64_t max_len = tok_model_max_len(m);
     if (plen == 0) return BAD(e, "prompt", "The decoder prompt cannot be empty");
-    if ((int64_t)plen >= max_len)
-        return BAD(e, "input_tokens", "This model's maximum context length is %lld tokens. However, your request has %zu input tokens. Please reduce the length of the input %s.",
-                   (long long)max_len, plen, ep == TOK_ENDPOINT_CHAT ? "messages" : "prompt");
+    if ((int64_t)plen > max_len)
+        return BAD(e, "input_tokens", "This model's maximum context length is %lld tokens. However, your prompt contains "
+                   "at least %lld input tokens, which exceeds this limit even without any output tokens. Please reduce "
+                   "the length of the input prompt. (parameter=input_tokens, value=%lld)", (long long)max_len,
+                   (long long)max_len + 1, (long long)max_len + 1);
+    int64_t room = max_len - (int64_t)plen;
     if (!s->has_max_tokens) {
-        s->max_tokens = max_len - (int64_t)plen;
+        s->max_tokens = room;
         const cJSON *mnt = tok_model_gen_defaults(m) ? field(tok_model_gen_defaults(m), "max_new_tokens") : NULL;
         if (cJSON_IsNumber(mnt) && mnt->valuedouble >= 1 && mnt->valuedouble < (double)s->max_tokens)
             s->max_tokens = (int64_t)mnt->valuedouble;
-        return 0;
+    } else if (s->max_tokens > room) {
+        s->max_tokens = room;
     }
-    if (s->max_tokens > max_len - (int64_t)plen)
-        return BAD(e, "max_tokens", "'max_tokens' or 'max_completion_tokens' is too large: %lld. This model's maximum context length is %lld tokens and your request has %zu input tokens (%lld > %lld - %zu).",
-                   (long long)s->max_tokens, (long long)max_len, plen, (long long)s->max_tokens, (long long)max_len, plen);
+    if (s->max_tokens < 1)
+        return BAD(e, "max_tokens", "max_tokens must be at least 1, got %lld. (parameter=max_tokens, value=%lld)",
+                   (long long)s->max_tokens, (long long)s->max_tokens);
     return 0;
 }
 
@@ -594,8 +735,11 @@ static void ctx_copy(cJSON *ctx, const cJSON *body, const char *key)
     if (v) cJSON_AddItemToObject(ctx, key, cJSON_Duplicate(v, 1));
 }
 
+/* The context later stages read (docs/protocol.md). For chat, kw is the
+ * request's chat_template_kwargs as vLLM resolved them and tools the tools
+ * as the template got them. */
 static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *body, const sampling *s,
-                         cJSON **out, tok_error *e)
+                         const cJSON *kw, const cJSON *tools, cJSON **out, tok_error *e)
 {
     cJSON *ctx = cJSON_CreateObject();
     int rc = 0;
@@ -603,14 +747,16 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
     cJSON_AddStringToObject(ctx, "endpoint", ep == TOK_ENDPOINT_CHAT ? "chat" : "completions");
     const cJSON *model = field(body, "model");
     if (model && !cJSON_IsString(model)) rc = BAD(e, "model", "'model' must be a string");
-    cJSON_AddStringToObject(ctx, "model", model && cJSON_IsString(model) ? model->valuestring : tok_model_name(m));
+    if (model && cJSON_IsString(model)) cJSON_AddItemToObject(ctx, "model", cJSON_Duplicate(model, 0));
+    else cJSON_AddStringToObject(ctx, "model", tok_model_name(m));
 
     bool stream = false;
     if (!rc) rc = get_bool(body, "stream", false, &stream, e);
     cJSON_AddBoolToObject(ctx, "stream", stream);
     const cJSON *so = field(body, "stream_options");
-    if (!rc && so && !stream) rc = BAD(e, "stream_options", "Stream options can only be defined when `stream=True`.");
     if (!rc && so && !cJSON_IsObject(so)) rc = BAD(e, "stream_options", "'stream_options' must be an object");
+    if (!rc && pl_json_truthy(so) && !stream)
+        rc = BAD(e, "stream_options", "Stream options can only be defined when `stream=True`. (parameter=stream_options)");
     if (!rc) ctx_copy(ctx, body, "stream_options");
 
     if (!rc) rc = check_stop(body, e);
@@ -618,7 +764,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
         const cJSON *stop = field(body, "stop");
         cJSON *list = cJSON_IsString(stop) ? cJSON_CreateArray() : cJSON_Duplicate(stop ? stop : NULL, 1);
         if (!list) list = cJSON_CreateArray();
-        if (cJSON_IsString(stop)) cJSON_AddItemToArray(list, cJSON_CreateString(stop->valuestring));
+        if (cJSON_IsString(stop)) cJSON_AddItemToArray(list, cJSON_Duplicate(stop, 0));
         cJSON_AddItemToObject(ctx, "stop", list);
     }
     static const struct { const char *key; bool def; } bools[] = {
@@ -634,22 +780,19 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
         /* logprobs as the gateway must report them: chat bool + top_logprobs, completions int */
         if (ep == TOK_ENDPOINT_CHAT) {
             cJSON_AddBoolToObject(ctx, "logprobs", s->has_logprobs);
-            cJSON_AddNumberToObject(ctx, "top_logprobs", (double)s->logprobs);
+            cJSON_AddItemToObject(ctx, "top_logprobs", pl_json_int_new(s->logprobs));
         } else if (s->has_logprobs) {
-            cJSON_AddNumberToObject(ctx, "logprobs", (double)s->logprobs);
+            cJSON_AddItemToObject(ctx, "logprobs", pl_json_int_new(s->logprobs));
         }
-        cJSON_AddNumberToObject(ctx, "n", (double)s->n);
+        cJSON_AddItemToObject(ctx, "n", pl_json_int_new(s->n));
     }
     if (!rc && ep == TOK_ENDPOINT_CHAT) {
-        cJSON *kw = NULL, *choice = NULL;
-        rc = merged_kwargs(m, body, &kw, e);
-        if (!rc) cJSON_AddBoolToObject(ctx, "thinking", thinking_on(kw));
-        if (!rc) cJSON_AddItemToObject(ctx, "chat_template_kwargs", kw);
-        else cJSON_Delete(kw);
-        if (!rc) rc = resolve_tool_choice(body, &choice, e);
+        cJSON *choice = NULL;
+        cJSON_AddBoolToObject(ctx, "thinking", thinking_on(kw));
+        cJSON_AddItemToObject(ctx, "chat_template_kwargs", cJSON_Duplicate(kw, 1));
+        rc = resolve_tool_choice(body, &choice, e);
         if (!rc) {
             cJSON_AddItemToObject(ctx, "tool_choice", choice);
-            const cJSON *tools = field(body, "tools");
             cJSON_AddItemToObject(ctx, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());
         }
     }
@@ -662,79 +805,115 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
 
 static const char *const consumed_keys[] = {"type", "id", "endpoint", "body"};
 
+/* One request checked, rendered and tokenized: what tok_request_process
+ * packs and tok_request_render prints. */
+typedef struct prepared {
+    sampling s;
+    sampling *per;      /* [nps]: max_tokens per prompt */
+    prompt  *ps;
+    size_t   nps;
+    pl_buf   text;      /* chat: the rendered prompt */
+    cJSON   *ctx;
+} prepared;
+
+static void prepared_free(prepared *p)
+{
+    free(p->per);
+    prompts_free(p->ps, p->nps);
+    pl_buf_free(&p->text);
+    cJSON_Delete(p->ctx);
+}
+
+/* vLLM's order: the request is validated (pydantic, its validators), then
+ * rendered, then tokenized and its length checked. */
+static int prepare(const tok_model *m, enum tok_endpoint ep, const cJSON *body, prepared *p, tok_error *e)
+{
+    memset(p, 0, sizeof *p);
+    pl_buf_init(&p->text);
+    if (!cJSON_IsObject(body)) return BAD(e, NULL, "request body must be a JSON object");
+    chat_req cr = {0};
+    cJSON *kw = NULL;
+    int rc = ep == TOK_ENDPOINT_CHAT ? check_chat_request(body, &cr, e) : 0;
+    if (!rc) rc = parse_sampling(m, ep, body, &p->s, e);
+    if (!rc) rc = check_stop_ids(m, body, e);
+    if (!rc && ep == TOK_ENDPOINT_CHAT) rc = chat_kwargs(m, body, &cr, &kw, e);
+    if (!rc) rc = build_context(m, ep, body, &p->s, kw, cr.tools, &p->ctx, e);
+    if (!rc && ep == TOK_ENDPOINT_CHAT) rc = check_template_trust(body, e);
+    if (!rc) rc = check_max_tokens(m, &p->s, e);
+    bool echo = cJSON_IsTrue(field(body, "echo"));
+    if (!rc && ep == TOK_ENDPOINT_CHAT) {
+        rc = render_chat(m, &cr, kw, &p->text, e);
+        if (!rc) rc = check_chars(m, p->text.data ? p->text.data : "", p->text.len, e);
+        if (!rc && !(p->ps = calloc(1, sizeof *p->ps))) rc = tok_fail(e, 500, "InternalServerError", NULL, "out of memory");
+        if (!rc) { p->nps = 1; rc = encode_into(m, p->text.data ? p->text.data : "", p->text.len, &p->ps[0], e); }
+        if (!rc) {
+            /* GLM-4.7/5.x prompts end with an open <think>: the reasoning parser
+             * must treat the output as reasoning from its first byte. */
+            const char *tail = "<think>";
+            size_t tl = strlen(tail), end = pl_py_rstrip_len(p->text.data, p->text.len);
+            cJSON_AddBoolToObject(p->ctx, "prompt_ends_in_think", end >= tl && !memcmp(p->text.data + end - tl, tail, tl));
+            if (echo) cJSON_AddItemToObject(p->ctx, "prompt_text", pl_json_string_new(p->text.data, p->text.len));
+        }
+    } else if (!rc) {
+        rc = completion_prompts(m, body, echo, &p->ps, &p->nps, e);
+    }
+    chat_req_free(&cr);
+    cJSON_Delete(kw);
+    /* all prompts are checked before anything is emitted */
+    if (!rc && !(p->per = calloc(p->nps, sizeof *p->per))) rc = tok_fail(e, 500, "InternalServerError", NULL, "out of memory");
+    for (size_t j = 0; !rc && j < p->nps; j++) {
+        p->per[j] = p->s;
+        rc = check_length(m, ep, p->ps[j].n, &p->per[j], e);
+    }
+    return rc;
+}
+
+int tok_request_render(const tok_model *m, const cJSON *body, pl_buf *prompt, tok_error *e)
+{
+    prepared p;
+    int rc = prepare(m, TOK_ENDPOINT_CHAT, body, &p, e);
+    if (!rc) pl_buf_append(prompt, p.text.data ? p.text.data : "", p.text.len);
+    prepared_free(&p);
+    return rc;
+}
+
 int tok_request_process(const tok_model *m, enum tok_endpoint ep, const cJSON *body,
                         const msgpack_object *orig, const char *id, size_t idlen,
                         msgpack_packer *pk, tok_emit_fn emit, void *ud, tok_error *e)
 {
-    if (!cJSON_IsObject(body)) return BAD(e, NULL, "request body must be a JSON object");
-    sampling s;
-    int rc = parse_sampling(m, ep, body, &s, e);
-    if (!rc) rc = check_stop_ids(m, body, e);
-    if (rc) return rc;
-
-    prompt *ps = NULL;
-    size_t nps = 0;
-    pl_buf text;
-    pl_buf_init(&text);
-    bool echo = cJSON_IsTrue(field(body, "echo"));
-    if (ep == TOK_ENDPOINT_CHAT) {
-        rc = tok_request_render_chat(m, body, &text, e);
-        if (!rc && !(ps = calloc(1, sizeof *ps))) rc = fail(e, 500, "InternalServerError", NULL, "out of memory");
-        if (!rc) { nps = 1; rc = encode_into(m, text.data ? text.data : "", text.len, &ps[0], e); }
-    } else {
-        rc = completion_prompts(m, body, echo, &ps, &nps, e);
-    }
-    cJSON *ctx = NULL;
-    if (!rc) rc = build_context(m, ep, body, &s, &ctx, e);
-    if (!rc && ep == TOK_ENDPOINT_CHAT) {
-        /* GLM-4.7/5.x prompts end with an open <think>: the reasoning parser
-         * must treat the output as reasoning from its first byte. */
-        const char *tail = "<think>";
-        size_t tl = strlen(tail), end = pl_py_rstrip_len(text.data, text.len);
-        cJSON_AddBoolToObject(ctx, "prompt_ends_in_think", end >= tl && !memcmp(text.data + end - tl, tail, tl));
-        if (echo) cJSON_AddStringToObject(ctx, "prompt_text", text.data ? text.data : "");
-    }
-    /* all prompts are checked before anything is emitted */
-    sampling *per = NULL;
-    if (!rc && !(per = calloc(nps, sizeof *per))) rc = fail(e, 500, "InternalServerError", NULL, "out of memory");
-    for (size_t j = 0; !rc && j < nps; j++) {
-        per[j] = s;
-        rc = check_length(m, ep, ps[j].n, &per[j], e);
-    }
-    for (size_t j = 0; !rc && j < nps; j++) {
+    prepared p;
+    int rc = prepare(m, ep, body, &p, e);
+    cJSON *ctx = p.ctx;
+    for (size_t j = 0; !rc && j < p.nps; j++) {
         char sub[PL_MSG_ID_MAX + 32];
         size_t sublen = idlen;
         memcpy(sub, id, idlen);
-        if (nps > 1) sublen += (size_t)snprintf(sub + idlen, sizeof sub - idlen, "#%zu", j);
+        if (p.nps > 1) sublen += (size_t)snprintf(sub + idlen, sizeof sub - idlen, "#%zu", j);
         pl_msg_pack_map_except(pk, orig, consumed_keys, PL_ARRAY_LEN(consumed_keys), 6);
         pl_msg_pack_kv_cstr(pk, "type", "generate");
         pl_msg_pack_kv_str(pk, "id", sub, sublen);
         pack_key(pk, "prompt_ids");
-        pack_ids(pk, ps[j].ids, ps[j].n);
-        pl_msg_pack_kv_int(pk, "n", s.n);
+        pack_ids(pk, p.ps[j].ids, p.ps[j].n);
+        pl_msg_pack_kv_int(pk, "n", p.s.n);
         pack_key(pk, "sampling");
-        pack_sampling(pk, m, body, &per[j]);
+        pack_sampling(pk, m, body, &p.per[j]);
         pack_key(pk, "context");
-        if (nps > 1) {
+        if (p.nps > 1) {
             cJSON_DeleteItemFromObjectCaseSensitive(ctx, "parent_id");
             cJSON_DeleteItemFromObjectCaseSensitive(ctx, "prompt_index");
             cJSON_DeleteItemFromObjectCaseSensitive(ctx, "num_prompts");
-            char *pid = strndup(id, idlen);
-            cJSON_AddStringToObject(ctx, "parent_id", pid ? pid : "");
-            free(pid);
-            cJSON_AddNumberToObject(ctx, "prompt_index", (double)j);
-            cJSON_AddNumberToObject(ctx, "num_prompts", (double)nps);
+            cJSON_AddItemToObject(ctx, "parent_id", pl_json_string_new(id, idlen));
+            cJSON_AddItemToObject(ctx, "prompt_index", pl_json_int_new((int64_t)j));
+            cJSON_AddItemToObject(ctx, "num_prompts", pl_json_int_new((int64_t)p.nps));
         }
-        if (ep == TOK_ENDPOINT_COMPLETIONS && echo) {
+        if (ep == TOK_ENDPOINT_COMPLETIONS && cJSON_IsTrue(field(body, "echo"))) {
             cJSON_DeleteItemFromObjectCaseSensitive(ctx, "prompt_text");
-            cJSON_AddStringToObject(ctx, "prompt_text", ps[j].text ? ps[j].text : "");
+            cJSON_AddItemToObject(ctx, "prompt_text", pl_json_string_new(p.ps[j].text ? p.ps[j].text : "",
+                                                                        p.ps[j].text ? p.ps[j].textlen : 0));
         }
         pl_json_pack(pk, ctx);
         rc = emit(ud);
     }
-    free(per);
-    cJSON_Delete(ctx);
-    prompts_free(ps, nps);
-    pl_buf_free(&text);
+    prepared_free(&p);
     return rc;
 }

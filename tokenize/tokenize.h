@@ -15,8 +15,13 @@
 
 typedef struct tok_model tok_model;
 
+/* How message content reaches the template (vLLM's
+ * --chat-template-content-format): auto = as the template reads it. */
+enum tok_content_format { TOK_CONTENT_AUTO, TOK_CONTENT_STRING, TOK_CONTENT_OPENAI };
+
 typedef struct tok_model_opts {
     const char *chat_template_path;      /* --chat-template: overrides the model's */
+    enum tok_content_format content_format; /* --chat-template-content-format */
     int64_t     max_model_len;           /* --max-model-len; 0 = from config.json */
     const char *default_kwargs_json;     /* --default-chat-template-kwargs */
     const char *served_model_name;       /* reported as `model`; default: the dir */
@@ -27,6 +32,13 @@ void tok_model_free(tok_model *m);
 
 int64_t tok_model_max_len(const tok_model *m);
 bool    tok_model_has_template(const tok_model *m);
+
+/* What vLLM reads off the template text: the content format it resolved
+ * (openai: parts lists), whether the text names the "developer" role, and
+ * whether it mentions "content" at all (continue_final_message needs it). */
+bool    tok_model_openai_content(const tok_model *m);
+bool    tok_model_names_developer(const tok_model *m);
+bool    tok_model_mentions_content(const tok_model *m);
 
 /* Render the chat template with a context object (messages, tools,
  * add_generation_prompt, special tokens and kwargs already merged in). */
@@ -49,6 +61,7 @@ const cJSON   *tok_model_default_kwargs(const tok_model *m);   /* object, may be
 const cJSON   *tok_model_gen_defaults(const tok_model *m);     /* generation_config.json or NULL */
 const char    *tok_model_name(const tok_model *m);
 int32_t        tok_model_vocab_size(const tok_model *m);
+int64_t        tok_model_max_chars_per_token(const tok_model *m);   /* longest vocabulary entry, characters */
 
 /* ---------------------------------------------------------------- requests */
 
@@ -63,8 +76,12 @@ typedef struct tok_error {
     char        message[1024];
 } tok_error;
 
-/* Build the chat prompt text for a body (for --render and for requests). */
-int tok_request_render_chat(const tok_model *m, const cJSON *body, pl_buf *prompt, tok_error *e);
+int tok_fail(tok_error *e, int code, const char *type, const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/* The prompt text of a chat body after every check a request gets (the
+ * same validation as tok_request_process: --render and the pipe agree). */
+int tok_request_render(const tok_model *m, const cJSON *body, pl_buf *prompt, tok_error *e);
 
 /* Process one request body and pack its `generate` message(s) with pk (one
  * per prompt; a /v1/completions list of k prompts gives k messages with ids
@@ -76,5 +93,24 @@ typedef int (*tok_emit_fn)(void *ud);
 int tok_request_process(const tok_model *m, enum tok_endpoint ep, const cJSON *body,
                         const msgpack_object *orig, const char *id, size_t idlen,
                         msgpack_packer *pk, tok_emit_fn emit, void *ud, tok_error *e);
+
+/* ---------------------------------------------------------------- chat messages and tools (chat.c) */
+
+typedef struct tok_chat_opts {
+    bool        openai_format;          /* content as lists of parts, else joined strings */
+    bool        template_has_developer; /* else developer turns become one merged system turn */
+    const char *model_name;             /* named when media parts are refused */
+} tok_chat_opts;
+
+/* ChatCompletionRequest's validation of `messages` (pydantic's union of
+ * message types). */
+int tok_messages_check(const cJSON *messages, tok_error *e);
+
+/* The conversation vLLM hands the template (*out: a new array). */
+int tok_messages_convert(const cJSON *messages, const tok_chat_opts *o, cJSON **out, tok_error *e);
+
+/* `tools` validated and dumped as vLLM passes them to the template; *out is
+ * NULL for absent/null tools, else a new array. */
+int tok_tools_convert(const cJSON *tools, cJSON **out, tok_error *e);
 
 #endif

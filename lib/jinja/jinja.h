@@ -56,7 +56,10 @@
  *
  * Known differences from Python (deliberate, documented):
  *   - ints are int64: results that overflow raise OverflowError instead of
- *     becoming Python big ints; complex results (negative ** fraction) raise;
+ *     becoming Python big ints; an integer beyond int64 in the input (cJSON
+ *     from common/json.h) is kept exactly — it prints, compares equal and
+ *     serialises as Python's would — but arithmetic on it raises
+ *     OverflowError; complex results (negative ** fraction) raise;
  *   - Markup (from |safe, |escape) is a plain string: no auto-escaping on
  *     concatenation;
  *   - generators (select, map, reject, unique, reverse, items...) and range()
@@ -95,10 +98,10 @@ pl_jinja_value *pl_jinja_value_cstring(const char *s);
 pl_jinja_value *pl_jinja_value_list(void);
 pl_jinja_value *pl_jinja_value_dict(void);        /* keeps insertion order */
 
-/* A deep conversion of a cJSON tree. Numbers become ints when integral and
- * below 2^53 (pl_pyjson_is_int: cJSON forgets whether "1.0" had a point; use
- * pl_jinja_value_from_json to keep Python's exact int/float split). Returns
- * NULL on allocation failure or nesting deeper than 1000. */
+/* A deep conversion of a cJSON tree made by common/json.h (pl_json_parse,
+ * pl_json_from_msgpack): its ints stay ints, exact at any size (see the
+ * int64 note below), its floats floats, and U+0000 inside its strings a
+ * real NUL. Returns NULL on allocation failure or nesting deeper than 1000. */
 pl_jinja_value *pl_jinja_value_from_cjson(const cJSON *j);
 
 /* Parse JSON text as Python's json.loads would: "1" is an int, "1.0" a
@@ -164,5 +167,12 @@ int pl_jinja_render(const pl_jinja_template *t, const pl_jinja_value *context_di
                     pl_buf *out, char *err, size_t errlen);
 
 void pl_jinja_template_free(pl_jinja_template *t);
+
+/* How the template reads message content, guessed as vLLM guesses it
+ * (renderers/hf.py _detect_content_format): 1 when it loops over a
+ * message's content, so vLLM hands content over as a list of
+ * {"type": "text", "text": ...} parts ("openai" format); 0 when it uses
+ * content as a string ("string" format). */
+int pl_jinja_template_iterates_content(const pl_jinja_template *t);
 
 #endif

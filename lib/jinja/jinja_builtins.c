@@ -1631,9 +1631,9 @@ int builtin_test(jrender *R, int id, jv v, jcall *c, int *out)
     case TT_BOOLEAN: *out = v.t == JV_BOOL; return 0;
     case TT_FALSE: *out = v.t == JV_BOOL && !v.u.i; return 0;
     case TT_TRUE: *out = v.t == JV_BOOL && v.u.i; return 0;
-    case TT_INTEGER: *out = v.t == JV_INT; return 0;
+    case TT_INTEGER: *out = v.t == JV_INT || v.t == JV_BIGINT; return 0;
     case TT_FLOAT: *out = v.t == JV_FLOAT; return 0;
-    case TT_NUMBER: *out = v.t == JV_INT || v.t == JV_BOOL || v.t == JV_FLOAT; return 0;
+    case TT_NUMBER: *out = v.t == JV_INT || v.t == JV_BOOL || v.t == JV_FLOAT || v.t == JV_BIGINT; return 0;
     case TT_STRING: *out = v.t == JV_STR; return 0;
     case TT_MAPPING: *out = v.t == JV_DICT; return 0;
     case TT_SEQUENCE: *out = v.t == JV_STR || v.t == JV_LIST || v.t == JV_DICT || v.t == JV_UNDEF; return 0;

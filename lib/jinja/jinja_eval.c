@@ -80,7 +80,7 @@ static const char *type_repr(uint32_t t)
     switch (t) {
     case JV_NONE: return "None";
     case JV_BOOL: return "bool object";
-    case JV_INT: return "int object";
+    case JV_INT: case JV_BIGINT: return "int object";
     case JV_FLOAT: return "float object";
     case JV_STR: return "str object";
     case JV_LIST: return "list object";
@@ -828,6 +828,8 @@ static int str_format(jrender *R, jv fmt, jv args, int line, jv *out);
 
 int jr_binop(jrender *R, int op, jv a, jv b, int line, jv *out)
 {
+    if ((a.t == JV_BIGINT && (is_num(b) || b.t == JV_BIGINT)) || (b.t == JV_BIGINT && is_num(a)))
+        return overflow(R, line);   /* ints are int64 here (jinja.h) */
     if (is_num(a) && is_num(b)) {
         int ints = a.t != JV_FLOAT && b.t != JV_FLOAT;
         int64_t x = a.u.i, y = b.u.i, r;

@@ -24,6 +24,9 @@
 enum jtype {
     JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT,                 /* immediate */
     JV_STR, JV_LIST, JV_DICT, JV_NS, JV_MACRO, JV_FUNC, JV_LOOP,  /* objects */
+    JV_BIGINT,  /* an input int beyond int64: a jstr of its decimal text; Python
+                   type int; prints, compares equal and serialises exactly,
+                   arithmetic on it raises OverflowError like any int64 overflow */
     JV_FRAME,                                                     /* not a value */
 };
 #define JV_IS_OBJ(t) ((t) >= JV_STR)

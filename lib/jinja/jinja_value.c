@@ -2,6 +2,7 @@
  * reference counts, UTF-8 strings, insertion-ordered dicts, Python str() /
  * repr() / == / truthiness / json.dumps, and the public value API. */
 #include "jinja_int.h"
+#include "json.h"
 #include "pyjson.h"
 #include "pystr.h"
 
@@ -49,7 +50,7 @@ void jobj_clear(jobj *o)
 void jobj_free(jobj *o)
 {
     switch (o->type) {
-    case JV_STR:
+    case JV_STR: case JV_BIGINT:
         break;
     case JV_LIST: {
         jlist *l = (jlist *)o;
@@ -265,7 +266,7 @@ static uint64_t mix64(uint64_t x)
 uint64_t jv_hash(jv v)
 {
     switch (v.t) {
-    case JV_STR: return jstr_hash(JSTR(v));
+    case JV_STR: case JV_BIGINT: return jstr_hash(JSTR(v));
     case JV_BOOL: case JV_INT: return mix64((uint64_t)v.u.i);
     case JV_FLOAT:
         if (v.u.f == floor(v.u.f) && fabs(v.u.f) < 9.2e18) return mix64((uint64_t)(int64_t)v.u.f);
@@ -411,7 +412,7 @@ int jv_eq(jv a, jv b)
     if (a.t != b.t) return 0;
     switch (a.t) {
     case JV_UNDEF: case JV_NONE: return 1;
-    case JV_STR: {
+    case JV_STR: case JV_BIGINT: {   /* big ints: one canonical text per value */
         jstr *x = JSTR(a), *y = JSTR(b);
         return x == y || (x->len == y->len && !memcmp(x->data, y->data, x->len));
     }
@@ -442,7 +443,7 @@ const char *jv_typename(jv v)
     case JV_UNDEF: return "Undefined";
     case JV_NONE: return "NoneType";
     case JV_BOOL: return "bool";
-    case JV_INT: return "int";
+    case JV_INT: case JV_BIGINT: return "int";
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
     case JV_LIST: {
@@ -507,7 +508,7 @@ int jv_write_str(pl_buf *b, jv v)
 {
     switch (v.t) {
     case JV_UNDEF: return 0;
-    case JV_STR: jb_append(b, JSTR(v)->data, JSTR(v)->len); return 0;
+    case JV_STR: case JV_BIGINT: jb_append(b, JSTR(v)->data, JSTR(v)->len); return 0;
     case JV_INT: write_int(b, v.u.i); return 0;
     default: return jv_write_repr(b, v, 0);
     }
@@ -523,6 +524,7 @@ int jv_write_repr(pl_buf *b, jv v, int depth)
     case JV_NONE: pl_buf_puts(b, "None"); return 0;
     case JV_BOOL: pl_buf_puts(b, v.u.i ? "True" : "False"); return 0;
     case JV_INT: write_int(b, v.u.i); return 0;
+    case JV_BIGINT: jb_append(b, JSTR(v)->data, JSTR(v)->len); return 0;
     case JV_FLOAT: pl_py_float_repr(b, v.u.f); return 0;
     case JV_STR: py_repr_string(b, JSTR(v)->data, JSTR(v)->len); return 0;
     case JV_LIST: {
@@ -621,6 +623,7 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
     case JV_NONE: pl_buf_puts(b, "null"); return 0;
     case JV_BOOL: pl_buf_puts(b, v.u.i ? "true" : "false"); return 0;
     case JV_INT: write_int(b, v.u.i); return 0;
+    case JV_BIGINT: pl_buf_append(b, JSTR(v)->data, JSTR(v)->len); return 0;
     case JV_FLOAT: pl_pyjson_write_double(b, v.u.f); return 0;
     case JV_STR: pl_pyjson_write_string(b, JSTR(v)->data, JSTR(v)->len, o->ensure_ascii); return 0;
     case JV_LIST: {
@@ -786,7 +789,7 @@ enum pl_jinja_kind pl_jinja_value_kind(const pl_jinja_value *v)
     switch (v ? v->v.t : JV_FRAME) {
     case JV_NONE: return PL_JINJA_NONE;
     case JV_BOOL: return PL_JINJA_BOOL;
-    case JV_INT: return PL_JINJA_INT;
+    case JV_INT: case JV_BIGINT: return PL_JINJA_INT;
     case JV_FLOAT: return PL_JINJA_FLOAT;
     case JV_STR: return PL_JINJA_STRING;
     case JV_LIST: return PL_JINJA_LIST;
@@ -801,6 +804,19 @@ jv pl_jinja_value_jv(const pl_jinja_value *v) { return v->v; }
 
 /* ================================================================ from cJSON */
 
+/* A cJSON string or member name as a Jinja string: PL_JSON_NUL stands for
+ * U+0000 inside cJSON (common/json.h). */
+static jstr *str_from_cjson(const char *s)
+{
+    if (!strstr(s, PL_JSON_NUL)) return jstr_new(s, strlen(s));
+    pl_buf b;
+    pl_buf_init(&b);
+    pl_json_str_bytes(&b, s);
+    jstr *r = pl_buf_ok(&b) ? jstr_new(b.data ? b.data : "", b.len) : NULL;
+    pl_buf_free(&b);
+    return r;
+}
+
 static int from_cjson(const cJSON *j, int depth, jv *out)
 {
     if (depth > 1000) return PL_ERR_RANGE;
@@ -808,11 +824,21 @@ static int from_cjson(const cJSON *j, int depth, jv *out)
     if (cJSON_IsTrue(j)) { *out = jv_bool(1); return 0; }
     if (cJSON_IsFalse(j)) { *out = jv_bool(0); return 0; }
     if (cJSON_IsNumber(j)) {
-        *out = pl_pyjson_is_int(j) ? jv_int((int64_t)j->valuedouble) : jv_float(j->valuedouble);
+        /* every int exact: int64 immediate, beyond it JV_BIGINT (its text) */
+        int64_t i;
+        int rc = pl_json_get_i64(j, &i);
+        if (rc == PL_ERR_RANGE && j->valuestring) {
+            jstr *big = jstr_new(j->valuestring, strlen(j->valuestring));
+            if (!big) return PL_ERR_NOMEM;
+            big->h.type = JV_BIGINT;
+            *out = jv_obj(big);
+            return 0;
+        }
+        *out = rc == 0 ? jv_int(i) : jv_float(j->valuedouble);
         return 0;
     }
     if (cJSON_IsString(j)) {
-        jstr *s = jstr_new(j->valuestring, strlen(j->valuestring));
+        jstr *s = str_from_cjson(j->valuestring);
         if (!s) return PL_ERR_NOMEM;
         *out = jv_obj(s);
         return 0;
@@ -834,7 +860,7 @@ static int from_cjson(const cJSON *j, int depth, jv *out)
         if (!d) return PL_ERR_NOMEM;
         for (const cJSON *c = j->child; c; c = c->next) {
             jv e;
-            jstr *k = jstr_new(c->string ? c->string : "", c->string ? strlen(c->string) : 0);
+            jstr *k = str_from_cjson(c->string ? c->string : "");
             int rc = k ? from_cjson(c, depth + 1, &e) : PL_ERR_NOMEM;
             if (rc) { if (k) jv_decref(jv_obj(k)); jv_decref(jv_obj(d)); return rc; }
             rc = jdict_set(d, jv_obj(k), e);

@@ -52,3 +52,60 @@ def test_truncated_stream_keeps_complete_messages():
     p = subprocess.run([binpath("glm-msg"), "unpack"], input=data + tail, capture_output=True)
     assert [json.loads(l) for l in p.stdout.decode().splitlines()] == [{"id": "1"}, {"id": "2"}]
     assert b"input ended inside a message" in p.stderr
+
+
+def _one_at_a_time(cmd, chunks, read_one):
+    """Feed chunks one by one; after each, the stage must have written its
+    message already (stdin still open): a stage that buffers until EOF fails."""
+    import os
+    import select
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        got = []
+        for c in chunks:
+            p.stdin.write(c)
+            p.stdin.flush()
+            r, _, _ = select.select([p.stdout], [], [], 10)
+            assert r, f"{cmd[-1]}: nothing written within 10 s while stdin stays open (not flushed)"
+            got.append(read_one(os.read(p.stdout.fileno(), 1 << 16)))
+        return got
+    finally:
+        p.stdin.close()
+        p.wait(timeout=10)
+
+
+def test_pack_flushes_every_message():
+    lines = [b'{"type":"tokens","id":"a","token_ids":[%d]}\n' % i for i in range(3)]
+    got = _one_at_a_time([binpath("glm-msg"), "pack"], lines, lambda b: unpack_all(b)[0])
+    assert [m["token_ids"] for m in got] == [[0], [1], [2]]
+
+
+def test_unpack_flushes_every_message():
+    msgs = [msgpack.packb({"type": "tokens", "id": "a", "token_ids": [i]}) for i in range(3)]
+    got = _one_at_a_time([binpath("glm-msg"), "unpack"], msgs, lambda b: json.loads(b))
+    assert [m["token_ids"] for m in got] == [[0], [1], [2]]
+
+
+def test_integers_exact_at_any_size():
+    """Every integer passes exactly: int64 and uint64 as msgpack ints,
+    larger ones as the bigint extension (type 1, decimal text)."""
+    vals = [2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63), 2**64 - 1, 2**64, -(2**63) - 1,
+            123456789012345678901234567890, 0, -0, 1.0, -0.0, 2.5e-8]
+    src = json.dumps({"v": vals}).encode() + b"\n"
+    packed = subprocess.run([binpath("glm-msg"), "pack"], input=src, capture_output=True, check=True).stdout
+    obj = msgpack.unpackb(packed, raw=False)["v"]
+    assert obj[:5] == vals[:5] and obj[5] == msgpack.ExtType(1, b"18446744073709551616")
+    assert obj[6] == msgpack.ExtType(1, b"-9223372036854775809")
+    assert obj[7] == msgpack.ExtType(1, b"123456789012345678901234567890")
+    assert obj[8:] == vals[8:] and type(obj[9]) is int and type(obj[10]) is float
+    back = subprocess.run([binpath("glm-msg"), "unpack"], input=packed, capture_output=True, check=True).stdout
+    assert back.decode() == json.dumps({"v": vals}, separators=(",", ":")) + "\n"
+
+
+def test_nul_characters_kept():
+    m = {"type": "x", "id": "a\u0000b", "s": "before\u0000after", "k\u0000ey": ["\u0000"]}
+    src = json.dumps(m).encode() + b"\n"
+    packed = subprocess.run([binpath("glm-msg"), "pack"], input=src, capture_output=True, check=True).stdout
+    assert unpack_all(packed) == [m]
+    back = subprocess.run([binpath("glm-msg"), "unpack"], input=packed, capture_output=True, check=True).stdout
+    assert json.loads(back) == m

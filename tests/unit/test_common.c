@@ -18,17 +18,23 @@ static msgpack_object to_obj(const char *json)
     return o ? *o : none;
 }
 
-static const char *roundtrip(const char *json)
+/* v as compact Python JSON (static buffer); v is freed. */
+static const char *compact(cJSON *v)
 {
     static pl_buf b;
-    msgpack_object o = to_obj(json);
-    cJSON *v;
-    if (pl_json_from_msgpack(&v, &o, NULL, 0)) return NULL;
     pl_buf_reset(&b);
     pl_pyjson_opts opts = {0, -1, 0, ",", ":"};
     pl_pyjson_dump(&b, v, &opts);
     cJSON_Delete(v);
     return b.data;
+}
+
+/* JSON text -> msgpack -> cJSON -> Python JSON */
+static const char *roundtrip(const char *json)
+{
+    msgpack_object o = to_obj(json);
+    cJSON *v;
+    return pl_json_from_msgpack(&v, &o, NULL, 0) ? NULL : compact(v);
 }
 
 TEST(json_int_float_kept_apart)
@@ -54,6 +60,131 @@ TEST(json_parse_errors)
     deep[2100 - 1] = 0;
     CHECK(pl_json_parse(&v, deep, 2099, err, sizeof err) == PL_ERR_RANGE);
     CHECK(pl_json_parse(&v, " {\"a\" : [1] } \n", 15, err, sizeof err) == 0);
+    cJSON_Delete(v);
+}
+
+/* JSON text -> pl_json_parse -> pl_pyjson_dump (compact), or NULL. */
+static const char *dumps(const char *json)
+{
+    cJSON *v;
+    return pl_json_parse(&v, json, strlen(json), NULL, 0) ? NULL : compact(v);
+}
+
+TEST(json_integers_exact_at_any_size)
+{
+    /* through the parser and Python-exact dumps */
+    CHECK_EQ_STR(dumps("[9007199254740993,-9007199254740993,9223372036854775807,-9223372036854775808]"),
+                 "[9007199254740993,-9007199254740993,9223372036854775807,-9223372036854775808]");
+    CHECK_EQ_STR(dumps("[18446744073709551615,123456789012345678901234567890,-0,0,-0.0,1E2]"),
+                 "[18446744073709551615,123456789012345678901234567890,0,0,-0.0,100.0]");
+    /* exact values */
+    cJSON *v;
+    const char *src = "[9007199254740993,9223372036854775808,2.0,\"7\",12]";
+    CHECK(pl_json_parse(&v, src, strlen(src), NULL, 0) == 0);
+    int64_t x = 0;
+    CHECK(pl_json_get_i64(cJSON_GetArrayItem(v, 0), &x) == 0 && x == 9007199254740993LL);
+    CHECK(pl_json_get_i64(cJSON_GetArrayItem(v, 1), &x) == PL_ERR_RANGE);
+    CHECK(pl_json_get_i64(cJSON_GetArrayItem(v, 2), &x) == PL_ERR_INVALID);   /* a float */
+    CHECK(pl_json_get_i64(cJSON_GetArrayItem(v, 3), &x) == PL_ERR_INVALID);   /* a string */
+    CHECK(pl_json_get_i64(cJSON_GetArrayItem(v, 4), &x) == 0 && x == 12);
+    /* duplicates keep the exact text */
+    cJSON *d = cJSON_Duplicate(v, 1);
+    CHECK(pl_json_get_i64(cJSON_GetArrayItem(d, 0), &x) == 0 && x == 9007199254740993LL);
+    cJSON_Delete(d);
+    cJSON_Delete(v);
+    cJSON *n = pl_json_int_new(INT64_MIN);
+    pl_buf b;
+    pl_buf_init(&b);
+    pl_json_int_write(&b, n);
+    CHECK_EQ_STR(b.data, "-9223372036854775808");
+    pl_buf_free(&b);
+    cJSON_Delete(n);
+}
+
+TEST(json_integers_through_msgpack)
+{
+    /* int64 and uint64 as msgpack ints, beyond as the bigint extension */
+    msgpack_object o = to_obj("[9007199254740993,-9223372036854775808,18446744073709551615,18446744073709551616,"
+                              "-9223372036854775809,1.0]");
+    CHECK(o.type == MSGPACK_OBJECT_ARRAY && o.via.array.size == 6);
+    const msgpack_object *a = o.via.array.ptr;
+    CHECK(a[0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[0].via.u64 == 9007199254740993ULL);
+    CHECK(a[1].type == MSGPACK_OBJECT_NEGATIVE_INTEGER && a[1].via.i64 == INT64_MIN);
+    CHECK(a[2].type == MSGPACK_OBJECT_POSITIVE_INTEGER && a[2].via.u64 == UINT64_MAX);
+    CHECK(a[3].type == MSGPACK_OBJECT_EXT && a[3].via.ext.type == PL_MSGPACK_EXT_BIGINT &&
+          a[3].via.ext.size == 20 && !memcmp(a[3].via.ext.ptr, "18446744073709551616", 20));
+    CHECK(a[4].type == MSGPACK_OBJECT_EXT);
+    CHECK(a[5].type == MSGPACK_OBJECT_FLOAT64);
+    /* and back, exactly */
+    CHECK_EQ_STR(roundtrip("[9007199254740993,-9223372036854775808,18446744073709551615,18446744073709551616,"
+                           "-9223372036854775809,1.0]"),
+                 "[9007199254740993,-9223372036854775808,18446744073709551615,18446744073709551616,"
+                 "-9223372036854775809,1.0]");
+}
+
+TEST(json_nul_characters_kept)
+{
+    /* \u0000 in strings and keys survives parse, msgpack and dumps */
+    CHECK_EQ_STR(roundtrip("{\"a\\u0000b\":\"x\\u0000y\",\"e\":\"\\u0000\"}"),
+                 "{\"a\\u0000b\":\"x\\u0000y\",\"e\":\"\\u0000\"}");
+    msgpack_object o = to_obj("[\"x\\u0000y\"]");
+    CHECK(o.via.array.ptr[0].type == MSGPACK_OBJECT_STR && o.via.array.ptr[0].via.str.size == 3 &&
+          !memcmp(o.via.array.ptr[0].via.str.ptr, "x\0y", 3));
+    cJSON *s = pl_json_string_new("a\0b", 3);
+    pl_buf b;
+    pl_buf_init(&b);
+    pl_json_str_bytes(&b, s->valuestring);
+    CHECK(b.len == 3 && !memcmp(b.data, "a\0b", 3));
+    pl_buf_free(&b);
+    cJSON_Delete(s);
+    /* an escaped backslash before u0000 is no NUL */
+    CHECK_EQ_STR(dumps("\"\\\\u0000\""), "\"\\\\u0000\"");
+}
+
+TEST(json_python_strictness)
+{
+    cJSON *v;
+    char err[128];
+    /* raw control characters inside strings (Python: Invalid control character) */
+    CHECK(pl_json_parse(&v, "\"a\nb\"", 5, err, sizeof err) == PL_ERR_PARSE);
+    CHECK(pl_json_parse(&v, "\"a\tb\"", 5, err, sizeof err) == PL_ERR_PARSE);
+    CHECK(pl_json_parse(&v, "\"a\0b\"", 5, err, sizeof err) == PL_ERR_PARSE);
+    /* the NUL stand-in never comes from text */
+    CHECK(pl_json_parse(&v, "\"a\xC0\x80\"", 5, err, sizeof err) == PL_ERR_PARSE);
+    /* whitespace between tokens is fine */
+    CHECK(pl_json_parse(&v, "{\n\t\"a\" : 1\r\n}", 13, err, sizeof err) == 0);
+    cJSON_Delete(v);
+    /* duplicate keys: first position, last value (Python's dict) */
+    CHECK_EQ_STR(dumps("{\"a\":1,\"b\":2,\"a\":3,\"c\":{\"x\":1,\"x\":[2]}}"), "{\"a\":3,\"b\":2,\"c\":{\"x\":[2]}}");
+    /* and for many keys (sorted path) */
+    pl_buf big;
+    pl_buf_init(&big);
+    pl_buf_putc(&big, '{');
+    for (int i = 0; i < 300; i++) pl_buf_printf(&big, "%s\"k%d\":%d", i ? "," : "", i % 100, i);
+    pl_buf_putc(&big, '}');
+    CHECK(pl_json_parse(&v, big.data, big.len, err, sizeof err) == 0);
+    CHECK_EQ_INT(cJSON_GetArraySize(v), 100);
+    CHECK_EQ_STR(v->child->string, "k0");
+    CHECK_EQ_INT(v->child->valuedouble, 200);
+    cJSON_Delete(v);
+    pl_buf_free(&big);
+}
+
+TEST(json_empty_msgpack_strings)
+{
+    /* msgpack-c hands empty strings as a NULL pointer with size 0 */
+    msgpack_object_kv kv;
+    memset(&kv, 0, sizeof kv);
+    kv.key.type = MSGPACK_OBJECT_STR;
+    kv.val.type = MSGPACK_OBJECT_STR;
+    msgpack_object m;
+    memset(&m, 0, sizeof m);
+    m.type = MSGPACK_OBJECT_MAP;
+    m.via.map.size = 1;
+    m.via.map.ptr = &kv;
+    cJSON *v;
+    CHECK(pl_json_from_msgpack(&v, &m, NULL, 0) == 0);
+    CHECK(v && v->child && !strcmp(v->child->string, "") && !strcmp(v->child->valuestring, ""));
     cJSON_Delete(v);
 }
 
@@ -192,6 +323,11 @@ int main(void)
 {
     RUN(json_int_float_kept_apart);
     RUN(json_parse_errors);
+    RUN(json_integers_exact_at_any_size);
+    RUN(json_integers_through_msgpack);
+    RUN(json_nul_characters_kept);
+    RUN(json_python_strictness);
+    RUN(json_empty_msgpack_strings);
     RUN(msg_getters);
     RUN(msg_bad_ids);
     RUN(msg_map_except_keeps_unknown_fields);

@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 #include <cjson/cJSON.h>
+#include "json.h"
 
 /* ================================================================ helpers */
 
@@ -271,6 +272,64 @@ TEST(int_float_strip_unicode_space)
                    sizeof err);
     CHECK_EQ_INT(rc, 0);
     CHECK_EQ_STR(out.data, "5|5.0|7|2.5");
+    pl_buf_free(&out);
+}
+
+/* vLLM's content-format guess (expected values from vLLM 0.33's
+ * _detect_content_format on the same templates). */
+TEST(content_format_like_vllm)
+{
+    static const struct { const char *src; int openai; } cases[] = {
+        {"{% for m in messages %}[{{ m.role }}]{{ m.content }}|{% endfor %}", 0},
+        {"{% for m in messages %}{% for p in m.content %}{{ p.text }}{% endfor %}{% endfor %}", 1},
+        {"{% for m in messages %}{% for p in m[\"content\"] %}{{ p.text }}{% endfor %}{% endfor %}", 1},
+        {"{% set msgs = messages[1:] %}{% for m in msgs %}{% for p in m.content | list %}{{ p }}{% endfor %}{% endfor %}", 1},
+        {"{% set ns = namespace(rest=messages) %}{% for m in ns.rest %}{% for p in m.content %}{{ p }}{% endfor %}{% endfor %}", 1},
+        {"{% set ns = namespace() %}{% set ns.rest = messages %}{% for m in ns.rest %}{% for p in m.content %}{% endfor %}{% endfor %}", 1},
+        {"{% macro t(c) %}{% for x in c %}{{ x }}{% endfor %}{% endmacro %}{% for m in messages %}{{ t(m.content) }}{% endfor %}", 1},
+        {"{% macro t(c) %}{% for x in c %}{{ x }}{% endfor %}{% endmacro %}{% for m in messages %}{{ t(m.role) }}{% endfor %}", 0},
+        {"{% for m in messages %}{% set content = m.content %}{% for x in content %}{{ x }}{% endfor %}{% endfor %}", 1},
+        {"{% macro t(content) %}{% for x in content %}{{ x }}{% endfor %}{% endmacro %}{{ t(messages[0].role) }}", 0},
+        {"{% for m in messages|selectattr(\"role\") %}{% for p in m.content %}{% endfor %}{% endfor %}", 1},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pl_jinja_template *t;
+        char err[256];
+        CHECK(pl_jinja_compile(&t, cases[i].src, strlen(cases[i].src), err, sizeof err) == 0);
+        if (pl_jinja_template_iterates_content(t) != cases[i].openai) {
+            fprintf(stderr, "  case %zu: expected %s\n", i, cases[i].openai ? "openai" : "string");
+            CHECK(0);
+        }
+        pl_jinja_template_free(t);
+    }
+}
+
+/* Integers beyond int64 from JSON keep their value (prints and tojson as
+ * Python); arithmetic on them is an OverflowError like any int64 overflow. */
+TEST(big_ints_from_cjson)
+{
+    static const char *src = "{{ v }}|{{ v | tojson }}|{{ v is integer }}|{{ v == w }}|{{ [v] | tojson }}";
+    pl_jinja_template *t;
+    char err[256];
+    CHECK(pl_jinja_compile(&t, src, strlen(src), err, sizeof err) == 0);
+    cJSON *j;
+    const char *ctx = "{\"v\": 18446744073709551616, \"w\": 18446744073709551616}";
+    CHECK(pl_json_parse(&j, ctx, strlen(ctx), err, sizeof err) == 0);
+    pl_jinja_value *v = pl_jinja_value_from_cjson(j);
+    pl_buf out;
+    pl_buf_init(&out);
+    CHECK(pl_jinja_render(t, v, &out, err, sizeof err) == 0);
+    CHECK_EQ_STR(out.data, "18446744073709551616|18446744073709551616|True|True|[18446744073709551616]");
+    pl_jinja_value_free(v);
+    pl_jinja_template_free(t);
+    CHECK(pl_jinja_compile(&t, "{{ v + 1 }}", 11, err, sizeof err) == 0);
+    v = pl_jinja_value_from_cjson(j);
+    pl_buf_reset(&out);
+    CHECK_EQ_INT(pl_jinja_render(t, v, &out, err, sizeof err), PL_ERR_INVALID);
+    CHECK(!strncmp(err, "OverflowError", 13));
+    pl_jinja_value_free(v);
+    pl_jinja_template_free(t);
+    cJSON_Delete(j);
     pl_buf_free(&out);
 }
 
@@ -584,6 +643,8 @@ int main(void)
     RUN(syntax_error_line_column);
     RUN(raise_exception_message);
     RUN(int_float_strip_unicode_space);
+    RUN(content_format_like_vllm);
+    RUN(big_ints_from_cjson);
     RUN(hostile_recursion);
     RUN(hostile_stack_depth);
     RUN(hostile_loops_and_bombs);

@@ -4,9 +4,11 @@
  *   glm-msg pack   < msgs.jsonl > msgs.mp     one JSON value per line
  *   glm-msg unpack < msgs.mp    > msgs.jsonl  one message per line
  *
- * pack keeps 1 and 1.0 apart (int vs float); unpack writes floats as Python
- * would (1.0) so a round trip is exact. A bad line is reported with its line
- * number and skipped; the exit status is then 1. */
+ * pack keeps 1 and 1.0 apart (int vs float) and every integer exact (json.h);
+ * unpack writes floats as Python would (1.0) so a round trip is exact. Both
+ * flush after every message, so `... | glm-engine | glm-msg unpack` in a
+ * terminal shows each message as it comes. A bad line is reported with its
+ * line number and skipped; the exit status is then 1. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,7 +42,7 @@ static int do_pack(void)
         msgpack_sbuffer_clear(&sb);
         pl_json_pack(&pk, v);
         cJSON_Delete(v);
-        if (fwrite(sb.data, 1, sb.size, stdout) != sb.size) { bad = 1; break; }
+        if (fwrite(sb.data, 1, sb.size, stdout) != sb.size || fflush(stdout)) { bad = 1; break; }
     }
     free(line);
     msgpack_sbuffer_destroy(&sb);
@@ -75,7 +77,7 @@ static int do_unpack(void)
         pl_pyjson_dump(&out, v, &o);
         cJSON_Delete(v);
         pl_buf_putc(&out, '\n');
-        if (fwrite(out.data, 1, out.len, stdout) != out.len) { bad = 1; break; }
+        if (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout)) { bad = 1; break; }
     }
     pl_buf_free(&out);
     pl_io_close(io);
