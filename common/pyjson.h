@@ -36,7 +36,8 @@ void pl_pyjson_write_double(pl_buf *out, double d);
 void pl_py_float_repr(pl_buf *out, double d);
 
 /* json.dumps of a cJSON tree. A number prints as an int when it is integral
- * and not marked PL_CJSON_FLOAT (json.h); see pl_pyjson_is_int. */
+ * and not marked PL_CJSON_FLOAT (json.h); see pl_pyjson_is_int. A Raw item
+ * prints verbatim (a number's exact text, e.g. an integer past 2^53). */
 int pl_pyjson_dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o);
 
 int pl_pyjson_is_int(const cJSON *v);

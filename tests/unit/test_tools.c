@@ -50,7 +50,7 @@ static void parse_cuts(const tcl_tools *tools, const rsn_opts *rsn, const char *
 {
     tcl_parser *p;
     rsn_parser *r = NULL;
-    if (tcl_parser_new(&p, tools)) abort();
+    if (tcl_parser_new(&p, tools, TCL_MODE_CALLS)) abort();
     if (rsn && rsn_parser_new(&r, rsn)) abort();
     tcl_delta d;
     tcl_delta_init(&d);
@@ -81,8 +81,8 @@ static void parse_cuts(const tcl_tools *tools, const rsn_opts *rsn, const char *
             const tcl_call_delta *c = &d.calls[k];
             if (c->first) {
                 if (c->index != ncalls || ncalls >= MAX_CALLS) { problem = "!index not next"; continue; }
-                if (strlen(c->id) != 46 || strncmp(c->id, "chatcmpl-tool-", 14) ||
-                    strspn(c->id + 14, "0123456789abcdef") != 32) problem = "!bad id";
+                if (strlen(c->id) != 30 || strncmp(c->id, "chatcmpl-tool-", 14) ||
+                    strspn(c->id + 14, "0123456789abcdef") != 16) problem = "!bad id";
                 pl_buf_append(&names[ncalls], c->name.data, c->name.len);
                 ncalls++;
             } else if (c->index + 1 != ncalls) {
@@ -630,7 +630,7 @@ TEST(test_delta_after_oom)
     /* a failed delta is reported, and the next reset makes the scratch usable again */
     tcl_tools *t = tools_json(k_weather_tools);
     tcl_parser *p;
-    CHECK(tcl_parser_new(&p, t) == 0);
+    CHECK(tcl_parser_new(&p, t, TCL_MODE_CALLS) == 0);
     tcl_delta d;
     tcl_delta_init(&d);
     tcl_parser_feed(p, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Pa", 58, &d);
