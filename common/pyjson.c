@@ -147,6 +147,7 @@ static int dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o, int depth)
     if (cJSON_IsNull(v)) { pl_buf_puts(out, "null"); return 0; }
     if (cJSON_IsTrue(v)) { pl_buf_puts(out, "true"); return 0; }
     if (cJSON_IsFalse(v)) { pl_buf_puts(out, "false"); return 0; }
+    if (cJSON_IsRaw(v)) { pl_buf_puts(out, v->valuestring); return 0; }   /* exact number text */
     if (cJSON_IsNumber(v)) {
         if (pl_json_is_int(v)) pl_json_int_write(out, v);
         else pl_pyjson_write_double(out, v->valuedouble);

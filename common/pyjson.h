@@ -37,7 +37,8 @@ void pl_pyjson_write_double(pl_buf *out, double d);
 void pl_py_float_repr(pl_buf *out, double d);
 
 /* json.dumps of a cJSON tree. Integers (pl_json_is_int, json.h) print
- * exactly, at any size; strings print their NULs (PL_JSON_NUL) as \u0000. */
+ * exactly, at any size; strings print their NULs (PL_JSON_NUL) as \u0000.
+ * A Raw item prints verbatim (a number's exact text). */
 int pl_pyjson_dump(pl_buf *out, const cJSON *v, const pl_pyjson_opts *o);
 
 /* The same test as pl_json_is_int. */

@@ -1,6 +1,8 @@
 /* pystr.c — Python whitespace, UTF-8 boundaries, streaming rstrip. */
 #include "pystr.h"
 
+#include <utf8proc.h>
+
 #include <string.h>
 
 /* ================================================================ code points */
@@ -55,6 +57,18 @@ bool pl_py_isspace(uint32_t cp)
     if (cp < 0x85) return false;
     return cp == 0x85 || cp == 0xA0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200A) ||
            cp == 0x2028 || cp == 0x2029 || cp == 0x202F || cp == 0x205F || cp == 0x3000;
+}
+
+int pl_py_decimal(uint32_t cp)
+{
+    if (cp < 0x80) return cp >= '0' && cp <= '9' ? (int)(cp - '0') : -1;
+    if (cp > 0x10FFFF || utf8proc_category((utf8proc_int32_t)cp) != UTF8PROC_CATEGORY_ND) return -1;
+    /* Nd code points come in whole runs of ten, 0 to 9, some runs back to
+     * back (the mathematical digits: five): the value is the distance from
+     * the start of the stretch, modulo 10. The longest stretch is 50. */
+    uint32_t z = cp;
+    while (z > 0 && cp - z < 64 && utf8proc_category((utf8proc_int32_t)(z - 1)) == UTF8PROC_CATEGORY_ND) z--;
+    return (int)((cp - z) % 10);
 }
 
 /* Is there a whitespace character starting at s[i] (n bytes in all)?

@@ -32,6 +32,10 @@ size_t pl_utf8_count(const char *s, size_t n);
 /* Python's str.isspace() for one code point. */
 bool pl_py_isspace(uint32_t cp);
 
+/* The value 0-9 of a Unicode decimal digit (category Nd, what Python's
+ * int() and float() accept in any script: '٣', '３', '९'), or -1. */
+int pl_py_decimal(uint32_t cp);
+
 /* Length of s[0..n) without its trailing / offset past its leading Python
  * whitespace (invalid UTF-8 counts as non-space). */
 size_t pl_py_rstrip_len(const char *s, size_t n);

@@ -65,6 +65,11 @@ int rsn_opts_from_context(rsn_opts *o, const msgpack_object *ctx, char *err, siz
     if (!ctx) return PL_OK;
     if (ctx->type != MSGPACK_OBJECT_MAP)
         return pl_seterr(err, errlen, PL_ERR_INVALID, "context must be a map");
+    const msgpack_object *ep = pl_msg_get(ctx, "endpoint");
+    if (ep && ep->type != MSGPACK_OBJECT_NIL && !pl_msg_str_eq(ep, "chat")) {
+        o->thinking = false;   /* /v1/completions: vLLM runs no parser */
+        return PL_OK;
+    }
     int rc = get_opt_bool(ctx, "thinking", &o->thinking, err, errlen);
     if (rc == PL_ERR_INVALID) return rc;
     if (rc == PL_ERR_NOTFOUND) {

@@ -1,4 +1,4 @@
-/* reasoning.h — the glm45 reasoning parser (vLLM "Era C" semantics).
+/* reasoning.h — the glm45 reasoning parser (vLLM 0.33 semantics).
  *
  * Splits one choice's streamed model text into reasoning and content:
  *
@@ -30,7 +30,8 @@ typedef struct rsn_opts {
     bool include_reasoning;   /* false: reasoning is parsed but discarded */
 } rsn_opts;
 
-/* Options from a request's `context` (docs/protocol.md): `thinking` (bool,
+/* Options from a request's `context` (docs/protocol.md): an `endpoint`
+ * other than "chat" means no parsing (thinking off); `thinking` (bool,
  * resolved by tokenize), else the raw `chat_template_kwargs` (`thinking` /
  * `enable_thinking`, Python truthiness; both absent = on);
  * `prompt_ends_in_think: true` forces thinking on; `include_reasoning`

@@ -3,12 +3,15 @@
  *
  *   glm-parse-tools [--tool-call-parser glm47] [--in EP] [--out EP]
  *
- * Per request, from the start message's context: `tools` (nil/absent: no
- * parsing) and `tool_choice` ("none": no parsing; "auto"; "required" or
- * {type:"function", function:{name}}: parsed the same way, and the final
- * delta gets `tool_choice_unmet` when the choice was not honoured). On the
- * final delta finish_reason "stop" becomes "tool_calls" when calls were made
- * (a named choice keeps "stop", as OpenAI does). */
+ * Per request, from the start message's context: `tools` and `tool_choice`
+ * ("auto"; "required" or {type:"function", function:{name}}: parsed the same
+ * way, and the final delta gets `tool_choice_unmet` when the choice was not
+ * honoured; "none", or no tools: no calls, but the call markup is still
+ * removed from the content, as vLLM does) and `parallel_tool_calls` (false:
+ * only the first call is reported). Requests whose context has an
+ * `endpoint` other than "chat" pass through. On the final delta
+ * finish_reason "stop" becomes "tool_calls" when calls were made (a named
+ * choice keeps "stop", as OpenAI does). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,8 +24,10 @@
 enum tchoice { TC_NONE, TC_AUTO, TC_REQUIRED, TC_NAMED };
 
 typedef struct treq {
+    bool         pass;       /* not a chat request: forwarded unchanged */
     enum tchoice choice;
-    tcl_tools   *tools;      /* NULL: pass-through */
+    bool         parallel;   /* parallel_tool_calls: false reports only call 0 */
+    tcl_tools   *tools;      /* NULL: no calls (markup is still removed) */
     char        *named;      /* TC_NAMED: the function's name */
     size_t       named_len;
 } treq;
@@ -71,18 +76,17 @@ static int req_new(void **out, const msgpack_object *ctx, char *err, size_t errl
 {
     treq *r = calloc(1, sizeof *r);
     if (!r) return PL_ERR_NOMEM;
-    const msgpack_object *tools = pl_msg_get(ctx, "tools");
+    r->parallel = true;
+    const msgpack_object *tools = pl_msg_get(ctx, "tools"), *ep = pl_msg_get(ctx, "endpoint");
     int rc = PL_OK;
     if (ctx && ctx->type != MSGPACK_OBJECT_MAP) rc = pl_seterr(err, errlen, PL_ERR_INVALID, "context must be a map");
     else if (tools && tools->type != MSGPACK_OBJECT_NIL) rc = tcl_tools_from_msgpack(&r->tools, tools, err, errlen);
     if (!rc) rc = parse_choice(r, pl_msg_get(ctx, "tool_choice"), err, errlen);
+    if (!rc && pl_msg_get_bool(ctx, "parallel_tool_calls", &r->parallel) == PL_ERR_INVALID)
+        rc = pl_seterr(err, errlen, PL_ERR_INVALID, "context.parallel_tool_calls must be a boolean");
     if (rc) { req_free(r); return rc; }
-    if (r->choice == TC_NONE || !tcl_tools_count(r->tools)) {
-        /* nothing to call: the text is plain content */
-        tcl_tools_free(r->tools);
-        r->tools = NULL;
-        r->choice = TC_NONE;
-    }
+    r->pass = ep && ep->type != MSGPACK_OBJECT_NIL && !pl_msg_str_eq(ep, "chat");
+    if (r->choice == TC_NONE || !tcl_tools_count(r->tools)) r->choice = TC_NONE;   /* nothing to call */
     *out = r;
     return PL_OK;
 }
@@ -91,10 +95,12 @@ static int choice_new(void *req, void **out)
 {
     treq *r = req;
     *out = NULL;
-    if (!r->tools) return PL_OK;
+    if (r->pass) return PL_OK;
     tch *c = calloc(1, sizeof *c);
     if (!c) return PL_ERR_NOMEM;
-    int rc = tcl_parser_new(&c->p, r->tools);
+    enum tcl_mode mode = r->choice != TC_NONE ? TCL_MODE_CALLS : tcl_tools_count(r->tools) ? TCL_MODE_SUPPRESS
+                                                                                      : TCL_MODE_NO_TOOLS;
+    int rc = tcl_parser_new(&c->p, r->tools, mode);
     if (rc) { free(c); return rc; }
     *out = c;
     return PL_OK;
@@ -110,20 +116,27 @@ static void choice_free(void *v)
 
 /* ===== output ===== */
 
-static size_t calls_to_send(void)
+/* An entry of this delta goes out: it carries something, and it is the
+ * first call or parallel calls are allowed. */
+static bool sends(const treq *r, const tcl_call_delta *c)
+{
+    return (c->first || c->args.len) && (r->parallel || c->index == 0);
+}
+
+static size_t calls_to_send(const treq *r)
 {
     size_t k = 0;
-    for (size_t i = 0; i < g_out.ncalls; i++) k += g_out.calls[i].first || g_out.calls[i].args.len;
+    for (size_t i = 0; i < g_out.ncalls; i++) k += sends(r, &g_out.calls[i]);
     return k;
 }
 
-static void pack_calls(msgpack_packer *pk)
+static void pack_calls(msgpack_packer *pk, const treq *r)
 {
     pl_msg_pack_cstr(pk, "tool_calls");
-    msgpack_pack_array(pk, (uint32_t)calls_to_send());
+    msgpack_pack_array(pk, (uint32_t)calls_to_send(r));
     for (size_t i = 0; i < g_out.ncalls; i++) {
         const tcl_call_delta *c = &g_out.calls[i];
-        if (!c->first && !c->args.len) continue;
+        if (!sends(r, c)) continue;
         msgpack_pack_map(pk, c->first ? 4 : 2);
         pl_msg_pack_kv_int(pk, "index", c->index);
         if (c->first) {
@@ -177,12 +190,12 @@ static int on_input(pl_stage *st, void *req, void *ch, const msgpack_object *msg
     const msgpack_object *fr = pl_msg_get(msg, "finish_reason");
     char why[320];
     const char *unmet_text = final ? unmet(r, c, why, sizeof why) : NULL;
-    bool has_calls = calls_to_send() > 0;
+    bool has_calls = calls_to_send(r) > 0;
     static const char *const skip[] = {"text", "tool_calls", "finish_reason", "tool_choice_unmet"};
     msgpack_packer *pk = pl_stage_begin(st);
     pl_msg_pack_map_except(pk, msg, skip, 4, 1 + has_calls + final + (unmet_text != NULL));
     pl_msg_pack_kv_str(pk, "text", g_out.content.data ? g_out.content.data : "", g_out.content.len);
-    if (has_calls) pack_calls(pk);
+    if (has_calls) pack_calls(pk, r);
     if (final) {
         if (tcl_parser_calls(c->p) && r->choice != TC_NAMED && pl_msg_str_eq(fr, "stop"))
             pl_msg_pack_kv_cstr(pk, "finish_reason", "tool_calls");
@@ -197,6 +210,7 @@ static int on_input(pl_stage *st, void *req, void *ch, const msgpack_object *msg
 /* The request ended without finish_reason for this choice: emit what is held. */
 static void on_flush(pl_stage *st, void *req, void *ch, const char *id, size_t idlen, uint32_t index)
 {
+    const treq *r = req;
     tch *c = ch;
     if (!c) return;
     tcl_delta_reset(&g_out);
@@ -205,11 +219,11 @@ static void on_flush(pl_stage *st, void *req, void *ch, const char *id, size_t i
         pl_stage_send_error(st, id, idlen, 500, "InternalServerError", "out of memory");
         return;
     }
-    bool has_calls = calls_to_send() > 0;
+    bool has_calls = calls_to_send(r) > 0;
     if (!g_out.content.len && !has_calls) return;
     msgpack_packer *pk = pl_chstage_begin_delta(st, id, idlen, index, 1 + has_calls);
     pl_msg_pack_kv_str(pk, "text", g_out.content.data ? g_out.content.data : "", g_out.content.len);
-    if (has_calls) pack_calls(pk);
+    if (has_calls) pack_calls(pk, r);
     pl_stage_end(st);
 }
 

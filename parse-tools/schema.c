@@ -103,14 +103,34 @@ int tcl_tools_find(const tcl_tools *t, const char *name, size_t len)
 
 bool tcl_tools_has(const tcl_tools *t, const char *name, size_t len) { return tcl_tools_find(t, name, len) >= 0; }
 
-unsigned tcl_tools_arg_types(const tcl_tools *t, int tool, const char *key, size_t klen)
+static unsigned schema_types(const cJSON *s, int depth, bool exact);
+
+/* The property schema of key, or NULL; *has_props: the tool has any. */
+static const cJSON *arg_schema(const tcl_tools *t, int tool, const char *key, size_t klen, bool *has_props)
 {
-    if (!t || tool < 0 || (size_t)tool >= t->n || !t->v[tool].props) return TCL_T_STRING;   /* no schema */
+    *has_props = t && tool >= 0 && (size_t)tool < t->n && t->v[tool].props;
+    if (!*has_props) return NULL;
     const cJSON *prop;
     cJSON_ArrayForEach(prop, t->v[tool].props)
-        if (prop->string && strlen(prop->string) == klen && memcmp(prop->string, key, klen) == 0)
-            return cJSON_IsObject(prop) ? tcl_schema_types(prop) : TCL_T_STRING;
-    return TCL_T_STRING;   /* keys outside the schema stay strings */
+        if (prop->string && strlen(prop->string) == klen && memcmp(prop->string, key, klen) == 0) return prop;
+    return NULL;
+}
+
+unsigned tcl_tools_arg_types(const tcl_tools *t, int tool, const char *key, size_t klen)
+{
+    bool has_props;
+    const cJSON *prop = arg_schema(t, tool, key, klen, &has_props);
+    /* no schema, keys outside it, and non-object schemas: strings */
+    return cJSON_IsObject(prop) ? tcl_schema_types(prop) : TCL_T_STRING;
+}
+
+bool tcl_tools_arg_streams(const tcl_tools *t, int tool, const char *key, size_t klen)
+{
+    bool has_props;
+    const cJSON *prop = arg_schema(t, tool, key, klen, &has_props);
+    if (!has_props) return true;
+    if (!prop) return false;
+    return schema_types(prop, 0, true) == TCL_T_STRING;
 }
 
 /* ===== schema types ===== */
@@ -150,36 +170,56 @@ static unsigned value_kind(const cJSON *v)
     return 0;
 }
 
-static unsigned schema_types(const cJSON *s, int depth)
+/* exact: the type names as written, only "string" itself counting as a
+ * string (vLLM's test for a value it may stream before it closes), instead
+ * of folded to the type coercion tries. */
+static unsigned schema_types(const cJSON *s, int depth, bool exact)
 {
     if (!cJSON_IsObject(s) || depth > 64) return TCL_T_STRING;
     unsigned t = 0;
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(s, "type"), *e;
-    if (cJSON_IsString(ty)) t |= type_name(ty->valuestring);
+#define NAME_TYPE(str) (exact ? (strcmp((str), "string") ? TCL_T_OTHER : TCL_T_STRING) : type_name(str))
+    if (cJSON_IsString(ty)) t |= NAME_TYPE(ty->valuestring);
     else if (cJSON_IsArray(ty))
-        cJSON_ArrayForEach(e, ty) if (cJSON_IsString(e)) t |= type_name(e->valuestring);
+        cJSON_ArrayForEach(e, ty) if (cJSON_IsString(e)) t |= NAME_TYPE(e->valuestring);
+#undef NAME_TYPE
     const cJSON *en = cJSON_GetObjectItemCaseSensitive(s, "enum");
     if (cJSON_IsArray(en)) cJSON_ArrayForEach(e, en) t |= value_kind(e);
     static const char *const choices[] = {"anyOf", "oneOf", "allOf"};
     for (size_t i = 0; i < PL_ARRAY_LEN(choices); i++) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(s, choices[i]);
-        if (cJSON_IsArray(c)) cJSON_ArrayForEach(e, c) t |= schema_types(e, depth + 1);
+        if (cJSON_IsArray(c)) cJSON_ArrayForEach(e, c) t |= schema_types(e, depth + 1, exact);
     }
     return t ? t : TCL_T_STRING;
 }
 
-unsigned tcl_schema_types(const cJSON *schema) { return schema_types(schema, 0); }
+unsigned tcl_schema_types(const cJSON *schema) { return schema_types(schema, 0, false); }
 
 /* ===== Python int() and float() ===== */
 
+/* The decimal digit starting at s[k] (any script, as Python's int() takes
+ * them): its value, with its byte length in *len; -1 when there is none. */
+static int digit_at(const char *s, size_t n, size_t k, size_t *len)
+{
+    uint32_t cp;
+    if (k >= n) return -1;
+    if ((unsigned char)s[k] < 0x80) {
+        *len = 1;
+        return s[k] >= '0' && s[k] <= '9' ? s[k] - '0' : -1;
+    }
+    if (!(*len = pl_utf8_decode((const unsigned char *)s + k, n - k, &cp))) return -1;
+    return pl_py_decimal(cp);
+}
+
 /* Digits with single '_' between them (Python numeric literal rules) from
- * s[*i]; copies the digits (no '_') to out. Returns the count of digits. */
+ * s[*i]; copies them to out as ASCII digits (no '_'). Returns the count. */
 static size_t digit_part(const char *s, size_t n, size_t *i, pl_buf *out)
 {
-    size_t k = *i, nd = 0;
+    size_t k = *i, nd = 0, len;
+    int v;
     while (k < n) {
-        if (s[k] >= '0' && s[k] <= '9') { pl_buf_putc(out, s[k++]); nd++; continue; }
-        if (s[k] == '_' && nd && k + 1 < n && s[k + 1] >= '0' && s[k + 1] <= '9') { k++; continue; }
+        if ((v = digit_at(s, n, k, &len)) >= 0) { pl_buf_putc(out, (char)('0' + v)); k += len; nd++; continue; }
+        if (s[k] == '_' && nd && digit_at(s, n, k + 1, &len) >= 0) { k++; continue; }
         break;
     }
     *i = k;
@@ -237,6 +277,7 @@ static bool py_float(pl_buf *out, const char *s, size_t n)
 
 /* ===== json.loads, strictly ===== */
 
+/* A strict scan: exactly the grammar json.loads accepts. */
 typedef struct jscan { const char *s; size_t n, i; int depth; } jscan;
 
 static void jws(jscan *j)
@@ -259,7 +300,7 @@ static bool jdigits(jscan *j)
     return j->i > st;
 }
 
-static bool jnumber(jscan *j, bool *is_int)
+static bool jnumber_text(jscan *j, bool *is_int)
 {
     if (j->i < j->n && j->s[j->i] == '-') j->i++;
     if (j->i < j->n && j->s[j->i] == '0') j->i++;
@@ -336,7 +377,7 @@ static bool jvalue(jscan *j, bool *is_int)
     case 't': return jlit(j, "true");
     case 'f': return jlit(j, "false");
     case 'n': return jlit(j, "null");
-    default:  return jnumber(j, is_int);   /* NaN/Infinity: not finite, refused like vLLM */
+    default:  return jnumber_text(j, is_int);   /* NaN/Infinity: not finite, refused like vLLM */
     }
 }
 
@@ -349,34 +390,10 @@ static bool all_finite(const cJSON *v)
     return true;
 }
 
-/* A Python dict keeps a repeated key at its first position with the last
- * value: do the same to every object in the tree. */
-static void dedupe_keys(cJSON *v)
-{
-    for (; v; v = v->next) {
-        if (cJSON_IsObject(v) && v->child && v->child->next) {
-            pl_strmap *seen = NULL;
-            if (pl_strmap_new(&seen)) return;
-            cJSON *c = v->child;
-            while (c) {
-                cJSON *next = c->next;
-                cJSON *first = c->string ? pl_strmap_get(seen, c->string, strlen(c->string)) : NULL;
-                if (first) {
-                    cJSON_DetachItemViaPointer(v, c);
-                    cJSON_ReplaceItemViaPointer(v, first, c);
-                    pl_strmap_put(seen, c->string, strlen(c->string), c, NULL);
-                } else if (c->string) {
-                    pl_strmap_put(seen, c->string, strlen(c->string), c, NULL);
-                }
-                c = next;
-            }
-            pl_strmap_free(seen, NULL);
-        }
-        if (v->child) dedupe_keys(v->child);
-    }
-}
-
-/* json.loads(text) that is finite, written back as json.dumps would. */
+/* json.loads(text) that is finite, written back as json.dumps would. The
+ * scan holds the grammar to exactly what json.loads accepts (cJSON is
+ * laxer: leading zeros, "1."); pl_json_parse then keeps every integer exact
+ * and repeated keys as a Python dict does (common/json.h). */
 static bool py_json(pl_buf *out, const char *s, size_t n)
 {
     jscan j = {s, n, 0, 0};
@@ -387,18 +404,9 @@ static bool py_json(pl_buf *out, const char *s, size_t n)
     size_t stop = j.i;
     jws(&j);
     if (j.i != n) return false;
-    if (is_int) {   /* exact digits, as Python's int (cJSON would round past 2^53) */
-        if (stop - start == 2 && !memcmp(s + start, "-0", 2)) pl_buf_putc(out, '0');
-        else pl_buf_append(out, s + start, stop - start);
-        return true;
-    }
     cJSON *v;
     if (pl_json_parse(&v, s + start, stop - start, NULL, 0)) return false;
-    bool ok = all_finite(v);
-    if (ok) {
-        dedupe_keys(v);
-        ok = pl_pyjson_dump(out, v, NULL) == PL_OK;
-    }
+    bool ok = all_finite(v) && pl_pyjson_dump(out, v, NULL) == PL_OK;
     cJSON_Delete(v);
     return ok;
 }
@@ -414,7 +422,8 @@ void tcl_value_to_json(pl_buf *out, const char *s, size_t n, unsigned types)
 {
     size_t mark = out->len;
     if ((types & TCL_T_NULL) && ascii_ieq(s, n, "null")) { pl_buf_puts(out, "null"); return; }
-    if ((types & TCL_T_INTEGER) && py_int(out, s, n)) return;
+    /* vLLM's "number" tries int() first too: a big integer stays exact */
+    if ((types & (TCL_T_INTEGER | TCL_T_NUMBER)) && py_int(out, s, n)) return;
     if ((types & TCL_T_NUMBER) && py_float(out, s, n)) return;
     if (types & TCL_T_BOOLEAN) {
         size_t off = pl_py_lstrip_off(s, n), end = pl_py_rstrip_len(s, n);

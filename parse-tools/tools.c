@@ -11,7 +11,14 @@
  * AFTER_KEY (`</arg_key>` plus whitespace, held: anything but <arg_value>
  * turns it back into key text, as the lazy regex would extend the key) ->
  * VALUE (everything up to the first </arg_value>). Tags that mean nothing in
- * a state are plain text of that state. */
+ * a state are plain text of that state.
+ *
+ * Arguments go out as vLLM's streaming path sends them, so that its results
+ * are reproduced wherever its streaming and non-streaming paths agree: the
+ * last pair stays open until the next new key begins or the call ends (a
+ * streamed string keeps its closing quote; other values their whole JSON).
+ * While it is open a repeated key may still replace it; once it is sent the
+ * first value stays. */
 #include "tools.h"
 
 #include <stdio.h>
@@ -47,13 +54,25 @@ static uint32_t state_mask(enum tcl_state s)
     }
 }
 
+/* How the value being read is handled. */
+enum tcl_val {
+    V_STREAM,    /* a string value of a new key: streamed as it arrives */
+    V_BUFFER,    /* a new key's other value: typed when it closes */
+    V_REPLACE,   /* the open pair's key again, a buffered value: replaces it if it closes */
+    V_EXTEND,    /* the open pair's key again, a streamed value: only its growth is sent */
+    V_SKIP,      /* a key whose value was sent already: the first value stays */
+};
+
 struct tcl_parser {
     const tcl_tools *tools;
+    enum tcl_mode    mode;
     enum tcl_state   state;
     pl_taglex        lx;
     /* content */
     pl_wshold        cws;           /* trailing whitespace of content, held */
     bool             content_started;   /* non-space content went out */
+    bool             markup;        /* a <tool_call> was seen */
+    pl_buf           lead;          /* scratch: content after a call, before any text */
     uint32_t         ncalls;
     /* the call being read */
     pl_buf           name;
@@ -64,11 +83,15 @@ struct tcl_parser {
     uint32_t         npairs;        /* pairs written into its arguments */
     enum tcl_arg     arg;
     pl_buf           key, after, val;
-    pl_buf           keyjson;       /* `"key": ` of the open pair */
-    bool             val_stream;    /* the value is a string: stream it */
-    bool             val_skip;      /* repeated key: value ignored */
+    enum tcl_val     vmode;
     unsigned         val_types;
     pl_strmap       *keys;          /* keys seen in this call */
+    /* the open (last) pair: not finished in the arguments yet */
+    bool             open;
+    bool             open_stream;   /* streamed string: only its closing quote is due */
+    pl_buf           open_key;      /* its key (stripped) */
+    pl_buf           open_json;     /* buffered: `"key": value` */
+    pl_buf           open_raw;      /* streamed: the raw text sent so far */
     pl_buf           esc;           /* scratch for escaping */
 };
 
@@ -135,33 +158,34 @@ static pl_buf *out_args(tcl_parser *p, tcl_delta *d)
 
 /* ===== ids ===== */
 
-/* "chatcmpl-tool-" + 32 hex digits of a random UUID4, as vLLM. */
+/* "chatcmpl-tool-" + 16 hex digits, as vLLM 0.33: the low 64 bits of a
+ * random UUID4 (so the first digit carries the RFC 4122 variant, 8-b). */
 static void make_id(char out[48])
 {
-    unsigned char b[16];
+    unsigned char b[8];
     if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
         /* no entropy source: a counter mixed with time and pid still differs per call */
         static uint64_t ctr;
         uint64_t x = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^ (++ctr * 0x9E3779B97F4A7C15ull);
-        for (int i = 0; i < 16; i++) {
+        for (int i = 0; i < 8; i++) {
             x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 29;
             b[i] = (unsigned char)x;
         }
     }
-    b[6] = (unsigned char)((b[6] & 0x0F) | 0x40);   /* version 4 */
-    b[8] = (unsigned char)((b[8] & 0x3F) | 0x80);   /* RFC 4122 variant */
+    b[0] = (unsigned char)((b[0] & 0x3F) | 0x80);   /* RFC 4122 variant */
     memcpy(out, "chatcmpl-tool-", 14);
-    for (int i = 0; i < 16; i++) snprintf(out + 14 + 2 * i, 3, "%02x", b[i]);
+    for (int i = 0; i < 8; i++) snprintf(out + 14 + 2 * i, 3, "%02x", b[i]);
 }
 
 /* ===== parser ===== */
 
-int tcl_parser_new(tcl_parser **out, const tcl_tools *tools)
+int tcl_parser_new(tcl_parser **out, const tcl_tools *tools, enum tcl_mode mode)
 {
     tcl_parser *p = calloc(1, sizeof *p);
     if (!p) return PL_ERR_NOMEM;
     if (pl_strmap_new(&p->keys)) { free(p); return PL_ERR_NOMEM; }
     p->tools = tools;
+    p->mode = mode;
     p->state = S_CONTENT;
     pl_taglex_init(&p->lx, k_tags, PL_ARRAY_LEN(k_tags));
     pl_wshold_init(&p->cws);
@@ -178,7 +202,10 @@ void tcl_parser_free(tcl_parser *p)
     pl_buf_free(&p->key);
     pl_buf_free(&p->after);
     pl_buf_free(&p->val);
-    pl_buf_free(&p->keyjson);
+    pl_buf_free(&p->lead);
+    pl_buf_free(&p->open_key);
+    pl_buf_free(&p->open_json);
+    pl_buf_free(&p->open_raw);
     pl_buf_free(&p->esc);
     pl_strmap_free(p->keys, NULL);
     free(p);
@@ -190,6 +217,17 @@ uint32_t tcl_parser_calls(const tcl_parser *p) { return p->ncalls; }
 
 static void content_text(tcl_parser *p, const char *s, size_t n, tcl_delta *d)
 {
+    if (!p->content_started && p->ncalls) {
+        /* a call came before any text: the whitespace up to the text is
+         * next to a call at the start, and dropped */
+        pl_buf_reset(&p->lead);
+        pl_wshold_push(&p->cws, s, n, &p->lead);
+        if (!p->lead.len) return;
+        size_t off = pl_py_lstrip_off(p->lead.data, p->lead.len);
+        pl_buf_append(&d->content, p->lead.data + off, p->lead.len - off);
+        p->content_started = true;
+        return;
+    }
     size_t before = d->content.len;
     pl_wshold_push(&p->cws, s, n, &d->content);
     if (d->content.len > before) p->content_started = true;
@@ -213,10 +251,11 @@ static void call_begin(tcl_parser *p, tcl_delta *d)
     const char *nm;
     size_t nlen;
     stripped(&p->name, &nm, &nlen);
-    p->tool = p->name_overflow || !nlen ? -1 : tcl_tools_find(p->tools, nm, nlen);
+    p->tool = p->name_overflow || !nlen || p->mode != TCL_MODE_CALLS ? -1 : tcl_tools_find(p->tools, nm, nlen);
     p->live = p->tool >= 0;
     p->arg = A_IDLE;
     p->npairs = 0;
+    p->open = false;
     pl_strmap_clear(p->keys, NULL);
     if (!p->live) return;
     /* whitespace-only content before the first call is not content */
@@ -244,6 +283,7 @@ static void put_escaped(tcl_parser *p, const char *s, size_t n, tcl_delta *d)
  * sequence back (p->val holds at most those few bytes). */
 static void stream_value(tcl_parser *p, const char *s, size_t n, tcl_delta *d)
 {
+    pl_buf_append(&p->open_raw, s, n);
     if (p->val.len) {
         pl_buf_append(&p->val, s, n);
         s = p->val.data;
@@ -264,6 +304,20 @@ static void pair_separator(tcl_parser *p, pl_buf *a)
     if (p->npairs++) pl_buf_puts(a, ", ");
 }
 
+/* The open pair is final: write what is still due. */
+static void open_finish(tcl_parser *p, tcl_delta *d)
+{
+    if (!p->open) return;
+    pl_buf *a = out_args(p, d);
+    if (p->open_stream) {
+        pl_buf_putc(a, '"');
+    } else {
+        pair_separator(p, a);
+        pl_buf_append(a, p->open_json.data, p->open_json.len);
+    }
+    p->open = false;
+}
+
 /* <arg_value> after a complete key: decide how the value is written. */
 static void value_begin(tcl_parser *p, tcl_delta *d)
 {
@@ -272,53 +326,81 @@ static void value_begin(tcl_parser *p, tcl_delta *d)
     stripped(&p->key, &k, &klen);
     p->arg = A_VALUE;
     pl_buf_reset(&p->val);
-    /* A repeated key keeps its first value: what was streamed cannot be taken back. */
-    p->val_skip = pl_strmap_get(p->keys, k, klen) != NULL;
-    if (p->val_skip) return;
+    if (pl_strmap_get(p->keys, k, klen)) {
+        bool is_open = p->open && p->open_key.len == klen && !memcmp(p->open_key.data, k, klen);
+        p->vmode = !is_open ? V_SKIP : p->open_stream ? V_EXTEND : V_REPLACE;
+        return;
+    }
     if (pl_strmap_put(p->keys, k, klen, p, NULL)) d->oom = true;
+    open_finish(p, d);   /* a new key: the previous pair can no longer change */
+    p->open = true;
+    pl_buf_reset(&p->open_key);
+    pl_buf_append(&p->open_key, k, klen);
     p->val_types = tcl_tools_arg_types(p->tools, p->tool, k, klen);
-    p->val_stream = p->val_types == TCL_T_STRING;
-    /* the key goes out now for a streamed value, with the pair otherwise */
-    pl_buf_reset(&p->keyjson);
-    pl_pyjson_write_string(&p->keyjson, k, klen, 0);
-    pl_buf_puts(&p->keyjson, ": ");
-    if (p->val_stream) {
+    p->open_stream = tcl_tools_arg_streams(p->tools, p->tool, k, klen) && p->val_types == TCL_T_STRING;
+    p->vmode = p->open_stream ? V_STREAM : V_BUFFER;
+    if (p->open_stream) {   /* the key goes out now, and the value as it comes */
         pl_buf *a = out_args(p, d);
         pair_separator(p, a);
-        pl_buf_append(a, p->keyjson.data, p->keyjson.len);
-        pl_buf_putc(a, '"');
+        pl_pyjson_write_string(a, k, klen, 0);
+        pl_buf_puts(a, ": \"");
+        pl_buf_reset(&p->open_raw);
     }
 }
 
 static void value_text(tcl_parser *p, const char *s, size_t n, tcl_delta *d)
 {
-    if (p->val_skip) return;
-    if (p->val_stream) stream_value(p, s, n, d);
+    if (p->vmode == V_SKIP) return;
+    if (p->vmode == V_STREAM) stream_value(p, s, n, d);
     else pl_buf_append(&p->val, s, n);
 }
 
-/* </arg_value> (or the end of the call while a value is open). */
-static void value_end(tcl_parser *p, tcl_delta *d)
+/* The open pair's `"key": value` JSON from the buffered raw value. */
+static void open_set_json(tcl_parser *p)
+{
+    pl_buf_reset(&p->open_json);
+    pl_pyjson_write_string(&p->open_json, p->open_key.data ? p->open_key.data : "", p->open_key.len, 0);
+    pl_buf_puts(&p->open_json, ": ");
+    tcl_value_to_json(&p->open_json, p->val.data ? p->val.data : "", p->val.len, p->val_types);
+}
+
+/* </arg_value> (closed), or the end of the call while a value is open. */
+static void value_end(tcl_parser *p, bool closed, tcl_delta *d)
 {
     p->arg = A_IDLE;
-    if (p->val_skip) return;
-    pl_buf *a = out_args(p, d);
-    if (p->val_stream) {
-        put_escaped(p, p->val.data, p->val.len, d);   /* a held incomplete tail, as U+FFFD */
-        pl_buf_putc(a, '"');
-    } else {
-        pair_separator(p, a);
-        pl_buf_append(a, p->keyjson.data, p->keyjson.len);
-        tcl_value_to_json(a, p->val.data ? p->val.data : "", p->val.len, p->val_types);
+    switch (p->vmode) {
+    case V_SKIP: break;
+    case V_STREAM:    /* a held incomplete tail goes out as U+FFFD; the quote stays due */
+        put_escaped(p, p->val.data, p->val.len, d);
+        break;
+    case V_BUFFER:    /* an unterminated value of a new key is kept */
+        open_set_json(p);
+        break;
+    case V_REPLACE:   /* ... but never replaces a complete one */
+        if (closed) open_set_json(p);
+        break;
+    case V_EXTEND:
+        /* a streamed string can only grow: the new value must extend it */
+        if (closed && p->val.len > p->open_raw.len &&
+            (!p->open_raw.len || !memcmp(p->val.data, p->open_raw.data, p->open_raw.len))) {
+            size_t had = p->open_raw.len, grown = p->val.len - had;
+            put_escaped(p, p->val.data + had, grown, d);
+            pl_buf_append(&p->open_raw, p->val.data + had, grown);
+        }
+        break;
     }
     pl_buf_reset(&p->val);
 }
 
 static void call_end(tcl_parser *p, tcl_delta *d)
 {
-    if (p->arg == A_VALUE) value_end(p, d);   /* unterminated value: kept */
-    if (p->live) pl_buf_putc(out_args(p, d), '}');
+    if (p->arg == A_VALUE) value_end(p, false, d);   /* unterminated value */
+    if (p->live) {
+        open_finish(p, d);
+        pl_buf_putc(out_args(p, d), '}');
+    }
     p->live = false;
+    p->open = false;
     p->arg = A_IDLE;
     pl_buf_reset(&p->name);
     pl_buf_reset(&p->key);
@@ -371,7 +453,7 @@ static void args_tag(tcl_parser *p, int tag, tcl_delta *d)
         else pl_buf_puts(&p->key, t);
         return;
     case A_VALUE:
-        if (tag == T_VAL_END) value_end(p, d);
+        if (tag == T_VAL_END) value_end(p, true, d);
         else value_text(p, t, strlen(t), d);
         return;
     }
@@ -395,6 +477,7 @@ static void on_tag(tcl_parser *p, int tag, tcl_delta *d)
 {
     switch (p->state) {
     case S_CONTENT:   /* only <tool_call> is active here */
+        p->markup = true;
         pl_buf_reset(&p->name);
         p->state = S_NAME;
         return;
@@ -416,7 +499,8 @@ static void on_tag(tcl_parser *p, int tag, tcl_delta *d)
 static bool parser_oom(const tcl_parser *p)
 {
     return !pl_buf_ok(&p->lx.pend) || !pl_buf_ok(&p->cws.ws) || !pl_buf_ok(&p->name) || !pl_buf_ok(&p->key) ||
-           !pl_buf_ok(&p->after) || !pl_buf_ok(&p->val) || !pl_buf_ok(&p->keyjson);
+           !pl_buf_ok(&p->after) || !pl_buf_ok(&p->val) || !pl_buf_ok(&p->lead) || !pl_buf_ok(&p->open_key) ||
+           !pl_buf_ok(&p->open_json) || !pl_buf_ok(&p->open_raw);
 }
 
 static void run(tcl_parser *p, int final, tcl_delta *d)
@@ -442,7 +526,11 @@ void tcl_parser_finish(tcl_parser *p, tcl_delta *d)
     run(p, 1, d);
     if (p->state == S_NAME) call_begin(p, d);
     if (p->state != S_CONTENT) call_end(p, d);
-    /* content is stripped when calls were made (vLLM strips it as a whole) */
-    if (p->ncalls) pl_wshold_drop(&p->cws, &d->content);
-    else pl_wshold_flush(&p->cws, &d->content);
+    /* trailing whitespace is dropped when calls were made; content that is
+     * only whitespace around call markup is none (vLLM drops it, except for
+     * tool_choice "none", where it parses no calls at all) */
+    if (p->ncalls || (p->markup && !p->content_started && p->mode != TCL_MODE_SUPPRESS))
+        pl_wshold_drop(&p->cws, &d->content);
+    else
+        pl_wshold_flush(&p->cws, &d->content);
 }

@@ -1,4 +1,4 @@
-/* tools.h — the glm47 tool-call parser (vLLM "Era C" semantics).
+/* tools.h — the glm47 tool-call parser (vLLM 0.33 semantics).
  *
  * GLM-4.5 … 5.x write tool calls into the content as
  *
@@ -12,17 +12,19 @@
  *     The name is sent once, complete, with a fresh id and type "function".
  *   - `arguments` is the JSON object of the pairs, serialised as Python's
  *     json.dumps(..., ensure_ascii=False). Values are typed with the tool's
- *     JSON schema (tcl_value_to_json); a value that will stay a string is
- *     streamed as it arrives, others when their pair closes. The pieces are
- *     stable prefixes: their concatenation is exactly the final arguments.
- *   - Content is all text outside calls. When at least one call was
- *     produced, whitespace next to calls at the ends is stripped (held back
- *     while undecided); content never carries the call markup.
- *   - An unterminated call is closed at the end; an open value is kept.
+ *     JSON schema (tcl_value_to_json). The pieces are stable prefixes: their
+ *     concatenation is exactly the final arguments. A repeated key replaces
+ *     the last pair's value while that pair is still open (tools.c), else
+ *     the first value stays; a value still open when its call ends is kept.
+ *   - Content is all text outside calls; call markup never reaches it, also
+ *     when no call is reported (TCL_MODE_NO_TOOLS, TCL_MODE_SUPPRESS). When
+ *     calls were made its trailing whitespace is dropped, and its leading
+ *     whitespace too when a call came before any text.
+ *   - An unterminated call is closed at the end.
  *
  * Work per feed is proportional to the fed text; results do not depend on how
- * the text is cut into pieces. Deviations from vLLM are listed in
- * tests/unit/test_tools.c. */
+ * the text is cut into pieces. Where vLLM's streaming and non-streaming
+ * paths disagree, the choices are in docs/protocol.md ("Parsers and vLLM"). */
 #ifndef TCL_TOOLS_H
 #define TCL_TOOLS_H
 
@@ -51,6 +53,11 @@ int  tcl_tools_find(const tcl_tools *t, const char *name, size_t len);
 /* Allowed types (enum tcl_type bits) of argument key of tool index `tool`:
  * TCL_T_STRING when the tool has no properties or the key is not among them. */
 unsigned tcl_tools_arg_types(const tcl_tools *t, int tool, const char *key, size_t klen);
+/* Whether a value of key is streamed as it arrives (vLLM streams a string
+ * before it closes only then): the tool has no properties, or the key's
+ * schema names no type but "string". Other values go out once the next key
+ * begins or the call ends, when their JSON can no longer change. */
+bool tcl_tools_arg_streams(const tcl_tools *t, int tool, const char *key, size_t klen);
 
 /* ===== schema typing (vLLM tool_parsers/utils.py coerce_to_schema_type) ===== */
 
@@ -102,8 +109,15 @@ bool tcl_delta_ok(const tcl_delta *d);
 
 typedef struct tcl_parser tcl_parser;
 
-/* tools: borrowed, must outlive the parser. */
-int  tcl_parser_new(tcl_parser **out, const tcl_tools *tools);
+/* What the request asked for. */
+enum tcl_mode {
+    TCL_MODE_CALLS,      /* tools given, tool_choice not "none": calls are parsed and reported */
+    TCL_MODE_NO_TOOLS,   /* no tools: markup is removed, no calls */
+    TCL_MODE_SUPPRESS,   /* tools with tool_choice "none": the same, and no whitespace rule */
+};
+
+/* tools: borrowed, must outlive the parser (may be NULL unless TCL_MODE_CALLS). */
+int  tcl_parser_new(tcl_parser **out, const tcl_tools *tools, enum tcl_mode mode);
 void tcl_parser_free(tcl_parser *p);
 void tcl_parser_feed(tcl_parser *p, const char *text, size_t len, tcl_delta *out);
 /* End of this choice's text: close an open call, release held text. */

@@ -112,7 +112,7 @@ def check_results(res):
     assert json.loads(calls[0]["arguments"]) == {"city": "Zürich", "days": 2, "metric": True}
     assert calls[0]["arguments"] == '{"city": "Zürich", "days": 2, "metric": true}'
     assert calls[1]["arguments"] == "{}"
-    assert all(c["id"].startswith("chatcmpl-tool-") and len(c["id"]) == len("chatcmpl-tool-") + 32 for c in calls)
+    assert all(c["id"].startswith("chatcmpl-tool-") and len(c["id"]) == len("chatcmpl-tool-") + 16 for c in calls)
 
     stop = res[("r-stop", 0)]
     assert stop["content"] == "alpha beta " and stop["finish"] == "stop" and stop["stop_reason"] == "GAMMA"

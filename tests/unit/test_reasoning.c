@@ -3,8 +3,13 @@
  * Every case is checked one-shot and under the split-point property
  * (tests/unit/split.h): all cuttings must give the same reasoning and
  * content. Cases of ../shared/data/parser-cases.json for reasoning:glm45 run
- * against their Era C expectation; where that differs from the listed
- * (Era A/B) expectation the deviation and its reason are printed.
+ * against their Era C expectation (vLLM's parser engine, as in 0.33); where
+ * that differs from the listed (Era A/B) expectation the deviation and its
+ * reason are printed. Rechecked against vLLM 0.33.0 itself by
+ * tests/py/test_parsers_conformance.py: no deviation remains on the
+ * reasoning side (where vLLM's own two paths differ, e.g. streaming drops the
+ * whitespace before a partial tag held at the end, we give the non-streaming
+ * result).
  *
  * Not applicable here: the `is_reasoning_end(token ids)` cases. They ask a
  * question about prompt token ids; in glmpipe glm-tokenize answers it and

@@ -3,28 +3,36 @@
  * Every case runs one-shot and under the split-point property
  * (tests/unit/split.h): every cutting must give the same content and calls,
  * each call's name must arrive once, whole, in its first entry (with a
- * chatcmpl-tool-<32 hex> id), indexes must count up from 0, and the streamed
+ * chatcmpl-tool-<16 hex> id, as vLLM 0.33), indexes must count up from 0, and the streamed
  * argument pieces must concatenate to exactly the expected arguments text.
  *
  * Cases of ../shared/data/parser-cases.json for the glm47/glm45 tool parsers
- * run against vLLM Era C. Where the listed expectation (Era B) differs, the
- * table k_era_c below gives the Era C result and the reason; it is printed.
+ * run against vLLM 0.33 (its parser engine, "Era C" in the shared notes).
+ * Where the listed expectation (Era B) differs, the table k_era_c below
+ * gives the vLLM 0.33 result and the reason; it is printed. The full
+ * comparison with vLLM 0.33 itself is tests/py/test_parsers_conformance.py
+ * (goldens from vLLM's own code).
  *
- * Deviations from vLLM Era C itself (our own choice, each tested below):
- *   1. A repeated argument key keeps its FIRST value (vLLM: last value, at
- *      the first position). Streamed argument text cannot be taken back, and
- *      the arguments must be exactly the concatenation of what was streamed.
+ * Our choices where vLLM 0.33's streaming and non-streaming paths disagree
+ * (docs/protocol.md, "Parsers and vLLM"; each tested below):
+ *   1. A repeated argument key replaces the value of the last pair while
+ *      that pair is open (not followed by a new key; a streamed string only
+ *      by a value that extends it), as both vLLM paths do; after that the
+ *      FIRST value stays (vLLM non-streaming: the last value; streaming:
+ *      broken JSON). Streamed text cannot be taken back.
  *   2. An argument value still open when its call ends (</tool_call> or end
  *      of output) is kept (vLLM's final regex drops the pair, after its
  *      streaming path may already have sent part of it).
- *   3. Content: leading whitespace before text that precedes the first call
- *      is kept (it was streamed before any call was known; vLLM's streaming
- *      path does the same, its non-streaming path strips it).
- *   4. `index` counts produced calls only (vLLM Era C counts dropped calls
- *      with unknown names too, leaving gaps).
- *   5. Integers beyond 2^53 nested inside object/array values lose
- *      precision (cJSON holds doubles); top-level integers are exact.
- *      Python int() also accepts non-ASCII decimal digits; we do not. */
+ *   3. Content is all text outside calls (vLLM non-streaming keeps only the
+ *      text before the first call). Its leading whitespace before text that
+ *      precedes the first call is kept (it was streamed before any call was
+ *      known; vLLM's streaming path does the same, its non-streaming path
+ *      strips it).
+ *   4. `index` counts produced calls only (vLLM 0.33 streams the slot index,
+ *      which counts dropped calls with unknown names too, leaving gaps).
+ * Rechecked against 0.33: integers with non-ASCII decimal digits and big
+ * integers inside object/array values now follow Python exactly (they were
+ * deviations before). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +58,7 @@ static void parse_cuts(const tcl_tools *tools, const rsn_opts *rsn, const char *
 {
     tcl_parser *p;
     rsn_parser *r = NULL;
-    if (tcl_parser_new(&p, tools)) abort();
+    if (tcl_parser_new(&p, tools, TCL_MODE_CALLS)) abort();
     if (rsn && rsn_parser_new(&r, rsn)) abort();
     tcl_delta d;
     tcl_delta_init(&d);
@@ -81,8 +89,8 @@ static void parse_cuts(const tcl_tools *tools, const rsn_opts *rsn, const char *
             const tcl_call_delta *c = &d.calls[k];
             if (c->first) {
                 if (c->index != ncalls || ncalls >= MAX_CALLS) { problem = "!index not next"; continue; }
-                if (strlen(c->id) != 46 || strncmp(c->id, "chatcmpl-tool-", 14) ||
-                    strspn(c->id + 14, "0123456789abcdef") != 32) problem = "!bad id";
+                if (strlen(c->id) != 30 || strncmp(c->id, "chatcmpl-tool-", 14) ||
+                    strspn(c->id + 14, "0123456789abcdef") != 16) problem = "!bad id";
                 pl_buf_append(&names[ncalls], c->name.data, c->name.len);
                 ncalls++;
             } else if (c->index + 1 != ncalls) {
@@ -187,7 +195,7 @@ static const char *k_weather_tools =
 
 /* ===== shared cases ===== */
 
-/* Era C results where a shared case lists an Era B expectation. */
+/* vLLM 0.33 results where a shared case lists an Era B expectation. */
 static const struct {
     const char *id, *content;
     const char *const *calls;
@@ -316,7 +324,8 @@ TEST(test_glm5_formats)
     /* content between and after calls is kept; ends stripped when calls exist */
     CHECK_TOOLS(t, "  A  <tool_call>get_current_date</tool_call>  B \n", "  A    B",
                 CALLS("get_current_date", "{}"));
-    CHECK_TOOLS(t, "\n\n<tool_call>get_current_date</tool_call>\n\nDone.\n", "\n\nDone.",
+    /* whitespace after a call that came before any text is next to it: dropped */
+    CHECK_TOOLS(t, "\n\n<tool_call>get_current_date</tool_call>\n\nDone.\n", "Done.",
                 CALLS("get_current_date", "{}"));
     /* no call: content untouched */
     CHECK_TOOLS(t, "  plain answer \n", "  plain answer \n", NOCALLS);
@@ -350,17 +359,30 @@ TEST(test_unknown_and_malformed)
                 CALLS("get_weather", "{\"city\": \"<tool_call>a<arg_key>b</arg_key>\"}"));
     /* stray closing tags in content are content */
     CHECK_TOOLS(t, "a</tool_call>b</arg_value>", "a</tool_call>b</arg_value>", NOCALLS);
-    /* deviation 1: a repeated key keeps its first value */
+    /* choice 1: a repeated key keeps its first value once it was sent (a streamed string) ... */
     CHECK_TOOLS(t, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>A</arg_value>"
                    "<arg_key> city </arg_key><arg_value>B</arg_value></tool_call>", "",
                 CALLS("get_weather", "{\"city\": \"A\"}"));
+    /* ... or once a new key followed it */
+    CHECK_TOOLS(t, "<tool_call>get_weather<arg_key>days</arg_key><arg_value>1</arg_value><arg_key>city</arg_key>"
+                   "<arg_value>A</arg_value><arg_key>days</arg_key><arg_value>2</arg_value></tool_call>", "",
+                CALLS("get_weather", "{\"days\": 1, \"city\": \"A\"}"));
+    /* while the pair is open it is replaced, as both vLLM paths do: a held value ... */
+    CHECK_TOOLS(t, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>A</arg_value><arg_key>days</arg_key>"
+                   "<arg_value>1</arg_value><arg_key>days</arg_key>\n<arg_value>2</arg_value></tool_call>", "",
+                CALLS("get_weather", "{\"city\": \"A\", \"days\": 2}"));
+    /* ... a streamed string that the new value extends, but not by an unterminated one */
+    CHECK_TOOLS(t, "<tool_call>get_weather<arg_key>city</arg_key><arg_value></arg_value><arg_key>city</arg_key>"
+                   "<arg_value>Ro\"me</arg_value></tool_call>", "", CALLS("get_weather", "{\"city\": \"Ro\\\"me\"}"));
+    CHECK_TOOLS(t, "<tool_call>get_weather<arg_key>days</arg_key><arg_value>1</arg_value><arg_key>days</arg_key>"
+                   "<arg_value>2", "", CALLS("get_weather", "{\"days\": 1}"));
     tcl_tools_free(t);
 }
 
 TEST(test_stream_ends_mid_call)
 {
     tcl_tools *t = tools_json(k_weather_tools);
-    /* deviation 2: an open value at the end is kept, the call closed */
+    /* choice 2: an open value at the end is kept, the call closed */
     CHECK_TOOLS(t, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Par", "",
                 CALLS("get_weather", "{\"city\": \"Par\"}"));
     CHECK_TOOLS(t, "<tool_call>get_weather<arg_key>days</arg_key><arg_value>12</arg_val", "",
@@ -432,6 +454,17 @@ TEST(test_value_coercion)
     check_value("not json", X, "\"not json\"");
     check_value("\"a\tb\"", X, "\"\\\"a\\tb\\\"\"");   /* raw tab inside a JSON string: refused */
     check_value("99999999999999999999", O, "99999999999999999999");
+    /* Python's int() and float() take decimal digits of any script */
+    check_value("٣", I, "3");
+    check_value(" -１_２ ", I, "-12");
+    check_value("٣.٥", F, "3.5");
+    check_value("𝟗", I, "9");                   /* U+1D7D7: the mathematical digits run 50 long */
+    check_value("Ⅻ", I, "\"Ⅻ\"");              /* a number, not a decimal digit */
+    check_value("123456789012345678901", F, "123456789012345678901");   /* number: int() first, exact */
+    /* integers inside objects and arrays stay exact, as json.loads/dumps keep them */
+    check_value("{\"big\": 123456789012345678901234567890, \"n\": [-0, 1.50, -12345678901234567890]}", O,
+                "{\"big\": 123456789012345678901234567890, \"n\": [0, 1.5, -12345678901234567890]}");
+    check_value("{\"a\": 18446744073709551616, \"a\": 9007199254740993}", O, "{\"a\": 9007199254740993}");
 }
 
 TEST(test_schema_types)
@@ -519,7 +552,7 @@ TEST(test_unicode)
                               "{\"type\": \"object\", \"properties\": {\"城市\": {\"type\": \"string\"}, \"n\": {\"type\": \"integer\"}}}}}]");
     CHECK_TOOLS(t, "好的。<tool_call>获取天气<arg_key>城市</arg_key><arg_value>北京 🌧</arg_value>"
                    "<arg_key>n</arg_key><arg_value>２</arg_value><arg_key>注</arg_key><arg_value>é</arg_value></tool_call>\u3000",
-                "好的。", CALLS("获取天气", "{\"城市\": \"北京 🌧\", \"n\": \"２\", \"注\": \"é\"}"));
+                "好的。", CALLS("获取天气", "{\"城市\": \"北京 🌧\", \"n\": 2, \"注\": \"é\"}"));   /* int("２") == 2 */
     tcl_tools_free(t);
 }
 
@@ -630,7 +663,7 @@ TEST(test_delta_after_oom)
     /* a failed delta is reported, and the next reset makes the scratch usable again */
     tcl_tools *t = tools_json(k_weather_tools);
     tcl_parser *p;
-    CHECK(tcl_parser_new(&p, t) == 0);
+    CHECK(tcl_parser_new(&p, t, TCL_MODE_CALLS) == 0);
     tcl_delta d;
     tcl_delta_init(&d);
     tcl_parser_feed(p, "<tool_call>get_weather<arg_key>city</arg_key><arg_value>Pa", 58, &d);
