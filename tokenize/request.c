@@ -639,6 +639,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
             cJSON_AddNumberToObject(ctx, "logprobs", (double)s->logprobs);
         }
         cJSON_AddNumberToObject(ctx, "n", (double)s->n);
+        cJSON_AddNumberToObject(ctx, "min_tokens", (double)s->min_tokens);   /* glm-detok: stop strings wait for it */
     }
     if (!rc && ep == TOK_ENDPOINT_CHAT) {
         cJSON *kw = NULL, *choice = NULL;
