@@ -180,8 +180,9 @@ void pl_chstage_on_msg(pl_stage *st, const msgpack_object *msg, const char *id, 
     } else if (pl_msg_str_eq(type, "end")) {
         if (!r) { pl_log(PL_LOG_DEBUG, id, idlen, "end for an unknown request dropped"); return; }
         flush_all(cs, st, r, id, idlen);
+        if (cs->ops->on_end) cs->ops->on_end(st, r->user, msg);
+        else pl_stage_forward(st, msg);
         creq_free(pl_strmap_take(cs->reqs, id, idlen));
-        pl_stage_forward(st, msg);
     } else if (pl_msg_str_eq(type, "abort")) {
         int64_t idx;
         int irc = pl_msg_get_int(msg, "index", &idx);

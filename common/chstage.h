@@ -10,7 +10,7 @@
  *                   ops.on_input for a live choice; the choice is freed after
  *                   the message that carries finish_reason
  *   end          -> ops.on_flush for choices that never got finish_reason,
- *                   then the request is freed; forwarded
+ *                   then the request is freed; forwarded (by ops.on_end when set)
  *   abort        -> frees the request (or the one choice with `index`); forwarded
  *   error        -> frees the request; forwarded
  *   anything else is forwarded unchanged. INPUT and end for unknown ids (and
@@ -40,6 +40,9 @@ typedef struct pl_chstage_ops {
     /* The request ended (end or EOF) while this choice had no finish_reason:
      * emit whatever it still holds. May be NULL. */
     void (*on_flush)(pl_stage *st, void *req, void *ch, const char *id, size_t idlen, uint32_t index);
+    /* The request's `end` (after on_flush): the callback sends it on, changed
+     * or not. May be NULL: end is forwarded unchanged. */
+    void (*on_end)(pl_stage *st, void *req, const msgpack_object *msg);
 } pl_chstage_ops;
 
 typedef struct pl_chstage pl_chstage;

@@ -785,6 +785,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
             cJSON_AddItemToObject(ctx, "logprobs", pl_json_int_new(s->logprobs));
         }
         cJSON_AddItemToObject(ctx, "n", pl_json_int_new(s->n));
+        cJSON_AddItemToObject(ctx, "min_tokens", pl_json_int_new(s->min_tokens));   /* glm-detok: stop strings wait for it */
     }
     if (!rc && ep == TOK_ENDPOINT_CHAT) {
         cJSON *choice = NULL;

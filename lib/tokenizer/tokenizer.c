@@ -717,6 +717,21 @@ int pl_tokenizer_is_added(const pl_tokenizer *tok, int32_t id)
     return id_known(tok, id) && (tok->id_flags[id] & TK_ID_ADDED);
 }
 
+const char *pl_tokenizer_added_content(const pl_tokenizer *tok, int32_t id, size_t *len)
+{
+    *len = 0;
+    if (!pl_tokenizer_is_added(tok, id)) return NULL;
+    size_t lo = 0, hi = (size_t)tok->n_added;   /* first entry with added[..].id >= id */
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (tok->added[tok->added_by_id[mid]].id < id) lo = mid + 1;
+        else hi = mid;
+    }
+    const tk_added *a = &tok->added[tok->added_by_id[lo]];
+    *len = a->len;
+    return (const char *)tok->arena + a->off;
+}
+
 int32_t pl_tokenizer_vocab_size(const pl_tokenizer *tok)
 {
     return tok ? tok->n_ids : 0;

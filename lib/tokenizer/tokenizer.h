@@ -65,8 +65,11 @@
  *
  * Ids are int32_t; the id space is [0, pl_tokenizer_vocab_size()). An id in
  * that range with no token (a gap in the vocab) is treated like one out of
- * range: decode fails with PL_ERR_RANGE, token_bytes returns NULL. (HF
- * silently drops such ids; we refuse them.) */
+ * range ("unknown"): token_bytes returns NULL, pl_tokenizer_decode fails
+ * with PL_ERR_RANGE. (HF's decode drops such ids; a model's embedding is
+ * usually padded past its tokenizer — GLM-5 has 154,880 rows for 154,856
+ * ids — and can sample the padding, so glm-detok treats them as tokens
+ * without bytes.) */
 #ifndef PL_TOKENIZER_H
 #define PL_TOKENIZER_H
 
@@ -154,6 +157,11 @@ int pl_tokenizer_is_special(const pl_tokenizer *tok, int32_t id);
 
 /* 1 when the id belongs to an added token (special or not), else 0. */
 int pl_tokenizer_is_added(const pl_tokenizer *tok, int32_t id);
+
+/* An added token's content exactly as written in tokenizer.json (HF's
+ * get_added_tokens_decoder()[id].content; the first such token when several
+ * share the id). Not NUL-terminated; NULL (*len 0) when id is not added. */
+const char *pl_tokenizer_added_content(const pl_tokenizer *tok, int32_t id, size_t *len);
 
 /* Size of the id space: 1 + the largest id of the vocab and added tokens
  * (HF's get_vocab_size(with_added_tokens=True) for files without gaps). */

@@ -222,6 +222,7 @@ struct pl_tokenizer {
     tk_trie   trie_norm;      /* normalized:true tokens, by normalized content */
     uint32_t *norm_off;       /* per added token: normalized content (arena) */
     uint32_t *norm_len;
+    int32_t  *added_by_id;    /* [n_added] indices into added, sorted by (id, index) */
 
     pcre2_match_context *mctx;  /* high limits for the interpreter fallback */
     tk_centry *cache;           /* BPE results (mutable behind const: see above) */

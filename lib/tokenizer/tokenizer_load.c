@@ -871,6 +871,29 @@ static int build_tries(loader *L)
 
 /* ===== per-id tables ===== */
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* added_by_id: the added tokens ordered by (id, position in the file), for
+ * pl_tokenizer_added_content's binary search. Sorted as packed
+ * id << 32 | index keys (ids are non-negative), so qsort needs no context. */
+static int index_added(loader *L)
+{
+    pl_tokenizer *tok = L->tok;
+    size_t n = (size_t)tok->n_added;
+    uint64_t *keys = malloc((n ? n : 1) * sizeof *keys);
+    tok->added_by_id = malloc((n ? n : 1) * sizeof *tok->added_by_id);
+    if (!keys || !tok->added_by_id) { free(keys); return oom(L); }
+    for (size_t i = 0; i < n; i++) keys[i] = (uint64_t)(uint32_t)tok->added[i].id << 32 | (uint32_t)i;
+    qsort(keys, n, sizeof *keys, cmp_u64);
+    for (size_t i = 0; i < n; i++) tok->added_by_id[i] = (int32_t)(uint32_t)keys[i];
+    free(keys);
+    return 0;
+}
+
 static int build_ids(loader *L)
 {
     pl_tokenizer *tok = L->tok;
@@ -918,7 +941,7 @@ static int build_ids(loader *L)
         tok->id_flags[a->id] = TK_ID_PRESENT | TK_ID_ADDED | (special ? TK_ID_SPECIAL : 0);
     }
     free(id_special);
-    return rc;
+    return rc ? rc : index_added(L);
 }
 
 /* ===== entry points ===== */
@@ -1042,6 +1065,7 @@ void pl_tokenizer_free(pl_tokenizer *tok)
     free(tok->trie_norm.nodes);
     free(tok->norm_off);
     free(tok->norm_len);
+    free(tok->added_by_id);
     if (tok->mctx) pcre2_match_context_free(tok->mctx);
     free(tok->cache);
     free(tok);

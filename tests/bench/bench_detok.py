@@ -4,10 +4,12 @@
 One request whose output is N tokens: real token ids of mixed text (English,
 code, CJK, emoji) from the tiny default model's tokenizer, `tokens_per_msg`
 ids per `tokens` message (1 = plain decoding, 4 = MTP-like), with two stop
-strings that never match so the stop-string automata run on every byte.
+strings that never match so the stop-string check runs on every byte.
+With --logprobs K every token carries its logprob and K alternatives (ids of
+the same text, so pieces of characters are named by vLLM's look-back).
 Same timing as bench_parsers.py (whole process, best of --repeat).
 
-    tests/bench/bench_detok.py [--bin build/bin] [--repeat 5]
+    tests/bench/bench_detok.py [--bin build/bin] [--repeat 5] [--logprobs K]
 """
 import argparse
 import json
@@ -32,6 +34,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--sizes", default="10000,100000")
     ap.add_argument("--per-msg", default="1,4")
+    ap.add_argument("--logprobs", type=int, default=None)
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     rows = []
@@ -51,6 +54,10 @@ def main():
                                            "context": {"stop": ["<never-seen-1>", "STOP NOW"], "skip_special_tokens": True}}))
                     for i in range(0, n, per):
                         m = {"type": "tokens", "id": "bench", "index": 0, "token_ids": out[i:i + per]}
+                        if a.logprobs is not None:
+                            m["logprobs"] = [{"logprob": -0.5, "top": [[out[(j + k) % n], -1.0 - k]
+                                                                       for k in range(a.logprobs)]}
+                                             for j in range(i, min(i + per, n))]
                         if i + per >= n:
                             m["finish_reason"] = "length"
                         f.write(msgpack.packb(m))
@@ -59,10 +66,11 @@ def main():
             for n in sizes:
                 wall, cpu = times[n]
                 rows.append((per, n, wall, cpu, n / wall, wall / times[sizes[0]][0]))
-    print("| stage | tokens/msg | tokens | wall s | cpu s | tokens/s | time ratio vs %d |" % sizes[0])
-    print("|---|---|---|---|---|---|---|")
+    lp = "-" if a.logprobs is None else a.logprobs
+    print("| stage | tokens/msg | logprobs | tokens | wall s | cpu s | tokens/s | time ratio vs %d |" % sizes[0])
+    print("|---|---|---|---|---|---|---|---|")
     for per, n, wall, cpu, tps, ratio in rows:
-        print(f"| glm-detok | {per} | {n} | {wall:.4f} | {cpu:.4f} | {tps/1e6:.2f} M | {ratio:.1f} |")
+        print(f"| glm-detok | {per} | {lp} | {n} | {wall:.4f} | {cpu:.4f} | {tps/1e6:.2f} M | {ratio:.1f} |")
 
 
 if __name__ == "__main__":

@@ -445,6 +445,12 @@ TEST(mini_encode_decode)
     CHECK_EQ_INT(pl_tokenizer_is_special(t, 262), 0);
     CHECK_EQ_INT(pl_tokenizer_is_added(t, 262), 1);
     CHECK_EQ_INT(pl_tokenizer_is_added(t, 259), 0);
+    const char *content = pl_tokenizer_added_content(t, 262, &len);   /* as written */
+    CHECK(content && len == 3 && !memcmp(content, "<x>", 3));
+    content = pl_tokenizer_added_content(t, 261, &len);
+    CHECK(content && len == 3 && !memcmp(content, "<s>", 3));
+    CHECK(!pl_tokenizer_added_content(t, 259, &len) && len == 0);
+    CHECK(!pl_tokenizer_added_content(t, 999, &len) && len == 0);
     int32_t ids[] = {261, 259, 260, 0xC3, 261};
     pl_buf out;
     pl_buf_init(&out);

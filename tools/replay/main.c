@@ -12,9 +12,14 @@
  *    "finish_reason": "stop", "stop_reason": 154827}
  *   {"output_ids": [1, 2, 3]}                      a rule without "match" matches all
  * "match" is a substring of the decoded prompt. "output" is tokenized with
- * the model's tokenizer; "output_ids" are sent as they are. max_tokens
- * truncates (finish_reason "length"); every one of the n choices gets the
- * same output. A request no rule matches gets an `error`. */
+ * the model's tokenizer and, when it finishes with "stop", followed by the
+ * token the model stops on, as a real engine sends it: the rule's
+ * "stop_reason" id, else the first of the request's sampling.eos_token_ids
+ * (glm-detok does not output that token's text, and it is counted, as in
+ * vLLM). "output_ids" are sent as they are (a finishing "stop" means their
+ * last id is the stop token). max_tokens truncates (finish_reason
+ * "length"); every one of the n choices gets the same output. A request no
+ * rule matches gets an `error`. */
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
@@ -33,6 +38,7 @@ typedef struct rp_rule {
     int64_t  chunk;          /* 0: the command-line default */
     char    *finish;         /* NULL: "stop" */
     int64_t  stop_reason;    /* -1: none */
+    bool     text;           /* from "output": the stop token is added when it finishes with "stop" */
 } rp_rule;
 
 typedef struct rp_app {
@@ -94,6 +100,7 @@ static int parse_rule(rp_app *a, const cJSON *r, rp_rule *out, char *err, size_t
     out->chunk = chunk ? (int64_t)chunk->valuedouble : 0;
     out->finish = fin ? strdup(fin->valuestring) : NULL;
     out->stop_reason = sr ? (int64_t)sr->valuedouble : -1;
+    out->text = cJSON_IsString(text);
     return PL_OK;
 }
 
@@ -179,7 +186,21 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         else pl_stage_bad_request(st, id, idlen, "glm-replay: no script rule matches this prompt");
         return;
     }
-    size_t total = r->n_ids;
+    /* the token an "output" rule stops on (see the header) */
+    int64_t stop_tok = -1;
+    if (r->text && !strcmp(r->finish ? r->finish : "stop", "stop")) {
+        const msgpack_object_array *eos = NULL;
+        stop_tok = r->stop_reason;
+        if (stop_tok < 0 && sampling && !pl_msg_get_array(sampling, "eos_token_ids", &eos) && eos->size &&
+            (pl_msg_as_int(&eos->ptr[0], &stop_tok) || stop_tok < 0 || stop_tok > INT32_MAX))
+            stop_tok = -1;
+        if (stop_tok < 0) {
+            pl_stage_bad_request(st, id, idlen, "glm-replay: an \"output\" rule that finishes with \"stop\" needs "
+                                 "the model's eos id (sampling.eos_token_ids) or a \"stop_reason\"");
+            return;
+        }
+    }
+    size_t total = r->n_ids + (stop_tok >= 0);
     bool truncated = (int64_t)total > max_tokens;
     if (truncated) total = (size_t)max_tokens;
     int64_t chunk = r->chunk ? r->chunk : a->chunk;
@@ -205,7 +226,7 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
             pl_msg_pack_kv_int(pk, "index", c);
             pl_msg_pack_cstr(pk, "token_ids");
             msgpack_pack_array(pk, len);
-            for (size_t i = 0; i < len; i++) msgpack_pack_int32(pk, r->ids[off + i]);
+            for (size_t i = off; i < off + len; i++) msgpack_pack_int32(pk, i < r->n_ids ? r->ids[i] : (int32_t)stop_tok);
             if (last) pl_msg_pack_kv_cstr(pk, "finish_reason", truncated ? "length" : r->finish ? r->finish : "stop");
             if (sr) pl_msg_pack_kv_int(pk, "stop_reason", r->stop_reason);
             pl_stage_end(st);
