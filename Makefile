@@ -6,6 +6,9 @@
 #   make asan-test  run the test suite against the asan build
 #   make run        build, create the embedded default model, run a request through the pipeline
 #   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
+#   make fuzz       the wire-protocol fuzzer against every stage for FUZZ_SECONDS (default 60);
+#                   FUZZ_BUILD=build-asan runs it on the sanitizer build (docs/reliability.md)
+#   make fuzz-libfuzzer  clang libFuzzer targets (tests/fuzz/fuzz_*.c), FUZZ_SECONDS in all
 #
 # Layout: common/*.c -> libglmcommon.a (the small plumbing every stage shares);
 # lib/NAME/*.c -> libglmNAME.a, one library used by several stages per folder
@@ -57,7 +60,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC  := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test asan asan-test clean deps run bench
+.PHONY: all test asan asan-test clean deps run bench fuzz fuzz-libfuzzer lf-targets
 .SECONDARY:
 
 all: $(BINS) $(TEST_BINS)
@@ -124,7 +127,30 @@ asan-test: asan
 deps:
 	@scripts/install-deps.sh
 
+# ---- fuzzing: never part of `make test`
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD   ?= build
+fuzz: $(if $(filter build-asan,$(FUZZ_BUILD)),asan,all)
+	@scripts/test-venv.sh >/dev/null
+	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/.venv/bin/python tests/fuzz/fuzz_stages.py
+
+# libFuzzer targets, built with Debian's clang (and libclang-rt's fuzzer
+# runtime) into build-fuzz/ with ASan+UBSan. The safetensors target takes the
+# loader's object alone: the engine's CPU kernels need gcc's cpu builtins.
+LF_SRC  := $(wildcard tests/fuzz/fuzz_*.c)
+LF_BINS := $(LF_SRC:tests/fuzz/%.c=$(BUILD)/fuzzbin/%)
+LF_LIBS := $(BUILD)/lib/libtokenize.a $(BUILD)/obj/engine/loader.o $(SHARED_LIBS) $(COMMON_LIB)
+fuzz-libfuzzer:
+	@scripts/install-deps.sh fuzz
+	@$(MAKE) --no-print-directory BUILD=build-fuzz CC=clang OPT=-O1 \
+	  EXTRA_CFLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" lf-targets
+	@BUILD=build-fuzz FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run_libfuzzer.sh
+lf-targets: $(LF_BINS)
+$(BUILD)/fuzzbin/%: $(BUILD)/obj/tests/fuzz/%.o $(LF_LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(LF_LIBS) $(LDLIBS)
+
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -96,9 +96,9 @@ static void on_start(pl_chstage *cs, pl_stage *st, const msgpack_object *msg, co
 {
     char err[512] = "";
     int64_t n = 1;
-    int rc = pl_msg_get_int(msg, "n", &n);
-    if (rc == PL_ERR_NOTFOUND) rc = PL_OK, n = 1;
-    if (rc || n < 1 || n > PL_CHSTAGE_MAX_N) {
+    int rc = pl_msg_get_int_in(msg, "n", 1, PL_CHSTAGE_MAX_N, &n);
+    if (rc == PL_ERR_NOTFOUND) rc = PL_OK;
+    if (rc) {
         creq_free(pl_strmap_take(cs->reqs, id, idlen));   /* a repeated start replaces */
         fail(cs, st, id, idlen, PL_ERR_INVALID, "start: 'n' must be an integer from 1 to 4096");
         return;
@@ -129,9 +129,9 @@ static void on_input(pl_chstage *cs, pl_stage *st, creq *r, const msgpack_object
 {
     char err[512] = "";
     int64_t idx = 0;
-    int rc = pl_msg_get_int(msg, "index", &idx);
-    if (rc == PL_ERR_NOTFOUND) rc = PL_OK, idx = 0;
-    if (rc || idx < 0 || idx >= (int64_t)r->n) {
+    int rc = pl_msg_get_int_in(msg, "index", 0, (int64_t)r->n - 1, &idx);
+    if (rc == PL_ERR_NOTFOUND) rc = PL_OK;
+    if (rc) {
         snprintf(err, sizeof err, "%s: 'index' must be an integer from 0 to n-1 (%u)", cs->ops->input_type, r->n - 1);
         fail(cs, st, id, idlen, PL_ERR_INVALID, err);
         return;
@@ -185,10 +185,10 @@ void pl_chstage_on_msg(pl_stage *st, const msgpack_object *msg, const char *id, 
         creq_free(pl_strmap_take(cs->reqs, id, idlen));
     } else if (pl_msg_str_eq(type, "abort")) {
         int64_t idx;
-        int irc = pl_msg_get_int(msg, "index", &idx);
-        if (r && irc == PL_OK) {
-            if (idx >= 0 && idx < (int64_t)r->n && !slot_reserve(r, (uint32_t)idx)) choice_drop(r, (uint32_t)idx);
-        } else if (r) {
+        int irc = r ? pl_msg_get_int_in(msg, "index", 0, (int64_t)r->n - 1, &idx) : PL_ERR_NOTFOUND;
+        if (irc == PL_OK) {
+            if (!slot_reserve(r, (uint32_t)idx)) choice_drop(r, (uint32_t)idx);
+        } else if (r && irc == PL_ERR_NOTFOUND) {
             creq_free(pl_strmap_take(cs->reqs, id, idlen));
         }
         pl_stage_forward(st, msg);
@@ -198,10 +198,14 @@ void pl_chstage_on_msg(pl_stage *st, const msgpack_object *msg, const char *id, 
     }
 }
 
+/* Let out what every live choice holds; the choices end there (nothing
+ * more can come for them), the requests stay until fail answers them. */
 static void drain_one(const char *key, size_t len, void *val, void *ud)
 {
     void **a = ud;
-    flush_all(a[0], a[1], val, key, len);
+    creq *r = val;
+    flush_all(a[0], a[1], r, key, len);
+    for (uint32_t i = 0; i < r->cap; i++) choice_drop(r, i);
 }
 
 void pl_chstage_on_drain(pl_stage *st, void *ud)
@@ -209,7 +213,38 @@ void pl_chstage_on_drain(pl_stage *st, void *ud)
     pl_chstage *cs = ud;
     void *a[2] = {cs, st};
     pl_strmap_each(cs->reqs, drain_one, a);
+}
+
+typedef struct {
+    pl_stage   *st;
+    int         code;
+    const char *type, *why;
+} fail_args;
+
+static void fail_one(const char *key, size_t len, void *val, void *ud)
+{
+    (void)val;
+    fail_args *f = ud;
+    pl_stage_send_error(f->st, key, len, f->code, f->type, "%s", f->why);
+}
+
+static void on_fail(pl_stage *st, void *ud, int code, const char *err_type, const char *why)
+{
+    pl_chstage *cs = ud;
+    fail_args f = {st, code, err_type, why};
+    pl_strmap_each(cs->reqs, fail_one, &f);
     pl_strmap_clear(cs->reqs, creq_free);
+}
+
+static size_t on_live(void *ud) { return pl_chstage_live(ud); }
+
+int pl_chstage_run(pl_chstage *cs, pl_stage *st)
+{
+    static const pl_stage_ops ops = {
+        .on_msg = pl_chstage_on_msg, .intake = "start", .live = on_live, .fail = on_fail,
+        .drain = pl_chstage_on_drain,
+    };
+    return pl_stage_serve(st, &ops, cs);
 }
 
 int pl_chstage_delta_text(const msgpack_object *msg, const char **s, size_t *n, char *err, size_t errlen)
@@ -235,8 +270,10 @@ msgpack_packer *pl_chstage_begin_delta(pl_stage *st, const char *id, size_t idle
 int pl_chstage_main(int argc, char **argv, const char *prog, const char *opt, const char *const *values,
                     const pl_chstage_ops *ops)
 {
-    const char *in = NULL, *out = NULL;
     pl_log_init(prog);
+    pl_stage_opts so;
+    pl_stage_opts_default(&so);
+    if (pl_stage_opts_take(&so, prog, &argc, argv)) return 2;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -247,9 +284,7 @@ int pl_chstage_main(int argc, char **argv, const char *prog, const char *opt, co
         }
         if (i + 1 >= argc) { fprintf(stderr, "%s: %s needs a value (see --help)\n", prog, a); return 2; }
         const char *v = argv[++i];
-        if (!strcmp(a, "--in")) in = v;
-        else if (!strcmp(a, "--out")) out = v;
-        else if (!strcmp(a, opt)) {
+        if (!strcmp(a, opt)) {
             const char *const *k = values;
             while (*k && strcmp(*k, v)) k++;
             if (!*k) { fprintf(stderr, "%s: unknown %s '%s'\n", prog, opt, v); return 2; }
@@ -261,10 +296,10 @@ int pl_chstage_main(int argc, char **argv, const char *prog, const char *opt, co
     char err[512];
     pl_stage *st;
     pl_chstage *cs;
-    if (pl_stage_open(&st, in, out, err, sizeof err)) { fprintf(stderr, "%s: %s\n", prog, err); return 1; }
+    if (pl_stage_open_opts(&st, &so, err, sizeof err)) { fprintf(stderr, "%s: %s\n", prog, err); return 1; }
     if (pl_chstage_new(&cs, ops)) { pl_stage_close(st); fprintf(stderr, "%s: out of memory\n", prog); return 1; }
-    int rc = pl_stage_run(st, pl_chstage_on_msg, pl_chstage_on_drain, cs);
-    pl_chstage_free(cs);
+    int rc = pl_chstage_run(cs, st);
     pl_stage_close(st);
+    pl_chstage_free(cs);
     return rc ? 1 : 0;
 }

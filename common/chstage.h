@@ -15,6 +15,9 @@
  *   error        -> frees the request; forwarded
  *   anything else is forwarded unchanged. INPUT and end for unknown ids (and
  *   INPUT for a finished choice) are dropped quietly.
+ *   EOF, or the end of a drain after SIGTERM (pl_chstage_run): every live
+ *                   choice lets out what it holds, then every live request
+ *                   gets an `error` 503 (it can never finish here)
  *
  * A callback that finds a bad field returns an error code with text; the
  * request then gets an `error` message and its state is dropped. */
@@ -49,7 +52,12 @@ typedef struct pl_chstage pl_chstage;
 
 int  pl_chstage_new(pl_chstage **out, const pl_chstage_ops *ops);
 void pl_chstage_free(pl_chstage *cs);
-/* pl_stage_fn / pl_stage_drain_fn shaped: pass cs as ud to pl_stage_run. */
+/* pl_stage_serve with this bookkeeping: `start` is the intake refused while
+ * the stage drains; at EOF or at the end of a drain every live choice lets
+ * out what it holds (ops.on_flush) and every live request is answered with
+ * an `error` 503 (stage.h "Stopping"). */
+int  pl_chstage_run(pl_chstage *cs, pl_stage *st);
+/* pl_stage_fn / pl_stage_drain_fn shaped, for tests: cs as ud. */
 void pl_chstage_on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen, void *cs);
 void pl_chstage_on_drain(pl_stage *st, void *cs);
 size_t pl_chstage_live(const pl_chstage *cs);   /* requests with state */

@@ -362,7 +362,10 @@ static bool bigint_text_ok(const char *p, uint32_t n)
 
 static cJSON *from_mp(const msgpack_object *o, int depth, char *err, size_t errlen)
 {
-    if (depth > PL_JSON_MAX_DEPTH) { pl_seterr(err, errlen, PL_ERR_RANGE, "message nested too deep"); return NULL; }
+    if (depth >= PL_JSON_MAX_DEPTH && (o->type == MSGPACK_OBJECT_ARRAY || o->type == MSGPACK_OBJECT_MAP)) {
+        pl_seterr(err, errlen, PL_ERR_RANGE, "JSON nested deeper than %d levels", PL_JSON_MAX_DEPTH);   /* as pl_json_parse counts */
+        return NULL;
+    }
     char num[32];
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: return cJSON_CreateNull();

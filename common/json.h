@@ -56,8 +56,15 @@
 
 /* Parse JSON text (need not be NUL-terminated). Nesting deeper than
  * PL_JSON_MAX_DEPTH, trailing garbage, raw control characters inside
- * strings and the raw bytes C0 80 are errors. */
-#define PL_JSON_MAX_DEPTH 512
+ * strings and the raw bytes C0 80 are errors.
+ *
+ * PL_JSON_MAX_DEPTH is the project's one nesting limit for client JSON
+ * (docs/protocol.md §1): request bodies at glm-gateway, bodies converted
+ * from messages at glm-tokenize, and (with a margin for the envelope,
+ * PL_MSG_MAX_DEPTH in wire.h) every message on the wire. 128 levels holds
+ * tool schemas nested far deeper than real ones (a schema level is two JSON
+ * levels: properties, then the property). */
+#define PL_JSON_MAX_DEPTH 128
 int pl_json_parse(cJSON **out, const char *text, size_t len, char *err, size_t errlen);
 
 /* ---------------------------------------------------------------- numbers */

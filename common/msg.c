@@ -75,6 +75,16 @@ int pl_msg_get_int(const msgpack_object *m, const char *key, int64_t *v)
     return o ? pl_msg_as_int(o, v) : PL_ERR_NOTFOUND;
 }
 
+int pl_msg_get_int_in(const msgpack_object *m, const char *key, int64_t lo, int64_t hi, int64_t *v)
+{
+    int64_t x;
+    int rc = pl_msg_get_int(m, key, &x);
+    if (rc) return rc;   /* NOTFOUND, INVALID, or RANGE beyond int64 */
+    if (x < lo || x > hi) return PL_ERR_RANGE;
+    *v = x;
+    return PL_OK;
+}
+
 int pl_msg_get_num(const msgpack_object *m, const char *key, double *v)
 {
     const msgpack_object *o = get_present(m, key);
@@ -123,6 +133,17 @@ int pl_msg_id(const msgpack_object *m, const char **id, size_t *len)
     int rc = pl_msg_get_str(m, "id", id, len);
     if (rc) return rc;
     if (*len == 0 || *len > PL_MSG_ID_MAX) return PL_ERR_INVALID;
+    return PL_OK;
+}
+
+int pl_msg_id_derive(char *out, const char *id, size_t idlen, size_t k, size_t *outlen)
+{
+    char suffix[32];
+    int n = snprintf(suffix, sizeof suffix, "#%zu", k);
+    if (idlen > PL_MSG_ID_MAX || (size_t)n > PL_MSG_ID_MAX - idlen) return PL_ERR_TOOLONG;
+    memcpy(out, id, idlen);
+    memcpy(out + idlen, suffix, (size_t)n);
+    *outlen = idlen + (size_t)n;
     return PL_OK;
 }
 

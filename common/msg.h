@@ -26,6 +26,12 @@ int pl_msg_get_bool(const msgpack_object *m, const char *key, bool *v);
 int pl_msg_get_array(const msgpack_object *m, const char *key, const msgpack_object_array **a);
 int pl_msg_get_map(const msgpack_object *m, const char *key, const msgpack_object **map);
 
+/* An integer field that must lie in [lo, hi]: PL_OK, PL_ERR_NOTFOUND (absent
+ * or nil; *v untouched), PL_ERR_INVALID (not an integer), PL_ERR_RANGE
+ * (outside [lo, hi], 2^64-1 included). The one way protocol integers with
+ * bounds are read: a caller cannot mistake an out-of-range value for absent. */
+int pl_msg_get_int_in(const msgpack_object *m, const char *key, int64_t lo, int64_t hi, int64_t *v);
+
 /* The same conversions for a bare object. */
 int pl_msg_as_int(const msgpack_object *o, int64_t *v);
 int pl_msg_as_num(const msgpack_object *o, double *v);
@@ -36,6 +42,12 @@ bool pl_msg_type_is(const msgpack_object *m, const char *type); /* m.type == typ
 /* Request id of a message: PL_OK with a pointer into m, or an error when it
  * is missing, not a string, empty or longer than PL_MSG_ID_MAX. */
 int pl_msg_id(const msgpack_object *m, const char **id, size_t *len);
+
+/* The id of part k of a request split in several (`<id>#<k>`, protocol §3)
+ * into out[PL_MSG_ID_MAX]: PL_OK, or PL_ERR_TOOLONG when it would be longer
+ * than PL_MSG_ID_MAX (the maker answers the request with an error then:
+ * every stage drops a message whose id is too long). */
+int pl_msg_id_derive(char *out, const char *id, size_t idlen, size_t k, size_t *outlen);
 
 /* ---------------------------------------------------------------- writing */
 

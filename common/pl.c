@@ -61,6 +61,7 @@ int pl_buf_reserve(pl_buf *b, size_t extra)
 {
     if (b->oom) return PL_ERR_NOMEM;
     if (extra > SIZE_MAX / 2 - b->len) { b->oom = 1; return PL_ERR_NOMEM; }
+    if (b->max && b->len + extra > b->max) { b->oom = b->over = 1; return PL_ERR_NOMEM; }
     size_t need = b->len + extra + 1;
     if (need <= b->cap) return PL_OK;
     size_t cap = b->cap ? b->cap : 64;
@@ -193,4 +194,24 @@ void pl_log(enum pl_log_level lvl, const char *id, size_t idlen, const char *fmt
     else
         fprintf(stderr, "%s.%03ldZ %s %s %s\n", tbuf, ts.tv_nsec / 1000000, g_prog, names[lvl], msg);
     pthread_mutex_unlock(&g_log_mu);
+}
+
+/* ================================================================ time */
+
+int64_t pl_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pl_parse_seconds_ms(const char *s, int64_t max_ms, int64_t *ms)
+{
+    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ') return -1;
+    char *end;
+    errno = 0;
+    double x = strtod(s, &end);
+    if (errno || *end || !(x >= 0) || x * 1000 > (double)max_ms) return -1;   /* !(x >= 0): NaN too */
+    *ms = (int64_t)(x * 1000 + 0.5);
+    return 0;
 }

@@ -38,12 +38,17 @@ int pl_seterr(char *err, size_t errlen, int code, const char *fmt, ...)
 
 /* A growable byte buffer. data is always NUL-terminated (not counted in len)
  * so text can be handed to C string APIs. Allocation failure is sticky:
- * once oom is set, appends are ignored and pl_buf_ok() returns false. */
+ * once oom is set, appends are ignored and pl_buf_ok() returns false.
+ * max (0: none) bounds len the same way, with over set too: a writer whose
+ * output size is unknown in advance (a JSON dump of a value) stops growing
+ * the buffer at the limit instead of building all of it first. */
 typedef struct pl_buf {
     char  *data;
     size_t len;
     size_t cap;
     int    oom;
+    size_t max;
+    int    over;
 } pl_buf;
 
 void pl_buf_init(pl_buf *b);
@@ -82,6 +87,14 @@ void pl_log_init(const char *prog);                 /* name shown on each line *
 void pl_log_set_level(enum pl_log_level lvl);
 void pl_log(enum pl_log_level lvl, const char *id, size_t idlen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* ---------------------------------------------------------------- time */
+
+int64_t pl_now_ms(void);   /* monotonic clock, milliseconds */
+
+/* A duration in seconds on a command line ("30", "0.5") as milliseconds,
+ * within [0, max_ms]: 0, or -1 for anything else. */
+int pl_parse_seconds_ms(const char *s, int64_t max_ms, int64_t *ms);
 
 #define PL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 

@@ -269,22 +269,21 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     pl_log_init("glm-detok");
+    pl_stage_opts so;
+    pl_stage_opts_default(&so);
+    if (pl_stage_opts_take(&so, "glm-detok", &argc, argv)) return 2;
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},
         {"tokenizer", required_argument, 0, 't'},
-        {"in", required_argument, 0, 'i'},
-        {"out", required_argument, 0, 'o'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *dir = NULL, *tfile = NULL, *in = NULL, *out = NULL;
+    const char *dir = NULL, *tfile = NULL;
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': dir = optarg; break;
         case 't': tfile = optarg; break;
-        case 'i': in = optarg; break;
-        case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -306,9 +305,9 @@ int main(int argc, char **argv)
     };
     pl_chstage *cs = NULL;
     pl_stage *st = NULL;
-    int rc = pl_chstage_new(&cs, &ops) ? PL_ERR_NOMEM : pl_stage_open(&st, in, out, err, sizeof err);
+    int rc = pl_chstage_new(&cs, &ops) ? PL_ERR_NOMEM : pl_stage_open_opts(&st, &so, err, sizeof err);
     if (rc) fprintf(stderr, "glm-detok: %s\n", rc == PL_ERR_NOMEM ? "out of memory" : err);
-    else rc = pl_stage_run(st, pl_chstage_on_msg, pl_chstage_on_drain, cs);
+    else rc = pl_chstage_run(cs, st);
     pl_stage_close(st);
     pl_chstage_free(cs);
     pl_buf_free(&g_text);

@@ -12,8 +12,6 @@
 #include "serve.h"
 #include "stage.h"
 
-#define MSGS_PER_STEP 256   /* messages taken between two steps at most: steps keep flowing under a flood */
-
 static void usage(FILE *f)
 {
     fputs("usage: glm-engine --model DIR [options]\n"
@@ -60,28 +58,26 @@ static int sink_send(void *ud, const char *data, size_t len)
     return pl_io_send(pl_stage_io(((loop_ctx *)ud)->st), data, len);
 }
 
-/* Until the input ends: take what has arrived (waiting only when idle), step.
- * After EOF or a stop signal: finish what runs, then return. */
-static int serve_loop(loop_ctx *c)
+/* The serving loop is common/stage.h's: take what has arrived (waiting only
+ * when idle), step, flush; after EOF finish what runs; after a stop signal
+ * also refuse new `generate`s and answer what is unfinished at
+ * --drain-timeout with an error. */
+static size_t loop_live(void *ud) { return eng_serve_busy(((loop_ctx *)ud)->serve); }
+static int loop_step(pl_stage *st, void *ud) { (void)st; return eng_serve_step(((loop_ctx *)ud)->serve); }
+static void loop_fail(pl_stage *st, void *ud, int code, const char *err_type, const char *why)
 {
-    int input_open = 1, rc = PL_OK;
-    while (rc == PL_OK && (input_open || eng_serve_busy(c->serve))) {
-        for (int i = 0; input_open && i < MSGS_PER_STEP; i++) {
-            int prc = pl_stage_poll(c->st, eng_serve_busy(c->serve) ? 0 : -1, on_msg, c);
-            if (prc == PL_ERR_AGAIN) break;
-            if (prc == PL_ERR_EOF) input_open = 0;
-            else if (prc) { rc = prc; break; }
-        }
-        if (rc == PL_OK) rc = eng_serve_step(c->serve);
-        if (rc == PL_OK) rc = pl_io_flush(pl_stage_io(c->st));
-    }
-    return rc;
+    (void)st; (void)err_type;
+    eng_serve_fail_all(((loop_ctx *)ud)->serve, code, why);
 }
 
 int main(int argc, char **argv)
 {
     pl_log_init("glm-engine");
-    const char *dir = NULL, *in_ep = NULL, *out_ep = NULL, *backend = "cpu";
+    pl_stage_opts so;
+    pl_stage_opts_default(&so);
+    so.drain_ms = 20000;   /* before the text stages' 25 s: its errors still get through them */
+    if (pl_stage_opts_take(&so, "glm-engine", &argc, argv)) return 2;
+    const char *dir = NULL, *backend = "cpu";
     eng_serve_cfg cfg;
     eng_serve_cfg_defaults(&cfg);
     int64_t threads = 0;
@@ -91,8 +87,6 @@ int main(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--model") && v) dir = v;
         else if (!strcmp(a, "--backend") && v) backend = v;
-        else if (!strcmp(a, "--in") && v) in_ep = v;
-        else if (!strcmp(a, "--out") && v) out_ep = v;
         else if (!strcmp(a, "--max-num-seqs") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.max_num_seqs = (int)n;
         else if (!strcmp(a, "--max-model-len") && !pl_parse_i64(v, 2, 1 << 30, &n)) cfg.max_model_len = (int)n;
         else if (!strcmp(a, "--max-num-batched-tokens") && !pl_parse_i64(v, 1, 1 << 24, &n)) cfg.max_num_batched_tokens = (int)n;
@@ -125,7 +119,7 @@ int main(int argc, char **argv)
     eng_lm lm;
     eng_lm_from_model(&lm, model);
     loop_ctx c = { 0 };
-    int rc = pl_stage_open(&c.st, in_ep, out_ep, err, sizeof err);
+    int rc = pl_stage_open_opts(&c.st, &so, err, sizeof err);
     if (!rc) rc = eng_serve_init(&c.serve, &lm, &cfg, (eng_serve_sink){ sink_send, &c }, err, sizeof err);
     if (rc) {
         pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
@@ -133,7 +127,10 @@ int main(int argc, char **argv)
         eng_model_close(model);
         return 1;
     }
-    rc = serve_loop(&c);
+    static const pl_stage_ops ops = {
+        .on_msg = on_msg, .intake = "generate", .live = loop_live, .step = loop_step, .fail = loop_fail,
+    };
+    rc = pl_stage_serve(c.st, &ops, &c);
     eng_serve_stats s;
     eng_serve_get_stats(c.serve, &s);
     pl_log(PL_LOG_INFO, NULL, 0, "done: %llu steps, %llu tokens computed, %llu sampled, %llu preemptions",

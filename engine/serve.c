@@ -281,15 +281,12 @@ static int opt_num(const msgpack_object *m, const char *key, double *v, char *er
 static int opt_int(const msgpack_object *m, const char *key, int64_t lo, int64_t hi, int64_t *v, bool *present,
                    char *err, size_t errlen)
 {
-    int64_t x;
-    int rc = pl_msg_get_int(m, key, &x);
+    int rc = pl_msg_get_int_in(m, key, lo, hi, v);
     if (present) *present = rc == PL_OK;
     if (rc == PL_ERR_NOTFOUND) return PL_OK;
+    if (rc == PL_ERR_RANGE)
+        return pl_seterr(err, errlen, rc, "sampling.%s must be between %lld and %lld", key, (long long)lo, (long long)hi);
     if (rc) return pl_seterr(err, errlen, rc, "sampling.%s must be an integer", key);
-    if (x < lo || x > hi)
-        return pl_seterr(err, errlen, PL_ERR_RANGE, "sampling.%s must be between %lld and %lld, got %lld", key,
-                         (long long)lo, (long long)hi, (long long)x);
-    *v = x;
     return PL_OK;
 }
 
@@ -357,12 +354,9 @@ static int parse_generate(const eng_serve *e, const msgpack_object *msg, gen_par
         if (rc == PL_ERR_RANGE && ids->size > (uint32_t)e->max_model_len) rc = PL_ERR_TOOLONG;
         return rc;
     }
-    int64_t n;
-    rc = pl_msg_get_int(msg, "n", &n);
-    if (rc == PL_OK) g->n = n;
-    else if (rc == PL_ERR_INVALID) return pl_seterr(err, errlen, rc, "'n' must be an integer");
-    if (g->n < 1 || g->n > ENG_MAX_N)
-        return pl_seterr(err, errlen, PL_ERR_INVALID, "n must be between 1 and %d, got %lld", ENG_MAX_N, (long long)g->n);
+    rc = pl_msg_get_int_in(msg, "n", 1, ENG_MAX_N, &g->n);
+    if (rc && rc != PL_ERR_NOTFOUND)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "n must be an integer between 1 and %d", ENG_MAX_N);
     const msgpack_object *s;
     rc = pl_msg_get_map(msg, "sampling", &s);
     if (rc == PL_ERR_INVALID) return pl_seterr(err, errlen, rc, "'sampling' must be a map");
@@ -613,7 +607,7 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
     int64_t blocks = cfg->num_blocks;
     if (blocks <= 0) {
         size_t per_block = (lm->kv_bytes_per_token ? lm->kv_bytes_per_token : 1) * (size_t)cfg->block_size;
-        int64_t need = (int64_t)cfg->max_num_seqs * ((mml + cfg->block_size - 1) / cfg->block_size);
+        int64_t need = (int64_t)cfg->max_num_seqs * (((int64_t)mml + cfg->block_size - 1) / cfg->block_size);
         blocks = (int64_t)(cfg->kv_cache_bytes / per_block);
         if (blocks > need) blocks = need;   /* more could never be used at once */
         if (blocks > INT32_MAX) blocks = INT32_MAX;
@@ -671,6 +665,13 @@ void eng_serve_free(eng_serve *e)
 }
 
 bool eng_serve_busy(const eng_serve *e) { return eng_sched_has_work(e->sched); }
+
+void eng_serve_fail_all(eng_serve *e, int code, const char *text)
+{
+    for (int i = 0; i < ENG_REQ_BUCKETS; i++)
+        while (e->buckets[i]) req_fail(e, e->buckets[i], code, text);
+    reap(e);
+}
 int  eng_serve_max_model_len(const eng_serve *e) { return e->max_model_len; }
 int  eng_serve_num_blocks(const eng_serve *e) { return eng_kv_n_blocks(e->kv); }
 

@@ -87,6 +87,9 @@ void eng_serve_on_msg(eng_serve *e, const msgpack_object *msg, const char *id, s
 int  eng_serve_step(eng_serve *e);
 
 bool eng_serve_busy(const eng_serve *e);         /* sequences waiting or running */
+/* Answer every live request with an `error` (code, text) and drop it: the
+ * stage is stopping before they could finish. */
+void eng_serve_fail_all(eng_serve *e, int code, const char *text);
 int  eng_serve_max_model_len(const eng_serve *e);
 int  eng_serve_num_blocks(const eng_serve *e);
 

@@ -10,6 +10,8 @@ PKGS=(build-essential pkg-config
       libpcre2-dev      # pre-tokenizer regexes (\p{L}, lookahead, JIT)
       libutf8proc-dev   # NFC normalizer, Unicode properties
       python3 python3-venv)  # test tooling only
+# `install-deps.sh fuzz`: also what the libFuzzer targets need (make fuzz-libfuzzer)
+[ "${1:-}" = fuzz ] && PKGS+=(clang libclang-rt-14-dev)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

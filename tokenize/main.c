@@ -143,6 +143,9 @@ static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size
 int main(int argc, char **argv)
 {
     pl_log_init("glm-tokenize");
+    pl_stage_opts so;
+    pl_stage_opts_default(&so);
+    if (pl_stage_opts_take(&so, "glm-tokenize", &argc, argv)) return 2;
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},
         {"chat-template", required_argument, 0, 't'},
@@ -153,12 +156,10 @@ int main(int argc, char **argv)
         {"encode", no_argument, 0, 'E'},
         {"decode", no_argument, 0, 'D'},
         {"render", no_argument, 0, 'R'},
-        {"in", required_argument, 0, 'i'},
-        {"out", required_argument, 0, 'o'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *dir = NULL, *in = NULL, *out = NULL, *mode = NULL;
+    const char *dir = NULL, *mode = NULL;
     tok_model_opts o = {0};
     int c;
     while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -185,8 +186,6 @@ int main(int argc, char **argv)
         case 'E': mode = "encode"; break;
         case 'D': mode = "decode"; break;
         case 'R': mode = "render"; break;
-        case 'i': in = optarg; break;
-        case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -204,13 +203,14 @@ int main(int argc, char **argv)
         return rc;
     }
     app a = {m, NULL};
-    if (pl_stage_open(&a.st, in, out, err, sizeof err)) {
+    if (pl_stage_open_opts(&a.st, &so, err, sizeof err)) {
         fprintf(stderr, "glm-tokenize: %s\n", err);
         tok_model_free(m);
         return 1;
     }
     pl_log(PL_LOG_INFO, NULL, 0, "ready: model %s, max_model_len %lld", dir, (long long)tok_model_max_len(m));
-    int rc = pl_stage_run(a.st, on_msg, NULL, &a);
+    static const pl_stage_ops ops = {.on_msg = on_msg, .intake = "request"};
+    int rc = pl_stage_serve(a.st, &ops, &a);
     pl_stage_close(a.st);
     tok_model_free(m);
     return rc ? 1 : 0;

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "io.h"
 #include "jinja/jinja.h"
 #include "json.h"
 #include "pystr.h"
@@ -39,6 +40,19 @@ struct tok_model {
 };
 
 /* ================================================================ small helpers */
+
+/* A render is bounded in time (jinja's 10 s default) and cut at once when
+ * the stage is told to stop now (a second SIGTERM): the request then gets a
+ * 400 naming the limit, and the stage stays responsive to signals. */
+static int stop_now(void) { return pl_io_stopping() >= 2; }
+
+static void set_render_limits(pl_jinja_template *t)
+{
+    pl_jinja_limits lim;
+    pl_jinja_limits_default(&lim);
+    lim.interrupt = stop_now;
+    pl_jinja_template_set_limits(t, &lim);
+}
 
 static int read_json(const char *dir, const char *file, bool required, cJSON **out, char *err, size_t errlen)
 {
@@ -205,6 +219,7 @@ static int load_parts(tok_model *m, const char *dir, const tok_model_opts *o, ch
                 m->names_developer = memmem(src.data, src.len, "\"developer\"", 11) || memmem(src.data, src.len, "'developer'", 11);
                 m->mentions_content = memmem(src.data, src.len, "content", 7) != NULL;
             }
+            if (!rc) set_render_limits(m->tpl);
         }
         pl_buf_free(&src);
     }

@@ -885,11 +885,14 @@ int tok_request_process(const tok_model *m, enum tok_endpoint ep, const cJSON *b
     prepared p;
     int rc = prepare(m, ep, body, &p, e);
     cJSON *ctx = p.ctx;
+    char sub[PL_MSG_ID_MAX];
+    size_t sublen = idlen;
+    if (!rc && p.nps > 1 && pl_msg_id_derive(sub, id, idlen, p.nps - 1, &sublen))   /* the longest derived id */
+        rc = BAD(e, "prompt", "request id too long for %zu prompts: the ids '<id>#<k>' of the prompts must fit in %d bytes",
+                 p.nps, PL_MSG_ID_MAX);
     for (size_t j = 0; !rc && j < p.nps; j++) {
-        char sub[PL_MSG_ID_MAX + 32];
-        size_t sublen = idlen;
-        memcpy(sub, id, idlen);
-        if (p.nps > 1) sublen += (size_t)snprintf(sub + idlen, sizeof sub - idlen, "#%zu", j);
+        memcpy(sub, id, sublen = idlen);
+        if (p.nps > 1) pl_msg_id_derive(sub, id, idlen, j, &sublen);
         pl_msg_pack_map_except(pk, orig, consumed_keys, PL_ARRAY_LEN(consumed_keys), 6);
         pl_msg_pack_kv_cstr(pk, "type", "generate");
         pl_msg_pack_kv_str(pk, "id", sub, sublen);

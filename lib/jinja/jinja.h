@@ -150,9 +150,14 @@ typedef struct pl_jinja_limits {
     uint64_t max_work;        /* bytes of strings/lists built in one render */
     int64_t  fixed_time;      /* >0: strftime_now uses this Unix time (UTC)
                                  instead of the local clock (tests) */
+    int64_t  max_time_ms;     /* wall time of one render (0: none); checked between steps */
+    int    (*interrupt)(void);/* non-zero: cut the render now (a stage told to stop); may be NULL */
 } pl_jinja_limits;
 
-/* 64 MiB output, depth 100, 10M iterations, 2 GiB work, real clock. */
+/* 64 MiB output, depth 100, 10M iterations, 2 GiB work, 10 s, real clock, no interrupt.
+ * A render cut by a limit, the time budget or the interrupt fails with
+ * PL_ERR_RANGE and "LimitError: ..." in err. Strings (tojson, str(), joins,
+ * string methods) stop growing at max_output while they are built. */
 void pl_jinja_limits_default(pl_jinja_limits *l);
 
 /* Compile src[0..len). Syntax errors: PL_ERR_PARSE, err = "line L, column C: msg". */

@@ -293,7 +293,7 @@ static int case_map(jrender *R, jv in, int mode, int line, jv *out)
 {
     jstr *s = JSTR(in);
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     pl_buf_reserve(&b, s->len);
     int prev_cased = 0, first = 1, word_start = 1;
     size_t i = 0;
@@ -519,7 +519,7 @@ static int replace(jrender *R, jv in, jv oldv, jv newv, jv countv, int line, jv 
     }
     jstr *s = JSTR(in), *o = JSTR(oldv), *n = JSTR(newv);
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     if (!o->len) {   /* inserts `new` before every character and at the end */
         size_t i = 0;
         int64_t done = 0;
@@ -575,7 +575,7 @@ static int pad(jrender *R, jv in, jv widthv, jv fillv, int how, int line, jv *ou
     else if (how == 1) left = total;             /* rjust */
     else left = total / 2 + (total & w & 1);     /* center, as CPython */
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     for (int64_t i = 0; i < left; i++) pl_buf_append(&b, fill, fl);
     pl_buf_append(&b, JSTR(in)->data, JSTR(in)->len);
     for (int64_t i = left; i < total; i++) pl_buf_append(&b, fill, fl);
@@ -587,7 +587,7 @@ static int str_dot_format(jrender *R, jv fmt, jcall *c, jv *out)
 {
     jstr *f = JSTR(fmt);
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     int auto_idx = 0;
     for (size_t i = 0; i < f->len; i++) {
         char ch = f->data[i];
@@ -619,7 +619,8 @@ static int str_dot_format(jrender *R, jv fmt, jcall *c, jv *out)
             pl_buf_free(&b);
             return jr_error(R, PL_ERR_INVALID, c->line, "IndexError: Replacement index %.*s out of range", (int)fl, field);
         }
-        jv_write_str(&b, v);
+        int rc = jr_write_str(R, &b, v, c->line);
+        if (rc) { pl_buf_free(&b); return rc; }
         i = j;
     }
     return jr_buf_to_str(R, &b, out);
@@ -832,7 +833,7 @@ static int html_escape(jrender *R, jv in, jv *out)
     int rc = to_str(R, in, &s);
     if (rc) return rc;
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     for (size_t i = 0; i < JSTR(s)->len; i++) {
         char c = JSTR(s)->data[i];
         switch (c) {
@@ -962,14 +963,26 @@ static int tojson_to(jrender *R, jv v, jcall *c, pl_buf *into, jv *out)
     int rc = tojson_opts(R, c, &o, ind, sizeof ind);
     if (rc) return rc;
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     pl_buf *dst = into ? into : &b;
-    size_t mark = dst->len;
+    /* json.dumps of a value of unknown size: the buffer stops growing at the
+     * string limit while it is written (a shared 60 MB string listed 1000
+     * times is not built to be measured afterwards) */
+    size_t mark = dst->len, max = dst->max, cap = mark + jr_limits(R)->max_output;
+    int oom = dst->oom, over = dst->over;
+    if (!max || cap < max) dst->max = cap;
     char err[200];
     rc = jv_tojson(dst, v, &o, err, sizeof err);
-    if (rc) {
-        if (into) { into->len = mark; if (into->data) into->data[mark] = 0; }
+    int hit = dst->over && !over;
+    dst->max = max;
+    if (rc || hit) {
+        dst->len = mark;
+        if (dst->data) dst->data[mark] = 0;
+        dst->over = over;
+        dst->oom = oom;
         pl_buf_free(&b);
+        if (hit) return jr_error(R, PL_ERR_RANGE, c->line, "LimitError: tojson result exceeds the %zu-byte limit",
+                                 jr_limits(R)->max_output);
         if (rc == PL_ERR_NOMEM) return nomem(R, c->line);
         return jr_error(R, rc, c->line, "%s", err);
     }
@@ -1171,7 +1184,7 @@ static int do_indent(jrender *R, jv in, jcall *c, jv *out)
     int rc = bind(R, c, "indent", names, 3, a);
     if (rc) return rc;
     pl_buf ind;
-    pl_buf_init(&ind);
+    jr_buf_init(R, &ind);
     if (is_missing(a[0])) pl_buf_puts(&ind, "    ");
     else if (a[0].t == JV_STR) pl_buf_append(&ind, JSTR(a[0])->data, JSTR(a[0])->len);
     else if (a[0].t == JV_INT || a[0].t == JV_BOOL) { for (int64_t i = 0; i < a[0].u.i && i < 1024; i++) pl_buf_putc(&ind, ' '); }
@@ -1187,7 +1200,7 @@ static int do_indent(jrender *R, jv in, jcall *c, jv *out)
     /* s += "\n"; then splitlines: a trailing line break gives no extra line */
     jv s2;
     pl_buf t;
-    pl_buf_init(&t);
+    jr_buf_init(R, &t);
     pl_buf_append(&t, JSTR(s)->data, JSTR(s)->len);
     pl_buf_putc(&t, '\n');
     jv_decref(s);
@@ -1197,7 +1210,7 @@ static int do_indent(jrender *R, jv in, jcall *c, jv *out)
     jv_decref(s2);
     if (rc) { pl_buf_free(&ind); return rc; }
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     int blank = opt_bool(a[2], 0), first = opt_bool(a[1], 0);
     if (first) pl_buf_append(&b, ind.data ? ind.data : "", ind.len);
     for (size_t i = 0; i < lines->len; i++) {
@@ -1253,7 +1266,7 @@ static int do_truncate(jrender *R, jv in, jcall *c, jv *out)
         if (sp) cut = (size_t)(sp - str->data);
     }
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     pl_buf_append(&b, str->data, cut);
     pl_buf_append(&b, end, endl);
     jv_decref(s);
@@ -1271,7 +1284,7 @@ static int do_join(jrender *R, jv seq, jcall *c, jv *out)
     jlist *l;
     if ((rc = iter_list(R, seq, c->line, &l))) { jv_decref(sep); return rc; }
     pl_buf b;
-    pl_buf_init(&b);
+    jr_buf_init(R, &b);
     for (size_t i = 0; i < l->len && !rc; i++) {
         if (i && sep.t == JV_STR) pl_buf_append(&b, JSTR(sep)->data, JSTR(sep)->len);
         jv v = jv_ref(l->v[i]);
@@ -1283,9 +1296,8 @@ static int do_join(jrender *R, jv seq, jcall *c, jv *out)
             if (rc) break;
             v = x;
         }
-        if (jv_write_str(&b, v)) rc = jr_error(R, PL_ERR_RANGE, c->line, "RecursionError: value nested too deeply");
+        rc = jr_write_str(R, &b, v, c->line);
         jv_decref(v);
-        if (!rc && b.len > jr_limits(R)->max_output) rc = jr_check_size(R, b.len);
     }
     jv_decref(jv_obj(l));
     jv_decref(sep);
@@ -1299,6 +1311,7 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
 {
     int line = c->line, rc;
     jv a[4];
+    if ((rc = jr_tick(R, line))) return rc;   /* one builtin may scan a long string: look at the clock */
     switch (id) {
     case F_TOJSON:
         return do_tojson(R, in, c, out);
@@ -1457,7 +1470,7 @@ int builtin_filter(jrender *R, int id, jv in, jcall *c, jv *out)
         if (in.t == JV_STR) {
             jstr *s = JSTR(in);
             pl_buf b;
-            pl_buf_init(&b);
+            jr_buf_init(R, &b);
             size_t e = s->len;
             while (e > 0) {
                 size_t st = e - 1;
@@ -1815,6 +1828,7 @@ int builtin_call(jrender *R, int id, jv self, jcall *c, jv *out)
 {
     int line = c->line, rc;
     jv a[3];
+    if ((rc = jr_tick(R, line))) return rc;   /* one builtin may scan a long string: look at the clock */
     switch (id) {
     case G_RANGE: return global_range(R, c, out);
     case G_DICT: case G_NAMESPACE: {
@@ -2073,7 +2087,7 @@ static int str_method(jrender *R, int id, jv self, jcall *c, jv *out)
         jlist *l;
         if ((rc = jr_iter_list(R, c->pos[0], line, &l))) return rc;
         pl_buf b;
-        pl_buf_init(&b);
+        jr_buf_init(R, &b);
         for (size_t i = 0; i < l->len; i++) {
             if (l->v[i].t != JV_STR) {
                 pl_buf_free(&b);
@@ -2100,7 +2114,7 @@ static int str_method(jrender *R, int id, jv self, jcall *c, jv *out)
         if (w <= len) { *out = jv_ref(self); return 0; }
         if ((uint64_t)w > jr_limits(R)->max_output) return jr_check_size(R, SIZE_MAX);
         pl_buf b;
-        pl_buf_init(&b);
+        jr_buf_init(R, &b);
         size_t st = 0;
         if (s->len && (s->data[0] == '+' || s->data[0] == '-')) { pl_buf_putc(&b, s->data[0]); st = 1; }
         for (int64_t i = 0; i < w - len; i++) pl_buf_putc(&b, '0');

@@ -34,6 +34,8 @@ struct jrender {
     jframe *spare;          /* released frames for reuse, linked by parent */
     int depth;
     uint64_t iters, work;
+    unsigned ticks;         /* evaluations since the clock was last read */
+    int64_t t_end;          /* monotonic ms at which the render is cut (0: never) */
     char *err;
     size_t errlen;
 };
@@ -142,6 +144,51 @@ int jr_check_size(jrender *R, size_t len)
     return jr_work(R, len);
 }
 
+int jr_tick(jrender *R, int line)
+{
+    R->ticks = 0;
+    if (R->lim->interrupt && R->lim->interrupt())
+        return jr_error(R, PL_ERR_RANGE, line, "LimitError: render interrupted (the stage is stopping)");
+    if (R->t_end && pl_now_ms() > R->t_end)
+        return jr_error(R, PL_ERR_RANGE, line, "LimitError: render took longer than %lld ms",
+                        (long long)R->lim->max_time_ms);
+    return 0;
+}
+
+/* Evaluations between two looks at the clock: cheap steps only; builtins
+ * and loop iterations, which may be slow one by one, look every time. */
+#define TICKS_PER_CHECK 256
+
+void jr_buf_init(jrender *R, pl_buf *b)
+{
+    pl_buf_init(b);
+    b->max = R->lim->max_output;
+}
+
+/* Append str(v)/repr(v) to b, which grows by max_output bytes at most here
+ * (b's own max, when lower, holds too): the writer stops at the cap. */
+static int write_capped(jrender *R, pl_buf *b, jv v, int line, int repr)
+{
+    size_t mark = b->len, max = b->max, cap = mark + R->lim->max_output;
+    int oom = b->oom, over = b->over;
+    if (!max || cap < max) b->max = cap;
+    int rc = repr ? jv_write_repr(b, v, 0) : jv_write_str(b, v);
+    int hit = b->over && !over;
+    b->max = max;
+    if (hit || rc) {
+        b->over = over;
+        b->oom = oom;
+        b->len = mark;
+        if (b->data) b->data[mark] = 0;
+    }
+    if (hit) return jr_error(R, PL_ERR_RANGE, line, "LimitError: value printed exceeds the %zu-byte limit", R->lim->max_output);
+    if (rc) return jr_error(R, PL_ERR_RANGE, line, "RecursionError: value nested too deeply to print");
+    return jr_tick(R, line);
+}
+
+int jr_write_str(jrender *R, pl_buf *b, jv v, int line) { return write_capped(R, b, v, line, 0); }
+int jr_write_repr(jrender *R, pl_buf *b, jv v, int line) { return write_capped(R, b, v, line, 1); }
+
 int jr_new_str(jrender *R, const char *s, size_t len, jv *out)
 {
     int rc = jr_check_size(R, len);
@@ -154,6 +201,10 @@ int jr_new_str(jrender *R, const char *s, size_t len, jv *out)
 
 int jr_buf_to_str(jrender *R, pl_buf *b, jv *out)
 {
+    if (b->over) {
+        pl_buf_free(b);
+        return jr_error(R, PL_ERR_RANGE, 0, "LimitError: string exceeds the %zu-byte limit", R->lim->max_output);
+    }
     if (!pl_buf_ok(b)) { pl_buf_free(b); return jr_error(R, PL_ERR_NOMEM, 0, "out of memory"); }
     int rc = jr_new_str(R, b->data ? b->data : "", b->len, out);
     pl_buf_free(b);
@@ -164,11 +215,9 @@ int jr_to_str(jrender *R, jv v, jv *out)
 {
     if (v.t == JV_STR) { *out = jv_ref(v); return 0; }
     pl_buf b;
-    pl_buf_init(&b);
-    if (jv_write_str(&b, v)) {
-        pl_buf_free(&b);
-        return jr_error(R, PL_ERR_RANGE, 0, "RecursionError: value nested too deeply to print");
-    }
+    jr_buf_init(R, &b);
+    int rc = jr_write_str(R, &b, v, 0);
+    if (rc) { pl_buf_free(&b); return rc; }
     return jr_buf_to_str(R, &b, out);
 }
 
@@ -514,7 +563,7 @@ static int call_value(jrender *R, jv callee, jcall *c, pl_buf *into, jv *out)
         jfunc *fn = (jfunc *)callee.u.o;
         int rc = builtin_call(R, fn->id, fn->self, c, out);
         if (!rc && into) {
-            if (jv_write_str(into, *out)) rc = jr_error(R, PL_ERR_RANGE, c->line, "RecursionError: value nested too deeply to print");
+            rc = jr_write_str(R, into, *out, c->line);
             jv_decref(*out);
         }
         return rc;
@@ -972,8 +1021,9 @@ static int str_format(jrender *R, jv fmt, jv args, int line, jv *out)
         if (named.t != JV_FRAME) ai = na;   /* a mapping is consumed whole */
         if (c == 's' || c == 'r') {
             pl_buf tmp;
-            pl_buf_init(&tmp);
-            if (c == 's') jv_write_str(&tmp, v); else jv_write_repr(&tmp, v, 0);
+            jr_buf_init(R, &tmp);
+            int wrc = c == 's' ? jr_write_str(R, &tmp, v, line) : jr_write_repr(R, &tmp, v, line);
+            if (wrc) { pl_buf_free(&tmp); pl_buf_free(&b); return wrc; }
             spec[sl++] = 's';
             spec[sl] = 0;
             pl_buf_printf(&b, spec, tmp.data ? tmp.data : "");
@@ -1097,7 +1147,7 @@ NOINLINE static int eval_call(jrender *R, const jnode *n, jframe *f, pl_buf *int
             args_release(&A);
             jv_decref(obj);
             if (!rc && into) {
-                if (jv_write_str(into, *out)) rc = jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
+                rc = jr_write_str(R, into, *out, n->line);
                 jv_decref(*out);
             }
             return rc;
@@ -1149,7 +1199,7 @@ NOINLINE static int print_filter(jrender *R, const jnode *n, jframe *f, pl_buf *
     if (!rc && !done) {
         rc = builtin_filter(R, n->fid, in, &A.c, &v);
         if (!rc) {
-            if (jv_write_str(out, v)) rc = jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
+            rc = jr_write_str(R, out, v, n->line);
             jv_decref(v);
         }
     }
@@ -1203,6 +1253,10 @@ static int eval_node(jrender *R, const jnode *n, jframe *f, jv *out);
 static int eval(jrender *R, const jnode *n, jframe *f, jv *out)
 {
     if (n->kind == N_CONST) { *out = n->val; return 0; }   /* immortal */
+    if (++R->ticks >= TICKS_PER_CHECK) {
+        int rc = jr_tick(R, n->line);
+        if (rc) return rc;
+    }
     if (++R->nest > MAX_NEST) {
         R->nest--;
         return jr_error(R, PL_ERR_RANGE, n->line, "LimitError: expressions and statements nested deeper than %d", MAX_NEST);
@@ -1302,9 +1356,9 @@ static int eval_node(jrender *R, const jnode *n, jframe *f, jv *out)
         pl_buf_init(&buf);
         for (int i = 0; i < n->nkids; i++) {
             if ((rc = eval(R, n->kids[i], f, &a))) { pl_buf_free(&buf); return rc; }
-            rc = jv_write_str(&buf, a);
+            rc = jr_write_str(R, &buf, a, n->line);
             jv_decref(a);
-            if (rc) { pl_buf_free(&buf); return jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply"); }
+            if (rc) { pl_buf_free(&buf); return rc; }
             if (buf.len > R->lim->max_output) {
                 size_t len = buf.len;
                 pl_buf_free(&buf);
@@ -1439,6 +1493,8 @@ static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth
             if (++R->iters > R->lim->max_iterations)
                 rc = jr_error(R, PL_ERR_RANGE, n->line, "LimitError: more than %llu loop iterations",
                               (unsigned long long)R->lim->max_iterations);
+            else if ((R->ticks += 16) >= TICKS_PER_CHECK)
+                rc = jr_tick(R, n->line);
         }
         jv_decref(jv_obj(items));
         items = kept;
@@ -1461,6 +1517,7 @@ static int run_for(jrender *R, const jnode *n, jframe *f, jv iterable, int depth
                           (unsigned long long)R->lim->max_iterations);
             break;
         }
+        if ((R->ticks += 16) >= TICKS_PER_CHECK && (rc = jr_tick(R, n->line))) break;
         loop->index0 = i;
         if (!(it = iteration_frame(R, it, f))) { rc = jr_error(R, PL_ERR_NOMEM, n->line, "out of memory"); break; }
         if ((rc = bind_iteration(R, it, n, items->v[i], loop, n->line))) break;
@@ -1526,7 +1583,7 @@ static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out)
             if (n->a->kind == N_CALL) rc = eval_call(R, n->a, f, out, &v);
             else if (n->a->kind == N_FILTER && n->a->fid >= 0) rc = print_filter(R, n->a, f, out);
             else if ((rc = eval(R, n->a, f, &v)) == 0) {
-                if (jv_write_str(out, v)) rc = jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
+                rc = jr_write_str(R, out, v, n->line);
                 jv_decref(v);
             }
             if (rc) return rc;
@@ -1534,9 +1591,9 @@ static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out)
         }
         for (int i = 0; i < n->nkids; i++) {
             if ((rc = eval(R, n->kids[i], f, &v))) return rc;
-            rc = jv_write_str(out, v);
+            rc = jr_write_str(R, out, v, n->line);
             jv_decref(v);
-            if (rc) return jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
+            if (rc) return rc;
             if ((rc = check_output(R, out, n->line))) return rc;
         }
         return 0;
@@ -1562,9 +1619,9 @@ static int exec_node(jrender *R, const jnode *n, jframe *f, pl_buf *out)
     case N_FILTERBLOCK:
         if ((rc = render_block(R, n, f, &v))) return rc;
         if ((rc = apply_filters(R, n->b, f, v, &v))) return rc;
-        rc = jv_write_str(out, v);
+        rc = jr_write_str(R, out, v, n->line);
         jv_decref(v);
-        if (rc) return jr_error(R, PL_ERR_RANGE, n->line, "RecursionError: value nested too deeply");
+        if (rc) return rc;
         return check_output(R, out, n->line);
     case N_MACRO: {
         jmacro *m = jmacro_new(n, f, 0);
@@ -1649,6 +1706,7 @@ int pl_jinja_render(const pl_jinja_template *t, const pl_jinja_value *context_di
     R.tracked.prev = R.tracked.next = &R.tracked;
     R.out = out;
     R.out_base = out->len;
+    if (t->limits.max_time_ms > 0) R.t_end = pl_now_ms() + t->limits.max_time_ms;
     if (context_dict) {
         jv c = pl_jinja_value_jv(context_dict);
         if (c.t != JV_DICT) return pl_seterr(err, errlen, PL_ERR_INVALID, "the context must be a dict");

@@ -358,6 +358,17 @@ int jr_check_size(jrender *R, size_t len);      /* one string's size limit + wor
 int jr_binop(jrender *R, int op, jv a, jv b, int line, jv *out);
 int jr_new_str(jrender *R, const char *s, size_t len, jv *out);
 int jr_buf_to_str(jrender *R, pl_buf *b, jv *out);  /* takes b's bytes */
+/* A buffer a string value is built in: it stops growing at the string limit
+ * (max_output) while being written, so a result is never built whole before
+ * its size is checked (jr_buf_to_str then answers the LimitError). */
+void jr_buf_init(jrender *R, pl_buf *b);
+/* str(v) / repr(v) appended to b, capped the same way: b never grows by more
+ * than max_output here; LimitError (b cut back) or RecursionError. */
+int jr_write_str(jrender *R, pl_buf *b, jv v, int line);
+int jr_write_repr(jrender *R, pl_buf *b, jv v, int line);
+/* The per-render time budget and the caller's interrupt: checked at every
+ * builtin call, loop iteration and every few hundred evaluations. */
+int jr_tick(jrender *R, int line);
 int jr_to_str(jrender *R, jv v, jv *out);       /* str(v) */
 int jr_call_value(jrender *R, jv callee, jcall *c, jv *out);
 int jr_getattr(jrender *R, jv obj, const char *name, size_t len, int line, jv *out);

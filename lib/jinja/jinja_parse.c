@@ -1270,6 +1270,8 @@ void pl_jinja_limits_default(pl_jinja_limits *l)
     l->max_iterations = 10000000;
     l->max_work = (uint64_t)2 << 30;
     l->fixed_time = 0;
+    l->max_time_ms = 10000;
+    l->interrupt = NULL;
 }
 
 void pl_jinja_template_set_limits(pl_jinja_template *t, const pl_jinja_limits *l) { t->limits = *l; }

@@ -519,6 +519,7 @@ int jv_write_str(pl_buf *b, jv v)
 int jv_write_repr(pl_buf *b, jv v, int depth)
 {
     if (depth > REPR_MAX_DEPTH) return PL_ERR_RANGE;
+    if (!pl_buf_ok(b)) return PL_ERR_NOMEM;   /* full (or at its max): stop walking the value */
     switch (v.t) {
     case JV_UNDEF: pl_buf_puts(b, "Undefined"); return 0;
     case JV_NONE: pl_buf_puts(b, "None"); return 0;
@@ -615,6 +616,7 @@ static int tojson_rec(pl_buf *b, jv v, const jjson_opts *o, int depth, char *err
 {
     if (depth > REPR_MAX_DEPTH)
         return pl_seterr(err, errlen, PL_ERR_RANGE, "RecursionError: maximum recursion depth exceeded in tojson");
+    if (!pl_buf_ok(b)) return PL_ERR_NOMEM;   /* full (or at its max): stop walking the value */
     int pretty = o->indent >= 0 || o->indent_str;
     const char *isep = o->item_sep ? o->item_sep : (pretty ? "," : ", ");
     const char *ksep = o->key_sep ? o->key_sep : ": ";

@@ -18,6 +18,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <utf8proc.h>
 
 /* ===== helpers: UTF-8, Unicode classes, ByteLevel alphabet ===== */
@@ -171,6 +172,7 @@ typedef struct enc {
     size_t              syms_cap, heap_cap;
     char               *err;
     size_t              errlen;
+    int64_t             deadline;  /* monotonic ms: the encode's time budget */
 } enc;
 
 static int push_id(enc *e, int32_t id)
@@ -382,10 +384,46 @@ static int bpe(enc *e, const uint8_t *s, size_t n)
 
 static int run_steps(enc *e, int k, const uint8_t *s, size_t n);
 
+/* The running encode's deadline, for the callout every compiled pattern
+ * starts with: the match context is shared by every thread using the
+ * tokenizer, so per-encode data cannot travel in it. */
+static _Thread_local int64_t tk_deadline_ms;
+
+static int64_t coarse_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);   /* a few ns: read at every start position */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Every 16th start position reads the clock: the match limit keeps each
+ * start under about 0.1 s, so a budget overrun is noticed within ~2 s. */
+static _Thread_local unsigned tk_callouts;
+
+int tk_regex_callout(pcre2_callout_block *cb, void *ud)
+{
+    (void)cb; (void)ud;
+    if ((++tk_callouts & 15) || !tk_deadline_ms) return 0;
+    return coarse_ms() > tk_deadline_ms ? PCRE2_ERROR_CALLOUT : 0;
+}
+
+void tk_set_regex_limits(pl_tokenizer *tok, uint32_t match_limit, uint32_t depth_limit)
+{
+    pcre2_set_callout(tok->mctx, tk_regex_callout, NULL);
+    pcre2_set_match_limit(tok->mctx, match_limit);
+    pcre2_set_depth_limit(tok->mctx, depth_limit);
+    pcre2_set_heap_limit(tok->mctx, TK_HEAP_LIMIT_KIB);
+}
+
+/* A limit hit is this input's fault (the request fails, the stage goes on);
+ * anything else would be a bug. */
 static int regex_fail(enc *e, int rc)
 {
     PCRE2_UCHAR msg[160];
     pcre2_get_error_message(rc, msg, sizeof msg);
+    if (rc == PCRE2_ERROR_MATCHLIMIT || rc == PCRE2_ERROR_DEPTHLIMIT || rc == PCRE2_ERROR_HEAPLIMIT)
+        return pl_seterr(e->err, e->errlen, PL_ERR_RANGE, "the pre-tokenizer regex gave up on this input (%s)",
+                         (const char *)msg);
     return pl_seterr(e->err, e->errlen, PL_ERR_INTERNAL, "pre-tokenizer regex failed: %s", (const char *)msg);
 }
 
@@ -393,8 +431,12 @@ static int regex_fail(enc *e, int rc)
 static int rx_find(enc *e, const tk_step *st, const uint8_t *s, size_t n, size_t start, size_t *ms, size_t *me)
 {
     int rc;
+    /* The match limit bounds the work at one start position; a hostile
+     * pattern can still take just under it at every position, so the whole
+     * encode has a time budget, checked by the pattern's callout. */
+    tk_deadline_ms = e->deadline;
     if (st->jit) {
-        rc = pcre2_jit_match(st->re, s, n, start, 0, e->md, NULL);
+        rc = pcre2_jit_match(st->re, s, n, start, 0, e->md, e->tok->mctx);
         /* the JIT's small default stack ran out: the interpreter keeps its
          * frames on the heap and gives the same answer */
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
@@ -403,6 +445,9 @@ static int rx_find(enc *e, const tk_step *st, const uint8_t *s, size_t n, size_t
         rc = pcre2_match(st->re, s, n, start, PCRE2_NO_UTF_CHECK, e->md, e->tok->mctx);
     }
     if (rc == PCRE2_ERROR_NOMATCH) return 0;
+    if (rc == PCRE2_ERROR_CALLOUT)
+        return pl_seterr(e->err, e->errlen, PL_ERR_RANGE, "the pre-tokenizer ran past its time budget (%lld ms + %d ms per MiB) on this input",
+                         (long long)e->tok->encode_budget_ms, TK_ENCODE_MS_PER_MIB);
     if (rc < 0) return regex_fail(e, rc);
     PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md);
     *ms = ov[0];
@@ -613,7 +658,8 @@ int pl_tokenizer_encode_ex(const pl_tokenizer *tok, const char *text, size_t len
     if (ok != len) return pl_seterr(err, errlen, PL_ERR_INVALID, "text is not valid UTF-8 (byte %zu)", ok);
     size_t entry_len = out->len;
     if (len == 0) return 0;
-    enc e = {.tok = tok, .out = out, .err = err, .errlen = errlen};
+    enc e = {.tok = tok, .out = out, .err = err, .errlen = errlen,
+             .deadline = coarse_ms() + tok->encode_budget_ms + (int64_t)(len >> 20) * TK_ENCODE_MS_PER_MIB};
     int rc = 0;
     if (tok->n_steps) {
         e.md = pcre2_match_data_create(1, NULL);

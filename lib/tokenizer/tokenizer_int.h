@@ -224,9 +224,31 @@ struct pl_tokenizer {
     uint32_t *norm_len;
     int32_t  *added_by_id;    /* [n_added] indices into added, sorted by (id, index) */
 
-    pcre2_match_context *mctx;  /* high limits for the interpreter fallback */
+    pcre2_match_context *mctx;  /* the regex limits below, for the JIT and the interpreter */
+    int64_t   encode_budget_ms;   /* TK_ENCODE_BUDGET_MS (tests lower it) */
     tk_centry *cache;           /* BPE results (mutable behind const: see above) */
 };
+
+/* Pre-tokenizer regex limits (docs/perf.md "Regex limits" has the
+ * measurements). PCRE2's match limit counts backtracking steps at one start
+ * position of a search (the JIT counts in its own unit; the one number bounds
+ * both); the depth limit is the interpreter's. Real tokenizers need 2 steps
+ * per character of their longest whitespace run (llama3's, qwen3's and
+ * deepseek_v3's \s+(?!\S) family) and depth 1: 2^25 takes runs of 16M
+ * characters, twice glm-gateway's default request size. A catastrophic
+ * pattern hits the limit within ~0.1 s at one start; one that stays just
+ * under it at every start hits the encode's time budget. Either way the
+ * encode fails with PL_ERR_RANGE (the request gets a 400), not the stage. */
+#define TK_MATCH_LIMIT (1u << 25)
+#define TK_DEPTH_LIMIT 10000u
+#define TK_HEAP_LIMIT_KIB (256u << 10)      /* the interpreter's backtracking frames: 256 MiB */
+/* One encode's time budget: 10 s plus 2 s per MiB of input. The slowest
+ * real input measured, llama3 on a run of spaces (one huge pre-token through
+ * BPE), takes 0.6 s per MiB on the dev machine (16 MiB: 9.9 s). */
+#define TK_ENCODE_BUDGET_MS 10000
+#define TK_ENCODE_MS_PER_MIB 2000
+void tk_set_regex_limits(pl_tokenizer *tok, uint32_t match_limit, uint32_t depth_limit);
+int  tk_regex_callout(pcre2_callout_block *cb, void *ud);   /* the budget check every pattern starts with */
 
 /* ===== shared helpers ===== */
 

@@ -974,11 +974,8 @@ static int load_json(loader *L, const char *json, size_t len)
     if (!tok->cache) return oom(L);
     tok->mctx = pcre2_match_context_create(NULL);
     if (!tok->mctx) return oom(L);
-    /* the interpreter fallback must not give up on long inputs that
-     * Oniguruma would handle: lift its step and depth limits */
-    pcre2_set_match_limit(tok->mctx, UINT32_MAX);
-    pcre2_set_depth_limit(tok->mctx, UINT32_MAX);
-    pcre2_set_heap_limit(tok->mctx, 1u << 22);   /* KiB: 4 GiB */
+    tk_set_regex_limits(tok, TK_MATCH_LIMIT, TK_DEPTH_LIMIT);
+    tok->encode_budget_ms = TK_ENCODE_BUDGET_MS;
     return 0;
 }
 

@@ -274,9 +274,14 @@ int tk_regex_compile(const char *pat, size_t len, int literal, pcre2_code **re,
         pl_buf_append(&out, pat, len);
     } else {
         opts |= PCRE2_UCP;
+        /* A callout before each start position the search tries: how the
+         * encode's time budget reaches inside one pcre2_match, whose match
+         * limit counts per start position (tokenizer.c, tk_regex_callout). */
+        pl_buf_puts(&out, "(?C1)(?:");
         rx r = {pat, len, 0, &out, err, errlen};
         int rc = rx_translate(&r);
         if (rc) { pl_buf_free(&out); return rc; }
+        pl_buf_putc(&out, ')');
     }
     if (!pl_buf_ok(&out)) { pl_buf_free(&out); return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory"); }
     int ecode;

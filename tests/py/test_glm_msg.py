@@ -43,7 +43,7 @@ def test_bad_json_line_is_reported_and_skipped():
 def test_garbage_msgpack_is_reported():
     p = subprocess.run([binpath("glm-msg"), "unpack"], input=b"\xc1\xc1\xc1", capture_output=True)
     assert p.returncode == 1
-    assert b"malformed msgpack" in p.stderr
+    assert b"skipped 3 bytes at input offset 0" in p.stderr
 
 
 def test_truncated_stream_keeps_complete_messages():

@@ -234,7 +234,7 @@ def test_malformed_messages_do_not_stop_the_stage(glm_model):
     out = unpack_all(p.stdout)
     assert [m["type"] for m in out] == ["error", "error", "abort", "generate"]
     assert out[0]["id"] == "x" and out[1]["id"] == "b"
-    assert b"not a map" in p.stderr and b"no id" in p.stderr
+    assert b"not a map" in p.stderr and b"without an id" in p.stderr
 
 
 def test_missing_or_corrupt_tokenizer(tmp_path, glm_model):

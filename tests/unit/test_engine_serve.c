@@ -523,6 +523,15 @@ TEST(serve_init_checks)
     CHECK_EQ_INT(eng_serve_num_blocks(e), 10);
     CHECK_EQ_INT(eng_serve_max_model_len(e), 100);
     eng_serve_free(e);
+    /* max_position_embeddings 2^31-1: the blocks a sequence needs are
+     * counted in 64 bits (this overflowed int), and the refusal says so
+     * with a positive block count */
+    e = NULL;
+    lm.max_positions = INT32_MAX;
+    c.max_model_len = 0;
+    CHECK(eng_serve_init(&e, &lm, &c, sk, err, sizeof err) != 0 && !e);
+    CHECK(strstr(err, "(10 blocks of 16 tokens) cannot hold one sequence of --max-model-len 2147483647") != NULL);
+    lm.max_positions = 100;
     tlm_free(&m);
     cJSON_Delete(o.list);
 }

@@ -1,6 +1,9 @@
 /* Jinja interpreter: byte-for-byte against Python jinja2 goldens
  * (the JSON files in tests/data/jinja, made by tests/jinja/gen_goldens.py), plus error
  * reporting, safety limits on hostile templates and the value API. */
+#include <sys/resource.h>
+#include <time.h>
+
 #include "test.h"
 #include "jinja/jinja.h"
 
@@ -423,6 +426,76 @@ TEST(hostile_loops_and_bombs)
     pl_buf_free(&out);
 }
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static long maxrss_mb(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024;
+}
+
+static int g_interrupt_calls;
+static int interrupt_after_100(void) { return ++g_interrupt_calls > 100; }
+
+/* A result of unknown size (tojson, str(), print, join, %) stops growing at
+ * the string limit while it is built: a 3 MB string listed 1000 times (3 GB
+ * of JSON) fails at once, with memory near the limit, not at 3 GB. A render
+ * stops at its time budget and when the caller interrupts it. */
+TEST(hostile_time_and_size_bounded)
+{
+    pl_buf out;
+    pl_buf_init(&out);
+    char err[256];
+    pl_jinja_limits lim;
+    pl_jinja_limits_default(&lim);
+    lim.max_output = 4 << 20;
+    long rss0 = maxrss_mb();
+    static const char *const bombs[] = {
+        "{% set s = 'x' * 3000000 %}{{ ([s] * 1000) | tojson }}",
+        "{% set s = 'x' * 3000000 %}{% set t = ([s] * 1000) | tojson %}",
+        "{% set s = 'x' * 3000000 %}{{ ([s] * 1000) | string }}",
+        "{% set s = 'x' * 3000000 %}{{ [s] * 1000 }}",
+        "{% set s = 'x' * 3000000 %}{{ ([s] * 1000) | join }}",
+        "{% set s = 'x' * 3000000 %}{{ '%s' % ([s] * 1000) }}",
+        "{% set s = 'x' * 3000000 %}{{ '{}'.format([s] * 1000) }}",
+        "{% set s = 'x' * 3000000 %}{{ s ~ ([s] * 1000) }}",
+        "{% set s = 'x' * 3000000 %}{{ ([{'k': s}] * 1000) | tojson(indent=2) }}",
+    };
+    for (size_t i = 0; i < PL_ARRAY_LEN(bombs); i++) {
+        double t0 = now_s();
+        int rc = quick(bombs[i], NULL, &lim, &out, err, sizeof err);
+        CHECK_EQ_INT(rc, PL_ERR_RANGE);
+        CHECK(strstr(err, "LimitError") != NULL);
+        CHECK(now_s() - t0 < 2.0);
+        if (rc != PL_ERR_RANGE || now_s() - t0 >= 2.0) fprintf(stderr, "  bomb %zu (%.1f s): %s\n", i, now_s() - t0, err);
+    }
+    CHECK(maxrss_mb() - rss0 < 200);   /* 3 GB if any result had been built whole */
+
+    /* a minute of string scanning within every other limit: cut at the budget */
+    pl_jinja_limits_default(&lim);
+    lim.max_time_ms = 300;
+    double t0 = now_s();
+    int rc = quick("{% set s = 'a' * 4000000 %}{% for i in range(10000) %}{% for j in range(1000) %}{% set n = s.count('b') %}{% endfor %}{% endfor %}",
+                   NULL, &lim, &out, err, sizeof err);
+    double dt = now_s() - t0;
+    CHECK_EQ_INT(rc, PL_ERR_RANGE);
+    CHECK(strstr(err, "longer than 300 ms") != NULL);
+    CHECK(dt >= 0.3 && dt < 2.0);
+    /* the caller's interrupt (a stage told to stop now) */
+    pl_jinja_limits_default(&lim);
+    lim.interrupt = interrupt_after_100;
+    rc = quick("{% for i in range(1000) %}{% for j in range(1000) %}{{ i | string }}{% endfor %}{% endfor %}", NULL, &lim, &out, err, sizeof err);
+    CHECK_EQ_INT(rc, PL_ERR_RANGE);
+    CHECK(strstr(err, "interrupted") != NULL);
+    pl_buf_free(&out);
+}
+
 TEST(hostile_parser)
 {
     pl_jinja_template *t;
@@ -648,6 +721,7 @@ int main(void)
     RUN(hostile_recursion);
     RUN(hostile_stack_depth);
     RUN(hostile_loops_and_bombs);
+    RUN(hostile_time_and_size_bounded);
     RUN(hostile_parser);
     RUN(hostile_cycles_freed);
     RUN(value_api);

@@ -7,6 +7,8 @@
  * with the edits recorded in each golden file, never stored in the repo. */
 #include "test.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_int.h"   /* the encode budget, lowered for a test */
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <pthread.h>
@@ -565,6 +567,56 @@ TEST(utf8_lossy)
     pl_buf_free(&b);
 }
 
+static double wall_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A catastrophic pre-tokenizer pattern (operator-controlled, but the server
+ * must not hang on it) fails the encode with PL_ERR_RANGE within the match
+ * limit; an input that keeps every search just under it hits the encode's
+ * time budget. The tokenizer keeps working for the next input. */
+TEST(regex_limits_fail_the_encode_not_the_stage)
+{
+    char err[256];
+    int rc;
+    pl_tokenizer *t = mini_load((mini_opts){.pre = "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
+        "\"pattern\":{\"Regex\":\"(a|a)+c\"},\"behavior\":\"Isolated\",\"invert\":false},"
+        "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]}"},
+        &rc, err, sizeof err);
+    CHECK(t != NULL);
+    if (!t) return;
+    char bomb[64];   /* the 'c' it needs is there, after the 'b' that makes every path fail */
+    memset(bomb, 'a', 60);
+    strcpy(bomb + 60, "bc");
+    pl_tokids ids = {0};
+    double t0 = wall_s();
+    CHECK_EQ_INT(pl_tokenizer_encode_ex(t, bomb, strlen(bomb), &ids, err, sizeof err), PL_ERR_RANGE);
+    CHECK(strstr(err, "gave up") != NULL);
+    double bomb_s = wall_s() - t0;
+    CHECK(bomb_s < 5);
+    /* blocks of 16 a's: each search stays far under the match limit */
+    pl_buf many;
+    pl_buf_init(&many);
+    for (int i = 0; i < 60000; i++) pl_buf_puts(&many, "aaaaaaaaaaaaaaaab");   /* < 1 MiB: the budget is the base alone */
+    pl_buf_puts(&many, "c");
+    t->encode_budget_ms = 300;
+    t0 = wall_s();
+    CHECK_EQ_INT(pl_tokenizer_encode_ex(t, many.data, many.len, &ids, err, sizeof err), PL_ERR_RANGE);
+    CHECK(strstr(err, "time budget (300 ms") != NULL);
+    double budget_s = wall_s() - t0;
+    CHECK(budget_s < 3);
+    fprintf(stderr, "     catastrophic pattern: match limit hit in %.2f s, 300 ms budget hit in %.2f s\n", bomb_s, budget_s);
+    pl_tokids_free(&ids);
+    CHECK_EQ_INT(pl_tokenizer_encode_ex(t, "hello", 5, &ids, err, sizeof err), 0);
+    CHECK(ids.len == 1 && ids.ids[0] == 259);
+    pl_tokids_free(&ids);
+    pl_buf_free(&many);
+    pl_tokenizer_free(t);
+}
+
 /* Each broken file must fail with the right code and a message naming the
  * problem. */
 TEST(load_errors)
@@ -817,6 +869,7 @@ int main(void)
     RUN(bad_text);
     RUN(utf8_lossy);
     RUN(load_errors);
+    RUN(regex_limits_fail_the_encode_not_the_stage);
     RUN(truncated_and_corrupt);
     RUN(empty_vocab);
     RUN(file_errors);

@@ -54,18 +54,21 @@ static int do_unpack(void)
 {
     pl_io *io;
     char err[256];
-    if (pl_io_open(&io, NULL, NULL, err, sizeof err)) {
+    pl_io_opts o;
+    pl_io_opts_default(&o);
+    o.raw = true;   /* any msgpack object, not only protocol messages */
+    if (pl_io_open_opts(&io, NULL, NULL, &o, err, sizeof err)) {
         fprintf(stderr, "glm-msg: %s\n", err);
         return 1;
     }
     pl_buf out;
     pl_buf_init(&out);
-    pl_pyjson_opts o = {0, -1, 0, ",", ":"};
+    pl_pyjson_opts jo = {0, -1, 0, ",", ":"};
     int bad = 0;
     for (;;) {
         msgpack_object msg;
         int rc = pl_io_recv(io, &msg, -1);
-        if (rc == PL_ERR_PARSE) { bad = 1; continue; }
+        if (rc == PL_ERR_PARSE || rc == PL_ERR_RANGE) { bad = 1; continue; }
         if (rc) break;
         cJSON *v;
         if (pl_json_from_msgpack(&v, &msg, err, sizeof err)) {
@@ -74,11 +77,12 @@ static int do_unpack(void)
             continue;
         }
         pl_buf_reset(&out);
-        pl_pyjson_dump(&out, v, &o);
+        pl_pyjson_dump(&out, v, &jo);
         cJSON_Delete(v);
         pl_buf_putc(&out, '\n');
         if (fwrite(out.data, 1, out.len, stdout) != out.len || fflush(stdout)) { bad = 1; break; }
     }
+    if (pl_io_skipped(io)) bad = 1;   /* logged as they were skipped */
     pl_buf_free(&out);
     pl_io_close(io);
     if (fflush(stdout)) bad = 1;

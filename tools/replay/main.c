@@ -165,8 +165,9 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         pl_stage_bad_request(st, id, idlen, "generate: 'prompt_ids' must be a list of token ids");
         return;
     }
-    if (pl_msg_get_int(msg, "n", &n) == PL_ERR_INVALID || n < 1 || n > 4096) {
-        pl_stage_bad_request(st, id, idlen, "generate: 'n' must be 1..4096");
+    int nrc = pl_msg_get_int_in(msg, "n", 1, 4096, &n);
+    if (nrc && nrc != PL_ERR_NOTFOUND) {
+        pl_stage_bad_request(st, id, idlen, "generate: 'n' must be an integer from 1 to 4096");
         return;
     }
     if (pl_msg_get_map(msg, "sampling", &sampling) == PL_ERR_INVALID) {
@@ -174,8 +175,8 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         return;
     }
     /* a negative max_tokens would make the output length wrap around */
-    int mrc = sampling ? pl_msg_get_int(sampling, "max_tokens", &max_tokens) : PL_ERR_NOTFOUND;
-    if (mrc != PL_ERR_NOTFOUND && (mrc || max_tokens < 0)) {
+    int mrc = sampling ? pl_msg_get_int_in(sampling, "max_tokens", 0, INT64_MAX, &max_tokens) : PL_ERR_NOTFOUND;
+    if (mrc && mrc != PL_ERR_NOTFOUND) {
         pl_stage_bad_request(st, id, idlen, "generate: 'sampling.max_tokens' must be a non-negative integer");
         return;
     }
@@ -264,16 +265,17 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     pl_log_init("glm-replay");
+    pl_stage_opts so;
+    pl_stage_opts_default(&so);
+    if (pl_stage_opts_take(&so, "glm-replay", &argc, argv)) return 2;
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'},
         {"script", required_argument, 0, 's'},
         {"chunk", required_argument, 0, 'c'},
-        {"in", required_argument, 0, 'i'},
-        {"out", required_argument, 0, 'o'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *dir = NULL, *script = NULL, *in = NULL, *out = NULL;
+    const char *dir = NULL, *script = NULL;
     rp_app a;
     memset(&a, 0, sizeof a);
     a.chunk = 1;
@@ -288,8 +290,6 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case 'i': in = optarg; break;
-        case 'o': out = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -300,9 +300,12 @@ int main(int argc, char **argv)
     pl_stage *st = NULL;
     int rc = pl_tokenizer_load(&a.tk, path, err, sizeof err);
     if (!rc) rc = load_script(&a, script, err, sizeof err);
-    if (!rc) rc = pl_stage_open(&st, in, out, err, sizeof err);
+    if (!rc) rc = pl_stage_open_opts(&st, &so, err, sizeof err);
     if (rc) fprintf(stderr, "glm-replay: %s\n", err);
-    else rc = pl_stage_run(st, on_msg, NULL, &a);
+    else {
+        static const pl_stage_ops ops = {.on_msg = on_msg, .intake = "generate"};
+        rc = pl_stage_serve(st, &ops, &a);
+    }
     pl_stage_close(st);
     for (size_t i = 0; i < a.n_rules; i++) {
         free(a.rules[i].match);
