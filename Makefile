@@ -17,7 +17,7 @@
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
+PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc libsystemd
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
                -g $(OPT) -pthread -I. -Icommon -Ilib $(shell pkg-config --cflags $(PKGS))

@@ -1,5 +1,6 @@
 /* stage.c — receive, validate, dispatch, emit. */
 #include "stage.h"
+#include "notify.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -99,12 +100,15 @@ int pl_stage_poll(pl_stage *st, int timeout_ms, pl_stage_fn fn, void *ud)
 int pl_stage_run(pl_stage *st, pl_stage_fn fn, pl_stage_drain_fn drain, void *ud)
 {
     int rc = 0;
+    pl_notify_ready();   /* input bound, model loaded by the caller: serving from here */
     while (!st->io_failed) {
-        rc = pl_stage_poll(st, -1, fn, ud);
+        rc = pl_stage_poll(st, pl_notify_watchdog_ms(), fn, ud);
+        pl_notify_watchdog();
         if (rc == PL_OK || rc == PL_ERR_AGAIN) { rc = 0; continue; }
         if (rc == PL_ERR_EOF) rc = 0;
         break;
     }
+    pl_notify_stopping();
     if (drain) drain(st, ud);
     if (pl_io_flush(st->io) || st->io_failed) rc = PL_ERR_IO;
     return rc;

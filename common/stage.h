@@ -28,7 +28,9 @@ int  pl_stage_open(pl_stage **out, const char *in_ep, const char *out_ep, char *
 void pl_stage_close(pl_stage *st);
 
 /* Run until the input ends or a stop signal arrives. Returns 0, or PL_ERR_IO
- * when the input or output failed. drain may be NULL. */
+ * when the input or output failed. drain may be NULL. Tells the supervisor
+ * (notify.h) READY=1 on entry, WATCHDOG=1 while it runs, STOPPING=1 when the
+ * input ends: call it once the stage can serve. */
 int pl_stage_run(pl_stage *st, pl_stage_fn fn, pl_stage_drain_fn drain, void *ud);
 
 /* One round of the loop, for stages that do work between messages (the

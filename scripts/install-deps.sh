@@ -9,6 +9,7 @@ PKGS=(build-essential pkg-config
       libuv1-dev        # gateway event loop
       libpcre2-dev      # pre-tokenizer regexes (\p{L}, lookahead, JIT)
       libutf8proc-dev   # NFC normalizer, Unicode properties
+      libsystemd-dev    # sd_notify: READY/STOPPING/WATCHDOG to systemd and glm-serve
       python3 python3-venv)  # test tooling only
 missing=()
 for p in "${PKGS[@]}"; do
