@@ -647,6 +647,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
         if (!rc) cJSON_AddItemToObject(ctx, "chat_template_kwargs", kw);
         else cJSON_Delete(kw);
         if (!rc) rc = resolve_tool_choice(body, &choice, e);
+        if (!rc && (rc = tok_tool_choice_check(m, body, e))) cJSON_Delete(choice);
         if (!rc) {
             cJSON_AddItemToObject(ctx, "tool_choice", choice);
             const cJSON *tools = field(body, "tools");

@@ -20,6 +20,8 @@ typedef struct tok_model_opts {
     int64_t     max_model_len;           /* --max-model-len; 0 = from config.json */
     const char *default_kwargs_json;     /* --default-chat-template-kwargs */
     const char *served_model_name;       /* reported as `model`; default: the dir */
+    const char *generation_config;       /* --generation-config: "auto" (NULL), "vllm" or a folder */
+    bool        enable_auto_tools;       /* --enable-auto-tool-choice: tool calls are parsed downstream */
 } tok_model_opts;
 
 int  tok_model_load(tok_model **out, const char *dir, const tok_model_opts *opts, char *err, size_t errlen);
@@ -49,6 +51,7 @@ const cJSON   *tok_model_default_kwargs(const tok_model *m);   /* object, may be
 const cJSON   *tok_model_gen_defaults(const tok_model *m);     /* generation_config.json or NULL */
 const char    *tok_model_name(const tok_model *m);
 int32_t        tok_model_vocab_size(const tok_model *m);
+bool           tok_model_auto_tools(const tok_model *m);
 
 /* ---------------------------------------------------------------- requests */
 
@@ -62,6 +65,12 @@ typedef struct tok_error {
     const char *param;
     char        message[1024];
 } tok_error;
+
+/* The server-side tool_choice rule (vLLM's chat renderer): without
+ * --enable-auto-tool-choice no tool parser runs, so a tool_choice other than
+ * "none" (tools given and tool_choice absent means "auto") is a 400 with
+ * vLLM's message. Call after the request's own tool_choice validation. */
+int tok_tool_choice_check(const tok_model *m, const cJSON *body, tok_error *e);
 
 /* Build the chat prompt text for a body (for --render and for requests). */
 int tok_request_render_chat(const tok_model *m, const cJSON *body, pl_buf *prompt, tok_error *e);

@@ -94,7 +94,7 @@ def test_thinking_off_and_tools(glm_model):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
     body = {"messages": [{"role": "user", "content": "hi"}], "tools": tools,
             "chat_template_kwargs": {"enable_thinking": False}, "ignore_eos": True, "max_tokens": 3}
-    out, _ = run_stage([binpath("glm-tokenize"), "--model", glm_model["dir"]],
+    out, _ = run_stage([binpath("glm-tokenize"), "--model", glm_model["dir"], "--enable-auto-tool-choice"],
                        [{"type": "request", "id": "a", "endpoint": "chat", "body": body}])
     c = out[0]["context"]
     assert c["thinking"] is False and c["prompt_ends_in_think"] is False
