@@ -10,7 +10,8 @@ PKGS=(build-essential pkg-config
       libpcre2-dev      # pre-tokenizer regexes (\p{L}, lookahead, JIT)
       libutf8proc-dev   # NFC normalizer, Unicode properties
       libsystemd-dev    # sd_notify: READY/STOPPING/WATCHDOG to systemd and glm-serve
-      python3 python3-venv)  # test tooling only
+      python3 python3-venv   # test tooling only
+      systemd)               # test tooling: systemd-analyze verify for the units
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
