@@ -10,6 +10,9 @@ The test itself then plays the gateway's part on the ipc:// endpoints.
     --no-ready     never send READY=1 (a stage that hangs while starting)
     --no-watchdog  never send WATCHDOG=1 (a stage that hangs while serving)
     --exit N       exit with status N at once, before READY (a refused flag)
+    --forward      a stage that forwards every message from its --in (binds)
+                   to its --out (connects) unchanged, e.g. in glm-detok's place
+                   to see the engine's own `tokens` at the end of the pipeline
 """
 import json
 import os
@@ -41,14 +44,34 @@ def main():
         sys.exit(int(argv[argv.index("--exit") + 1]))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    fwd = None
+    if "--forward" in argv:
+        import zmq
+        ctx = zmq.Context()
+        src = ctx.socket(zmq.PULL)
+        src.bind(argv[argv.index("--in") + 1])
+        dst = ctx.socket(zmq.PUSH)
+        dst.connect(argv[argv.index("--out") + 1])
+        fwd = (src, dst)
     if "--no-ready" not in argv:
         notify("READY=1")
     wd = int(os.environ.get("WATCHDOG_USEC", "0")) / 4e6
     while not stop:
-        time.sleep(wd if wd > 0 else 0.05)
+        if fwd:
+            # drain what has arrived, then wait a little: a stop signal lands between polls
+            if fwd[0].poll(50):
+                fwd[1].send(fwd[0].recv())
+                continue
+        else:
+            time.sleep(wd if wd > 0 else 0.05)
         if wd > 0 and "--no-watchdog" not in argv:
             notify("WATCHDOG=1")
     notify("STOPPING=1")
+    if fwd:   # what already arrived still goes on, as a real stage drains
+        while fwd[0].poll(0):
+            fwd[1].send(fwd[0].recv())
+        fwd[1].close(linger=5000)
+        fwd[0].close(linger=0)
 
 
 if __name__ == "__main__":

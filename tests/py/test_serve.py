@@ -9,6 +9,7 @@ glm-gateway is replaced by a stand-in (serve_standin.py) that only speaks the
 supervisor protocol; the test plays the gateway's part itself on the ipc://
 endpoints of the runtime directory (--runtime-dir), so these tests run with
 or without a gateway built."""
+import calendar
 import json
 import os
 import re
@@ -123,7 +124,9 @@ class Serve:
                 return out
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc.poll() is None:
+        """Signal glm-serve (sig None: it was signalled already; a second
+        signal would kill every stage at once) and wait for its exit status."""
+        if sig is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=timeout)
         for t in self.t:
@@ -221,6 +224,36 @@ def test_ready_restart_with_backoff_and_ordered_stop(serve, tiny_model, script):
             assert i_done < next(i for i, ln in enumerate(log) if f"stopping stage {nxt} " in ln)
         assert not alive(pids[st])
     assert not os.path.exists(s.rundir)   # glm-serve made it, glm-serve removed it
+
+
+def test_sigterm_drains_work_in_flight(serve, tiny_model):
+    """The real engine is generating when glm-serve gets SIGTERM: the stages
+    upstream stop first, the engine finishes the request, and every token
+    still reaches the end of the pipeline before the stages after it stop.
+    (A forwarder stands in for glm-detok: the tiny model's random weights
+    sample ids of its padded vocabulary that no tokenizer entry decodes.)"""
+    s = serve(tiny_model, "--max-model-len", "4096", "--kv-cache-memory-bytes", "64M",
+              "--stage", "engine=glm-engine --threads 1", "--stage", f"detok={STANDIN} --forward")
+    s.ready(timeout=120)
+    s.connect()
+    n = 1500
+    body = {"messages": [{"role": "user", "content": "count"}], "max_tokens": n, "ignore_eos": True, "temperature": 0}
+    s.push.send(msgpack.packb({"type": "request", "id": "d1", "endpoint": "chat", "body": body}))
+    first = msgpack.unpackb(s.pull.recv(), raw=False)
+    assert first["type"] == "start", first
+    s.proc.send_signal(signal.SIGTERM)
+    msgs = [first]
+    while msgs[-1]["type"] not in ("end", "error"):
+        msgs.append(msgpack.unpackb(s.pull.recv(), raw=False))
+    t_end = time.time()
+    assert msgs[-1]["type"] == "end" and msgs[-1]["usage"]["completion_tokens"] == n, msgs[-1]
+    assert sum(len(m["token_ids"]) for m in msgs if m["type"] == "tokens") == n
+    assert s.stop(sig=None) == 0, "\n".join(s.log())
+    assert any("glm-engine info done: " in ln and f"{n} sampled" in ln for ln in s.log())
+    # the engine was told to stop while the request still ran
+    _, m = s.wait_for(r"^(\S+) glm-serve info stopping stage engine")
+    t_stop = calendar.timegm(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) + float(m.group(1)[19:-1])   # log time is UTC
+    assert t_stop < t_end, (t_stop, t_end)
 
 
 def test_sigint_stops_and_reasoning_stage_is_optional(serve, tiny_model, script):

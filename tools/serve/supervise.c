@@ -276,6 +276,7 @@ static void on_notify(sup *s, int i)
 static void on_exit_of(sup *s, int i, int status)
 {
     proc *pr = &s->pr[i];
+    on_notify(s, i);   /* what it said before it exited is all in the socket now */
     char how[128];
     describe(status, how, sizeof how);
     int pid = (int)pr->pid;
@@ -454,8 +455,8 @@ int srv_run(const srv_plan *p, bool remove_rundir)
             kill_all(&s);
             break;
         }
-        /* notify messages first: a READY=1 sent just before an exit belongs
-         * to the process that is about to be reaped, not to its successor */
+        /* notify messages first (on_exit_of reads the rest): they belong to
+         * the process that sent them, not to a successor */
         for (int k = 0; r > 0 && k < n; k++)
             if (pf[k].revents & POLLIN) on_notify(&s, idx[k]);
         on_signals(&s);
