@@ -9,13 +9,13 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 
 import pytest
 
 from conftest import BIN, ROOT
+from test_notify import NotifySocket
 
 UNITS = ROOT / "systemd"
 STAGES = ["gateway", "tokenize", "engine", "detok", "parse-reasoning", "parse-tools"]   # head first
@@ -147,22 +147,18 @@ def test_execstart_wiring_and_ready(tiny_model):
         for st in STAGES[1:]:   # the gateway is tested by its own suite
             cmd = expand(get(read_unit(UNITS / f"glmpipe-{st}.service"), "Service", "ExecStart"), env)
             cmd[0] = str(BIN / os.path.basename(cmd[0]))
-            ns_path = os.path.join(d, "notify")
-            ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            ns.bind(ns_path)
-            ns.settimeout(60)
+            ns = NotifySocket(os.path.join(d, "notify"))
             p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                 env={**os.environ, "NOTIFY_SOCKET": ns_path, "GLM_LOG_LEVEL": env["GLM_LOG_LEVEL"]})
+                                 env={**os.environ, "NOTIFY_SOCKET": ns.path, "GLM_LOG_LEVEL": env["GLM_LOG_LEVEL"]})
             try:
-                got = ns.recv(4096).decode()
-                assert "READY=1" in got.split("\n"), (st, got)
+                ns.expect("READY=1", timeout=60)
                 p.send_signal(signal.SIGTERM)
+                ns.expect("STOPPING=1")
                 assert p.wait(timeout=30) == 0, p.stderr.read().decode(errors="replace")
             finally:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
                 ns.close()
-                os.unlink(ns_path)
     finally:
         shutil.rmtree(d, ignore_errors=True)

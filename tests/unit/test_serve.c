@@ -265,7 +265,7 @@ TEST(bad_command_lines_name_the_flag)
     CHECK(refused("--enable-prefix-caching takes no value", g_model, "--enable-prefix-caching=1", NULL));
     CHECK(refused("--restart-delay: expected a number of seconds", g_model, "--restart-delay", "soon", NULL));
     CHECK(refused("no model", "--port", "1", NULL));
-    CHECK(refused("a second model 'other'", g_model, "other", NULL));
+    CHECK(refused("unexpected argument 'other' (the model is already", g_model, "other", NULL));
     CHECK(refused("the model is already", g_model, "--model", "other", NULL));
     CHECK(refused("--chat-template: empty value", g_model, "--chat-template", "", NULL));
 }

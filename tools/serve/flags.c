@@ -236,7 +236,7 @@ int srv_cfg_parse(srv_cfg *cfg, int argc, char **argv, FILE *out, char *err, siz
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-' || !a[1]) {   /* the positional MODEL */
-            if (cfg->model) return bad(err, errlen, "a second model '%s' (the model is '%s')", a, cfg->model);
+            if (cfg->model) return bad(err, errlen, "unexpected argument '%s' (the model is already '%s')", a, cfg->model);
             cfg->model = a;
             continue;
         }
@@ -254,7 +254,7 @@ int srv_cfg_parse(srv_cfg *cfg, int argc, char **argv, FILE *out, char *err, siz
             v = argv[++i];
         }
         if (o->kind != K_BOOL && !v) return bad(err, errlen, "%s needs a value", o->name);
-        if (o->kind != K_BOOL && !*v && o->special != S_KEYS) return bad(err, errlen, "%s: empty value", o->name);
+        if (o->kind != K_BOOL && !*v) return bad(err, errlen, "%s: empty value", o->name);
 
         switch (o->special) {
         case S_HELP:
