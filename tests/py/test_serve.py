@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,11 +140,18 @@ class Serve:
         return rc
 
     def close(self):
+        """After a failed test: stop glm-serve (it stops its stages), kill it
+        only if it hangs, and remove what it could not."""
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()   # its stages get SIGTERM through PR_SET_PDEATHSIG
+                self.proc.wait(timeout=10)
         if self.zctx:
-            self.stop()
+            self.stop(sig=None)
+        shutil.rmtree(self.rundir, ignore_errors=True)
 
 
 @pytest.fixture
