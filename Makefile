@@ -4,7 +4,8 @@
 #   make test       build, then run every test; ends with "N passed, N failed"
 #   make asan       the same binaries with AddressSanitizer + UBSan, into build-asan/
 #   make asan-test  run the test suite against the asan build
-#   make run        build, create the embedded default model, run a request through the pipeline
+#   make run        build, create the embedded default model, serve it on 127.0.0.1:8000 (glm-serve)
+#   make install    binaries to $(PREFIX)/bin, systemd units, /etc/glmpipe/glmpipe.env (docs/deploy.md)
 #   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
 #   make fuzz       the wire-protocol fuzzer against every stage for FUZZ_SECONDS (default 60);
 #                   FUZZ_BUILD=build-asan runs it on the sanitizer build (docs/reliability.md)
@@ -20,7 +21,7 @@
 
 BUILD   ?= build
 CC      ?= cc
-PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
+PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc libsystemd
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
                -g $(OPT) -pthread -I. -Icommon -Ilib $(shell pkg-config --cflags $(PKGS))
@@ -60,7 +61,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC  := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test asan asan-test clean deps run bench fuzz fuzz-libfuzzer lf-targets
+.PHONY: all test asan asan-test clean deps run bench install fuzz fuzz-libfuzzer lf-targets
 .SECONDARY:
 
 all: $(BINS) $(TEST_BINS)
@@ -114,7 +115,18 @@ test:
 run:
 	@scripts/install-deps.sh
 	@$(MAKE) --no-print-directory all
-	@BUILD=$(BUILD) scripts/run.sh
+	@BUILD=$(BUILD) scripts/run.sh $(ARGS)
+
+# Binaries to $(PREFIX)/bin, the systemd units (ExecStart pointed at that
+# prefix) and, when absent, the environment file (docs/deploy.md).
+PREFIX  ?= /usr/local
+UNITDIR ?= /etc/systemd/system
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(UNITDIR) $(DESTDIR)/etc/glmpipe
+	install -m 755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	for u in systemd/*.service systemd/*.target; do \
+	  sed 's#/usr/local/bin/#$(PREFIX)/bin/#g' $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u) && chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); done
+	[ -e $(DESTDIR)/etc/glmpipe/glmpipe.env ] || install -m 640 systemd/glmpipe.env $(DESTDIR)/etc/glmpipe/glmpipe.env
 
 asan:
 	$(MAKE) BUILD=build-asan OPT=-O1 \

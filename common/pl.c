@@ -1,6 +1,7 @@
 /* pl.c — errors, byte buffer, logging. */
 #include "pl.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,6 +147,38 @@ int pl_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *v)
     long long x = strtoll(s, &end, 10);
     if (errno || *end || x < lo || x > hi) return -1;
     *v = x;
+    return 0;
+}
+
+int pl_parse_human_i64(const char *s, int64_t lo, int64_t hi, int64_t *v)
+{
+    size_t n = s ? strlen(s) : 0;
+    const char *dec = n ? strchr("kmgt", s[n - 1]) : NULL, *bin = n ? strchr("KMGT", s[n - 1]) : NULL;
+    if (!n || (!dec && !bin) || !s[n - 1]) return pl_parse_i64(s, lo, hi, v);
+    /* NUMBER: digits, or digits.digits (decimal suffixes only) */
+    size_t i = 0, dot = 0;
+    while (i < n - 1 && isdigit((unsigned char)s[i])) i++;
+    if (i == 0) return -1;
+    if (i < n - 1 && s[i] == '.') {
+        dot = i++;
+        size_t frac = i;
+        while (i < n - 1 && isdigit((unsigned char)s[i])) i++;
+        if (i == frac) return -1;
+    }
+    if (i != n - 1 || i > 40) return -1;
+    char num[48];
+    memcpy(num, s, i);
+    num[i] = 0;
+    double x;
+    if (bin) {
+        if (dot) return -1;   /* vLLM: no decimals with binary suffixes */
+        x = strtod(num, NULL) * (double)(1ull << (10 * (bin - "KMGT" + 1)));
+    } else {
+        static const double mul[] = {1e3, 1e6, 1e9, 1e12};
+        x = strtod(num, NULL) * mul[dec - "kmgt"];
+    }
+    if (!(x >= (double)lo && x <= (double)hi) || x >= 9.2e18) return -1;
+    *v = (int64_t)x;   /* truncates, as Python's int() of a float */
     return 0;
 }
 

@@ -77,6 +77,11 @@ int pl_stream_read(FILE *f, const char *name, pl_buf *b, size_t max_bytes, char 
  * anything else (empty, junk, overflow, out of range). For command lines. */
 int pl_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *v);
 
+/* The same, also with vLLM's human-readable suffixes (human_readable_int):
+ * k m g t are powers of 1000 and allow a decimal part (25.6k = 25600), K M G T
+ * powers of 1024 on a whole number (1K = 1024). */
+int pl_parse_human_i64(const char *s, int64_t lo, int64_t hi, int64_t *v);
+
 /* ---------------------------------------------------------------- logging */
 
 /* One event per line on stderr: "<iso time> <prog> <level> [id] message".

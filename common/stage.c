@@ -1,5 +1,6 @@
 /* stage.c — receive, validate, dispatch, emit; stop gracefully. */
 #include "stage.h"
+#include "notify.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -207,15 +208,17 @@ static void fail_live(pl_stage *st, const pl_stage_ops *ops, void *ud, const cha
 
 int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
 {
-    bool input_open = true;
+    bool input_open = true, told_stopping = false;
     int64_t deadline = 0, last_input = pl_now_ms();
     int rc = PL_OK;
     st->intake = ops->intake;
+    pl_notify_ready();   /* input bound, model loaded by the caller: serving from here */
     while (!st->io_failed) {
         int stops = pl_io_stopping();
         int64_t now = pl_now_ms();
         if (stops && !st->draining) {
             st->draining = true;
+            if (!told_stopping) { told_stopping = true; pl_notify_stopping(); }
             deadline = now + st->drain_ms;
             size_t n = live_count(ops, ud);
             pl_log(PL_LOG_INFO, NULL, 0, "stop signal: draining (%zu request%s in flight, up to %" PRId64 " ms)", n,
@@ -227,6 +230,7 @@ int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
         }
         size_t live = live_count(ops, ud);
         if (!input_open) {
+            if (!told_stopping) { told_stopping = true; pl_notify_stopping(); }
             if (!live || !ops->step) {
                 fail_live(st, ops, ud, "the input ended before the request finished");
                 break;
@@ -243,6 +247,8 @@ int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
             if (t > deadline - now) t = deadline - now;
             timeout = t < 0 ? 0 : t > INT32_MAX ? INT32_MAX : (int)t;
         }
+        int wd = pl_notify_watchdog_ms();   /* wake in time for the supervisor's watchdog */
+        if (wd >= 0 && (timeout < 0 || timeout > wd)) timeout = wd;
         for (int i = 0; input_open && i < MSGS_PER_ROUND; i++) {
             int prc = pl_stage_poll(st, i ? 0 : timeout, ops->on_msg, ud);
             if (prc == PL_ERR_AGAIN) break;
@@ -251,6 +257,7 @@ int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
             last_input = pl_now_ms();
         }
         if (rc) break;
+        pl_notify_watchdog();
         if (ops->step && live_count(ops, ud) && (rc = ops->step(st, ud))) break;
         if ((rc = pl_io_flush(st->io))) break;
     }

@@ -76,7 +76,10 @@ int  pl_stage_open_opts(pl_stage **out, const pl_stage_opts *o, char *err, size_
 void pl_stage_close(pl_stage *st);
 
 /* Run until the input ends or a stop signal arrives, then stop as described
- * above. Returns 0, or PL_ERR_IO when the input or output failed. */
+ * above. Returns 0, or PL_ERR_IO when the input or output failed. Tells the
+ * supervisor (notify.h) READY=1 on entry, WATCHDOG=1 while it runs,
+ * STOPPING=1 when it starts to drain or the input ends: call it once the
+ * stage can serve. */
 int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud);
 
 /* pl_stage_serve for a stage whose every request ends inside fn. drain may be NULL. */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "notify.h"
 #include "pl.h"
 #include "serve.h"
 #include "stage.h"
@@ -18,27 +19,67 @@ static void usage(FILE *f)
           "  --backend cpu                     compute backend (only cpu in this build)\n"
           "  --max-num-seqs N                  sequences in a step at most (default 256)\n"
           "  --max-model-len L                 prompt + output tokens (default: the model's max_position_embeddings)\n"
-          "  --max-num-batched-tokens T        tokens computed per step at most (default 2048)\n"
+          "  --max-num-batched-tokens T        tokens computed per step at most (default 2048; 2k, 2K accepted)\n"
           "  --block-size N                    tokens per KV block (default 16)\n"
-          "  --kv-cache-memory-bytes B         KV pool budget, suffix K/M/G allowed (default 4G)\n"
+          "  --kv-cache-memory-bytes B         KV pool budget; vLLM's suffixes: k/m/g = 1000^n, K/M/G = 1024^n (default 4G)\n"
           "  --num-gpu-blocks-override N       exact number of KV blocks (overrides the budget)\n"
           "  --seed S                          RNG seed for requests without their own (default 0)\n"
           "  --threads N                       CPU threads (default: all online CPUs)\n"
+          "vLLM engine flags this build refuses by name until their feature lands:\n"
+          "  --kv-cache-dtype fp8*, --enable-prefix-caching, --speculative-config[.method|.num_speculative_tokens],\n"
+          "  --tensor-parallel-size N>1, --gpu-memory-utilization (cpu backend)\n"
+          "  (accepted: --kv-cache-dtype auto, --no-enable-prefix-caching, --tensor-parallel-size 1,\n"
+          "   --[no-]enable-expert-parallel: one rank holds every expert)\n"
           PL_STAGE_IO_HELP, f);
 }
 
-static int parse_bytes(const char *s, size_t *v)
+/* ================================================================ vLLM feature flags
+ *
+ * glm-serve hands each vLLM engine flag to glm-engine under its own name, so
+ * the engine is the one place that knows which features it has: what this
+ * build cannot honour is refused here, naming the flag, never ignored. */
+
+typedef struct feat_flags {
+    const char *gpu_util;   /* --gpu-memory-utilization, checked against the backend */
+} feat_flags;
+
+static int refuse(const char *flag, const char *why)
 {
-    if (!s || !*s || *s == '-') return -1;
-    char *end;
-    errno = 0;
-    double x = strtod(s, &end);
-    double mul = 1;
-    if (*end == 'K' || *end == 'k') mul = 1024.0, end++;
-    else if (*end == 'M' || *end == 'm') mul = 1024.0 * 1024, end++;
-    else if (*end == 'G' || *end == 'g') mul = 1024.0 * 1024 * 1024, end++;
-    if (errno || *end || !(x > 0) || x * mul > 1e18) return -1;
-    *v = (size_t)(x * mul);
+    fprintf(stderr, "glm-engine: %s: %s\n", flag, why);
+    return -1;
+}
+
+/* Returns the number of arguments consumed (1 or 2), 0 when a is not one of
+ * these flags, -1 when it is refused (message printed). */
+static int feature_flag(const char *a, const char *v, feat_flags *ff)
+{
+    int64_t n;
+    if (!strcmp(a, "--no-enable-prefix-caching") || !strcmp(a, "--enable-expert-parallel") ||
+        !strcmp(a, "--no-enable-expert-parallel"))
+        return 1;   /* prefix caching is off; expert parallelism over one rank is the whole model */
+    if (!strcmp(a, "--enable-prefix-caching"))
+        return refuse(a, "prefix caching is not implemented in this glm-engine yet (--no-enable-prefix-caching is accepted)");
+    if (!strncmp(a, "--speculative-config", 20) && (a[20] == 0 || a[20] == '.')) {
+        if (!v) return refuse(a, "needs a value");
+        return refuse(a, "speculative decoding (MTP) is not implemented in this glm-engine yet");
+    }
+    if (!strcmp(a, "--kv-cache-dtype")) {
+        if (v && !strcmp(v, "auto")) return 2;
+        if (v && !strncmp(v, "fp8", 3)) return refuse(a, "the FP8 KV cache is not implemented in this glm-engine yet (only auto)");
+        return refuse(a, "expected auto or fp8, fp8_e4m3, fp8_e5m2");
+    }
+    if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) {
+        if (pl_parse_i64(v, 1, 1 << 16, &n)) return refuse(a, "expected a positive integer");
+        if (n > 1) return refuse(a, "tensor parallelism is not implemented in this glm-engine yet (1 only)");
+        return 2;
+    }
+    if (!strcmp(a, "--gpu-memory-utilization")) {
+        char *end = NULL;
+        double f = v ? strtod(v, &end) : 0;
+        if (!v || end == v || *end || !(f > 0 && f <= 1)) return refuse(a, "expected a fraction in (0, 1]");
+        ff->gpu_util = v;
+        return 2;
+    }
     return 0;
 }
 
@@ -81,18 +122,22 @@ int main(int argc, char **argv)
     eng_serve_cfg cfg;
     eng_serve_cfg_defaults(&cfg);
     int64_t threads = 0;
+    feat_flags ff = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
+        int used = feature_flag(a, v, &ff);
+        if (used < 0) return 2;
+        if (used) { i += used - 1; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--model") && v) dir = v;
         else if (!strcmp(a, "--backend") && v) backend = v;
         else if (!strcmp(a, "--max-num-seqs") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.max_num_seqs = (int)n;
         else if (!strcmp(a, "--max-model-len") && !pl_parse_i64(v, 2, 1 << 30, &n)) cfg.max_model_len = (int)n;
-        else if (!strcmp(a, "--max-num-batched-tokens") && !pl_parse_i64(v, 1, 1 << 24, &n)) cfg.max_num_batched_tokens = (int)n;
+        else if (!strcmp(a, "--max-num-batched-tokens") && !pl_parse_human_i64(v, 1, 1 << 24, &n)) cfg.max_num_batched_tokens = (int)n;
         else if (!strcmp(a, "--block-size") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
         else if (!strcmp(a, "--num-gpu-blocks-override") && !pl_parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
-        else if (!strcmp(a, "--kv-cache-memory-bytes") && !parse_bytes(v, &cfg.kv_cache_bytes)) ;
+        else if (!strcmp(a, "--kv-cache-memory-bytes") && !pl_parse_human_i64(v, 1, INT64_MAX, &n)) cfg.kv_cache_bytes = (size_t)n;
         else if (!strcmp(a, "--seed") && !pl_parse_i64(v, INT64_MIN, INT64_MAX, &n)) cfg.seed = (uint64_t)n;
         else if (!strcmp(a, "--threads") && !pl_parse_i64(v, 1, 4096, &n)) threads = n;
         else { fprintf(stderr, "glm-engine: bad argument %s%s%s\n", a, v ? " " : "", v ? v : ""); usage(stderr); return 2; }
@@ -101,6 +146,10 @@ int main(int argc, char **argv)
     if (!dir) { usage(stderr); return 2; }
     if (strcmp(backend, "cpu")) {
         fprintf(stderr, "glm-engine: backend '%s' is not in this build (cpu only)\n", backend);
+        return 2;
+    }
+    if (ff.gpu_util) {
+        refuse("--gpu-memory-utilization", "needs a GPU backend; the cpu backend sizes its KV cache with --kv-cache-memory-bytes");
         return 2;
     }
 

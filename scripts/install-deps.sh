@@ -9,7 +9,9 @@ PKGS=(build-essential pkg-config
       libuv1-dev        # gateway event loop
       libpcre2-dev      # pre-tokenizer regexes (\p{L}, lookahead, JIT)
       libutf8proc-dev   # NFC normalizer, Unicode properties
-      python3 python3-venv)  # test tooling only
+      libsystemd-dev    # sd_notify: READY/STOPPING/WATCHDOG to systemd and glm-serve
+      python3 python3-venv   # test tooling only
+      systemd)               # test tooling: systemd-analyze verify for the units
 # `install-deps.sh fuzz`: also what the libFuzzer targets need (make fuzz-libfuzzer)
 [ "${1:-}" = fuzz ] && PKGS+=(clang libclang-rt-14-dev)
 missing=()

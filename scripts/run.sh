@@ -1,30 +1,26 @@
 #!/usr/bin/env bash
-# make run: build, create the embedded default model (glm-mkmodel, no
-# download), and send a chat request through the whole pipeline:
+# make run: build (done by make), create the embedded default model
+# (glm-mkmodel, no download) and serve it in the foreground with glm-serve on
+# 127.0.0.1:8000, CPU backend, the reference command's parsers:
 #
-#   glm-tokenize | glm-engine | glm-detok | glm-parse-reasoning | glm-parse-tools
+#   glm-serve models/default --served-model-name glm-tiny --port 8000 --backend cpu \
+#       --reasoning-parser glm45 --tool-call-parser glm47 --enable-auto-tool-choice
 #
-# The default model has random weights, so its text is noise; what this shows
-# is every stage doing its job on a real GLM-5-architecture checkpoint.
-# PROMPT="..." picks the user message; MODEL=DIR another model directory.
-# (The HTTP gateway will take this script's place once it exists.)
+# The default model has random weights: its text is noise, but every stage
+# does its real job on a real GLM-5-architecture checkpoint. Ctrl-C stops it.
+# MODEL=DIR serves another model directory, PORT=N another port; arguments
+# (make run ARGS='...') are added to glm-serve's command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=${BUILD:-build}/bin
 MODEL=${MODEL:-models/default}
-PROMPT=${PROMPT:-What is the capital of France?}
+PORT=${PORT:-8000}
 if [ ! -f "$MODEL/config.json" ]; then
     echo "run: creating the default model in $MODEL" >&2
     "$B/glm-mkmodel" --preset tiny --seed 0 --out "$MODEL"
 fi
-# JSON string escaping for the prompt: backslash, quote, and newlines/tabs
-esc=$(printf '%s' "$PROMPT" | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/\t/\\t/g' | awk 'NR > 1 { printf "\\n" } { printf "%s", $0 }')
-req='{"type":"request","id":"chatcmpl-demo","endpoint":"chat","body":{"messages":[{"role":"user","content":"'"$esc"'"}],"max_tokens":24,"temperature":0.7,"seed":1}}'
-echo "run: request  $req" >&2
-echo "$req" | "$B/glm-msg" pack \
-  | "$B/glm-tokenize" --model "$MODEL" \
-  | "$B/glm-engine" --model "$MODEL" --kv-cache-memory-bytes 256M \
-  | "$B/glm-detok" --model "$MODEL" \
-  | "$B/glm-parse-reasoning" --reasoning-parser glm45 \
-  | "$B/glm-parse-tools" --tool-call-parser glm47 \
-  | "$B/glm-msg" unpack
+NAME=()
+[ "$MODEL" = models/default ] && NAME=(--served-model-name glm-tiny)
+exec "$B/glm-serve" "$MODEL" "${NAME[@]}" --host 127.0.0.1 --port "$PORT" --backend cpu \
+    --kv-cache-memory-bytes 256M \
+    --reasoning-parser glm45 --tool-call-parser glm47 --enable-auto-tool-choice "$@"

@@ -27,6 +27,10 @@ static void usage(FILE *f)
             "  --max-model-len N                   context length (default: max_position_embeddings)\n"
             "  --default-chat-template-kwargs JSON defaults for chat_template_kwargs (request values win)\n"
             "  --served-model-name NAME            model name reported in responses\n"
+            "  --enable-auto-tool-choice           tool calls are parsed downstream (glm-parse-tools): allow\n"
+            "                                      tool_choice auto/required/named; without it they get vLLM's 400\n"
+            "  --generation-config auto|vllm|DIR   sampling defaults from the model's generation_config.json (auto),\n"
+            "                                      none (vllm: eos ids still read), or DIR/generation_config.json\n"
             "  --encode | --decode | --render      debug modes on stdin/stdout (see README)\n"
             PL_STAGE_IO_HELP);
 }
@@ -153,6 +157,8 @@ int main(int argc, char **argv)
         {"max-model-len", required_argument, 0, 'L'},
         {"default-chat-template-kwargs", required_argument, 0, 'k'},
         {"served-model-name", required_argument, 0, 'n'},
+        {"enable-auto-tool-choice", no_argument, 0, 'A'},
+        {"generation-config", required_argument, 0, 'g'},
         {"encode", no_argument, 0, 'E'},
         {"decode", no_argument, 0, 'D'},
         {"render", no_argument, 0, 'R'},
@@ -183,6 +189,8 @@ int main(int argc, char **argv)
             break;
         case 'k': o.default_kwargs_json = optarg; break;
         case 'n': o.served_model_name = optarg; break;
+        case 'A': o.enable_auto_tools = true; break;
+        case 'g': o.generation_config = optarg; break;
         case 'E': mode = "encode"; break;
         case 'D': mode = "decode"; break;
         case 'R': mode = "render"; break;

@@ -5,7 +5,8 @@
  *   tokenizer_config.json   chat_template (string or named list), special tokens
  *   chat_template.jinja     the template, preferred over tokenizer_config's (transformers >= 4.43)
  *   config.json             max_position_embeddings, eos_token_id
- *   generation_config.json  eos_token_id (preferred), sampling defaults */
+ *   generation_config.json  eos_token_id (preferred), sampling defaults; from the
+ *                           folder --generation-config names, if it names one */
 #include "tokenize.h"
 
 #include <limits.h>
@@ -37,6 +38,7 @@ struct tok_model {
     bool               openai_content;    /* content handed over as part lists */
     bool               names_developer;   /* template text has "developer" quoted */
     bool               mentions_content;  /* template text has "content" */
+    bool               auto_tools;      /* --enable-auto-tool-choice */
 };
 
 /* ================================================================ small helpers */
@@ -158,7 +160,12 @@ static int load_parts(tok_model *m, const char *dir, const tok_model_opts *o, ch
     cJSON *tcfg = NULL, *cfg = NULL, *gen = NULL;
     rc = read_json(dir, "tokenizer_config.json", false, &tcfg, err, errlen);
     if (!rc) rc = read_json(dir, "config.json", false, &cfg, err, errlen);
-    if (!rc) rc = read_json(dir, "generation_config.json", false, &gen, err, errlen);
+    /* --generation-config (vLLM): auto and vllm read the model's file (vllm
+     * still takes its eos ids, only not its sampling defaults); a folder
+     * replaces the model's and must hold the file. */
+    const char *gc = o->generation_config;
+    bool gen_auto = !gc || !strcmp(gc, "auto"), gen_vllm = gc && !strcmp(gc, "vllm");
+    if (!rc) rc = read_json(gen_auto || gen_vllm ? dir : gc, "generation_config.json", !gen_auto && !gen_vllm, &gen, err, errlen);
 
     /* special tokens transformers hands to the template */
     if (!rc) {
@@ -191,7 +198,7 @@ static int load_parts(tok_model *m, const char *dir, const tok_model_opts *o, ch
         }
     }
     /* sampling defaults: the keys vLLM's --generation-config auto takes */
-    if (!rc && gen) {
+    if (!rc && gen && !gen_vllm) {
         static const char *const keys[] = {"temperature", "top_p", "top_k", "min_p", "repetition_penalty", "max_new_tokens"};
         m->gen_defaults = cJSON_CreateObject();
         for (size_t i = 0; i < PL_ARRAY_LEN(keys); i++) {
@@ -236,6 +243,7 @@ static int load_parts(tok_model *m, const char *dir, const tok_model_opts *o, ch
         }
     }
     if (!rc) m->name = strdup(o->served_model_name ? o->served_model_name : dir);
+    m->auto_tools = o->enable_auto_tools;
     cJSON_Delete(tcfg);
     cJSON_Delete(cfg);
     cJSON_Delete(gen);
@@ -280,6 +288,7 @@ const cJSON *tok_model_gen_defaults(const tok_model *m) { return m->gen_defaults
 const char *tok_model_name(const tok_model *m) { return m->name; }
 int32_t tok_model_vocab_size(const tok_model *m) { return (int32_t)pl_tokenizer_vocab_size(m->tk); }
 int64_t tok_model_max_chars_per_token(const tok_model *m) { return m->max_chars_per_token; }
+bool tok_model_auto_tools(const tok_model *m) { return m->auto_tools; }
 
 void tok_model_add_special_vars(const tok_model *m, cJSON *ctx)
 {

@@ -792,6 +792,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
         cJSON_AddBoolToObject(ctx, "thinking", thinking_on(kw));
         cJSON_AddItemToObject(ctx, "chat_template_kwargs", cJSON_Duplicate(kw, 1));
         rc = resolve_tool_choice(body, &choice, e);
+        if (!rc && (rc = tok_tool_choice_check(m, body, e))) cJSON_Delete(choice);
         if (!rc) {
             cJSON_AddItemToObject(ctx, "tool_choice", choice);
             cJSON_AddItemToObject(ctx, "tools", tools ? cJSON_Duplicate(tools, 1) : cJSON_CreateNull());

@@ -25,6 +25,8 @@ typedef struct tok_model_opts {
     int64_t     max_model_len;           /* --max-model-len; 0 = from config.json */
     const char *default_kwargs_json;     /* --default-chat-template-kwargs */
     const char *served_model_name;       /* reported as `model`; default: the dir */
+    const char *generation_config;       /* --generation-config: "auto" (NULL), "vllm" or a folder */
+    bool        enable_auto_tools;       /* --enable-auto-tool-choice: tool calls are parsed downstream */
 } tok_model_opts;
 
 int  tok_model_load(tok_model **out, const char *dir, const tok_model_opts *opts, char *err, size_t errlen);
@@ -62,6 +64,7 @@ const cJSON   *tok_model_gen_defaults(const tok_model *m);     /* generation_con
 const char    *tok_model_name(const tok_model *m);
 int32_t        tok_model_vocab_size(const tok_model *m);
 int64_t        tok_model_max_chars_per_token(const tok_model *m);   /* longest vocabulary entry, characters */
+bool           tok_model_auto_tools(const tok_model *m);
 
 /* ---------------------------------------------------------------- requests */
 
@@ -82,6 +85,12 @@ int tok_fail(tok_error *e, int code, const char *type, const char *param, const 
 /* The prompt text of a chat body after every check a request gets (the
  * same validation as tok_request_process: --render and the pipe agree). */
 int tok_request_render(const tok_model *m, const cJSON *body, pl_buf *prompt, tok_error *e);
+
+/* The server-side tool_choice rule (vLLM's chat renderer): without
+ * --enable-auto-tool-choice no tool parser runs, so a tool_choice other than
+ * "none" (tools given and tool_choice absent means "auto") is a 400 with
+ * vLLM's message. Call after the request's own tool_choice validation. */
+int tok_tool_choice_check(const tok_model *m, const cJSON *body, tok_error *e);
 
 /* Process one request body and pack its `generate` message(s) with pk (one
  * per prompt; a /v1/completions list of k prompts gives k messages with ids

@@ -46,7 +46,7 @@ def contexts(golden, glm_model):
     for n, c in enumerate(golden["cases"]):
         body = {"messages": [{"role": "user", "content": f"conformance case {n}"}], **c["body"]}
         reqs.append({"type": "request", "id": c["id"], "endpoint": "chat", "body": body})
-    out, err = run_stage([binpath("glm-tokenize"), "--model", glm_model["dir"]], reqs, timeout=120)
+    out, err = run_stage([binpath("glm-tokenize"), "--model", glm_model["dir"], "--enable-auto-tool-choice"], reqs, timeout=120)
     gens = {m["id"]: m for m in out if m["type"] == "generate"}
     errors = {m["id"]: m.get("message") for m in out if m["type"] == "error"}
     assert not errors, f"glm-tokenize refused requests vLLM accepted: {errors}"

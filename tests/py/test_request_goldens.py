@@ -64,7 +64,8 @@ def pipe(model_dir, cases):
                                ensure_ascii=False) + "\n" for c in cases).encode()
     packed = subprocess.run([binpath("glm-msg"), "pack"], input=lines, capture_output=True, check=True,
                             timeout=60).stdout
-    p = subprocess.run([binpath("glm-tokenize"), "--model", model_dir, "--served-model-name", SERVED],
+    p = subprocess.run([binpath("glm-tokenize"), "--model", model_dir, "--served-model-name", SERVED,
+                        "--enable-auto-tool-choice"],   # the reference serve flags
                        input=packed, capture_output=True, timeout=120)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     out = {m["id"]: m for m in unpack_all(p.stdout)}
@@ -116,7 +117,7 @@ def test_render_equals_vllm(models, template):
     for c in chosen:
         want = c["results"][template]
         p = subprocess.run([binpath("glm-tokenize"), "--model", models(template), "--served-model-name", SERVED,
-                            "--render"], input=json.dumps(c["body"]).encode(), capture_output=True, timeout=60)
+                            "--enable-auto-tool-choice", "--render"], input=json.dumps(c["body"]).encode(), capture_output=True, timeout=60)
         err = p.stderr.decode(errors="replace").strip()
         code, msg = None, None
         if p.returncode:

@@ -42,7 +42,7 @@ def chat(rid, text, **extra):
 
 def stage_cmds(model, script, chunk):
     return [
-        [binpath("glm-tokenize"), "--model", model],
+        [binpath("glm-tokenize"), "--model", model, "--enable-auto-tool-choice"],
         [binpath("glm-replay"), "--model", model, "--script", script, "--chunk", str(chunk)],
         [binpath("glm-detok"), "--model", model],
         [binpath("glm-parse-reasoning"), "--reasoning-parser", "glm45"],

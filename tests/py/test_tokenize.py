@@ -46,7 +46,8 @@ def case_to_request(case):
 
 
 def tokenize(model, *args, input=b"", check=True):
-    p = subprocess.run([binpath("glm-tokenize"), "--model", model, *args], input=input,
+    # the reference serve flags: tool requests are taken (test_tool_choice_flag.py tests without)
+    p = subprocess.run([binpath("glm-tokenize"), "--model", model, "--enable-auto-tool-choice", *args], input=input,
                        capture_output=True, timeout=60)
     if check and p.returncode:
         raise AssertionError(p.stderr.decode())
@@ -100,7 +101,7 @@ def test_thinking_off_and_tools(glm_model):
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]
     body = {"messages": [{"role": "user", "content": "hi"}], "tools": tools,
             "chat_template_kwargs": {"enable_thinking": False}, "ignore_eos": True, "max_tokens": 3}
-    out, _ = run_stage([binpath("glm-tokenize"), "--model", glm_model["dir"]],
+    out, _ = run_stage([binpath("glm-tokenize"), "--model", glm_model["dir"], "--enable-auto-tool-choice"],
                        [{"type": "request", "id": "a", "endpoint": "chat", "body": body}])
     c = out[0]["context"]
     assert c["thinking"] is False and c["prompt_ends_in_think"] is False
@@ -349,7 +350,8 @@ def test_integers_and_nul_pass_exactly(glm_model):
     lines = "".join(json.dumps({"type": "request", "id": f"r{i}", "endpoint": "chat", "body": b}) + "\n"
                     for i, b in enumerate(bodies)).encode()
     packed = subprocess.run([binpath("glm-msg"), "pack"], input=lines, capture_output=True, check=True).stdout
-    p = subprocess.run([binpath("glm-tokenize"), "--model", glm_model["dir"]], input=packed, capture_output=True,
+    p = subprocess.run([binpath("glm-tokenize"), "--model", glm_model["dir"], "--enable-auto-tool-choice"],
+                       input=packed, capture_output=True,
                        timeout=60)
     out = unpack_all(p.stdout)
     g = out[0]
