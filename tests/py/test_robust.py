@@ -211,10 +211,8 @@ def deep_schema(levels):
 
 
 def tokenize_cmd(model):
-    """glm-tokenize taking tool requests (with --enable-auto-tool-choice where the build has it)."""
-    cmd = [binpath("glm-tokenize"), "--model", model]
-    helptext = subprocess.run(cmd[:1] + ["--help"], capture_output=True).stdout.decode()
-    return cmd + (["--enable-auto-tool-choice"] if "--enable-auto-tool-choice" in helptext else [])
+    """glm-tokenize taking tool requests."""
+    return [binpath("glm-tokenize"), "--model", model, "--enable-auto-tool-choice"]
 
 
 def test_deep_tool_schema_through_the_text_pipeline(glm_model, tmp_path):
