@@ -26,6 +26,8 @@ static void usage(FILE *f)
           "  --num-gpu-blocks-override N       exact number of KV blocks (overrides the budget)\n"
           "  --seed S                          RNG seed for requests without their own (default 0)\n"
           "  --threads N                       CPU threads (default: all online CPUs)\n"
+          "  --log-stats-interval S            seconds between stats log lines (default 10)\n"
+          "  --disable-log-stats               no stats log lines\n"
           PL_STAGE_IO_HELP, f);
 }
 
@@ -67,12 +69,13 @@ static int serve_loop(loop_ctx *c)
     int input_open = 1, rc = PL_OK;
     while (rc == PL_OK && (input_open || eng_serve_busy(c->serve))) {
         for (int i = 0; input_open && i < MSGS_PER_STEP; i++) {
-            int prc = pl_stage_poll(c->st, eng_serve_busy(c->serve) ? 0 : -1, on_msg, c);
+            int prc = pl_stage_poll(c->st, eng_serve_busy(c->serve) ? 0 : eng_serve_wait_ms(c->serve), on_msg, c);
             if (prc == PL_ERR_AGAIN) break;
             if (prc == PL_ERR_EOF) input_open = 0;
             else if (prc) { rc = prc; break; }
         }
         if (rc == PL_OK) rc = eng_serve_step(c->serve);
+        if (rc == PL_OK) eng_serve_tick(c->serve);
         if (rc == PL_OK) rc = pl_io_flush(pl_stage_io(c->st));
     }
     return rc;
@@ -89,6 +92,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--disable-log-stats")) { cfg.log_stats_interval = 0; continue; }
         else if (!strcmp(a, "--model") && v) dir = v;
         else if (!strcmp(a, "--backend") && v) backend = v;
         else if (!strcmp(a, "--in") && v) in_ep = v;
@@ -101,6 +105,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--kv-cache-memory-bytes") && !parse_bytes(v, &cfg.kv_cache_bytes)) ;
         else if (!strcmp(a, "--seed") && !pl_parse_i64(v, INT64_MIN, INT64_MAX, &n)) cfg.seed = (uint64_t)n;
         else if (!strcmp(a, "--threads") && !pl_parse_i64(v, 1, 4096, &n)) threads = n;
+        else if (!strcmp(a, "--log-stats-interval") && !pl_parse_i64(v, 0, 86400, &n)) cfg.log_stats_interval = (double)n;
         else { fprintf(stderr, "glm-engine: bad argument %s%s%s\n", a, v ? " " : "", v ? v : ""); usage(stderr); return 2; }
         i++;
     }
@@ -136,8 +141,8 @@ int main(int argc, char **argv)
     rc = serve_loop(&c);
     eng_serve_stats s;
     eng_serve_get_stats(c.serve, &s);
-    pl_log(PL_LOG_INFO, NULL, 0, "done: %llu steps, %llu tokens computed, %llu sampled, %llu preemptions",
-           (unsigned long long)s.steps, (unsigned long long)s.tokens_computed, (unsigned long long)s.tokens_sampled,
+    pl_log(PL_LOG_INFO, NULL, 0, "done: %llu steps, %llu tokens computed, %llu generated, %llu preemptions",
+           (unsigned long long)s.steps, (unsigned long long)s.tokens_computed, (unsigned long long)s.generation_tokens,
            (unsigned long long)s.preemptions);
     eng_serve_free(c.serve);
     pl_stage_close(c.st);

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kv.h"
 #include "msg.h"
@@ -14,6 +15,8 @@
 #define ENG_MAX_STOP_IDS   1024
 #define ENG_PROMPT_ROWS    128     /* logits rows per step for prompt logprobs */
 #define ENG_REQ_BUCKETS    1024    /* request id hash table */
+#define ENG_STATS_SUBS     16      /* periodic `stats` subscriptions at most */
+#define ENG_STATS_MIN_S    0.05    /* shortest `stats` interval */
 
 /* One generate request: n choices, each a scheduler sequence. Choice 0 is
  * scheduled at once; choices 1..n-1 are forked from it once its prompt is in
@@ -34,12 +37,23 @@ typedef struct eng_req {
     int            n_prompt;
     int64_t        completion_tokens;
     bool           forked, failed, dead;
-    /* `start`, built at accept; sent at once, or once the prompt logprobs
-     * appended to it are complete (plp_next reaches n_prompt) */
+    /* `start`: opened at accept (the generate's fields, type, id, n,
+     * prompt_tokens, arrival_time), closed when choice 0 is first scheduled
+     * (cached_tokens, scheduled_time, the prompt_logprobs header) and sent
+     * then, or once the prompt logprobs appended to it are complete
+     * (plp_next reaches n_prompt) */
     msgpack_sbuffer start;
-    bool           start_sent;
+    bool           scheduled, start_sent;
     int            plp_next;        /* next prompt position whose entry is due */
+    double         t_arrival, t_sched, t_first;   /* engine wall clock, Unix seconds */
 } eng_req;
+
+/* A `stats` asked with an interval: answered again every interval seconds. */
+typedef struct eng_stats_sub {
+    char   id[PL_MSG_ID_MAX];
+    size_t idlen;
+    double interval, next;          /* seconds; next on the monotonic clock */
+} eng_stats_sub;
 
 struct eng_serve {
     const eng_lm   *lm;
@@ -59,6 +73,32 @@ struct eng_serve {
     msgpack_packer  pk;
     bool            sink_failed;
     eng_serve_stats stats;
+    eng_stats_sub   subs[ENG_STATS_SUBS];
+    int             n_subs;
+    double          log_next;       /* monotonic: next stats log line */
+    eng_serve_stats log_prev;       /* counters at the previous log line */
+};
+
+/* ===== clocks ===== */
+
+/* Timestamps in messages: the wall clock, so a gateway on the same host can
+ * compare them with its own. Timers and durations: the monotonic clock. */
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+const double eng_step_time_buckets[ENG_STEP_BUCKETS] = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 };
 
 /* ===== config ===== */
@@ -70,6 +110,7 @@ void eng_serve_cfg_defaults(eng_serve_cfg *c)
     c->max_num_batched_tokens = 2048;
     c->block_size = 16;
     c->kv_cache_bytes = (size_t)4 << 30;
+    c->log_stats_interval = 10.0;
 }
 
 /* ===== output ===== */
@@ -136,25 +177,58 @@ static void emit_tokens(eng_serve *e, const eng_req *r, const eng_sched_seq *q, 
     out_end(e);
 }
 
-static void emit_end(eng_serve *e, const eng_req *r)
-{
-    msgpack_packer *pk = out_begin(e);
-    msgpack_pack_map(pk, 3);
-    pl_msg_pack_kv_cstr(pk, "type", "end");
-    pl_msg_pack_kv_str(pk, "id", r->id, r->idlen);
-    pl_msg_pack_cstr(pk, "usage");
-    msgpack_pack_map(pk, 2);
-    pl_msg_pack_kv_int(pk, "prompt_tokens", r->n_prompt);
-    pl_msg_pack_kv_int(pk, "completion_tokens", r->completion_tokens);
-    out_end(e);
-}
-
 static void send_start(eng_serve *e, eng_req *r)
 {
     out_send(e, r->start.data, r->start.size);
     msgpack_sbuffer_destroy(&r->start);
     msgpack_sbuffer_init(&r->start);
     r->start_sent = true;
+}
+
+/* Close `start` (choice 0 scheduled now, cached_tokens of its prompt served
+ * from the prefix cache) and send it unless prompt logprobs are still due. */
+static void start_close(eng_serve *e, eng_req *r, int cached_tokens)
+{
+    bool plp = r->sp.prompt_logprobs >= 0;
+    r->scheduled = true;
+    r->t_sched = wall_now();
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &r->start, msgpack_sbuffer_write);
+    pl_msg_pack_kv_int(&pk, "cached_tokens", cached_tokens);
+    pl_msg_pack_kv_double(&pk, "scheduled_time", r->t_sched);
+    if (plp) {
+        /* entries for positions 1..n_prompt-1 are appended as their rows come */
+        pl_msg_pack_cstr(&pk, "prompt_logprobs");
+        msgpack_pack_array(&pk, (size_t)r->n_prompt);
+        msgpack_pack_nil(&pk);
+    }
+    if (!plp || r->n_prompt == 1) send_start(e, r);
+}
+
+/* `end`: usage and the request's engine timestamps. A request ended before
+ * its `start` went out (aborted choice by choice while queued, or before its
+ * prompt logprobs were complete) sends it first, so no stage sees an `end`
+ * for a request it never started; missing prompt logprobs entries are nil. */
+static void emit_end(eng_serve *e, eng_req *r)
+{
+    if (!r->scheduled) start_close(e, r, 0);
+    if (!r->start_sent) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &r->start, msgpack_sbuffer_write);
+        for (; r->plp_next < r->n_prompt; r->plp_next++) msgpack_pack_nil(&pk);
+        send_start(e, r);
+    }
+    msgpack_packer *pk = out_begin(e);
+    msgpack_pack_map(pk, 4 + (r->t_first > 0));
+    pl_msg_pack_kv_cstr(pk, "type", "end");
+    pl_msg_pack_kv_str(pk, "id", r->id, r->idlen);
+    pl_msg_pack_cstr(pk, "usage");
+    msgpack_pack_map(pk, 2);
+    pl_msg_pack_kv_int(pk, "prompt_tokens", r->n_prompt);
+    pl_msg_pack_kv_int(pk, "completion_tokens", r->completion_tokens);
+    if (r->t_first > 0) pl_msg_pack_kv_double(pk, "first_token_time", r->t_first);
+    pl_msg_pack_kv_double(pk, "finish_time", wall_now());
+    out_end(e);
 }
 
 /* ===== requests ===== */
@@ -379,25 +453,23 @@ static int32_t *dup_ids(const int32_t *a, int n)
     return c;
 }
 
-/* Pack `start` into r->start: generate's fields minus what the engine
- * consumed, plus n, prompt_tokens and (opened, filled later) prompt_logprobs. */
-static void build_start(eng_req *r, const msgpack_object *msg)
+/* Open `start` in r->start: generate's fields minus what the engine
+ * consumed or sets, plus type, id, n, prompt_tokens, arrival_time; the map
+ * header already counts what start_close appends (cached_tokens,
+ * scheduled_time, prompt_logprobs). */
+static void start_open(eng_req *r, const msgpack_object *msg)
 {
-    static const char *const skip[] = {"type", "id", "prompt_ids", "n", "sampling", "prompt_tokens", "prompt_logprobs"};
+    static const char *const skip[] = {"type", "id", "prompt_ids", "n", "sampling", "prompt_tokens",
+                                       "prompt_logprobs", "cached_tokens", "arrival_time", "scheduled_time"};
     bool plp = r->sp.prompt_logprobs >= 0;
     msgpack_packer pk;
     msgpack_packer_init(&pk, &r->start, msgpack_sbuffer_write);
-    pl_msg_pack_map_except(&pk, msg, skip, PL_ARRAY_LEN(skip), 4 + plp);
+    pl_msg_pack_map_except(&pk, msg, skip, PL_ARRAY_LEN(skip), 7 + plp);
     pl_msg_pack_kv_cstr(&pk, "type", "start");
     pl_msg_pack_kv_str(&pk, "id", r->id, r->idlen);
     pl_msg_pack_kv_int(&pk, "n", r->n);
     pl_msg_pack_kv_int(&pk, "prompt_tokens", r->n_prompt);
-    if (plp) {
-        /* entries for positions 1..n_prompt-1 are appended as their rows come */
-        pl_msg_pack_cstr(&pk, "prompt_logprobs");
-        msgpack_pack_array(&pk, (size_t)r->n_prompt);
-        msgpack_pack_nil(&pk);
-    }
+    pl_msg_pack_kv_double(&pk, "arrival_time", r->t_arrival);
 }
 
 static void on_generate(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen)
@@ -422,6 +494,7 @@ static void on_generate(eng_serve *e, const msgpack_object *msg, const char *id,
     }
     memcpy(r->id, id, idlen);
     r->idlen = idlen;
+    r->t_arrival = wall_now();
     r->serial = ++e->serial;
     r->n = (int)g.n;
     r->sp = g.sp;
@@ -455,8 +528,7 @@ static void on_generate(eng_serve *e, const msgpack_object *msg, const char *id,
     r->hnext = *slot;
     *slot = r;
     e->n_live++;
-    build_start(r, msg);
-    if (r->sp.prompt_logprobs < 0 || r->n_prompt == 1) send_start(e, r);
+    start_open(r, msg);
 }
 
 /* ===== abort ===== */
@@ -486,10 +558,13 @@ static void on_abort(eng_serve *e, const msgpack_object *msg, const char *id, si
     reap(e);
 }
 
+static void on_stats(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen);
+
 void eng_serve_on_msg(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen)
 {
     if (pl_msg_type_is(msg, "generate")) on_generate(e, msg, id, idlen);
     else if (pl_msg_type_is(msg, "abort")) on_abort(e, msg, id, idlen);
+    else if (pl_msg_type_is(msg, "stats")) on_stats(e, msg, id, idlen);
     else { msgpack_pack_object(out_begin(e), *msg); out_end(e); }
 }
 
@@ -551,20 +626,35 @@ static void take_sample(eng_serve *e, eng_req *r, const eng_sched_item *it, cons
         if (r->dead) return;
     }
     enum eng_finish f = eng_sched_commit(e->sched, it, o.token);
+    if (r->t_first == 0) {
+        r->t_first = wall_now();
+        e->stats.prompt_tokens += (uint64_t)r->n_prompt;
+    }
     r->completion_tokens++;
-    e->stats.tokens_sampled++;
+    e->stats.generation_tokens++;
     emit_tokens(e, r, q, &o, f);
     if (f != ENG_FINISH_NONE) choice_done(e, r, q->index);
 }
 
+static void step_time(eng_serve *e, double dt)
+{
+    int k = 0;
+    while (k < ENG_STEP_BUCKETS && dt > eng_step_time_buckets[k]) k++;
+    e->stats.step_hist[k]++;
+    e->stats.step_time_sum += dt;
+}
+
 int eng_serve_step(eng_serve *e)
 {
+    double t0 = mono_now();
     eng_sched_batch b;
     eng_sched_step(e->sched, &b);
     e->stats.preemptions += (uint64_t)b.n_preempted;
     if (!b.n_items) return e->sink_failed ? PL_ERR_IO : PL_OK;
     for (int i = 0; i < b.n_items; i++) {
         const eng_sched_item *it = &b.items[i];
+        eng_req *r = it->seq->owner;
+        if (!r->scheduled) start_close(e, r, 0);
         e->lmseqs[i] = (eng_seq){
             .tokens = it->seq->tokens + it->pos, .n_tokens = it->n, .pos0 = it->pos,
             .block_table = it->seq->kv.blocks, .n_blocks = it->seq->kv.n,
@@ -593,7 +683,111 @@ int eng_serve_step(eng_serve *e)
         else eng_sched_commit(e->sched, it, -1);
     }
     reap(e);
+    step_time(e, mono_now() - t0);
     return e->sink_failed ? PL_ERR_IO : PL_OK;
+}
+
+/* ===== statistics ===== */
+
+static void pack_stats(eng_serve *e, const char *id, size_t idlen)
+{
+    eng_serve_stats st;
+    eng_serve_get_stats(e, &st);
+    msgpack_packer *pk = out_begin(e);
+    msgpack_pack_map(pk, 17);
+    pl_msg_pack_kv_cstr(pk, "type", "stats");
+    pl_msg_pack_kv_str(pk, "id", id, idlen);
+    pl_msg_pack_kv_int(pk, "num_requests_running", st.running);
+    pl_msg_pack_kv_int(pk, "num_requests_waiting", st.waiting);
+    pl_msg_pack_kv_int(pk, "num_requests_live", st.live_requests);
+    pl_msg_pack_kv_int(pk, "kv_blocks_total", st.total_blocks);
+    pl_msg_pack_kv_int(pk, "kv_blocks_used", st.used_blocks);
+    pl_msg_pack_kv_int(pk, "kv_blocks_free", st.free_blocks);
+    pl_msg_pack_kv_int(pk, "num_preemptions", (int64_t)st.preemptions);
+    pl_msg_pack_kv_int(pk, "prompt_tokens", (int64_t)st.prompt_tokens);
+    pl_msg_pack_kv_int(pk, "generation_tokens", (int64_t)st.generation_tokens);
+    pl_msg_pack_kv_int(pk, "tokens_computed", (int64_t)st.tokens_computed);
+    pl_msg_pack_kv_int(pk, "steps", (int64_t)st.steps);
+    pl_msg_pack_cstr(pk, "step_time_buckets");
+    msgpack_pack_array(pk, ENG_STEP_BUCKETS);
+    for (int i = 0; i < ENG_STEP_BUCKETS; i++) msgpack_pack_double(pk, eng_step_time_buckets[i]);
+    pl_msg_pack_cstr(pk, "step_time_counts");
+    msgpack_pack_array(pk, ENG_STEP_BUCKETS + 1);
+    for (int i = 0; i <= ENG_STEP_BUCKETS; i++) msgpack_pack_uint64(pk, st.step_hist[i]);
+    pl_msg_pack_kv_double(pk, "step_time_sum", st.step_time_sum);
+    pl_msg_pack_kv_double(pk, "time", wall_now());
+    out_end(e);
+}
+
+/* {type:"stats", id[, interval]}: answered at once; with interval > 0 the
+ * same id is answered again every interval seconds (a newer stats with that
+ * id replaces the interval; interval 0 stops it). */
+static void on_stats(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen)
+{
+    double iv = 0;
+    int rc = pl_msg_get_num(msg, "interval", &iv);
+    if (rc == PL_ERR_INVALID || (rc == PL_OK && !(iv == 0 || (iv >= ENG_STATS_MIN_S && iv <= 86400)))) {
+        char text[128];
+        snprintf(text, sizeof text, "stats interval must be 0 or a number of seconds in [%g, 86400]", ENG_STATS_MIN_S);
+        send_error(e, id, idlen, 400, text);
+        return;
+    }
+    int k = 0;
+    while (k < e->n_subs && !(e->subs[k].idlen == idlen && !memcmp(e->subs[k].id, id, idlen))) k++;
+    if (k < e->n_subs && iv == 0) e->subs[k] = e->subs[--e->n_subs];
+    else if (iv > 0) {
+        if (k == e->n_subs && e->n_subs == ENG_STATS_SUBS) {
+            send_error(e, id, idlen, 400, "too many periodic stats subscriptions");
+            return;
+        }
+        if (k == e->n_subs) e->n_subs++;
+        memcpy(e->subs[k].id, id, idlen);
+        e->subs[k].idlen = idlen;
+        e->subs[k].interval = iv;
+        e->subs[k].next = mono_now() + iv;
+    }
+    pack_stats(e, id, idlen);
+}
+
+/* vLLM's periodic "Engine" log line: throughput since the previous line,
+ * queue sizes, KV usage. */
+static void log_stats(eng_serve *e, double dt)
+{
+    eng_serve_stats st;
+    eng_serve_get_stats(e, &st);
+    const eng_serve_stats *p = &e->log_prev;
+    if (st.steps != p->steps || st.running || st.waiting)
+        pl_log(PL_LOG_INFO, NULL, 0,
+               "Avg prompt throughput: %.1f tokens/s, Avg generation throughput: %.1f tokens/s, "
+               "Running: %d reqs, Waiting: %d reqs, KV cache usage: %.1f%%",
+               (double)(st.prompt_tokens - p->prompt_tokens) / dt, (double)(st.generation_tokens - p->generation_tokens) / dt,
+               st.running, st.waiting, st.total_blocks ? 100.0 * st.used_blocks / st.total_blocks : 0.0);
+    e->log_prev = st;
+}
+
+void eng_serve_tick(eng_serve *e)
+{
+    double now = mono_now();
+    for (int k = 0; k < e->n_subs; k++)
+        if (now >= e->subs[k].next) {
+            /* skip missed beats rather than answering them in a burst */
+            while (e->subs[k].next <= now) e->subs[k].next += e->subs[k].interval;
+            pack_stats(e, e->subs[k].id, e->subs[k].idlen);
+        }
+    if (e->cfg.log_stats_interval > 0 && now >= e->log_next) {
+        log_stats(e, e->cfg.log_stats_interval);
+        e->log_next = now + e->cfg.log_stats_interval;
+    }
+}
+
+int eng_serve_wait_ms(const eng_serve *e)
+{
+    double next = e->cfg.log_stats_interval > 0 ? e->log_next : INFINITY;
+    for (int k = 0; k < e->n_subs; k++)
+        if (e->subs[k].next < next) next = e->subs[k].next;
+    if (next == INFINITY) return -1;
+    double ms = (next - mono_now()) * 1000.0;
+    return ms <= 0 ? 0 : ms > 3600e3 ? 3600000 : (int)ms + 1;
 }
 
 /* ===== lifecycle ===== */
@@ -647,6 +841,7 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
             rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for %zu logits rows of %d", rows, lm->vocab);
     }
     if (rc) { eng_serve_free(e); return rc; }
+    e->log_next = mono_now() + cfg->log_stats_interval;
     pl_log(PL_LOG_INFO, NULL, 0, "KV cache: %lld blocks of %d tokens (%.1f MB), max_model_len %d, max_num_seqs %d, "
            "max_num_batched_tokens %d", (long long)blocks, cfg->block_size,
            (double)blocks * cfg->block_size * (double)lm->kv_bytes_per_token / 1e6, mml, cfg->max_num_seqs,
@@ -679,7 +874,9 @@ void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st)
     *st = e->stats;
     st->running = eng_sched_n_running(e->sched);
     st->waiting = eng_sched_n_waiting(e->sched);
+    st->total_blocks = eng_kv_n_blocks(e->kv);
     st->free_blocks = eng_kv_n_free(e->kv);
+    st->used_blocks = st->total_blocks - st->free_blocks;
     st->live_requests = e->n_live;
 }
 

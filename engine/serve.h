@@ -58,6 +58,7 @@ typedef struct eng_serve_cfg {
     int      num_blocks;              /* 0: from kv_cache_bytes */
     size_t   kv_cache_bytes;          /* pool budget when num_blocks is 0 */
     uint64_t seed;                    /* draws of requests without a seed */
+    double   log_stats_interval;      /* seconds between stats log lines; 0: none */
 } eng_serve_cfg;
 
 void eng_serve_cfg_defaults(eng_serve_cfg *c);
@@ -78,21 +79,38 @@ int  eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg,
 void eng_serve_free(eng_serve *e);
 
 /* Handle one well-formed message (a map with string type and valid id):
- * generate → accepted (start may follow at once) or an error message; abort
- * → state dropped and the abort forwarded; anything else forwarded. */
+ * generate → accepted (`start` follows when choice 0 is first scheduled) or
+ * an error message; abort → state dropped and the abort forwarded; stats →
+ * answered (and, with `interval`, again on a timer); anything else forwarded. */
 void eng_serve_on_msg(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen);
 
 /* Run one engine step if there is work: plan, forward, sample, emit.
  * Returns PL_OK (including when idle) or PL_ERR_IO when the sink failed. */
 int  eng_serve_step(eng_serve *e);
 
+/* Timers: periodic `stats` answers and the stats log line. eng_serve_tick
+ * emits whatever is due (call it every loop round); eng_serve_wait_ms is how
+ * long the loop may block on input before the next one is due (-1: none). */
+void eng_serve_tick(eng_serve *e);
+int  eng_serve_wait_ms(const eng_serve *e);
+
 bool eng_serve_busy(const eng_serve *e);         /* sequences waiting or running */
 int  eng_serve_max_model_len(const eng_serve *e);
 int  eng_serve_num_blocks(const eng_serve *e);
 
+/* Step wall-time histogram: upper bounds in seconds, then +Inf. */
+#define ENG_STEP_BUCKETS 14
+extern const double eng_step_time_buckets[ENG_STEP_BUCKETS];
+
+/* Counters are cumulative since start; the rest is the state right now. */
 typedef struct eng_serve_stats {
-    uint64_t steps, tokens_computed, tokens_sampled, preemptions;
-    int      running, waiting, free_blocks, live_requests;
+    uint64_t steps, tokens_computed, preemptions;
+    uint64_t prompt_tokens;        /* prompt length of each request, counted at its first token */
+    uint64_t generation_tokens;    /* tokens emitted */
+    uint64_t step_hist[ENG_STEP_BUCKETS + 1];
+    double   step_time_sum;        /* seconds */
+    int      running, waiting, live_requests;
+    int      total_blocks, free_blocks, used_blocks;
 } eng_serve_stats;
 void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st);
 

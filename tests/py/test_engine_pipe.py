@@ -11,6 +11,7 @@ import math
 import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
@@ -38,6 +39,10 @@ def gen(rid, prompt, **sampling):
     return {"type": "generate", "id": rid, "prompt_ids": prompt, "sampling": sampling}
 
 
+def without_times(m):
+    return {k: v for k, v in m.items() if k not in ("arrival_time", "scheduled_time", "first_token_time", "finish_time")}
+
+
 def tokens_by_choice(out, rid):
     res = {}
     for m in out:
@@ -63,8 +68,13 @@ def test_greedy_equals_reference(tiny):
     assert tokens_by_choice(out, "g")[0] == ref["tokens"]
     assert finish_of(out, "g") == "length"
     end = [m for m in out if m["type"] == "end"]
-    assert end == [{"type": "end", "id": "g", "usage": {"prompt_tokens": len(ref["prompt"]),
-                                                        "completion_tokens": len(ref["tokens"])}}]
+    assert [without_times(m) for m in end] == [{"type": "end", "id": "g", "usage": {
+        "prompt_tokens": len(ref["prompt"]), "completion_tokens": len(ref["tokens"])}}]
+    start = next(m for m in out if m["type"] == "start")
+    assert start["cached_tokens"] == 0
+    # engine clock: arrival <= scheduled <= first token <= finish, all near now
+    t = [start["arrival_time"], start["scheduled_time"], end[0]["first_token_time"], end[0]["finish_time"]]
+    assert t == sorted(t) and abs(t[0] - time.time()) < 60
 
 
 def _mixed_batch(target):
@@ -113,7 +123,7 @@ def test_n_choices_and_prompt_logprobs(tiny):
     assert out.index(start[0]) < min(i for i, m in enumerate(out) if m["type"] == "tokens")
     ch = tokens_by_choice(out, "n")
     assert sorted(ch) == [0, 1, 2] and all(len(v) == 5 for v in ch.values())
-    assert out[-1] == {"type": "end", "id": "n", "usage": {"prompt_tokens": 17, "completion_tokens": 15}}
+    assert without_times(out[-1]) == {"type": "end", "id": "n", "usage": {"prompt_tokens": 17, "completion_tokens": 15}}
 
 
 def test_abort_and_unknown_ids(tiny):
@@ -161,3 +171,20 @@ def test_by_hand_pipe(tiny):
     assert out[0]["context"] == {"model": "tiny"} and out[0]["prompt_tokens"] == 3
     assert all(len(m["logprobs"][0]["top"]) == 2 for m in out[1:4])
     assert out[3]["finish_reason"] == "length"
+
+
+def test_stats_answered(tiny):
+    msgs = [gen("s1", [1, 2, 3, 4, 5], temperature=0, max_tokens=6, ignore_eos=True),
+            gen("s2", [9, 8, 7], temperature=0, max_tokens=4, ignore_eos=True) | {"n": 2}]
+    out, _ = run_stage(engine(tiny), msgs + [{"type": "stats", "id": "st"}, {"type": "stats", "id": "bad", "interval": -1}])
+    st = [m for m in out if m["type"] == "stats"]
+    assert len(st) == 1 and st[0]["id"] == "st"
+    s = st[0]
+    # answered when read: the loop reads what has arrived before stepping, so
+    # the requests are queued and nothing ran yet
+    assert s["num_requests_waiting"] + s["num_requests_running"] == 2 and s["generation_tokens"] == 0
+    assert s["kv_blocks_total"] == 512 and s["kv_blocks_used"] <= 512
+    assert all(isinstance(s[k], int) for k in ("num_preemptions", "prompt_tokens", "steps"))
+    assert len(s["step_time_counts"]) == len(s["step_time_buckets"]) + 1
+    err = [m for m in out if m["type"] == "error"]
+    assert [e["id"] for e in err] == ["bad"] and "interval" in err[0]["message"]

@@ -6,6 +6,7 @@
 
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <time.h>
 
 #include "engine_testlm.h"
 #include "json.h"
@@ -52,6 +53,7 @@ static int fx_open(fx *f, int max_seqs, int max_tokens, int max_len, int n_block
     c.max_model_len = max_len;
     c.num_blocks = n_blocks;
     c.block_size = bs;
+    c.log_stats_interval = 0;
     char err[256];
     if (eng_serve_init(&f->e, &f->lm, &c, (eng_serve_sink){ sink_collect, &f->out }, err, sizeof err)) {
         fprintf(stderr, "  %s\n", err);
@@ -527,6 +529,81 @@ TEST(serve_init_checks)
     cJSON_Delete(o.list);
 }
 
+static double jnum(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : -1;
+}
+
+static const cJSON *last_msg(const fx *f, const char *type, const char *id)
+{
+    const cJSON *m, *last = NULL;
+    cJSON_ArrayForEach(m, f->out.list)
+        if (!strcmp(jstr(m, "type"), type) && !strcmp(jstr(m, "id"), id)) last = m;
+    return last;
+}
+
+/* `start` goes out when choice 0 is first scheduled (not at accept) with
+ * arrival_time <= scheduled_time; `end` carries first_token_time and
+ * finish_time; a stats answer counts what ran. */
+TEST(serve_stats_and_times)
+{
+    fx f;
+    if (fx_open(&f, 8, 64, 128, 64, 4)) { CHECK(0); return; }
+    feed(&f, "{\"type\":\"generate\",\"id\":\"a\",\"prompt_ids\":[1,2,3,4,5],\"sampling\":{\"temperature\":0,\"max_tokens\":3,\"ignore_eos\":true}}");
+    feed(&f, "{\"type\":\"generate\",\"id\":\"b\",\"n\":2,\"prompt_ids\":[7,8],\"sampling\":{\"max_tokens\":4,\"ignore_eos\":true}}");
+    CHECK(first_msg(&f, "start", "a") == NULL);          /* not scheduled yet */
+    feed(&f, "{\"type\":\"stats\",\"id\":\"s0\"}");
+    const cJSON *s0 = first_msg(&f, "stats", "s0");
+    CHECK(s0 && jint(s0, "num_requests_waiting", -1) == 2 && jint(s0, "num_requests_running", -1) == 0);
+    CHECK(s0 && jint(s0, "kv_blocks_total", -1) == 64 && jint(s0, "kv_blocks_used", -1) == 0);
+    eng_serve_step(f.e);
+    const cJSON *st = first_msg(&f, "start", "a");
+    CHECK(st != NULL);
+    if (st) {
+        CHECK(jnum(st, "arrival_time") > 1.7e9 && jnum(st, "arrival_time") <= jnum(st, "scheduled_time"));
+        CHECK_EQ_INT(jint(st, "cached_tokens", -1), 0);
+    }
+    run_until_idle(&f, 100);
+    const cJSON *end = first_msg(&f, "end", "a");
+    CHECK(end && st && jnum(st, "scheduled_time") <= jnum(end, "first_token_time") &&
+          jnum(end, "first_token_time") <= jnum(end, "finish_time"));
+    feed(&f, "{\"type\":\"stats\",\"id\":\"s1\"}");
+    const cJSON *s1 = first_msg(&f, "stats", "s1");
+    CHECK(s1 != NULL);
+    if (s1) {
+        CHECK_EQ_INT(jint(s1, "prompt_tokens", -1), 5 + 2);             /* per request, not per choice */
+        CHECK_EQ_INT(jint(s1, "generation_tokens", -1), 3 + 2 * 4);
+        CHECK_EQ_INT(jint(s1, "kv_blocks_used", -1), 0);
+        CHECK_EQ_INT(jint(s1, "num_requests_running", -1), 0);
+        int steps = jint(s1, "steps", -1), hist = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(s1, "step_time_counts")) hist += (int)c->valuedouble;
+        CHECK(steps > 0 && hist == steps);
+    }
+    /* periodic: answered now, again once the interval passed, stopped by 0 */
+    CHECK_EQ_INT(eng_serve_wait_ms(f.e), -1);                           /* no timer: block on input */
+    feed(&f, "{\"type\":\"stats\",\"id\":\"p\",\"interval\":0.05}");
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 1);
+    int w = eng_serve_wait_ms(f.e);
+    CHECK(w >= 0 && w <= 60);
+    eng_serve_tick(f.e);
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 1);                      /* not due yet */
+    struct timespec ts = { 0, 60 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    eng_serve_tick(f.e);
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 2);
+    feed(&f, "{\"type\":\"stats\",\"id\":\"p\",\"interval\":0}");
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 3);
+    nanosleep(&ts, NULL);
+    eng_serve_tick(f.e);
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 3);
+    feed(&f, "{\"type\":\"stats\",\"id\":\"q\",\"interval\":\"often\"}");
+    CHECK(first_msg(&f, "error", "q") != NULL && first_msg(&f, "stats", "q") == NULL);
+    CHECK(last_msg(&f, "stats", "p") != NULL);
+    fx_close_idle(&f, 64);
+}
+
 int main(void)
 {
     pl_log_init("test_engine_serve");
@@ -540,5 +617,6 @@ int main(void)
     RUN(serve_bad_input);
     RUN(serve_model_failure);
     RUN(serve_init_checks);
+    RUN(serve_stats_and_times);
     return test_report();
 }
