@@ -1,9 +1,12 @@
-/* kv.h — the paged KV cache: block allocator, block tables, pool storage.
+/* kv.h — the paged KV cache: block allocator, block tables, prefix cache,
+ * pool storage.
  *
  * Two layers in one component:
  *  - Accounting (no tensors): n_blocks blocks of block_size token slots, a
- *    free list, reference counts per block (so tables can share prompt
- *    blocks now and prefix caching can later), and per-sequence block tables.
+ *    free list, reference counts per block (tables share prompt blocks of
+ *    n > 1 choices and cached prefixes), per-sequence block tables, and the
+ *    prefix cache: full blocks registered under a chained hash of their
+ *    tokens, found again by later sequences.
  *    Position p of a sequence lives in slot
  *        table->blocks[p / block_size] * block_size + p % block_size.
  *    The scheduler uses only this layer; a pool created with no config has
@@ -22,6 +25,7 @@
 #ifndef ENG_KV_H
 #define ENG_KV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "backend.h"
@@ -37,15 +41,22 @@ void eng_kv_pool_free(eng_kv_pool *p);
 
 int  eng_kv_block_size(const eng_kv_pool *p);
 int  eng_kv_n_blocks(const eng_kv_pool *p);
+/* Blocks an allocation can take: never-used or released ones, plus cached
+ * blocks nobody holds (evicted on demand). n_blocks - n_free are held. */
 int  eng_kv_n_free(const eng_kv_pool *p);
 /* Bytes of cache one token uses across all layers. */
 size_t eng_kv_bytes_per_token(const eng_config *cfg);
 
 /* ===== blocks ===== */
 
-int  eng_kv_block_alloc(eng_kv_pool *p);             /* refcount 1; -1 when none is free */
+/* refcount 1; -1 when none is free. A plain free block when there is one;
+ * only when none is left the least recently released cached block is
+ * evicted (its cache entry dropped). */
+int  eng_kv_block_alloc(eng_kv_pool *p);
 void eng_kv_block_ref(eng_kv_pool *p, int block);
-void eng_kv_block_unref(eng_kv_pool *p, int block);  /* back to the free list at 0 */
+/* At refcount 0 a cached block joins the eviction list (most recent last),
+ * any other block the free list. */
+void eng_kv_block_unref(eng_kv_pool *p, int block);
 int  eng_kv_block_refcount(const eng_kv_pool *p, int block);   /* 0 when free */
 
 /* Blocks needed to hold n_tokens positions. */
@@ -75,6 +86,33 @@ void eng_kv_table_release(eng_kv_pool *p, eng_kv_table *t);
 /* dst (empty) shares src's first n_blocks blocks (reference counts go up).
  * Only blocks nobody writes again may be shared: full prompt blocks. */
 int  eng_kv_table_share(eng_kv_pool *p, const eng_kv_table *src, int n_blocks, eng_kv_table *dst);
+
+/* ===== prefix cache =====
+ *
+ * A full block whose cache rows are all computed can be registered under
+ * the hash of its key chained onto its parent's hash (the block before it;
+ * ENG_KV_HASH_ROOT for the first), so one hash names the whole prefix. The
+ * key is the block's token ids plus whatever else its rows depend on (with
+ * an MTP layer: the token after the block, which the MTP row of its last
+ * position reads), key_len ids in all. Entries store parent hash and key and
+ * a lookup compares both, so a 64-bit collision cannot return a wrong block.
+ * Cached blocks stay registered while held and after their last reference
+ * goes (then evictable, least recently released first). */
+
+#define ENG_KV_HASH_ROOT 0x6c62272e07bb0142ull
+
+/* Turn the prefix cache on (key_len ids per key, >= 1). PL_ERR_NOMEM. */
+int      eng_kv_prefix_enable(eng_kv_pool *p, int key_len);
+int      eng_kv_prefix_key_len(const eng_kv_pool *p);   /* 0: off */
+uint64_t eng_kv_prefix_hash(uint64_t parent, const int32_t *key, int key_len);
+/* The block cached under (hash, parent, key) with a reference taken (taken
+ * off the eviction list when nobody held it), or -1. */
+int      eng_kv_prefix_get(eng_kv_pool *p, uint64_t hash, uint64_t parent, const int32_t *key);
+/* Register a held block. No-op when the block is already registered or
+ * another block holds this hash (same content computed twice). */
+void     eng_kv_prefix_put(eng_kv_pool *p, int block, uint64_t hash, uint64_t parent, const int32_t *key);
+bool     eng_kv_block_cached(const eng_kv_pool *p, int block);   /* registered */
+int      eng_kv_n_cached(const eng_kv_pool *p);                  /* registered and held by nobody */
 
 /* ===== storage (model.c) ===== */
 

@@ -28,6 +28,7 @@ static void usage(FILE *f)
           "  --threads N                       CPU threads (default: all online CPUs)\n"
           "  --log-stats-interval S            seconds between stats log lines (default 10)\n"
           "  --disable-log-stats               no stats log lines\n"
+          "  --[no-]enable-prefix-caching      reuse cached KV blocks of shared prefixes (default on)\n"
           PL_STAGE_IO_HELP, f);
 }
 
@@ -93,6 +94,8 @@ int main(int argc, char **argv)
         int64_t n;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else if (!strcmp(a, "--disable-log-stats")) { cfg.log_stats_interval = 0; continue; }
+        else if (!strcmp(a, "--enable-prefix-caching")) { cfg.prefix_caching = true; continue; }
+        else if (!strcmp(a, "--no-enable-prefix-caching")) { cfg.prefix_caching = false; continue; }
         else if (!strcmp(a, "--model") && v) dir = v;
         else if (!strcmp(a, "--backend") && v) backend = v;
         else if (!strcmp(a, "--in") && v) in_ep = v;

@@ -13,6 +13,7 @@ struct eng_sched {
     int             n_wait;
     eng_sched_seq  *all;         /* every sequence, any state (freed with the scheduler) */
     eng_sched_item *items;       /* the plan: at most max_num_seqs items */
+    uint64_t        pc_queries, pc_hits;
 };
 
 /* ===== queue ===== */
@@ -72,6 +73,9 @@ int eng_sched_init(eng_sched **out, const eng_sched_cfg *cfg, eng_kv_pool *kv, c
         return pl_seterr(err, errlen, PL_ERR_INVALID,
                          "KV cache holds %lld tokens, less than max_model_len %d: one sequence could never finish",
                          (long long)eng_kv_n_blocks(kv) * eng_kv_block_size(kv), cfg->max_model_len);
+    int bs = eng_kv_block_size(kv);
+    if (cfg->prefix_caching && (cfg->prefix_key_extra < 0 || eng_kv_prefix_enable(kv, bs + cfg->prefix_key_extra)))
+        return pl_seterr(err, errlen, PL_ERR_NOMEM, "cannot set up the prefix cache for %d blocks", eng_kv_n_blocks(kv));
     eng_sched *s = calloc(1, sizeof *s);
     if (s) {
         s->run = calloc((size_t)cfg->max_num_seqs, sizeof *s->run);
@@ -93,6 +97,7 @@ static void seq_free(eng_sched *s, eng_sched_seq *q)
     else if (s->all == q) s->all = q->all_next;
     if (q->all_next) q->all_next->all_prev = q->all_prev;
     eng_kv_table_free(s->kv, &q->kv);
+    free(q->bhash);
     free(q->tokens);
     free(q->stop_ids);
     free(q);
@@ -122,7 +127,8 @@ static eng_sched_seq *seq_new(eng_sched *s, const int32_t *prompt, int n_prompt,
     q->stop_token = -1;
     q->tokens = malloc(sizeof *q->tokens * (size_t)(n_prompt + max_tokens));
     q->stop_ids = malloc(sizeof *q->stop_ids * (size_t)(n_stop ? n_stop : 1));
-    if (!q->tokens || !q->stop_ids || eng_kv_table_init(s->kv, &q->kv, n_prompt + max_tokens)) {
+    if (!q->tokens || !q->stop_ids || eng_kv_table_init(s->kv, &q->kv, n_prompt + max_tokens) ||
+        !(q->bhash = malloc(sizeof *q->bhash * (size_t)(q->kv.cap ? q->kv.cap : 1)))) {
         seq_free(s, q);
         return NULL;
     }
@@ -183,12 +189,81 @@ void eng_sched_remove(eng_sched *s, eng_sched_seq *q)
 
 /* ===== planning ===== */
 
-/* Back to the queue front with nothing cached: recomputed from its tokens. */
+/* ===== prefix cache ===== */
+
+static bool caching(const eng_sched *s) { return s->cfg.prefix_caching; }
+
+/* Key of block b: its ids and prefix_key_extra more (they exist whenever
+ * the block is registered or looked up: see the bounds below). */
+static uint64_t block_hash(const eng_sched *s, const eng_sched_seq *q, int b)
+{
+    int bs = eng_kv_block_size(s->kv);
+    return eng_kv_prefix_hash(b ? q->bhash[b - 1] : ENG_KV_HASH_ROOT, q->tokens + (size_t)b * bs,
+                              bs + s->cfg.prefix_key_extra);
+}
+
+/* A sequence with nothing computed takes its cached leading blocks. A hit
+ * must leave the last token to compute (its logits are needed), and the key
+ * of block b reads ids up to (b+1)*bs + extra - 1: b+1 <= (n_tokens -
+ * max(1, extra)) / bs bounds both. Sequences that want prompt logprobs compute every row
+ * (vLLM skips the cache for them too). */
+static void prefix_lookup(eng_sched *s, eng_sched_seq *q)
+{
+    if (!caching(s) || q->kv.n || q->n_computed || q->prompt_logits) return;
+    int bs = eng_kv_block_size(s->kv), extra = s->cfg.prefix_key_extra;
+    int max_b = (q->n_tokens - (extra > 1 ? extra : 1)) / bs;
+    if (max_b > q->kv.cap) max_b = q->kv.cap;
+    while (q->kv.n < max_b) {
+        int b = q->kv.n;
+        uint64_t h = block_hash(s, q, b);
+        int blk = eng_kv_prefix_get(s->kv, h, b ? q->bhash[b - 1] : ENG_KV_HASH_ROOT, q->tokens + (size_t)b * bs);
+        if (blk < 0) break;
+        q->bhash[b] = h;
+        q->kv.blocks[q->kv.n++] = blk;
+    }
+    q->n_hashed = q->kv.n;
+    q->n_computed = q->kv.n * bs;
+}
+
+/* Register the blocks q completed. A block qualifies once every row of it
+ * is computed and its key's ids exist: (b+1)*bs <= n_computed and
+ * (b+1)*bs + extra <= n_tokens. Blocks found in the cache or shared from a
+ * parent are registered already (eng_kv_prefix_put is then a no-op). */
+static void prefix_register(eng_sched *s, eng_sched_seq *q)
+{
+    if (!caching(s)) return;
+    int bs = eng_kv_block_size(s->kv), bound = q->n_computed;
+    if (bound > q->n_tokens - s->cfg.prefix_key_extra) bound = q->n_tokens - s->cfg.prefix_key_extra;
+    int nb = bound / bs;
+    if (nb > q->kv.n) nb = q->kv.n;
+    for (int b = q->n_hashed; b < nb; b++) {
+        q->bhash[b] = block_hash(s, q, b);
+        eng_kv_prefix_put(s->kv, q->kv.blocks[b], q->bhash[b], b ? q->bhash[b - 1] : ENG_KV_HASH_ROOT,
+                          q->tokens + (size_t)b * bs);
+    }
+    if (nb > q->n_hashed) q->n_hashed = nb;
+}
+
+/* Drop every block (they stay findable while cached) and the work done. */
+static void seq_release(eng_sched *s, eng_sched_seq *q)
+{
+    eng_kv_table_release(s->kv, &q->kv);
+    q->n_computed = 0;
+    q->n_hashed = 0;
+}
+
+void eng_sched_prefix_stats(const eng_sched *s, uint64_t *queries, uint64_t *hits)
+{
+    *queries = s->pc_queries;
+    *hits = s->pc_hits;
+}
+
+/* Back to the queue front with nothing cached: recomputed from its tokens
+ * (its registered blocks may still be found in the prefix cache). */
 static void preempt(eng_sched *s, eng_sched_seq *q)
 {
     run_unlink(s, q);
-    eng_kv_table_release(s->kv, &q->kv);
-    q->n_computed = 0;
+    seq_release(s, q);
     q->n_preempted++;
     wait_push_front(s, q);
 }
@@ -253,8 +328,21 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *b)
         eng_sched_seq *q = s->wait_head;
         int n_logits;
         bool sample;
+        bool fresh = !q->kv.n && !q->n_computed;
+        prefix_lookup(s, q);
         int n = plan_chunk(q, budget, prow, &n_logits, &sample);
-        if (n <= 0 || eng_kv_table_ensure(s->kv, &q->kv, q->n_computed + n)) break;   /* waits */
+        if (n <= 0 || eng_kv_table_ensure(s->kv, &q->kv, q->n_computed + n)) {
+            if (fresh) seq_release(s, q);   /* gives the hits back: it waits with nothing held */
+            break;
+        }
+        if (!q->looked_up) {
+            q->looked_up = true;
+            q->n_cached = q->n_computed;
+            if (caching(s) && fresh && !q->prompt_logits) {
+                s->pc_queries += (uint64_t)q->n_tokens;
+                s->pc_hits += (uint64_t)q->n_computed;
+            }
+        }
         wait_unlink(s, q);
         q->state = ENG_SEQ_RUNNING;
         s->run[s->n_run++] = q;
@@ -277,7 +365,10 @@ enum eng_finish eng_sched_commit(eng_sched *s, const eng_sched_item *it, int32_t
 {
     eng_sched_seq *q = it->seq;
     q->n_computed = it->pos + it->n;
-    if (!it->sample) return ENG_FINISH_NONE;
+    if (!it->sample) {
+        prefix_register(s, q);
+        return ENG_FINISH_NONE;
+    }
     q->tokens[q->n_tokens++] = token;
     int n_out = eng_sched_seq_n_output(q);
     enum eng_finish f = ENG_FINISH_NONE;
@@ -288,10 +379,11 @@ enum eng_finish eng_sched_commit(eng_sched *s, const eng_sched_item *it, int32_t
         f = ENG_FINISH_STOP;
         q->stop_token = token;
     }
+    prefix_register(s, q);
     if (f != ENG_FINISH_NONE) {
         q->finish = f;
         run_unlink(s, q);
-        eng_kv_table_release(s->kv, &q->kv);
+        seq_release(s, q);
         q->state = ENG_SEQ_FINISHED;
     }
     return f;

@@ -9,6 +9,11 @@
  *   2. waiting sequences, first come first served, while budgets and KV
  *      blocks allow. A sequence whose blocks cannot be had stops admission:
  *      it waits (nobody behind it jumps the queue).
+ * With prefix caching on, a sequence admitted with nothing computed first
+ * takes the longest run of its leading full blocks that the KV pool has
+ * cached (kv.h), and computes only the rest; after each commit the blocks
+ * it completed are registered for others. A hit never covers the last
+ * token: its logits are needed.
  * When a running sequence needs a block and none is free, the most recently
  * admitted running sequence is preempted: its blocks are freed and it goes
  * back to the front of the queue to be recomputed from its tokens later
@@ -34,6 +39,8 @@ typedef struct eng_sched_cfg {
     int max_batched_tokens;    /* tokens computed per step at most */
     int max_model_len;         /* prompt + output positions at most */
     int max_prompt_rows;       /* logits rows per step for prompt logprobs (>= 1) */
+    bool prefix_caching;       /* look up and register full blocks (kv.h prefix cache) */
+    int prefix_key_extra;      /* ids after a block its rows depend on (1 with an MTP layer) */
 } eng_sched_cfg;
 
 enum eng_seq_state { ENG_SEQ_WAITING, ENG_SEQ_RUNNING, ENG_SEQ_FINISHED };
@@ -63,6 +70,10 @@ typedef struct eng_sched_seq {
     enum eng_finish finish;
     int32_t  stop_token;       /* the id that finished it with STOP, else -1 */
     int      n_preempted;      /* times it was preempted (stats, tests) */
+    int      n_cached;         /* positions found in the prefix cache at first admission */
+    bool     looked_up;        /* its first prefix-cache lookup happened */
+    uint64_t *bhash;           /* [kv.cap] chained hash of blocks [0, n_hashed) */
+    int      n_hashed;         /* leading blocks registered (or found) in the prefix cache */
     eng_kv_table kv;
     struct eng_sched_seq *prev, *next;   /* waiting queue links */
     struct eng_sched_seq *all_prev, *all_next;   /* every sequence the scheduler holds */
@@ -116,6 +127,10 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *batch);
  * (ENG_FINISH_NONE while it goes on); a finished sequence has released its
  * blocks and left the running set, and stays readable until removed. */
 enum eng_finish eng_sched_commit(eng_sched *s, const eng_sched_item *item, int32_t token);
+
+/* Prefix cache counters (tokens), vLLM's: queries = tokens of sequences
+ * looked up at their first admission, hits = tokens found. */
+void eng_sched_prefix_stats(const eng_sched *s, uint64_t *queries, uint64_t *hits);
 
 int  eng_sched_n_running(const eng_sched *s);
 int  eng_sched_n_waiting(const eng_sched *s);

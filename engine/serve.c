@@ -111,6 +111,7 @@ void eng_serve_cfg_defaults(eng_serve_cfg *c)
     c->block_size = 16;
     c->kv_cache_bytes = (size_t)4 << 30;
     c->log_stats_interval = 10.0;
+    c->prefix_caching = true;
 }
 
 /* ===== output ===== */
@@ -654,7 +655,7 @@ int eng_serve_step(eng_serve *e)
     for (int i = 0; i < b.n_items; i++) {
         const eng_sched_item *it = &b.items[i];
         eng_req *r = it->seq->owner;
-        if (!r->scheduled) start_close(e, r, 0);
+        if (!r->scheduled && it->seq->index == 0) start_close(e, r, it->seq->n_cached);
         e->lmseqs[i] = (eng_seq){
             .tokens = it->seq->tokens + it->pos, .n_tokens = it->n, .pos0 = it->pos,
             .block_table = it->seq->kv.blocks, .n_blocks = it->seq->kv.n,
@@ -694,7 +695,7 @@ static void pack_stats(eng_serve *e, const char *id, size_t idlen)
     eng_serve_stats st;
     eng_serve_get_stats(e, &st);
     msgpack_packer *pk = out_begin(e);
-    msgpack_pack_map(pk, 17);
+    msgpack_pack_map(pk, 18 + 2 * st.prefix_caching);
     pl_msg_pack_kv_cstr(pk, "type", "stats");
     pl_msg_pack_kv_str(pk, "id", id, idlen);
     pl_msg_pack_kv_int(pk, "num_requests_running", st.running);
@@ -703,6 +704,11 @@ static void pack_stats(eng_serve *e, const char *id, size_t idlen)
     pl_msg_pack_kv_int(pk, "kv_blocks_total", st.total_blocks);
     pl_msg_pack_kv_int(pk, "kv_blocks_used", st.used_blocks);
     pl_msg_pack_kv_int(pk, "kv_blocks_free", st.free_blocks);
+    pl_msg_pack_kv_int(pk, "kv_blocks_cached", st.cached_blocks);
+    if (st.prefix_caching) {
+        pl_msg_pack_kv_int(pk, "prefix_cache_queries", (int64_t)st.prefix_queries);
+        pl_msg_pack_kv_int(pk, "prefix_cache_hits", (int64_t)st.prefix_hits);
+    }
     pl_msg_pack_kv_int(pk, "num_preemptions", (int64_t)st.preemptions);
     pl_msg_pack_kv_int(pk, "prompt_tokens", (int64_t)st.prompt_tokens);
     pl_msg_pack_kv_int(pk, "generation_tokens", (int64_t)st.generation_tokens);
@@ -759,9 +765,10 @@ static void log_stats(eng_serve *e, double dt)
     if (st.steps != p->steps || st.running || st.waiting)
         pl_log(PL_LOG_INFO, NULL, 0,
                "Avg prompt throughput: %.1f tokens/s, Avg generation throughput: %.1f tokens/s, "
-               "Running: %d reqs, Waiting: %d reqs, KV cache usage: %.1f%%",
+               "Running: %d reqs, Waiting: %d reqs, KV cache usage: %.1f%%, Prefix cache hit rate: %.1f%%",
                (double)(st.prompt_tokens - p->prompt_tokens) / dt, (double)(st.generation_tokens - p->generation_tokens) / dt,
-               st.running, st.waiting, st.total_blocks ? 100.0 * st.used_blocks / st.total_blocks : 0.0);
+               st.running, st.waiting, st.total_blocks ? 100.0 * st.used_blocks / st.total_blocks : 0.0,
+               st.prefix_queries ? 100.0 * (double)st.prefix_hits / (double)st.prefix_queries : 0.0);
     e->log_prev = st;
 }
 
@@ -829,6 +836,7 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
     eng_sched_cfg sc = {
         .max_num_seqs = cfg->max_num_seqs, .max_batched_tokens = cfg->max_num_batched_tokens,
         .max_model_len = mml, .max_prompt_rows = ENG_PROMPT_ROWS,
+        .prefix_caching = cfg->prefix_caching,
     };
     size_t rows = (size_t)cfg->max_num_seqs + ENG_PROMPT_ROWS;
     int rc = lm->kv_create(lm->impl, (int)blocks, cfg->block_size, &e->kv, err, errlen);
@@ -877,6 +885,9 @@ void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st)
     st->total_blocks = eng_kv_n_blocks(e->kv);
     st->free_blocks = eng_kv_n_free(e->kv);
     st->used_blocks = st->total_blocks - st->free_blocks;
+    st->cached_blocks = eng_kv_n_cached(e->kv);
+    st->prefix_caching = e->cfg.prefix_caching;
+    eng_sched_prefix_stats(e->sched, &st->prefix_queries, &st->prefix_hits);
     st->live_requests = e->n_live;
 }
 

@@ -59,6 +59,7 @@ typedef struct eng_serve_cfg {
     size_t   kv_cache_bytes;          /* pool budget when num_blocks is 0 */
     uint64_t seed;                    /* draws of requests without a seed */
     double   log_stats_interval;      /* seconds between stats log lines; 0: none */
+    bool     prefix_caching;          /* vLLM --enable-prefix-caching (default on) */
 } eng_serve_cfg;
 
 void eng_serve_cfg_defaults(eng_serve_cfg *c);
@@ -111,6 +112,9 @@ typedef struct eng_serve_stats {
     double   step_time_sum;        /* seconds */
     int      running, waiting, live_requests;
     int      total_blocks, free_blocks, used_blocks;
+    int      cached_blocks;        /* free blocks holding cached prefixes (part of free_blocks) */
+    bool     prefix_caching;
+    uint64_t prefix_queries, prefix_hits;   /* tokens */
 } eng_serve_stats;
 void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st);
 

@@ -188,3 +188,40 @@ def test_stats_answered(tiny):
     assert len(s["step_time_counts"]) == len(s["step_time_buckets"]) + 1
     err = [m for m in out if m["type"] == "error"]
     assert [e["id"] for e in err] == ["bad"] and "interval" in err[0]["message"]
+
+
+def _shared_prefix_requests():
+    base = [(i * 29 + 5) % VOCAB for i in range(50)]      # 3 full blocks of 16 and 2 tokens
+    msgs = []
+    for k in range(6):
+        prompt = base + [(k * 41 + j) % VOCAB for j in range(3 + k)]
+        s = {"max_tokens": 8, "ignore_eos": True, "temperature": 0}
+        if k % 2:
+            s.update(temperature=0.8, seed=k, logprobs=3)
+        msgs.append(gen(f"p{k}", prompt, **s) | ({"n": 2} if k == 3 else {}))
+    return msgs
+
+
+def test_prefix_cache_bit_identical(tiny):
+    """Outputs (ids and logprobs) are bit-identical with the prefix cache on
+    and off; requests admitted after the first one's prefill report the
+    shared blocks as cached_tokens and the engine's stats count the hits."""
+    msgs = _shared_prefix_requests() + [{"type": "stats", "id": "st"}]
+    # a 48-token budget: the first request's prefill runs alone, the others
+    # are admitted once its blocks are registered
+    on, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48"), msgs)
+    off, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48", "--no-enable-prefix-caching"), msgs)
+    def key(out):     # the tokens messages of each choice, in order (choices interleave differently)
+        res = {}
+        for m in out:
+            if m["type"] == "tokens":
+                res.setdefault((m["id"], m["index"]), []).append(m)
+        return res
+    assert key(on) == key(off) and sum(len(v) for v in key(on).values()) == 7 * 8
+    starts = {m["id"]: m for m in on if m["type"] == "start"}
+    assert starts["p0"]["cached_tokens"] == 0
+    assert all(starts[f"p{k}"]["cached_tokens"] == 48 for k in range(1, 6))
+    assert all(m["cached_tokens"] == 0 for m in off if m["type"] == "start")
+    st_on = next(m for m in on if m["type"] == "stats")
+    st_off = next(m for m in off if m["type"] == "stats")
+    assert "prefix_cache_hits" in st_on and "prefix_cache_hits" not in st_off

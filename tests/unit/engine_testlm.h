@@ -77,6 +77,8 @@ static int tlm_forward(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_s
             if (eng_kv_block_refcount(kv, b) != 1)
                 return pl_seterr(err, errlen, PL_ERR_INTERNAL, "seq %d writes position %d into block %d held %d times",
                                  s, p, b, eng_kv_block_refcount(kv, b));
+            if (eng_kv_block_cached(kv, b))   /* a registered prefix block is immutable */
+                return pl_seterr(err, errlen, PL_ERR_INTERNAL, "seq %d writes position %d into cached block %d", s, p, b);
             m->slots[tlm_slot(m, q, p)] = q->tokens[i];
         }
     }

@@ -604,6 +604,95 @@ TEST(serve_stats_and_times)
     fx_close_idle(&f, 64);
 }
 
+/* Prefix caching: requests sharing a 20-token prefix (greedy, seeded with
+ * logprobs, n = 2, one aborted while running) give the same messages with
+ * the cache on and off; later ones report cached_tokens; fewer positions are
+ * computed; the pool ends all free or cached (16 blocks of 4 for requests of
+ * up to 39 tokens: eviction and preemption happen). */
+static int open_prefix_fx(fx *f, bool caching)
+{
+    memset(f, 0, sizeof *f);
+    tlm_init(&f->m, &f->lm, TV, 512, 96);
+    f->out.list = cJSON_CreateArray();
+    eng_serve_cfg c;
+    eng_serve_cfg_defaults(&c);
+    c.max_num_seqs = 6; c.max_num_batched_tokens = 32; c.max_model_len = 64; c.num_blocks = 16; c.block_size = 4;
+    c.log_stats_interval = 0;
+    c.prefix_caching = caching;
+    char err[256];
+    int rc = eng_serve_init(&f->e, &f->lm, &c, (eng_serve_sink){ sink_collect, &f->out }, err, sizeof err);
+    if (rc) fprintf(stderr, "  %s\n", err);
+    return rc;
+}
+
+static void feed_prefix_mix(fx *f)
+{
+    char buf[1024], p[512];
+    int32_t pr[32];
+    for (int r = 0; r < 8; r++) {
+        int n = 20 + 3 + r % 4;
+        for (int i = 0; i < n; i++) pr[i] = i < 20 ? (i * 7 + 3) % 90 : (r * 13 + i) % 90;
+        prompt_json(p, sizeof p, pr, n);
+        snprintf(buf, sizeof buf, "{\"type\":\"generate\",\"id\":\"c%d\",\"n\":%d,\"prompt_ids\":%s,"
+                 "\"sampling\":{\"temperature\":%s,\"max_tokens\":%d,\"ignore_eos\":true%s}}",
+                 r, r == 3 ? 2 : 1, p, r % 2 ? "0.9" : "0", 6 + r, r % 2 ? ",\"seed\":77,\"logprobs\":2" : "");
+        feed(f, buf);
+        if (r == 0) { eng_serve_step(f->e); eng_serve_step(f->e); }
+        if (r == 5) { eng_serve_step(f->e); feed(f, "{\"type\":\"abort\",\"id\":\"c4\"}"); }
+    }
+    run_until_idle(f, 500);
+}
+
+/* The k-th `tokens` message of (id, index), printed. */
+static char *nth_tokens(const fx *f, const char *id, int index, int k)
+{
+    const cJSON *m;
+    cJSON_ArrayForEach(m, f->out.list)
+        if (!strcmp(jstr(m, "type"), "tokens") && !strcmp(jstr(m, "id"), id) && jint(m, "index", -1) == index && k-- == 0)
+            return cJSON_PrintUnformatted(m);
+    return NULL;
+}
+
+TEST(serve_prefix_cache_on_off_identical)
+{
+    fx on, off;
+    if (open_prefix_fx(&on, true) || open_prefix_fx(&off, false)) { CHECK(0); return; }
+    feed_prefix_mix(&on);
+    feed_prefix_mix(&off);
+    for (int r = 0; r < 8; r++) {
+        if (r == 4) continue;   /* aborted: how far it got depends on the step count */
+        char id[8];
+        snprintf(id, sizeof id, "c%d", r);
+        for (int i = 0; i < (r == 3 ? 2 : 1); i++) {
+            int32_t t[32];
+            CHECK_EQ_INT(tokens_of(&on, id, i, t, 32, NULL), 6 + r);
+            for (int k = 0;; k++) {          /* every message equal, logprobs bit for bit */
+                char *a = nth_tokens(&on, id, i, k), *b = nth_tokens(&off, id, i, k);
+                CHECK((a == NULL) == (b == NULL));
+                int same = a && b && !strcmp(a, b);
+                if (a && b && !same) fprintf(stderr, "  %s\n  %s\n", a, b);
+                CHECK(!a || same);
+                free(a);
+                free(b);
+                if (!a) break;
+            }
+        }
+        const cJSON *st = first_msg(&on, "start", id), *st_off = first_msg(&off, "start", id);
+        if (r >= 1) CHECK(st && jint(st, "cached_tokens", -1) >= 16);
+        CHECK(st_off && jint(st_off, "cached_tokens", -1) == 0);
+    }
+    eng_serve_stats a, b;
+    eng_serve_get_stats(on.e, &a);
+    eng_serve_get_stats(off.e, &b);
+    CHECK(a.tokens_computed < b.tokens_computed);
+    CHECK(a.prefix_caching && a.prefix_hits > 0 && a.prefix_queries > a.prefix_hits);
+    CHECK(!b.prefix_caching && b.cached_blocks == 0);
+    CHECK(a.cached_blocks > 0);
+    CHECK(a.preemptions > 0 && b.preemptions > 0);
+    fx_close_idle(&on, 16);
+    fx_close_idle(&off, 16);
+}
+
 int main(void)
 {
     pl_log_init("test_engine_serve");
@@ -618,5 +707,6 @@ int main(void)
     RUN(serve_model_failure);
     RUN(serve_init_checks);
     RUN(serve_stats_and_times);
+    RUN(serve_prefix_cache_on_off_identical);
     return test_report();
 }
