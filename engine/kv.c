@@ -9,7 +9,8 @@
 struct eng_kv_pool {
     eng_backend *be;
     int n_layers, n_blocks, block_size;
-    float **mla, **idx;         /* [n_layers]; n_layers is 0 without storage */
+    enum eng_cache_dtype dtype;
+    eng_be_cache *mla, *idx;    /* [n_layers]; n_layers is 0 without storage; idx data NULL on shared layers */
     int32_t *refs;              /* [n_blocks]; 0 = free or evictable */
     int32_t *free_list;         /* stack of free blocks that hold no cache entry */
     int n_free;
@@ -30,13 +31,26 @@ struct eng_kv_pool {
 
 /* ===== pool ===== */
 
-size_t eng_kv_bytes_per_token(const eng_config *c)
+/* The MLA row tiles latent and RoPE key apart (split = kv_lora_rank); the
+ * indexer row is one range. */
+static eng_be_cache mla_desc(const eng_config *c, enum eng_cache_dtype dt)
+{
+    int dim = c->kv_lora_rank + c->qk_rope_head_dim;
+    return (eng_be_cache){ NULL, dt, dim, c->kv_lora_rank, eng_be_cache_row_bytes(dt, dim, c->kv_lora_rank) };
+}
+
+static eng_be_cache idx_desc(const eng_config *c, enum eng_cache_dtype dt)
+{
+    int dim = c->index_head_dim;
+    return (eng_be_cache){ NULL, dt, dim, dim, eng_be_cache_row_bytes(dt, dim, dim) };
+}
+
+size_t eng_kv_bytes_per_token(const eng_config *c, enum eng_cache_dtype dt)
 {
     size_t n = 0;
     for (int l = 0; l < eng_config_n_layers_total(c); l++)
-        n += (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) +
-             (c->layer_index_full[l] ? (size_t)c->index_head_dim : 0);
-    return n * sizeof(float);
+        n += mla_desc(c, dt).row_bytes + (c->layer_index_full[l] ? idx_desc(c, dt).row_bytes : 0);
+    return n;
 }
 
 static int alloc_storage(eng_kv_pool *p, const eng_config *c)
@@ -47,16 +61,17 @@ static int alloc_storage(eng_kv_pool *p, const eng_config *c)
     if (!p->mla || !p->idx) return 0;
     size_t rows = (size_t)p->n_blocks * (size_t)p->block_size;
     for (int l = 0; l < p->n_layers; l++) {
-        p->mla[l] = eng_be_alloc(p->be, rows * (size_t)(c->kv_lora_rank + c->qk_rope_head_dim) * sizeof(float));
-        if (!p->mla[l]) return 0;
-        if (c->layer_index_full[l] && !(p->idx[l] = eng_be_alloc(p->be, rows * (size_t)c->index_head_dim * sizeof(float))))
-            return 0;
+        p->mla[l] = mla_desc(c, p->dtype);
+        if (!(p->mla[l].data = eng_be_alloc(p->be, rows * p->mla[l].row_bytes))) return 0;
+        if (!c->layer_index_full[l]) continue;
+        p->idx[l] = idx_desc(c, p->dtype);
+        if (!(p->idx[l].data = eng_be_alloc(p->be, rows * p->idx[l].row_bytes))) return 0;
     }
     return 1;
 }
 
-int eng_kv_pool_create(eng_backend *be, const eng_config *c, int n_blocks, int block_size,
-                       eng_kv_pool **out, char *err, size_t errlen)
+int eng_kv_pool_create(eng_backend *be, const eng_config *c, enum eng_cache_dtype dtype, int n_blocks,
+                       int block_size, eng_kv_pool **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (n_blocks < 1 || block_size < 1 || (int64_t)n_blocks * block_size > (1 << 30))
@@ -65,6 +80,7 @@ int eng_kv_pool_create(eng_backend *be, const eng_config *c, int n_blocks, int b
     eng_kv_pool *p = calloc(1, sizeof *p);
     if (!p) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     p->be = be;
+    p->dtype = dtype;
     p->n_blocks = n_blocks;
     p->block_size = block_size;
     p->refs = calloc((size_t)n_blocks, sizeof *p->refs);
@@ -72,7 +88,7 @@ int eng_kv_pool_create(eng_backend *be, const eng_config *c, int n_blocks, int b
     if (!p->refs || !p->free_list || (c && !alloc_storage(p, c))) {
         eng_kv_pool_free(p);
         return pl_seterr(err, errlen, PL_ERR_NOMEM, "cannot allocate a KV pool of %d blocks x %d tokens (%zu MB)",
-                         n_blocks, block_size, c ? (size_t)n_blocks * (size_t)block_size * eng_kv_bytes_per_token(c) >> 20 : 0);
+                         n_blocks, block_size, c ? (size_t)n_blocks * (size_t)block_size * eng_kv_bytes_per_token(c, dtype) >> 20 : 0);
     }
     /* Stack order: block 0 comes out first (a fresh cache fills from the start). */
     for (int b = 0; b < n_blocks; b++) p->free_list[b] = n_blocks - 1 - b;
@@ -85,8 +101,8 @@ void eng_kv_pool_free(eng_kv_pool *p)
 {
     if (!p) return;
     for (int l = 0; l < p->n_layers; l++) {
-        if (p->mla) eng_be_dealloc(p->be, p->mla[l]);
-        if (p->idx) eng_be_dealloc(p->be, p->idx[l]);
+        if (p->mla) eng_be_dealloc(p->be, p->mla[l].data);
+        if (p->idx) eng_be_dealloc(p->be, p->idx[l].data);
     }
     free(p->mla);
     free(p->idx);
@@ -108,8 +124,17 @@ int eng_kv_n_blocks(const eng_kv_pool *p) { return p->n_blocks; }
 int eng_kv_n_free(const eng_kv_pool *p) { return p->n_free + p->n_lru; }
 int eng_kv_n_layers(const eng_kv_pool *p) { return p->n_layers; }
 
-float *eng_kv_layer_mla(eng_kv_pool *p, int layer) { return layer < p->n_layers ? p->mla[layer] : NULL; }
-float *eng_kv_layer_index(eng_kv_pool *p, int layer) { return layer < p->n_layers ? p->idx[layer] : NULL; }
+const eng_be_cache *eng_kv_layer_mla(eng_kv_pool *p, int layer)
+{
+    return layer < p->n_layers ? &p->mla[layer] : NULL;
+}
+
+const eng_be_cache *eng_kv_layer_index(eng_kv_pool *p, int layer)
+{
+    return layer < p->n_layers && p->idx[layer].data ? &p->idx[layer] : NULL;
+}
+
+enum eng_cache_dtype eng_kv_dtype(const eng_kv_pool *p) { return p->dtype; }
 
 /* ===== eviction list ===== */
 

@@ -14,7 +14,8 @@
  *  - Storage (model-specific): per token and layer the MLA entry
  *    [normalized kv latent (kv_lora_rank) | RoPE'd k_pe (qk_rope_head_dim)]
  *    and, on layers that run their own DSA indexer, the indexer key
- *    (index_head_dim). Block b covers rows b*block_size .. +block_size-1 of
+ *    (index_head_dim), as f32 rows or FP8 e4m3 rows with per-token tile
+ *    scales (eng_be_cache, backend.h: --kv-cache-dtype fp8). Block b covers rows b*block_size .. +block_size-1 of
  *    every layer, so one block table per sequence serves all layers (the MTP
  *    layer included). model.c reads it through the layer accessors.
  *
@@ -34,9 +35,10 @@
 typedef struct eng_kv_pool eng_kv_pool;
 
 /* With cfg (and be): storage for cfg->num_hidden_layers layers, + the MTP
- * layer when cfg->has_mtp_weights. cfg == NULL: accounting only. */
-int  eng_kv_pool_create(eng_backend *be, const eng_config *cfg, int n_blocks, int block_size,
-                        eng_kv_pool **out, char *err, size_t errlen);
+ * layer when cfg->has_mtp_weights, rows of dtype. cfg == NULL: accounting
+ * only (dtype ignored). */
+int  eng_kv_pool_create(eng_backend *be, const eng_config *cfg, enum eng_cache_dtype dtype, int n_blocks,
+                        int block_size, eng_kv_pool **out, char *err, size_t errlen);
 void eng_kv_pool_free(eng_kv_pool *p);
 
 int  eng_kv_block_size(const eng_kv_pool *p);
@@ -45,7 +47,7 @@ int  eng_kv_n_blocks(const eng_kv_pool *p);
  * blocks nobody holds (evicted on demand). n_blocks - n_free are held. */
 int  eng_kv_n_free(const eng_kv_pool *p);
 /* Bytes of cache one token uses across all layers. */
-size_t eng_kv_bytes_per_token(const eng_config *cfg);
+size_t eng_kv_bytes_per_token(const eng_config *cfg, enum eng_cache_dtype dtype);
 
 /* ===== blocks ===== */
 
@@ -116,9 +118,10 @@ int      eng_kv_n_cached(const eng_kv_pool *p);                  /* registered a
 
 /* ===== storage (model.c) ===== */
 
-/* Cache rows of one layer: [n_blocks*block_size, dim]. NULL without storage. */
-float *eng_kv_layer_mla(eng_kv_pool *p, int layer);
-float *eng_kv_layer_index(eng_kv_pool *p, int layer);   /* NULL on shared-indexer layers */
+/* Cache rows of one layer: n_blocks*block_size rows. NULL without storage. */
+const eng_be_cache *eng_kv_layer_mla(eng_kv_pool *p, int layer);     /* dim lat + rope, split lat */
+const eng_be_cache *eng_kv_layer_index(eng_kv_pool *p, int layer);   /* NULL on shared-indexer layers */
 int    eng_kv_n_layers(const eng_kv_pool *p);
+enum eng_cache_dtype eng_kv_dtype(const eng_kv_pool *p);
 
 #endif

@@ -29,6 +29,7 @@ static void usage(FILE *f)
           "  --log-stats-interval S            seconds between stats log lines (default 10)\n"
           "  --disable-log-stats               no stats log lines\n"
           "  --[no-]enable-prefix-caching      reuse cached KV blocks of shared prefixes (default on)\n"
+          "  --kv-cache-dtype auto|fp8         KV cache rows in f32 (auto) or FP8 e4m3 with per-token scales (fp8 = fp8_e4m3)\n"
           PL_STAGE_IO_HELP, f);
 }
 
@@ -106,6 +107,14 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--block-size") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
         else if (!strcmp(a, "--num-gpu-blocks-override") && !pl_parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
         else if (!strcmp(a, "--kv-cache-memory-bytes") && !parse_bytes(v, &cfg.kv_cache_bytes)) ;
+        else if (!strcmp(a, "--kv-cache-dtype") && v) {
+            if (!strcmp(v, "auto")) cfg.kv_cache_dtype = ENG_CACHE_F32;
+            else if (!strcmp(v, "fp8") || !strcmp(v, "fp8_e4m3")) cfg.kv_cache_dtype = ENG_CACHE_FP8;
+            else {
+                fprintf(stderr, "glm-engine: --kv-cache-dtype %s is not supported (auto, fp8, fp8_e4m3)\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--seed") && !pl_parse_i64(v, INT64_MIN, INT64_MAX, &n)) cfg.seed = (uint64_t)n;
         else if (!strcmp(a, "--threads") && !pl_parse_i64(v, 1, 4096, &n)) threads = n;
         else if (!strcmp(a, "--log-stats-interval") && !pl_parse_i64(v, 0, 86400, &n)) cfg.log_stats_interval = (double)n;

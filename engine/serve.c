@@ -813,7 +813,8 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
         return pl_seterr(err, errlen, PL_ERR_INVALID, "--max-num-seqs, --max-num-batched-tokens and --block-size must be positive");
     int64_t blocks = cfg->num_blocks;
     if (blocks <= 0) {
-        size_t per_block = (lm->kv_bytes_per_token ? lm->kv_bytes_per_token : 1) * (size_t)cfg->block_size;
+        size_t bpt = lm->kv_bytes_per_token(lm->impl, cfg->kv_cache_dtype);
+        size_t per_block = (bpt ? bpt : 1) * (size_t)cfg->block_size;
         int64_t need = (int64_t)cfg->max_num_seqs * ((mml + cfg->block_size - 1) / cfg->block_size);
         blocks = (int64_t)(cfg->kv_cache_bytes / per_block);
         if (blocks > need) blocks = need;   /* more could never be used at once */
@@ -839,7 +840,7 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
         .prefix_caching = cfg->prefix_caching,
     };
     size_t rows = (size_t)cfg->max_num_seqs + ENG_PROMPT_ROWS;
-    int rc = lm->kv_create(lm->impl, (int)blocks, cfg->block_size, &e->kv, err, errlen);
+    int rc = lm->kv_create(lm->impl, (int)blocks, cfg->block_size, cfg->kv_cache_dtype, &e->kv, err, errlen);
     if (!rc) rc = eng_sched_init(&e->sched, &sc, e->kv, err, errlen);
     if (!rc) rc = eng_sampler_init(&e->sampler, lm->vocab, err, errlen);
     if (!rc) {
@@ -850,10 +851,11 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
     }
     if (rc) { eng_serve_free(e); return rc; }
     e->log_next = mono_now() + cfg->log_stats_interval;
-    pl_log(PL_LOG_INFO, NULL, 0, "KV cache: %lld blocks of %d tokens (%.1f MB), max_model_len %d, max_num_seqs %d, "
-           "max_num_batched_tokens %d", (long long)blocks, cfg->block_size,
-           (double)blocks * cfg->block_size * (double)lm->kv_bytes_per_token / 1e6, mml, cfg->max_num_seqs,
-           cfg->max_num_batched_tokens);
+    pl_log(PL_LOG_INFO, NULL, 0, "KV cache: %lld blocks of %d tokens (%.1f MB, %s), max_model_len %d, max_num_seqs %d, "
+           "max_num_batched_tokens %d, prefix caching %s", (long long)blocks, cfg->block_size,
+           (double)blocks * cfg->block_size * (double)lm->kv_bytes_per_token(lm->impl, cfg->kv_cache_dtype) / 1e6,
+           cfg->kv_cache_dtype == ENG_CACHE_FP8 ? "fp8_e4m3" : "auto", mml, cfg->max_num_seqs,
+           cfg->max_num_batched_tokens, cfg->prefix_caching ? "on" : "off");
     *out = e;
     return PL_OK;
 }
@@ -893,10 +895,16 @@ void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st)
 
 /* ===== the GLM-5 model behind eng_lm ===== */
 
-static int glm_kv_create(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen)
+static size_t glm_kv_bytes(void *impl, enum eng_cache_dtype dtype)
+{
+    return eng_kv_bytes_per_token(eng_model_config(impl), dtype);
+}
+
+static int glm_kv_create(void *impl, int num_blocks, int block_size, enum eng_cache_dtype dtype, eng_kv_pool **out,
+                         char *err, size_t errlen)
 {
     eng_model *m = impl;
-    return eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), num_blocks, block_size, out, err, errlen);
+    return eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), dtype, num_blocks, block_size, out, err, errlen);
 }
 
 static int glm_forward(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits, char *err, size_t errlen)
@@ -912,7 +920,7 @@ void eng_lm_from_model(eng_lm *lm, eng_model *m)
         .vocab = c->vocab_size,
         .max_positions = c->max_position_embeddings,
         .eos_ids = c->eos_token_id, .n_eos = c->n_eos,
-        .kv_bytes_per_token = eng_kv_bytes_per_token(c),
+        .kv_bytes_per_token = glm_kv_bytes,
         .kv_create = glm_kv_create,
         .forward = glm_forward,
     };

@@ -35,10 +35,12 @@ typedef struct eng_lm {
     int max_positions;            /* longest context the model supports */
     const int32_t *eos_ids;       /* the model's eos ids (stop unless ignore_eos) */
     int n_eos;
-    size_t kv_bytes_per_token;    /* all layers: sizes the pool */
+    /* Bytes of cache per token, all layers, rows of dtype: sizes the pool. */
+    size_t (*kv_bytes_per_token)(void *impl, enum eng_cache_dtype dtype);
     /* Create the pool (block accounting + the model's storage). The serving
      * loop owns it afterwards (eng_kv_pool_free). */
-    int  (*kv_create)(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen);
+    int  (*kv_create)(void *impl, int num_blocks, int block_size, enum eng_cache_dtype dtype, eng_kv_pool **out,
+                      char *err, size_t errlen);
     /* Run one step. logits: rows in seqs order, vocab floats each. Must give
      * each row the same values whatever else is in the batch. */
     int  (*forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits,
@@ -60,6 +62,7 @@ typedef struct eng_serve_cfg {
     uint64_t seed;                    /* draws of requests without a seed */
     double   log_stats_interval;      /* seconds between stats log lines; 0: none */
     bool     prefix_caching;          /* vLLM --enable-prefix-caching (default on) */
+    enum eng_cache_dtype kv_cache_dtype;   /* vLLM --kv-cache-dtype: auto (f32 here) or fp8 (e4m3) */
 } eng_serve_cfg;
 
 void eng_serve_cfg_defaults(eng_serve_cfg *c);

@@ -202,15 +202,18 @@ def _shared_prefix_requests():
     return msgs
 
 
-def test_prefix_cache_bit_identical(tiny):
+@pytest.mark.parametrize("kv", ["auto", "fp8"])
+def test_prefix_cache_bit_identical(tiny, kv):
     """Outputs (ids and logprobs) are bit-identical with the prefix cache on
-    and off; requests admitted after the first one's prefill report the
-    shared blocks as cached_tokens and the engine's stats count the hits."""
+    and off, with f32 and FP8 cache rows; requests admitted after the first
+    one's prefill report the shared blocks as cached_tokens and the engine's
+    stats count the hits."""
     msgs = _shared_prefix_requests() + [{"type": "stats", "id": "st"}]
     # a 48-token budget: the first request's prefill runs alone, the others
     # are admitted once its blocks are registered
-    on, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48"), msgs)
-    off, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48", "--no-enable-prefix-caching"), msgs)
+    on, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48", "--kv-cache-dtype", kv), msgs)
+    off, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48", "--no-enable-prefix-caching",
+                              "--kv-cache-dtype", kv), msgs)
     def key(out):     # the tokens messages of each choice, in order (choices interleave differently)
         res = {}
         for m in out:
@@ -225,3 +228,13 @@ def test_prefix_cache_bit_identical(tiny):
     st_on = next(m for m in on if m["type"] == "stats")
     st_off = next(m for m in off if m["type"] == "stats")
     assert "prefix_cache_hits" in st_on and "prefix_cache_hits" not in st_off
+
+
+def test_kv_cache_dtype_flag(tiny):
+    r = gen("f", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], temperature=0, max_tokens=12, ignore_eos=True)
+    auto, _ = run_stage(engine(tiny), [r])
+    fp8, err = run_stage(engine(tiny, "--kv-cache-dtype", "fp8_e4m3"), [r])
+    assert "fp8_e4m3" in err
+    assert len(tokens_by_choice(fp8, "f")[0]) == 12 and len(tokens_by_choice(auto, "f")[0]) == 12
+    p = subprocess.run(engine(tiny, "--kv-cache-dtype", "fp8_e5m2"), input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2 and b"not supported" in p.stderr

@@ -43,10 +43,18 @@ static void tlm_ref_logits(int vocab, const int32_t *ctx, int n, float *out)
     for (int v = 0; v < vocab; v++) out[v] = (float)((double)(tlm_mix(h + (uint64_t)v) >> 40) / (double)(1 << 24) * 8.0 - 4.0);
 }
 
-static int tlm_kv_create(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen)
+static size_t tlm_kv_bytes(void *impl, enum eng_cache_dtype dtype)
+{
+    (void)impl;
+    (void)dtype;
+    return 4;
+}
+
+static int tlm_kv_create(void *impl, int num_blocks, int block_size, enum eng_cache_dtype dtype, eng_kv_pool **out,
+                         char *err, size_t errlen)
 {
     tlm *m = impl;
-    int rc = eng_kv_pool_create(NULL, NULL, num_blocks, block_size, out, err, errlen);
+    int rc = eng_kv_pool_create(NULL, NULL, dtype, num_blocks, block_size, out, err, errlen);
     if (rc) return rc;
     free(m->slots);
     m->bs = block_size;
@@ -109,7 +117,7 @@ static void tlm_init(tlm *m, eng_lm *lm, int vocab, int max_pos, int32_t eos)
     m->eos[0] = eos;
     *lm = (eng_lm){
         .impl = m, .vocab = vocab, .max_positions = max_pos, .eos_ids = m->eos, .n_eos = 1,
-        .kv_bytes_per_token = 4, .kv_create = tlm_kv_create, .forward = tlm_forward,
+        .kv_bytes_per_token = tlm_kv_bytes, .kv_create = tlm_kv_create, .forward = tlm_forward,
     };
 }
 

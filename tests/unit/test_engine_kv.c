@@ -6,7 +6,7 @@ static eng_kv_pool *mkpool(int n_blocks, int bs)
 {
     eng_kv_pool *p = NULL;
     char err[256];
-    if (eng_kv_pool_create(NULL, NULL, n_blocks, bs, &p, err, sizeof err)) fprintf(stderr, "  %s\n", err);
+    if (eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, n_blocks, bs, &p, err, sizeof err)) fprintf(stderr, "  %s\n", err);
     return p;
 }
 
@@ -14,8 +14,8 @@ TEST(kv_create_limits)
 {
     eng_kv_pool *p = NULL;
     char err[256];
-    CHECK(eng_kv_pool_create(NULL, NULL, 0, 16, &p, err, sizeof err) != 0 && !p);
-    CHECK(eng_kv_pool_create(NULL, NULL, 4, 0, &p, err, sizeof err) != 0 && !p);
+    CHECK(eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, 0, 16, &p, err, sizeof err) != 0 && !p);
+    CHECK(eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, 4, 0, &p, err, sizeof err) != 0 && !p);
     p = mkpool(8, 4);
     CHECK(p && eng_kv_n_blocks(p) == 8 && eng_kv_n_free(p) == 8 && eng_kv_block_size(p) == 4);
     CHECK(eng_kv_n_layers(p) == 0 && eng_kv_layer_mla(p, 0) == NULL);

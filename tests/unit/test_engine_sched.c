@@ -16,7 +16,7 @@ static int fx_open_cfg(fx *f, int n_blocks, int bs, int max_seqs, int max_tokens
     memset(f, 0, sizeof *f);
     eng_sched_cfg c = { .max_num_seqs = max_seqs, .max_batched_tokens = max_tokens, .max_model_len = max_len,
                         .max_prompt_rows = 8, .prefix_caching = caching, .prefix_key_extra = key_extra };
-    if (eng_kv_pool_create(NULL, NULL, n_blocks, bs, &f->kv, err, sizeof err) ||
+    if (eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, n_blocks, bs, &f->kv, err, sizeof err) ||
         eng_sched_init(&f->s, &c, f->kv, err, sizeof err)) {
         fprintf(stderr, "  %s\n", err);
         return -1;
@@ -328,7 +328,7 @@ TEST(sched_init_checks)
     eng_kv_pool *kv;
     eng_sched *s = NULL;
     char err[256];
-    CHECK(eng_kv_pool_create(NULL, NULL, 3, 4, &kv, err, sizeof err) == 0);
+    CHECK(eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, 3, 4, &kv, err, sizeof err) == 0);
     eng_sched_cfg c = { .max_num_seqs = 4, .max_batched_tokens = 16, .max_model_len = 13, .max_prompt_rows = 1 };
     CHECK(eng_sched_init(&s, &c, kv, err, sizeof err) != 0 && !s);   /* 12 tokens of cache < 13 */
     c.max_model_len = 12;

@@ -144,7 +144,7 @@ int main(int argc, char **argv)
 
     int bs = 16, per_seq = (prompt + tokens + bs) / bs;
     eng_kv_pool *kv;
-    if (eng_kv_pool_create(eng_model_backend(m), c, per_seq * batch, bs, &kv, err, sizeof err)) {
+    if (eng_kv_pool_create(eng_model_backend(m), c, ENG_CACHE_F32, per_seq * batch, bs, &kv, err, sizeof err)) {
         fprintf(stderr, "glm-engine-bench: %s\n", err);
         return 1;
     }
