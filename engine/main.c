@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "model.h"
 #include "pl.h"
 #include "serve.h"
@@ -30,6 +31,9 @@ static void usage(FILE *f)
           "  --disable-log-stats               no stats log lines\n"
           "  --[no-]enable-prefix-caching      reuse cached KV blocks of shared prefixes (default on)\n"
           "  --kv-cache-dtype auto|fp8         KV cache rows in f32 (auto) or FP8 e4m3 with per-token scales (fp8 = fp8_e4m3)\n"
+          "  --speculative-config JSON         e.g. '{\"method\":\"mtp\",\"num_speculative_tokens\":3}' (K = 1..5)\n"
+          "  --speculative-config.method mtp   the same, dotted (vLLM's form)\n"
+          "  --speculative-config.num_speculative_tokens K\n"
           PL_STAGE_IO_HELP, f);
 }
 
@@ -46,6 +50,82 @@ static int parse_bytes(const char *s, size_t *v)
     if (errno || *end || !(x > 0) || x * mul > 1e18) return -1;
     *v = (size_t)(x * mul);
     return 0;
+}
+
+/* ===== --speculative-config ===== */
+
+/* vLLM's --speculative-config, as JSON or as dotted flags. Only the MTP
+ * method (vLLM's model-specific MTP names are its deprecated aliases) and
+ * num_speculative_tokens (default: the checkpoint's num_nextn_predict_layers,
+ * as vLLM) are meaningful here; any other key is refused rather than
+ * silently ignored. */
+typedef struct spec_opts {
+    bool    set;
+    char    method[32];
+    int64_t k;                  /* -1: not given */
+} spec_opts;
+
+static int spec_set(spec_opts *o, const char *key, const char *sval, const cJSON *jval, char *err, size_t errlen)
+{
+    o->set = true;
+    if (!strcmp(key, "method")) {
+        const char *v = jval ? (cJSON_IsString(jval) ? jval->valuestring : NULL) : sval;
+        if (!v || strlen(v) >= sizeof o->method)
+            return pl_seterr(err, errlen, PL_ERR_INVALID, "speculative-config.method must be a string");
+        strcpy(o->method, v);
+        return 0;
+    }
+    if (!strcmp(key, "num_speculative_tokens")) {
+        if (jval && cJSON_IsNull(jval)) { o->k = -1; return 0; }
+        bool ok = jval ? cJSON_IsNumber(jval) && !pl_json_is_float(jval) && jval->valuedouble >= 0 &&
+                         jval->valuedouble <= 1e6 && (o->k = (int64_t)jval->valuedouble, 1)
+                       : pl_parse_i64(sval, 0, 1000000, &o->k) == 0;
+        if (!ok) return pl_seterr(err, errlen, PL_ERR_INVALID, "speculative-config.num_speculative_tokens must be an integer");
+        return 0;
+    }
+    return pl_seterr(err, errlen, PL_ERR_INVALID,
+                     "speculative-config.%s is not supported (this engine knows method and num_speculative_tokens)", key);
+}
+
+static int spec_parse_json(spec_opts *o, const char *text, char *err, size_t errlen)
+{
+    cJSON *j;
+    char e2[256];
+    if (pl_json_parse(&j, text, strlen(text), e2, sizeof e2))
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "--speculative-config is not JSON: %s", e2);
+    int rc = cJSON_IsObject(j) ? 0 : pl_seterr(err, errlen, PL_ERR_INVALID, "--speculative-config must be a JSON object");
+    o->set = true;
+    const cJSON *kv;
+    cJSON_ArrayForEach(kv, j) if (!rc) rc = spec_set(o, kv->string, NULL, kv, err, errlen);
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* The number of drafts per step, or -1 with err set. */
+static int spec_resolve(const spec_opts *o, const eng_model *m, char *err, size_t errlen)
+{
+    static const char *const mtp_names[] = {"mtp", "deepseek_mtp", "glm4_moe_mtp", "glm4_moe_lite_mtp", "glm5_next_mtp"};
+    bool mtp = false;
+    for (size_t i = 0; i < PL_ARRAY_LEN(mtp_names); i++) mtp |= !strcmp(o->method, mtp_names[i]);
+    if (!o->method[0]) { pl_seterr(err, errlen, PL_ERR_INVALID, "--speculative-config needs a method (mtp)"); return -1; }
+    if (!mtp) {
+        pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "speculative method '%s' is not supported: only mtp (the model's own "
+                  "multi-token-prediction layer)", o->method);
+        return -1;
+    }
+    const eng_config *c = eng_model_config(m);
+    if (!eng_model_has_mtp(m) || c->num_nextn_predict_layers < 1) {
+        pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "speculative method mtp needs the checkpoint's MTP layer "
+                  "(model.layers.%d.*, num_nextn_predict_layers >= 1), and this checkpoint has none", c->num_hidden_layers);
+        return -1;
+    }
+    int64_t k = o->k < 0 ? c->num_nextn_predict_layers : o->k;
+    if (k < 1 || k > ENG_SPEC_MAX) {
+        pl_seterr(err, errlen, PL_ERR_RANGE, "num_speculative_tokens %lld is not supported: 1 to %d (one MTP layer "
+                  "chained; a step emits at most %d tokens)", (long long)k, ENG_SPEC_MAX, ENG_SPEC_MAX + 1);
+        return -1;
+    }
+    return (int)k;
 }
 
 typedef struct {
@@ -90,6 +170,8 @@ int main(int argc, char **argv)
     eng_serve_cfg cfg;
     eng_serve_cfg_defaults(&cfg);
     int64_t threads = 0;
+    spec_opts spec = { .k = -1 };
+    char err[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
@@ -107,6 +189,11 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--block-size") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
         else if (!strcmp(a, "--num-gpu-blocks-override") && !pl_parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
         else if (!strcmp(a, "--kv-cache-memory-bytes") && !parse_bytes(v, &cfg.kv_cache_bytes)) ;
+        else if (!strcmp(a, "--speculative-config") && v) {
+            if (spec_parse_json(&spec, v, err, sizeof err)) { fprintf(stderr, "glm-engine: %s\n", err); return 2; }
+        } else if (!strncmp(a, "--speculative-config.", 21) && v) {
+            if (spec_set(&spec, a + 21, v, NULL, err, sizeof err)) { fprintf(stderr, "glm-engine: %s\n", err); return 2; }
+        }
         else if (!strcmp(a, "--kv-cache-dtype") && v) {
             if (!strcmp(v, "auto")) cfg.kv_cache_dtype = ENG_CACHE_F32;
             else if (!strcmp(v, "fp8") || !strcmp(v, "fp8_e4m3")) cfg.kv_cache_dtype = ENG_CACHE_FP8;
@@ -127,7 +214,6 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    char err[1024];
     eng_model_opts mo = {
         .n_threads = (int)threads,
         .max_batch_tokens = cfg.max_num_batched_tokens,
@@ -138,6 +224,15 @@ int main(int argc, char **argv)
     if (eng_model_open(dir, &mo, &model, err, sizeof err)) {
         pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
         return 1;
+    }
+    if (spec.set) {
+        int k = spec_resolve(&spec, model, err, sizeof err);
+        if (k < 0) {
+            pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+            eng_model_close(model);
+            return 2;
+        }
+        cfg.num_spec_tokens = k;
     }
     eng_lm lm;
     eng_lm_from_model(&lm, model);

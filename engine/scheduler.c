@@ -1,6 +1,7 @@
 /* scheduler.c — running set, FCFS waiting queue, budgets, preemption, finish rules. */
 #include "scheduler.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -250,6 +251,7 @@ static void seq_release(eng_sched *s, eng_sched_seq *q)
     eng_kv_table_release(s->kv, &q->kv);
     q->n_computed = 0;
     q->n_hashed = 0;
+    q->n_draft = 0;
 }
 
 void eng_sched_prefix_stats(const eng_sched *s, uint64_t *queries, uint64_t *hits)
@@ -269,10 +271,11 @@ static void preempt(eng_sched *s, eng_sched_seq *q)
 }
 
 /* Tokens q may compute this step under the token budget and, when it wants
- * prompt rows, the prompt-row budget. *n_logits / *sample describe the rows. */
-static int plan_chunk(const eng_sched_seq *q, int budget, int prow_left, int *n_logits, bool *sample)
+ * prompt rows, the prompt-row budget. *n_logits / *sample / *n_draft
+ * describe the rows; drafts that do not fit the budget are dropped. */
+static int plan_chunk(const eng_sched_seq *q, int budget, int prow_left, int *n_logits, bool *sample, int *n_draft)
 {
-    int n = q->n_tokens - q->n_computed;
+    int n = q->n_tokens + q->n_draft - q->n_computed;
     if (n > budget) n = budget;
     bool rows = q->prompt_logits && q->n_computed < q->n_prompt;
     if (rows) {
@@ -281,18 +284,33 @@ static int plan_chunk(const eng_sched_seq *q, int budget, int prow_left, int *n_
          * samples; a chunk cut short by the row budget no longer samples */
         if ((ends ? n - 1 : n) > prow_left) n = prow_left;
     }
-    *sample = n > 0 && q->n_computed + n == q->n_tokens;
-    *n_logits = rows ? n : *sample;
+    *sample = n > 0 && q->n_computed + n >= q->n_tokens;
+    *n_draft = *sample ? q->n_computed + n - q->n_tokens : 0;
+    *n_logits = rows ? n : *sample ? 1 + *n_draft : 0;
     return n;
 }
 
-static void add_item(eng_sched_batch *b, eng_sched_seq *q, int n, int n_logits, bool sample)
+/* Positions q's table must cover for an item of n tokens: with speculative
+ * decoding an item that samples reserves K more, for the MTP rows of the
+ * drafts made after it (never past the sequence's last possible position). */
+static int need_tokens(const eng_sched *s, const eng_sched_seq *q, int n, bool sample)
+{
+    int want = q->n_computed + n, cap = q->n_prompt + q->max_tokens;
+    if (sample && s->cfg.num_spec_tokens > 0) {
+        int ahead = want + s->cfg.num_spec_tokens;
+        want = ahead < cap ? ahead : cap > want ? cap : want;
+    }
+    return want;
+}
+
+static void add_item(eng_sched_batch *b, eng_sched_seq *q, int n, int n_logits, bool sample, int n_draft)
 {
     eng_sched_item *it = &b->items[b->n_items++];
     it->seq = q;
     it->pos = q->n_computed;
     it->n = n;
     it->n_logits = n_logits;
+    it->n_draft = n_draft;
     it->sample = sample;
     b->n_tokens += n;
     b->n_logit_rows += n_logits;
@@ -306,19 +324,19 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *b)
 
     for (int i = 0; i < s->n_run && budget > 0; i++) {
         eng_sched_seq *q = s->run[i];
-        int n_logits;
+        int n_logits, n_draft;
         bool sample;
-        int n = plan_chunk(q, budget, prow, &n_logits, &sample);
+        int n = plan_chunk(q, budget, prow, &n_logits, &sample, &n_draft);
         if (n <= 0) continue;
         int rc;
-        while ((rc = eng_kv_table_ensure(s->kv, &q->kv, q->n_computed + n)) == PL_ERR_AGAIN) {
+        while ((rc = eng_kv_table_ensure(s->kv, &q->kv, need_tokens(s, q, n, sample))) == PL_ERR_AGAIN) {
             eng_sched_seq *victim = s->run[s->n_run - 1];
             preempt(s, victim);
             b->n_preempted++;
             if (victim == q) break;
         }
         if (rc) continue;   /* q itself went back to the queue */
-        add_item(b, q, n, n_logits, sample);
+        add_item(b, q, n, n_logits, sample, n_draft);
         budget -= n;
         prow -= n_logits - sample;
     }
@@ -326,12 +344,12 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *b)
 
     while (s->wait_head && budget > 0 && s->n_run < s->cfg.max_num_seqs) {
         eng_sched_seq *q = s->wait_head;
-        int n_logits;
+        int n_logits, n_draft;
         bool sample;
         bool fresh = !q->kv.n && !q->n_computed;
         prefix_lookup(s, q);
-        int n = plan_chunk(q, budget, prow, &n_logits, &sample);
-        if (n <= 0 || eng_kv_table_ensure(s->kv, &q->kv, q->n_computed + n)) {
+        int n = plan_chunk(q, budget, prow, &n_logits, &sample, &n_draft);
+        if (n <= 0 || eng_kv_table_ensure(s->kv, &q->kv, need_tokens(s, q, n, sample))) {
             if (fresh) seq_release(s, q);   /* gives the hits back: it waits with nothing held */
             break;
         }
@@ -346,7 +364,7 @@ void eng_sched_step(eng_sched *s, eng_sched_batch *b)
         wait_unlink(s, q);
         q->state = ENG_SEQ_RUNNING;
         s->run[s->n_run++] = q;
-        add_item(b, q, n, n_logits, sample);
+        add_item(b, q, n, n_logits, sample, n_draft);
         budget -= n;
         prow -= n_logits - sample;
     }
@@ -361,24 +379,37 @@ static bool is_stop(const eng_sched_seq *q, int32_t t)
     return false;
 }
 
-enum eng_finish eng_sched_commit(eng_sched *s, const eng_sched_item *it, int32_t token)
+enum eng_finish eng_sched_commit_n(eng_sched *s, const eng_sched_item *it, const int32_t *tokens, int n,
+                                   int *n_taken)
 {
     eng_sched_seq *q = it->seq;
-    q->n_computed = it->pos + it->n;
+    if (n_taken) *n_taken = 0;
     if (!it->sample) {
+        q->n_computed = it->pos + it->n;
         prefix_register(s, q);
         return ENG_FINISH_NONE;
     }
-    q->tokens[q->n_tokens++] = token;
-    int n_out = eng_sched_seq_n_output(q);
+    /* Inputs before the drafts were committed tokens; of the drafts, those
+     * kept (accepted, and not cut by a finish) are committed now, so their
+     * rows are valid too. The rows of the rest are not. */
+    int base = it->pos + it->n - it->n_draft, taken = 0;
     enum eng_finish f = ENG_FINISH_NONE;
-    /* vLLM's order: the length cap wins over a stop id on the same token */
-    if (n_out >= q->max_tokens || q->n_tokens >= s->cfg.max_model_len) {
-        f = ENG_FINISH_LENGTH;
-    } else if (n_out >= q->min_tokens && is_stop(q, token)) {
-        f = ENG_FINISH_STOP;
-        q->stop_token = token;
+    while (taken < n && f == ENG_FINISH_NONE) {
+        int32_t token = tokens[taken++];
+        assert(taken == n || (taken <= it->n_draft && token == q->tokens[q->n_tokens]));   /* an accepted draft */
+        q->tokens[q->n_tokens++] = token;
+        int n_out = eng_sched_seq_n_output(q);
+        /* vLLM's order: the length cap wins over a stop id on the same token */
+        if (n_out >= q->max_tokens || q->n_tokens >= s->cfg.max_model_len) {
+            f = ENG_FINISH_LENGTH;
+        } else if (n_out >= q->min_tokens && is_stop(q, token)) {
+            f = ENG_FINISH_STOP;
+            q->stop_token = token;
+        }
     }
+    q->n_computed = base + (taken < n - 1 ? taken : n - 1);
+    q->n_draft = 0;
+    if (n_taken) *n_taken = taken;
     prefix_register(s, q);
     if (f != ENG_FINISH_NONE) {
         q->finish = f;
@@ -387,6 +418,27 @@ enum eng_finish eng_sched_commit(eng_sched *s, const eng_sched_item *it, int32_t
         q->state = ENG_SEQ_FINISHED;
     }
     return f;
+}
+
+enum eng_finish eng_sched_commit(eng_sched *s, const eng_sched_item *it, int32_t token)
+{
+    return eng_sched_commit_n(s, it, &token, 1, NULL);
+}
+
+int eng_sched_spec_room(const eng_sched *s, const eng_sched_seq *q)
+{
+    if (q->state != ENG_SEQ_RUNNING || q->n_computed != q->n_tokens - 1) return 0;
+    int room = q->max_tokens - eng_sched_seq_n_output(q) - 1;
+    return room < s->cfg.num_spec_tokens ? (room > 0 ? room : 0) : s->cfg.num_spec_tokens;
+}
+
+void eng_sched_set_drafts(eng_sched *s, eng_sched_seq *q, const int32_t *d, int n)
+{
+    int room = eng_sched_spec_room(s, q);
+    if (n > room) n = room;
+    if (n < 0) n = 0;
+    memcpy(q->tokens + q->n_tokens, d, sizeof *d * (size_t)n);
+    q->n_draft = n;
 }
 
 int  eng_sched_n_running(const eng_sched *s) { return s->n_run; }

@@ -42,9 +42,18 @@ typedef struct eng_lm {
     int  (*kv_create)(void *impl, int num_blocks, int block_size, enum eng_cache_dtype dtype, eng_kv_pool **out,
                       char *err, size_t errlen);
     /* Run one step. logits: rows in seqs order, vocab floats each. Must give
-     * each row the same values whatever else is in the batch. */
-    int  (*forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits,
+     * each row the same values whatever else is in the batch. hidden (may be
+     * NULL): [new tokens, hidden_size], each token's final hidden state (the
+     * MTP layer's input). */
+    int  (*forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits, float *hidden,
                     char *err, size_t errlen);
+    /* The MTP layer (model.h eng_model_mtp_forward), NULL when the model has
+     * none: token i is token_{p+1} at position p with hidden_in row i = g_p;
+     * writes the MTP cache rows at those positions, draft logits rows as
+     * forward does, and hidden_out (may be NULL) to recycle. */
+    int  (*mtp_forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, const float *hidden_in,
+                        float *logits, float *hidden_out, char *err, size_t errlen);
+    int hidden_size;              /* floats per hidden row */
 } eng_lm;
 
 /* The GLM-5 model (model.h) behind eng_lm; m must outlive lm. */
@@ -63,6 +72,7 @@ typedef struct eng_serve_cfg {
     double   log_stats_interval;      /* seconds between stats log lines; 0: none */
     bool     prefix_caching;          /* vLLM --enable-prefix-caching (default on) */
     enum eng_cache_dtype kv_cache_dtype;   /* vLLM --kv-cache-dtype: auto (f32 here) or fp8 (e4m3) */
+    int      num_spec_tokens;         /* MTP drafts per step, 0..ENG_SPEC_MAX (0: off) */
 } eng_serve_cfg;
 
 void eng_serve_cfg_defaults(eng_serve_cfg *c);
@@ -102,6 +112,9 @@ bool eng_serve_busy(const eng_serve *e);         /* sequences waiting or running
 int  eng_serve_max_model_len(const eng_serve *e);
 int  eng_serve_num_blocks(const eng_serve *e);
 
+/* Most drafts verified per step: a `tokens` message carries at most 6 ids. */
+#define ENG_SPEC_MAX 5
+
 /* Step wall-time histogram: upper bounds in seconds, then +Inf. */
 #define ENG_STEP_BUCKETS 14
 extern const double eng_step_time_buckets[ENG_STEP_BUCKETS];
@@ -118,6 +131,10 @@ typedef struct eng_serve_stats {
     int      cached_blocks;        /* free blocks holding cached prefixes (part of free_blocks) */
     bool     prefix_caching;
     uint64_t prefix_queries, prefix_hits;   /* tokens */
+    int      num_spec_tokens;      /* K; the spec_* counters are meaningful when > 0 */
+    uint64_t spec_drafts;          /* verification steps of a sequence with >= 1 draft */
+    uint64_t spec_draft_tokens, spec_accepted;
+    uint64_t spec_accepted_pos[ENG_SPEC_MAX];   /* draft j accepted (j < K) */
 } eng_serve_stats;
 void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st);
 

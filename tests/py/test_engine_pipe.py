@@ -238,3 +238,123 @@ def test_kv_cache_dtype_flag(tiny):
     assert len(tokens_by_choice(fp8, "f")[0]) == 12 and len(tokens_by_choice(auto, "f")[0]) == 12
     p = subprocess.run(engine(tiny, "--kv-cache-dtype", "fp8_e5m2"), input=b"", capture_output=True, timeout=30)
     assert p.returncode == 2 and b"not supported" in p.stderr
+
+
+# ----------------------------------------------------------------- MTP
+
+def _by_choice(out):
+    res = {}
+    for m in out:
+        if m["type"] == "tokens":
+            r = res.setdefault((m["id"], m["index"]), {"ids": [], "lp": []})
+            r["ids"] += m["token_ids"]
+            r["lp"] += m.get("logprobs", [])
+    return res
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_mtp_identical_to_plain(tiny, k):
+    """Every K: the same tokens (and logprobs) with MTP on and off, for a
+    request alone and inside 16 mixed requests (greedy and seeded, penalties,
+    prompt logprobs, a 40-token prompt past index_topk), with the JSON and
+    the dotted flag forms."""
+    prompt = [(i * 29 + 5) % VOCAB for i in range(40)]
+    target = gen("t", prompt, max_tokens=24, ignore_eos=True, temperature=0.9, seed=1234, top_p=0.95, logprobs=2)
+    greedy = gen("g", prompt[:17], max_tokens=20, ignore_eos=True, temperature=0)
+    spec = (["--speculative-config", json.dumps({"method": "mtp", "num_speculative_tokens": k})] if k % 2 else
+            ["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", str(k)])
+    plain_alone, _ = run_stage(engine(tiny), [target, greedy])
+    plain_mixed, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "64"), _mixed_batch(target) + [greedy])
+    mtp_alone, err = run_stage(engine(tiny, *spec), [target, greedy, {"type": "stats", "id": "s"}])
+    mtp_mixed, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "64", *spec), _mixed_batch(target) + [greedy])
+    assert f"{k} draft tokens per step" in err
+    a, b = _by_choice(plain_mixed), _by_choice(mtp_mixed)
+    assert a == b and len(a) == 17
+    assert _by_choice(plain_alone) == _by_choice(mtp_alone) == {key: a[key] for key in (("t", 0), ("g", 0))}
+    # several tokens arrive in one message only when drafts are accepted; the
+    # random checkpoint's MTP is near-useless, so only the counters are checked
+    st = next(m for m in mtp_alone if m["type"] == "stats")
+    assert len(st["spec_decode_num_accepted_tokens_per_pos"]) == k
+    assert all(m["type"] != "error" for m in mtp_mixed)
+
+
+def test_mtp_stats_counters(tiny):
+    msgs = [gen("a", [3, 1, 4, 1, 5], max_tokens=30, ignore_eos=True, temperature=0)]
+    out, err = run_stage(engine(tiny, "--speculative-config.method", "mtp",
+                                "--speculative-config.num_speculative_tokens", "3", "--log-stats-interval", "0"),
+                         msgs)
+    out2, _ = run_stage(engine(tiny, "--speculative-config", '{"method":"mtp","num_speculative_tokens":3}'),
+                        msgs + [{"type": "stats", "id": "s0"}])
+    # stats is answered before the step runs: zero counters, but present
+    s = next(m for m in out2 if m["type"] == "stats")
+    assert s["spec_decode_num_drafts"] == 0 and s["spec_decode_num_accepted_tokens_per_pos"] == [0, 0, 0]
+    assert tokens_by_choice(out, "a")[0] == tokens_by_choice(out2, "a")[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--speculative-config", '{"method":"ngram","num_speculative_tokens":3}'], "only mtp"),
+    (["--speculative-config", '{"method":"mtp","num_speculative_tokens":6}'], "1 to 5"),
+    (["--speculative-config", '{"method":"mtp","num_speculative_tokens":0}'], "1 to 5"),
+    (["--speculative-config", '{"method":"mtp","draft_tensor_parallel_size":1}'], "not supported"),
+    (["--speculative-config", '{"method":"mtp",'], "not JSON"),
+    (["--speculative-config.num_speculative_tokens", "2"], "needs a method"),
+    (["--speculative-config.num_speculative_tokens", "two", "--speculative-config.method", "mtp"], "integer"),
+])
+def test_mtp_bad_config(tiny, args, needle):
+    p = subprocess.run(engine(tiny, *args), input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2 and needle in p.stderr.decode(), p.stderr.decode()
+
+
+def test_mtp_needs_the_layer(tmp_path):
+    d = tmp_path / "nomtp"
+    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--no-mtp", "--out", str(d)], check=True,
+                   capture_output=True)
+    p = subprocess.run(engine(d, "--speculative-config.method", "mtp"), input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2 and b"MTP layer" in p.stderr
+    # without speculation the same checkpoint serves
+    out, _ = run_stage(engine(d), [gen("x", [1, 2, 3], max_tokens=3, temperature=0, ignore_eos=True)])
+    assert len(tokens_by_choice(out, "x")[0]) == 3
+
+
+def _chi2_crit(df, z=3.09):
+    """Wilson-Hilferty: the chi-square quantile at one-sided normal z (alpha 0.001)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def test_mtp_distribution_chi_square(tiny):
+    """Sampling (temperature 0.6, top_k 20): the second generated token is
+    produced by verification (the MTP's draft checked against the target's
+    row). Over 1500 seeded requests, among those whose first token is the
+    most frequent one, its histogram must fit the target distribution of that
+    context — softmax(logits / 0.6) over the top 20, computed from the raw
+    logprobs the engine reports — by chi-square at alpha 0.001."""
+    prompt = [7, 100, 3, 55, 900, 12, 4, 4]
+    n, temp = 1500, 0.6
+    reqs = [gen(f"r{i}", prompt, temperature=temp, top_k=20, seed=i, max_tokens=2, ignore_eos=True) for i in range(n)]
+    spec = ["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "1",
+            "--max-num-seqs", "256", "--num-gpu-blocks-override", "2048"]
+    out, _ = run_stage(engine(tiny, *spec), reqs, timeout=300)
+    pairs = [v["ids"] for v in _by_choice(out).values()]
+    assert len(pairs) == n and all(len(p) == 2 for p in pairs)
+    first = max(set(p[0] for p in pairs), key=lambda t: sum(p[0] == t for p in pairs))
+    second = [p[1] for p in pairs if p[0] == first]
+    assert len(second) >= 150
+    ref, _ = run_stage(engine(tiny), [gen("p", prompt + [first], temperature=0, max_tokens=1, logprobs=20)])
+    top = next(m for m in ref if m["type"] == "tokens")["logprobs"][0]["top"]
+    w = {t: math.exp(lp / temp) for t, lp in top}
+    z = sum(w.values())
+    m = len(second)
+    assert all(t in w for t in second)            # top_k 20: nothing outside
+    bins, rest_o, rest_e = [], 0, 0.0
+    for t, wt in w.items():
+        o, e = second.count(t), wt / z * m
+        if e >= 5:
+            bins.append((o, e))
+        else:
+            rest_o, rest_e = rest_o + o, rest_e + e
+    if rest_e > 0:
+        bins.append((rest_o, rest_e))
+    chi2 = sum((o - e) ** 2 / e for o, e in bins)
+    df = len(bins) - 1
+    print(f'chi2 {chi2:.1f} df {df} crit {_chi2_crit(df):.1f} m {m}')
+    assert df >= 3 and chi2 < _chi2_crit(df), (chi2, df, bins)
