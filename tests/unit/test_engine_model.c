@@ -352,6 +352,67 @@ TEST(fp8_cache_rows_round_trip)
     fixture_close(&f);
 }
 
+/* The FP8 path reads exactly the values it stored: attention and the
+ * indexer over an FP8 cache give bit-identical results to the same ops over
+ * an f32 cache holding the dequantized rows (dense and sparse keys, several
+ * queries, heads grouped per task or not). So FP8 changes results only
+ * through the rounding of the rows, never through the plumbing. */
+TEST(fp8_ops_equal_f32_on_dequantized_rows)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    eng_backend *be = eng_model_backend(f.m);
+    enum { LAT = 64, ROPE = 16, DIM = LAT + ROPE, NH = 4, IH = 8, ID = 64, ROWS = 64, NQ = 3, TOPK = 8 };
+    eng_be_cache q8 = { NULL, ENG_CACHE_FP8, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, LAT) };
+    eng_be_cache q32 = { NULL, ENG_CACHE_F32, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_F32, DIM, LAT) };
+    eng_be_cache i8 = { NULL, ENG_CACHE_FP8, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_FP8, ID, ID) };
+    eng_be_cache i32 = { NULL, ENG_CACHE_F32, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_F32, ID, ID) };
+    q8.data = eng_be_alloc(be, ROWS * q8.row_bytes);
+    q32.data = eng_be_alloc(be, ROWS * q32.row_bytes);
+    i8.data = eng_be_alloc(be, ROWS * i8.row_bytes);
+    i32.data = eng_be_alloc(be, ROWS * i32.row_bytes);
+    static float src[ROWS][DIM], isrc[ROWS][ID], tmp[DIM], ql[NQ][NH * LAT], qp[NQ][NH * ROPE], iq[NQ][IH * ID], iw[NQ][IH];
+    int64_t slot[ROWS];
+    uint64_t z = 42;
+    for (int r = 0; r < ROWS; r++) {
+        slot[r] = r;
+        for (int k = 0; k < DIM; k++) src[r][k] = (float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 4 - 2;
+        for (int k = 0; k < ID; k++) isrc[r][k] = (float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1;
+    }
+    for (int i = 0; i < NQ; i++) {
+        for (int k = 0; k < NH * LAT; k++) ql[i][k] = (float)((k * 7 + i) % 13) / 13 - 0.5f;
+        for (int k = 0; k < NH * ROPE; k++) qp[i][k] = (float)((k * 5 + i) % 11) / 11 - 0.5f;
+        for (int k = 0; k < IH * ID; k++) iq[i][k] = (float)((k * 3 + i) % 17) / 17 - 0.4f;
+        for (int k = 0; k < IH; k++) iw[i][k] = 0.1f * (float)(k + 1);
+    }
+    eng_be_cache_store(be, &q8, slot, ROWS, src[0], DIM);
+    eng_be_cache_store(be, &i8, slot, ROWS, isrc[0], ID);
+    for (int r = 0; r < ROWS; r++) {                        /* f32 caches with the dequantized values */
+        eng_be_cache_load(be, &q8, r, tmp);
+        eng_be_cache_store(be, &q32, &slot[r], 1, tmp, DIM);
+        eng_be_cache_load(be, &i8, r, tmp);
+        eng_be_cache_store(be, &i32, &slot[r], 1, tmp, ID);
+    }
+    int32_t bt[ROWS / 16] = { 2, 0, 3, 1 }, sel[TOPK] = { 1, 5, 9, 20, 33, 40, 41, 60 };
+    eng_be_keys keys[NQ] = { { bt, 16, 64, NULL, 0 }, { bt, 16, 30, NULL, 0 }, { bt, 16, 64, sel, TOPK } };
+    for (int n = 1; n <= NQ; n++) {                          /* 1 query: heads grouped across the 2 threads */
+        static float o8[NQ][NH * LAT], o32[NQ][NH * LAT];
+        eng_be_mla_attend(be, ql[0], NH * LAT, qp[0], NH * ROPE, ROPE, &q8, LAT, NH, 0.1f, keys, n, o8[0], NH * LAT);
+        eng_be_mla_attend(be, ql[0], NH * LAT, qp[0], NH * ROPE, ROPE, &q32, LAT, NH, 0.1f, keys, n, o32[0], NH * LAT);
+        CHECK(memcmp(o8, o32, sizeof(float) * (size_t)n * NH * LAT) == 0);
+        int32_t t8[NQ * TOPK], t32[NQ * TOPK];
+        int n8[NQ], n32[NQ];
+        eng_be_index_topk(be, iq[0], IH * ID, iw[0], IH, IH, &i8, keys, n, TOPK, t8, n8);
+        eng_be_index_topk(be, iq[0], IH * ID, iw[0], IH, IH, &i32, keys, n, TOPK, t32, n32);
+        CHECK(memcmp(n8, n32, sizeof(int) * (size_t)n) == 0 && memcmp(t8, t32, sizeof(int32_t) * (size_t)n * TOPK) == 0);
+    }
+    eng_be_dealloc(be, q8.data);
+    eng_be_dealloc(be, q32.data);
+    eng_be_dealloc(be, i8.data);
+    eng_be_dealloc(be, i32.data);
+    fixture_close(&f);
+}
+
 /* log_softmax of every row of a prompt through a pool of dtype. */
 static int prompt_logprobs(fixture *f, const int32_t *ids, int n, float *lp)
 {
@@ -456,6 +517,7 @@ int main(void)
     RUN(mtp_matches_reference);
     RUN(bad_batches_rejected);
     RUN(fp8_cache_rows_round_trip);
+    RUN(fp8_ops_equal_f32_on_dequantized_rows);
     RUN(fp8_kv_close_to_f32);
     printf("     max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
            g_max_rel[0], g_max_rel[1], TOL);

@@ -480,7 +480,7 @@ TEST(serve_prefix_cache_on_off_identical)
     feed_prefix_mix(&off);
     for (int r = 0; r < 8; r++) {
         if (r == 4) continue;   /* aborted: how far it got depends on the step count */
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "c%d", r);
         for (int i = 0; i < (r == 3 ? 2 : 1); i++) {
             int32_t t[32];

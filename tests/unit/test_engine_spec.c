@@ -41,7 +41,7 @@ TEST(spec_greedy_equals_plain_and_counters_match)
         if (open_spec(&f, K, TLM_MTP_NOISY, 16, 512, 512)) { CHECK(0); return; }
         tlm_spec_stats want = { 0 };
         int32_t pr[8][40], np[8], nt[8];
-        char buf[2048], id[8], smp[128];
+        char buf[2048], id[16], smp[128];
         for (int r = 0; r < 8; r++) {
             np[r] = 1 + (r * 5) % 30;
             nt[r] = 1 + (r * 7 + K) % 24;
@@ -205,7 +205,7 @@ TEST(spec_under_pressure)
     c.num_spec_tokens = 4;
     if (fx_open_cfg(&f, &c, TLM_MTP_NOISY)) { CHECK(0); return; }
     int32_t pr[10][32], np[10], nt[10];
-    char buf[2048], id[8], smp[128];
+    char buf[2048], id[16], smp[128];
     for (int r = 0; r < 10; r++) {
         np[r] = 3 + (r * 7) % 25;
         nt[r] = 4 + (r * 5) % 20;
