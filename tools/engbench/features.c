@@ -232,47 +232,47 @@ int bench_mtp(const bench_opts *o)
     eng_kv_pool_free(kv);
 
     /* 2. The serving loop, batch 1, greedy: plain, then oracle drafts (free,
-     * and paying the real MTP layer), K = 1..5. Decode tokens/s = tokens after
-     * the first / time from the first to the last. */
+     * and paying the real MTP layer), K = 1..5, interleaved in rounds so a
+     * change of machine load hits all alike. Decode tokens/s = tokens after
+     * the first / time from the first to the last; medians over the rounds
+     * (the ratio: median of the per-round ratios). */
     eng_lm base;
     eng_lm_from_model(&base, m);
     int32_t *ref = malloc(sizeof *ref * (size_t)(P + N + 1));
     fill_prompt(ref, P, V, 4);
-    int blocks = 4 * ((P + N + 16) / 16 + 2);
+    int blocks = 4 * ((P + N + 16) / 16 + 2), rounds = reps < 5 ? reps : 5;
     drv d;
-    double best_plain = 0;
-    for (int r = 0; r < 3; r++) {
-        if (drv_open(&d, &base, P + N + 8, blocks, 0, false)) return 1;
-        drv_run(&d, "plain", ref, P, N + 1);
-        double tps = N / (d.t_last - d.t_first);
-        if (tps > best_plain) best_plain = tps;
-        memcpy(ref + P, d.got, sizeof *ref * (size_t)(N + 1));
-        eng_serve_free(d.e);
-    }
-    printf("serving loop, batch 1, %d-token prompt, %d decode tokens (best of 3):\n", P, N);
-    printf("  plain decode: %.2f tokens/s\n", best_plain);
-    for (int pay = 0; pay < 2; pay++)
-        for (int k = 1; k <= ENG_SPEC_MAX; k++) {
-            double best = 0;
-            eng_serve_stats st = { 0 };
-            int same = 1;
-            for (int r = 0; r < 3; r++) {
-                eng_oracle orc;
-                eng_lm lm;
-                eng_oracle_lm(&orc, &lm, &base, ref, P + N + 1, pay);
-                if (drv_open(&d, &lm, P + N + 8, blocks, k, false)) return 1;
-                drv_run(&d, "oracle", ref, P, N + 1);
-                same &= d.n_got == N + 1 && !memcmp(d.got, ref + P, sizeof *ref * (size_t)(N + 1));
-                double tps = N / (d.t_last - d.t_first);
-                if (tps > best) best = tps;
-                eng_serve_get_stats(d.e, &st);
-                eng_serve_free(d.e);
-            }
-            printf("  oracle drafts%s, K=%d: %.2f tokens/s = %.2fx plain (acceptance %.0f%%, tokens %s)\n",
-                   pay ? " + real MTP cost" : " (free)", k, best, best / best_plain,
-                   st.spec_draft_tokens ? 100.0 * (double)st.spec_accepted / (double)st.spec_draft_tokens : 0.0,
-                   same ? "identical to plain" : "DIFFER");
+    if (drv_open(&d, &base, P + N + 8, blocks, 0, false)) return 1;
+    drv_run(&d, "plain", ref, P, N + 1);
+    memcpy(ref + P, d.got, sizeof *ref * (size_t)(N + 1));
+    eng_serve_free(d.e);
+    enum { CFGS = 1 + 2 * ENG_SPEC_MAX };
+    double tps[CFGS][16], ratio[CFGS][16];
+    int same[CFGS] = { 0 };
+    double acc[CFGS] = { 0 };
+    for (int r = 0; r < rounds; r++)
+        for (int c = 0; c < CFGS; c++) {
+            int k = c == 0 ? 0 : (c - 1) % ENG_SPEC_MAX + 1, pay = c > ENG_SPEC_MAX;
+            eng_oracle orc;
+            eng_lm lm;
+            eng_oracle_lm(&orc, &lm, &base, ref, P + N + 1, pay);
+            if (drv_open(&d, k ? &lm : &base, P + N + 8, blocks, k, false)) return 1;
+            drv_run(&d, "oracle", ref, P, N + 1);
+            same[c] += d.n_got == N + 1 && !memcmp(d.got, ref + P, sizeof *ref * (size_t)(N + 1));
+            tps[c][r] = N / (d.t_last - d.t_first);
+            ratio[c][r] = tps[c][r] / tps[0][r];
+            eng_serve_stats st;
+            eng_serve_get_stats(d.e, &st);
+            acc[c] = st.spec_draft_tokens ? (double)st.spec_accepted / (double)st.spec_draft_tokens : 0;
+            eng_serve_free(d.e);
         }
+    printf("serving loop, batch 1, %d-token prompt, %d decode tokens (medians of %d interleaved rounds):\n", P, N, rounds);
+    printf("  plain decode: %.2f tokens/s\n", bench_median(tps[0], rounds));
+    for (int c = 1; c < CFGS; c++)
+        printf("  oracle drafts%s, K=%d: %.2f tokens/s = %.2fx plain (acceptance %.0f%%, tokens %s)\n",
+               c > ENG_SPEC_MAX ? " + real MTP cost" : " (free)", (c - 1) % ENG_SPEC_MAX + 1, bench_median(tps[c], rounds),
+               bench_median(ratio[c], rounds), 100.0 * acc[c], same[c] == rounds ? "identical to plain" : "DIFFER");
+    double plain_tps = bench_median(tps[0], rounds);
     /* 3. The checkpoint's own MTP layer (random weights: acceptance near 0). */
     for (int k = 1; k <= ENG_SPEC_MAX; k += 2) {
         if (drv_open(&d, &base, P + N + 8, blocks, k, false)) return 1;
@@ -280,7 +280,7 @@ int bench_mtp(const bench_opts *o)
         eng_serve_stats st;
         eng_serve_get_stats(d.e, &st);
         printf("  the checkpoint's MTP, K=%d: %.2f tokens/s = %.2fx plain, acceptance %.1f%% (%llu of %llu drafts)\n",
-               k, N / (d.t_last - d.t_first), N / (d.t_last - d.t_first) / best_plain,
+               k, N / (d.t_last - d.t_first), N / (d.t_last - d.t_first) / plain_tps,
                st.spec_draft_tokens ? 100.0 * (double)st.spec_accepted / (double)st.spec_draft_tokens : 0.0,
                (unsigned long long)st.spec_accepted, (unsigned long long)st.spec_draft_tokens);
         eng_serve_free(d.e);

@@ -99,6 +99,7 @@ static int argmax(const float *v, int n)
 int main(int argc, char **argv)
 {
     pl_log_init("glm-engine-bench");
+    pl_log_set_level(PL_LOG_WARN);
     const char *dir = NULL, *mode = "decode";
     int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0;
     enum eng_cache_dtype kvdt = ENG_CACHE_F32;
