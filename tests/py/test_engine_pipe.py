@@ -15,24 +15,20 @@ import time
 
 import pytest
 
-from conftest import ROOT, binpath, run_stage
+from conftest import ROOT, binpath, engine_cmd, run_stage
 
 GOLDEN = pathlib.Path(os.environ.get("GLM_ENGINE_GOLDEN", ROOT / "tests" / "reference" / "goldens" / "glm5_tiny.json"))
 VOCAB = 1024   # the tiny preset
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "1", "--out", str(d)],
-                   check=True, capture_output=True)
-    return d
+def tiny(tiny_seed1):
+    return tiny_seed1
 
 
 def engine(model, *extra):
-    # one thread: the suite shares two cores; small KV pool: fast start
-    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256",
-            "--num-gpu-blocks-override", "512", *extra]
+    # small KV pool: fast start
+    return engine_cmd(model, "--num-gpu-blocks-override", "512", *extra)
 
 
 def gen(rid, prompt, **sampling):

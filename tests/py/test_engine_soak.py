@@ -18,13 +18,12 @@ CI runs GLM_SOAK_N requests (default 60, about 10 s); the issue's 500:
     GLM_SOAK_N=500 tests/.venv/bin/python -m pytest -q tests/py/test_engine_soak.py
 """
 import os
-import subprocess
 import time
 
 import msgpack
 import pytest
 
-from conftest import binpath, run_stage, zmq_chain
+from conftest import engine_cmd, run_stage, zmq_chain
 
 N = int(os.environ.get("GLM_SOAK_N", "60"))
 VOCAB = 1024
@@ -32,17 +31,14 @@ SYSTEM = [(i * 37 + 11) % 960 for i in range(40)]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("soak")
-    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "1", "--out", str(d)],
-                   check=True, capture_output=True)
-    return d
+def tiny(tiny_seed1):
+    return tiny_seed1
 
 
 def engine(model, *extra):
-    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256",
-            "--num-gpu-blocks-override", "40", "--max-num-batched-tokens", "96", "--max-num-seqs", "12",
-            "--disable-log-stats", *extra]
+    # a small pool and budget: preemption, eviction and chunked prefill happen
+    return engine_cmd(model, "--num-gpu-blocks-override", "40", "--max-num-batched-tokens", "96",
+                      "--max-num-seqs", "12", "--disable-log-stats", *extra)
 
 
 ON = ["--speculative-config", '{"method":"mtp","num_speculative_tokens":3}']

@@ -6,6 +6,7 @@
  * transformers' GlmMoeDsaForCausalLM in fp32 (MTP: our own torch version of
  * doc §4.2, transformers has none). */
 #include "test.h"
+#include "test_msg.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -45,14 +46,6 @@ static void remove_models(void)
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
 }
 
-static cJSON *load_json(const char *path)
-{
-    pl_buf b;
-    pl_buf_init(&b);
-    cJSON *j = pl_file_read(path, &b, 256u << 20, NULL, 0) ? NULL : cJSON_ParseWithLength(b.data, b.len);
-    pl_buf_free(&b);
-    return j;
-}
 
 /* An opened model plus a KV pool big enough for the tests. */
 typedef struct fixture {
@@ -501,7 +494,7 @@ TEST(bad_batches_rejected)
 int main(void)
 {
     pl_log_init("test_engine_model");
-    g_gold = load_json(GOLDENS);
+    g_gold = test_json_file(GOLDENS);
     if (!g_gold || make_models()) {
         fprintf(stderr, "cannot load %s or build the tiny model\n", GOLDENS);
         printf("0 passed, 1 failed, 0 skipped\n");

@@ -426,14 +426,6 @@ TEST(spec_real_chain_matches_reference)
     free(r.row2);
 }
 
-static cJSON *load_json(const char *path)
-{
-    pl_buf b;
-    pl_buf_init(&b);
-    cJSON *j = pl_file_read(path, &b, 64u << 20, NULL, 0) ? NULL : cJSON_ParseWithLength(b.data, b.len);
-    pl_buf_free(&b);
-    return j;
-}
 
 int main(void)
 {
@@ -445,7 +437,7 @@ int main(void)
     RUN(spec_seeded_identical_to_plain);
     RUN(spec_under_pressure);
     RUN(spec_config_checks);
-    g_gold = load_json(GOLDENS);
+    g_gold = test_json_file(GOLDENS);
     RUN(spec_real_oracle_accepts_all);
     RUN(spec_real_chain_matches_reference);
     if (g_dir[0]) {
