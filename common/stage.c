@@ -247,6 +247,8 @@ int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
             if (t > deadline - now) t = deadline - now;
             timeout = t < 0 ? 0 : t > INT32_MAX ? INT32_MAX : (int)t;
         }
+        int tw = ops->wait_ms ? ops->wait_ms(ud) : -1;   /* wake for the stage's own timers */
+        if (tw >= 0 && (timeout < 0 || timeout > tw)) timeout = tw;
         int wd = pl_notify_watchdog_ms();   /* wake in time for the supervisor's watchdog */
         if (wd >= 0 && (timeout < 0 || timeout > wd)) timeout = wd;
         for (int i = 0; input_open && i < MSGS_PER_ROUND; i++) {
@@ -259,6 +261,7 @@ int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
         if (rc) break;
         pl_notify_watchdog();
         if (ops->step && live_count(ops, ud) && (rc = ops->step(st, ud))) break;
+        if (ops->tick) ops->tick(st, ud);
         if ((rc = pl_io_flush(st->io))) break;
     }
     if (pl_io_flush(st->io) || st->io_failed) rc = PL_ERR_IO;

@@ -53,6 +53,8 @@ typedef struct pl_stage_ops {
     /* Answer every live request with an `error` of this code and forget it. */
     void   (*fail)(pl_stage *st, void *ud, int code, const char *err_type, const char *why);
     pl_stage_drain_fn drain;               /* at EOF and at the end of a drain: let out what is held */
+    int    (*wait_ms)(void *ud);           /* longest idle wait before tick is due (-1: none; NULL: no timers) */
+    void   (*tick)(pl_stage *st, void *ud);   /* every round, idle or not: timers (may emit) */
 } pl_stage_ops;
 
 #define PL_STAGE_QUIET_MS 200   /* draining with nothing live: exit after this long without input */

@@ -110,24 +110,53 @@ typedef struct eng_be_keys {
     int n_sel;
 } eng_be_keys;
 
-/* cache[slot[i]] = src[i][0..dim) for each i; rows are dim floats. */
-void eng_be_cache_store(eng_backend *be, float *cache, int dim, const int64_t *slot, int n,
+/* One layer's cache rows (a paged pool: row r = slot r). A row holds dim
+ * values, stored as
+ *  - ENG_CACHE_F32: dim floats;
+ *  - ENG_CACHE_FP8: dim e4m3 bytes (float8_e4m3fn, padded to 4 bytes), then
+ *    one f32 scale per tile: tiles of ENG_CACHE_FP8_TILE values over
+ *    [0, split) and, separately, over [split, dim) (the MLA row tiles its
+ *    latent and its RoPE key apart: different ranges). value = e4m3 * scale,
+ *    scale = the tile's max |x| / 448, set when the row is written: each row
+ *    is self-contained (dynamic, per token), so rows written at any time,
+ *    shared or cached, decode alone.
+ * Ops store f32 rows in and read f32 values out; the format is the
+ * backend's business (a GPU backend may keep its own layout behind the same
+ * size). */
+enum eng_cache_dtype { ENG_CACHE_F32 = 0, ENG_CACHE_FP8 = 1 };
+#define ENG_CACHE_FP8_TILE 128
+
+typedef struct eng_be_cache {
+    void  *data;                /* [rows, row_bytes] from eng_be_alloc */
+    enum eng_cache_dtype dtype;
+    int    dim;                 /* values per row */
+    int    split;               /* FP8 tiling restarts here (0 < split <= dim) */
+    size_t row_bytes;
+} eng_be_cache;
+
+size_t eng_be_cache_row_bytes(enum eng_cache_dtype dt, int dim, int split);
+
+/* Row slot[i] = src[i][0..dim) for each i (quantized for FP8). */
+void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,
                         const float *src, int64_t lds);
+/* out[0..dim) = the values of row slot (dequantized for FP8). */
+void eng_be_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, float *out);
 
 /* DSA lightning indexer: for query i, score every key position t < n_ctx:
  * I(t) = sum_h w[i][h] * relu(q[i][h] . k_t), k_t from the indexer cache
  * (rows of dim). Writes the min(topk, n_ctx) best positions to
  * out[i*topk ...] (ascending position order) and their count to n_out[i]. */
 void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
-                       int n_heads, int dim, const float *cache, const eng_be_keys *keys, int n,
+                       int n_heads, const eng_be_cache *cache, const eng_be_keys *keys, int n,
                        int topk, int32_t *out, int *n_out);
 
-/* Absorbed MLA (MQA over the latent cache). Cache rows are [c (lat) | k_pe (rope)].
+/* Absorbed MLA (MQA over the latent cache). Cache rows are [c (lat) | k_pe (rope)],
+ * cache->dim = lat + rope.
  * For query i, head h: s_t = scale * (q_lat[i][h] . c_t + q_pe[i][h] . kpe_t) over the
  * keys of keys[i]; p = softmax(s); o[i][h] = sum_t p_t c_t. Head h of q_lat
  * starts at h*lat; of q_pe at h*hsqp (q_pe may sit inside the full q rows). */
 void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
-                       int64_t hsqp, const float *cache, int lat, int rope, int n_heads, float scale,
+                       int64_t hsqp, const eng_be_cache *cache, int lat, int n_heads, float scale,
                        const eng_be_keys *keys, int n, float *o, int64_t ldo);
 
 #endif

@@ -1,9 +1,12 @@
-/* kv.h — the paged KV cache: block allocator, block tables, pool storage.
+/* kv.h — the paged KV cache: block allocator, block tables, prefix cache,
+ * pool storage.
  *
  * Two layers in one component:
  *  - Accounting (no tensors): n_blocks blocks of block_size token slots, a
- *    free list, reference counts per block (so tables can share prompt
- *    blocks now and prefix caching can later), and per-sequence block tables.
+ *    free list, reference counts per block (tables share prompt blocks of
+ *    n > 1 choices and cached prefixes), per-sequence block tables, and the
+ *    prefix cache: full blocks registered under a chained hash of their
+ *    tokens, found again by later sequences.
  *    Position p of a sequence lives in slot
  *        table->blocks[p / block_size] * block_size + p % block_size.
  *    The scheduler uses only this layer; a pool created with no config has
@@ -11,7 +14,8 @@
  *  - Storage (model-specific): per token and layer the MLA entry
  *    [normalized kv latent (kv_lora_rank) | RoPE'd k_pe (qk_rope_head_dim)]
  *    and, on layers that run their own DSA indexer, the indexer key
- *    (index_head_dim). Block b covers rows b*block_size .. +block_size-1 of
+ *    (index_head_dim), as f32 rows or FP8 e4m3 rows with per-token tile
+ *    scales (eng_be_cache, backend.h: --kv-cache-dtype fp8). Block b covers rows b*block_size .. +block_size-1 of
  *    every layer, so one block table per sequence serves all layers (the MTP
  *    layer included). model.c reads it through the layer accessors.
  *
@@ -22,6 +26,7 @@
 #ifndef ENG_KV_H
 #define ENG_KV_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "backend.h"
@@ -30,22 +35,30 @@
 typedef struct eng_kv_pool eng_kv_pool;
 
 /* With cfg (and be): storage for cfg->num_hidden_layers layers, + the MTP
- * layer when cfg->has_mtp_weights. cfg == NULL: accounting only. */
-int  eng_kv_pool_create(eng_backend *be, const eng_config *cfg, int n_blocks, int block_size,
-                        eng_kv_pool **out, char *err, size_t errlen);
+ * layer when cfg->has_mtp_weights, rows of dtype. cfg == NULL: accounting
+ * only (dtype ignored). */
+int  eng_kv_pool_create(eng_backend *be, const eng_config *cfg, enum eng_cache_dtype dtype, int n_blocks,
+                        int block_size, eng_kv_pool **out, char *err, size_t errlen);
 void eng_kv_pool_free(eng_kv_pool *p);
 
 int  eng_kv_block_size(const eng_kv_pool *p);
 int  eng_kv_n_blocks(const eng_kv_pool *p);
+/* Blocks an allocation can take: never-used or released ones, plus cached
+ * blocks nobody holds (evicted on demand). n_blocks - n_free are held. */
 int  eng_kv_n_free(const eng_kv_pool *p);
 /* Bytes of cache one token uses across all layers. */
-size_t eng_kv_bytes_per_token(const eng_config *cfg);
+size_t eng_kv_bytes_per_token(const eng_config *cfg, enum eng_cache_dtype dtype);
 
 /* ===== blocks ===== */
 
-int  eng_kv_block_alloc(eng_kv_pool *p);             /* refcount 1; -1 when none is free */
+/* refcount 1; -1 when none is free. A plain free block when there is one;
+ * only when none is left the least recently released cached block is
+ * evicted (its cache entry dropped). */
+int  eng_kv_block_alloc(eng_kv_pool *p);
 void eng_kv_block_ref(eng_kv_pool *p, int block);
-void eng_kv_block_unref(eng_kv_pool *p, int block);  /* back to the free list at 0 */
+/* At refcount 0 a cached block joins the eviction list (most recent last),
+ * any other block the free list. */
+void eng_kv_block_unref(eng_kv_pool *p, int block);
 int  eng_kv_block_refcount(const eng_kv_pool *p, int block);   /* 0 when free */
 
 /* Blocks needed to hold n_tokens positions. */
@@ -76,11 +89,39 @@ void eng_kv_table_release(eng_kv_pool *p, eng_kv_table *t);
  * Only blocks nobody writes again may be shared: full prompt blocks. */
 int  eng_kv_table_share(eng_kv_pool *p, const eng_kv_table *src, int n_blocks, eng_kv_table *dst);
 
+/* ===== prefix cache =====
+ *
+ * A full block whose cache rows are all computed can be registered under
+ * the hash of its key chained onto its parent's hash (the block before it;
+ * ENG_KV_HASH_ROOT for the first), so one hash names the whole prefix. The
+ * key is the block's token ids plus whatever else its rows depend on (with
+ * an MTP layer: the token after the block, which the MTP row of its last
+ * position reads), key_len ids in all. Entries store parent hash and key and
+ * a lookup compares both, so a 64-bit collision cannot return a wrong block.
+ * Cached blocks stay registered while held and after their last reference
+ * goes (then evictable, least recently released first). */
+
+#define ENG_KV_HASH_ROOT 0x6c62272e07bb0142ull
+
+/* Turn the prefix cache on (key_len ids per key, >= 1). PL_ERR_NOMEM. */
+int      eng_kv_prefix_enable(eng_kv_pool *p, int key_len);
+int      eng_kv_prefix_key_len(const eng_kv_pool *p);   /* 0: off */
+uint64_t eng_kv_prefix_hash(uint64_t parent, const int32_t *key, int key_len);
+/* The block cached under (hash, parent, key) with a reference taken (taken
+ * off the eviction list when nobody held it), or -1. */
+int      eng_kv_prefix_get(eng_kv_pool *p, uint64_t hash, uint64_t parent, const int32_t *key);
+/* Register a held block. No-op when the block is already registered or
+ * another block holds this hash (same content computed twice). */
+void     eng_kv_prefix_put(eng_kv_pool *p, int block, uint64_t hash, uint64_t parent, const int32_t *key);
+bool     eng_kv_block_cached(const eng_kv_pool *p, int block);   /* registered */
+int      eng_kv_n_cached(const eng_kv_pool *p);                  /* registered and held by nobody */
+
 /* ===== storage (model.c) ===== */
 
-/* Cache rows of one layer: [n_blocks*block_size, dim]. NULL without storage. */
-float *eng_kv_layer_mla(eng_kv_pool *p, int layer);
-float *eng_kv_layer_index(eng_kv_pool *p, int layer);   /* NULL on shared-indexer layers */
+/* Cache rows of one layer: n_blocks*block_size rows. NULL without storage. */
+const eng_be_cache *eng_kv_layer_mla(eng_kv_pool *p, int layer);     /* dim lat + rope, split lat */
+const eng_be_cache *eng_kv_layer_index(eng_kv_pool *p, int layer);   /* NULL on shared-indexer layers */
 int    eng_kv_n_layers(const eng_kv_pool *p);
+enum eng_cache_dtype eng_kv_dtype(const eng_kv_pool *p);
 
 #endif

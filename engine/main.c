@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json.h"
 #include "model.h"
 #include "notify.h"
 #include "pl.h"
@@ -25,11 +26,16 @@ static void usage(FILE *f)
           "  --num-gpu-blocks-override N       exact number of KV blocks (overrides the budget)\n"
           "  --seed S                          RNG seed for requests without their own (default 0)\n"
           "  --threads N                       CPU threads (default: all online CPUs)\n"
-          "vLLM engine flags this build refuses by name until their feature lands:\n"
-          "  --kv-cache-dtype fp8*, --enable-prefix-caching, --speculative-config[.method|.num_speculative_tokens],\n"
-          "  --tensor-parallel-size N>1, --gpu-memory-utilization (cpu backend)\n"
-          "  (accepted: --kv-cache-dtype auto, --no-enable-prefix-caching, --tensor-parallel-size 1,\n"
-          "   --[no-]enable-expert-parallel: one rank holds every expert)\n"
+          "  --log-stats-interval S            seconds between stats log lines (default 10)\n"
+          "  --disable-log-stats               no stats log lines\n"
+          "  --[no-]enable-prefix-caching      reuse cached KV blocks of shared prefixes (default on)\n"
+          "  --kv-cache-dtype auto|fp8         KV cache rows in f32 (auto) or FP8 e4m3 with per-token scales (fp8 = fp8_e4m3)\n"
+          "  --speculative-config JSON         e.g. '{\"method\":\"mtp\",\"num_speculative_tokens\":3}' (K = 1..5)\n"
+          "  --speculative-config.method mtp   the same, dotted (vLLM's form)\n"
+          "  --speculative-config.num_speculative_tokens K\n"
+          "  --tensor-parallel-size N, -tp N   1 only in this build (larger sizes are refused by name)\n"
+          "  --[no-]enable-expert-parallel     accepted: one rank holds every expert\n"
+          "  --gpu-memory-utilization F        refused with the cpu backend (size its pool with --kv-cache-memory-bytes)\n"
           PL_STAGE_IO_HELP, f);
 }
 
@@ -54,20 +60,8 @@ static int refuse(const char *flag, const char *why)
 static int feature_flag(const char *a, const char *v, feat_flags *ff)
 {
     int64_t n;
-    if (!strcmp(a, "--no-enable-prefix-caching") || !strcmp(a, "--enable-expert-parallel") ||
-        !strcmp(a, "--no-enable-expert-parallel"))
-        return 1;   /* prefix caching is off; expert parallelism over one rank is the whole model */
-    if (!strcmp(a, "--enable-prefix-caching"))
-        return refuse(a, "prefix caching is not implemented in this glm-engine yet (--no-enable-prefix-caching is accepted)");
-    if (!strncmp(a, "--speculative-config", 20) && (a[20] == 0 || a[20] == '.')) {
-        if (!v) return refuse(a, "needs a value");
-        return refuse(a, "speculative decoding (MTP) is not implemented in this glm-engine yet");
-    }
-    if (!strcmp(a, "--kv-cache-dtype")) {
-        if (v && !strcmp(v, "auto")) return 2;
-        if (v && !strncmp(v, "fp8", 3)) return refuse(a, "the FP8 KV cache is not implemented in this glm-engine yet (only auto)");
-        return refuse(a, "expected auto or fp8, fp8_e4m3, fp8_e5m2");
-    }
+    if (!strcmp(a, "--enable-expert-parallel") || !strcmp(a, "--no-enable-expert-parallel"))
+        return 1;   /* expert parallelism over one rank is the whole model */
     if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) {
         if (pl_parse_i64(v, 1, 1 << 16, &n)) return refuse(a, "expected a positive integer");
         if (n > 1) return refuse(a, "tensor parallelism is not implemented in this glm-engine yet (1 only)");
@@ -81,6 +75,82 @@ static int feature_flag(const char *a, const char *v, feat_flags *ff)
         return 2;
     }
     return 0;
+}
+
+/* ===== --speculative-config ===== */
+
+/* vLLM's --speculative-config, as JSON or as dotted flags. Only the MTP
+ * method (vLLM's model-specific MTP names are its deprecated aliases) and
+ * num_speculative_tokens (default: the checkpoint's num_nextn_predict_layers,
+ * as vLLM) are meaningful here; any other key is refused rather than
+ * silently ignored. */
+typedef struct spec_opts {
+    bool    set;
+    char    method[32];
+    int64_t k;                  /* -1: not given */
+} spec_opts;
+
+static int spec_set(spec_opts *o, const char *key, const char *sval, const cJSON *jval, char *err, size_t errlen)
+{
+    o->set = true;
+    if (!strcmp(key, "method")) {
+        const char *v = jval ? (cJSON_IsString(jval) ? jval->valuestring : NULL) : sval;
+        if (!v || strlen(v) >= sizeof o->method)
+            return pl_seterr(err, errlen, PL_ERR_INVALID, "speculative-config.method must be a string");
+        strcpy(o->method, v);
+        return 0;
+    }
+    if (!strcmp(key, "num_speculative_tokens")) {
+        if (jval && cJSON_IsNull(jval)) { o->k = -1; return 0; }
+        bool ok = jval ? cJSON_IsNumber(jval) && !pl_json_is_float(jval) && jval->valuedouble >= 0 &&
+                         jval->valuedouble <= 1e6 && (o->k = (int64_t)jval->valuedouble, 1)
+                       : pl_parse_i64(sval, 0, 1000000, &o->k) == 0;
+        if (!ok) return pl_seterr(err, errlen, PL_ERR_INVALID, "speculative-config.num_speculative_tokens must be an integer");
+        return 0;
+    }
+    return pl_seterr(err, errlen, PL_ERR_INVALID,
+                     "speculative-config.%s is not supported (this engine knows method and num_speculative_tokens)", key);
+}
+
+static int spec_parse_json(spec_opts *o, const char *text, char *err, size_t errlen)
+{
+    cJSON *j;
+    char e2[256];
+    if (pl_json_parse(&j, text, strlen(text), e2, sizeof e2))
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "--speculative-config is not JSON: %s", e2);
+    int rc = cJSON_IsObject(j) ? 0 : pl_seterr(err, errlen, PL_ERR_INVALID, "--speculative-config must be a JSON object");
+    o->set = true;
+    const cJSON *kv;
+    cJSON_ArrayForEach(kv, j) if (!rc) rc = spec_set(o, kv->string, NULL, kv, err, errlen);
+    cJSON_Delete(j);
+    return rc;
+}
+
+/* The number of drafts per step, or -1 with err set. */
+static int spec_resolve(const spec_opts *o, const eng_model *m, char *err, size_t errlen)
+{
+    static const char *const mtp_names[] = {"mtp", "deepseek_mtp", "glm4_moe_mtp", "glm4_moe_lite_mtp", "glm5_next_mtp"};
+    bool mtp = false;
+    for (size_t i = 0; i < PL_ARRAY_LEN(mtp_names); i++) mtp |= !strcmp(o->method, mtp_names[i]);
+    if (!o->method[0]) { pl_seterr(err, errlen, PL_ERR_INVALID, "--speculative-config needs a method (mtp)"); return -1; }
+    if (!mtp) {
+        pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "speculative method '%s' is not supported: only mtp (the model's own "
+                  "multi-token-prediction layer)", o->method);
+        return -1;
+    }
+    const eng_config *c = eng_model_config(m);
+    if (!eng_model_has_mtp(m) || c->num_nextn_predict_layers < 1) {
+        pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "speculative method mtp needs the checkpoint's MTP layer "
+                  "(model.layers.%d.*, num_nextn_predict_layers >= 1), and this checkpoint has none", c->num_hidden_layers);
+        return -1;
+    }
+    int64_t k = o->k < 0 ? c->num_nextn_predict_layers : o->k;
+    if (k < 1 || k > ENG_SPEC_MAX) {
+        pl_seterr(err, errlen, PL_ERR_RANGE, "num_speculative_tokens %lld is not supported: 1 to %d (one MTP layer "
+                  "chained; a step emits at most %d tokens)", (long long)k, ENG_SPEC_MAX, ENG_SPEC_MAX + 1);
+        return -1;
+    }
+    return (int)k;
 }
 
 typedef struct {
@@ -105,6 +175,8 @@ static int sink_send(void *ud, const char *data, size_t len)
  * --drain-timeout with an error. */
 static size_t loop_live(void *ud) { return eng_serve_busy(((loop_ctx *)ud)->serve); }
 static int loop_step(pl_stage *st, void *ud) { (void)st; return eng_serve_step(((loop_ctx *)ud)->serve); }
+static int loop_wait_ms(void *ud) { return eng_serve_wait_ms(((loop_ctx *)ud)->serve); }   /* next stats beat */
+static void loop_tick(pl_stage *st, void *ud) { (void)st; eng_serve_tick(((loop_ctx *)ud)->serve); }
 static void loop_fail(pl_stage *st, void *ud, int code, const char *err_type, const char *why)
 {
     (void)st; (void)err_type;
@@ -123,6 +195,8 @@ int main(int argc, char **argv)
     eng_serve_cfg_defaults(&cfg);
     int64_t threads = 0;
     feat_flags ff = { 0 };
+    spec_opts spec = { .k = -1 };
+    char err[1024];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n;
@@ -130,6 +204,9 @@ int main(int argc, char **argv)
         if (used < 0) return 2;
         if (used) { i += used - 1; continue; }
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
+        else if (!strcmp(a, "--disable-log-stats")) { cfg.log_stats_interval = 0; continue; }
+        else if (!strcmp(a, "--enable-prefix-caching")) { cfg.prefix_caching = true; continue; }
+        else if (!strcmp(a, "--no-enable-prefix-caching")) { cfg.prefix_caching = false; continue; }
         else if (!strcmp(a, "--model") && v) dir = v;
         else if (!strcmp(a, "--backend") && v) backend = v;
         else if (!strcmp(a, "--max-num-seqs") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.max_num_seqs = (int)n;
@@ -138,8 +215,22 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--block-size") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
         else if (!strcmp(a, "--num-gpu-blocks-override") && !pl_parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
         else if (!strcmp(a, "--kv-cache-memory-bytes") && !pl_parse_human_i64(v, 1, INT64_MAX, &n)) cfg.kv_cache_bytes = (size_t)n;
+        else if (!strcmp(a, "--speculative-config") && v) {
+            if (spec_parse_json(&spec, v, err, sizeof err)) { fprintf(stderr, "glm-engine: %s\n", err); return 2; }
+        } else if (!strncmp(a, "--speculative-config.", 21) && v) {
+            if (spec_set(&spec, a + 21, v, NULL, err, sizeof err)) { fprintf(stderr, "glm-engine: %s\n", err); return 2; }
+        }
+        else if (!strcmp(a, "--kv-cache-dtype") && v) {
+            if (!strcmp(v, "auto")) cfg.kv_cache_dtype = ENG_CACHE_F32;
+            else if (!strcmp(v, "fp8") || !strcmp(v, "fp8_e4m3")) cfg.kv_cache_dtype = ENG_CACHE_FP8;
+            else {
+                fprintf(stderr, "glm-engine: --kv-cache-dtype %s is not supported (auto, fp8, fp8_e4m3)\n", v);
+                return 2;
+            }
+        }
         else if (!strcmp(a, "--seed") && !pl_parse_i64(v, INT64_MIN, INT64_MAX, &n)) cfg.seed = (uint64_t)n;
         else if (!strcmp(a, "--threads") && !pl_parse_i64(v, 1, 4096, &n)) threads = n;
+        else if (!strcmp(a, "--log-stats-interval") && !pl_parse_i64(v, 0, 86400, &n)) cfg.log_stats_interval = (double)n;
         else { fprintf(stderr, "glm-engine: bad argument %s%s%s\n", a, v ? " " : "", v ? v : ""); usage(stderr); return 2; }
         i++;
     }
@@ -153,7 +244,6 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    char err[1024];
     eng_model_opts mo = {
         .n_threads = (int)threads,
         .max_batch_tokens = cfg.max_num_batched_tokens,
@@ -164,6 +254,15 @@ int main(int argc, char **argv)
     if (eng_model_open(dir, &mo, &model, err, sizeof err)) {
         pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
         return 1;
+    }
+    if (spec.set) {
+        int k = spec_resolve(&spec, model, err, sizeof err);
+        if (k < 0) {
+            pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+            eng_model_close(model);
+            return 2;
+        }
+        cfg.num_spec_tokens = k;
     }
     eng_lm lm;
     eng_lm_from_model(&lm, model);
@@ -178,12 +277,13 @@ int main(int argc, char **argv)
     }
     static const pl_stage_ops ops = {
         .on_msg = on_msg, .intake = "generate", .live = loop_live, .step = loop_step, .fail = loop_fail,
+        .wait_ms = loop_wait_ms, .tick = loop_tick,
     };
     rc = pl_stage_serve(c.st, &ops, &c);
     eng_serve_stats s;
     eng_serve_get_stats(c.serve, &s);
-    pl_log(PL_LOG_INFO, NULL, 0, "done: %llu steps, %llu tokens computed, %llu sampled, %llu preemptions",
-           (unsigned long long)s.steps, (unsigned long long)s.tokens_computed, (unsigned long long)s.tokens_sampled,
+    pl_log(PL_LOG_INFO, NULL, 0, "done: %llu steps, %llu tokens computed, %llu generated, %llu preemptions",
+           (unsigned long long)s.steps, (unsigned long long)s.tokens_computed, (unsigned long long)s.generation_tokens,
            (unsigned long long)s.preemptions);
     eng_serve_free(c.serve);
     pl_stage_close(c.st);

@@ -153,8 +153,8 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     eng_be_linear(be, &lw->w[ENG_W_KV_A], 0, kvw, m->x, T, H, m->ckv, kvw);
     eng_be_rmsnorm(be, &lw->w[ENG_W_KV_A_NORM], m->ckv, T, kvw, lat, latent_eps, m->ckv, kvw);
     eng_be_rope(be, m->ckv, T, kvw, 1, 0, lat, rope, m->pos, m->inv_freq);
-    float *mla_cache = eng_kv_layer_mla(kv, l);
-    eng_be_cache_store(be, mla_cache, kvw, m->slot, T, m->ckv, kvw);
+    const eng_be_cache *mla_cache = eng_kv_layer_mla(kv, l);
+    eng_be_cache_store(be, mla_cache, m->slot, T, m->ckv, kvw);
 
     /* DSA indexer on full layers; shared layers keep the previous selection. */
     if (c->layer_index_full[l]) {
@@ -165,13 +165,13 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
         eng_be_layernorm(be, &lw->w[ENG_W_IDX_KNORM_W], &lw->w[ENG_W_IDX_KNORM_B], m->ki, T, id, id,
                          (float)c->indexer_norm_eps);
         eng_be_rope(be, m->ki, T, id, 1, 0, 0, rope, m->pos, m->inv_freq);
-        float *icache = eng_kv_layer_index(kv, l);
-        eng_be_cache_store(be, icache, id, m->slot, T, m->ki, id);
+        const eng_be_cache *icache = eng_kv_layer_index(kv, l);
+        eng_be_cache_store(be, icache, m->slot, T, m->ki, id);
         /* Head weights in f32, with both scales folded in: relu(s*a) = s*relu(a). */
         eng_be_linear(be, &lw->w[ENG_W_IDX_WPROJ], 0, ih, m->x, T, H, m->iw, ih);
         float ws = 1.0f / sqrtf((float)ih) / sqrtf((float)id);
         for (int64_t i = 0; i < (int64_t)T * ih; i++) m->iw[i] *= ws;
-        eng_be_index_topk(be, m->qi, (int64_t)ih * id, m->iw, ih, ih, id, icache, m->keys, T, c->index_topk,
+        eng_be_index_topk(be, m->qi, (int64_t)ih * id, m->iw, ih, ih, icache, m->keys, T, c->index_topk,
                           m->topk, m->n_topk);
         for (int i = 0; i < T; i++) {
             int sparse = m->keys[i].n_ctx > c->index_topk;
@@ -185,7 +185,7 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     const eng_tensor *kvb = &lw->w[ENG_W_KV_B];
     eng_be_heads hq = { nh, nope + vd, qk, lat };
     eng_be_linear_t_heads(be, kvb, 0, nope, &hq, m->q, T, (int64_t)nh * qk, m->q_lat, (int64_t)nh * lat);
-    eng_be_mla_attend(be, m->q_lat, (int64_t)nh * lat, m->q + nope, (int64_t)nh * qk, qk, mla_cache, lat, rope, nh,
+    eng_be_mla_attend(be, m->q_lat, (int64_t)nh * lat, m->q + nope, (int64_t)nh * qk, qk, mla_cache, lat, nh,
                       1.0f / sqrtf((float)qk), m->keys, T, m->o_lat, (int64_t)nh * lat);
     eng_be_heads ho = { nh, nope + vd, lat, vd };
     eng_be_linear_heads(be, kvb, nope, vd, &ho, m->o_lat, T, (int64_t)nh * lat, m->o_v, (int64_t)nh * vd);

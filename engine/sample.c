@@ -215,7 +215,7 @@ static void apply_penalties(eng_sampler *s, const eng_sample_seq *q, float *w)
     }
 }
 
-static int32_t argmax(const float *w, int n)
+int32_t eng_sample_argmax(const float *w, int n)
 {
     int32_t best = -1;
     for (int i = 0; i < n; i++)
@@ -321,7 +321,7 @@ int eng_sample(eng_sampler *s, const eng_sample_seq *q, const float *logits, eng
 
     int32_t tok;
     if (eng_sampling_greedy(p)) {
-        tok = argmax(w, V);
+        tok = eng_sample_argmax(w, V);
     } else {
         float inv_t = (float)(1.0 / p->temperature);
         float mx = -INFINITY;
@@ -353,4 +353,17 @@ int eng_sample(eng_sampler *s, const eng_sample_seq *q, const float *logits, eng
     out->token = tok;
     if (p->logprobs < 0) { out->logprob = 0; out->n_top = 0; }
     return PL_OK;
+}
+
+/* ===== speculative verification ===== */
+
+int eng_sample_verify(eng_sampler *s, const eng_sample_seq *q, const float *rows, int k, eng_sample_out *out)
+{
+    eng_sample_seq at = *q;
+    for (int j = 0; j <= k; j++) {
+        at.n_output = q->n_output + j;      /* d_1..d_j count as output */
+        if (eng_sample(s, &at, rows + (size_t)j * (size_t)s->vocab, &out[j])) return 0;
+        if (j == k || out[j].token != q->output[q->n_output + j]) return j + 1;
+    }
+    return k + 1;
 }

@@ -102,4 +102,32 @@ int eng_sample(eng_sampler *s, const eng_sample_seq *q, const float *logits, eng
 /* Raw logprob of `token` and the n_top best alternatives (prompt logprobs). */
 void eng_sample_logprobs(eng_sampler *s, const float *logits, int32_t token, int n_top, eng_sample_out *out);
 
+/* Index of the largest finite value, lowest on ties; -1 when none (greedy
+ * drafting: argmax of the draft logits, vLLM's default draft sampling). */
+int32_t eng_sample_argmax(const float *logits, int n);
+
+/* ===== speculative verification (doc glm5-architecture §4.4) =====
+ *
+ * k drafts d_1..d_k sit right after q's output (q->output[q->n_output + j]
+ * = d_{j+1}); rows + j*vocab (j = 0..k) is the target's logits row that
+ * scores the token after the j-th of them (row 0: after the last committed
+ * token). For j = 0, 1, ...: x_j = eng_sample of row j with the output
+ * extended by d_1..d_j (penalties, min_tokens and the draw counter see the
+ * drafts exactly as if they had been generated); x_j is emitted; the run
+ * stops at the first x_j != d_{j+1} (x_j is the correction) or after x_k
+ * (the bonus token). Returns the number emitted (1..k+1) in out[0..), or 0
+ * when a row has nothing to sample (PL_ERR_INVALID from eng_sample).
+ *
+ * At temperature 0 this is vLLM's greedy acceptance (exact match). Above 0
+ * it is rejection sampling with greedy drafts (q = one-hot on d_j): accept
+ * d_j with probability p(d_j), else emit a token drawn from p with d_j
+ * removed and renormalised. Drawing x_j ~ p by inverse CDF with the
+ * position's own uniform and accepting iff x_j == d_j realises exactly
+ * that: P(accept) = p(d_j), and a rejected x_j is distributed as p over the
+ * other tokens, renormalised. So emitted tokens have the target
+ * distribution, and — since the uniform is the one non-speculative decoding
+ * draws for that output index — a seeded request gives the same tokens with
+ * and without speculation. */
+int eng_sample_verify(eng_sampler *s, const eng_sample_seq *q, const float *rows, int k, eng_sample_out *out);
+
 #endif

@@ -35,14 +35,25 @@ typedef struct eng_lm {
     int max_positions;            /* longest context the model supports */
     const int32_t *eos_ids;       /* the model's eos ids (stop unless ignore_eos) */
     int n_eos;
-    size_t kv_bytes_per_token;    /* all layers: sizes the pool */
+    /* Bytes of cache per token, all layers, rows of dtype: sizes the pool. */
+    size_t (*kv_bytes_per_token)(void *impl, enum eng_cache_dtype dtype);
     /* Create the pool (block accounting + the model's storage). The serving
      * loop owns it afterwards (eng_kv_pool_free). */
-    int  (*kv_create)(void *impl, int num_blocks, int block_size, eng_kv_pool **out, char *err, size_t errlen);
+    int  (*kv_create)(void *impl, int num_blocks, int block_size, enum eng_cache_dtype dtype, eng_kv_pool **out,
+                      char *err, size_t errlen);
     /* Run one step. logits: rows in seqs order, vocab floats each. Must give
-     * each row the same values whatever else is in the batch. */
-    int  (*forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits,
+     * each row the same values whatever else is in the batch. hidden (may be
+     * NULL): [new tokens, hidden_size], each token's final hidden state (the
+     * MTP layer's input). */
+    int  (*forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, float *logits, float *hidden,
                     char *err, size_t errlen);
+    /* The MTP layer (model.h eng_model_mtp_forward), NULL when the model has
+     * none: token i is token_{p+1} at position p with hidden_in row i = g_p;
+     * writes the MTP cache rows at those positions, draft logits rows as
+     * forward does, and hidden_out (may be NULL) to recycle. */
+    int  (*mtp_forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, const float *hidden_in,
+                        float *logits, float *hidden_out, char *err, size_t errlen);
+    int hidden_size;              /* floats per hidden row */
 } eng_lm;
 
 /* The GLM-5 model (model.h) behind eng_lm; m must outlive lm. */
@@ -58,6 +69,10 @@ typedef struct eng_serve_cfg {
     int      num_blocks;              /* 0: from kv_cache_bytes */
     size_t   kv_cache_bytes;          /* pool budget when num_blocks is 0 */
     uint64_t seed;                    /* draws of requests without a seed */
+    double   log_stats_interval;      /* seconds between stats log lines; 0: none */
+    bool     prefix_caching;          /* vLLM --enable-prefix-caching (default on) */
+    enum eng_cache_dtype kv_cache_dtype;   /* vLLM --kv-cache-dtype: auto (f32 here) or fp8 (e4m3) */
+    int      num_spec_tokens;         /* MTP drafts per step, 0..ENG_SPEC_MAX (0: off) */
 } eng_serve_cfg;
 
 void eng_serve_cfg_defaults(eng_serve_cfg *c);
@@ -78,13 +93,20 @@ int  eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg,
 void eng_serve_free(eng_serve *e);
 
 /* Handle one well-formed message (a map with string type and valid id):
- * generate → accepted (start may follow at once) or an error message; abort
- * → state dropped and the abort forwarded; anything else forwarded. */
+ * generate → accepted (`start` follows when choice 0 is first scheduled) or
+ * an error message; abort → state dropped and the abort forwarded; stats →
+ * answered (and, with `interval`, again on a timer); anything else forwarded. */
 void eng_serve_on_msg(eng_serve *e, const msgpack_object *msg, const char *id, size_t idlen);
 
 /* Run one engine step if there is work: plan, forward, sample, emit.
  * Returns PL_OK (including when idle) or PL_ERR_IO when the sink failed. */
 int  eng_serve_step(eng_serve *e);
+
+/* Timers: periodic `stats` answers and the stats log line. eng_serve_tick
+ * emits whatever is due (call it every loop round); eng_serve_wait_ms is how
+ * long the loop may block on input before the next one is due (-1: none). */
+void eng_serve_tick(eng_serve *e);
+int  eng_serve_wait_ms(const eng_serve *e);
 
 bool eng_serve_busy(const eng_serve *e);         /* sequences waiting or running */
 /* Answer every live request with an `error` (code, text) and drop it: the
@@ -93,9 +115,29 @@ void eng_serve_fail_all(eng_serve *e, int code, const char *text);
 int  eng_serve_max_model_len(const eng_serve *e);
 int  eng_serve_num_blocks(const eng_serve *e);
 
+/* Most drafts verified per step: a `tokens` message carries at most 6 ids. */
+#define ENG_SPEC_MAX 5
+
+/* Step wall-time histogram: upper bounds in seconds, then +Inf. */
+#define ENG_STEP_BUCKETS 14
+extern const double eng_step_time_buckets[ENG_STEP_BUCKETS];
+
+/* Counters are cumulative since start; the rest is the state right now. */
 typedef struct eng_serve_stats {
-    uint64_t steps, tokens_computed, tokens_sampled, preemptions;
-    int      running, waiting, free_blocks, live_requests;
+    uint64_t steps, tokens_computed, preemptions;
+    uint64_t prompt_tokens;        /* prompt length of each request, counted at its first token */
+    uint64_t generation_tokens;    /* tokens emitted */
+    uint64_t step_hist[ENG_STEP_BUCKETS + 1];
+    double   step_time_sum;        /* seconds */
+    int      running, waiting, live_requests;
+    int      total_blocks, free_blocks, used_blocks;
+    int      cached_blocks;        /* free blocks holding cached prefixes (part of free_blocks) */
+    bool     prefix_caching;
+    uint64_t prefix_queries, prefix_hits;   /* tokens */
+    int      num_spec_tokens;      /* K; the spec_* counters are meaningful when > 0 */
+    uint64_t spec_drafts;          /* verification steps of a sequence with >= 1 draft */
+    uint64_t spec_draft_tokens, spec_accepted;
+    uint64_t spec_accepted_pos[ENG_SPEC_MAX];   /* draft j accepted (j < K) */
 } eng_serve_stats;
 void eng_serve_get_stats(const eng_serve *e, eng_serve_stats *st);
 

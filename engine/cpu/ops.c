@@ -3,6 +3,7 @@
 #include "cpu.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,26 +268,110 @@ void eng_be_route_topk(eng_backend *be, const eng_be_route *r, const float *logi
 
 /* ===== paged cache ===== */
 
-void eng_be_cache_store(eng_backend *be, float *cache, int dim, const int64_t *slot, int n,
+/* e4m3 byte → value, built once. */
+static float g_e4m3[256];
+static pthread_once_t g_e4m3_once = PTHREAD_ONCE_INIT;
+static void e4m3_init(void)
+{
+    for (int i = 0; i < 256; i++) g_e4m3[i] = eng_fp8_to_f32((uint8_t)i);
+}
+
+static int fp8_tiles(int dim, int split)
+{
+    const int T = ENG_CACHE_FP8_TILE;
+    return (split + T - 1) / T + (dim - split + T - 1) / T;
+}
+
+static size_t fp8_scales_at(int dim) { return ((size_t)dim + 3) & ~(size_t)3; }
+
+size_t eng_be_cache_row_bytes(enum eng_cache_dtype dt, int dim, int split)
+{
+    if (dt == ENG_CACHE_FP8) return fp8_scales_at(dim) + 4 * (size_t)fp8_tiles(dim, split);
+    return (size_t)dim * sizeof(float);
+}
+
+/* Tiles [a, b) over [0, split) then over [split, dim); fn(a, b, tile index). */
+#define FOR_TILES(c, a, b, t, body) do {                                                    \
+    int t = 0;                                                                              \
+    for (int r_ = 0; r_ < 2; r_++) {                                                        \
+        int lo_ = r_ ? (c)->split : 0, hi_ = r_ ? (c)->dim : (c)->split;                    \
+        for (int a = lo_; a < hi_; a += ENG_CACHE_FP8_TILE, t++) {                          \
+            int b = a + ENG_CACHE_FP8_TILE < hi_ ? a + ENG_CACHE_FP8_TILE : hi_;            \
+            body                                                                            \
+        }                                                                                   \
+    }                                                                                       \
+} while (0)
+
+/* Per tile: scale = amax / 448 (the largest e4m3), each value rounded to
+ * the nearest e4m3 of x / scale (ties to even). A zero tile keeps scale 1. */
+static void fp8_row_store(const eng_be_cache *c, uint8_t *row, const float *x)
+{
+    float *sc = (float *)(row + fp8_scales_at(c->dim));
+    FOR_TILES(c, a, b, t, {
+        float amax = 0;
+        for (int k = a; k < b; k++) amax = fmaxf(amax, fabsf(x[k]));
+        float s = amax > 0 && isfinite(amax) ? amax / 448.0f : 1.0f;
+        sc[t] = s;
+        for (int k = a; k < b; k++) row[k] = eng_f32_to_fp8(x[k] / s);
+    });
+}
+
+static void fp8_row_load(const eng_be_cache *c, const uint8_t *row, float *out)
+{
+    const float *sc = (const float *)(row + fp8_scales_at(c->dim));
+    FOR_TILES(c, a, b, t, {
+        float s = sc[t];
+        for (int k = a; k < b; k++) out[k] = g_e4m3[row[k]] * s;
+    });
+}
+
+static inline const unsigned char *cache_row(const eng_be_cache *c, int64_t slot)
+{
+    return (const unsigned char *)c->data + (size_t)slot * c->row_bytes;
+}
+
+void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,
                         const float *src, int64_t lds)
 {
     (void)be;
-    for (int i = 0; i < n; i++) memcpy(cache + slot[i] * dim, src + i * lds, (size_t)dim * sizeof *src);
+    for (int i = 0; i < n; i++) {
+        unsigned char *row = (unsigned char *)c->data + (size_t)slot[i] * c->row_bytes;
+        if (c->dtype == ENG_CACHE_FP8) fp8_row_store(c, row, src + i * lds);
+        else memcpy(row, src + i * lds, (size_t)c->dim * sizeof *src);
+    }
 }
 
-static inline const float *key_row(const float *cache, int dim, const eng_be_keys *k, int pos)
+void eng_be_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, float *out)
 {
-    int64_t slot = (int64_t)k->block_table[pos / k->block_size] * k->block_size + pos % k->block_size;
-    return cache + slot * dim;
+    (void)be;
+    pthread_once(&g_e4m3_once, e4m3_init);
+    if (c->dtype == ENG_CACHE_FP8) fp8_row_load(c, cache_row(c, slot), out);
+    else memcpy(out, cache_row(c, slot), (size_t)c->dim * sizeof *out);
+}
+
+static inline int64_t key_slot(const eng_be_keys *k, int pos)
+{
+    return (int64_t)k->block_table[pos / k->block_size] * k->block_size + pos % k->block_size;
+}
+
+/* The values of position pos: a pointer into an F32 cache, or buf filled
+ * from an FP8 row. */
+static inline const float *key_row(const eng_be_cache *c, const eng_be_keys *k, int pos, float *buf)
+{
+    const unsigned char *row = cache_row(c, key_slot(k, pos));
+    if (c->dtype != ENG_CACHE_FP8) return (const float *)row;
+    fp8_row_load(c, row, buf);
+    return buf;
 }
 
 /* ===== DSA indexer ===== */
 
 struct idx_ctx {
     eng_backend *be;
-    const float *q, *w, *cache;
+    const float *q, *w;
+    const eng_be_cache *cache;
     int64_t ldq, ldw;
-    int n_heads, dim, topk;
+    int n_heads, topk;
     const eng_be_keys *keys;
     int32_t *out;
     int *n_out;
@@ -325,14 +410,16 @@ static void idx_task(void *p, int i, int thread)
         c->n_out[i] = n;
         return;
     }
-    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)n);
+    int dim = c->cache->dim;
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)n + (size_t)dim);
     if (!sc) { c->n_out[i] = 0; return; }
+    float *buf = sc + n;        /* one dequantized key (FP8) */
     const float *q = c->q + i * c->ldq, *w = c->w + i * c->ldw;
     for (int t = 0; t < n; t++) {
-        const float *kt = key_row(c->cache, c->dim, k, t);
+        const float *kt = key_row(c->cache, k, t, buf);
         float s = 0;
         for (int h = 0; h < c->n_heads; h++) {
-            float d = eng_cpu_dot(c->be, q + h * c->dim, kt, c->dim);
+            float d = eng_cpu_dot(c->be, q + h * dim, kt, dim);
             if (d > 0) s += w[h] * d;
         }
         sc[t] = s;
@@ -347,10 +434,11 @@ static void idx_task(void *p, int i, int thread)
 }
 
 void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
-                       int n_heads, int dim, const float *cache, const eng_be_keys *keys, int n,
+                       int n_heads, const eng_be_cache *cache, const eng_be_keys *keys, int n,
                        int topk, int32_t *out, int *n_out)
 {
-    struct idx_ctx c = { be, q, w, cache, ldq, ldw, n_heads, dim, topk, keys, out, n_out };
+    pthread_once(&g_e4m3_once, e4m3_init);
+    struct idx_ctx c = { be, q, w, cache, ldq, ldw, n_heads, topk, keys, out, n_out };
     eng_cpu_run(be, idx_task, &c, n);
 }
 
@@ -358,42 +446,69 @@ void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float
 
 struct att_ctx {
     eng_backend *be;
-    const float *q_lat, *q_pe, *cache;
+    const float *q_lat, *q_pe;
+    const eng_be_cache *cache;
     int64_t ldql, ldqp, hsqp, ldo;
-    int lat, rope, n_heads;
+    int lat, rope, n_heads, heads_per_task, tasks_per_token;
     float scale;
     const eng_be_keys *keys;
     float *o;
 };
 
+/* Heads [h0, h1) of query i. F32 rows are read in place; FP8 rows are
+ * dequantized once per task into scratch and shared by its heads. Each
+ * head's arithmetic is the same either way, whatever the grouping. */
 static void att_task(void *p, int task, int thread)
 {
     struct att_ctx *c = p;
-    int i = task / c->n_heads, h = task % c->n_heads;
+    int i = task / c->tasks_per_token, h0 = task % c->tasks_per_token * c->heads_per_task;
+    int h1 = h0 + c->heads_per_task < c->n_heads ? h0 + c->heads_per_task : c->n_heads;
     const eng_be_keys *k = &c->keys[i];
     int nk = k->sel ? k->n_sel : k->n_ctx, dim = c->lat + c->rope;
-    const float *ql = c->q_lat + i * c->ldql + h * c->lat, *qp = c->q_pe + i * c->ldqp + h * c->hsqp;
-    float *o = c->o + i * c->ldo + h * c->lat;
-    memset(o, 0, (size_t)c->lat * sizeof *o);
-    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)(nk > 0 ? nk : 1));
-    if (!sc || nk <= 0) return;
-    float mx = -INFINITY;
-    for (int j = 0; j < nk; j++) {
-        const float *row = key_row(c->cache, dim, k, k->sel ? k->sel[j] : j);
-        sc[j] = c->scale * (eng_cpu_dot(c->be, ql, row, c->lat) + eng_cpu_dot(c->be, qp, row + c->lat, c->rope));
-        if (sc[j] > mx) mx = sc[j];
+    bool fp8 = c->cache->dtype == ENG_CACHE_FP8;
+    for (int h = h0; h < h1; h++) memset(c->o + i * c->ldo + h * c->lat, 0, (size_t)c->lat * sizeof(float));
+    if (nk <= 0) return;
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (fp8 ? (size_t)dim + 1 : 1));
+    if (!sc) return;
+    float *rows = sc + nk;
+    if (fp8)
+        for (int j = 0; j < nk; j++) fp8_row_load(c->cache, cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : j)),
+                                                   rows + (size_t)j * dim);
+#define ATT_ROW(j) (fp8 ? rows + (size_t)(j) * dim \
+                        : (const float *)cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : (j))))
+    for (int h = h0; h < h1; h++) {
+        const float *ql = c->q_lat + i * c->ldql + h * c->lat, *qp = c->q_pe + i * c->ldqp + h * c->hsqp;
+        float *o = c->o + i * c->ldo + h * c->lat;
+        float mx = -INFINITY;
+        for (int j = 0; j < nk; j++) {
+            const float *row = ATT_ROW(j);
+            sc[j] = c->scale * (eng_cpu_dot(c->be, ql, row, c->lat) + eng_cpu_dot(c->be, qp, row + c->lat, c->rope));
+            if (sc[j] > mx) mx = sc[j];
+        }
+        float sum = 0;
+        for (int j = 0; j < nk; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < nk; j++) eng_cpu_axpy(c->be, o, sc[j] * inv, ATT_ROW(j), c->lat);
     }
-    float sum = 0;
-    for (int j = 0; j < nk; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
-    float inv = 1.0f / sum;
-    for (int j = 0; j < nk; j++)
-        eng_cpu_axpy(c->be, o, sc[j] * inv, key_row(c->cache, dim, k, k->sel ? k->sel[j] : j), c->lat);
+#undef ATT_ROW
 }
 
 void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
-                       int64_t hsqp, const float *cache, int lat, int rope, int n_heads, float scale,
+                       int64_t hsqp, const eng_be_cache *cache, int lat, int n_heads, float scale,
                        const eng_be_keys *keys, int n, float *o, int64_t ldo)
 {
-    struct att_ctx c = { be, q_lat, q_pe, cache, ldql, ldqp, hsqp, ldo, lat, rope, n_heads, scale, keys, o };
-    eng_cpu_run(be, att_task, &c, n * n_heads);
+    pthread_once(&g_e4m3_once, e4m3_init);
+    /* F32: a task per (token, head). FP8: heads grouped so each task
+     * dequantizes its keys once, with enough tasks to keep every thread busy. */
+    int hpt = 1;
+    if (cache->dtype == ENG_CACHE_FP8) {
+        int groups = (be->n_threads + n - 1) / n;
+        if (groups > n_heads) groups = n_heads;
+        if (groups < 1) groups = 1;
+        hpt = (n_heads + groups - 1) / groups;
+    }
+    int tpt = (n_heads + hpt - 1) / hpt;
+    struct att_ctx c = { be, q_lat, q_pe, cache, ldql, ldqp, hsqp, ldo, lat, cache->dim - lat, n_heads, hpt, tpt,
+                         scale, keys, o };
+    eng_cpu_run(be, att_task, &c, n * tpt);
 }

@@ -130,6 +130,21 @@ def tiny_model(tmp_path_factory):
     return str(d)
 
 
+@pytest.fixture(scope="session")
+def tiny_seed1(tmp_path_factory):
+    """glm-mkmodel's tiny preset with seed 1: the checkpoint the engine's
+    transformers goldens (tests/reference/goldens/glm5_tiny.json) describe."""
+    d = tmp_path_factory.mktemp("tiny1")
+    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "1", "--out", str(d)],
+                   check=True, capture_output=True, timeout=120)
+    return d
+
+
+def engine_cmd(model, *extra):
+    """glm-engine on one thread (the suite shares two cores), 256 positions."""
+    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256", *extra]
+
+
 @contextlib.contextmanager
 def zmq_chain(cmds, tmp_path, timeout_ms=30000):
     """Run the stage commands chained over ZeroMQ ipc:// endpoints (each

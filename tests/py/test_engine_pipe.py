@@ -11,31 +11,32 @@ import math
 import os
 import pathlib
 import subprocess
+import time
 
 import pytest
 
-from conftest import ROOT, binpath, run_stage
+from conftest import ROOT, binpath, engine_cmd, run_stage
 
 GOLDEN = pathlib.Path(os.environ.get("GLM_ENGINE_GOLDEN", ROOT / "tests" / "reference" / "goldens" / "glm5_tiny.json"))
 VOCAB = 1024   # the tiny preset
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny")
-    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--seed", "1", "--out", str(d)],
-                   check=True, capture_output=True)
-    return d
+def tiny(tiny_seed1):
+    return tiny_seed1
 
 
 def engine(model, *extra):
-    # one thread: the suite shares two cores; small KV pool: fast start
-    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256",
-            "--num-gpu-blocks-override", "512", *extra]
+    # small KV pool: fast start
+    return engine_cmd(model, "--num-gpu-blocks-override", "512", *extra)
 
 
 def gen(rid, prompt, **sampling):
     return {"type": "generate", "id": rid, "prompt_ids": prompt, "sampling": sampling}
+
+
+def without_times(m):
+    return {k: v for k, v in m.items() if k not in ("arrival_time", "scheduled_time", "first_token_time", "finish_time")}
 
 
 def tokens_by_choice(out, rid):
@@ -63,8 +64,13 @@ def test_greedy_equals_reference(tiny):
     assert tokens_by_choice(out, "g")[0] == ref["tokens"]
     assert finish_of(out, "g") == "length"
     end = [m for m in out if m["type"] == "end"]
-    assert end == [{"type": "end", "id": "g", "usage": {"prompt_tokens": len(ref["prompt"]),
-                                                        "completion_tokens": len(ref["tokens"])}}]
+    assert [without_times(m) for m in end] == [{"type": "end", "id": "g", "usage": {
+        "prompt_tokens": len(ref["prompt"]), "completion_tokens": len(ref["tokens"])}}]
+    start = next(m for m in out if m["type"] == "start")
+    assert start["cached_tokens"] == 0
+    # engine clock: arrival <= scheduled <= first token <= finish, all near now
+    t = [start["arrival_time"], start["scheduled_time"], end[0]["first_token_time"], end[0]["finish_time"]]
+    assert t == sorted(t) and abs(t[0] - time.time()) < 60
 
 
 def _mixed_batch(target):
@@ -113,7 +119,7 @@ def test_n_choices_and_prompt_logprobs(tiny):
     assert out.index(start[0]) < min(i for i, m in enumerate(out) if m["type"] == "tokens")
     ch = tokens_by_choice(out, "n")
     assert sorted(ch) == [0, 1, 2] and all(len(v) == 5 for v in ch.values())
-    assert out[-1] == {"type": "end", "id": "n", "usage": {"prompt_tokens": 17, "completion_tokens": 15}}
+    assert without_times(out[-1]) == {"type": "end", "id": "n", "usage": {"prompt_tokens": 17, "completion_tokens": 15}}
 
 
 def test_abort_and_unknown_ids(tiny):
@@ -161,3 +167,190 @@ def test_by_hand_pipe(tiny):
     assert out[0]["context"] == {"model": "tiny"} and out[0]["prompt_tokens"] == 3
     assert all(len(m["logprobs"][0]["top"]) == 2 for m in out[1:4])
     assert out[3]["finish_reason"] == "length"
+
+
+def test_stats_answered(tiny):
+    msgs = [gen("s1", [1, 2, 3, 4, 5], temperature=0, max_tokens=6, ignore_eos=True),
+            gen("s2", [9, 8, 7], temperature=0, max_tokens=4, ignore_eos=True) | {"n": 2}]
+    out, _ = run_stage(engine(tiny), msgs + [{"type": "stats", "id": "st"}, {"type": "stats", "id": "bad", "interval": -1}])
+    st = [m for m in out if m["type"] == "stats"]
+    assert len(st) == 1 and st[0]["id"] == "st"
+    s = st[0]
+    # answered when read: the loop reads what has arrived before stepping, so
+    # the requests are queued and nothing ran yet
+    assert s["num_requests_waiting"] + s["num_requests_running"] == 2 and s["generation_tokens"] == 0
+    assert s["kv_blocks_total"] == 512 and s["kv_blocks_used"] <= 512
+    assert all(isinstance(s[k], int) for k in ("num_preemptions", "prompt_tokens", "steps"))
+    assert len(s["step_time_counts"]) == len(s["step_time_buckets"]) + 1
+    err = [m for m in out if m["type"] == "error"]
+    assert [e["id"] for e in err] == ["bad"] and "interval" in err[0]["message"]
+
+
+def _shared_prefix_requests():
+    base = [(i * 29 + 5) % VOCAB for i in range(50)]      # 3 full blocks of 16 and 2 tokens
+    msgs = []
+    for k in range(6):
+        prompt = base + [(k * 41 + j) % VOCAB for j in range(3 + k)]
+        s = {"max_tokens": 8, "ignore_eos": True, "temperature": 0}
+        if k % 2:
+            s.update(temperature=0.8, seed=k, logprobs=3)
+        msgs.append(gen(f"p{k}", prompt, **s) | ({"n": 2} if k == 3 else {}))
+    return msgs
+
+
+@pytest.mark.parametrize("kv", ["auto", "fp8"])
+def test_prefix_cache_bit_identical(tiny, kv):
+    """Outputs (ids and logprobs) are bit-identical with the prefix cache on
+    and off, with f32 and FP8 cache rows; requests admitted after the first
+    one's prefill report the shared blocks as cached_tokens and the engine's
+    stats count the hits."""
+    msgs = _shared_prefix_requests() + [{"type": "stats", "id": "st"}]
+    # a 48-token budget: the first request's prefill runs alone, the others
+    # are admitted once its blocks are registered
+    on, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48", "--kv-cache-dtype", kv), msgs)
+    off, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "48", "--no-enable-prefix-caching",
+                              "--kv-cache-dtype", kv), msgs)
+    def key(out):     # the tokens messages of each choice, in order (choices interleave differently)
+        res = {}
+        for m in out:
+            if m["type"] == "tokens":
+                res.setdefault((m["id"], m["index"]), []).append(m)
+        return res
+    assert key(on) == key(off) and sum(len(v) for v in key(on).values()) == 7 * 8
+    starts = {m["id"]: m for m in on if m["type"] == "start"}
+    assert starts["p0"]["cached_tokens"] == 0
+    assert all(starts[f"p{k}"]["cached_tokens"] == 48 for k in range(1, 6))
+    assert all(m["cached_tokens"] == 0 for m in off if m["type"] == "start")
+    st_on = next(m for m in on if m["type"] == "stats")
+    st_off = next(m for m in off if m["type"] == "stats")
+    assert "prefix_cache_hits" in st_on and "prefix_cache_hits" not in st_off
+
+
+def test_kv_cache_dtype_flag(tiny):
+    r = gen("f", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], temperature=0, max_tokens=12, ignore_eos=True)
+    auto, _ = run_stage(engine(tiny), [r])
+    fp8, err = run_stage(engine(tiny, "--kv-cache-dtype", "fp8_e4m3"), [r])
+    assert "fp8_e4m3" in err
+    assert len(tokens_by_choice(fp8, "f")[0]) == 12 and len(tokens_by_choice(auto, "f")[0]) == 12
+    p = subprocess.run(engine(tiny, "--kv-cache-dtype", "fp8_e5m2"), input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2 and b"not supported" in p.stderr
+
+
+# ----------------------------------------------------------------- MTP
+
+def _by_choice(out):
+    res = {}
+    for m in out:
+        if m["type"] == "tokens":
+            r = res.setdefault((m["id"], m["index"]), {"ids": [], "lp": []})
+            r["ids"] += m["token_ids"]
+            r["lp"] += m.get("logprobs", [])
+    return res
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_mtp_identical_to_plain(tiny, k):
+    """Every K: the same tokens (and logprobs) with MTP on and off, for a
+    request alone and inside 16 mixed requests (greedy and seeded, penalties,
+    prompt logprobs, a 40-token prompt past index_topk), with the JSON and
+    the dotted flag forms."""
+    prompt = [(i * 29 + 5) % VOCAB for i in range(40)]
+    target = gen("t", prompt, max_tokens=24, ignore_eos=True, temperature=0.9, seed=1234, top_p=0.95, logprobs=2)
+    greedy = gen("g", prompt[:17], max_tokens=20, ignore_eos=True, temperature=0)
+    spec = (["--speculative-config", json.dumps({"method": "mtp", "num_speculative_tokens": k})] if k % 2 else
+            ["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", str(k)])
+    plain_alone, _ = run_stage(engine(tiny), [target, greedy])
+    plain_mixed, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "64"), _mixed_batch(target) + [greedy])
+    mtp_alone, err = run_stage(engine(tiny, *spec), [target, greedy, {"type": "stats", "id": "s"}])
+    mtp_mixed, _ = run_stage(engine(tiny, "--max-num-batched-tokens", "64", *spec), _mixed_batch(target) + [greedy])
+    assert f"{k} draft tokens per step" in err
+    a, b = _by_choice(plain_mixed), _by_choice(mtp_mixed)
+    assert a == b and len(a) == 17
+    assert _by_choice(plain_alone) == _by_choice(mtp_alone) == {key: a[key] for key in (("t", 0), ("g", 0))}
+    # several tokens arrive in one message only when drafts are accepted; the
+    # random checkpoint's MTP is near-useless, so only the counters are checked
+    st = next(m for m in mtp_alone if m["type"] == "stats")
+    assert len(st["spec_decode_num_accepted_tokens_per_pos"]) == k
+    assert all(m["type"] != "error" for m in mtp_mixed)
+
+
+def test_mtp_stats_counters(tiny):
+    msgs = [gen("a", [3, 1, 4, 1, 5], max_tokens=30, ignore_eos=True, temperature=0)]
+    out, err = run_stage(engine(tiny, "--speculative-config.method", "mtp",
+                                "--speculative-config.num_speculative_tokens", "3", "--log-stats-interval", "0"),
+                         msgs)
+    out2, _ = run_stage(engine(tiny, "--speculative-config", '{"method":"mtp","num_speculative_tokens":3}'),
+                        msgs + [{"type": "stats", "id": "s0"}])
+    # stats is answered before the step runs: zero counters, but present
+    s = next(m for m in out2 if m["type"] == "stats")
+    assert s["spec_decode_num_drafts"] == 0 and s["spec_decode_num_accepted_tokens_per_pos"] == [0, 0, 0]
+    assert tokens_by_choice(out, "a")[0] == tokens_by_choice(out2, "a")[0]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--speculative-config", '{"method":"ngram","num_speculative_tokens":3}'], "only mtp"),
+    (["--speculative-config", '{"method":"mtp","num_speculative_tokens":6}'], "1 to 5"),
+    (["--speculative-config", '{"method":"mtp","num_speculative_tokens":0}'], "1 to 5"),
+    (["--speculative-config", '{"method":"mtp","draft_tensor_parallel_size":1}'], "not supported"),
+    (["--speculative-config", '{"method":"mtp",'], "not JSON"),
+    (["--speculative-config.num_speculative_tokens", "2"], "needs a method"),
+    (["--speculative-config.num_speculative_tokens", "two", "--speculative-config.method", "mtp"], "integer"),
+])
+def test_mtp_bad_config(tiny, args, needle):
+    p = subprocess.run(engine(tiny, *args), input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2 and needle in p.stderr.decode(), p.stderr.decode()
+
+
+def test_mtp_needs_the_layer(tmp_path):
+    d = tmp_path / "nomtp"
+    subprocess.run([binpath("glm-mkmodel"), "--preset", "tiny", "--no-mtp", "--out", str(d)], check=True,
+                   capture_output=True)
+    p = subprocess.run(engine(d, "--speculative-config.method", "mtp"), input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2 and b"MTP layer" in p.stderr
+    # without speculation the same checkpoint serves
+    out, _ = run_stage(engine(d), [gen("x", [1, 2, 3], max_tokens=3, temperature=0, ignore_eos=True)])
+    assert len(tokens_by_choice(out, "x")[0]) == 3
+
+
+def _chi2_crit(df, z=3.09):
+    """Wilson-Hilferty: the chi-square quantile at one-sided normal z (alpha 0.001)."""
+    return df * (1 - 2 / (9 * df) + z * math.sqrt(2 / (9 * df))) ** 3
+
+
+def test_mtp_distribution_chi_square(tiny):
+    """Sampling (temperature 0.6, top_k 20): the second generated token is
+    produced by verification (the MTP's draft checked against the target's
+    row). Over 1500 seeded requests, among those whose first token is the
+    most frequent one, its histogram must fit the target distribution of that
+    context — softmax(logits / 0.6) over the top 20, computed from the raw
+    logprobs the engine reports — by chi-square at alpha 0.001."""
+    prompt = [7, 100, 3, 55, 900, 12, 4, 4]
+    n, temp = 1500, 0.6
+    reqs = [gen(f"r{i}", prompt, temperature=temp, top_k=20, seed=i, max_tokens=2, ignore_eos=True) for i in range(n)]
+    spec = ["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "1",
+            "--max-num-seqs", "256", "--num-gpu-blocks-override", "2048"]
+    out, _ = run_stage(engine(tiny, *spec), reqs, timeout=300)
+    pairs = [v["ids"] for v in _by_choice(out).values()]
+    assert len(pairs) == n and all(len(p) == 2 for p in pairs)
+    first = max(set(p[0] for p in pairs), key=lambda t: sum(p[0] == t for p in pairs))
+    second = [p[1] for p in pairs if p[0] == first]
+    assert len(second) >= 150
+    ref, _ = run_stage(engine(tiny), [gen("p", prompt + [first], temperature=0, max_tokens=1, logprobs=20)])
+    top = next(m for m in ref if m["type"] == "tokens")["logprobs"][0]["top"]
+    w = {t: math.exp(lp / temp) for t, lp in top}
+    z = sum(w.values())
+    m = len(second)
+    assert all(t in w for t in second)            # top_k 20: nothing outside
+    bins, rest_o, rest_e = [], 0, 0.0
+    for t, wt in w.items():
+        o, e = second.count(t), wt / z * m
+        if e >= 5:
+            bins.append((o, e))
+        else:
+            rest_o, rest_e = rest_o + o, rest_e + e
+    if rest_e > 0:
+        bins.append((rest_o, rest_e))
+    chi2 = sum((o - e) ** 2 / e for o, e in bins)
+    df = len(bins) - 1
+    print(f'chi2 {chi2:.1f} df {df} crit {_chi2_crit(df):.1f} m {m}')
+    assert df >= 3 and chi2 < _chi2_crit(df), (chi2, df, bins)

@@ -257,7 +257,7 @@ def test_sigterm_drains_work_in_flight(serve, tiny_model):
     assert msgs[-1]["type"] == "end" and msgs[-1]["usage"]["completion_tokens"] == n, msgs[-1]
     assert sum(len(m["token_ids"]) for m in msgs if m["type"] == "tokens") == n
     assert s.stop(sig=None) == 0, "\n".join(s.log())
-    assert any("glm-engine info done: " in ln and f"{n} sampled" in ln for ln in s.log())
+    assert any("glm-engine info done: " in ln and f"{n} generated" in ln for ln in s.log())
     # the engine was told to stop while the request still ran
     _, m = s.wait_for(r"^(\S+) glm-serve info stopping stage engine")
     t_stop = calendar.timegm(time.strptime(m.group(1)[:19], "%Y-%m-%dT%H:%M:%S")) + float(m.group(1)[19:-1])   # log time is UTC
@@ -315,12 +315,10 @@ def test_watchdog_restarts_a_silent_stage_and_real_stages_keep_pinging(serve, ti
 
 REFUSED = [
     # (flags, the stage that refuses, words of its message)
-    (["--kv-cache-dtype", "fp8"], "engine", "--kv-cache-dtype: the FP8 KV cache is not implemented"),
-    (["--enable-prefix-caching"], "engine", "--enable-prefix-caching: prefix caching is not implemented"),
-    (["--speculative-config", '{"method": "mtp", "num_speculative_tokens": 1}'], "engine",
-     "--speculative-config: speculative decoding (MTP) is not implemented"),
-    (["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "3"], "engine",
-     "--speculative-config.method: speculative decoding (MTP) is not implemented"),
+    (["--kv-cache-dtype", "fp8_e5m2"], "engine", "--kv-cache-dtype fp8_e5m2 is not supported"),
+    (["--speculative-config", '{"method": "eagle"}'], "engine", "speculative method 'eagle' is not supported"),
+    (["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "9"], "engine",
+     "num_speculative_tokens 9 is not supported"),
     (["--tensor-parallel-size", "8"], "engine", "--tensor-parallel-size: tensor parallelism is not implemented"),
     (["--gpu-memory-utilization", "0.9"], "engine", "--gpu-memory-utilization: needs a GPU backend"),
     (["--tool-call-parser", "hermes"], "parse-tools", "unknown --tool-call-parser 'hermes'"),
@@ -338,6 +336,16 @@ def test_refused_features_are_named_by_their_stage(serve, tiny_model, flags, sta
     assert words in log, log
     assert re.search(rf"stage {stage} \(pid \d+\) exited with status \d+ before it was ready", log), log
     assert not s.out
+
+
+def test_seed_serving_features_start(serve, tiny_model):
+    """The reference command's serving features (FP8 KV cache, MTP with 5
+    drafts, prefix caching) reach the engine under vLLM's names and it comes up."""
+    s = serve(tiny_model, "--kv-cache-dtype", "fp8", "--speculative-config.method", "mtp",
+              "--speculative-config.num_speculative_tokens", "5", "--enable-prefix-caching",
+              "--reasoning-parser", "glm45", "--tool-call-parser", "glm47", "--enable-auto-tool-choice")
+    s.ready(timeout=120)
+    assert s.stop() == 0
 
 
 def test_accepted_engine_flags_start(serve, tiny_model):
@@ -414,7 +422,7 @@ def test_print_commands_maps_each_flag(tiny_model):
     assert gw[gw.index("--max-model-len") + 1] == "2048" and gw[gw.index("--log-level") + 1] == "debug"
     assert gw[gw.index("--out") + 1] == "ipc:///tmp/gsx/tokenize.in"
     eng = cmds["engine"][1]
-    assert eng[eng.index("--kv-cache-dtype") + 1] == "fp8"             # handed on; the engine refuses it
+    assert eng[eng.index("--kv-cache-dtype") + 1] == "fp8"             # handed on under its own name
     assert eng[eng.index("--speculative-config") + 1] == '{"method": "mtp"}'
     assert eng[eng.index("--max-num-seqs") + 1] == "3" and eng[eng.index("--max-model-len") + 1] == "2048"
     tok = cmds["tokenize"][1]

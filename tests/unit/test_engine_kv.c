@@ -6,7 +6,7 @@ static eng_kv_pool *mkpool(int n_blocks, int bs)
 {
     eng_kv_pool *p = NULL;
     char err[256];
-    if (eng_kv_pool_create(NULL, NULL, n_blocks, bs, &p, err, sizeof err)) fprintf(stderr, "  %s\n", err);
+    if (eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, n_blocks, bs, &p, err, sizeof err)) fprintf(stderr, "  %s\n", err);
     return p;
 }
 
@@ -14,8 +14,8 @@ TEST(kv_create_limits)
 {
     eng_kv_pool *p = NULL;
     char err[256];
-    CHECK(eng_kv_pool_create(NULL, NULL, 0, 16, &p, err, sizeof err) != 0 && !p);
-    CHECK(eng_kv_pool_create(NULL, NULL, 4, 0, &p, err, sizeof err) != 0 && !p);
+    CHECK(eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, 0, 16, &p, err, sizeof err) != 0 && !p);
+    CHECK(eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, 4, 0, &p, err, sizeof err) != 0 && !p);
     p = mkpool(8, 4);
     CHECK(p && eng_kv_n_blocks(p) == 8 && eng_kv_n_free(p) == 8 && eng_kv_block_size(p) == 4);
     CHECK(eng_kv_n_layers(p) == 0 && eng_kv_layer_mla(p, 0) == NULL);
@@ -120,6 +120,92 @@ TEST(kv_block_api)
     eng_kv_pool_free(p);
 }
 
+/* ===== prefix cache ===== */
+
+TEST(kv_prefix_hash_chain)
+{
+    int32_t a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 5};
+    uint64_t h0 = eng_kv_prefix_hash(ENG_KV_HASH_ROOT, a, 4);
+    CHECK(h0 == eng_kv_prefix_hash(ENG_KV_HASH_ROOT, a, 4));               /* deterministic */
+    CHECK(h0 != eng_kv_prefix_hash(ENG_KV_HASH_ROOT, b, 4));               /* every id counts */
+    CHECK(h0 != eng_kv_prefix_hash(ENG_KV_HASH_ROOT, a, 3));               /* and the key length */
+    /* the same block after another parent is another prefix */
+    uint64_t h1 = eng_kv_prefix_hash(h0, a, 4), h1b = eng_kv_prefix_hash(eng_kv_prefix_hash(ENG_KV_HASH_ROOT, b, 4), a, 4);
+    CHECK(h1 != h1b && h1 != h0);
+}
+
+TEST(kv_prefix_put_get_evict)
+{
+    eng_kv_pool *p = mkpool(4, 2);
+    CHECK_EQ_INT(eng_kv_prefix_key_len(p), 0);
+    int32_t k[3][2] = {{1, 2}, {3, 4}, {5, 6}};
+    CHECK_EQ_INT(eng_kv_prefix_get(p, 1, 0, k[0]), -1);                    /* off: nothing found */
+    CHECK_EQ_INT(eng_kv_prefix_enable(p, 2), PL_OK);
+    uint64_t h[3];
+    int blk[3];
+    for (int i = 0; i < 3; i++) {
+        h[i] = eng_kv_prefix_hash(i ? h[i - 1] : ENG_KV_HASH_ROOT, k[i], 2);
+        blk[i] = eng_kv_block_alloc(p);
+        eng_kv_prefix_put(p, blk[i], h[i], i ? h[i - 1] : ENG_KV_HASH_ROOT, k[i]);
+        CHECK(eng_kv_block_cached(p, blk[i]));
+    }
+    /* a second block with the same content is not registered */
+    int dup = eng_kv_block_alloc(p);
+    eng_kv_prefix_put(p, dup, h[0], ENG_KV_HASH_ROOT, k[0]);
+    CHECK(!eng_kv_block_cached(p, dup));
+    /* held: found with a reference more */
+    CHECK_EQ_INT(eng_kv_prefix_get(p, h[1], h[0], k[1]), blk[1]);
+    CHECK_EQ_INT(eng_kv_block_refcount(p, blk[1]), 2);
+    eng_kv_block_unref(p, blk[1]);
+    /* wrong parent or key under the right hash: a collision, not a hit */
+    CHECK_EQ_INT(eng_kv_prefix_get(p, h[1], ENG_KV_HASH_ROOT, k[1]), -1);
+    CHECK_EQ_INT(eng_kv_prefix_get(p, h[1], h[0], k[2]), -1);
+    /* released in order 2, 0, 1: evictable, still findable, counted free */
+    eng_kv_block_unref(p, dup);                                            /* plain free */
+    eng_kv_block_unref(p, blk[2]);
+    eng_kv_block_unref(p, blk[0]);
+    eng_kv_block_unref(p, blk[1]);
+    CHECK_EQ_INT(eng_kv_n_free(p), 4);
+    CHECK_EQ_INT(eng_kv_n_cached(p), 3);
+    CHECK_EQ_INT(eng_kv_prefix_get(p, h[0], ENG_KV_HASH_ROOT, k[0]), blk[0]);   /* revived */
+    CHECK_EQ_INT(eng_kv_n_cached(p), 2);
+    CHECK_EQ_INT(eng_kv_n_free(p), 3);
+    /* allocation takes the plain free block first, then evicts least
+     * recently released: blk[2], then blk[1] */
+    CHECK_EQ_INT(eng_kv_block_alloc(p), dup);
+    CHECK_EQ_INT(eng_kv_n_cached(p), 2);
+    CHECK_EQ_INT(eng_kv_block_alloc(p), blk[2]);
+    CHECK(!eng_kv_block_cached(p, blk[2]));
+    CHECK_EQ_INT(eng_kv_prefix_get(p, h[2], h[1], k[2]), -1);              /* evicted */
+    CHECK_EQ_INT(eng_kv_prefix_get(p, h[1], h[0], k[1]), blk[1]);          /* still there */
+    CHECK_EQ_INT(eng_kv_block_alloc(p), -1);                               /* all held */
+    eng_kv_pool_free(p);
+}
+
+/* Tables release last block first: the tail of a chain is evicted before its head. */
+TEST(kv_prefix_table_release_order)
+{
+    eng_kv_pool *p = mkpool(3, 1);
+    eng_kv_prefix_enable(p, 1);
+    eng_kv_table t;
+    eng_kv_table_init(p, &t, 3);
+    eng_kv_table_ensure(p, &t, 3);
+    uint64_t h = ENG_KV_HASH_ROOT;
+    for (int i = 0; i < 3; i++) {
+        int32_t id = 10 + i;
+        uint64_t nh = eng_kv_prefix_hash(h, &id, 1);
+        eng_kv_prefix_put(p, t.blocks[i], nh, h, &id);
+        h = nh;
+    }
+    int32_t first = t.blocks[0], last = t.blocks[2];
+    eng_kv_table_release(p, &t);
+    CHECK_EQ_INT(eng_kv_n_cached(p), 3);
+    CHECK_EQ_INT(eng_kv_block_alloc(p), last);
+    CHECK(eng_kv_block_cached(p, first));
+    eng_kv_table_free(p, &t);
+    eng_kv_pool_free(p);
+}
+
 int main(void)
 {
     RUN(kv_create_limits);
@@ -127,5 +213,8 @@ int main(void)
     RUN(kv_all_or_nothing);
     RUN(kv_share_refcounts);
     RUN(kv_block_api);
+    RUN(kv_prefix_hash_chain);
+    RUN(kv_prefix_put_get_evict);
+    RUN(kv_prefix_table_release_order);
     return test_report();
 }

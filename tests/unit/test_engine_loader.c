@@ -96,7 +96,7 @@ static int logits_of(const char *name, float *out)
     eng_kv_pool *kv;
     eng_model_opts o = { .n_threads = 2, .max_batch_tokens = 64, .max_model_len = 64, .load = { .quiet = 1 } };
     if (eng_model_open(dir, &o, &m, err, sizeof err)) { fprintf(stderr, "%s\n", err); return -1; }
-    if (eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), 4, 16, &kv, err, sizeof err)) return -1;
+    if (eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), ENG_CACHE_F32, 4, 16, &kv, err, sizeof err)) return -1;
     int32_t ids[20], bt[2] = { 0, 1 };
     for (int i = 0; i < 20; i++) ids[i] = (i * 37 + 5) % 900;
     eng_seq s = { ids, 20, 0, bt, 2, ENG_LOGITS_LAST };
@@ -412,7 +412,7 @@ TEST(kv_block_refcounts)
     eng_backend *be;
     CHECK(eng_be_cpu_create(1, &be, err, sizeof err) == 0);
     eng_kv_pool *p;
-    CHECK(eng_kv_pool_create(be, &c, 3, 16, &p, err, sizeof err) == 0);
+    CHECK(eng_kv_pool_create(be, &c, ENG_CACHE_F32, 3, 16, &p, err, sizeof err) == 0);
     CHECK(eng_kv_layer_index(p, 2) == NULL && eng_kv_layer_index(p, 3) != NULL);   /* shared / full */
     int a = eng_kv_block_alloc(p), b = eng_kv_block_alloc(p), d = eng_kv_block_alloc(p);
     CHECK(a >= 0 && b >= 0 && d >= 0 && a != b && b != d);
@@ -424,7 +424,7 @@ TEST(kv_block_refcounts)
     CHECK_EQ_INT(eng_kv_n_free(p), 1);
     CHECK_EQ_INT(eng_kv_block_alloc(p), b);
     eng_kv_pool *q;
-    CHECK_EQ_INT(eng_kv_pool_create(be, &c, 0, 16, &q, err, sizeof err), PL_ERR_RANGE);
+    CHECK_EQ_INT(eng_kv_pool_create(be, &c, ENG_CACHE_F32, 0, 16, &q, err, sizeof err), PL_ERR_RANGE);
     CHECK(q == NULL);
     eng_kv_pool_free(p);
     eng_be_free(be);

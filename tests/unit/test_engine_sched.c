@@ -9,18 +9,24 @@ typedef struct fx {
     eng_sched   *s;
 } fx;
 
-static int fx_open(fx *f, int n_blocks, int bs, int max_seqs, int max_tokens, int max_len)
+static int fx_open_cfg(fx *f, int n_blocks, int bs, int max_seqs, int max_tokens, int max_len, bool caching,
+                      int key_extra)
 {
     char err[256];
     memset(f, 0, sizeof *f);
     eng_sched_cfg c = { .max_num_seqs = max_seqs, .max_batched_tokens = max_tokens, .max_model_len = max_len,
-                        .max_prompt_rows = 8 };
-    if (eng_kv_pool_create(NULL, NULL, n_blocks, bs, &f->kv, err, sizeof err) ||
+                        .max_prompt_rows = 8, .prefix_caching = caching, .prefix_key_extra = key_extra };
+    if (eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, n_blocks, bs, &f->kv, err, sizeof err) ||
         eng_sched_init(&f->s, &c, f->kv, err, sizeof err)) {
         fprintf(stderr, "  %s\n", err);
         return -1;
     }
     return 0;
+}
+
+static int fx_open(fx *f, int n_blocks, int bs, int max_seqs, int max_tokens, int max_len)
+{
+    return fx_open_cfg(f, n_blocks, bs, max_seqs, max_tokens, max_len, false, 0);
 }
 
 static void fx_close(fx *f)
@@ -322,7 +328,7 @@ TEST(sched_init_checks)
     eng_kv_pool *kv;
     eng_sched *s = NULL;
     char err[256];
-    CHECK(eng_kv_pool_create(NULL, NULL, 3, 4, &kv, err, sizeof err) == 0);
+    CHECK(eng_kv_pool_create(NULL, NULL, ENG_CACHE_F32, 3, 4, &kv, err, sizeof err) == 0);
     eng_sched_cfg c = { .max_num_seqs = 4, .max_batched_tokens = 16, .max_model_len = 13, .max_prompt_rows = 1 };
     CHECK(eng_sched_init(&s, &c, kv, err, sizeof err) != 0 && !s);   /* 12 tokens of cache < 13 */
     c.max_model_len = 12;
@@ -331,6 +337,153 @@ TEST(sched_init_checks)
     c.max_num_seqs = 0;
     CHECK(eng_sched_init(&s, &c, kv, err, sizeof err) != 0);
     eng_kv_pool_free(kv);
+}
+
+/* ===== prefix caching ===== */
+
+static eng_sched_seq *add_ids(fx *f, const int32_t *ids, int n, int max_tokens)
+{
+    eng_sched_params p = { .max_tokens = max_tokens };
+    eng_sched_seq *q = NULL;
+    char err[256];
+    if (eng_sched_add(f->s, ids, n, &p, NULL, 0, &q, err, sizeof err)) fprintf(stderr, "  %s\n", err);
+    return q;
+}
+
+/* Run one step and commit it; returns the item of q (copied) or pos -1. */
+static eng_sched_item step_commit(fx *f, const eng_sched_seq *q)
+{
+    eng_sched_batch b;
+    eng_sched_step(f->s, &b);
+    eng_sched_item it = { .pos = -1 };
+    const eng_sched_item *x = find(&b, q);
+    if (x) it = *x;
+    commit_all(f, &b);
+    return it;
+}
+
+static void drain(fx *f, int max_steps)
+{
+    eng_sched_batch b;
+    for (int i = 0; i < max_steps && eng_sched_has_work(f->s); i++) {
+        eng_sched_step(f->s, &b);
+        for (int k = 0; k < b.n_items; k++)
+            if (eng_sched_commit(f->s, &b.items[k], 7) != ENG_FINISH_NONE) eng_sched_remove(f->s, b.items[k].seq);
+    }
+}
+
+/* Hits are whole blocks of the same tokens from the start, never the last
+ * token; the blocks are shared by reference count. */
+TEST(sched_prefix_hits_on_block_boundaries)
+{
+    fx f;
+    if (fx_open_cfg(&f, 32, 4, 8, 64, 64, true, 0)) { CHECK(0); return; }
+    int32_t A[14], B[14], C[14];
+    for (int i = 0; i < 14; i++) A[i] = B[i] = C[i] = 100 + i;
+    B[13] = 1;                  /* differs in the last token only */
+    C[10] = 1;                  /* differs inside block 2 */
+    eng_sched_seq *a = add_ids(&f, A, 14, 2);
+    CHECK_EQ_INT(step_commit(&f, a).n, 14);             /* nothing cached yet */
+    CHECK_EQ_INT(a->n_cached, 0);
+    CHECK_EQ_INT(a->n_hashed, 3);                       /* 3 full blocks registered */
+    drain(&f, 10);
+    CHECK_EQ_INT(eng_kv_n_free(f.kv), 32);              /* all free or cached */
+    CHECK_EQ_INT(eng_kv_n_cached(f.kv), 3);
+    eng_sched_seq *b = add_ids(&f, B, 14, 2), *c = add_ids(&f, C, 14, 2), *d = add_ids(&f, A, 12, 2),
+                  *e = add_ids(&f, A, 13, 2);
+    eng_sched_batch bt;
+    eng_sched_step(f.s, &bt);
+    const eng_sched_item *ib = find(&bt, b), *ic = find(&bt, c), *id = find(&bt, d), *ie = find(&bt, e);
+    CHECK(ib && ib->pos == 12 && ib->n == 2 && b->n_cached == 12);
+    CHECK(ic && ic->pos == 8 && ic->n == 6 && c->n_cached == 8);
+    CHECK(id && id->pos == 8 && id->n == 4 && d->n_cached == 8);   /* 12 tokens: block 2 holds the last */
+    CHECK(ie && ie->pos == 12 && ie->n == 1 && e->n_cached == 12);
+    CHECK(b->kv.blocks[0] == e->kv.blocks[0] && c->kv.blocks[1] == b->kv.blocks[1]);
+    CHECK_EQ_INT(eng_kv_block_refcount(f.kv, b->kv.blocks[0]), 4);
+    CHECK_EQ_INT(eng_kv_block_refcount(f.kv, b->kv.blocks[2]), 2);   /* b and e */
+    uint64_t qn, hn;
+    eng_sched_prefix_stats(f.s, &qn, &hn);
+    CHECK_EQ_INT(qn, 14 + 14 + 14 + 12 + 13);
+    CHECK_EQ_INT(hn, 12 + 8 + 8 + 12);
+    for (int i = 0; i < bt.n_items; i++) eng_sched_commit(f.s, &bt.items[i], 7);
+    drain(&f, 20);
+    CHECK_EQ_INT(eng_kv_n_free(f.kv), 32);
+    fx_close(&f);
+}
+
+/* With an MTP layer a block's key also holds the next token (the MTP row of
+ * its last position reads it): the same 12 tokens followed by another token
+ * share only 2 blocks. Prompt-logprob sequences never read the cache. */
+TEST(sched_prefix_key_extra_and_prompt_logprobs)
+{
+    fx f;
+    if (fx_open_cfg(&f, 32, 4, 8, 64, 64, true, 1)) { CHECK(0); return; }
+    int32_t A[14], B[14];
+    for (int i = 0; i < 14; i++) A[i] = B[i] = 100 + i;
+    B[12] = 1;
+    eng_sched_seq *a = add_ids(&f, A, 14, 1);
+    step_commit(&f, a);                                 /* finishes: its blocks stay cached */
+    CHECK_EQ_INT(eng_kv_n_cached(f.kv), 3);             /* key of block 2 reads token 12 */
+    drain(&f, 5);
+    eng_sched_seq *b = add_ids(&f, B, 14, 1), *a2 = add_ids(&f, A, 14, 1);
+    eng_sched_params pp = { .max_tokens = 1, .prompt_logits = true };
+    eng_sched_seq *pl;
+    char err[128];
+    CHECK(eng_sched_add(f.s, A, 14, &pp, NULL, 0, &pl, err, sizeof err) == 0);
+    eng_sched_batch bt;
+    eng_sched_step(f.s, &bt);
+    CHECK(find(&bt, b) && find(&bt, b)->pos == 8);
+    CHECK(find(&bt, a2) && find(&bt, a2)->pos == 12);
+    CHECK(find(&bt, pl) && find(&bt, pl)->pos == 0 && pl->n_cached == 0);
+    uint64_t qn, hn;
+    eng_sched_prefix_stats(f.s, &qn, &hn);
+    CHECK_EQ_INT(qn, 14 + 14 + 14);                     /* the prompt-logprobs one is no query */
+    for (int i = 0; i < bt.n_items; i++) eng_sched_commit(f.s, &bt.items[i], 7);
+    drain(&f, 20);
+    CHECK_EQ_INT(eng_kv_n_free(f.kv), 32);
+    fx_close(&f);
+}
+
+/* A preempted sequence finds its own registered blocks again (unless they
+ * were evicted meanwhile); reference counts stay exact throughout. */
+TEST(sched_prefix_preemption_and_fork)
+{
+    fx f;
+    if (fx_open_cfg(&f, 10, 4, 8, 64, 40, true, 0)) { CHECK(0); return; }
+    int32_t A[9], B[9];
+    for (int i = 0; i < 9; i++) { A[i] = 10 + i; B[i] = 50 + i; }
+    eng_sched_seq *a = add_ids(&f, A, 9, 24), *b = add_ids(&f, B, 9, 24);
+    eng_sched_batch bt;
+    int preempted = 0, steps = 0, readmit_pos = -1;
+    while (eng_sched_has_work(f.s) && steps++ < 200) {
+        eng_sched_step(f.s, &bt);
+        preempted += bt.n_preempted;
+        const eng_sched_item *ib = find(&bt, b);
+        if (ib && b->n_preempted && readmit_pos < 0) readmit_pos = ib->pos;
+        /* refcounts: every block a table holds is held exactly once per table */
+        int held = 0;
+        for (int k = 0; k < 10; k++) held += eng_kv_block_refcount(f.kv, k);
+        CHECK_EQ_INT(held, a->kv.n * (a->state != ENG_SEQ_FINISHED) + b->kv.n * (b->state != ENG_SEQ_FINISHED));
+        for (int k = 0; k < bt.n_items; k++) eng_sched_commit(f.s, &bt.items[k], 7);
+    }
+    CHECK(preempted > 0 && b->n_preempted > 0);
+    CHECK(readmit_pos > 0 && readmit_pos % 4 == 0);     /* came back with cached blocks */
+    CHECK_EQ_INT(eng_sched_seq_n_output(a), 24);
+    CHECK_EQ_INT(eng_sched_seq_n_output(b), 24);
+    eng_sched_remove(f.s, a);
+    eng_sched_remove(f.s, b);
+    CHECK_EQ_INT(eng_kv_n_free(f.kv), 10);
+    /* a fork shares the parent's prompt blocks, which the parent registers */
+    eng_sched_seq *p0 = add_ids(&f, A, 9, 3), *c1;
+    eng_sched_step(f.s, &bt);
+    CHECK(eng_sched_fork(f.s, &bt.items[0], NULL, 1, &c1) == 0);
+    commit_all(&f, &bt);
+    CHECK(eng_kv_block_cached(f.kv, p0->kv.blocks[0]) && eng_kv_block_cached(f.kv, p0->kv.blocks[1]));
+    CHECK_EQ_INT(eng_kv_block_refcount(f.kv, p0->kv.blocks[0]), 2);
+    drain(&f, 40);
+    CHECK_EQ_INT(eng_kv_n_free(f.kv), 10);
+    CHECK(eng_kv_n_cached(f.kv) >= 2);
+    fx_close(&f);
 }
 
 int main(void)
@@ -345,5 +498,8 @@ int main(void)
     RUN(sched_fork_shares_prompt_blocks);
     RUN(sched_prompt_rows_budget);
     RUN(sched_init_checks);
+    RUN(sched_prefix_hits_on_block_boundaries);
+    RUN(sched_prefix_key_extra_and_prompt_logprobs);
+    RUN(sched_prefix_preemption_and_fork);
     return test_report();
 }

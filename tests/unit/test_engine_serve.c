@@ -1,159 +1,12 @@
 /* The serving loop (engine/serve.h) on the test model of engine_testlm.h:
  * protocol messages in and out, continuous batching against a direct
  * reference, seeded batch invariance, n > 1, abort, bad input. */
-#include "test.h"
-#include "test_msg.h"
+#include "engine_fx.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
+#include <time.h>
 
-#include "engine_testlm.h"
-#include "json.h"
-#include "msg.h"
 #include "../../engine/sample.h"
-
-#define TV 97   /* test vocab */
-
-typedef struct out_msgs {
-    cJSON *list;                 /* array of every message emitted */
-} out_msgs;
-
-static int sink_collect(void *ud, const char *data, size_t len)
-{
-    out_msgs *o = ud;
-    msgpack_unpacked u;
-    msgpack_unpacked_init(&u);
-    size_t off = 0;
-    int ok = msgpack_unpack_next(&u, data, len, &off) == MSGPACK_UNPACK_SUCCESS && off == len;
-    cJSON *j = NULL;
-    char err[128];
-    if (ok && pl_json_from_msgpack(&j, &u.data, err, sizeof err) == 0) cJSON_AddItemToArray(o->list, j);
-    else fprintf(stderr, "  sink got an unreadable message\n");
-    msgpack_unpacked_destroy(&u);
-    return 0;
-}
-
-typedef struct fx {
-    tlm       m;
-    eng_lm    lm;
-    eng_serve *e;
-    out_msgs  out;
-} fx;
-
-static int fx_open(fx *f, int max_seqs, int max_tokens, int max_len, int n_blocks, int bs)
-{
-    memset(f, 0, sizeof *f);
-    tlm_init(&f->m, &f->lm, TV, 512, 96);
-    f->out.list = cJSON_CreateArray();
-    eng_serve_cfg c;
-    eng_serve_cfg_defaults(&c);
-    c.max_num_seqs = max_seqs;
-    c.max_num_batched_tokens = max_tokens;
-    c.max_model_len = max_len;
-    c.num_blocks = n_blocks;
-    c.block_size = bs;
-    char err[256];
-    if (eng_serve_init(&f->e, &f->lm, &c, (eng_serve_sink){ sink_collect, &f->out }, err, sizeof err)) {
-        fprintf(stderr, "  %s\n", err);
-        return -1;
-    }
-    return 0;
-}
-
-static void fx_close(fx *f);
-
-/* Nothing left running and every block back, then close. */
-static void fx_close_idle(fx *f, int n_blocks)
-{
-    eng_serve_stats s;
-    eng_serve_get_stats(f->e, &s);
-    CHECK(!eng_serve_busy(f->e) && s.live_requests == 0);
-    CHECK_EQ_INT(s.free_blocks, n_blocks);
-    fx_close(f);
-}
-
-static void fx_close(fx *f)
-{
-    eng_serve_free(f->e);
-    tlm_free(&f->m);
-    cJSON_Delete(f->out.list);
-}
-
-/* Feed one message written as JSON. */
-static void feed(fx *f, const char *json)
-{
-    test_msg m;
-    const msgpack_object *o = test_msg_parse(&m, json);
-    const char *id;
-    size_t idlen;
-    if (o && pl_msg_id(o, &id, &idlen) == 0) eng_serve_on_msg(f->e, o, id, idlen);
-    test_msg_free(&m);
-}
-
-static int run_until_idle(fx *f, int max_steps)
-{
-    int n = 0;
-    while (eng_serve_busy(f->e) && n < max_steps) { eng_serve_step(f->e); n++; }
-    return n;
-}
-
-static const char *jstr(const cJSON *o, const char *k)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsString(v) ? v->valuestring : "";
-}
-
-static int jint(const cJSON *o, const char *k, int def)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? (int)v->valuedouble : def;
-}
-
-/* Tokens of (id, index) in order; returns count. finish: the finish_reason seen. */
-static int tokens_of(const fx *f, const char *id, int index, int32_t *out, int max, const char **finish)
-{
-    int n = 0;
-    if (finish) *finish = NULL;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, f->out.list) {
-        if (strcmp(jstr(m, "type"), "tokens") || strcmp(jstr(m, "id"), id) || jint(m, "index", -1) != index) continue;
-        const cJSON *t;
-        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(m, "token_ids")) if (n < max) out[n++] = (int32_t)t->valuedouble;
-        if (finish && cJSON_GetObjectItemCaseSensitive(m, "finish_reason")) *finish = jstr(m, "finish_reason");
-    }
-    return n;
-}
-
-static const cJSON *first_msg(const fx *f, const char *type, const char *id)
-{
-    const cJSON *m;
-    cJSON_ArrayForEach(m, f->out.list)
-        if (!strcmp(jstr(m, "type"), type) && !strcmp(jstr(m, "id"), id)) return m;
-    return NULL;
-}
-
-static int count_msgs(const fx *f, const char *type, const char *id)
-{
-    int n = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, f->out.list) n += !strcmp(jstr(m, "type"), type) && (!id || !strcmp(jstr(m, "id"), id));
-    return n;
-}
-
-static int msg_pos(const fx *f, const cJSON *x)
-{
-    int i = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, f->out.list) { if (m == x) return i; i++; }
-    return -1;
-}
-
-static void prompt_json(char *buf, size_t cap, const int32_t *p, int n)
-{
-    size_t o = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < n; i++) o += (size_t)snprintf(buf + o, cap - o, "%s%d", i ? "," : "", p[i]);
-    snprintf(buf + o, cap - o, "]");
-}
 
 /* ===== tests ===== */
 
@@ -536,6 +389,138 @@ TEST(serve_init_checks)
     cJSON_Delete(o.list);
 }
 
+/* `start` goes out when choice 0 is first scheduled (not at accept) with
+ * arrival_time <= scheduled_time; `end` carries first_token_time and
+ * finish_time; a stats answer counts what ran. */
+TEST(serve_stats_and_times)
+{
+    fx f;
+    if (fx_open(&f, 8, 64, 128, 64, 4)) { CHECK(0); return; }
+    feed(&f, "{\"type\":\"generate\",\"id\":\"a\",\"prompt_ids\":[1,2,3,4,5],\"sampling\":{\"temperature\":0,\"max_tokens\":3,\"ignore_eos\":true}}");
+    feed(&f, "{\"type\":\"generate\",\"id\":\"b\",\"n\":2,\"prompt_ids\":[7,8],\"sampling\":{\"max_tokens\":4,\"ignore_eos\":true}}");
+    CHECK(first_msg(&f, "start", "a") == NULL);          /* not scheduled yet */
+    feed(&f, "{\"type\":\"stats\",\"id\":\"s0\"}");
+    const cJSON *s0 = first_msg(&f, "stats", "s0");
+    CHECK(s0 && jint(s0, "num_requests_waiting", -1) == 2 && jint(s0, "num_requests_running", -1) == 0);
+    CHECK(s0 && jint(s0, "kv_blocks_total", -1) == 64 && jint(s0, "kv_blocks_used", -1) == 0);
+    eng_serve_step(f.e);
+    const cJSON *st = first_msg(&f, "start", "a");
+    CHECK(st != NULL);
+    if (st) {
+        CHECK(jnum(st, "arrival_time") > 1.7e9 && jnum(st, "arrival_time") <= jnum(st, "scheduled_time"));
+        CHECK_EQ_INT(jint(st, "cached_tokens", -1), 0);
+    }
+    run_until_idle(&f, 100);
+    const cJSON *end = first_msg(&f, "end", "a");
+    CHECK(end && st && jnum(st, "scheduled_time") <= jnum(end, "first_token_time") &&
+          jnum(end, "first_token_time") <= jnum(end, "finish_time"));
+    feed(&f, "{\"type\":\"stats\",\"id\":\"s1\"}");
+    const cJSON *s1 = first_msg(&f, "stats", "s1");
+    CHECK(s1 != NULL);
+    if (s1) {
+        CHECK_EQ_INT(jint(s1, "prompt_tokens", -1), 5 + 2);             /* per request, not per choice */
+        CHECK_EQ_INT(jint(s1, "generation_tokens", -1), 3 + 2 * 4);
+        CHECK_EQ_INT(jint(s1, "kv_blocks_used", -1), 0);
+        CHECK_EQ_INT(jint(s1, "num_requests_running", -1), 0);
+        int steps = jint(s1, "steps", -1), hist = 0;
+        const cJSON *c;
+        cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(s1, "step_time_counts")) hist += (int)c->valuedouble;
+        CHECK(steps > 0 && hist == steps);
+    }
+    /* periodic: answered now, again once the interval passed, stopped by 0 */
+    CHECK_EQ_INT(eng_serve_wait_ms(f.e), -1);                           /* no timer: block on input */
+    feed(&f, "{\"type\":\"stats\",\"id\":\"p\",\"interval\":0.05}");
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 1);
+    int w = eng_serve_wait_ms(f.e);
+    CHECK(w >= 0 && w <= 60);
+    eng_serve_tick(f.e);
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 1);                      /* not due yet */
+    struct timespec ts = { 0, 60 * 1000 * 1000 };
+    nanosleep(&ts, NULL);
+    eng_serve_tick(f.e);
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 2);
+    feed(&f, "{\"type\":\"stats\",\"id\":\"p\",\"interval\":0}");
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 3);
+    nanosleep(&ts, NULL);
+    eng_serve_tick(f.e);
+    CHECK_EQ_INT(count_msgs(&f, "stats", "p"), 3);
+    feed(&f, "{\"type\":\"stats\",\"id\":\"q\",\"interval\":\"often\"}");
+    CHECK(first_msg(&f, "error", "q") != NULL && first_msg(&f, "stats", "q") == NULL);
+    CHECK(last_msg(&f, "stats", "p") != NULL);
+    fx_close_idle(&f, 64);
+}
+
+/* Prefix caching: requests sharing a 20-token prefix (greedy, seeded with
+ * logprobs, n = 2, one aborted while running) give the same messages with
+ * the cache on and off; later ones report cached_tokens; fewer positions are
+ * computed; the pool ends all free or cached (16 blocks of 4 for requests of
+ * up to 39 tokens: eviction and preemption happen). */
+static int open_prefix_fx(fx *f, bool caching)
+{
+    eng_serve_cfg c;
+    fx_cfg(&c, 6, 32, 64, 16, 4);
+    c.prefix_caching = caching;
+    return fx_open_cfg(f, &c, TLM_MTP_NONE);
+}
+
+static void feed_prefix_mix(fx *f)
+{
+    char buf[1024], p[512];
+    int32_t pr[32];
+    for (int r = 0; r < 8; r++) {
+        int n = 20 + 3 + r % 4;
+        for (int i = 0; i < n; i++) pr[i] = i < 20 ? (i * 7 + 3) % 90 : (r * 13 + i) % 90;
+        prompt_json(p, sizeof p, pr, n);
+        snprintf(buf, sizeof buf, "{\"type\":\"generate\",\"id\":\"c%d\",\"n\":%d,\"prompt_ids\":%s,"
+                 "\"sampling\":{\"temperature\":%s,\"max_tokens\":%d,\"ignore_eos\":true%s}}",
+                 r, r == 3 ? 2 : 1, p, r % 2 ? "0.9" : "0", 6 + r, r % 2 ? ",\"seed\":77,\"logprobs\":2" : "");
+        feed(f, buf);
+        if (r == 0) { eng_serve_step(f->e); eng_serve_step(f->e); }
+        if (r == 5) { eng_serve_step(f->e); feed(f, "{\"type\":\"abort\",\"id\":\"c4\"}"); }
+    }
+    run_until_idle(f, 500);
+}
+
+TEST(serve_prefix_cache_on_off_identical)
+{
+    fx on, off;
+    if (open_prefix_fx(&on, true) || open_prefix_fx(&off, false)) { CHECK(0); return; }
+    feed_prefix_mix(&on);
+    feed_prefix_mix(&off);
+    for (int r = 0; r < 8; r++) {
+        if (r == 4) continue;   /* aborted: how far it got depends on the step count */
+        char id[16];
+        snprintf(id, sizeof id, "c%d", r);
+        for (int i = 0; i < (r == 3 ? 2 : 1); i++) {
+            int32_t t[32];
+            CHECK_EQ_INT(tokens_of(&on, id, i, t, 32, NULL), 6 + r);
+            for (int k = 0;; k++) {          /* every message equal, logprobs bit for bit */
+                char *a = nth_tokens(&on, id, i, k), *b = nth_tokens(&off, id, i, k);
+                CHECK((a == NULL) == (b == NULL));
+                int same = a && b && !strcmp(a, b);
+                if (a && b && !same) fprintf(stderr, "  %s\n  %s\n", a, b);
+                CHECK(!a || same);
+                free(a);
+                free(b);
+                if (!a) break;
+            }
+        }
+        const cJSON *st = first_msg(&on, "start", id), *st_off = first_msg(&off, "start", id);
+        if (r >= 1) CHECK(st && jint(st, "cached_tokens", -1) >= 16);
+        CHECK(st_off && jint(st_off, "cached_tokens", -1) == 0);
+    }
+    eng_serve_stats a, b;
+    eng_serve_get_stats(on.e, &a);
+    eng_serve_get_stats(off.e, &b);
+    CHECK(a.tokens_computed < b.tokens_computed);
+    CHECK(a.prefix_caching && a.prefix_hits > 0 && a.prefix_queries > a.prefix_hits);
+    CHECK(!b.prefix_caching && b.cached_blocks == 0);
+    CHECK(a.cached_blocks > 0);
+    CHECK(a.preemptions > 0 && b.preemptions > 0);
+    fx_close_idle(&on, 16);
+    fx_close_idle(&off, 16);
+}
+
 int main(void)
 {
     pl_log_init("test_engine_serve");
@@ -549,5 +534,7 @@ int main(void)
     RUN(serve_bad_input);
     RUN(serve_model_failure);
     RUN(serve_init_checks);
+    RUN(serve_stats_and_times);
+    RUN(serve_prefix_cache_on_off_identical);
     return test_report();
 }

@@ -1,6 +1,7 @@
 /* test_msg.h — unit-test helper: a message written as JSON text, turned
  * into the msgpack object a stage would receive. The object points into
- * the message's own buffer, so it lives until test_msg_free. */
+ * the message's own buffer, so it lives until test_msg_free. Also a JSON
+ * file reader for goldens. */
 #ifndef TEST_MSG_H
 #define TEST_MSG_H
 
@@ -30,6 +31,16 @@ static inline const msgpack_object *test_msg_parse(test_msg *m, const char *json
     cJSON_Delete(v);
     if (msgpack_unpack_next(&m->u, m->sb.data, m->sb.size, NULL) != MSGPACK_UNPACK_SUCCESS) return NULL;
     return &m->u.data;
+}
+
+/* A JSON file (goldens) parsed, or NULL. */
+static inline cJSON *test_json_file(const char *path)
+{
+    pl_buf b;
+    pl_buf_init(&b);
+    cJSON *j = pl_file_read(path, &b, 256u << 20, NULL, 0) ? NULL : cJSON_ParseWithLength(b.data, b.len);
+    pl_buf_free(&b);
+    return j;
 }
 
 static inline void test_msg_free(test_msg *m)

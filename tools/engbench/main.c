@@ -1,7 +1,9 @@
 /* glm-engine-bench — CPU decode speed against the memory-bandwidth roofline.
  *
  *   glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B]
+ *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr]
  *
+ * Modes other than decode (the default, below) are in features.h.
  * 1. Streaming-read bandwidth of this machine: every thread sums its share
  *    of a buffer much larger than the caches (best of several passes).
  * 2. Decode: prefill a prompt, then time greedy single-token steps. The
@@ -23,14 +25,9 @@
 #include <unistd.h>
 
 #include "../../engine/model.h"
+#include "features.h"
 #include "pl.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ===== bandwidth ===== */
 
@@ -59,18 +56,6 @@ static void *bw_worker(void *v)
     return NULL;
 }
 
-static void sort_d(double *v, int n)
-{
-    for (int i = 1; i < n; i++)
-        for (int j = i; j > 0 && v[j] < v[j - 1]; j--) { double t = v[j]; v[j] = v[j - 1]; v[j - 1] = t; }
-}
-
-static double median_d(double *v, int n)
-{
-    sort_d(v, n);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
 /* Median of 9 passes: the machine's typical streaming rate right now. */
 static double bandwidth_gbs(int threads, size_t bytes)
 {
@@ -86,20 +71,20 @@ static double bandwidth_gbs(int threads, size_t bytes)
     float sink = 0;
     for (int pass = 0; pass < 9; pass++) {
         size_t per = (n / (size_t)threads) & ~(size_t)31;
-        double t0 = now_s();
+        double t0 = bench_now();
         for (int t = 0; t < threads; t++) {
             a[t] = (struct bw_arg){ buf + (size_t)t * per, per, 0 };
             pthread_create(&th[t], NULL, bw_worker, &a[t]);
         }
         for (int t = 0; t < threads; t++) { pthread_join(th[t], NULL); sink += a[t].sum; }
-        double gbs = (double)per * (size_t)threads * sizeof(float) / (now_s() - t0) / 1e9;
+        double gbs = (double)per * (size_t)threads * sizeof(float) / (bench_now() - t0) / 1e9;
         rate[pass] = gbs;
     }
     free(buf);
     free(th);
     free(a);
     if (sink == 12345.0f) puts("");     /* keep the sums alive */
-    return median_d(rate, 9);
+    return bench_median(rate, 9);
 }
 
 /* ===== decode ===== */
@@ -114,8 +99,10 @@ static int argmax(const float *v, int n)
 int main(int argc, char **argv)
 {
     pl_log_init("glm-engine-bench");
-    const char *dir = NULL;
-    int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1;
+    pl_log_set_level(PL_LOG_WARN);
+    const char *dir = NULL, *mode = "decode";
+    int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0;
+    enum eng_cache_dtype kvdt = ENG_CACHE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "glm-engine-bench: %s needs a value\n", a); return 2; }
@@ -126,14 +113,24 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--batch")) batch = atoi(v);
         else if (!strcmp(a, "--bw-mb")) bw_mb = atoi(v);
         else if (!strcmp(a, "--repeat")) repeat = atoi(v);
+        else if (!strcmp(a, "--mode")) mode = v;
+        else if (!strcmp(a, "--cached")) cached = atoi(v);
+        else if (!strcmp(a, "--kv-cache-dtype") && (!strcmp(v, "auto") || !strcmp(v, "fp8")))
+            kvdt = !strcmp(v, "fp8") ? ENG_CACHE_FP8 : ENG_CACHE_F32;
         else { fprintf(stderr, "glm-engine-bench: unknown option %s\n", a); return 2; }
         i++;
     }
     if (!dir || tokens < 1 || prompt < 1 || batch < 1 || batch > 64 || bw_mb < 64 || repeat < 1) {
         fputs("usage: glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B<=64]\n"
-              "                        [--repeat N] [--bw-mb MB]\n", stderr);
+              "                        [--repeat N] [--bw-mb MB] [--kv-cache-dtype auto|fp8]\n"
+              "                        [--mode decode|prefix|mtp|kverr] [--cached N (prefix)]\n", stderr);
         return 2;
     }
+    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached };
+    if (!strcmp(mode, "prefix")) return bench_prefix(&bo);
+    if (!strcmp(mode, "mtp")) return bench_mtp(&bo);
+    if (!strcmp(mode, "kverr")) return bench_kverr(&bo);
+    if (strcmp(mode, "decode")) { fprintf(stderr, "glm-engine-bench: unknown mode %s\n", mode); return 2; }
     char err[512];
     eng_model *m;
     eng_model_opts o = { .n_threads = threads, .max_batch_tokens = prompt * batch > 64 ? prompt * batch : 64,
@@ -144,7 +141,7 @@ int main(int argc, char **argv)
 
     int bs = 16, per_seq = (prompt + tokens + bs) / bs;
     eng_kv_pool *kv;
-    if (eng_kv_pool_create(eng_model_backend(m), c, per_seq * batch, bs, &kv, err, sizeof err)) {
+    if (eng_kv_pool_create(eng_model_backend(m), c, kvdt, per_seq * batch, bs, &kv, err, sizeof err)) {
         fprintf(stderr, "glm-engine-bench: %s\n", err);
         return 1;
     }
@@ -166,22 +163,22 @@ int main(int argc, char **argv)
             for (int i = 0; i < prompt; i++) ids[b * L + i] = (i * 7919 + b * 104729 + 13) % (c->vocab_size - 64);
         for (int b = 0; b < batch; b++)
             s[b] = (eng_seq){ ids + b * L, prompt, 0, bt + b * per_seq, per_seq, ENG_LOGITS_LAST };
-        double t0 = now_s();
+        double t0 = bench_now();
         if (eng_model_forward(m, kv, s, batch, lg, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-        if (now_s() - t0 < t_prefill) t_prefill = now_s() - t0;
-        t0 = now_s();
+        if (bench_now() - t0 < t_prefill) t_prefill = bench_now() - t0;
+        t0 = bench_now();
         double *st = steps;
         for (int t = 0; t < tokens; t++) {
-            double ts = now_s();
+            double ts = bench_now();
             for (int b = 0; b < batch; b++) {
                 int pos = prompt + t;
                 ids[b * L + pos] = argmax(lg + (size_t)b * c->vocab_size, c->vocab_size);
                 s[b] = (eng_seq){ ids + b * L + pos, 1, pos, bt + b * per_seq, per_seq, ENG_LOGITS_LAST };
             }
             if (eng_model_forward(m, kv, s, batch, lg, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
-            st[t] = now_s() - ts;
+            st[t] = bench_now() - ts;
         }
-        double d = median_d(st, tokens) * tokens;       /* typical step, robust to preemption */
+        double d = bench_median(st, tokens) * tokens;       /* typical step, robust to preemption */
         if (d < t_dec) t_dec = d;
         frac[rep] = (double)tokens / d / (b1 * 1e9 / (double)act);
         if (repeat > 1 && batch == 1)
@@ -190,12 +187,13 @@ int main(int argc, char **argv)
         else if (repeat > 1)
             printf("  pair %d: bandwidth %.2f GB/s, decode %.2f tokens/s\n", rep + 1, b1, tokens * batch / d);
     }
-    double fmed = median_d(frac, repeat);
+    double fmed = bench_median(frac, repeat);
     double tps = (double)tokens * batch / t_dec;
     double roof = bw * 1e9 / (double)act;
     printf("model %s: %d layers, hidden %d, %d experts top-%d, %s weights\n", dir, c->num_hidden_layers,
            c->hidden_size, c->n_routed_experts, c->num_experts_per_tok, c->fp8 ? "fp8" : "bf16");
-    printf("threads %d, best of %d medians: streaming read bandwidth %.2f GB/s\n", nt, repeat, bw);
+    printf("threads %d, KV cache %s, best of %d medians: streaming read bandwidth %.2f GB/s\n", nt,
+           kvdt == ENG_CACHE_FP8 ? "fp8" : "auto (f32)", repeat, bw);
     printf("prefill %d x %d tokens: %.1f tokens/s\n", batch, prompt, prompt * batch / t_prefill);
     printf("decode batch %d, %d steps: %.2f tokens/s (median step %.2f ms)\n", batch, tokens, tps, t_dec / tokens * 1e3);
     if (batch == 1)

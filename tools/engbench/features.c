@@ -1,0 +1,430 @@
+/* features.c — benchmarks of prefix caching, MTP and the FP8 KV cache
+ * (features.h). The serving-loop benchmarks drive eng_serve in-process with
+ * the GLM-5 model, so they time exactly what glm-engine runs, minus pipes. */
+#include "features.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../../engine/model.h"
+#include "../../engine/sample.h"
+#include "../../engine/serve.h"
+#include "../mkmodel/tokenizer_train.h"
+#include "oracle.h"
+#include "msg.h"
+#include "tokenizer/tokenizer.h"
+
+double bench_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static eng_model *open_model(const bench_opts *o, int max_tokens, int max_len)
+{
+    char err[512];
+    eng_model *m = NULL;
+    eng_model_opts mo = { .n_threads = o->threads, .max_batch_tokens = max_tokens, .max_model_len = max_len,
+                          .load = { .prefault = 1, .quiet = 1 } };
+    if (eng_model_open(o->dir, &mo, &m, err, sizeof err)) fprintf(stderr, "glm-engine-bench: %s\n", err);
+    return m;
+}
+
+/* ===== a serving loop in-process ===== */
+
+/* One request at a time: the sink notes when tokens arrive and keeps them. */
+typedef struct drv {
+    eng_serve *e;
+    double t_first, t_last;
+    int32_t got[4096];
+    int n_got;
+    int ended;
+} drv;
+
+static int drv_sink(void *ud, const char *data, size_t len)
+{
+    drv *d = ud;
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    if (msgpack_unpack_next(&u, data, len, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        const msgpack_object *m = &u.data;
+        const msgpack_object_array *a;
+        if (pl_msg_type_is(m, "tokens") && pl_msg_get_array(m, "token_ids", &a) == PL_OK) {
+            double t = bench_now();
+            if (!d->n_got) d->t_first = t;
+            d->t_last = t;
+            for (uint32_t i = 0; i < a->size && d->n_got < 4096; i++) d->got[d->n_got++] = (int32_t)a->ptr[i].via.i64;
+        } else if (pl_msg_type_is(m, "end")) d->ended = 1;
+        else if (pl_msg_type_is(m, "error")) { d->ended = 1; fprintf(stderr, "glm-engine-bench: the engine answered an error\n"); }
+    }
+    msgpack_unpacked_destroy(&u);
+    return 0;
+}
+
+static int drv_open(drv *d, const eng_lm *lm, int max_len, int blocks, int K, bool caching)
+{
+    memset(d, 0, sizeof *d);
+    eng_serve_cfg c;
+    eng_serve_cfg_defaults(&c);
+    c.max_num_seqs = 4;
+    c.max_model_len = max_len;
+    c.num_blocks = blocks;
+    c.num_spec_tokens = K;
+    c.prefix_caching = caching;
+    c.log_stats_interval = 0;
+    char err[512];
+    if (eng_serve_init(&d->e, lm, &c, (eng_serve_sink){ drv_sink, d }, err, sizeof err)) {
+        fprintf(stderr, "glm-engine-bench: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Greedy generate of max_tokens, run to its end; returns seconds from the
+ * feed to the first token. */
+static double drv_run(drv *d, const char *id, const int32_t *prompt, int n, int max_tokens)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 4);
+    pl_msg_pack_kv_cstr(&pk, "type", "generate");
+    pl_msg_pack_kv_cstr(&pk, "id", id);
+    pl_msg_pack_cstr(&pk, "prompt_ids");
+    msgpack_pack_array(&pk, (size_t)n);
+    for (int i = 0; i < n; i++) msgpack_pack_int32(&pk, prompt[i]);
+    pl_msg_pack_cstr(&pk, "sampling");
+    msgpack_pack_map(&pk, 3);
+    pl_msg_pack_kv_int(&pk, "temperature", 0);
+    pl_msg_pack_kv_int(&pk, "max_tokens", max_tokens);
+    pl_msg_pack_kv_bool(&pk, "ignore_eos", true);
+    msgpack_unpacked u;
+    msgpack_unpacked_init(&u);
+    msgpack_unpack_next(&u, sb.data, sb.size, NULL);
+    d->n_got = 0;
+    d->ended = 0;
+    double t0 = bench_now();
+    eng_serve_on_msg(d->e, &u.data, id, strlen(id));
+    while (!d->ended && eng_serve_busy(d->e)) eng_serve_step(d->e);
+    msgpack_unpacked_destroy(&u);
+    msgpack_sbuffer_destroy(&sb);
+    return d->t_first - t0;
+}
+
+static void fill_prompt(int32_t *p, int n, int vocab, int salt)
+{
+    for (int i = 0; i < n; i++) p[i] = (int32_t)(((int64_t)i * 7919 + (int64_t)salt * 104729 + 13) % (vocab - 64));
+}
+
+/* ===== prefix caching: TTFT ===== */
+
+int bench_prefix(const bench_opts *o)
+{
+    int P = o->prompt, C = o->cached, bs = 16;
+    if (C >= P) { fprintf(stderr, "glm-engine-bench: --cached must be below --prompt\n"); return 2; }
+    eng_model *m = open_model(o, 2048, P + 8);
+    if (!m) return 1;
+    const eng_config *c = eng_model_config(m);
+    eng_lm lm;
+    eng_lm_from_model(&lm, m);
+    int32_t *warm = malloc(sizeof *warm * (size_t)P), *ask = malloc(sizeof *ask * (size_t)P);
+    fill_prompt(warm, P, c->vocab_size, 1);
+    memcpy(ask, warm, sizeof *ask * (size_t)C);           /* the same first C tokens, then others */
+    fill_prompt(ask + C, P - C, c->vocab_size, 2);
+    double t[2][16];
+    int reps = o->repeat > 16 ? 16 : o->repeat;
+    for (int on = 0; on < 2; on++)
+        for (int r = 0; r < reps; r++) {
+            drv d;
+            if (drv_open(&d, &lm, P + 8, 4 * (P / bs + 2), 0, on)) return 1;
+            drv_run(&d, "warm", warm, P, 1);               /* fills the cache (when on) */
+            t[on][r] = drv_run(&d, "ask", ask, P, 1);
+            eng_serve_stats st;
+            eng_serve_get_stats(d.e, &st);
+            printf("  cache %s, run %d: TTFT %.3f s (prefix cache hits %llu tokens)\n", on ? "on " : "off", r + 1,
+                   t[on][r], (unsigned long long)st.prefix_hits);
+            eng_serve_free(d.e);
+        }
+    double off = bench_median(t[0], reps), on = bench_median(t[1], reps);
+    printf("prompt %d tokens, first %d shared (%d cached: whole blocks of %d): TTFT uncached %.3f s, cached %.3f s, "
+           "ratio %.1fx (medians of %d)\n", P, C, C / bs * bs, bs, off, on, off / on, reps);
+    free(warm);
+    free(ask);
+    eng_model_close(m);
+    return 0;
+}
+
+/* ===== MTP ===== */
+
+/* Median seconds of f over reps calls. */
+#define TIME_MEDIAN(out, reps, call) do {                                     \
+    double ts_[32];                                                          \
+    for (int r_ = 0; r_ < (reps); r_++) { double t0_ = bench_now(); call; ts_[r_] = bench_now() - t0_; } \
+    (out) = bench_median(ts_, (reps));                                       \
+} while (0)
+
+int bench_mtp(const bench_opts *o)
+{
+    int P = o->prompt, N = o->tokens, reps = o->repeat < 3 ? 9 : o->repeat > 32 ? 32 : o->repeat;
+    eng_model *m = open_model(o, 512, P + N + 16);
+    if (!m) return 1;
+    const eng_config *c = eng_model_config(m);
+    if (!eng_model_has_mtp(m)) { fprintf(stderr, "glm-engine-bench: the checkpoint has no MTP layer\n"); return 1; }
+    int V = c->vocab_size, H = c->hidden_size;
+    char err[512];
+
+    /* 1. Model calls after a P-token prefill: a plain decode step, a
+     * verification of K drafts (K+1 positions, all rows' logits), one MTP
+     * draft step (1 position, last row). */
+    eng_kv_pool *kv;
+    int nb = (P + N + 16) / 16 + 1;
+    if (eng_kv_pool_create(eng_model_backend(m), c, ENG_CACHE_F32, nb, 16, &kv, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    int32_t *bt = malloc(sizeof *bt * (size_t)nb), *ids = malloc(sizeof *ids * (size_t)(P + 8));
+    for (int i = 0; i < nb; i++) bt[i] = eng_kv_block_alloc(kv);
+    fill_prompt(ids, P + 8, V, 3);
+    float *lg = malloc(sizeof *lg * (size_t)8 * V), *hid = malloc(sizeof *hid * (size_t)P * H),
+          *hn = malloc(sizeof *hn * (size_t)8 * H);
+    eng_seq pre = { ids, P, 0, bt, nb, ENG_LOGITS_LAST };
+    int rc = eng_model_forward(m, kv, &pre, 1, lg, hid, err, sizeof err);
+    if (rc) { fprintf(stderr, "%s\n", err); return 1; }
+    /* interleaved: each round times every call once, so load changes hit
+     * all alike; reported: medians, and medians of the per-round ratios */
+    enum { C_DEC, C_VER, C_FIRST = C_VER + ENG_SPEC_MAX, C_MTP = C_FIRST + ENG_SPEC_MAX, C_N };
+    static double t[C_N][32];
+    for (int r = 0; r < reps; r++) {
+        double t0 = bench_now();
+        eng_seq d1 = { ids + P, 1, P, bt, nb, ENG_LOGITS_LAST };
+        rc |= eng_model_forward(m, kv, &d1, 1, lg, NULL, err, sizeof err);
+        t[C_DEC][r] = bench_now() - t0;
+        for (int k = 1; k <= ENG_SPEC_MAX; k++) {
+            eng_seq v = { ids + P, k + 1, P, bt, nb, ENG_LOGITS_ALL };
+            t0 = bench_now();
+            rc |= eng_model_forward(m, kv, &v, 1, lg, NULL, err, sizeof err);
+            t[C_VER + k - 1][r] = bench_now() - t0;
+            /* the first pass after a verification that accepted k - 1 drafts: k positions */
+            eng_seq f = { ids + P, k, P - k, bt, nb, ENG_LOGITS_LAST };
+            t0 = bench_now();
+            rc |= eng_model_mtp_forward(m, kv, &f, 1, hid + (size_t)(P - k) * H, lg, hn, err, sizeof err);
+            t[C_FIRST + k - 1][r] = bench_now() - t0;
+        }
+        eng_seq ms = { ids + P, 1, P, bt, nb, ENG_LOGITS_LAST };
+        t0 = bench_now();
+        rc |= eng_model_mtp_forward(m, kv, &ms, 1, hn, lg, hn + H, err, sizeof err);
+        t[C_MTP][r] = bench_now() - t0;
+    }
+    if (rc) { fprintf(stderr, "%s\n", err); return 1; }
+    static double rto[C_N][32], med[C_N], rat[C_N];
+    for (int c = 0; c < C_N; c++) {
+        for (int r = 0; r < reps; r++) rto[c][r] = t[c][r] / t[C_DEC][r];
+        rat[c] = bench_median(rto[c], reps);
+        med[c] = bench_median(t[c], reps);
+    }
+    printf("model calls at context %d (medians of %d interleaved rounds; x = median ratio to the decode step):\n", P, reps);
+    printf("  plain decode step (1 position): %.2f ms\n", med[C_DEC] * 1e3);
+    for (int k = 1; k <= ENG_SPEC_MAX; k++)
+        printf("  K=%d: verification (%d positions, all rows' logits) %.2f ms = %.2fx; MTP first pass over %d "
+               "position%s %.2f ms = %.2fx\n", k, k + 1, med[C_VER + k - 1] * 1e3, rat[C_VER + k - 1], k, k > 1 ? "s" : "",
+               med[C_FIRST + k - 1] * 1e3, rat[C_FIRST + k - 1]);
+    printf("  one chained MTP draft step (1 position): %.2f ms = %.2fx; drafting K tokens costs one first pass + "
+           "K-1 chained steps\n", med[C_MTP] * 1e3, rat[C_MTP]);
+    eng_kv_pool_free(kv);
+
+    /* 2. The serving loop, batch 1, greedy: plain, then oracle drafts (free,
+     * and paying the real MTP layer), K = 1..5, interleaved in rounds so a
+     * change of machine load hits all alike. Decode tokens/s = tokens after
+     * the first / time from the first to the last; medians over the rounds
+     * (the ratio: median of the per-round ratios). */
+    eng_lm base;
+    eng_lm_from_model(&base, m);
+    int32_t *ref = malloc(sizeof *ref * (size_t)(P + N + 1));
+    fill_prompt(ref, P, V, 4);
+    int blocks = 4 * ((P + N + 16) / 16 + 2), rounds = reps < 5 ? reps : 5;
+    drv d;
+    if (drv_open(&d, &base, P + N + 8, blocks, 0, false)) return 1;
+    drv_run(&d, "plain", ref, P, N + 1);
+    memcpy(ref + P, d.got, sizeof *ref * (size_t)(N + 1));
+    eng_serve_free(d.e);
+    enum { CFGS = 1 + 2 * ENG_SPEC_MAX };
+    double tps[CFGS][16], ratio[CFGS][16];
+    int same[CFGS] = { 0 };
+    double acc[CFGS] = { 0 };
+    for (int r = 0; r < rounds; r++)
+        for (int c = 0; c < CFGS; c++) {
+            int k = c == 0 ? 0 : (c - 1) % ENG_SPEC_MAX + 1, pay = c > ENG_SPEC_MAX;
+            eng_oracle orc;
+            eng_lm lm;
+            eng_oracle_lm(&orc, &lm, &base, ref, P + N + 1, pay);
+            if (drv_open(&d, k ? &lm : &base, P + N + 8, blocks, k, false)) return 1;
+            drv_run(&d, "oracle", ref, P, N + 1);
+            same[c] += d.n_got == N + 1 && !memcmp(d.got, ref + P, sizeof *ref * (size_t)(N + 1));
+            tps[c][r] = N / (d.t_last - d.t_first);
+            ratio[c][r] = tps[c][r] / tps[0][r];
+            eng_serve_stats st;
+            eng_serve_get_stats(d.e, &st);
+            acc[c] = st.spec_draft_tokens ? (double)st.spec_accepted / (double)st.spec_draft_tokens : 0;
+            eng_serve_free(d.e);
+        }
+    printf("serving loop, batch 1, %d-token prompt, %d decode tokens (medians of %d interleaved rounds):\n", P, N, rounds);
+    printf("  plain decode: %.2f tokens/s\n", bench_median(tps[0], rounds));
+    for (int c = 1; c < CFGS; c++)
+        printf("  oracle drafts%s, K=%d: %.2f tokens/s = %.2fx plain (acceptance %.0f%%, tokens %s)\n",
+               c > ENG_SPEC_MAX ? " + real MTP cost" : " (free)", (c - 1) % ENG_SPEC_MAX + 1, bench_median(tps[c], rounds),
+               bench_median(ratio[c], rounds), 100.0 * acc[c], same[c] == rounds ? "identical to plain" : "DIFFER");
+    double plain_tps = bench_median(tps[0], rounds);
+    /* 3. The checkpoint's own MTP layer (random weights: acceptance near 0). */
+    for (int k = 1; k <= ENG_SPEC_MAX; k += 2) {
+        if (drv_open(&d, &base, P + N + 8, blocks, k, false)) return 1;
+        drv_run(&d, "mtp", ref, P, N + 1);
+        eng_serve_stats st;
+        eng_serve_get_stats(d.e, &st);
+        printf("  the checkpoint's MTP, K=%d: %.2f tokens/s = %.2fx plain, acceptance %.1f%% (%llu of %llu drafts)\n",
+               k, N / (d.t_last - d.t_first), N / (d.t_last - d.t_first) / plain_tps,
+               st.spec_draft_tokens ? 100.0 * (double)st.spec_accepted / (double)st.spec_draft_tokens : 0.0,
+               (unsigned long long)st.spec_accepted, (unsigned long long)st.spec_draft_tokens);
+        eng_serve_free(d.e);
+    }
+    free(ref); free(bt); free(ids); free(lg); free(hid); free(hn);
+    eng_model_close(m);
+    return 0;
+}
+
+/* ===== FP8 KV: error against f32 KV ===== */
+
+/* log_softmax in place over V values. */
+static void log_softmax(float *row, int V)
+{
+    float mx = -INFINITY;
+    for (int v = 0; v < V; v++) mx = fmaxf(mx, row[v]);
+    double z = 0;
+    for (int v = 0; v < V; v++) z += exp((double)row[v] - mx);
+    for (int v = 0; v < V; v++) row[v] = (float)((double)row[v] - mx - log(z));
+}
+
+/* Teacher-forced logprobs of text[1..n) through a pool of dtype dt (chunks
+ * of 128 positions), into lp[n-1][V]. */
+static int teacher_forced(eng_model *m, enum eng_cache_dtype dt, const int32_t *text, int n, float *lp)
+{
+    const eng_config *c = eng_model_config(m);
+    char err[512];
+    int nb = n / 16 + 2;
+    eng_kv_pool *kv;
+    if (eng_kv_pool_create(eng_model_backend(m), c, dt, nb, 16, &kv, err, sizeof err)) { fprintf(stderr, "%s\n", err); return -1; }
+    int32_t *bt = malloc(sizeof *bt * (size_t)nb);
+    for (int i = 0; i < nb; i++) bt[i] = eng_kv_block_alloc(kv);
+    float *buf = malloc(sizeof *buf * (size_t)128 * c->vocab_size);
+    int rc = 0;
+    for (int p = 0; p < n - 1 && !rc; p += 128) {
+        int k = n - 1 - p < 128 ? n - 1 - p : 128;
+        eng_seq s = { text + p, k, p, bt, nb, ENG_LOGITS_ALL };
+        if ((rc = eng_model_forward(m, kv, &s, 1, buf, NULL, err, sizeof err))) fprintf(stderr, "%s\n", err);
+        for (int i = 0; i < k && !rc; i++) {
+            log_softmax(buf + (size_t)i * c->vocab_size, c->vocab_size);
+            memcpy(lp + (size_t)(p + i) * c->vocab_size, buf + (size_t)i * c->vocab_size, sizeof *buf * (size_t)c->vocab_size);
+        }
+    }
+    free(buf);
+    free(bt);
+    eng_kv_pool_free(kv);
+    return rc;
+}
+
+/* Greedy continuation of n tokens after prompt through a pool of dtype dt. */
+static int greedy(eng_model *m, enum eng_cache_dtype dt, const int32_t *prompt, int np, int n, int32_t *out)
+{
+    const eng_config *c = eng_model_config(m);
+    char err[512];
+    int nb = (np + n) / 16 + 2;
+    eng_kv_pool *kv;
+    if (eng_kv_pool_create(eng_model_backend(m), c, dt, nb, 16, &kv, err, sizeof err)) return -1;
+    int32_t *bt = malloc(sizeof *bt * (size_t)nb), *seq = malloc(sizeof *seq * (size_t)(np + n));
+    for (int i = 0; i < nb; i++) bt[i] = eng_kv_block_alloc(kv);
+    memcpy(seq, prompt, sizeof *seq * (size_t)np);
+    float *lg = malloc(sizeof *lg * (size_t)c->vocab_size);
+    eng_seq s = { seq, np, 0, bt, nb, ENG_LOGITS_LAST };
+    int rc = eng_model_forward(m, kv, &s, 1, lg, NULL, err, sizeof err);
+    for (int t = 0; t < n && !rc; t++) {
+        seq[np + t] = out[t] = eng_sample_argmax(lg, c->vocab_size);
+        eng_seq d = { seq + np + t, 1, np + t, bt, nb, ENG_LOGITS_LAST };
+        if (t + 1 < n) rc = eng_model_forward(m, kv, &d, 1, lg, NULL, err, sizeof err);
+    }
+    free(lg); free(bt); free(seq);
+    eng_kv_pool_free(kv);
+    return rc;
+}
+
+int bench_kverr(const bench_opts *o)
+{
+    int n = o->prompt + 1, G = o->tokens;
+    eng_model *m = open_model(o, 256, n + G + 64);
+    if (!m) return 1;
+    const eng_config *c = eng_model_config(m);
+    int V = c->vocab_size;
+    /* the text: the project's own corpus (tools/mkmodel/corpus.c) through the model's tokenizer */
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", o->dir);
+    pl_tokenizer *tok;
+    if (pl_tokenizer_load(&tok, path, err, sizeof err)) { fprintf(stderr, "glm-engine-bench: %s\n", err); return 1; }
+    size_t clen;
+    const char *corpus = eng_mk_corpus(&clen);
+    int32_t *ids;
+    size_t nids;
+    if (pl_tokenizer_encode(tok, corpus, clen, &ids, &nids) || nids < (size_t)n + 8 * 64) {
+        fprintf(stderr, "glm-engine-bench: cannot encode enough corpus text\n");
+        return 1;
+    }
+    pl_tokenizer_free(tok);
+    float *la = malloc(sizeof *la * (size_t)(n - 1) * V), *lq = malloc(sizeof *lq * (size_t)(n - 1) * V);
+    if (teacher_forced(m, ENG_CACHE_F32, ids, n, la) || teacher_forced(m, ENG_CACHE_FP8, ids, n, lq)) return 1;
+    double mx = 0, mean = 0, mx_all = 0;
+    int top1 = 0;
+    for (int p = 0; p < n - 1; p++) {
+        const float *a = la + (size_t)p * V, *q = lq + (size_t)p * V;
+        double d = fabs(a[ids[p + 1]] - q[ids[p + 1]]);
+        mean += d / (n - 1);
+        if (d > mx) mx = d;
+        for (int v = 0; v < V; v++) if (fabs(a[v] - q[v]) > mx_all && a[v] > -30) mx_all = fabs(a[v] - q[v]);
+        top1 += eng_sample_argmax(a, V) == eng_sample_argmax(q, V);
+    }
+    printf("teacher-forced %d tokens of corpus text: |delta logprob| of the next token max %.4f, mean %.4f; "
+           "max over all tokens with logprob > -30: %.4f; same argmax at %d of %d positions\n",
+           n - 1, mx, mean, mx_all, top1, n - 1);
+    /* greedy agreement: 8 prompts of 64 corpus tokens, G tokens each */
+    int agree_pos = 0, prefix_sum = 0;
+    int32_t *ga = malloc(sizeof *ga * (size_t)G), *gq = malloc(sizeof *gq * (size_t)G);
+    for (int k = 0; k < 8; k++) {
+        const int32_t *pr = ids + (size_t)k * 64;
+        if (greedy(m, ENG_CACHE_F32, pr, 64, G, ga) || greedy(m, ENG_CACHE_FP8, pr, 64, G, gq)) return 1;
+        int pre = 0;
+        while (pre < G && ga[pre] == gq[pre]) pre++;
+        for (int t = 0; t < G; t++) agree_pos += ga[t] == gq[t];
+        prefix_sum += pre;
+    }
+    printf("greedy over 8 prompts x %d tokens: identical prefix %.1f tokens on average, %d of %d positions equal\n",
+           G, prefix_sum / 8.0, agree_pos, 8 * G);
+    printf("KV bytes per token (all layers): auto (f32) %zu, fp8 %zu: %.2fx the tokens per GiB\n",
+           eng_kv_bytes_per_token(c, ENG_CACHE_F32), eng_kv_bytes_per_token(c, ENG_CACHE_FP8),
+           (double)eng_kv_bytes_per_token(c, ENG_CACHE_F32) / (double)eng_kv_bytes_per_token(c, ENG_CACHE_FP8));
+    free(la); free(lq); free(ga); free(gq); free(ids);
+    eng_model_close(m);
+    return 0;
+}
