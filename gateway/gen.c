@@ -35,6 +35,7 @@ typedef struct gw_choice {
     size_t   n_tok_ids;
     int64_t  ntokens;            /* completion tokens so far */
     int64_t  text_offset;        /* completions logprobs: code points reported so far */
+    bool     offset_set;         /* text_offset starts after the echoed prompt */
     char     finish[16];         /* "" until the choice finished */
     pl_buf   stop_reason;        /* JSON text; empty = null */
     bool     fin_sent;           /* stream: the finishing chunk is out */
@@ -211,9 +212,16 @@ static void chat_candidate(const gw_gen *g, const msgpack_object *e, pl_buf *b, 
 /* Completions: token, its logprob, {token: logprob} for the sampled token
  * and the top `logprobs` (vLLM returns logprobs + 1 entries, sampled first,
  * keys deduplicated), text offset in code points. */
-static void completion_lp(gw_gen *g, gw_choice *c, const msgpack_object *e)
+static void completion_lp(gw_gen *g, gw_choice *c, const gw_sub *s, const msgpack_object *e)
 {
     const char *sep = c->n_lp ? "," : "";
+    if (!c->offset_set) {
+        /* with echo the text starts with the prompt; the prompt's own tokens
+         * are not listed (no prompt ids reach the gateway), so the offsets
+         * of the generated tokens start after it */
+        c->offset_set = true;
+        if (g->cfg.echo) c->text_offset = (int64_t)gw_utf8_len(s->prompt_text.data ? s->prompt_text.data : "", s->prompt_text.len);
+    }
     pl_buf t;
     pl_buf_init(&t);
     token_str(g, e, &t);
@@ -462,7 +470,7 @@ static int on_delta(gw_gen *g, int sub, const msgpack_object *msg, double now)
                 if (c->n_lp++) pl_buf_putc(&c->lp, ',');
                 chat_candidate(g, e, &c->lp, true);
             } else {
-                completion_lp(g, c, e);
+                completion_lp(g, c, &g->subs[sub], e);
             }
         }
     }
