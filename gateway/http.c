@@ -50,6 +50,7 @@ static const char *reason(int status)
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return http_status_str((enum http_status)status);
     }
 }
@@ -177,9 +178,9 @@ static void response_done(gw_conn *c)
     c->streaming = false;
     if (!c->keep_alive || c->srv->draining) c->close_after = true;
     conn_flush(c);
-    if (c->state == GW_CONN_CLOSING || c->close_after) return;
+    if (c->state == GW_CONN_CLOSING || c->state == GW_CONN_LINGER || c->close_after) return;
     c->state = GW_CONN_IDLE;
-    http_parser_pause(&c->hp, 0);
+    if (HTTP_PARSER_ERRNO(&c->hp) == HPE_PAUSED) http_parser_pause(&c->hp, 0);
     conn_arm(c);
     if (!c->reading && !c->eof) read_start(c);
     if (!c->parsing) conn_parse(c);   /* pipelined requests already buffered */
@@ -266,7 +267,8 @@ static void fail_close(gw_conn *c, int status, const char *msg)
     c->state = GW_CONN_BUSY;
     gw_http_error(c, status, status == 431 ? "RequestHeaderFieldsTooLarge" :
                              status == 413 ? "RequestEntityTooLarge" :
-                             status == 408 ? "RequestTimeout" : "BadRequestError", NULL, "%s", msg);
+                             status == 408 ? "RequestTimeout" :
+                             status == 505 ? "HTTPVersionNotSupported" : "BadRequestError", NULL, "%s", msg);
 }
 
 /* ================================================================ timers */
@@ -384,6 +386,7 @@ static int on_headers_complete(http_parser *p)
 {
     gw_conn *c = p->data;
     header_commit(c);
+    if (p->http_major != 1 || p->http_minor > 1) return reject(p, 505);
     if (c->nheaders > (size_t)c->srv->o.max_headers) return reject(p, 431);
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > (uint64_t)c->srv->o.max_request_bytes)
         return reject(p, 413);
@@ -430,6 +433,7 @@ static void conn_parse(gw_conn *c)
         }
         if (e == HPE_PAUSED && c->reject) {
             fail_close(c, c->reject, c->reject == 413 ? "request body too large" :
+                                     c->reject == 505 ? "only HTTP/1.0 and HTTP/1.1 are served" :
                                      "request headers too large or too many");
             break;
         }
@@ -476,7 +480,6 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
         gw_http_close(c);
         return;
     }
-    if (c->state == GW_CONN_LINGER) return;   /* discarded */
     c->in.len += (size_t)nread;
     c->in.data[c->in.len] = '\0';
     if (c->state == GW_CONN_BODY) conn_arm(c);   /* the body moved: its timer restarts */
