@@ -381,6 +381,7 @@ static int run_paced(rp_app *a, pl_stage *st)
             else pp = &q->next;
         }
         rc = pl_io_flush(pl_stage_io(st));
+        if (a->emit_log) fflush(a->emit_log);   /* readable while we run */
     }
     return rc;
 }
