@@ -607,14 +607,8 @@ static void wait_done(gw_server *s, gw_req *r, const msgpack_object *msg)
                 gw_jw_error(&b, 503, "ServiceUnavailableError", NULL, 0, "The pipeline did not answer in time", 35);
                 respond_json(c, 503, &b);
             } else if (pl_msg_type_is(msg, "error")) {
-                gw_gen *tmp;
-                gw_gen_cfg cfg = {.n = 1};
-                if (!gw_gen_new(&tmp, &cfg)) {
-                    gw_gen_msg(tmp, -1, msg, gw_now(), gw_wall());
-                    int code = gw_gen_error(tmp, &b);
-                    respond_json(c, code, &b);
-                    gw_gen_free(tmp);
-                }
+                int code = gw_error_json(msg, &b);
+                respond_json(c, code, &b);
             } else if (res && res->type == MSGPACK_OBJECT_MAP) {
                 gw_jw_msgpack(&b, res);
                 respond_json(c, 200, &b);

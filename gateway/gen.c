@@ -552,23 +552,46 @@ int gw_gen_fail(gw_gen *g, int code, const char *type, const char *msg)
     return fail(g, code, type, NULL, 0, msg, strlen(msg));
 }
 
+/* An `error` message's code, type, param and message. */
+typedef struct {
+    int64_t     code;
+    char        type[64];
+    const char *msg, *param;
+    size_t      msglen, paramlen;
+} err_fields;
+
+static void err_read(const msgpack_object *msg, err_fields *f)
+{
+    f->code = 500;
+    pl_msg_get_int(msg, "code", &f->code);
+    if (f->code < 400 || f->code > 599) f->code = 500;
+    size_t tl;
+    const char *type = gw_mp_str(pl_msg_get(msg, "err_type"), &tl);
+    snprintf(f->type, sizeof f->type, "%.*s", (int)(tl < 63 ? tl : 63), type ? type : "");
+    if (!f->type[0]) snprintf(f->type, sizeof f->type, f->code >= 500 ? "InternalServerError" : "BadRequestError");
+    f->msg = gw_mp_str(pl_msg_get(msg, "message"), &f->msglen);
+    if (!f->msg) { f->msg = "error"; f->msglen = 5; }
+    f->param = gw_mp_str(pl_msg_get(msg, "param"), &f->paramlen);
+}
+
+int gw_error_json(const msgpack_object *msg, pl_buf *out)
+{
+    err_fields f;
+    err_read(msg, &f);
+    gw_jw_error(out, (int)f.code, f.type, f.param, f.paramlen, f.msg, f.msglen);
+    return (int)f.code;
+}
+
 static int on_error(gw_gen *g, int sub, const msgpack_object *msg)
 {
-    int64_t code = 500;
-    pl_msg_get_int(msg, "code", &code);
-    size_t tl, ml, pl;
-    const char *type = gw_mp_str(pl_msg_get(msg, "err_type"), &tl);
-    const char *m = gw_mp_str(pl_msg_get(msg, "message"), &ml);
-    const char *param = gw_mp_str(pl_msg_get(msg, "param"), &pl);
-    char tbuf[64];
-    snprintf(tbuf, sizeof tbuf, "%.*s", (int)(tl < 63 ? tl : 63), type ? type : "");
-    if (!tbuf[0]) snprintf(tbuf, sizeof tbuf, code >= 500 ? "InternalServerError" : "BadRequestError");
+    err_fields f;
+    err_read(msg, &f);
     if (sub >= 0) g->subs[sub].failed = true;
     else for (int i = 0; i < g->nsub; i++) g->subs[i].failed = true;
     /* the other prompts of a list are still running: stop them */
     for (int i = 0; g->cfg.abort && i < g->nsub; i++)
         if (i != sub && g->subs[i].started && !g->subs[i].ended && sub >= 0) g->cfg.abort(g->cfg.ud, i, -1);
-    return fail(g, (int)code, tbuf, param, pl, m ? m : "error", m ? ml : 5);
+    return fail(g, (int)f.code, f.type, f.param, f.paramlen, f.msg, f.msglen);
 }
 
 int gw_gen_msg(gw_gen *g, int sub, const msgpack_object *msg, double now, double wall)

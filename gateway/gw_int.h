@@ -44,6 +44,7 @@ const char *gw_mp_str(const msgpack_object *o, size_t *len);
 /* Python len() of UTF-8 text: code points. */
 size_t gw_utf8_len(const char *s, size_t n);
 /* OpenAI error JSON: {"error":{"message","type","param","code"}}. */
+int  gw_error_json(const msgpack_object *error_msg, pl_buf *out);   /* from an `error` message; returns its code */
 void gw_jw_error(pl_buf *b, int code, const char *type, const char *param, size_t paramlen,
                  const char *msg, size_t msglen);
 
@@ -273,7 +274,9 @@ struct gw_server {
     size_t             n_gen;           /* generation requests in the table */
     gw_metrics        *metrics;
     pl_buf             scratch;
-    double             t0_mono;
+    bool               closed;          /* every handle closed: the loop ends */
+    int                drain_rounds;
+    uint64_t           last_sweep;
 };
 
 /* Clocks: monotonic seconds and Unix seconds (engine stamps are Unix). */

@@ -267,7 +267,9 @@ void gw_pipe_tick(gw_server *s, uint64_t now)
         gw_api_fail_all(s, 503, "The server's pipeline did not answer in time (a stage is down or stuck); retry later.");
         outq_purge(s);
     }
-    if (now >= s->hb_next && (!s->hb_sent || s->pstate == GW_PIPE_DOWN)) send_heartbeat(s, now);
+    /* down: a ping per interval, but none piles up behind a peer that
+     * takes nothing (the queue holds only aborts then) */
+    if (now >= s->hb_next && (!s->hb_sent || (s->pstate == GW_PIPE_DOWN && !s->outq))) send_heartbeat(s, now);
 }
 
 /* Any ping that comes back proves every stage forwards again. */

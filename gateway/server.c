@@ -64,12 +64,10 @@ static void close_everything(gw_server *s)
     }
 }
 
-static bool g_closed;
-
 void gw_server_maybe_exit(gw_server *s)
 {
-    if (!s->draining || g_closed || s->nconns || pl_strmap_count(s->reqs)) return;
-    g_closed = true;
+    if (!s->draining || s->closed || s->nconns || pl_strmap_count(s->reqs)) return;
+    s->closed = true;
     pl_log(PL_LOG_INFO, NULL, 0, "drained: exiting");
     close_everything(s);
 }
@@ -80,9 +78,8 @@ static void on_tick(uv_timer_t *t)
     uint64_t now = uv_now(s->loop);
     gw_pipe_tick(s, now);
     gw_api_tick(s, now);
-    static uint64_t last_sweep;
-    if (now - last_sweep >= 1000) { gw_http_sweep(s, now); last_sweep = now; }
-    if (s->draining && !g_closed && now >= s->drain_deadline) {
+    if (now - s->last_sweep >= 1000) { gw_http_sweep(s, now); s->last_sweep = now; }
+    if (s->draining && !s->closed && now >= s->drain_deadline) {
         pl_log(PL_LOG_WARN, NULL, 0, "drain timeout: failing %zu request(s) still open", gw_api_live(s));
         gw_api_fail_all(s, 503, "The server is shutting down");
         for (gw_conn *c = s->conns, *next; c; c = next) {
@@ -90,10 +87,7 @@ static void on_tick(uv_timer_t *t)
             if (c->state != GW_CONN_CLOSING && !c->out.len && !c->writing) gw_http_close(c);
         }
         s->drain_deadline = now + 1000;   /* what is still writing gets one more second */
-        if (!g_closed && s->draining) {
-            static int rounds;
-            if (++rounds > 1) { g_closed = true; close_everything(s); }
-        }
+        if (++s->drain_rounds > 1 && !s->closed) { s->closed = true; close_everything(s); }
     }
 }
 
@@ -102,7 +96,7 @@ void gw_server_stop(gw_server *s)
     if (s->draining) {
         pl_log(PL_LOG_WARN, NULL, 0, "second stop signal: exiting now");
         gw_api_fail_all(s, 503, "The server is shutting down");
-        if (!g_closed) { g_closed = true; close_everything(s); }
+        if (!s->closed) { s->closed = true; close_everything(s); }
         return;
     }
     s->draining = true;
