@@ -875,6 +875,36 @@ void gw_gen_stream(gw_gen *g, pl_buf *b)
 
 /* ================================================================ full bodies */
 
+static void json_or_null(pl_buf *b, const pl_buf *v)
+{
+    if (v->len) pl_buf_append(b, v->data, v->len);
+    else pl_buf_puts(b, "null");
+}
+
+/* A full body's choice after its message/text: logprobs, finish_reason,
+ * stop_reason, (completions) prompt_logprobs, token ids; closes the choice. */
+static void choice_tail(const gw_gen *g, const gw_choice *c, pl_buf *b, const pl_buf *plp)
+{
+    logprobs_json(g, c, b);
+    finish_json(c->finish, b);
+    stop_reason_json(c, b);
+    if (plp) {
+        pl_buf_puts(b, ",\"prompt_logprobs\":");
+        json_or_null(b, plp);
+        pl_buf_puts(b, ",\"prompt_token_ids\":null");
+    }
+    if (g->cfg.return_token_ids) token_ids_json(g, c, b);
+    else pl_buf_puts(b, ",\"token_ids\":null");
+    pl_buf_putc(b, '}');
+}
+
+/* Closes the choices and writes what every full body has after them. */
+static void body_tail(const gw_gen *g, pl_buf *b)
+{
+    pl_buf_puts(b, "],\"service_tier\":null,\"system_fingerprint\":null,\"usage\":");
+    usage_json(g, b, total_prompt(g), total_completion(g), true);
+}
+
 static void chat_body(gw_gen *g, pl_buf *b)
 {
     head_json(g, b, "chat.completion");
@@ -908,18 +938,11 @@ static void chat_body(gw_gen *g, pl_buf *b)
             else pl_buf_puts(b, "null");
         }
         pl_buf_putc(b, '}');
-        logprobs_json(g, c, b);
-        finish_json(c->finish, b);
-        stop_reason_json(c, b);
-        if (g->cfg.return_token_ids) token_ids_json(g, c, b);
-        else pl_buf_puts(b, ",\"token_ids\":null");
-        pl_buf_putc(b, '}');
+        choice_tail(g, c, b, NULL);
     }
-    pl_buf_puts(b, "],\"service_tier\":null,\"system_fingerprint\":null,\"usage\":");
-    usage_json(g, b, total_prompt(g), total_completion(g), true);
+    body_tail(g, b);
     pl_buf_puts(b, ",\"prompt_logprobs\":");
-    if (g->subs[0].plp.len) pl_buf_append(b, g->subs[0].plp.data, g->subs[0].plp.len);
-    else pl_buf_puts(b, "null");
+    json_or_null(b, &g->subs[0].plp);
     pl_buf_puts(b, ",\"prompt_token_ids\":null,\"kv_transfer_params\":null}");
 }
 
@@ -938,19 +961,9 @@ static void completion_body(gw_gen *g, pl_buf *b)
         pl_buf_append(&t, c->text.data ? c->text.data : "", c->text.len);
         gw_jw_str(b, t.data, t.len);
         pl_buf_free(&t);
-        logprobs_json(g, c, b);
-        finish_json(c->finish, b);
-        stop_reason_json(c, b);
-        pl_buf_puts(b, ",\"prompt_logprobs\":");
-        if (s->plp.len) pl_buf_append(b, s->plp.data, s->plp.len);
-        else pl_buf_puts(b, "null");
-        pl_buf_puts(b, ",\"prompt_token_ids\":null");
-        if (g->cfg.return_token_ids) token_ids_json(g, c, b);
-        else pl_buf_puts(b, ",\"token_ids\":null");
-        pl_buf_putc(b, '}');
+        choice_tail(g, c, b, &s->plp);
     }
-    pl_buf_puts(b, "],\"service_tier\":null,\"system_fingerprint\":null,\"usage\":");
-    usage_json(g, b, total_prompt(g), total_completion(g), true);
+    body_tail(g, b);
     pl_buf_puts(b, ",\"kv_transfer_params\":null}");
 }
 

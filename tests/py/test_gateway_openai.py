@@ -191,6 +191,12 @@ def test_chat_logprobs(client):
                                             max_tokens=6, stream=True))
     toks = [e.token for c in s for ch in c.choices if ch.logprobs for e in ch.logprobs.content]
     assert toks == [e.token for e in content]
+    ids = client.chat.completions.create(model="tiny", messages=user("What is 2+2?"), logprobs=True, top_logprobs=1,
+                                         max_tokens=6, extra_body={"return_tokens_as_token_ids": True,
+                                                                   "return_token_ids": True})
+    c = ids.choices[0]
+    assert [e.token for e in c.logprobs.content] == [f"token_id:{t}" for t in c.model_extra["token_ids"]]
+    assert bytes(c.logprobs.content[0].bytes).decode() == c.logprobs.content[0].token
 
 
 def test_completions_prompt_list_echo_logprobs(client):
