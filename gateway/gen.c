@@ -725,6 +725,17 @@ static void choice_drain(gw_choice *c)
 
 /* ================================================================ stream */
 
+/* One JSON string of two texts (an echoed prompt and the output). */
+static void jw_str_pair(pl_buf *b, const pl_buf *first, const pl_buf *second)
+{
+    pl_buf t;
+    pl_buf_init(&t);
+    pl_buf_append(&t, first->data ? first->data : "", first->len);
+    pl_buf_append(&t, second->data ? second->data : "", second->len);
+    gw_jw_str(b, t.data, t.len);
+    pl_buf_free(&t);
+}
+
 static void sse_begin(pl_buf *b) { pl_buf_puts(b, "data: "); }
 static void sse_end(pl_buf *b) { pl_buf_puts(b, "\n\n"); }
 
@@ -806,12 +817,7 @@ static void stream_completion_chunk(gw_gen *g, int ci, pl_buf *b)
     head_json(g, b, "text_completion");
     pl_buf_printf(b, ",\"choices\":[{\"index\":%d,\"text\":", ci);
     if (g->cfg.echo && !c->echoed) {
-        pl_buf t;
-        pl_buf_init(&t);
-        pl_buf_append(&t, s->prompt_text.data ? s->prompt_text.data : "", s->prompt_text.len);
-        pl_buf_append(&t, c->text.data ? c->text.data : "", c->text.len);
-        gw_jw_str(b, t.data, t.len);
-        pl_buf_free(&t);
+        jw_str_pair(b, &s->prompt_text, &c->text);
         c->echoed = true;
     } else {
         gw_jw_str(b, c->text.data, c->text.len);
@@ -914,12 +920,7 @@ static void chat_body(gw_gen *g, pl_buf *b)
         if (i) pl_buf_putc(b, ',');
         pl_buf_printf(b, "{\"index\":%d,\"message\":{\"role\":\"assistant\",\"content\":", i);
         if (g->echo.len || c->text.len) {
-            pl_buf t;
-            pl_buf_init(&t);
-            pl_buf_append(&t, g->echo.data ? g->echo.data : "", g->echo.len);
-            pl_buf_append(&t, c->text.data ? c->text.data : "", c->text.len);
-            gw_jw_str(b, t.data, t.len);
-            pl_buf_free(&t);
+            jw_str_pair(b, &g->echo, &c->text);
         } else {
             pl_buf_puts(b, "null");
         }
@@ -955,12 +956,8 @@ static void completion_body(gw_gen *g, pl_buf *b)
         gw_sub *s = &g->subs[i / g->cfg.n];
         if (i) pl_buf_putc(b, ',');
         pl_buf_printf(b, "{\"index\":%d,\"text\":", i);
-        pl_buf t;
-        pl_buf_init(&t);
-        if (g->cfg.echo) pl_buf_append(&t, s->prompt_text.data ? s->prompt_text.data : "", s->prompt_text.len);
-        pl_buf_append(&t, c->text.data ? c->text.data : "", c->text.len);
-        gw_jw_str(b, t.data, t.len);
-        pl_buf_free(&t);
+        static const pl_buf none = {0};
+        jw_str_pair(b, g->cfg.echo ? &s->prompt_text : &none, &c->text);
         choice_tail(g, c, b, &s->plp);
     }
     body_tail(g, b);
