@@ -22,11 +22,13 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc libsystemd
+# Debian's libhttp-parser-dev ships no .pc file: its flags are spelled out.
+NOPC_LIBS := -lhttp_parser
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
                -g $(OPT) -pthread -I. -Icommon -Ilib $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
-LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
+LDLIBS  += $(shell pkg-config --libs $(PKGS)) $(NOPC_LIBS) -lm -pthread $(EXTRA_LDFLAGS)
 
 # binary name -> folder
 BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \

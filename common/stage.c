@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 struct pl_stage {
     pl_io          *io;
@@ -196,6 +197,11 @@ int pl_stage_poll(pl_stage *st, int timeout_ms, pl_stage_fn fn, void *ud)
 #define MSGS_PER_ROUND 256   /* messages taken between two steps at most: steps keep flowing under a flood */
 
 static size_t live_count(const pl_stage_ops *ops, void *ud) { return ops->live ? ops->live(ud) : 0; }
+static int step_due(const pl_stage_ops *ops, void *ud)
+{
+    int ms = ops->step_wait_ms ? ops->step_wait_ms(ud) : 0;
+    return ms < 0 ? 0 : ms;
+}
 
 static void fail_live(pl_stage *st, const pl_stage_ops *ops, void *ud, const char *why)
 {
@@ -240,11 +246,12 @@ int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
             break;
         }
         /* Take what has arrived: wait only when nothing else can move. */
-        int timeout = -1;
-        if (live && ops->step) timeout = 0;
-        else if (st->draining) {
-            int64_t t = live ? deadline - now : PL_STAGE_QUIET_MS - (now - last_input);
-            if (t > deadline - now) t = deadline - now;
+        int timeout = -1, due = live && ops->step ? step_due(ops, ud) : -1;
+        if (due == 0) timeout = 0;
+        else if (st->draining || due > 0) {
+            int64_t t = !st->draining ? due : live ? deadline - now : PL_STAGE_QUIET_MS - (now - last_input);
+            if (st->draining && t > deadline - now) t = deadline - now;
+            if (due > 0 && t > due) t = due;
             timeout = t < 0 ? 0 : t > INT32_MAX ? INT32_MAX : (int)t;
         }
         int tw = ops->wait_ms ? ops->wait_ms(ud) : -1;   /* wake for the stage's own timers */
@@ -259,8 +266,12 @@ int pl_stage_serve(pl_stage *st, const pl_stage_ops *ops, void *ud)
             last_input = pl_now_ms();
         }
         if (rc) break;
+        if (!input_open && due > 0 && timeout > 0) {   /* nothing to read any more: wait for the step here */
+            struct timespec ts = {timeout / 1000, (long)(timeout % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+        }
         pl_notify_watchdog();
-        if (ops->step && live_count(ops, ud) && (rc = ops->step(st, ud))) break;
+        if (ops->step && live_count(ops, ud) && step_due(ops, ud) == 0 && (rc = ops->step(st, ud))) break;
         if (ops->tick) ops->tick(st, ud);
         if ((rc = pl_io_flush(st->io))) break;
     }

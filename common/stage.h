@@ -50,6 +50,7 @@ typedef struct pl_stage_ops {
     const char *intake;                    /* type that starts new work: refused (503) while draining */
     size_t (*live)(void *ud);              /* requests in flight (NULL: none outlive on_msg) */
     int    (*step)(pl_stage *st, void *ud);   /* work that moves without input, run while live > 0 */
+    int    (*step_wait_ms)(void *ud);      /* ms until step can move (0: now); NULL: always now */
     /* Answer every live request with an `error` of this code and forget it. */
     void   (*fail)(pl_stage *st, void *ud, int code, const char *err_type, const char *why);
     pl_stage_drain_fn drain;               /* at EOF and at the end of a drain: let out what is held */

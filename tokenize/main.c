@@ -12,6 +12,7 @@
 #include "json.h"
 #include "stage.h"
 #include "tokenize.h"
+#include "tokenize_ep.h"
 
 #define STDIN_MAX (256u << 20)
 
@@ -106,9 +107,27 @@ static void send_request_error(pl_stage *st, const char *id, size_t idlen, const
     pl_stage_end(st);
 }
 
+/* /tokenize, /detokenize: answered here (an answer already carrying a
+ * `result` is someone else's and passes on). */
+static void on_tokenize(app *a, pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen)
+{
+    if (pl_msg_get(msg, "result")) { pl_stage_forward(st, msg); return; }
+    tok_error e = {0};
+    if (tok_endpoint_answer(a->model, msg, id, idlen, pl_stage_begin(st), &e)) {
+        pl_stage_begin(st);   /* drop any half-packed message */
+        send_request_error(st, id, idlen, &e);
+        return;
+    }
+    pl_stage_end(st);
+}
+
 static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen, void *ud)
 {
     app *a = ud;
+    if (pl_msg_type_is(msg, "tokenize") || pl_msg_type_is(msg, "detokenize")) {
+        on_tokenize(a, st, msg, id, idlen);
+        return;
+    }
     if (!pl_msg_type_is(msg, "request")) {   /* abort, ping, anything else: not ours */
         pl_stage_forward(st, msg);
         return;

@@ -1,10 +1,13 @@
 """A stop string found in glm-detok ends the engine's work on that choice.
 
 The path (docs/protocol.md, `abort`): glm-detok finishes the choice with
-finish_reason "stop"; whoever reads the output (the gateway; here this test)
-sends abort{id, index} down the same path as the request, behind it; the
-engine drops the choice at once and sends `end`. Runs the real glm-tokenize,
-glm-engine and glm-detok over ZeroMQ on the tiny default model.
+finish_reason "stop"; whoever reads the output sends abort{id, index} down
+the same path as the request, behind it; the engine drops the choice at once
+and sends `end`. In a server glm-gateway does that (checked end to end by
+test_gateway_engine.py::test_stop_string_aborts_engine_work); here the test
+plays the gateway's part, so the stages' side of the contract is checked on
+its own. Runs the real glm-tokenize, glm-engine and glm-detok over ZeroMQ on
+the tiny default model.
 """
 import msgpack
 

@@ -19,13 +19,17 @@
  * vLLM). "output_ids" are sent as they are (a finishing "stop" means their
  * last id is the stop token). max_tokens truncates (finish_reason
  * "length"); every one of the n choices gets the same output. A request no
- * rule matches gets an `error`. */
+ * rule matches gets an `error`. With
+ * sampling.logprobs set, each token carries logprobs as a model that is
+ * certain of its script would give them: logprob 0.0, and the scripted
+ * token as the only top candidate (every other token has probability 0). */
 #include <getopt.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "json.h"
 #include "stage.h"
@@ -41,11 +45,17 @@ typedef struct rp_rule {
     bool     text;           /* from "output": the stop token is added when it finishes with "stop" */
 } rp_rule;
 
+typedef struct rp_req rp_req;
+
 typedef struct rp_app {
     pl_tokenizer *tk;
     rp_rule      *rules;
     size_t        n_rules;
     int64_t       chunk;
+    double        step_ms;   /* 0: every output at once */
+    double        next_step; /* paced: monotonic ms of the next step (0: none due) */
+    rp_req       *live;      /* paced requests still running */
+    FILE         *emit_log;  /* --emit-log: "id index tokens_sent unix_time" per tokens message */
     pl_buf        prompt;    /* scratch: decoded prompt */
 } rp_app;
 
@@ -156,11 +166,103 @@ static const rp_rule *pick_rule(rp_app *a, const msgpack_object_array *prompt, i
     return NULL;
 }
 
+/* One request being replayed: its rule, where each choice is, which
+ * choices an abort stopped. */
+typedef struct rp_req {
+    struct rp_req *next;
+    char          *id;
+    size_t         idlen;
+    const rp_rule *rule;
+    int64_t        n, logprobs, chunk;
+    size_t         total, off;       /* tokens to send per choice, sent so far */
+    int32_t        stop_tok;         /* sent after the rule's ids (-1: none), see the header */
+    bool           truncated;
+    int64_t        prompt_tokens, sent;
+    unsigned char *stopped;          /* [n] */
+    int64_t        n_stopped;
+} rp_req;
+
+static void req_free(rp_req *q)
+{
+    free(q->id);
+    free(q->stopped);
+    free(q);
+}
+
+static void emit_end(pl_stage *st, const rp_req *q)
+{
+    msgpack_packer *pk = pl_stage_begin(st);
+    msgpack_pack_map(pk, 3);
+    pl_msg_pack_kv_cstr(pk, "type", "end");
+    pl_msg_pack_kv_str(pk, "id", q->id, q->idlen);
+    pl_msg_pack_cstr(pk, "usage");
+    msgpack_pack_map(pk, 2);
+    pl_msg_pack_kv_int(pk, "prompt_tokens", q->prompt_tokens);
+    pl_msg_pack_kv_int(pk, "completion_tokens", q->sent);
+    pl_stage_end(st);
+}
+
+/* The i-th id of the output: the rule's, then the stop token. */
+static int32_t req_id(const rp_req *q, size_t i) { return i < q->rule->n_ids ? q->rule->ids[i] : q->stop_tok; }
+
+/* One step: the next chunk of every choice still running, as an engine
+ * step would deliver them. True when the request is over (end sent). */
+static bool req_step(rp_app *a, pl_stage *st, rp_req *q)
+{
+    const rp_rule *r = q->rule;
+    size_t len = q->total - q->off < (size_t)q->chunk ? q->total - q->off : (size_t)q->chunk;
+    bool last = q->off + len >= q->total;
+    double t = 0;
+    if (a->emit_log) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+    }
+    for (int64_t c = 0; c < q->n; c++) {
+        if (q->stopped[c]) continue;
+        msgpack_packer *pk = pl_stage_begin(st);
+        bool sr = last && !q->truncated && r->stop_reason >= 0;
+        msgpack_pack_map(pk, 4 + (last ? 1 : 0) + sr + (q->logprobs >= 0));
+        pl_msg_pack_kv_cstr(pk, "type", "tokens");
+        pl_msg_pack_kv_str(pk, "id", q->id, q->idlen);
+        pl_msg_pack_kv_int(pk, "index", c);
+        pl_msg_pack_cstr(pk, "token_ids");
+        msgpack_pack_array(pk, len);
+        for (size_t i = q->off; i < q->off + len; i++) msgpack_pack_int32(pk, req_id(q, i));
+        if (q->logprobs >= 0) {
+            pl_msg_pack_cstr(pk, "logprobs");
+            msgpack_pack_array(pk, len);
+            for (size_t i = 0; i < len; i++) {
+                msgpack_pack_map(pk, 2);
+                pl_msg_pack_kv_double(pk, "logprob", 0.0);
+                pl_msg_pack_cstr(pk, "top");
+                msgpack_pack_array(pk, q->logprobs > 0);
+                if (q->logprobs > 0) {
+                    msgpack_pack_array(pk, 2);
+                    msgpack_pack_int32(pk, req_id(q, q->off + i));
+                    msgpack_pack_double(pk, 0.0);
+                }
+            }
+        }
+        if (last) pl_msg_pack_kv_cstr(pk, "finish_reason", q->truncated ? "length" : r->finish ? r->finish : "stop");
+        if (sr) pl_msg_pack_kv_int(pk, "stop_reason", r->stop_reason);
+        pl_stage_end(st);
+        q->sent += (int64_t)len;
+        if (a->emit_log)
+            fprintf(a->emit_log, "%.*s %lld %lld %.6f\n", (int)q->idlen, q->id, (long long)c,
+                    (long long)(q->off + len), t);
+    }
+    q->off += len;
+    if (!last) return false;
+    emit_end(st, q);
+    return true;
+}
+
 static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen)
 {
     const msgpack_object_array *prompt;
     const msgpack_object *sampling = NULL, *ctx = pl_msg_get(msg, "context");
-    int64_t n = 1, max_tokens = INT64_MAX;
+    int64_t n = 1, max_tokens = INT64_MAX, logprobs = -1;
     if (pl_msg_get_array(msg, "prompt_ids", &prompt)) {
         pl_stage_bad_request(st, id, idlen, "generate: 'prompt_ids' must be a list of token ids");
         return;
@@ -180,6 +282,11 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         pl_stage_bad_request(st, id, idlen, "generate: 'sampling.max_tokens' must be a non-negative integer");
         return;
     }
+    int lrc = sampling ? pl_msg_get_int(sampling, "logprobs", &logprobs) : PL_ERR_NOTFOUND;
+    if (lrc == PL_ERR_INVALID || (lrc == PL_OK && logprobs < 0)) {
+        pl_stage_bad_request(st, id, idlen, "generate: 'sampling.logprobs' must be a non-negative integer");
+        return;
+    }
     int bad;
     const rp_rule *r = pick_rule(a, prompt, &bad);
     if (!r) {
@@ -195,16 +302,30 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         if (stop_tok < 0 && sampling && !pl_msg_get_array(sampling, "eos_token_ids", &eos) && eos->size &&
             (pl_msg_as_int(&eos->ptr[0], &stop_tok) || stop_tok < 0 || stop_tok > INT32_MAX))
             stop_tok = -1;
-        if (stop_tok < 0) {
+        if (stop_tok < 0 || stop_tok > INT32_MAX) {
             pl_stage_bad_request(st, id, idlen, "glm-replay: an \"output\" rule that finishes with \"stop\" needs "
                                  "the model's eos id (sampling.eos_token_ids) or a \"stop_reason\"");
             return;
         }
     }
-    size_t total = r->n_ids + (stop_tok >= 0);
-    bool truncated = (int64_t)total > max_tokens;
-    if (truncated) total = (size_t)max_tokens;
-    int64_t chunk = r->chunk ? r->chunk : a->chunk;
+    rp_req *q = calloc(1, sizeof *q);
+    if (q) { q->id = malloc(idlen); q->stopped = calloc((size_t)n, 1); }
+    if (!q || !q->id || !q->stopped) {
+        if (q) req_free(q);
+        pl_stage_send_error(st, id, idlen, 500, "InternalServerError", "out of memory");
+        return;
+    }
+    memcpy(q->id, id, idlen);
+    q->idlen = idlen;
+    q->rule = r;
+    q->n = n;
+    q->logprobs = logprobs;
+    q->chunk = r->chunk ? r->chunk : a->chunk;
+    q->stop_tok = (int32_t)stop_tok;
+    q->total = r->n_ids + (stop_tok >= 0);
+    q->truncated = (int64_t)q->total > max_tokens;
+    if (q->truncated) q->total = (size_t)max_tokens;
+    q->prompt_tokens = prompt->size;
 
     msgpack_packer *pk = pl_stage_begin(st);
     msgpack_pack_map(pk, ctx ? 5 : 4);
@@ -214,41 +335,97 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
     pl_msg_pack_kv_int(pk, "prompt_tokens", prompt->size);
     if (ctx) pl_msg_pack_kv_obj(pk, "context", ctx);
     pl_stage_end(st);
-    /* choices interleaved step by step, as the engine would send them */
-    for (size_t off = 0; off < total || (total == 0 && off == 0); off += (size_t)chunk) {
-        size_t len = total - off < (size_t)chunk ? total - off : (size_t)chunk;
-        bool last = off + len >= total;
-        for (int64_t c = 0; c < n; c++) {
-            pk = pl_stage_begin(st);
-            bool sr = last && !truncated && r->stop_reason >= 0;
-            msgpack_pack_map(pk, 4 + (last ? 1 : 0) + sr);
-            pl_msg_pack_kv_cstr(pk, "type", "tokens");
-            pl_msg_pack_kv_str(pk, "id", id, idlen);
-            pl_msg_pack_kv_int(pk, "index", c);
-            pl_msg_pack_cstr(pk, "token_ids");
-            msgpack_pack_array(pk, len);
-            for (size_t i = off; i < off + len; i++) msgpack_pack_int32(pk, i < r->n_ids ? r->ids[i] : (int32_t)stop_tok);
-            if (last) pl_msg_pack_kv_cstr(pk, "finish_reason", truncated ? "length" : r->finish ? r->finish : "stop");
-            if (sr) pl_msg_pack_kv_int(pk, "stop_reason", r->stop_reason);
-            pl_stage_end(st);
-        }
-        if (total == 0) break;
+    if (a->step_ms <= 0) {   /* no pacing: the whole output now */
+        while (!req_step(a, st, q)) {}
+        req_free(q);
+        return;
     }
-    pk = pl_stage_begin(st);
-    msgpack_pack_map(pk, 3);
-    pl_msg_pack_kv_cstr(pk, "type", "end");
-    pl_msg_pack_kv_str(pk, "id", id, idlen);
-    pl_msg_pack_cstr(pk, "usage");
-    msgpack_pack_map(pk, 2);
-    pl_msg_pack_kv_int(pk, "prompt_tokens", prompt->size);
-    pl_msg_pack_kv_int(pk, "completion_tokens", (int64_t)total * n);
-    pl_stage_end(st);
+    q->next = a->live;
+    a->live = q;
+}
+
+/* abort {id}: the request is dropped without `end` (as the engine does);
+ * abort {id, index}: that choice stops; the last one stopping ends it. */
+static void on_abort(rp_app *a, pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen)
+{
+    pl_stage_forward(st, msg);
+    for (rp_req **pp = &a->live, *q; (q = *pp); pp = &q->next) {
+        if (q->idlen != idlen || memcmp(q->id, id, idlen)) continue;
+        int64_t index;
+        int rc = pl_msg_get_int(msg, "index", &index);
+        if (rc == PL_OK && index >= 0 && index < q->n) {
+            if (!q->stopped[index]) { q->stopped[index] = 1; q->n_stopped++; }
+            if (q->n_stopped < q->n) return;
+            emit_end(st, q);
+        } else if (rc != PL_ERR_NOTFOUND) {
+            return;
+        }
+        *pp = q->next;
+        req_free(q);
+        return;
+    }
 }
 
 static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen, void *ud)
 {
     if (pl_msg_type_is(msg, "generate")) on_generate(ud, st, msg, id, idlen);
-    else pl_stage_forward(st, msg);   /* abort, ping, ...: nothing in flight to cancel */
+    else if (pl_msg_type_is(msg, "abort")) on_abort(ud, st, msg, id, idlen);
+    else pl_stage_forward(st, msg);   /* ping, ...: not ours */
+}
+
+static double mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
+}
+
+/* ================================================================ the loop
+ *
+ * common/stage.h's loop. Paced (--step-ms): one step every MS milliseconds,
+ * every live request advancing one chunk, input read in between (how an
+ * engine's step loop looks from outside). Unpaced, on_generate answers at
+ * once and nothing stays live. */
+
+static size_t loop_live(void *ud)
+{
+    size_t n = 0;
+    for (const rp_req *q = ((rp_app *)ud)->live; q; q = q->next) n++;
+    return n;
+}
+
+static int loop_step_wait_ms(void *ud)
+{
+    rp_app *a = ud;
+    double now = mono_ms();
+    if (a->next_step <= 0) a->next_step = now + a->step_ms;   /* the first step of a busy period */
+    return now >= a->next_step ? 0 : (int)(a->next_step - now) + 1;
+}
+
+static int loop_step(pl_stage *st, void *ud)
+{
+    rp_app *a = ud;
+    double now = mono_ms();
+    a->next_step += a->step_ms;
+    if (a->next_step < now) a->next_step = now + a->step_ms;   /* fell behind: do not burst */
+    for (rp_req **pp = &a->live, *q; (q = *pp);) {
+        if (req_step(a, st, q)) { *pp = q->next; req_free(q); }
+        else pp = &q->next;
+    }
+    if (!a->live) a->next_step = 0;
+    if (a->emit_log) fflush(a->emit_log);   /* readable while we run */
+    return PL_OK;
+}
+
+static void loop_fail(pl_stage *st, void *ud, int code, const char *err_type, const char *why)
+{
+    rp_app *a = ud;
+    while (a->live) {
+        rp_req *q = a->live;
+        a->live = q->next;
+        pl_stage_send_error(st, q->id, q->idlen, code, err_type, "%s", why);
+        req_free(q);
+    }
 }
 
 static void usage(FILE *f)
@@ -259,6 +436,9 @@ static void usage(FILE *f)
             "  --script FILE   JSON Lines rules: {\"match\", \"output\" | \"output_ids\", \"chunk\",\n"
             "                  \"finish_reason\", \"stop_reason\"}; the first match wins\n"
             "  --chunk N       token ids per tokens message (default 1)\n"
+            "  --step-ms MS    pace the output like an engine: one step every MS milliseconds,\n"
+            "                  each live request advancing one chunk (default 0: all at once)\n"
+            "  --emit-log FILE append 'id index tokens_sent unix_time' per tokens message (benchmarks)\n"
             PL_STAGE_IO_HELP);
 }
 
@@ -272,10 +452,12 @@ int main(int argc, char **argv)
         {"model", required_argument, 0, 'm'},
         {"script", required_argument, 0, 's'},
         {"chunk", required_argument, 0, 'c'},
+        {"step-ms", required_argument, 0, 'S'},
+        {"emit-log", required_argument, 0, 'E'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
-    const char *dir = NULL, *script = NULL;
+    const char *dir = NULL, *script = NULL, *emit_log = NULL;
     rp_app a;
     memset(&a, 0, sizeof a);
     a.chunk = 1;
@@ -290,6 +472,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'S': {
+            char *end;
+            a.step_ms = strtod(optarg, &end);
+            if (*end || !(a.step_ms >= 0) || a.step_ms > 60000) {
+                fprintf(stderr, "glm-replay: --step-ms must be 0..60000\n");
+                return 2;
+            }
+            break;
+        }
+        case 'E': emit_log = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -300,13 +492,24 @@ int main(int argc, char **argv)
     pl_stage *st = NULL;
     int rc = pl_tokenizer_load(&a.tk, path, err, sizeof err);
     if (!rc) rc = load_script(&a, script, err, sizeof err);
+    if (!rc && emit_log && !(a.emit_log = fopen(emit_log, "a")))
+        rc = pl_seterr(err, sizeof err, PL_ERR_IO, "%s: cannot open", emit_log);
     if (!rc) rc = pl_stage_open_opts(&st, &so, err, sizeof err);
     if (rc) fprintf(stderr, "glm-replay: %s\n", err);
     else {
-        static const pl_stage_ops ops = {.on_msg = on_msg, .intake = "generate"};
+        static const pl_stage_ops ops = {
+            .on_msg = on_msg, .intake = "generate", .live = loop_live, .step = loop_step,
+            .step_wait_ms = loop_step_wait_ms, .fail = loop_fail,
+        };
         rc = pl_stage_serve(st, &ops, &a);
     }
     pl_stage_close(st);
+    while (a.live) {
+        rp_req *q = a.live;
+        a.live = q->next;
+        req_free(q);
+    }
+    if (a.emit_log) fclose(a.emit_log);
     for (size_t i = 0; i < a.n_rules; i++) {
         free(a.rules[i].match);
         free(a.rules[i].ids);
