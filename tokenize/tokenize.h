@@ -49,6 +49,8 @@ const cJSON   *tok_model_default_kwargs(const tok_model *m);   /* object, may be
 const cJSON   *tok_model_gen_defaults(const tok_model *m);     /* generation_config.json or NULL */
 const char    *tok_model_name(const tok_model *m);
 int32_t        tok_model_vocab_size(const tok_model *m);
+/* The model's tokenizer (owned by m), for callers that count tokens like it. */
+const struct pl_tokenizer *tok_model_tokenizer(const tok_model *m);
 
 /* ---------------------------------------------------------------- requests */
 
