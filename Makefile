@@ -18,17 +18,20 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
+# Debian's libhttp-parser-dev ships no .pc file: linked by name.
+NOPC_LIBS := -lhttp_parser
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
                -g $(OPT) -pthread -I. -Icommon -Ilib $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
-LDLIBS  += $(shell pkg-config --libs $(PKGS)) -lm -pthread $(EXTRA_LDFLAGS)
+LDLIBS  += $(shell pkg-config --libs $(PKGS)) $(NOPC_LIBS) -lm -pthread $(EXTRA_LDFLAGS)
 
 # binary name -> folder
 BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
             glm-parse-reasoning:parse-reasoning glm-parse-tools:parse-tools \
             glm-replay:tools/replay glm-engine:engine glm-mkmodel:tools/mkmodel \
-            glm-gateway:gateway glm-serve:tools/serve glm-engine-bench:tools/engbench
+            glm-gateway:gateway glm-serve:tools/serve glm-engine-bench:tools/engbench \
+            glm-bench:tools/bench
 
 # Only folders that exist and have a main.c produce a binary.
 present  = $(foreach p,$(BIN_DIRS),$(if $(wildcard $(word 2,$(subst :, ,$(p)))/main.c),$(p)))
