@@ -18,7 +18,7 @@
 BUILD   ?= build
 CC      ?= cc
 PKGS    := libzmq msgpack libcjson libuv libpcre2-8 libutf8proc
-# Debian's libhttp-parser-dev ships no .pc file: linked by name.
+# Debian's libhttp-parser-dev ships no .pc file: its flags are spelled out.
 NOPC_LIBS := -lhttp_parser
 OPT     ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \

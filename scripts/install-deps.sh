@@ -7,7 +7,7 @@ PKGS=(build-essential pkg-config
       libmsgpack-dev    # wire format: msgpack-c
       libcjson-dev      # JSON (requests, tokenizer.json, config.json)
       libuv1-dev        # gateway event loop
-      libhttp-parser-dev  # HTTP/1.1 parsing (gateway, glm-bench's client)
+      libhttp-parser-dev  # gateway HTTP/1.1 parser (no .pc file: Makefile NOPC_LIBS)
       libpcre2-dev      # pre-tokenizer regexes (\p{L}, lookahead, JIT)
       libutf8proc-dev   # NFC normalizer, Unicode properties
       python3 python3-venv)  # test tooling only
