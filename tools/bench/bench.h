@@ -302,8 +302,11 @@ typedef struct bn_stream {
     double        (*now)(void);      /* the clock (bn_now; tests script it) */
 } bn_stream;
 
+#define BN_MAX_TEXT (256 << 20)    /* generated text kept per request */
+
 void bn_stream_init(bn_stream *s, enum bn_backend b, bn_output *out, double st);
-/* Returns 0, or PL_ERR_PARSE with err set (vLLM fails such a request). */
+/* Returns 0, or PL_ERR_PARSE (not JSON, wrong shapes) / PL_ERR_TOOLONG /
+ * PL_ERR_NOMEM with err set; vLLM fails such a request too. */
 int  bn_stream_message(bn_stream *s, const char *msg, size_t len, char *err, size_t errlen);
 /* The response ended normally: success, latency and text as vLLM sets them. */
 void bn_stream_finish(bn_stream *s);

@@ -293,7 +293,7 @@ int bn_dataset_random(bn_dataset *d, const bn_tok *t, const bn_random_opts *o, c
         seq.len = 0;
         rc = ids_reserve(&seq, prefix.len + len);
         if (rc) break;
-        memcpy(seq.ids, prefix.ids, prefix.len * sizeof *seq.ids);
+        if (prefix.len) memcpy(seq.ids, prefix.ids, prefix.len * sizeof *seq.ids);
         seq.len = prefix.len;
         for (size_t k = 0; k < len; k++)
             seq.ids[seq.len++] = allowed[(size_t)((uint64_t)(offs[i] + (int64_t)i) % n_allowed + k) % n_allowed];

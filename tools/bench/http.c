@@ -55,7 +55,7 @@ struct bn_http {
     bn_hreq           *inflight;
     size_t             n_conns;
     uv_timer_t         sweep;
-    bool               closing;
+    bool               closing, sweep_closed;
     http_parser_settings settings;
     char               rbuf[64 * 1024];  /* shared by every connection's reads */
 };
@@ -67,11 +67,23 @@ double bn_now(void)
     return (double)uv_hrtime() * 1e-9;
 }
 
+/* The client goes when it was freed and every handle it owns has closed
+ * (libuv runs close callbacks in no order we may rely on). */
+static void maybe_free(bn_http *c)
+{
+    if (c->closing && c->sweep_closed && c->n_conns == 0) {
+        free(c->base_path);
+        free(c);
+    }
+}
+
 static void conn_closed(uv_handle_t *h)
 {
     bn_conn *k = (bn_conn *)h;
-    k->c->n_conns--;
+    bn_http *c = k->c;
+    c->n_conns--;
     free(k);
+    maybe_free(c);
 }
 
 static void conn_close(bn_conn *k)
@@ -438,8 +450,8 @@ size_t bn_http_connections(const bn_http *c) { return c->n_conns; }
 static void sweep_closed(uv_handle_t *h)
 {
     bn_http *c = h->data;
-    free(c->base_path);
-    free(c);
+    c->sweep_closed = true;
+    maybe_free(c);
 }
 
 void bn_http_free(bn_http *c)

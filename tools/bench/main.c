@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -581,6 +582,7 @@ int main(int argc, char **argv)
     }
 
     raise_nofile();
+    signal(SIGPIPE, SIG_IGN);   /* a server closing a socket we write to is an error, not death */
     uv_loop_t *loop = uv_default_loop();
     bn_http *http = NULL;
     char err[1024];
@@ -765,7 +767,9 @@ int main(int argc, char **argv)
         tc.progress = BN_PROGRESS_NONE;
         bool ok = false;
         bn_output o;
+        bn_output_init(&o);
         for (;;) {
+            bn_output_free(&o);
             bn_output_init(&o);
             if (bn_run(loop, http, &one, &zero, &tc, &o, &dur, err, sizeof err)) return die("%s", err);
             ok = o.success;

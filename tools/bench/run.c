@@ -168,7 +168,13 @@ static int count_message(bn_stream *s, double ts, const cJSON *text)
     }
     s->recent = ts;
     s->counted++;
-    if (cJSON_IsString(text)) pl_buf_puts(&o->text, text->valuestring);
+    if (cJSON_IsString(text)) {
+        /* bounded: a server that never stops must not take all memory */
+        size_t n = strlen(text->valuestring);
+        if (o->text.len + n > BN_MAX_TEXT) return PL_ERR_TOOLONG;
+        pl_buf_append(&o->text, text->valuestring, n);
+        if (!pl_buf_ok(&o->text)) return PL_ERR_NOMEM;
+    }
     return 0;
 }
 
@@ -217,6 +223,7 @@ int bn_stream_message(bn_stream *s, const char *msg, size_t len, char *err, size
     }
     cJSON_Delete(data);
     if (rc == PL_ERR_NOMEM) return pl_seterr(err, errlen, rc, "out of memory");
+    if (rc == PL_ERR_TOOLONG) return pl_seterr(err, errlen, rc, "generated text exceeds %d MiB", BN_MAX_TEXT >> 20);
     return rc;
 }
 
