@@ -294,3 +294,39 @@ def test_any_server():
         assert p.returncode == 0, p.stderr
         assert table_value(p.stdout, "Successful requests:") == 8, p.stdout
         assert table_value(p.stdout, "Total generated tokens:") == 8 * 16, p.stdout
+
+
+def test_result_file_warmups_ready_check_metadata(tiny_model, tmp_path):
+    with sse_server("--ttft-ms", "5", "--itl-ms", "1") as url:
+        args = common(url, tiny_model, n=3, out=2, extra=[
+            "--save-result", "--result-dir", str(tmp_path / "res"), "--metadata", "gpu=none", "run=1",
+            "--num-warmups", "2", "--ready-check-timeout-sec", "5", "--request-rate", "10", "--label", "lbl"])
+        p = bench(args)
+        s = stats(url)
+        p2 = bench(common(url, tiny_model, n=2, out=2, extra=["--append-result", "--result-filename",
+                                                             str(tmp_path / "a.json"), "--quiet"]))
+        p3 = bench(common(url, tiny_model, n=2, out=2, extra=["--append-result", "--result-filename",
+                                                             str(tmp_path / "a.json"), "--quiet"]))
+    assert p.returncode == p2.returncode == p3.returncode == 0, p.stderr
+    assert "Initial test run completed." in p.stdout and "Warming up with 2 requests..." in p.stdout
+    assert s["requests"] == 1 + 2 + 3          # ready check, warm-ups, the run
+    files = list((tmp_path / "res").iterdir())
+    assert len(files) == 1 and re.fullmatch(r"lbl-10\.0qps-sse-test-\d{8}-\d{6}\.json", files[0].name), files
+    r = json.loads(files[0].read_text())
+    assert list(r)[:12] == ["date", "endpoint_type", "backend", "label", "model_id", "tokenizer_id", "num_prompts",
+                            "gpu", "run", "request_rate", "burstiness", "max_concurrency"]
+    assert r["gpu"] == "none" and r["run"] == "1" and r["request_rate"] == 10.0 and r["completed"] == 3
+    assert "ttfts" not in r and "latencies" in r          # without --save-detailed, as vLLM
+    lines = (tmp_path / "a.json").read_text().split("\n")
+    assert len(lines) == 2 and all(json.loads(x)["completed"] == 2 for x in lines)
+
+
+def test_request_timeout(tiny_model):
+    with sse_server("--ttft-ms", "4000", "--itl-ms", "1") as url:
+        t = time.monotonic()
+        p = bench(common(url, tiny_model, n=2, out=2, extra=["--request-timeout", "1"]))
+        took = time.monotonic() - t
+    assert p.returncode == 0, p.stderr
+    assert table_value(p.stdout, "Failed requests:") == 2
+    assert "2: timeout: no complete response in time" in p.stdout
+    assert took < 3.5

@@ -322,7 +322,7 @@ static int server_tokenize(uv_loop_t *loop, bn_http *h, const char *hdr, const c
  * counts the first prompt differently, every prompt longer than its target
  * is cut to the target with the server's own /tokenize and /detokenize. */
 static void align_prompts(uv_loop_t *loop, bn_http *h, const char *hdr, const char *base_url, const char *model_id,
-                          bn_dataset *d, bool say)
+                          bn_dataset *d)
 {
     if (!d->n) return;
     char err[512] = "";
@@ -352,7 +352,6 @@ static void align_prompts(uv_loop_t *loop, bn_http *h, const char *hdr, const ch
     if (got == expected) return;
     printf("WARNING: tokenizer mismatch (server=%lld, expected=%lld), re-aligning prompts.\n", (long long)got,
            (long long)expected);
-    (void)say;
     pl_buf req, resp;
     pl_buf_init(&req);
     pl_buf_init(&resp);
@@ -682,7 +681,7 @@ int main(int argc, char **argv)
     }
     if (rc) return die("dataset: %s", err);
     if (!ds.n) return die("the dataset is empty (--num-prompts %lld)", (long long)num_prompts);
-    if (random) align_prompts(loop, http, hdr.data, base_url, model_id, &ds, !quiet);
+    if (random) align_prompts(loop, http, hdr.data, base_url, model_id, &ds);
 
     /* goodput SLOs */
     bn_goodput slo = {0};
