@@ -35,17 +35,23 @@ void bn_output_free(bn_output *o)
     memset(o, 0, sizeof *o);
 }
 
+/* Append x to a growable array of doubles. */
+static int dbl_push(double **v, size_t *n, size_t *cap, double x)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? 2 * *cap : 64;
+        double *p = realloc(*v, nc * sizeof *p);
+        if (!p) return PL_ERR_NOMEM;
+        *v = p;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = x;
+    return 0;
+}
+
 int bn_output_add_itl(bn_output *o, double gap)
 {
-    if (o->n_itl == o->cap_itl) {
-        size_t cap = o->cap_itl ? 2 * o->cap_itl : 64;
-        double *p = realloc(o->itl, cap * sizeof *p);
-        if (!p) return PL_ERR_NOMEM;
-        o->itl = p;
-        o->cap_itl = cap;
-    }
-    o->itl[o->n_itl++] = gap;
-    return 0;
+    return dbl_push(&o->itl, &o->n_itl, &o->cap_itl, gap);
 }
 
 void bn_output_set_error(bn_output *o, const char *fmt, ...)
@@ -66,15 +72,7 @@ typedef struct dvec { double *v; size_t n, cap; } dvec;
 
 static int dvec_push(dvec *d, double x)
 {
-    if (d->n == d->cap) {
-        size_t cap = d->cap ? 2 * d->cap : 64;
-        double *p = realloc(d->v, cap * sizeof *p);
-        if (!p) return PL_ERR_NOMEM;
-        d->v = p;
-        d->cap = cap;
-    }
-    d->v[d->n++] = x;
-    return 0;
+    return dbl_push(&d->v, &d->n, &d->cap, x);
 }
 
 /* mean/std/median/percentiles of xs (seconds), each * 1000 as vLLM does. */
