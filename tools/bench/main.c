@@ -41,7 +41,7 @@ typedef struct bn_args {
     const char *backend, *base_url, *host, *endpoint, *model, *served_model_name, *tokenizer;
     const char *dataset_name, *dataset_path, *label, *result_dir, *result_filename;
     const char *percentile_metrics, *metric_percentiles, *request_id_prefix, *ramp_up_strategy;
-    const char *random_range_ratio, *extra_body, *chat_template_kwargs, *api_key;
+    const char *random_range_ratio, *extra_body, *chat_template_kwargs, *api_key, *tokenizer_mode;
     opt_i64 port, max_concurrency, input_len, output_len, num_prompts, seed, num_warmups, logprobs;
     opt_i64 random_input_len, random_output_len, random_prefix_len, sharegpt_output_len, custom_output_len;
     opt_i64 ramp_up_start_rps, ramp_up_end_rps, ready_check_timeout_sec, top_k;
@@ -49,7 +49,7 @@ typedef struct bn_args {
         repetition_penalty, request_timeout;
     opt_list header, goodput, metadata;
     bool ignore_eos, save_result, save_detailed, append_result, disable_tqdm, quiet, skip_tokenizer_init;
-    bool no_oversample, disable_shuffle, skip_chat_template;
+    bool no_oversample, disable_shuffle, skip_chat_template, trust_remote_code;
 } bn_args;
 
 enum kind { K_FLAG, K_STR, K_INT, K_FLOAT, K_LIST };
@@ -72,6 +72,8 @@ static const opt_def OPTS[] = {
     O("served-model-name", K_STR, served_model_name, "name sent as \"model\" (default: --model)"),
     O("tokenizer", K_STR, tokenizer, "model directory with tokenizer.json (default: --model)"),
     O("skip-tokenizer-init", K_FLAG, skip_tokenizer_init, "no tokenizer (custom dataset only; no token metrics)"),
+    O("tokenizer-mode", K_STR, tokenizer_mode, "auto or hf (accepted for vLLM command lines; tokenizer.json is used)"),
+    O("trust-remote-code", K_FLAG, trust_remote_code, "accepted for vLLM command lines (no code is ever run)"),
     O("dataset-name", K_STR, dataset_name, "random (default) | sharegpt | custom"),
     O("dataset-path", K_STR, dataset_path, "ShareGPT .json or custom .jsonl file"),
     O("num-prompts", K_INT, num_prompts, "number of requests (default 1000)"),
@@ -515,6 +517,8 @@ int main(int argc, char **argv)
         return die("OpenAI Completions API URL must end with one of: {'completions'}.");
     if (be == BN_BACKEND_CHAT && (el < 16 || strcmp(endpoint + el - 16, "chat/completions")))
         return die("OpenAI Chat Completions API URL must end with one of: {'chat/completions'}.");
+    if (a.tokenizer_mode && strcmp(a.tokenizer_mode, "auto") && strcmp(a.tokenizer_mode, "hf"))
+        return die("--tokenizer-mode %s is not supported (auto, hf: the model's tokenizer.json)", a.tokenizer_mode);
     const char *dataset = a.dataset_name ? a.dataset_name : "random";
     int64_t num_prompts = a.num_prompts.set ? a.num_prompts.v : 1000;
     int64_t seed = a.seed.set ? a.seed.v : 0;
