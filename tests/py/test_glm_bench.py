@@ -330,3 +330,23 @@ def test_request_timeout(tiny_model):
     assert table_value(p.stdout, "Failed requests:") == 2
     assert "2: timeout: no complete response in time" in p.stdout
     assert took < 3.5
+
+
+def test_custom_dataset_applies_the_chat_template(tiny_model, tmp_path):
+    ds = tmp_path / "p.jsonl"
+    ds.write_text(json.dumps({"prompt": "What is the capital of France?", "output_tokens": 3}) + "\n")
+    with sse_server("--ttft-ms", "2", "--itl-ms", "1") as url:
+        p = bench(["--base-url", url, "--model", "sse-test", "--tokenizer", tiny_model, "--dataset-name", "custom",
+                   "--dataset-path", str(ds), "--custom-output-len", "-1", "--num-prompts", "2"])
+        s = stats(url)
+    assert p.returncode == 0, p.stderr
+    # the GLM template's rendering, sent as the completion prompt; the file's output_tokens as max_tokens;
+    # one row oversampled to --num-prompts
+    assert len(s["bodies"]) == 2
+    rendered = subprocess.run([binpath("glm-tokenize"), "--model", tiny_model, "--render"], check=True,
+                              input=json.dumps({"messages": [{"role": "user", "content": "What is the capital of France?"}]}),
+                              capture_output=True, text=True).stdout
+    assert rendered.startswith("[gMASK]<sop>") and "What is the capital of France?" in rendered
+    for b in s["bodies"]:
+        assert b["prompt"] == rendered
+        assert b["max_tokens"] == 3 and "ignore_eos" not in b
