@@ -34,7 +34,8 @@ LDLIBS  += $(shell pkg-config --libs $(PKGS)) $(NOPC_LIBS) -lm -pthread $(EXTRA_
 BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
             glm-parse-reasoning:parse-reasoning glm-parse-tools:parse-tools \
             glm-replay:tools/replay glm-engine:engine glm-mkmodel:tools/mkmodel \
-            glm-gateway:gateway glm-serve:tools/serve glm-engine-bench:tools/engbench
+            glm-gateway:gateway glm-serve:tools/serve glm-engine-bench:tools/engbench \
+            glm-bench:tools/bench
 
 # Only folders that exist and have a main.c produce a binary.
 present  = $(foreach p,$(BIN_DIRS),$(if $(wildcard $(word 2,$(subst :, ,$(p)))/main.c),$(p)))

@@ -286,6 +286,11 @@ const int32_t *tok_model_eos_ids(const tok_model *m, size_t *n) { *n = m->n_eos;
 const cJSON *tok_model_default_kwargs(const tok_model *m) { return m->default_kwargs; }
 const cJSON *tok_model_gen_defaults(const tok_model *m) { return m->gen_defaults; }
 const char *tok_model_name(const tok_model *m) { return m->name; }
+const pl_tokenizer *tok_model_tokenizer(const tok_model *m)
+{
+    return m->tk;
+}
+
 int32_t tok_model_vocab_size(const tok_model *m) { return (int32_t)pl_tokenizer_vocab_size(m->tk); }
 int64_t tok_model_max_chars_per_token(const tok_model *m) { return m->max_chars_per_token; }
 bool tok_model_auto_tools(const tok_model *m) { return m->auto_tools; }

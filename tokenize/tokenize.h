@@ -65,6 +65,8 @@ const char    *tok_model_name(const tok_model *m);
 int32_t        tok_model_vocab_size(const tok_model *m);
 int64_t        tok_model_max_chars_per_token(const tok_model *m);   /* longest vocabulary entry, characters */
 bool           tok_model_auto_tools(const tok_model *m);
+/* The model's tokenizer (owned by m), for callers that count tokens like it. */
+const struct pl_tokenizer *tok_model_tokenizer(const tok_model *m);
 
 /* ---------------------------------------------------------------- requests */
 

@@ -783,6 +783,16 @@ int32_t pl_tokenizer_vocab_size(const pl_tokenizer *tok)
     return tok ? tok->n_ids : 0;
 }
 
+int32_t pl_tokenizer_model_vocab_size(const pl_tokenizer *tok)
+{
+    return tok ? (int32_t)tok->model_count : 0;
+}
+
+int pl_tokenizer_num_special_to_add(const pl_tokenizer *tok)
+{
+    return tok ? tok->num_special_to_add : 0;
+}
+
 int32_t pl_tokenizer_token_to_id(const pl_tokenizer *tok, const char *str, size_t len)
 {
     if (!tok || (!str && len)) return PL_ERR_NOTFOUND;

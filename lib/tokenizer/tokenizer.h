@@ -25,10 +25,11 @@
  *                  HF itself assigns (it ignores the "id" field and numbers
  *                  tokens itself; a file where the two disagree is rejected).
  *   decoder        ByteLevel
- *   post_processor ignored: encode has add_special_tokens=False semantics
- *                  (no BOS/EOS or template tokens are ever added). Known types
- *                  only (ByteLevel, TemplateProcessing, RobertaProcessing,
- *                  BertProcessing, Sequence, null).
+ *   post_processor not applied: encode has add_special_tokens=False semantics
+ *                  (no BOS/EOS or template tokens are ever added); only the
+ *                  number it would add is kept (pl_tokenizer_num_special_to_add).
+ *                  Known types only (ByteLevel, TemplateProcessing,
+ *                  RobertaProcessing, BertProcessing, Sequence, null).
  *   truncation, padding  must be null.
  *
  * Regexes run on PCRE2 (UTF + UCP, JIT). HF uses Oniguruma (Ruby syntax);
@@ -166,6 +167,15 @@ const char *pl_tokenizer_added_content(const pl_tokenizer *tok, int32_t id, size
 /* Size of the id space: 1 + the largest id of the vocab and added tokens
  * (HF's get_vocab_size(with_added_tokens=True) for files without gaps). */
 int32_t pl_tokenizer_vocab_size(const pl_tokenizer *tok);
+
+/* Number of entries of the model's vocab, without added tokens (HF
+ * get_vocab_size(with_added_tokens=False), transformers' tokenizer.vocab_size). */
+int32_t pl_tokenizer_model_vocab_size(const pl_tokenizer *tok);
+
+/* Ids the post_processor would add to one sequence: transformers'
+ * num_special_tokens_to_add(); what len(tokenizer(text).input_ids) counts
+ * on top of an add_special_tokens=False encode. */
+int pl_tokenizer_num_special_to_add(const pl_tokenizer *tok);
 
 /* HF token_to_id: the id of the token whose STRING is str[0..len) — added
  * token content first, then the vocab in its stored (ByteLevel-alphabet)

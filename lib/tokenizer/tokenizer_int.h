@@ -205,6 +205,7 @@ struct pl_tokenizer {
     tk_htab   added_str;      /* added token content -> id */
     int32_t   byte_id[256];   /* id of the single-byte token, -1 when absent */
     uint32_t  model_count;    /* number of vocab entries (HF model.get_vocab_size) */
+    int       num_special_to_add;  /* ids the post-processor adds to one sequence */
 
     tk_mslot *merges;
     uint64_t  merges_mask;

@@ -707,6 +707,36 @@ static int add_pretok(loader *L, const tj_val *p, int depth, int *seen_bytelevel
 
 /* ===== decoder, post-processor, misc ===== */
 
+/* How many ids the post-processor adds to a single sequence (HF's
+ * num_special_tokens_to_add(pair=False)): TemplateProcessing counts the ids
+ * of each SpecialToken piece of "single", Roberta/Bert add two (cls, sep),
+ * ByteLevel none, a Sequence the sum of its processors. Encoding itself never
+ * adds them (add_special_tokens=False); callers that count like
+ * transformers' tokenizer(text) add this number. */
+static int post_added_single(const tj_val *pp, int depth)
+{
+    const char *t = pp->type == TJ_OBJ ? type_of(pp) : NULL;
+    if (!t || depth > 8) return 0;
+    if (!strcmp(t, "RobertaProcessing") || !strcmp(t, "BertProcessing")) return 2;
+    int n = 0;
+    if (!strcmp(t, "Sequence")) {
+        const tj_val *ps = tj_get(pp, "processors");
+        for (size_t i = 0; ps && ps->type == TJ_ARR && i < ps->n; i++) n += post_added_single(&ps->items[i], depth + 1);
+        return n;
+    }
+    if (strcmp(t, "TemplateProcessing")) return 0;
+    const tj_val *single = tj_get(pp, "single"), *sp = tj_get(pp, "special_tokens");
+    for (size_t i = 0; single && single->type == TJ_ARR && i < single->n; i++) {
+        const tj_val *st = tj_get(&single->items[i], "SpecialToken");
+        const tj_val *id = st ? tj_get(st, "id") : NULL;
+        if (!id || id->type != TJ_STR) continue;
+        const tj_val *ent = sp && sp->type == TJ_OBJ ? tj_get(sp, id->str) : NULL;
+        const tj_val *ids = ent ? tj_get(ent, "ids") : NULL;
+        n += ids && ids->type == TJ_ARR ? (int)ids->n : 0;
+    }
+    return n;
+}
+
 static int check_other_sections(loader *L)
 {
     if (!L->have_decoder || L->decoder.type == TJ_NULL)
@@ -725,6 +755,7 @@ static int check_other_sections(loader *L)
         if (!ok)
             return pl_seterr(L->err, L->errlen, PL_ERR_UNSUPPORTED, "post_processor type \"%.40s\" is not supported",
                              t ? t : "(missing)");
+        L->tok->num_special_to_add = post_added_single(&L->post_processor, 0);
     }
     if (L->truncation.type != TJ_NULL)
         return pl_seterr(L->err, L->errlen, PL_ERR_UNSUPPORTED, "truncation is not supported (must be null)");

@@ -365,6 +365,7 @@ typedef struct mini_opts {
     const char *vocab_extra; /* ,"tok":id pairs */
     const char *top_extra;   /* ,"key":value pairs added at top level */
     const char *truncation;
+    const char *post;        /* post_processor (default null) */
 } mini_opts;
 
 /* vocab: the 256 byte tokens (id = byte), he=256 ll=257 hell=258 hello=259
@@ -374,14 +375,14 @@ static char *mini_json(mini_opts o)
     pl_buf b;
     pl_buf_init(&b);
     pl_buf_printf(&b, "{\"version\":\"1.0\",\"truncation\":%s,\"padding\":null,\"added_tokens\":[%s],"
-                      "\"normalizer\":%s,\"pre_tokenizer\":%s,\"post_processor\":null,\"decoder\":%s,"
+                      "\"normalizer\":%s,\"pre_tokenizer\":%s,\"post_processor\":%s,\"decoder\":%s,"
                       "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,"
                       "\"continuing_subword_prefix\":null,\"end_of_word_suffix\":null,\"fuse_unk\":false,"
                       "\"byte_fallback\":false%s,\"vocab\":{",
                   o.truncation ? o.truncation : "null", o.added ? o.added : "",
                   o.normalizer ? o.normalizer : "null",
                   o.pre ? o.pre : "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":true}",
-                  o.decoder ? o.decoder : "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,\"use_regex\":true}",
+                  o.post ? o.post : "null", o.decoder ? o.decoder : "{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":true,\"use_regex\":true}",
                   o.model_extra ? o.model_extra : "");
     for (int i = 0; i < 256; i++) {
         pl_buf_printf(&b, "%s\"", i ? "," : "");
@@ -850,6 +851,33 @@ TEST(concurrent_encode)
     pl_tokenizer_free(t);
 }
 
+/* transformers' tokenizer.vocab_size and num_special_tokens_to_add(): the
+ * model vocab without added tokens, and what the post-processor would add. */
+TEST(model_vocab_and_post_processor_count)
+{
+    char err[256];
+    int rc;
+    const char *added = "{\"id\":261,\"content\":\"<s>\",\"single_word\":false,\"lstrip\":false,\"rstrip\":false,"
+                        "\"normalized\":false,\"special\":true}";
+    static const struct { const char *post; int n; } cases[] = {
+        {NULL, 0},
+        {"{\"type\":\"ByteLevel\",\"add_prefix_space\":true,\"trim_offsets\":false,\"use_regex\":true}", 0},
+        {"{\"type\":\"TemplateProcessing\",\"single\":[{\"SpecialToken\":{\"id\":\"<s>\",\"type_id\":0}},"
+         "{\"Sequence\":{\"id\":\"A\",\"type_id\":0}}],\"pair\":[],\"special_tokens\":{\"<s>\":{\"id\":\"<s>\","
+         "\"ids\":[261],\"tokens\":[\"<s>\"]}}}", 1},
+        {"{\"type\":\"Sequence\",\"processors\":[{\"type\":\"ByteLevel\"},{\"type\":\"RobertaProcessing\"}]}", 2},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        pl_tokenizer *t = mini_load((mini_opts){.added = added, .post = cases[i].post}, &rc, err, sizeof err);
+        CHECK_EQ_INT(rc, 0);
+        if (!t) { fprintf(stderr, "  %s\n", err); continue; }
+        CHECK_EQ_INT(pl_tokenizer_model_vocab_size(t), 261);
+        CHECK_EQ_INT(pl_tokenizer_vocab_size(t), 262);
+        CHECK_EQ_INT(pl_tokenizer_num_special_to_add(t), cases[i].n);
+        pl_tokenizer_free(t);
+    }
+}
+
 int main(void)
 {
     char tp[1024];
@@ -876,5 +904,6 @@ int main(void)
     RUN(truncated_real_file);
     RUN(concurrent_encode);
     cJSON_Delete(g_texts);
+    RUN(model_vocab_and_post_processor_count);
     return test_report();
 }
