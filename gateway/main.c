@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 
 #include "gateway.h"
+#include "notify.h"
 
 static void usage(FILE *f)
 {
@@ -195,6 +196,7 @@ int main(int argc, char **argv)
     }
     pl_log(PL_LOG_INFO, NULL, 0, "ready: http://%s:%d (model %s; pipeline out %s, in %s)",
            o.host, gw_server_port(s), o.names[0], o.out_ep, o.in_ep);
+    pl_notify_ready();   /* listening and wired: the supervisor (glm-serve, systemd) may route traffic */
     int rc = gw_server_run(s);
     gw_server_free(s);
     uv_loop_close(loop);
