@@ -41,7 +41,7 @@ static void usage(FILE *f)
             "  --write-timeout S           a client that reads nothing for S is dropped (default 60)\n"
             "  --drain-timeout S           on SIGTERM, wait S for open responses (default 30)\n"
             "  --ping-interval S           heartbeat through the pipeline every S (default 1)\n"
-            "  --stage-timeout S           a heartbeat not back after S = pipeline down (default 10)\n"
+            "  --stage-timeout S           a heartbeat not back after S = pipeline down (default 60)\n"
             "  --health-timeout S          /health waits S for its ping (default 5)\n"
             "  --enable-force-include-usage  usage chunks in every stream (as vLLM's flag)\n"
             "  --log-level LEVEL           debug|info|warning|error (default info)\n"

@@ -44,7 +44,7 @@ void gw_opts_default(gw_opts *o)
     o->write_timeout = 60;
     o->drain_timeout = 30;
     o->ping_interval = 1;
-    o->stage_timeout = 10;
+    o->stage_timeout = 60;   /* longer than the longest engine step: the engine answers a ping between steps */
     o->health_timeout = 5;
 }
 
