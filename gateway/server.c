@@ -15,19 +15,8 @@
 
 #define TICK_MS 100
 
-double gw_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-double gw_wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+double gw_now(void) { return pl_mono_s(); }
+double gw_wall(void) { return pl_wall_s(); }
 
 void gw_opts_default(gw_opts *o)
 {

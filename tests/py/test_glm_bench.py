@@ -286,11 +286,11 @@ def _free_port():
 
 
 @contextlib.contextmanager
-def glm_serve(model):
+def glm_serve(model, *args):
     """glm-serve with every real stage on the tiny model, on a free port."""
     port = _free_port()
-    p = subprocess.Popen([binpath("glm-serve"), model, "--port", str(port), "--served-model-name", "tiny",
-                          "--max-model-len", "1024", "--kv-cache-memory-bytes", "64M"],
+    args = args or ("--kv-cache-memory-bytes", "64M", "--max-model-len", "1024")
+    p = subprocess.Popen([binpath("glm-serve"), model, "--port", str(port), "--served-model-name", "tiny", *args],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = p.stdout.readline()
@@ -319,6 +319,25 @@ def test_against_a_real_server(tiny_model):
             assert p.returncode == 0, p.stderr
             assert table_value(p.stdout, "Successful requests:") == 8, p.stdout
             assert table_value(p.stdout, "Total generated tokens:") == 8 * 16, p.stdout
+
+
+def test_scripted_timing_through_glm_serve(tiny_model, tmp_path):
+    """glm-serve with glm-replay as the engine, one step every 25 ms: the
+    inter-token latency glm-bench measures through every real stage and the
+    gateway is the script's step (loose bounds: 2 shared cores), and TTFT
+    is a few steps at most."""
+    script = tmp_path / "s.jsonl"
+    script.write_text(json.dumps({"output_ids": list(range(300, 340))}) + "\n")
+    engine = f"glm-replay --script {script} --step-ms 25"
+    with glm_serve(tiny_model, "--stage", f"engine={engine}") as (url, model, tok):
+        p = bench(["--base-url", url, "--model", model, "--tokenizer", tok, "--random-input-len", "32",
+                   "--random-output-len", "40", "--num-prompts", "6", "--max-concurrency", "3",
+                   "--percentile-metrics", "ttft,itl", "--metric-percentiles", "50"], timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert table_value(p.stdout, "Successful requests:") == 6, p.stdout
+    assert table_value(p.stdout, "Total generated tokens:") == 6 * 40, p.stdout
+    assert 20 <= table_value(p.stdout, "Median ITL (ms):") <= 40, p.stdout
+    assert table_value(p.stdout, "Median TTFT (ms):") <= 150, p.stdout
 
 
 def test_result_file_warmups_ready_check_metadata(tiny_model, tmp_path):

@@ -71,12 +71,7 @@ typedef struct sup {
     pid_t           self;
 } sup;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double now_s(void) { return pl_mono_s(); }
 
 static const char *name_of(int i) { return srv_stage_name((enum srv_stage_id)i); }
 
