@@ -75,6 +75,10 @@ def test_logprob_shapes(gw, client):
         assert e and all(set(v) == {"logprob", "rank", "decoded_token"} for v in e.values())
         own = e[str(prompt_ids[k])]   # the prompt token's own entry comes first, with its rank
         assert list(e)[0] == str(prompt_ids[k]) and own["rank"] >= 1 and own["logprob"] <= 0
+        alone = json.loads(urllib.request.urlopen(urllib.request.Request(   # glm-detok names it decoded alone
+            gw.url + "/detokenize", data=json.dumps({"tokens": [prompt_ids[k]]}).encode())).read())["prompt"]
+        assert own["decoded_token"] == alone
+        assert all(isinstance(v["decoded_token"], str) for v in e.values())
 
 
 def engine_log_has(gw, pattern, timeout=10):
