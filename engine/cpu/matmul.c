@@ -144,9 +144,75 @@ static void colacc_ref_##SUF(const void *wv, int64_t ld, int64_t nr, const float
     }                                                                                           \
 }
 
+/* ===== wide tiles: many tokens per converted weight vector =====
+ *
+ * The 3-token tile is bound by the 16 AVX registers: four chains per token.
+ * The wide tile runs the four chains one after another instead of side by
+ * side: for a K block it sweeps chain j (weight vectors j, j+4, j+8, ... of
+ * each 32) for NT tokens at once (NT accumulators + the weight vector), keeps
+ * the chains' partial sums in L1 between sweeps, and finishes exactly as
+ * tile_avx does. Each chain still sees its vectors in ascending K order and
+ * the chains are combined in the same tree, so a token's bits are those of
+ * the 1-token tile: batch invariance holds whatever the token grouping. Each
+ * weight vector is converted once per NT tokens (NT up to WIDE_MAX). */
+#define WIDE_MAX 12
+#define WIDE_KB  256    /* K block: WIDE_MAX tokens x 256 floats = 12 KiB of x per sweep, L1-resident */
+#define DEF_WIDE(SUF, T)                                                                           \
+AVX2 INL void wide_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64_t ldx,         \
+                                 float *y, int64_t ldy, const int NT)                           \
+{                                                                                               \
+    float accm[4][WIDE_MAX][8] __attribute__((aligned(32)));                                    \
+    memset(accm, 0, sizeof accm);                                                               \
+    int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7;                                 \
+    for (int64_t kb = 0; kb < c32; kb += WIDE_KB) {                                             \
+        int64_t ke = kb + WIDE_KB < c32 ? kb + WIDE_KB : c32;                                   \
+        for (int j = 0; j < 4; j++) {                                                           \
+            __m256 a[WIDE_MAX];                                                                 \
+            UNROLL for (int t = 0; t < NT; t++) a[t] = _mm256_load_ps(accm[j][t]);              \
+            for (int64_t k = kb + 8 * j; k < ke; k += 32) {                                     \
+                __m256 wv = ld8_##SUF(w + k);                                                   \
+                UNROLL for (int t = 0; t < NT; t++)                                             \
+                    a[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), a[t]);         \
+            }                                                                                   \
+            UNROLL for (int t = 0; t < NT; t++) _mm256_store_ps(accm[j][t], a[t]);              \
+        }                                                                                       \
+    }                                                                                           \
+    if (c8 > c32) {                                                                             \
+        __m256 a[WIDE_MAX];                                                                     \
+        UNROLL for (int t = 0; t < NT; t++) a[t] = _mm256_load_ps(accm[0][t]);                  \
+        for (int64_t k = c32; k < c8; k += 8) {                                                 \
+            __m256 wv = ld8_##SUF(w + k);                                                       \
+            UNROLL for (int t = 0; t < NT; t++)                                                 \
+                a[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), a[t]);             \
+        }                                                                                       \
+        UNROLL for (int t = 0; t < NT; t++) _mm256_store_ps(accm[0][t], a[t]);                  \
+    }                                                                                           \
+    for (int t = 0; t < NT; t++) {                                                              \
+        __m256 a0 = _mm256_load_ps(accm[0][t]), a1 = _mm256_load_ps(accm[1][t]);                \
+        __m256 a2 = _mm256_load_ps(accm[2][t]), a3 = _mm256_load_ps(accm[3][t]);                \
+        float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));           \
+        for (int64_t k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];              \
+        y[t * ldy] = s;                                                                         \
+    }                                                                                           \
+}                                                                                               \
+/* nt in {4, 6, 8, 12}: the groupings wide_split hands out. */                                  \
+AVX2 static void wide_avx_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,       \
+                                float *y, int64_t ldy, int nt)                                  \
+{                                                                                               \
+    switch (nt) {                                                                               \
+    case 12: wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 12); break;                            \
+    case 8:  wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 8); break;                             \
+    case 6:  wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 6); break;                             \
+    default: wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 4); break;                             \
+    }                                                                                           \
+}
+
 DEF_KERNELS(f32, float)
 DEF_KERNELS(bf16, uint16_t)
 DEF_KERNELS(fp8, uint8_t)
+DEF_WIDE(f32, float)
+DEF_WIDE(bf16, uint16_t)
+DEF_WIDE(fp8, uint8_t)
 
 typedef void (*tile_fn)(const void *, int64_t, const float *, int64_t, float *, int64_t, int);
 typedef void (*colacc_fn)(const void *, int64_t, int64_t, const float *, const float *, int64_t, int, float *);
@@ -157,6 +223,17 @@ static tile_fn pick_tile(const eng_backend *be, enum eng_dtype dt)
     case ENG_DT_BF16:   return be->avx2 ? tile_avx_bf16 : tile_ref_bf16;
     case ENG_DT_F8E4M3: return be->avx2 ? tile_avx_fp8 : tile_ref_fp8;
     default:            return be->avx2 ? tile_avx_f32 : tile_ref_f32;
+    }
+}
+
+/* NULL: no wide kernel (portable path); tokens then go by TILE_NT and 1. */
+static tile_fn pick_wide(const eng_backend *be, enum eng_dtype dt)
+{
+    if (!be->avx2) return NULL;
+    switch (dt) {
+    case ENG_DT_BF16:   return wide_avx_bf16;
+    case ENG_DT_F8E4M3: return wide_avx_fp8;
+    default:            return wide_avx_f32;
     }
 }
 
@@ -182,24 +259,61 @@ struct lin_ctx {
     float *y;
     int64_t ldy;
     tile_fn tile;
+    tile_fn wide;               /* NULL without AVX2 */
     eng_backend *be;
 };
 
-/* Rows [r, r1) of one weight-row block, one row at a time (a single
- * sequential stream per thread, which prefetches best); tokens in groups of
- * TILE_NT share each converted weight vector, leftovers go one by one. */
+/* Tokens [t0, t1) against one weight row: wide groups (12, then one of 8/6/4
+ * for what is left), then TILE_NT, then single tokens. The grouping only
+ * decides which kernel a token goes through; every kernel gives it the same
+ * bits. */
+static void lin_row_tokens(const struct lin_ctx *c, const char *w, int64_t i, int t0, int t1,
+                           const float *x, int64_t ldx, float *y)
+{
+    int64_t cols = c->W->cols;
+    int t = t0;
+    if (c->wide) {
+        for (; t + WIDE_MAX <= t1; t += WIDE_MAX)
+            c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, WIDE_MAX);
+        int left = t1 - t, g = left >= 8 ? 8 : left >= 6 ? 6 : left >= 4 ? 4 : 0;
+        if (g) { c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, g); t += g; }
+    }
+    for (; t + TILE_NT <= t1; t += TILE_NT)
+        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, TILE_NT);
+    for (; t < t1; t++)
+        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 1);
+}
+
+/* Cache blocks for many tokens: a block of weight rows (~128 KiB) is read
+ * from memory once and reused from L2 by every block of tokens (~192 KiB of
+ * x), so neither the weights nor the activations stream from DRAM/L3 once
+ * per row or per token. */
+#define LIN_WBLOCK_BYTES (128 * 1024)
+#define LIN_XBLOCK_BYTES (192 * 1024)
+
+/* Rows [r, r1) of one weight-row block. Few tokens: one row at a time, a
+ * single sequential weight stream per thread, which prefetches best. */
 static void lin_rows(const struct lin_ctx *c, const char *w0, int64_t r, int64_t r1, const float *x,
                      int64_t ldx, float *y)
 {
     const eng_tensor *W = c->W;
     size_t rb = (size_t)W->cols * eng_dtype_size(W->dtype);
-    for (int64_t i = r; i < r1; i++) {
-        const char *w = w0 + (size_t)(i - r) * rb;
-        int t = 0;
-        for (; t + TILE_NT <= c->n; t += TILE_NT)
-            c->tile(w, W->cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, TILE_NT);
-        for (; t < c->n; t++)
-            c->tile(w, W->cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 1);
+    if (!c->wide || c->n <= WIDE_MAX) {
+        for (int64_t i = r; i < r1; i++)
+            lin_row_tokens(c, w0 + (size_t)(i - r) * rb, i, 0, c->n, x, ldx, y);
+        return;
+    }
+    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / rb);
+    if (rblk < 1) rblk = 1;
+    int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)W->cols * sizeof(float))) / WIDE_MAX * WIDE_MAX;
+    if (tblk < WIDE_MAX) tblk = WIDE_MAX;
+    for (int64_t rr = r; rr < r1; rr += rblk) {
+        int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+        for (int tb = 0; tb < c->n; tb += tblk) {
+            int te = tb + tblk < c->n ? tb + tblk : c->n;
+            for (int64_t i = rr; i < re; i++)
+                lin_row_tokens(c, w0 + (size_t)(i - r) * rb, i, tb, te, x, ldx, y);
+        }
     }
 }
 
@@ -245,7 +359,8 @@ void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int
     if (chunk < 16) chunk = 16;
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
-    struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype), be };
+    struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype),
+                          pick_wide(be, W->dtype), be };
     eng_cpu_run(be, lin_task, &c, chunks * hs->n);
 }
 
