@@ -154,9 +154,11 @@ static void colacc_ref_##SUF(const void *wv, int64_t ld, int64_t nr, const float
  * tile_avx does. Each chain still sees its vectors in ascending K order and
  * the chains are combined in the same tree, so a token's bits are those of
  * the 1-token tile: batch invariance holds whatever the token grouping. Each
- * weight vector is converted once per NT tokens (NT up to WIDE_MAX). */
-#define WIDE_MAX 12
-#define WIDE_KB  256    /* K block: WIDE_MAX tokens x 256 floats = 12 KiB of x per sweep, L1-resident */
+ * weight vector is converted once per NT tokens (NT up to WIDE_MAX: wider
+ * groups measured slower, 12 tokens by 2x, from register and load pressure). */
+#define WIDE_MAX 6     /* measured best on Zen 3 (n=6: 0.041 ms/token vs 8: 0.052, 12: 0.088 on 2048x1024) */
+#define WIDE_KB  256    /* K block: WIDE_MAX tokens x 256 floats = 6 KiB of x per sweep, L1-resident */
+#define UNROLL_ALL _Pragma("GCC unroll 16")
 #define DEF_WIDE(SUF, T)                                                                           \
 AVX2 INL void wide_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64_t ldx,         \
                                  float *y, int64_t ldy, const int NT)                           \
@@ -168,24 +170,24 @@ AVX2 INL void wide_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64
         int64_t ke = kb + WIDE_KB < c32 ? kb + WIDE_KB : c32;                                   \
         for (int j = 0; j < 4; j++) {                                                           \
             __m256 a[WIDE_MAX];                                                                 \
-            UNROLL for (int t = 0; t < NT; t++) a[t] = _mm256_load_ps(accm[j][t]);              \
+            UNROLL_ALL for (int t = 0; t < NT; t++) a[t] = _mm256_load_ps(accm[j][t]);              \
             for (int64_t k = kb + 8 * j; k < ke; k += 32) {                                     \
                 __m256 wv = ld8_##SUF(w + k);                                                   \
-                UNROLL for (int t = 0; t < NT; t++)                                             \
+                UNROLL_ALL for (int t = 0; t < NT; t++)                                             \
                     a[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), a[t]);         \
             }                                                                                   \
-            UNROLL for (int t = 0; t < NT; t++) _mm256_store_ps(accm[j][t], a[t]);              \
+            UNROLL_ALL for (int t = 0; t < NT; t++) _mm256_store_ps(accm[j][t], a[t]);              \
         }                                                                                       \
     }                                                                                           \
     if (c8 > c32) {                                                                             \
         __m256 a[WIDE_MAX];                                                                     \
-        UNROLL for (int t = 0; t < NT; t++) a[t] = _mm256_load_ps(accm[0][t]);                  \
+        UNROLL_ALL for (int t = 0; t < NT; t++) a[t] = _mm256_load_ps(accm[0][t]);                  \
         for (int64_t k = c32; k < c8; k += 8) {                                                 \
             __m256 wv = ld8_##SUF(w + k);                                                       \
-            UNROLL for (int t = 0; t < NT; t++)                                                 \
+            UNROLL_ALL for (int t = 0; t < NT; t++)                                                 \
                 a[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), a[t]);             \
         }                                                                                       \
-        UNROLL for (int t = 0; t < NT; t++) _mm256_store_ps(accm[0][t], a[t]);                  \
+        UNROLL_ALL for (int t = 0; t < NT; t++) _mm256_store_ps(accm[0][t], a[t]);                  \
     }                                                                                           \
     for (int t = 0; t < NT; t++) {                                                              \
         __m256 a0 = _mm256_load_ps(accm[0][t]), a1 = _mm256_load_ps(accm[1][t]);                \
@@ -195,16 +197,12 @@ AVX2 INL void wide_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64
         y[t * ldy] = s;                                                                         \
     }                                                                                           \
 }                                                                                               \
-/* nt in {4, 6, 8, 12}: the groupings wide_split hands out. */                                  \
+/* nt is 6 or 4: the groups lin_row_tokens hands out. */                                  \
 AVX2 static void wide_avx_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,       \
                                 float *y, int64_t ldy, int nt)                                  \
 {                                                                                               \
-    switch (nt) {                                                                               \
-    case 12: wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 12); break;                            \
-    case 8:  wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 8); break;                             \
-    case 6:  wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 6); break;                             \
-    default: wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 4); break;                             \
-    }                                                                                           \
+    if (nt == 6) wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 6);                                \
+    else wide_avx_##SUF##_n(w, cols, x, ldx, y, ldy, 4);                                        \
 }
 
 DEF_KERNELS(f32, float)
@@ -263,8 +261,8 @@ struct lin_ctx {
     eng_backend *be;
 };
 
-/* Tokens [t0, t1) against one weight row: wide groups (12, then one of 8/6/4
- * for what is left), then TILE_NT, then single tokens. The grouping only
+/* Tokens [t0, t1) against one weight row: wide groups (6, then 4 if that
+ * many are left), then TILE_NT, then single tokens. The grouping only
  * decides which kernel a token goes through; every kernel gives it the same
  * bits. */
 static void lin_row_tokens(const struct lin_ctx *c, const char *w, int64_t i, int t0, int t1,
@@ -275,8 +273,7 @@ static void lin_row_tokens(const struct lin_ctx *c, const char *w, int64_t i, in
     if (c->wide) {
         for (; t + WIDE_MAX <= t1; t += WIDE_MAX)
             c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, WIDE_MAX);
-        int left = t1 - t, g = left >= 8 ? 8 : left >= 6 ? 6 : left >= 4 ? 4 : 0;
-        if (g) { c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, g); t += g; }
+        if (t1 - t >= 4) { c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 4); t += 4; }
     }
     for (; t + TILE_NT <= t1; t += TILE_NT)
         c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, TILE_NT);
@@ -289,7 +286,8 @@ static void lin_row_tokens(const struct lin_ctx *c, const char *w, int64_t i, in
  * x), so neither the weights nor the activations stream from DRAM/L3 once
  * per row or per token. */
 #define LIN_WBLOCK_BYTES (128 * 1024)
-#define LIN_XBLOCK_BYTES (192 * 1024)
+#define LIN_XBLOCK_BYTES (24 * 1024)
+#define X_PAD 16        /* floats: one cache line between packed activation rows */
 
 /* Rows [r, r1) of one weight-row block. Few tokens: one row at a time, a
  * single sequential weight stream per thread, which prefetches best. */
@@ -327,13 +325,28 @@ static void lin_task(void *p, int task, int thread)
     float *y = c->y + h * c->hs.y;
     int64_t r0 = (int64_t)(task % c->chunks) * c->chunk, r1 = r0 + c->chunk < c->nrows ? r0 + c->chunk : c->nrows;
     int64_t base = c->row0 + h * c->hs.w;          /* weight row of output row 0 */
+    /* Many tokens: activation rows are copied to a stride of cols + X_PAD
+     * floats. Rows a multiple of 4 KiB apart (hidden 1024, 6144, ...) all map
+     * to the same L1 sets, and a wide tile's 12 rows then evict each other
+     * (measured: 3-4x slower from 12 tokens on). A copy is exact. */
+    int pack = c->wide && c->n > TILE_NT;
+    int64_t lds = pack ? W->cols + X_PAD : W->cols;
     if (!W->scale) {
-        lin_rows(c, (const char *)W->data + (size_t)(base + r0) * rb, r0, r1, x, c->ldx, y);
+        const float *xr = x;
+        int64_t ldr = c->ldx;
+        if (pack) {
+            float *xp = eng_cpu_scratch_f(c->be, thread, (size_t)c->n * (size_t)lds);
+            if (!xp) return;
+            for (int t = 0; t < c->n; t++) memcpy(xp + t * lds, x + t * c->ldx, (size_t)W->cols * sizeof *xp);
+            xr = xp;
+            ldr = lds;
+        }
+        lin_rows(c, (const char *)W->data + (size_t)(base + r0) * rb, r0, r1, xr, ldr, y);
         return;
     }
     /* FP8: per 128-row block, x times that block row's scales (x 256 for the
      * F16 decoding), so the tiles run plain dots over the raw FP8 values. */
-    float *xs = eng_cpu_scratch_f(c->be, thread, (size_t)c->n * (size_t)W->cols);
+    float *xs = eng_cpu_scratch_f(c->be, thread, (size_t)c->n * (size_t)lds);
     if (!xs) return;
     for (int64_t r = r0; r < r1;) {
         int64_t wr = base + r, rend = r + (ENG_FP8_BLOCK - wr % ENG_FP8_BLOCK);
@@ -341,8 +354,8 @@ static void lin_task(void *p, int task, int thread)
         const float *sc = W->scale + (wr / ENG_FP8_BLOCK) * W->scale_ld;
         for (int t = 0; t < c->n; t++)
             for (int64_t k = 0; k < W->cols; k++)
-                xs[t * W->cols + k] = x[t * c->ldx + k] * (sc[k / ENG_FP8_BLOCK] * 256.0f);
-        lin_rows(c, (const char *)W->data + (size_t)wr * rb, r, rend, xs, W->cols, y);
+                xs[t * lds + k] = x[t * c->ldx + k] * (sc[k / ENG_FP8_BLOCK] * 256.0f);
+        lin_rows(c, (const char *)W->data + (size_t)wr * rb, r, rend, xs, lds, y);
         r = rend;
     }
 }
