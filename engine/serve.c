@@ -855,7 +855,7 @@ int eng_serve_step(eng_serve *e)
     if (!rc) {
         /* one sequence per task; the model's threads are idle between passes */
         struct sample_ctx sc = { e, &b };
-        if (e->lm->parallel && e->n_samplers > 1) e->lm->parallel(e->lm->impl, sample_task, &sc, b.n_items);
+        if (e->lm->parallel && e->n_samplers > 1) e->lm->parallel(e->lm->par, sample_task, &sc, b.n_items);
         else for (int i = 0; i < b.n_items; i++) sample_task(&sc, i, 0);
     }
     for (int i = 0; !rc && i < b.n_items; i++) {
@@ -1180,9 +1180,9 @@ static int glm_mtp_forward(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int
     return eng_model_mtp_forward(impl, kv, seqs, n_seqs, hidden_in, logits, hidden_out, err, errlen);
 }
 
-static void glm_parallel(void *impl, void (*fn)(void *ctx, int task, int thread), void *ctx, int n_tasks)
+static void glm_parallel(void *par, void (*fn)(void *ctx, int task, int thread), void *ctx, int n_tasks)
 {
-    eng_be_parallel(eng_model_backend(impl), fn, ctx, n_tasks);
+    eng_be_parallel(par, fn, ctx, n_tasks);
 }
 
 void eng_lm_from_model(eng_lm *lm, eng_model *m)
@@ -1199,6 +1199,7 @@ void eng_lm_from_model(eng_lm *lm, eng_model *m)
         .mtp_forward = eng_model_has_mtp(m) ? glm_mtp_forward : NULL,
         .hidden_size = c->hidden_size,
         .parallel = glm_parallel,
+        .par = eng_model_backend(m),
         .n_threads = eng_be_threads(eng_model_backend(m)),
     };
 }

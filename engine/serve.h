@@ -56,8 +56,11 @@ typedef struct eng_lm {
     int hidden_size;              /* floats per hidden row */
     /* Host threads for per-sequence work (sampling a batch): run fn for
      * every task on n_threads threads (thread < n_threads). NULL / 0: the
-     * serving loop runs the tasks itself, one after another. */
-    void (*parallel)(void *impl, void (*fn)(void *ctx, int task, int thread), void *ctx, int n_tasks);
+     * serving loop runs the tasks itself, one after another. par is its
+     * first argument, apart from impl so that a wrapper model that copies
+     * this struct and swaps impl keeps a valid one. */
+    void (*parallel)(void *par, void (*fn)(void *ctx, int task, int thread), void *ctx, int n_tasks);
+    void *par;
     int n_threads;
 } eng_lm;
 

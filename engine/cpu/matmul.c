@@ -3,8 +3,9 @@
  * Decode at batch 1 is a stream of matrix-vector products: memory bound, so
  * the kernels read each weight byte once, convert in registers (BF16: shift;
  * FP8 E4M3: re-bias into an F16 and convert with F16C, the 2^8 exponent
- * difference folded into the block scale) and accumulate in f32. Two token
- * rows share each weight row load (prefill, batches).
+ * difference folded into the block scale) and accumulate in f32. Up to 3
+ * token rows share each converted weight vector (the tiles), 4-6 with the
+ * wide tiles used for prefill chunks and batches of more than 3 rows.
  *
  * Batch invariance: a token's result is computed by the same sequence of
  * vector FMAs whether it is processed in a pair or alone. */

@@ -120,7 +120,7 @@ TEST(serve_seeded_batch_invariance)
 /* Sampling runs on the model's threads (eng_lm.parallel), one sequence per
  * task with a sampler per thread: tasks run in reverse order on 3 "threads"
  * must give every request the tokens and logprobs of the serial loop. */
-static void rev_parallel(void *impl, void (*fn)(void *ctx, int task, int thread), void *ctx, int n)
+static void rev_parallel(void *par, void (*fn)(void *ctx, int task, int thread), void *ctx, int n)
 {
     for (int i = n - 1; i >= 0; i--) fn(ctx, i, i % 3);
 }
