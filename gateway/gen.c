@@ -65,6 +65,7 @@ struct gw_gen {
     int        err_code;
     pl_buf     err;              /* the error object JSON */
     double     t_arrival, t_first, t_end;
+    gw_ant    *ant;              /* Anthropic Messages output (cfg.api), or NULL */
 };
 
 /* ================================================================ life */
@@ -84,6 +85,7 @@ int gw_gen_new(gw_gen **out, const gw_gen_cfg *cfg)
     pl_buf_init(&g->echo);
     pl_buf_init(&g->err);
     if (cfg->chat_echo) pl_buf_append(&g->echo, cfg->chat_echo, cfg->chat_echo_len);
+    if (cfg->api == GW_API_ANTHROPIC && gw_ant_new(&g->ant, cfg->stream)) { gw_gen_free(g); return PL_ERR_NOMEM; }
     if (!g->id || !g->model || !g->subs || !g->ch) { gw_gen_free(g); return PL_ERR_NOMEM; }
     for (int i = 0; i < g->nsub; i++) {
         gw_sub *s = &g->subs[i];
@@ -132,6 +134,7 @@ void gw_gen_free(gw_gen *g)
     }
     pl_buf_free(&g->echo);
     pl_buf_free(&g->err);
+    gw_ant_free(g->ant);
     free(g->subs);
     free(g->ch);
     free(g->id);
@@ -374,6 +377,7 @@ static int on_start(gw_gen *g, gw_sub *s, const msgpack_object *msg, double now)
         pl_buf_reset(&s->plp);
         prompt_logprobs_json(plp, &s->plp);
     }
+    if (g->ant && g->cfg.stream) r |= GW_GEN_DIRTY;   /* message_start goes out at once */
     return r;
 }
 
@@ -456,6 +460,7 @@ static int on_delta(gw_gen *g, int sub, const msgpack_object *msg, double now)
         append_str_field(&c->text, msg, "text");
         append_str_field(&c->reasoning, msg, "reasoning");
     }
+    if (g->ant) gw_ant_delta(g->ant, msg);
     const msgpack_object_array *tc = NULL;
     if (g->cfg.ep == GW_EP_CHAT && pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
         for (uint32_t i = 0; i < tc->size; i++)
@@ -543,7 +548,8 @@ static int fail(gw_gen *g, int code, const char *type, const char *param, size_t
     g->err_code = code >= 400 && code <= 599 ? code : 500;
     g->t_end = gw_now();
     pl_buf_reset(&g->err);
-    gw_jw_error(&g->err, g->err_code, type, param, paramlen, msg, msglen);
+    if (g->ant) gw_ant_error_json(&g->err, g->err_code, msg, msglen);
+    else gw_jw_error(&g->err, g->err_code, type, param, paramlen, msg, msglen);
     return GW_GEN_FAILED | (g->cfg.stream ? GW_GEN_DIRTY : 0);
 }
 
@@ -838,9 +844,27 @@ static void stream_completion_chunk(gw_gen *g, int ci, pl_buf *b)
     if (fin) c->fin_sent = true;
 }
 
+static void usage_of(const gw_gen *g, gw_usage *u)
+{
+    u->prompt = total_prompt(g);
+    u->completion = total_completion(g);
+    u->cached = 0;
+    u->has_cached = false;
+    for (int i = 0; i < g->nsub; i++)
+        if (g->subs[i].has_cached) { u->has_cached = true; u->cached += g->subs[i].cached_tokens; }
+}
+
 void gw_gen_stream(gw_gen *g, pl_buf *b)
 {
     if (g->final_sent) return;
+    if (g->ant) {
+        gw_usage u;
+        usage_of(g, &u);
+        gw_ant_stream(g->ant, g->id, g->model, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
+        for (int i = 0; i < g->nch; i++) choice_drain(&g->ch[i]);
+        g->final_sent = g->done || g->failed;
+        return;
+    }
     if (g->failed) {
         /* in-stream error (vLLM): the status is already 200 */
         sse_begin(b);
@@ -966,6 +990,12 @@ static void completion_body(gw_gen *g, pl_buf *b)
 
 void gw_gen_body(gw_gen *g, pl_buf *b)
 {
+    if (g->ant) {
+        gw_usage u;
+        usage_of(g, &u);
+        gw_ant_body(g->ant, g->id, g->model, &u, b);
+        return;
+    }
     if (g->cfg.ep == GW_EP_CHAT) chat_body(g, b);
     else completion_body(g, b);
 }

@@ -5,6 +5,7 @@
  *   api.c      routes, admission (auth, JSON, model), the request table
  *   gen.c      one generation: pipeline messages in, OpenAI JSON / SSE out
  *   metrics.c  Prometheus text: counters and histograms measured here
+ *   anthropic.c the Anthropic Messages API: request -> chat body, blocks out
  *   jw.c       JSON writing helpers shared by the above
  *
  * Everything runs on one thread (the libuv loop), so nothing here locks. */
@@ -13,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <cjson/cJSON.h>
 #include <http_parser.h>
 #include <msgpack.h>
 #include <uv.h>
@@ -47,6 +49,40 @@ size_t gw_utf8_len(const char *s, size_t n);
 int  gw_error_json(const msgpack_object *error_msg, pl_buf *out);   /* from an `error` message; returns its code */
 void gw_jw_error(pl_buf *b, int code, const char *type, const char *param, size_t paramlen,
                  const char *msg, size_t msglen);
+
+/* ================================================================ anthropic.c */
+
+/* Which API a request speaks: its response shapes and error shapes. */
+enum gw_api { GW_API_OPENAI, GW_API_ANTHROPIC };
+
+typedef struct gw_ant gw_ant;
+typedef struct gw_usage {           /* what a response reports as usage */
+    int64_t prompt, completion, cached;
+    bool    has_cached;
+} gw_usage;
+
+/* A Messages (or count_tokens) request body -> the chat completions body
+ * glm-tokenize takes, as vLLM's to_chat_completion_request converts it.
+ * PL_ERR_INVALID with err when the body is not a valid Messages request. */
+int  gw_ant_to_chat(const cJSON *in, bool count_only, cJSON **out, char *err, size_t errlen);
+/* count_tokens: the /tokenize chat-form body of a converted request; the answer. */
+int  gw_ant_tokenize_body(const cJSON *chat, cJSON **out);
+void gw_ant_count_json(int64_t count, pl_buf *b);
+/* Anthropic's error JSON and its `type` for an HTTP status. */
+void gw_ant_error_json(pl_buf *b, int code, const char *msg, size_t len);
+const char *gw_ant_error_type(int code);
+
+int  gw_ant_new(gw_ant **out, bool stream);
+void gw_ant_free(gw_ant *a);
+/* One `delta` message of the (single) choice, in order. */
+void gw_ant_delta(gw_ant *a, const msgpack_object *msg);
+/* The full message body. */
+void gw_ant_body(gw_ant *a, const char *id, const char *model, const gw_usage *u, pl_buf *b);
+/* Stream events pending since the last call: message_start (+ ping) first,
+ * then block events; when done, message_delta + message_stop; err (Anthropic
+ * error JSON) closes the open block and ends the stream with an error event. */
+void gw_ant_stream(gw_ant *a, const char *id, const char *model, const gw_usage *u, bool done,
+                   const char *err, size_t errlen, pl_buf *b);
 
 /* ================================================================ metrics.c */
 
@@ -91,6 +127,7 @@ typedef struct gw_gen_cfg {
     bool        tokens_as_ids;      /* return_tokens_as_token_ids */
     int64_t     max_tokens;         /* as requested (metrics), -1 absent */
     gw_metrics *metrics;            /* may be NULL */
+    enum gw_api api;                /* response shapes: OpenAI chat/completions or Anthropic */
     /* send abort{id of sub, index} downstream (index -1: the whole sub-request) */
     void      (*abort)(void *ud, int sub, int index);
     void       *ud;
@@ -154,7 +191,9 @@ struct gw_conn {
     bool                hval_open;      /* a header value is being assembled */
     size_t              nheaders;
     pl_buf              auth, xrid;     /* Authorization, X-Request-Id */
-    bool                has_auth, has_xrid, expect_continue;
+    pl_buf              xkey;           /* x-api-key (Anthropic clients) */
+    bool                has_auth, has_xrid, has_xkey, expect_continue;
+    enum gw_api         api;            /* the route's error shape */
     pl_buf              body;
     int                 reject;         /* a status decided while parsing (413) */
     uint64_t            t_begin;        /* loop ms at the request's first byte */
@@ -223,6 +262,7 @@ struct gw_req {
     bool        dirty;
     gw_gen     *gen;                /* GEN */
     bool        stream;             /* GEN: an SSE response */
+    enum gw_api api;                /* TOKENIZE: answer as count_tokens when Anthropic */
 };
 
 void gw_api_dispatch(gw_conn *c);

@@ -69,7 +69,7 @@ static void conn_free(gw_conn *c)
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->nconns--;
-    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->body, &c->out, &c->wbuf};
+    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->xkey, &c->body, &c->out, &c->wbuf};
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) pl_buf_free(bufs[i]);
     free(c);
     gw_server_maybe_exit(s);
@@ -218,7 +218,9 @@ void gw_http_error(gw_conn *c, int status, const char *type, const char *param, 
     va_end(ap);
     pl_buf b;
     pl_buf_init(&b);
-    gw_jw_error(&b, status, type, param, param ? strlen(param) : 0, msg, strlen(msg));
+    /* the route decides the shape: Anthropic clients get Anthropic's */
+    if (c->api == GW_API_ANTHROPIC) gw_ant_error_json(&b, status, msg, strlen(msg));
+    else gw_jw_error(&b, status, type, param, param ? strlen(param) : 0, msg, strlen(msg));
     gw_http_respond(c, status, "application/json", b.data ? b.data : "", b.len, NULL);
     pl_buf_free(&b);
 }
@@ -326,6 +328,10 @@ static void header_commit(gw_conn *c)
         pl_buf_reset(&c->auth);
         pl_buf_append(&c->auth, c->hval.data, c->hval.len);
         c->has_auth = true;
+    } else if (hname_is(c, "x-api-key")) {
+        pl_buf_reset(&c->xkey);
+        pl_buf_append(&c->xkey, c->hval.data, c->hval.len);
+        c->has_xkey = true;
     } else if (hname_is(c, "x-request-id")) {
         pl_buf_reset(&c->xrid);
         pl_buf_append(&c->xrid, c->hval.data, c->hval.len);
@@ -348,9 +354,10 @@ static int reject(http_parser *p, int status)
 static int on_message_begin(http_parser *p)
 {
     gw_conn *c = p->data;
-    pl_buf *bufs[] = {&c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->body};
+    pl_buf *bufs[] = {&c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->xkey, &c->body};
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) pl_buf_reset(bufs[i]);
-    c->hval_open = c->has_auth = c->has_xrid = c->expect_continue = false;
+    c->hval_open = c->has_auth = c->has_xrid = c->has_xkey = c->expect_continue = false;
+    c->api = GW_API_OPENAI;
     c->nheaders = 0;
     c->reject = 0;
     c->state = GW_CONN_HEAD;
@@ -526,7 +533,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->open_handles = 2;
-    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->body, &c->out, &c->wbuf};
+    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->xkey, &c->body, &c->out, &c->wbuf};
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) pl_buf_init(bufs[i]);
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;

@@ -1,0 +1,870 @@
+/* anthropic.c — the Anthropic Messages API (POST /v1/messages,
+ * /v1/messages/count_tokens) on top of the chat pipeline.
+ *
+ * As vLLM 0.33 serves it (entrypoints/anthropic/serving.py): the request is
+ * converted to the chat completions body glm-tokenize already takes (so
+ * the same chat template, reasoning parser and tool parser run), and the
+ * chat-shaped pipeline output (`delta` messages: reasoning, text,
+ * tool-call deltas) is turned back into Anthropic content blocks.
+ *
+ * Output is one ordered list of blocks, built as deltas arrive, for both
+ * the stream and the full body, so a stream assembles to exactly the body:
+ * reasoning opens a thinking block, text a text block, a tool-call head a
+ * tool_use block whose input_json_delta pieces are the argument deltas.
+ * Text that arrives while a tool_use block is open is held and becomes a
+ * text block of its own when that block closes (vLLM's stream converter
+ * does the same). A stream writes what each block gained since the last
+ * flush as one delta event (coalesced, as chat chunks are), and a block's
+ * content_block_stop goes out once a later block exists or the message
+ * ended (docs/protocol.md §9). */
+#include "gw_int.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "json.h"
+#include "pyjson.h"
+
+/* ================================================================ errors */
+
+const char *gw_ant_error_type(int code)
+{
+    switch (code) {
+    case 400: return "invalid_request_error";
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 503: return "overloaded_error";
+    default: return code >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+void gw_ant_error_json(pl_buf *b, int code, const char *msg, size_t len)
+{
+    pl_buf_puts(b, "{\"type\":\"error\",\"error\":{\"type\":\"");
+    pl_buf_puts(b, gw_ant_error_type(code));
+    pl_buf_puts(b, "\",\"message\":");
+    gw_jw_str(b, msg, len);
+    pl_buf_puts(b, "}}");
+}
+
+/* ================================================================ request: Anthropic -> chat */
+
+static int bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int bad(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return PL_ERR_INVALID;
+}
+
+static const cJSON *get(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+static bool str_is(const cJSON *v, const char *s) { return cJSON_IsString(v) && !strcmp(v->valuestring, s); }
+
+/* A string field that may be absent or null; anything else is refused. */
+static int opt_str(const cJSON *o, const char *key, const char *where, const char **out, char *err, size_t errlen)
+{
+    const cJSON *v = get(o, key);
+    *out = NULL;
+    if (!v) return 0;
+    if (!cJSON_IsString(v)) return bad(err, errlen, "%s.%s must be a string", where, key);
+    *out = v->valuestring;
+    return 0;
+}
+
+static const char billing_prefix[] = "x-anthropic-billing-header";
+static bool is_billing(const char *s) { return !strncmp(s, billing_prefix, sizeof billing_prefix - 1); }
+
+static const char *const block_types[] = {"text", "image", "tool_use", "tool_result", "tool_reference", "thinking",
+                                          "redacted_thinking", "tool_addition", "tool_removal"};
+
+/* A content block as pydantic's AnthropicContentBlock takes it. */
+static int check_block(const cJSON *b, const char *where, char *err, size_t errlen)
+{
+    if (!cJSON_IsObject(b)) return bad(err, errlen, "%s: a content block must be an object", where);
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "type");
+    bool known = false;
+    for (size_t i = 0; cJSON_IsString(t) && i < PL_ARRAY_LEN(block_types); i++) known |= !strcmp(t->valuestring, block_types[i]);
+    if (!known) return bad(err, errlen, "%s: unknown content block type (expected one of text, image, tool_use, "
+                           "tool_result, tool_reference, thinking, redacted_thinking)", where);
+    if (str_is(t, "tool_addition") || str_is(t, "tool_removal"))
+        return bad(err, errlen, "%s: %s blocks are not supported by this server", where, t->valuestring);
+    static const char *const strs[] = {"text", "id", "tool_use_id", "name", "tool_name", "thinking", "signature", "data"};
+    const char *s;
+    for (size_t i = 0; i < PL_ARRAY_LEN(strs); i++)
+        if (opt_str(b, strs[i], where, &s, err, errlen)) return PL_ERR_INVALID;
+    const cJSON *in = get(b, "input"), *src = get(b, "source"), *c = get(b, "content"), *ie = get(b, "is_error");
+    if (in && !cJSON_IsObject(in)) return bad(err, errlen, "%s.input must be an object", where);
+    if (src && !cJSON_IsObject(src)) return bad(err, errlen, "%s.source must be an object", where);
+    if (ie && !cJSON_IsBool(ie)) return bad(err, errlen, "%s.is_error must be a boolean", where);
+    if (c && !cJSON_IsString(c) && !cJSON_IsArray(c)) return bad(err, errlen, "%s.content must be a string or a list", where);
+    for (const cJSON *i = cJSON_IsArray(c) ? c->child : NULL; i; i = i->next)
+        if (!cJSON_IsObject(i)) return bad(err, errlen, "%s.content: items must be objects", where);
+    return 0;
+}
+
+static void add_str(cJSON *o, const char *key, const char *s) { cJSON_AddItemToObject(o, key, cJSON_CreateString(s)); }
+
+static cJSON *text_part(const char *text)
+{
+    cJSON *p = cJSON_CreateObject();
+    add_str(p, "type", "text");
+    add_str(p, "text", text);
+    return p;
+}
+
+/* An image source as the data: or https: URL vLLM makes of it. */
+static cJSON *image_part(const cJSON *source)
+{
+    pl_buf u;
+    pl_buf_init(&u);
+    const cJSON *t = get(source, "type");
+    if (str_is(t, "url")) {
+        const cJSON *url = get(source, "url");
+        pl_buf_puts(&u, cJSON_IsString(url) ? url->valuestring : "");
+    } else {
+        const cJSON *mt = get(source, "media_type"), *data = get(source, "data");
+        pl_buf_printf(&u, "data:%s;base64,%s", cJSON_IsString(mt) ? mt->valuestring : "image/jpeg",
+                      cJSON_IsString(data) ? data->valuestring : "");
+    }
+    cJSON *p = cJSON_CreateObject();
+    add_str(p, "type", "image_url");
+    cJSON *iu = cJSON_AddObjectToObject(p, "image_url");
+    add_str(iu, "url", u.data ? u.data : "");
+    pl_buf_free(&u);
+    return p;
+}
+
+/* The text of a system message or the system field's blocks: non-empty
+ * text blocks without Claude Code's billing header, joined with "". NULL
+ * when nothing is left. */
+static char *system_text(const cJSON *content, bool strip_string)
+{
+    if (cJSON_IsString(content)) {
+        if (strip_string && is_billing(content->valuestring)) return NULL;
+        return content->valuestring[0] || !strip_string ? strdup(content->valuestring) : NULL;
+    }
+    pl_buf b;
+    pl_buf_init(&b);
+    bool any = false;
+    for (const cJSON *bl = cJSON_IsArray(content) ? content->child : NULL; bl; bl = bl->next) {
+        const cJSON *t = get(bl, "text");
+        if (!str_is(get(bl, "type"), "text") || !cJSON_IsString(t) || !t->valuestring[0] || is_billing(t->valuestring)) continue;
+        pl_buf_puts(&b, t->valuestring);
+        any = true;
+    }
+    char *s = any ? strndup(b.data ? b.data : "", b.len) : NULL;
+    pl_buf_free(&b);
+    return s;
+}
+
+/* A user turn's tool_result block becomes a tool message (appended before
+ * the user message itself), images in it a user message after that. */
+static void user_tool_result(const cJSON *block, cJSON *msgs)
+{
+    const cJSON *c = get(block, "content"), *id = get(block, "tool_use_id");
+    pl_buf text;
+    pl_buf_init(&text);
+    cJSON *images = cJSON_CreateArray(), *refs = cJSON_CreateArray();
+    if (cJSON_IsString(c)) pl_buf_puts(&text, c->valuestring);
+    int k = 0;
+    for (const cJSON *it = cJSON_IsArray(c) ? c->child : NULL; it; it = it->next) {
+        const cJSON *t = get(it, "type");
+        if (str_is(t, "text")) {
+            const cJSON *tx = get(it, "text");
+            if (k++) pl_buf_putc(&text, '\n');
+            if (cJSON_IsString(tx)) pl_buf_puts(&text, tx->valuestring);
+        } else if (str_is(t, "image")) {
+            const cJSON *src = get(it, "source");
+            static const cJSON empty = {0};
+            cJSON_AddItemToArray(images, image_part(cJSON_IsObject(src) ? src : &empty));
+        } else if (str_is(t, "tool_reference")) {
+            const cJSON *n = get(it, "tool_name");
+            if (!cJSON_IsString(n) || !n->valuestring[0]) n = get(it, "name");
+            if (cJSON_IsString(n) && n->valuestring[0]) {
+                cJSON *r = cJSON_CreateObject();
+                add_str(r, "type", "tool_reference");
+                add_str(r, "name", n->valuestring);
+                cJSON_AddItemToArray(refs, r);
+            }
+        }
+    }
+    const char *tid = cJSON_IsString(id) ? id->valuestring : "";
+    cJSON *m = cJSON_CreateObject();
+    add_str(m, "role", "tool");
+    add_str(m, "tool_call_id", tid);
+    cJSON_AddItemToObject(m, "content", pl_json_string_new(text.data ? text.data : "", text.len));
+    cJSON_AddItemToArray(msgs, m);
+    if (images->child) {
+        cJSON *u = cJSON_CreateObject();
+        add_str(u, "role", "user");
+        cJSON_AddItemToObject(u, "content", images);
+        cJSON_AddItemToArray(msgs, u);
+    } else {
+        cJSON_Delete(images);
+    }
+    if (refs->child) {
+        cJSON *r = cJSON_CreateObject();
+        add_str(r, "role", "tool");
+        add_str(r, "tool_call_id", tid);
+        cJSON_AddItemToObject(r, "content", refs);
+        cJSON_AddItemToArray(msgs, r);
+    } else {
+        cJSON_Delete(refs);
+    }
+    pl_buf_free(&text);
+}
+
+/* One user/assistant message with a block list (vLLM's
+ * _convert_message_content): text and image parts, thinking -> reasoning,
+ * tool_use -> tool_calls (arguments = json.dumps(input)), tool_result ->
+ * tool messages (user) or "Tool result: ..." text (assistant). */
+static int convert_blocks(const cJSON *content, const char *role, cJSON *msgs, char *err, size_t errlen)
+{
+    cJSON *parts = cJSON_CreateArray(), *calls = cJSON_CreateArray();
+    pl_buf reasoning;
+    pl_buf_init(&reasoning);
+    bool has_reasoning = false, user = !strcmp(role, "user");
+    for (const cJSON *b = content->child; b; b = b->next) {
+        const char *t = get(b, "type")->valuestring;
+        const cJSON *v;
+        if (!strcmp(t, "text")) {
+            v = get(b, "text");
+            if (v && v->valuestring[0]) cJSON_AddItemToArray(parts, text_part(v->valuestring));
+        } else if (!strcmp(t, "image")) {
+            if ((v = get(b, "source")) && v->child) cJSON_AddItemToArray(parts, image_part(v));
+        } else if (!strcmp(t, "thinking")) {
+            if ((v = get(b, "thinking"))) { pl_buf_puts(&reasoning, v->valuestring); has_reasoning = true; }
+        } else if (!strcmp(t, "tool_use")) {
+            const cJSON *id = get(b, "id"), *name = get(b, "name"), *in = get(b, "input");
+            cJSON *call = cJSON_CreateObject();
+            if (id && id->valuestring[0]) add_str(call, "id", id->valuestring);
+            else {
+                char buf[40];
+                snprintf(buf, sizeof buf, "call_%lld", (long long)time(NULL));
+                add_str(call, "id", buf);
+            }
+            add_str(call, "type", "function");
+            cJSON *fn = cJSON_AddObjectToObject(call, "function");
+            add_str(fn, "name", name ? name->valuestring : "");
+            pl_buf args;
+            pl_buf_init(&args);
+            /* json.dumps(input or {}): Python's default separators, ASCII */
+            pl_pyjson_opts o = PL_PYJSON_DEFAULT;
+            o.ensure_ascii = 1;
+            if (in && in->child) pl_pyjson_dump(&args, in, &o);
+            else pl_buf_puts(&args, "{}");
+            cJSON_AddItemToObject(fn, "arguments", pl_json_string_new(args.data ? args.data : "", args.len));
+            pl_buf_free(&args);
+            cJSON_AddItemToArray(calls, call);
+        } else if (!strcmp(t, "tool_result")) {
+            if (user) {
+                user_tool_result(b, msgs);
+            } else {
+                /* str(block.content) if block.content else "": Python's str
+                 * of a list is its repr, which only a string has here */
+                v = get(b, "content");
+                if (cJSON_IsArray(v) && v->child) {
+                    cJSON_Delete(parts);
+                    cJSON_Delete(calls);
+                    pl_buf_free(&reasoning);
+                    return bad(err, errlen, "tool_result blocks with list content in an assistant turn are not supported");
+                }
+                pl_buf tr;
+                pl_buf_init(&tr);
+                pl_buf_puts(&tr, "Tool result: ");
+                if (cJSON_IsString(v)) pl_buf_puts(&tr, v->valuestring);
+                cJSON_AddItemToArray(parts, text_part(tr.data));
+                pl_buf_free(&tr);
+            }
+        }
+        /* redacted_thinking, tool_reference: nothing (vLLM accepts and skips them) */
+    }
+    cJSON *m = cJSON_CreateObject();
+    add_str(m, "role", role);
+    bool has_content = false;
+    if (has_reasoning) cJSON_AddItemToObject(m, "reasoning", pl_json_string_new(reasoning.data ? reasoning.data : "", reasoning.len));
+    if (calls->child) cJSON_AddItemToObject(m, "tool_calls", calls);
+    else cJSON_Delete(calls);
+    if (parts->child) {
+        has_content = true;
+        const cJSON *only = parts->child;
+        if (!only->next && str_is(get(only, "type"), "text"))
+            cJSON_AddItemToObject(m, "content", cJSON_Duplicate(get(only, "text"), 0));
+        else {
+            cJSON_AddItemToObject(m, "content", parts);
+            parts = NULL;
+        }
+    }
+    cJSON_Delete(parts);
+    pl_buf_free(&reasoning);
+    if (user && !has_content) cJSON_Delete(m);   /* a user turn of tool results only */
+    else cJSON_AddItemToArray(msgs, m);
+    return 0;
+}
+
+static int convert_messages(const cJSON *in, cJSON *msgs, char *err, size_t errlen)
+{
+    const cJSON *list = get(in, "messages");
+    if (!cJSON_IsArray(list)) return bad(err, errlen, "messages: a list of messages is required");
+    int i = 0;
+    for (const cJSON *m = list->child; m; m = m->next, i++) {
+        char where[48];
+        snprintf(where, sizeof where, "messages[%d]", i);
+        if (!cJSON_IsObject(m)) return bad(err, errlen, "%s must be an object", where);
+        const cJSON *role = get(m, "role"), *content = get(m, "content");
+        if (!str_is(role, "user") && !str_is(role, "assistant") && !str_is(role, "system"))
+            return bad(err, errlen, "%s.role must be 'user', 'assistant' or 'system'", where);
+        if (!cJSON_IsString(content) && !cJSON_IsArray(content))
+            return bad(err, errlen, "%s.content must be a string or a list of content blocks", where);
+        int j = 0;
+        for (const cJSON *b = cJSON_IsArray(content) ? content->child : NULL; b; b = b->next, j++) {
+            char w2[80];
+            snprintf(w2, sizeof w2, "%s.content[%d]", where, j);
+            if (check_block(b, w2, err, errlen)) return PL_ERR_INVALID;
+        }
+        if (str_is(role, "system")) {
+            char *t = system_text(content, true);
+            if (t) {
+                cJSON *s = cJSON_CreateObject();
+                add_str(s, "role", "system");
+                add_str(s, "content", t);
+                cJSON_AddItemToArray(msgs, s);
+                free(t);
+            }
+            continue;
+        }
+        if (cJSON_IsString(content)) {
+            cJSON *o = cJSON_CreateObject();
+            add_str(o, "role", role->valuestring);
+            cJSON_AddItemToObject(o, "content", cJSON_Duplicate(content, 0));
+            cJSON_AddItemToArray(msgs, o);
+        } else if (convert_blocks(content, role->valuestring, msgs, err, errlen)) {
+            return PL_ERR_INVALID;
+        }
+    }
+    return 0;
+}
+
+static int convert_tools(const cJSON *in, cJSON *chat, char *err, size_t errlen)
+{
+    const cJSON *tc = get(in, "tool_choice"), *tools = get(in, "tools");
+    if (tc) {
+        if (!cJSON_IsObject(tc)) return bad(err, errlen, "tool_choice must be an object");
+        const cJSON *t = get(tc, "type"), *name = get(tc, "name"), *dp = get(tc, "disable_parallel_tool_use");
+        if (name && !cJSON_IsString(name)) return bad(err, errlen, "tool_choice.name must be a string");
+        if (dp && !cJSON_IsBool(dp)) return bad(err, errlen, "tool_choice.disable_parallel_tool_use must be a boolean");
+        cJSON_AddBoolToObject(chat, "parallel_tool_calls", !cJSON_IsTrue(dp));
+        if (str_is(t, "auto") || str_is(t, "none")) add_str(chat, "tool_choice", t->valuestring);
+        else if (str_is(t, "any")) add_str(chat, "tool_choice", "required");
+        else if (str_is(t, "tool")) {
+            if (!name || !name->valuestring[0]) return bad(err, errlen, "tool_choice.name is required when type is 'tool'");
+            cJSON *c = cJSON_CreateObject();
+            add_str(c, "type", "function");
+            add_str(cJSON_AddObjectToObject(c, "function"), "name", name->valuestring);
+            cJSON_AddItemToObject(chat, "tool_choice", c);
+        } else {
+            return bad(err, errlen, "tool_choice.type must be 'auto', 'any', 'tool' or 'none'");
+        }
+    }
+    if (!tools) return 0;
+    if (!cJSON_IsArray(tools)) return bad(err, errlen, "tools must be a list");
+    cJSON *out = cJSON_CreateArray();
+    cJSON_AddItemToObject(chat, "tools", out);
+    int i = 0;
+    for (const cJSON *t = tools->child; t; t = t->next, i++) {
+        const cJSON *name = cJSON_IsObject(t) ? get(t, "name") : NULL, *schema = cJSON_IsObject(t) ? get(t, "input_schema") : NULL;
+        const cJSON *desc = cJSON_IsObject(t) ? get(t, "description") : NULL;
+        if (!cJSON_IsString(name)) return bad(err, errlen, "tools[%d].name: a string is required", i);
+        if (!cJSON_IsObject(schema)) return bad(err, errlen, "tools[%d].input_schema: an object is required", i);
+        if (desc && !cJSON_IsString(desc)) return bad(err, errlen, "tools[%d].description must be a string", i);
+        cJSON *o = cJSON_CreateObject();
+        add_str(o, "type", "function");
+        cJSON *fn = cJSON_AddObjectToObject(o, "function");
+        add_str(fn, "name", name->valuestring);
+        if (desc) add_str(fn, "description", desc->valuestring);
+        cJSON_AddItemToObject(fn, "parameters", cJSON_Duplicate(schema, 1));
+        static const char *const flags[] = {"strict", "defer_loading"};
+        for (size_t k = 0; k < PL_ARRAY_LEN(flags); k++) {
+            const cJSON *f = get(t, flags[k]);
+            if (f && !cJSON_IsBool(f)) return bad(err, errlen, "tools[%d].%s must be a boolean", i, flags[k]);
+            if (f) cJSON_AddBoolToObject(fn, flags[k], cJSON_IsTrue(f));
+        }
+        cJSON_AddItemToArray(out, o);
+    }
+    if (!get(chat, "tool_choice")) add_str(chat, "tool_choice", "auto");
+    return 0;
+}
+
+static const char *const efforts[] = {"low", "medium", "high", "xhigh", "max"};
+
+/* output_config.effort, then thinking (which vLLM applies after it). */
+static int convert_thinking(const cJSON *in, cJSON *chat, int64_t max_tokens, char *err, size_t errlen)
+{
+    const cJSON *oc = get(in, "output_config"), *th = get(in, "thinking");
+    const char *effort = NULL;
+    if (oc) {
+        if (!cJSON_IsObject(oc)) return bad(err, errlen, "output_config must be an object");
+        if (get(oc, "format"))
+            return bad(err, errlen, "output_config.format needs structured outputs, which this server does not support");
+        const cJSON *e = get(oc, "effort");
+        for (size_t i = 0; e && i < PL_ARRAY_LEN(efforts); i++)
+            if (str_is(e, efforts[i])) effort = efforts[i];
+        if (e && !effort) return bad(err, errlen, "output_config.effort must be one of 'low', 'medium', 'high', 'xhigh', 'max'");
+    }
+    if (th) {
+        const cJSON *t = cJSON_IsObject(th) ? get(th, "type") : NULL;
+        if (str_is(t, "disabled")) {
+            /* vLLM probes the template: "none" unless it renders like an
+             * effort. Every GLM template honours enable_thinking = false. */
+            effort = "none";
+        } else if (str_is(t, "enabled")) {
+            int64_t budget;
+            const cJSON *bt = get(th, "budget_tokens");
+            if (!bt || pl_json_get_i64(bt, &budget) || pl_json_is_float(bt))
+                return bad(err, errlen, "thinking.budget_tokens: an integer is required");
+            if (budget < 1024) return bad(err, errlen, "thinking.budget_tokens must be at least 1024");
+            if (max_tokens >= 0 && budget >= max_tokens) return bad(err, errlen, "thinking.budget_tokens must be less than max_tokens");
+            /* vLLM sets thinking_token_budget; glmpipe's engine has no
+             * reasoning budget: thinking runs as with "adaptive" (§9) */
+        } else if (!str_is(t, "adaptive")) {
+            return bad(err, errlen, "thinking.type must be 'enabled', 'disabled' or 'adaptive'");
+        }
+    }
+    if (effort) add_str(chat, "reasoning_effort", effort);
+    return 0;
+}
+
+int gw_ant_to_chat(const cJSON *in, bool count_only, cJSON **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!cJSON_IsObject(in)) return bad(err, errlen, "The request body must be a JSON object");
+    const cJSON *model = get(in, "model");
+    if (!cJSON_IsString(model) || !model->valuestring[0]) return bad(err, errlen, "model: a model name is required");
+    int64_t max_tokens = -1;
+    if (!count_only) {
+        const cJSON *mt = get(in, "max_tokens");
+        if (!mt || pl_json_get_i64(mt, &max_tokens) || pl_json_is_float(mt)) return bad(err, errlen, "max_tokens: an integer is required");
+        if (max_tokens <= 0) return bad(err, errlen, "max_tokens must be positive");
+    }
+    cJSON *chat = cJSON_CreateObject(), *msgs = cJSON_CreateArray();
+    if (!chat || !msgs) { cJSON_Delete(chat); cJSON_Delete(msgs); return bad(err, errlen, "out of memory"); }
+    cJSON_AddItemToObject(chat, "model", cJSON_Duplicate(model, 0));
+    cJSON_AddItemToObject(chat, "messages", msgs);
+    int rc = 0;
+    const cJSON *sys = get(in, "system");
+    if (sys && !cJSON_IsString(sys) && !cJSON_IsArray(sys)) rc = bad(err, errlen, "system must be a string or a list of text blocks");
+    for (const cJSON *b = cJSON_IsArray(sys) ? sys->child : NULL; !rc && b; b = b->next)
+        rc = check_block(b, "system", err, errlen);
+    if (!rc && sys) {
+        char *t = cJSON_IsString(sys) ? (sys->valuestring[0] ? strdup(sys->valuestring) : NULL) : system_text(sys, true);
+        if (t) {
+            cJSON *s = cJSON_CreateObject();
+            add_str(s, "role", "system");
+            add_str(s, "content", t);
+            cJSON_AddItemToArray(msgs, s);
+            free(t);
+        }
+    }
+    if (!rc) rc = convert_messages(in, msgs, err, errlen);
+    if (!rc && !count_only) {
+        cJSON_AddItemToObject(chat, "max_tokens", pl_json_int_new(max_tokens));
+        const cJSON *ss = get(in, "stop_sequences");
+        if (ss && !cJSON_IsArray(ss)) rc = bad(err, errlen, "stop_sequences must be a list of strings");
+        for (const cJSON *s = ss ? ss->child : NULL; !rc && s; s = s->next)
+            if (!cJSON_IsString(s)) rc = bad(err, errlen, "stop_sequences must be a list of strings");
+        if (!rc && ss) cJSON_AddItemToObject(chat, "stop", cJSON_Duplicate(ss, 1));
+        static const char *const nums[] = {"temperature", "top_p", "top_k"};
+        for (size_t i = 0; !rc && i < PL_ARRAY_LEN(nums); i++) {
+            const cJSON *v = get(in, nums[i]);
+            if (v && !cJSON_IsNumber(v)) rc = bad(err, errlen, "%s must be a number", nums[i]);
+            else if (v) cJSON_AddItemToObject(chat, nums[i], cJSON_Duplicate(v, 0));
+        }
+        const cJSON *st = get(in, "stream"), *md = get(in, "metadata");
+        if (!rc && st && !cJSON_IsBool(st)) rc = bad(err, errlen, "stream must be a boolean");
+        if (!rc && md && !cJSON_IsObject(md)) rc = bad(err, errlen, "metadata must be an object");
+        if (!rc && cJSON_IsTrue(st)) cJSON_AddBoolToObject(chat, "stream", true);
+    }
+    if (!rc) rc = convert_thinking(in, chat, max_tokens, err, errlen);
+    if (!rc) rc = convert_tools(in, chat, err, errlen);
+    const cJSON *kw = get(in, "chat_template_kwargs");
+    if (!rc && kw && !cJSON_IsObject(kw)) rc = bad(err, errlen, "chat_template_kwargs must be an object");
+    if (!rc && kw) cJSON_AddItemToObject(chat, "chat_template_kwargs", cJSON_Duplicate(kw, 1));
+    if (rc) { cJSON_Delete(chat); return rc; }
+    *out = chat;
+    return 0;
+}
+
+/* ================================================================ output: blocks */
+
+enum ant_kind { ANT_THINKING, ANT_TEXT, ANT_TOOL };
+
+typedef struct ant_block {
+    enum ant_kind kind;
+    pl_buf  body;               /* thinking / text / the tool's argument JSON */
+    pl_buf  id, name;           /* tool_use */
+    int64_t call_index;         /* tool_use: the tool call's index in the deltas */
+    char    sig[33];            /* thinking: its signature */
+    size_t  sent;               /* stream: bytes of body already sent */
+    bool    started, stopped;   /* stream: events out */
+} ant_block;
+
+struct gw_ant {
+    bool       stream;
+    ant_block *b;
+    size_t     n, cap;
+    pl_buf     held;            /* text that came while a tool_use block was open */
+    char       finish[16];
+    pl_buf     stop_str;        /* the stop string that ended it, when one did */
+    bool       has_stop_str;
+    bool       head_sent, tail_sent;
+};
+
+int gw_ant_new(gw_ant **out, bool stream)
+{
+    gw_ant *a = calloc(1, sizeof *a);
+    if (!a) return PL_ERR_NOMEM;
+    a->stream = stream;
+    pl_buf_init(&a->held);
+    pl_buf_init(&a->stop_str);
+    *out = a;
+    return PL_OK;
+}
+
+void gw_ant_free(gw_ant *a)
+{
+    if (!a) return;
+    for (size_t i = 0; i < a->n; i++) {
+        pl_buf_free(&a->b[i].body);
+        pl_buf_free(&a->b[i].id);
+        pl_buf_free(&a->b[i].name);
+    }
+    free(a->b);
+    pl_buf_free(&a->held);
+    pl_buf_free(&a->stop_str);
+    free(a);
+}
+
+static ant_block *last_block(gw_ant *a) { return a->n ? &a->b[a->n - 1] : NULL; }
+
+static ant_block *push_block(gw_ant *a, enum ant_kind kind)
+{
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 4;
+        ant_block *nb = realloc(a->b, cap * sizeof *nb);
+        if (!nb) return NULL;
+        a->b = nb;
+        a->cap = cap;
+    }
+    ant_block *b = &a->b[a->n++];
+    memset(b, 0, sizeof *b);
+    b->kind = kind;
+    pl_buf_init(&b->body);
+    pl_buf_init(&b->id);
+    pl_buf_init(&b->name);
+    if (kind == ANT_THINKING) {
+        uint64_t r[2];
+        if (getrandom(r, sizeof r, 0) != sizeof r) { r[0] = (uint64_t)time(NULL); r[1] = (uint64_t)(uintptr_t)b; }
+        snprintf(b->sig, sizeof b->sig, "%016llx%016llx", (unsigned long long)r[0], (unsigned long long)r[1]);
+    }
+    return b;
+}
+
+/* Text held while a tool_use block was open becomes a text block. */
+static void flush_held(gw_ant *a)
+{
+    if (!a->held.len) return;
+    ant_block *b = push_block(a, ANT_TEXT);
+    if (b) pl_buf_append(&b->body, a->held.data, a->held.len);
+    pl_buf_reset(&a->held);
+}
+
+/* Text or reasoning for a block of this kind: appended to the open one or
+ * to a new one. */
+static void add_text(gw_ant *a, enum ant_kind kind, const char *s, size_t n)
+{
+    if (!n) return;
+    ant_block *b = last_block(a);
+    if (kind == ANT_TEXT && b && b->kind == ANT_TOOL) { pl_buf_append(&a->held, s, n); return; }
+    if (!b || b->kind != kind) {
+        flush_held(a);
+        if (!(b = push_block(a, kind))) return;
+    }
+    pl_buf_append(&b->body, s, n);
+}
+
+static void add_tool_delta(gw_ant *a, const msgpack_object *d)
+{
+    int64_t index = 0;
+    pl_msg_get_int(d, "index", &index);
+    const msgpack_object *fn = pl_msg_get(d, "function");
+    size_t idn = 0, nn = 0, an = 0;
+    const char *id = gw_mp_str(pl_msg_get(d, "id"), &idn);
+    const char *name = fn ? gw_mp_str(pl_msg_get(fn, "name"), &nn) : NULL;
+    const char *args = fn ? gw_mp_str(pl_msg_get(fn, "arguments"), &an) : NULL;
+    ant_block *b = last_block(a);
+    bool same = b && b->kind == ANT_TOOL && b->call_index == index;
+    if (id && name && !(same && b->id.len == idn && !memcmp(b->id.data, id, idn))) {
+        flush_held(a);
+        if (!(b = push_block(a, ANT_TOOL))) return;
+        b->call_index = index;
+        pl_buf_append(&b->id, id, idn);
+        pl_buf_append(&b->name, name, nn);
+        same = true;
+    }
+    /* arguments only for the open tool_use block (vLLM drops the rest) */
+    if (same && args) pl_buf_append(&b->body, args, an);
+}
+
+void gw_ant_delta(gw_ant *a, const msgpack_object *msg)
+{
+    size_t n;
+    const char *s = gw_mp_str(pl_msg_get(msg, "reasoning"), &n);
+    if (s) add_text(a, ANT_THINKING, s, n);
+    if ((s = gw_mp_str(pl_msg_get(msg, "text"), &n))) add_text(a, ANT_TEXT, s, n);
+    const msgpack_object_array *tc = NULL;
+    if (pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
+        for (uint32_t i = 0; i < tc->size; i++)
+            if (tc->ptr[i].type == MSGPACK_OBJECT_MAP) add_tool_delta(a, &tc->ptr[i]);
+    if ((s = gw_mp_str(pl_msg_get(msg, "finish_reason"), &n)) && !a->finish[0]) {
+        snprintf(a->finish, sizeof a->finish, "%.*s", (int)(n < sizeof a->finish ? n : sizeof a->finish - 1), s);
+        const msgpack_object *sr = pl_msg_get(msg, "stop_reason");
+        size_t sl;
+        const char *ss = gw_mp_str(sr, &sl);
+        if (ss) { pl_buf_append(&a->stop_str, ss, sl); a->has_stop_str = true; }
+    }
+}
+
+/* ================================================================ output: JSON */
+
+/* vLLM's _to_anthropic_stop_reason: max_tokens wins; then tool_use when
+ * the last call's arguments are complete JSON; then a stop string; then
+ * tool_use for any call; else end_turn. */
+static void stop_fields(const gw_ant *a, pl_buf *b, bool with_null_seq)
+{
+    const char *reason = NULL;
+    bool tool_used = false, tool_complete = false;
+    for (size_t i = 0; i < a->n; i++) {
+        if (a->b[i].kind != ANT_TOOL) continue;
+        tool_used = true;
+        cJSON *j = NULL;
+        char e[8];
+        const pl_buf *args = &a->b[i].body;
+        tool_complete = !pl_json_parse(&j, args->data ? args->data : "", args->len, e, sizeof e);
+        cJSON_Delete(j);
+    }
+    bool seq = false;
+    if (!strcmp(a->finish, "length")) reason = "max_tokens";
+    else if (!strcmp(a->finish, "stop") || !strcmp(a->finish, "tool_calls")) {
+        if (tool_complete) reason = "tool_use";
+        else if (a->has_stop_str) { reason = "stop_sequence"; seq = true; }
+        else if (tool_used || !strcmp(a->finish, "tool_calls")) reason = "tool_use";
+        else reason = "end_turn";
+    }
+    pl_buf_puts(b, "\"stop_reason\":");
+    if (reason) { pl_buf_putc(b, '"'); pl_buf_puts(b, reason); pl_buf_putc(b, '"'); }
+    else pl_buf_puts(b, "null");
+    if (seq) {
+        pl_buf_puts(b, ",\"stop_sequence\":");
+        gw_jw_str(b, a->stop_str.data, a->stop_str.len);
+    } else if (with_null_seq) {
+        pl_buf_puts(b, ",\"stop_sequence\":null");
+    }
+}
+
+/* Anthropic usage: input_tokens excludes the prefix-cached part, reported
+ * as cache_read_input_tokens when the engine says how much it was. */
+static void usage_json(pl_buf *b, const gw_usage *u, int64_t completion)
+{
+    int64_t in = u->prompt - (u->has_cached ? u->cached : 0);
+    pl_buf_printf(b, "{\"input_tokens\":%lld,\"output_tokens\":%lld", (long long)(in > 0 ? in : 0), (long long)completion);
+    if (u->has_cached) pl_buf_printf(b, ",\"cache_read_input_tokens\":%lld", (long long)u->cached);
+    pl_buf_putc(b, '}');
+}
+
+/* A tool's input object: the arguments when they are a JSON object, else {}. */
+static void input_json(const ant_block *k, pl_buf *b)
+{
+    cJSON *j = NULL;
+    char e[8];
+    if (!pl_json_parse(&j, k->body.data ? k->body.data : "", k->body.len, e, sizeof e) && cJSON_IsObject(j))
+        pl_buf_append(b, k->body.data, k->body.len);
+    else
+        pl_buf_puts(b, "{}");
+    cJSON_Delete(j);
+}
+
+void gw_ant_body(gw_ant *a, const char *id, const char *model, const gw_usage *u, pl_buf *b)
+{
+    flush_held(a);
+    pl_buf_puts(b, "{\"id\":");
+    gw_jw_cstr(b, id);
+    pl_buf_puts(b, ",\"type\":\"message\",\"role\":\"assistant\",\"content\":[");
+    for (size_t i = 0; i < a->n; i++) {
+        ant_block *k = &a->b[i];
+        if (i) pl_buf_putc(b, ',');
+        switch (k->kind) {
+        case ANT_THINKING:
+            pl_buf_puts(b, "{\"type\":\"thinking\",\"thinking\":");
+            gw_jw_str(b, k->body.data, k->body.len);
+            pl_buf_printf(b, ",\"signature\":\"%s\"}", k->sig);
+            break;
+        case ANT_TEXT:
+            pl_buf_puts(b, "{\"type\":\"text\",\"text\":");
+            gw_jw_str(b, k->body.data, k->body.len);
+            pl_buf_putc(b, '}');
+            break;
+        case ANT_TOOL:
+            pl_buf_puts(b, "{\"type\":\"tool_use\",\"id\":");
+            gw_jw_str(b, k->id.data, k->id.len);
+            pl_buf_puts(b, ",\"name\":");
+            gw_jw_str(b, k->name.data, k->name.len);
+            pl_buf_puts(b, ",\"input\":");
+            input_json(k, b);
+            pl_buf_putc(b, '}');
+            break;
+        }
+    }
+    /* an empty completion is one empty text block (vLLM, Anthropic) */
+    if (!a->n) pl_buf_puts(b, "{\"type\":\"text\",\"text\":\"\"}");
+    pl_buf_puts(b, "],\"model\":");
+    gw_jw_cstr(b, model);
+    pl_buf_putc(b, ',');
+    stop_fields(a, b, false);
+    pl_buf_puts(b, ",\"usage\":");
+    usage_json(b, u, u->completion);
+    pl_buf_putc(b, '}');
+}
+
+/* ================================================================ output: stream */
+
+static void event(pl_buf *b, const char *name)
+{
+    pl_buf_puts(b, "event: ");
+    pl_buf_puts(b, name);
+    pl_buf_puts(b, "\ndata: ");
+}
+
+static void block_start(const ant_block *k, size_t index, pl_buf *b)
+{
+    event(b, "content_block_start");
+    pl_buf_puts(b, "{\"type\":\"content_block_start\",\"content_block\":");
+    switch (k->kind) {
+    case ANT_THINKING: pl_buf_puts(b, "{\"type\":\"thinking\",\"thinking\":\"\"}"); break;
+    case ANT_TEXT: pl_buf_puts(b, "{\"type\":\"text\",\"text\":\"\"}"); break;
+    case ANT_TOOL:
+        pl_buf_puts(b, "{\"type\":\"tool_use\",\"id\":");
+        gw_jw_str(b, k->id.data, k->id.len);
+        pl_buf_puts(b, ",\"name\":");
+        gw_jw_str(b, k->name.data, k->name.len);
+        pl_buf_puts(b, ",\"input\":{}}");
+        break;
+    }
+    pl_buf_printf(b, ",\"index\":%zu}\n\n", index);
+}
+
+static void block_delta(const ant_block *k, size_t index, const char *s, size_t n, pl_buf *b)
+{
+    static const char *const kinds[][2] = {{"thinking_delta", "thinking"}, {"text_delta", "text"},
+                                           {"input_json_delta", "partial_json"}};
+    event(b, "content_block_delta");
+    pl_buf_printf(b, "{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"%s\",\"%s\":",
+                  kinds[k->kind][0], kinds[k->kind][1]);
+    gw_jw_str(b, s, n);
+    pl_buf_printf(b, "},\"index\":%zu}\n\n", index);
+}
+
+static void block_stop(ant_block *k, size_t index, pl_buf *b)
+{
+    if (k->kind == ANT_THINKING) {
+        event(b, "content_block_delta");
+        pl_buf_printf(b, "{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"signature_delta\",\"signature\":\"%s\"},"
+                         "\"index\":%zu}\n\n", k->sig, index);
+    }
+    event(b, "content_block_stop");
+    pl_buf_printf(b, "{\"type\":\"content_block_stop\",\"index\":%zu}\n\n", index);
+    k->stopped = true;
+}
+
+void gw_ant_stream(gw_ant *a, const char *id, const char *model, const gw_usage *u, bool done,
+                   const char *err, size_t errlen, pl_buf *b)
+{
+    if (a->tail_sent) return;
+    if (!a->head_sent) {
+        event(b, "message_start");
+        pl_buf_puts(b, "{\"type\":\"message_start\",\"message\":{\"id\":");
+        gw_jw_cstr(b, id);
+        pl_buf_puts(b, ",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"model\":");
+        gw_jw_cstr(b, model);
+        pl_buf_puts(b, ",\"stop_reason\":null,\"stop_sequence\":null,\"usage\":");
+        usage_json(b, u, 0);
+        pl_buf_puts(b, "}}\n\n");
+        event(b, "ping");
+        pl_buf_puts(b, "{\"type\":\"ping\"}\n\n");
+        a->head_sent = true;
+    }
+    if (done || err) flush_held(a);
+    for (size_t i = 0; i < a->n; i++) {
+        ant_block *k = &a->b[i];
+        if (k->stopped) continue;
+        if (!k->started) { block_start(k, i, b); k->started = true; }
+        if (k->body.len > k->sent) {
+            block_delta(k, i, k->body.data + k->sent, k->body.len - k->sent, b);
+            k->sent = k->body.len;
+        }
+        if (i + 1 < a->n || done || err) block_stop(k, i, b);
+    }
+    if (err) {
+        event(b, "error");
+        pl_buf_append(b, err, errlen);
+        pl_buf_puts(b, "\n\n");
+        a->tail_sent = true;
+        return;
+    }
+    if (!done) return;
+    event(b, "message_delta");
+    pl_buf_puts(b, "{\"type\":\"message_delta\",\"delta\":{");
+    stop_fields(a, b, true);
+    pl_buf_puts(b, "},\"usage\":");
+    usage_json(b, u, u->completion);
+    pl_buf_puts(b, "}\n\n");
+    event(b, "message_stop");
+    pl_buf_puts(b, "{\"type\":\"message_stop\"}\n\n");
+    a->tail_sent = true;
+}
+
+/* ================================================================ count_tokens */
+
+/* The /tokenize body for a converted Messages request: its messages, tools
+ * and template switches (the prompt it would generate from). */
+int gw_ant_tokenize_body(const cJSON *chat, cJSON **out)
+{
+    cJSON *t = cJSON_CreateObject();
+    if (!t) return PL_ERR_NOMEM;
+    static const char *const keys[] = {"model", "messages", "tools", "reasoning_effort", "chat_template_kwargs"};
+    for (size_t i = 0; i < PL_ARRAY_LEN(keys); i++) {
+        const cJSON *v = get(chat, keys[i]);
+        if (v) cJSON_AddItemToObject(t, keys[i], cJSON_Duplicate(v, 1));
+    }
+    *out = t;
+    return PL_OK;
+}
+
+void gw_ant_count_json(int64_t count, pl_buf *b)
+{
+    pl_buf_printf(b, "{\"input_tokens\":%lld,\"context_management\":{\"original_input_tokens\":%lld}}",
+                  (long long)count, (long long)count);
+}
