@@ -1,0 +1,57 @@
+/* convert.c — `glm-gateway --convert API`: the request conversion of the
+ * other APIs, offline. Reads JSON Lines of request bodies on stdin and
+ * writes, one line each, the chat completions body the gateway would send
+ * down the pipeline, or {"error": "..."}. Used by the prompt-equality tests
+ * (tests/py/test_agent_api_goldens.py) and to see what a client's request
+ * becomes. */
+#include "gw_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "json.h"
+#include "pyjson.h"
+
+#define CONVERT_MAX_BYTES ((size_t)256 << 20)
+
+int gw_convert_main(const char *api)
+{
+    bool count = !strcmp(api, "messages-count");
+    if (strcmp(api, "messages") && !count) {
+        fprintf(stderr, "glm-gateway: --convert takes messages or messages-count\n");
+        return 2;
+    }
+    pl_buf in, out;
+    pl_buf_init(&in);
+    pl_buf_init(&out);
+    char err[512];
+    if (pl_stream_read(stdin, "stdin", &in, CONVERT_MAX_BYTES, err, sizeof err)) {
+        fprintf(stderr, "glm-gateway: %s\n", err);
+        pl_buf_free(&in);
+        return 1;
+    }
+    const char *p = in.data ? in.data : "", *end = p + in.len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
+        cJSON *body = NULL, *chat = NULL;
+        pl_buf_reset(&out);
+        if (len && !pl_json_parse(&body, p, len, err, sizeof err) && !gw_ant_to_chat(body, count, &chat, err, sizeof err)) {
+            pl_pyjson_dump(&out, chat, &PL_PYJSON_DEFAULT);
+        } else if (len) {
+            pl_buf_puts(&out, "{\"error\": ");
+            pl_pyjson_write_string(&out, err, strlen(err), 0);
+            pl_buf_putc(&out, '}');
+        }
+        if (out.len) {
+            fwrite(out.data, 1, out.len, stdout);
+            fputc('\n', stdout);
+        }
+        cJSON_Delete(body);
+        cJSON_Delete(chat);
+        p += len + (nl ? 1 : 0);
+    }
+    pl_buf_free(&in);
+    pl_buf_free(&out);
+    return fflush(stdout) ? 1 : 0;
+}

@@ -1,0 +1,64 @@
+"""Prompt equality for the Anthropic Messages API: the prompt glmpipe
+renders for a /v1/messages (or count_tokens) body equals the one vLLM 0.33
+renders for it.
+
+tests/data/requests/anthropic_goldens.json was made by
+tests/conformance/gen_agent_goldens.py with vLLM's own conversion
+(AnthropicServingMessages.to_chat_completion_request) and render path, for
+three templates. Here each body goes through the gateway's conversion
+(`glm-gateway --convert`, the code /v1/messages runs) and then glm-tokenize
+(the pipe, as test_request_goldens.py sends chat bodies): the prompt ids
+must equal vLLM's, and a body vLLM refuses must be refused."""
+import json
+import subprocess
+
+import pytest
+
+from conftest import ROOT, binpath
+from test_request_goldens import models, pipe  # noqa: F401  (models: the fixture)
+
+GOLDENS = ROOT / "tests" / "data" / "requests" / "anthropic_goldens.json"
+
+
+def convert(cases, mode):
+    lines = "".join(json.dumps(c["body"], ensure_ascii=False) + "\n" for c in cases).encode()
+    p = subprocess.run([binpath("glm-gateway"), "--convert", mode], input=lines, capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode(errors="replace")
+    out = [json.loads(line) for line in p.stdout.decode().splitlines()]
+    assert len(out) == len(cases)
+    return out
+
+
+@pytest.mark.parametrize("template", ["glm-5.2", "glm-4.7", "default"])
+def test_messages_prompts_equal_vllm(models, template):  # noqa: F811
+    g = json.loads(GOLDENS.read_text())
+    cases = g["cases"]
+    chats = {}
+    for mode, kind in (("messages", "messages"), ("messages-count", "count")):
+        mine = [c for c in cases if c["kind"] == kind]
+        for c, chat in zip(mine, convert(mine, mode)):
+            chats[c["name"]] = chat
+    diffs = {}
+    sendable = []
+    for c in cases:
+        want, chat = c["results"][template], chats[c["name"]]
+        if "error" in chat:
+            if "refused" not in want:
+                diffs[c["name"]] = f"we refuse ({chat['error']}), vLLM renders"
+            continue
+        if "refused" in want and want["refused"].startswith(("1 validation error", "2 validation errors")):
+            diffs[c["name"]] = f"vLLM refuses ({want['refused']}), our conversion accepts"
+            continue
+        sendable.append({"name": c["name"], "body": chat})
+    out = pipe(models(template), sendable)
+    for s in sendable:
+        want, m = next(c for c in cases if c["name"] == s["name"])["results"][template], out[s["name"]]
+        if "ids" in want:
+            if m["type"] != "generate":
+                diffs[s["name"]] = f"vLLM renders, we refuse: {m.get('message')}"
+            elif m["prompt_ids"] != want["ids"]:
+                diffs[s["name"]] = "different prompt"
+        elif m["type"] == "generate":
+            diffs[s["name"]] = f"vLLM refuses ({want['refused']}), we render"
+    assert not diffs, f"{len(diffs)} of {len(cases)} bodies differ from vLLM {g['vllm']}: " + \
+        json.dumps(diffs, indent=1, ensure_ascii=False)[:6000]
