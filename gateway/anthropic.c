@@ -508,157 +508,17 @@ int gw_ant_to_chat(const cJSON *in, bool count_only, cJSON **out, char *err, siz
     return 0;
 }
 
-/* ================================================================ output: blocks */
-
-enum ant_kind { ANT_THINKING, ANT_TEXT, ANT_TOOL };
-
-typedef struct ant_block {
-    enum ant_kind kind;
-    pl_buf  body;               /* thinking / text / the tool's argument JSON */
-    pl_buf  id, name;           /* tool_use */
-    int64_t call_index;         /* tool_use: the tool call's index in the deltas */
-    char    sig[33];            /* thinking: its signature */
-    size_t  sent;               /* stream: bytes of body already sent */
-    bool    started, stopped;   /* stream: events out */
-} ant_block;
-
-struct gw_ant {
-    bool       stream;
-    ant_block *b;
-    size_t     n, cap;
-    pl_buf     held;            /* text that came while a tool_use block was open */
-    char       finish[16];
-    pl_buf     stop_str;        /* the stop string that ended it, when one did */
-    bool       has_stop_str;
-    bool       head_sent, tail_sent;
-};
-
-int gw_ant_new(gw_ant **out, bool stream)
-{
-    gw_ant *a = calloc(1, sizeof *a);
-    if (!a) return PL_ERR_NOMEM;
-    a->stream = stream;
-    pl_buf_init(&a->held);
-    pl_buf_init(&a->stop_str);
-    *out = a;
-    return PL_OK;
-}
-
-void gw_ant_free(gw_ant *a)
-{
-    if (!a) return;
-    for (size_t i = 0; i < a->n; i++) {
-        pl_buf_free(&a->b[i].body);
-        pl_buf_free(&a->b[i].id);
-        pl_buf_free(&a->b[i].name);
-    }
-    free(a->b);
-    pl_buf_free(&a->held);
-    pl_buf_free(&a->stop_str);
-    free(a);
-}
-
-static ant_block *last_block(gw_ant *a) { return a->n ? &a->b[a->n - 1] : NULL; }
-
-static ant_block *push_block(gw_ant *a, enum ant_kind kind)
-{
-    if (a->n == a->cap) {
-        size_t cap = a->cap ? a->cap * 2 : 4;
-        ant_block *nb = realloc(a->b, cap * sizeof *nb);
-        if (!nb) return NULL;
-        a->b = nb;
-        a->cap = cap;
-    }
-    ant_block *b = &a->b[a->n++];
-    memset(b, 0, sizeof *b);
-    b->kind = kind;
-    pl_buf_init(&b->body);
-    pl_buf_init(&b->id);
-    pl_buf_init(&b->name);
-    if (kind == ANT_THINKING) {
-        uint64_t r[2];
-        if (getrandom(r, sizeof r, 0) != sizeof r) { r[0] = (uint64_t)time(NULL); r[1] = (uint64_t)(uintptr_t)b; }
-        snprintf(b->sig, sizeof b->sig, "%016llx%016llx", (unsigned long long)r[0], (unsigned long long)r[1]);
-    }
-    return b;
-}
-
-/* Text held while a tool_use block was open becomes a text block. */
-static void flush_held(gw_ant *a)
-{
-    if (!a->held.len) return;
-    ant_block *b = push_block(a, ANT_TEXT);
-    if (b) pl_buf_append(&b->body, a->held.data, a->held.len);
-    pl_buf_reset(&a->held);
-}
-
-/* Text or reasoning for a block of this kind: appended to the open one or
- * to a new one. */
-static void add_text(gw_ant *a, enum ant_kind kind, const char *s, size_t n)
-{
-    if (!n) return;
-    ant_block *b = last_block(a);
-    if (kind == ANT_TEXT && b && b->kind == ANT_TOOL) { pl_buf_append(&a->held, s, n); return; }
-    if (!b || b->kind != kind) {
-        flush_held(a);
-        if (!(b = push_block(a, kind))) return;
-    }
-    pl_buf_append(&b->body, s, n);
-}
-
-static void add_tool_delta(gw_ant *a, const msgpack_object *d)
-{
-    int64_t index = 0;
-    pl_msg_get_int(d, "index", &index);
-    const msgpack_object *fn = pl_msg_get(d, "function");
-    size_t idn = 0, nn = 0, an = 0;
-    const char *id = gw_mp_str(pl_msg_get(d, "id"), &idn);
-    const char *name = fn ? gw_mp_str(pl_msg_get(fn, "name"), &nn) : NULL;
-    const char *args = fn ? gw_mp_str(pl_msg_get(fn, "arguments"), &an) : NULL;
-    ant_block *b = last_block(a);
-    bool same = b && b->kind == ANT_TOOL && b->call_index == index;
-    if (id && name && !(same && b->id.len == idn && !memcmp(b->id.data, id, idn))) {
-        flush_held(a);
-        if (!(b = push_block(a, ANT_TOOL))) return;
-        b->call_index = index;
-        pl_buf_append(&b->id, id, idn);
-        pl_buf_append(&b->name, name, nn);
-        same = true;
-    }
-    /* arguments only for the open tool_use block (vLLM drops the rest) */
-    if (same && args) pl_buf_append(&b->body, args, an);
-}
-
-void gw_ant_delta(gw_ant *a, const msgpack_object *msg)
-{
-    size_t n;
-    const char *s = gw_mp_str(pl_msg_get(msg, "reasoning"), &n);
-    if (s) add_text(a, ANT_THINKING, s, n);
-    if ((s = gw_mp_str(pl_msg_get(msg, "text"), &n))) add_text(a, ANT_TEXT, s, n);
-    const msgpack_object_array *tc = NULL;
-    if (pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
-        for (uint32_t i = 0; i < tc->size; i++)
-            if (tc->ptr[i].type == MSGPACK_OBJECT_MAP) add_tool_delta(a, &tc->ptr[i]);
-    if ((s = gw_mp_str(pl_msg_get(msg, "finish_reason"), &n)) && !a->finish[0]) {
-        snprintf(a->finish, sizeof a->finish, "%.*s", (int)(n < sizeof a->finish ? n : sizeof a->finish - 1), s);
-        const msgpack_object *sr = pl_msg_get(msg, "stop_reason");
-        size_t sl;
-        const char *ss = gw_mp_str(sr, &sl);
-        if (ss) { pl_buf_append(&a->stop_str, ss, sl); a->has_stop_str = true; }
-    }
-}
-
 /* ================================================================ output: JSON */
 
 /* vLLM's _to_anthropic_stop_reason: max_tokens wins; then tool_use when
  * the last call's arguments are complete JSON; then a stop string; then
  * tool_use for any call; else end_turn. */
-static void stop_fields(const gw_ant *a, pl_buf *b, bool with_null_seq)
+static void stop_fields(const gw_blocks *a, pl_buf *b, bool with_null_seq)
 {
     const char *reason = NULL;
     bool tool_used = false, tool_complete = false;
     for (size_t i = 0; i < a->n; i++) {
-        if (a->b[i].kind != ANT_TOOL) continue;
+        if (a->b[i].kind != GW_BLK_TOOL) continue;
         tool_used = true;
         cJSON *j = NULL;
         char e[8];
@@ -696,7 +556,7 @@ static void usage_json(pl_buf *b, const gw_usage *u, int64_t completion)
 }
 
 /* A tool's input object: the arguments when they are a JSON object, else {}. */
-static void input_json(const ant_block *k, pl_buf *b)
+static void input_json(const gw_blk *k, pl_buf *b)
 {
     cJSON *j = NULL;
     char e[8];
@@ -707,27 +567,27 @@ static void input_json(const ant_block *k, pl_buf *b)
     cJSON_Delete(j);
 }
 
-void gw_ant_body(gw_ant *a, const char *id, const char *model, const gw_usage *u, pl_buf *b)
+void gw_ant_body(gw_blocks *a, const char *id, const char *model, const gw_usage *u, pl_buf *b)
 {
-    flush_held(a);
+    gw_blocks_flush_held(a);
     pl_buf_puts(b, "{\"id\":");
     gw_jw_cstr(b, id);
     pl_buf_puts(b, ",\"type\":\"message\",\"role\":\"assistant\",\"content\":[");
     for (size_t i = 0; i < a->n; i++) {
-        ant_block *k = &a->b[i];
+        gw_blk *k = &a->b[i];
         if (i) pl_buf_putc(b, ',');
         switch (k->kind) {
-        case ANT_THINKING:
+        case GW_BLK_THINKING:
             pl_buf_puts(b, "{\"type\":\"thinking\",\"thinking\":");
             gw_jw_str(b, k->body.data, k->body.len);
             pl_buf_printf(b, ",\"signature\":\"%s\"}", k->sig);
             break;
-        case ANT_TEXT:
+        case GW_BLK_TEXT:
             pl_buf_puts(b, "{\"type\":\"text\",\"text\":");
             gw_jw_str(b, k->body.data, k->body.len);
             pl_buf_putc(b, '}');
             break;
-        case ANT_TOOL:
+        case GW_BLK_TOOL:
             pl_buf_puts(b, "{\"type\":\"tool_use\",\"id\":");
             gw_jw_str(b, k->id.data, k->id.len);
             pl_buf_puts(b, ",\"name\":");
@@ -758,14 +618,14 @@ static void event(pl_buf *b, const char *name)
     pl_buf_puts(b, "\ndata: ");
 }
 
-static void block_start(const ant_block *k, size_t index, pl_buf *b)
+static void block_start(const gw_blk *k, size_t index, pl_buf *b)
 {
     event(b, "content_block_start");
     pl_buf_puts(b, "{\"type\":\"content_block_start\",\"content_block\":");
     switch (k->kind) {
-    case ANT_THINKING: pl_buf_puts(b, "{\"type\":\"thinking\",\"thinking\":\"\"}"); break;
-    case ANT_TEXT: pl_buf_puts(b, "{\"type\":\"text\",\"text\":\"\"}"); break;
-    case ANT_TOOL:
+    case GW_BLK_THINKING: pl_buf_puts(b, "{\"type\":\"thinking\",\"thinking\":\"\"}"); break;
+    case GW_BLK_TEXT: pl_buf_puts(b, "{\"type\":\"text\",\"text\":\"\"}"); break;
+    case GW_BLK_TOOL:
         pl_buf_puts(b, "{\"type\":\"tool_use\",\"id\":");
         gw_jw_str(b, k->id.data, k->id.len);
         pl_buf_puts(b, ",\"name\":");
@@ -776,7 +636,7 @@ static void block_start(const ant_block *k, size_t index, pl_buf *b)
     pl_buf_printf(b, ",\"index\":%zu}\n\n", index);
 }
 
-static void block_delta(const ant_block *k, size_t index, const char *s, size_t n, pl_buf *b)
+static void block_delta(const gw_blk *k, size_t index, const char *s, size_t n, pl_buf *b)
 {
     static const char *const kinds[][2] = {{"thinking_delta", "thinking"}, {"text_delta", "text"},
                                            {"input_json_delta", "partial_json"}};
@@ -787,9 +647,9 @@ static void block_delta(const ant_block *k, size_t index, const char *s, size_t 
     pl_buf_printf(b, "},\"index\":%zu}\n\n", index);
 }
 
-static void block_stop(ant_block *k, size_t index, pl_buf *b)
+static void block_stop(gw_blk *k, size_t index, pl_buf *b)
 {
-    if (k->kind == ANT_THINKING) {
+    if (k->kind == GW_BLK_THINKING) {
         event(b, "content_block_delta");
         pl_buf_printf(b, "{\"type\":\"content_block_delta\",\"delta\":{\"type\":\"signature_delta\",\"signature\":\"%s\"},"
                          "\"index\":%zu}\n\n", k->sig, index);
@@ -799,7 +659,7 @@ static void block_stop(ant_block *k, size_t index, pl_buf *b)
     k->stopped = true;
 }
 
-void gw_ant_stream(gw_ant *a, const char *id, const char *model, const gw_usage *u, bool done,
+void gw_ant_stream(gw_blocks *a, const char *id, const char *model, const gw_usage *u, bool done,
                    const char *err, size_t errlen, pl_buf *b)
 {
     if (a->tail_sent) return;
@@ -816,9 +676,9 @@ void gw_ant_stream(gw_ant *a, const char *id, const char *model, const gw_usage 
         pl_buf_puts(b, "{\"type\":\"ping\"}\n\n");
         a->head_sent = true;
     }
-    if (done || err) flush_held(a);
+    if (done || err) gw_blocks_flush_held(a);
     for (size_t i = 0; i < a->n; i++) {
-        ant_block *k = &a->b[i];
+        gw_blk *k = &a->b[i];
         if (k->stopped) continue;
         if (!k->started) { block_start(k, i, b); k->started = true; }
         if (k->body.len > k->sent) {

@@ -65,7 +65,7 @@ struct gw_gen {
     int        err_code;
     pl_buf     err;              /* the error object JSON */
     double     t_arrival, t_first, t_end;
-    gw_ant    *ant;              /* Anthropic Messages output (cfg.api), or NULL */
+    gw_blocks *ant;              /* Anthropic / Responses output (cfg.api != OpenAI), or NULL */
 };
 
 /* ================================================================ life */
@@ -85,7 +85,7 @@ int gw_gen_new(gw_gen **out, const gw_gen_cfg *cfg)
     pl_buf_init(&g->echo);
     pl_buf_init(&g->err);
     if (cfg->chat_echo) pl_buf_append(&g->echo, cfg->chat_echo, cfg->chat_echo_len);
-    if (cfg->api == GW_API_ANTHROPIC && gw_ant_new(&g->ant, cfg->stream)) { gw_gen_free(g); return PL_ERR_NOMEM; }
+    if (cfg->api != GW_API_OPENAI && gw_blocks_new(&g->ant)) { gw_gen_free(g); return PL_ERR_NOMEM; }
     if (!g->id || !g->model || !g->subs || !g->ch) { gw_gen_free(g); return PL_ERR_NOMEM; }
     for (int i = 0; i < g->nsub; i++) {
         gw_sub *s = &g->subs[i];
@@ -134,7 +134,7 @@ void gw_gen_free(gw_gen *g)
     }
     pl_buf_free(&g->echo);
     pl_buf_free(&g->err);
-    gw_ant_free(g->ant);
+    gw_blocks_free(g->ant);
     free(g->subs);
     free(g->ch);
     free(g->id);
@@ -460,7 +460,7 @@ static int on_delta(gw_gen *g, int sub, const msgpack_object *msg, double now)
         append_str_field(&c->text, msg, "text");
         append_str_field(&c->reasoning, msg, "reasoning");
     }
-    if (g->ant) gw_ant_delta(g->ant, msg);
+    if (g->ant) gw_blocks_delta(g->ant, msg);
     const msgpack_object_array *tc = NULL;
     if (g->cfg.ep == GW_EP_CHAT && pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
         for (uint32_t i = 0; i < tc->size; i++)

@@ -5,6 +5,7 @@
  *   api.c      routes, admission (auth, JSON, model), the request table
  *   gen.c      one generation: pipeline messages in, OpenAI JSON / SSE out
  *   metrics.c  Prometheus text: counters and histograms measured here
+ *   blocks.c   a generation's output as ordered blocks (reasoning, text, calls)
  *   anthropic.c the Anthropic Messages API: request -> chat body, blocks out
  *   jw.c       JSON writing helpers shared by the above
  *
@@ -55,7 +56,40 @@ void gw_jw_error(pl_buf *b, int code, const char *type, const char *param, size_
 /* Which API a request speaks: its response shapes and error shapes. */
 enum gw_api { GW_API_OPENAI, GW_API_ANTHROPIC };
 
-typedef struct gw_ant gw_ant;
+/* ---------------------------------------------------------------- blocks.c */
+
+enum gw_blk_kind { GW_BLK_THINKING, GW_BLK_TEXT, GW_BLK_TOOL };
+
+typedef struct gw_blk {
+    enum gw_blk_kind kind;
+    pl_buf  body;               /* reasoning / text / the call's argument JSON */
+    pl_buf  id, name;           /* tool call */
+    int64_t call_index;         /* tool call: its index in the deltas */
+    char    sig[33];            /* reasoning: a random id (signature, item id) */
+    size_t  sent;               /* stream: bytes of body already sent */
+    bool    started, stopped;   /* stream: opening / closing events out */
+} gw_blk;
+
+typedef struct gw_blocks {
+    gw_blk  *b;
+    size_t   n, cap;
+    pl_buf   held;              /* text that came while a tool call was open */
+    char     finish[16];        /* the choice's finish_reason, "" until then */
+    pl_buf   stop_str;          /* the stop string that ended it, when one did */
+    bool     has_stop_str;
+    bool     head_sent, tail_sent;   /* stream: first / last events out */
+    int64_t  seq;               /* stream: events sent (Responses sequence_number) */
+} gw_blocks;
+
+int  gw_blocks_new(gw_blocks **out);
+void gw_blocks_free(gw_blocks *a);
+/* One `delta` message of the (single) choice, in order. */
+void gw_blocks_delta(gw_blocks *a, const msgpack_object *msg);
+/* Held text becomes a text block (at the end, or before a stream closes). */
+void gw_blocks_flush_held(gw_blocks *a);
+
+/* ---------------------------------------------------------------- anthropic.c */
+
 typedef struct gw_usage {           /* what a response reports as usage */
     int64_t prompt, completion, cached;
     bool    has_cached;
@@ -72,16 +106,12 @@ void gw_ant_count_json(int64_t count, pl_buf *b);
 void gw_ant_error_json(pl_buf *b, int code, const char *msg, size_t len);
 const char *gw_ant_error_type(int code);
 
-int  gw_ant_new(gw_ant **out, bool stream);
-void gw_ant_free(gw_ant *a);
-/* One `delta` message of the (single) choice, in order. */
-void gw_ant_delta(gw_ant *a, const msgpack_object *msg);
 /* The full message body. */
-void gw_ant_body(gw_ant *a, const char *id, const char *model, const gw_usage *u, pl_buf *b);
+void gw_ant_body(gw_blocks *a, const char *id, const char *model, const gw_usage *u, pl_buf *b);
 /* Stream events pending since the last call: message_start (+ ping) first,
  * then block events; when done, message_delta + message_stop; err (Anthropic
  * error JSON) closes the open block and ends the stream with an error event. */
-void gw_ant_stream(gw_ant *a, const char *id, const char *model, const gw_usage *u, bool done,
+void gw_ant_stream(gw_blocks *a, const char *id, const char *model, const gw_usage *u, bool done,
                    const char *err, size_t errlen, pl_buf *b);
 
 /* ================================================================ metrics.c */
