@@ -424,7 +424,8 @@ static void on_gen_msg(gw_server *s, gw_req *r, int sub, const msgpack_object *m
 }
 
 /* Send a checked generation body down the pipeline (takes body). */
-static void submit_generation(gw_server *s, gw_conn *c, cJSON *body, enum gw_endpoint ep, enum gw_api api)
+static void submit_generation(gw_server *s, gw_conn *c, cJSON *body, enum gw_endpoint ep, enum gw_api api,
+                              const char *resp_echo)
 {
     if (s->pstate == GW_PIPE_DOWN) {
         cJSON_Delete(body);
@@ -440,7 +441,7 @@ static void submit_generation(gw_server *s, gw_conn *c, cJSON *body, enum gw_end
         snprintf(base, sizeof base, "%s", rid->valuestring);
     else { hex32(hex); snprintf(base, sizeof base, "%s", hex); }
     char id[PL_MSG_ID_MAX + 1];
-    const char *prefix = api == GW_API_ANTHROPIC ? "msg_" : ep == GW_EP_CHAT ? "chatcmpl-" : "cmpl-";
+    const char *prefix = api == GW_API_ANTHROPIC ? "msg_" : api == GW_API_RESPONSES ? "resp_" : ep == GW_EP_CHAT ? "chatcmpl-" : "cmpl-";
     int idlen = snprintf(id, sizeof id, "%s%s", prefix, base);
     char pid[PL_MSG_ID_MAX + 1];
     int pidlen = idlen;
@@ -467,6 +468,7 @@ static void submit_generation(gw_server *s, gw_conn *c, cJSON *body, enum gw_end
         .max_tokens = body_int(body, ep == GW_EP_CHAT && field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens", -1),
         .metrics = s->metrics,
         .api = api,
+        .resp_echo = resp_echo,
         .abort = gen_abort_cb, .ud = r,
     };
     if (cfg.n < 1 || cfg.n > 4096) cfg.n = 1;   /* glm-tokenize answers the bad value */
@@ -522,7 +524,7 @@ static void admit_generation(gw_server *s, gw_conn *c, enum gw_endpoint ep)
     cJSON *body = parse_body(c);
     if (!body) return;
     if (!model_ok(s, c, body) || !features_ok(c, body, ep)) { cJSON_Delete(body); return; }
-    submit_generation(s, c, body, ep, GW_API_OPENAI);
+    submit_generation(s, c, body, ep, GW_API_OPENAI, NULL);
 }
 
 /* ================================================================ waits: health, stats, tokenize */
@@ -613,12 +615,36 @@ static void route_messages(gw_server *s, gw_conn *c, bool count_only)
     }
     cJSON_Delete(body);
     if (!model_ok(s, c, chat)) { cJSON_Delete(chat); return; }
-    if (!count_only) { submit_generation(s, c, chat, GW_EP_CHAT, GW_API_ANTHROPIC); return; }
+    if (!count_only) { submit_generation(s, c, chat, GW_EP_CHAT, GW_API_ANTHROPIC, NULL); return; }
     cJSON *tb = NULL;
     int rc = gw_ant_tokenize_body(chat, &tb);
     cJSON_Delete(chat);
     if (rc) { gw_http_error(c, 500, "InternalServerError", NULL, "out of memory"); return; }
     submit_tokenize(s, c, tb, false, GW_API_ANTHROPIC);
+}
+
+/* ================================================================ Responses */
+
+/* POST /v1/responses: converted to the chat body (responses.c), stateless;
+ * errors in OpenAI's shape, as vLLM's. */
+static void route_responses(gw_server *s, gw_conn *c)
+{
+    cJSON *body = parse_body(c);
+    if (!body) return;
+    if (!model_ok(s, c, body)) { cJSON_Delete(body); return; }
+    cJSON *chat = NULL;
+    char err[512];
+    if (gw_resp_to_chat(body, &chat, err, sizeof err)) {
+        cJSON_Delete(body);
+        gw_http_error(c, 400, "BadRequestError", NULL, "%s", err);
+        return;
+    }
+    pl_buf echo;
+    pl_buf_init(&echo);
+    gw_resp_echo(body, &echo);
+    cJSON_Delete(body);
+    submit_generation(s, c, chat, GW_EP_CHAT, GW_API_RESPONSES, echo.data ? echo.data : "");
+    pl_buf_free(&echo);
 }
 
 /* An unanswered or refused count_tokens in Anthropic's shape; *code: its status. */
@@ -744,6 +770,7 @@ void gw_api_dispatch(gw_conn *c)
         {"/v1/chat/completions", HTTP_POST, 5}, {"/v1/completions", HTTP_POST, 6},
         {"/tokenize", HTTP_POST, 7}, {"/detokenize", HTTP_POST, 8},
         {"/v1/messages", HTTP_POST, 9}, {"/v1/messages/count_tokens", HTTP_POST, 10},
+        {"/v1/responses", HTTP_POST, 11},
     };
     if (path_is(path, plen, "/v1/messages") || path_is(path, plen, "/v1/messages/count_tokens"))
         c->api = GW_API_ANTHROPIC;   /* its errors (405, 401, 400...) in Anthropic's shape */
@@ -785,6 +812,7 @@ void gw_api_dispatch(gw_conn *c)
     case 8: route_tokenize(s, c, true); break;
     case 9: route_messages(s, c, false); break;
     case 10: route_messages(s, c, true); break;
+    case 11: route_responses(s, c); break;
     }
 }
 

@@ -57,7 +57,7 @@ static gw_blk *push_block(gw_blocks *a, enum gw_blk_kind kind)
     pl_buf_init(&b->body);
     pl_buf_init(&b->id);
     pl_buf_init(&b->name);
-    if (kind == GW_BLK_THINKING) {
+    if (kind != GW_BLK_TOOL) {   /* a thinking block's signature, an output item's id */
         uint64_t r[2];
         if (getrandom(r, sizeof r, 0) != sizeof r) { r[0] = (uint64_t)time(NULL); r[1] = (uint64_t)(uintptr_t)b; }
         snprintf(b->sig, sizeof b->sig, "%016llx%016llx", (unsigned long long)r[0], (unsigned long long)r[1]);
@@ -116,6 +116,8 @@ void gw_blocks_delta(gw_blocks *a, const msgpack_object *msg)
     size_t n;
     const char *s = gw_mp_str(pl_msg_get(msg, "reasoning"), &n);
     if (s) add_text(a, GW_BLK_THINKING, s, n);
+    const msgpack_object_array *ids = NULL;
+    if (s && n && pl_msg_get_array(msg, "token_ids", &ids) == PL_OK) a->reasoning_tokens += ids->size;
     if ((s = gw_mp_str(pl_msg_get(msg, "text"), &n))) add_text(a, GW_BLK_TEXT, s, n);
     const msgpack_object_array *tc = NULL;
     if (pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)

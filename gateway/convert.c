@@ -16,9 +16,9 @@
 
 int gw_convert_main(const char *api)
 {
-    bool count = !strcmp(api, "messages-count");
-    if (strcmp(api, "messages") && !count) {
-        fprintf(stderr, "glm-gateway: --convert takes messages or messages-count\n");
+    bool count = !strcmp(api, "messages-count"), resp = !strcmp(api, "responses");
+    if (strcmp(api, "messages") && !count && !resp) {
+        fprintf(stderr, "glm-gateway: --convert takes messages, messages-count or responses\n");
         return 2;
     }
     pl_buf in, out;
@@ -36,7 +36,7 @@ int gw_convert_main(const char *api)
         size_t len = nl ? (size_t)(nl - p) : (size_t)(end - p);
         cJSON *body = NULL, *chat = NULL;
         pl_buf_reset(&out);
-        if (len && !pl_json_parse(&body, p, len, err, sizeof err) && !gw_ant_to_chat(body, count, &chat, err, sizeof err)) {
+        if (len && !pl_json_parse(&body, p, len, err, sizeof err) && !(resp ? gw_resp_to_chat(body, &chat, err, sizeof err) : gw_ant_to_chat(body, count, &chat, err, sizeof err))) {
             pl_pyjson_dump(&out, chat, &PL_PYJSON_DEFAULT);
         } else if (len) {
             pl_buf_puts(&out, "{\"error\": ");

@@ -56,7 +56,7 @@ typedef struct gw_sub {          /* one prompt of the request (completions lists
 
 struct gw_gen {
     gw_gen_cfg cfg;
-    char      *id, *model;
+    char      *id, *model, *resp_echo;
     pl_buf     echo;             /* chat echo text */
     int        nsub, nch;
     gw_sub    *subs;
@@ -86,6 +86,7 @@ int gw_gen_new(gw_gen **out, const gw_gen_cfg *cfg)
     pl_buf_init(&g->err);
     if (cfg->chat_echo) pl_buf_append(&g->echo, cfg->chat_echo, cfg->chat_echo_len);
     if (cfg->api != GW_API_OPENAI && gw_blocks_new(&g->ant)) { gw_gen_free(g); return PL_ERR_NOMEM; }
+    if (cfg->resp_echo && !(g->resp_echo = strdup(cfg->resp_echo))) { gw_gen_free(g); return PL_ERR_NOMEM; }
     if (!g->id || !g->model || !g->subs || !g->ch) { gw_gen_free(g); return PL_ERR_NOMEM; }
     for (int i = 0; i < g->nsub; i++) {
         gw_sub *s = &g->subs[i];
@@ -135,6 +136,7 @@ void gw_gen_free(gw_gen *g)
     pl_buf_free(&g->echo);
     pl_buf_free(&g->err);
     gw_blocks_free(g->ant);
+    free(g->resp_echo);
     free(g->subs);
     free(g->ch);
     free(g->id);
@@ -548,7 +550,7 @@ static int fail(gw_gen *g, int code, const char *type, const char *param, size_t
     g->err_code = code >= 400 && code <= 599 ? code : 500;
     g->t_end = gw_now();
     pl_buf_reset(&g->err);
-    if (g->ant) gw_ant_error_json(&g->err, g->err_code, msg, msglen);
+    if (g->ant && g->cfg.api == GW_API_ANTHROPIC) gw_ant_error_json(&g->err, g->err_code, msg, msglen);
     else gw_jw_error(&g->err, g->err_code, type, param, paramlen, msg, msglen);
     return GW_GEN_FAILED | (g->cfg.stream ? GW_GEN_DIRTY : 0);
 }
@@ -860,7 +862,11 @@ void gw_gen_stream(gw_gen *g, pl_buf *b)
     if (g->ant) {
         gw_usage u;
         usage_of(g, &u);
-        gw_ant_stream(g->ant, g->id, g->model, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
+        gw_resp_info ri = {g->id, g->model, g->resp_echo, g->cfg.created};
+        if (g->cfg.api == GW_API_RESPONSES)
+            gw_resp_stream(g->ant, &ri, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
+        else
+            gw_ant_stream(g->ant, g->id, g->model, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
         for (int i = 0; i < g->nch; i++) choice_drain(&g->ch[i]);
         g->final_sent = g->done || g->failed;
         return;
@@ -993,7 +999,9 @@ void gw_gen_body(gw_gen *g, pl_buf *b)
     if (g->ant) {
         gw_usage u;
         usage_of(g, &u);
-        gw_ant_body(g->ant, g->id, g->model, &u, b);
+        gw_resp_info ri = {g->id, g->model, g->resp_echo, g->cfg.created};
+        if (g->cfg.api == GW_API_RESPONSES) gw_resp_body(g->ant, &ri, &u, b);
+        else gw_ant_body(g->ant, g->id, g->model, &u, b);
         return;
     }
     if (g->cfg.ep == GW_EP_CHAT) chat_body(g, b);

@@ -7,6 +7,7 @@
  *   metrics.c  Prometheus text: counters and histograms measured here
  *   blocks.c   a generation's output as ordered blocks (reasoning, text, calls)
  *   anthropic.c the Anthropic Messages API: request -> chat body, blocks out
+ *   responses.c the OpenAI Responses API: the same, as output items / events
  *   jw.c       JSON writing helpers shared by the above
  *
  * Everything runs on one thread (the libuv loop), so nothing here locks. */
@@ -54,7 +55,7 @@ void gw_jw_error(pl_buf *b, int code, const char *type, const char *param, size_
 /* ================================================================ anthropic.c */
 
 /* Which API a request speaks: its response shapes and error shapes. */
-enum gw_api { GW_API_OPENAI, GW_API_ANTHROPIC };
+enum gw_api { GW_API_OPENAI, GW_API_ANTHROPIC, GW_API_RESPONSES };
 
 /* ---------------------------------------------------------------- blocks.c */
 
@@ -79,6 +80,7 @@ typedef struct gw_blocks {
     bool     has_stop_str;
     bool     head_sent, tail_sent;   /* stream: first / last events out */
     int64_t  seq;               /* stream: events sent (Responses sequence_number) */
+    int64_t  reasoning_tokens;  /* tokens of deltas that carried reasoning */
 } gw_blocks;
 
 int  gw_blocks_new(gw_blocks **out);
@@ -113,6 +115,24 @@ void gw_ant_body(gw_blocks *a, const char *id, const char *model, const gw_usage
  * error JSON) closes the open block and ends the stream with an error event. */
 void gw_ant_stream(gw_blocks *a, const char *id, const char *model, const gw_usage *u, bool done,
                    const char *err, size_t errlen, pl_buf *b);
+
+/* ---------------------------------------------------------------- responses.c */
+
+typedef struct gw_resp_info {       /* what a response object says besides its output */
+    const char *id, *model, *echo;  /* echo: gw_resp_echo's members */
+    int64_t     created;
+} gw_resp_info;
+
+/* A Responses request body -> the chat completions body (PL_ERR_INVALID
+ * with err for bodies it refuses, unsupported features named). */
+int  gw_resp_to_chat(const cJSON *in, cJSON **out, char *err, size_t errlen);
+/* The request fields a response object repeats, as JSON members. */
+void gw_resp_echo(const cJSON *in, pl_buf *b);
+void gw_resp_body(gw_blocks *a, const gw_resp_info *ri, const gw_usage *u, pl_buf *b);
+/* Stream events pending: response.created + in_progress first, item events,
+ * response.completed when done; err (OpenAI error JSON) ends with `error`. */
+void gw_resp_stream(gw_blocks *a, const gw_resp_info *ri, const gw_usage *u, bool done, const char *err, size_t errlen,
+                    pl_buf *b);
 
 /* ================================================================ metrics.c */
 
@@ -157,7 +177,8 @@ typedef struct gw_gen_cfg {
     bool        tokens_as_ids;      /* return_tokens_as_token_ids */
     int64_t     max_tokens;         /* as requested (metrics), -1 absent */
     gw_metrics *metrics;            /* may be NULL */
-    enum gw_api api;                /* response shapes: OpenAI chat/completions or Anthropic */
+    enum gw_api api;                /* response shapes: OpenAI chat/completions, Anthropic, Responses */
+    const char *resp_echo;          /* Responses: gw_resp_echo of the request (copied) */
     /* send abort{id of sub, index} downstream (index -1: the whole sub-request) */
     void      (*abort)(void *ud, int sub, int index);
     void       *ud;

@@ -44,7 +44,7 @@ static void usage(FILE *f)
             "  --health-timeout S          /health waits S for its ping (default 5)\n"
             "  --enable-force-include-usage  usage chunks in every stream (as vLLM's flag)\n"
             "  --log-level LEVEL           debug|info|warning|error (default info)\n"
-            "glm-gateway --convert messages|messages-count: Anthropic request bodies (JSON Lines, stdin)\n"
+            "glm-gateway --convert messages|messages-count|responses: request bodies (JSON Lines, stdin)\n"
             "  -> the chat bodies sent down the pipeline (stdout)\n"
             "Signals: SIGTERM/SIGINT drain and exit 0; SIGUSR1 = a stage restarted (fail what is in flight).\n");
 }
