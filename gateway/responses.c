@@ -122,8 +122,18 @@ static int convert_item(const cJSON *item, int i, cJSON *msgs, char *err, size_t
             return 0;
         }
     }
-    if (role) {   /* user / system / developer messages pass as they are */
-        cJSON_AddItemToArray(msgs, cJSON_Duplicate(item, 1));
+    if (role) {
+        /* user / system / developer messages pass as they are, but for
+         * their input_text parts: vLLM's renderer reads them as text parts,
+         * which is what the chat body must say (glm-tokenize checks chat
+         * bodies against OpenAI's chat part types) */
+        cJSON *m = cJSON_Duplicate(item, 1);
+        cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+        for (cJSON *p = cJSON_IsArray(content) ? content->child : NULL; p; p = p->next) {
+            cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
+            if (str_is(t, "input_text") || str_is(t, "output_text")) cJSON_SetValuestring(t, "text");
+        }
+        cJSON_AddItemToArray(msgs, m);
         return 0;
     }
     return bad(err, errlen, "Unsupported input item type: %s", cJSON_IsString(type) ? type->valuestring : "None");

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Make tests/data/requests/anthropic_goldens.json: the prompt vLLM 0.33
 renders for Anthropic Messages requests (POST /v1/messages and
-/v1/messages/count_tokens), for three chat templates.
+/v1/messages/count_tokens) and for Responses requests (POST /v1/responses),
+for three chat templates.
 
 Run by hand with the vLLM reference environment (never in CI):
 
@@ -13,12 +14,15 @@ AnthropicMessagesRequest (or AnthropicCountTokensRequest),
 AnthropicServingMessages.to_chat_completion_request converts it (with
 merge_inline_system from its own template probe and the disabled-thinking
 effort from its own probe, both run on the same render server), and the
-converted ChatCompletionRequest is rendered by the render route. The test
+converted ChatCompletionRequest is rendered by the render route. Responses
+bodies go to the render server's own /v1/responses/render route (vLLM's
+ResponsesRequest validation, construct_input_messages, construct_tool_dicts,
+build_chat_params, the same renderer). The test
 (tests/py/test_agent_api_goldens.py) converts the same bodies with
 `glm-gateway --convert` and renders them with glm-tokenize.
 
 Output: {"vllm", "templates", "cases": [{"name", "kind": "messages" |
-"count", "body", "results": {template: {"prompt", "ids"} | {"refused": msg}}}]}.
+"count" | "responses", "body", "results": {template: {"prompt", "ids"} | {"refused": msg}}}]}.
 """
 import json
 import os
@@ -161,6 +165,59 @@ def bodies():
     yield "bad_tool_no_schema", "messages", b(tools=[{"name": "f"}], messages=[u("x")])
 
 
+def response_bodies():
+    b = lambda **kw: {"model": M, **kw}  # noqa: E731
+    rtools = [{"type": "function", "name": t["name"], "description": t["description"], "parameters": t["input_schema"]}
+              for t in TOOLS]
+    call = {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": '{"city": "Paris"}'}
+    yield "r_string", "responses", b(input="Hello there")
+    yield "r_instructions", "responses", b(instructions="You are terse.", input="Hi")
+    yield "r_messages", "responses", b(input=[{"role": "user", "content": "Hi"},
+                                              {"role": "assistant", "content": "Hello!"},
+                                              {"role": "user", "content": [{"type": "input_text", "text": "Joke?"}]}])
+    yield "r_developer", "responses", b(input=[{"role": "developer", "content": "Rules."}, {"role": "user", "content": "x"}])
+    yield "r_typed_messages", "responses", b(input=[
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Q"}]},
+        {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+         "content": [{"type": "output_text", "text": "A", "annotations": []}]},
+        {"type": "message", "role": "user", "content": "Q2"}])
+    yield "r_tools", "responses", b(input="Weather in Paris?", tools=rtools)
+    yield "r_tool_choice_required", "responses", b(input="Weather?", tools=rtools, tool_choice="required")
+    yield "r_tool_choice_named", "responses", b(input="ls", tools=rtools, tool_choice={"type": "function", "name": "Bash"})
+    yield "r_tool_choice_none", "responses", b(input="talk", tools=rtools, tool_choice="none")
+    yield "r_round_trip", "responses", b(tools=rtools, input=[
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "Need it."}]},
+        call, {"type": "function_call_output", "call_id": "call_1", "output": "sunny, 22C"}])
+    yield "r_parallel_calls", "responses", b(tools=rtools, input=[
+        {"role": "user", "content": "Paris and Rome?"}, call,
+        {**call, "call_id": "call_2", "arguments": '{"city": "Rome", "days": 2}'},
+        {"type": "function_call_output", "call_id": "call_1", "output": "sunny"},
+        {"type": "function_call_output", "call_id": "call_2", "output": "rain"},
+        {"type": "message", "role": "assistant", "id": "msg_2", "status": "completed",
+         "content": [{"type": "output_text", "text": "Sunny and rain.", "annotations": []}]},
+        {"role": "user", "content": "Thanks"}])
+    yield "r_reasoning_summary", "responses", b(input=[
+        {"role": "user", "content": "Q"},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "sum"}]},
+        {"type": "message", "role": "assistant", "id": "m", "status": "completed",
+         "content": [{"type": "output_text", "text": "A", "annotations": []}]},
+        {"role": "user", "content": "Q2"}])
+    yield "r_effort_none", "responses", b(input="Quick", reasoning={"effort": "none"})
+    yield "r_effort_high", "responses", b(input="Think", reasoning={"effort": "high"})
+    yield "r_kwargs", "responses", b(input="Hi", chat_template_kwargs={"enable_thinking": False},
+                                     reasoning={"effort": "low"})
+    yield "r_partial", "responses", b(input=[{"role": "user", "content": "Write JSON"},
+                                             {"type": "message", "role": "assistant", "id": "m", "status": "in_progress",
+                                              "content": [{"type": "output_text", "text": "{", "annotations": []}]}])
+    yield "r_sampling", "responses", b(input="Hi", max_output_tokens=100, temperature=0.3, top_p=0.5, stream=True,
+                                       store=True, metadata={"k": "v"}, parallel_tool_calls=False)
+    yield "r_bad_item", "responses", b(input=[{"type": "mystery"}])
+    yield "r_bad_encrypted", "responses", b(input=[{"role": "user", "content": "x"},
+                                                   {"type": "reasoning", "id": "rs", "summary": [],
+                                                    "encrypted_content": "abc"}])
+
+
 def main():
     import vllm
     import transformers
@@ -178,7 +235,7 @@ def main():
         return out
     hf.safe_apply_chat_template = recording_apply
 
-    cases = [{"name": n, "kind": k, "body": b, "results": {}} for n, k, b in bodies()]
+    cases = [{"name": n, "kind": k, "body": b, "results": {}} for n, k, b in (*bodies(), *response_bodies())]
     assert len({c["name"] for c in cases}) == len(cases)
     with tempfile.TemporaryDirectory() as tmp:
         dirs = base.model_dirs(tmp)
@@ -205,6 +262,16 @@ def main():
                 else "none"
             print(f"{tname}: merge_inline_system={merge} disabled_thinking_effort={disabled}", file=sys.stderr)
             for c in cases:
+                if c["kind"] == "responses":
+                    rendered.clear()
+                    r = client.post("/v1/responses/render", content=json.dumps(c["body"]).encode(),
+                                    headers={"content-type": "application/json"})
+                    if r.status_code == 200:
+                        c["results"][tname] = {"prompt": rendered[-1], "ids": r.json()["token_ids"]}
+                    else:
+                        c["results"][tname] = {"refused": r.json()["error"]["message"][:300]}
+                    print(f"{tname:8} {c['name']:32} {r.status_code}", file=sys.stderr)
+                    continue
                 cls = AnthropicCountTokensRequest if c["kind"] == "count" else AnthropicMessagesRequest
                 try:
                     req = cls.model_validate(c["body"])
