@@ -772,6 +772,7 @@ void gw_api_dispatch(gw_conn *c)
         {"/v1/messages", HTTP_POST, 9}, {"/v1/messages/count_tokens", HTTP_POST, 10},
         {"/v1/responses", HTTP_POST, 11},
     };
+    c->handler = gw_metrics_handler(path, plen);
     if (path_is(path, plen, "/v1/messages") || path_is(path, plen, "/v1/messages/count_tokens"))
         c->api = GW_API_ANTHROPIC;   /* its errors (405, 401, 400...) in Anthropic's shape */
     int route = 0;

@@ -152,6 +152,10 @@ void gw_metrics_free(gw_metrics *m);
 void gw_metrics_ttft(gw_metrics *m, double s);
 void gw_metrics_itl(gw_metrics *m, double s);
 void gw_metrics_done(gw_metrics *m, const gw_req_stats *st);
+/* HTTP requests by route (vLLM's instrumentator metrics): the handler index
+ * of a path (-1: not counted), and one finished response. */
+int  gw_metrics_handler(const char *path, size_t len);
+void gw_metrics_http(gw_metrics *m, int handler, const char *method, int status, double seconds);
 /* Prometheus text. stats: the engine's `stats` answer or NULL; running and
  * waiting: the gateway's own view, used when the engine gives none. */
 void gw_metrics_render(const gw_metrics *m, const msgpack_object *stats, int64_t running, int64_t waiting,
@@ -245,6 +249,8 @@ struct gw_conn {
     pl_buf              xkey;           /* x-api-key (Anthropic clients) */
     bool                has_auth, has_xrid, has_xkey, expect_continue;
     enum gw_api         api;            /* the route's error shape */
+    int                 handler;        /* metrics: the route (gw_metrics_handler), -1 none */
+    int                 resp_status;    /* status of the response being sent */
     pl_buf              body;
     int                 reject;         /* a status decided while parsing (413) */
     uint64_t            t_begin;        /* loop ms at the request's first byte */

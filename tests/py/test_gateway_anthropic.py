@@ -3,6 +3,8 @@
 glm-replay as the engine (exact scripted outputs) on the tiny default model
 (its template is GLM-5.2's: thinking on unless disabled)."""
 import json
+import time
+import urllib.error
 import urllib.request
 
 import anthropic
@@ -186,3 +188,39 @@ def test_errors_in_anthropic_shape(gw, client):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 400 and json.loads(e.value.read())["error"]["type"] == "invalid_request_error"
+
+
+def test_disconnect_aborts_and_metrics(tiny_model, tmp_path):
+    """A client that leaves a /v1/messages or /v1/responses stream aborts
+    the engine's work, as for chat; /metrics counts the routes by handler."""
+    from test_gateway_faults import LONG, emitted, make_stack, read_events, total_tokens
+    gw, log = make_stack(tiny_model, tmp_path)
+    with gw:
+        total = total_tokens(gw, LONG)
+        for rid, path, body in (
+                ("a1", "/v1/messages", {"model": "tiny", "max_tokens": 1000, "stream": True,
+                                        "messages": user("a long story")}),
+                ("a2", "/v1/responses", {"model": "tiny", "max_output_tokens": 1000, "stream": True,
+                                         "input": "a long story"})):
+            s = gw.connect()
+            data = json.dumps(body).encode()
+            s.sendall(b"POST %s HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\ncontent-length: %d\r\n\r\n"
+                      % (path.encode(), rid.encode(), len(data)) + data)
+            assert len(read_events(s, n=6)) >= 6
+            s.close()
+        time.sleep(0.5)
+        for rid in ("msg_a1", "resp_a2"):
+            n = emitted(log, rid)
+            assert 0 < n < total / 2, (rid, n, total)
+            time.sleep(0.2)
+            assert emitted(log, rid) == n, "the engine kept generating after the abort"
+        data = json.dumps({"model": "tiny", "max_tokens": 5, "messages": user("short")}).encode()
+        urllib.request.urlopen(urllib.request.Request(gw.url + "/v1/messages", data=data)).read()
+        with urllib.request.urlopen(gw.url + "/metrics") as r:
+            m = r.read().decode()
+        assert 'http_requests_total{handler="/v1/messages",method="POST",status="2xx"} 2.0' in m
+        assert 'http_requests_total{handler="/v1/responses",method="POST",status="2xx"} 1.0' in m
+        assert 'http_request_duration_seconds_count{handler="/v1/messages",method="POST"} 2.0' in m
+        assert 'handler="/health"' not in m
+        line = [x for x in m.splitlines() if 'finished_reason="abort"' in x][0]
+        assert float(line.split()[-1]) >= 2
