@@ -1,7 +1,9 @@
-/* test_gateway_anthropic.c — the Anthropic Messages API of glm-gateway
- * (anthropic.c): request conversion to the chat body, and content blocks /
- * stream events made from pipeline messages (through gen.c, as the server
- * runs them). End to end with the anthropic SDK: tests/py/test_gateway_anthropic.py. */
+/* test_gateway_agent.c — the Anthropic Messages API (anthropic.c) and the
+ * Responses API (responses.c) of glm-gateway: request conversion to the chat
+ * body, and content blocks / output items / stream events made from
+ * pipeline messages (through gen.c and blocks.c, as the server runs them).
+ * End to end with the SDKs: tests/py/test_gateway_anthropic.py,
+ * tests/py/test_gateway_responses.py. */
 #include "test.h"
 #include "test_msg.h"
 #include "gateway/gw_int.h"
@@ -12,14 +14,15 @@
 
 /* Convert a Messages body; the chat body as Python's json.dumps prints it,
  * or "ERROR: <message>". */
-static char *conv(const char *json, bool count)
+static char *conv_api(const char *json, bool count, bool responses)
 {
     cJSON *in = NULL, *out = NULL;
     char err[512];
     pl_buf b;
     pl_buf_init(&b);
     if (pl_json_parse(&in, json, strlen(json), err, sizeof err)) return strdup("BAD TEST JSON");
-    if (gw_ant_to_chat(in, count, &out, err, sizeof err)) pl_buf_printf(&b, "ERROR: %s", err);
+    int rc = responses ? gw_resp_to_chat(in, &out, err, sizeof err) : gw_ant_to_chat(in, count, &out, err, sizeof err);
+    if (rc) pl_buf_printf(&b, "ERROR: %s", err);
     else pl_pyjson_dump(&b, out, &PL_PYJSON_DEFAULT);
     cJSON_Delete(in);
     cJSON_Delete(out);
@@ -28,6 +31,9 @@ static char *conv(const char *json, bool count)
     return s;
 }
 
+static char *conv(const char *json, bool count) { return conv_api(json, count, false); }
+
+#define CHECK_RESP(json, want) do { char *_s = conv_api(json, false, true); CHECK_EQ_STR(_s, want); free(_s); } while (0)
 #define CHECK_CONV(json, count, want) do { char *_s = conv(json, count); CHECK_EQ_STR(_s, want); free(_s); } while (0)
 
 static int feed(gw_gen *g, const char *json)
@@ -39,14 +45,17 @@ static int feed(gw_gen *g, const char *json)
     return f;
 }
 
-static gw_gen *new_gen(bool stream)
+static gw_gen *new_gen_api(bool stream, enum gw_api api)
 {
-    gw_gen_cfg c = {.ep = GW_EP_CHAT, .id = "msg_x", .model = "m", .created = 7, .stream = stream, .n = 1,
-                    .num_prompts = 1, .logprobs = -1, .max_tokens = -1, .api = GW_API_ANTHROPIC};
+    gw_gen_cfg c = {.ep = GW_EP_CHAT, .id = api == GW_API_RESPONSES ? "resp_x" : "msg_x", .model = "m", .created = 7,
+                    .stream = stream, .n = 1, .num_prompts = 1, .logprobs = -1, .max_tokens = -1, .api = api,
+                    .resp_echo = "\"instructions\":null"};
     gw_gen *g = NULL;
     gw_gen_new(&g, &c);
     return g;
 }
+
+static gw_gen *new_gen(bool stream) { return new_gen_api(stream, GW_API_ANTHROPIC); }
 
 /* Event names of a stream buffer joined by spaces, each delta with its
  * type (text_delta...), the data lines checked to be JSON of that type. */
@@ -271,6 +280,123 @@ TEST(stream_error_closes_block)
     CHECK_EQ_STR(gw_ant_error_type(422), "invalid_request_error");
 }
 
+/* ================================================================ Responses */
+
+TEST(responses_convert)
+{
+    /* a call joins the assistant message before it; reasoning too; input_text -> text */
+    CHECK_RESP("{\"model\":\"m\",\"instructions\":\"Be nice\",\"max_output_tokens\":50,\"reasoning\":{\"effort\":\"low\"},"
+               "\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":\"w?\"}]},"
+               "{\"type\":\"reasoning\",\"id\":\"r\",\"summary\":[],\"content\":[{\"type\":\"reasoning_text\",\"text\":\"t\"}]},"
+               "{\"type\":\"function_call\",\"call_id\":\"c1\",\"name\":\"f\",\"arguments\":\"{}\"},"
+               "{\"type\":\"function_call\",\"call_id\":\"c2\",\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"},"
+               "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":\"r1\"}],"
+               "\"tools\":[{\"type\":\"function\",\"name\":\"f\",\"parameters\":{},\"strict\":null}],"
+               "\"tool_choice\":{\"type\":\"function\",\"name\":\"f\"},\"store\":true}",
+               "{\"model\": \"m\", \"messages\": [{\"role\": \"system\", \"content\": \"Be nice\"}, {\"role\": \"user\", "
+               "\"content\": [{\"type\": \"text\", \"text\": \"w?\"}]}, {\"role\": \"assistant\", \"reasoning\": \"t\", \"tool_calls\": "
+               "[{\"id\": \"c1\", \"function\": {\"name\": \"f\", \"arguments\": \"{}\"}, \"type\": \"function\"}, {\"id\": \"c2\", "
+               "\"function\": {\"name\": \"f\", \"arguments\": \"{\\\"a\\\":1}\"}, \"type\": \"function\"}]}, {\"role\": \"tool\", "
+               "\"content\": \"r1\", \"tool_call_id\": \"c1\"}], \"max_tokens\": 50, \"reasoning_effort\": \"low\", \"tools\": "
+               "[{\"type\": \"function\", \"function\": {\"name\": \"f\", \"parameters\": {}}}], \"tool_choice\": {\"type\": "
+               "\"function\", \"function\": {\"name\": \"f\"}}}");
+    /* a string input; a partial last assistant message is continued */
+    CHECK_RESP("{\"input\":[{\"role\":\"user\",\"content\":\"q\"},{\"type\":\"message\",\"role\":\"assistant\",\"status\":"
+               "\"incomplete\",\"content\":[{\"type\":\"output_text\",\"text\":\"{\"}]}]}",
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"q\"}, {\"role\": \"assistant\", \"content\": \"{\"}], "
+               "\"add_generation_prompt\": false, \"continue_final_message\": true}");
+    CHECK_RESP("{\"input\":\"hi\",\"stream\":true}",
+               "{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}], \"stream\": true}");
+    static const char *const bad[] = {
+        "{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}",
+        "{\"input\":\"x\",\"background\":true}",
+        "{\"input\":\"x\",\"tools\":[{\"type\":\"web_search_preview\"}]}",
+        "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_schema\"}}}",
+        "{\"input\":[{\"type\":\"mystery\"}]}",
+        "{\"input\":[{\"type\":\"reasoning\",\"summary\":[],\"encrypted_content\":\"x\"}]}",
+        "{\"input\":[{\"type\":\"function_call\",\"name\":\"f\"}]}",
+        "{\"input\":5}",
+        "{}",
+    };
+    for (size_t i = 0; i < PL_ARRAY_LEN(bad); i++) {
+        char *s = conv_api(bad[i], false, true);
+        if (strncmp(s, "ERROR: ", 7)) { fprintf(stderr, "  accepted: %s -> %s\n", bad[i], s); CHECK(0); }
+        free(s);
+    }
+}
+
+TEST(responses_body_and_stream_agree)
+{
+    const char *msgs[] = {
+        "{\"type\":\"start\",\"id\":\"x\",\"n\":1,\"prompt_tokens\":7}",
+        "{\"type\":\"delta\",\"id\":\"x\",\"index\":0,\"token_ids\":[1,2],\"reasoning\":\"r\"}",
+        "{\"type\":\"delta\",\"id\":\"x\",\"index\":0,\"token_ids\":[3],\"text\":\"Hi\"}",
+        "{\"type\":\"delta\",\"id\":\"x\",\"index\":0,\"token_ids\":[4],\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":"
+        "\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}}],\"finish_reason\":\"length\"}",
+        "{\"type\":\"end\",\"id\":\"x\",\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":4}}",
+    };
+    gw_gen *full = new_gen_api(false, GW_API_RESPONSES), *st = new_gen_api(true, GW_API_RESPONSES);
+    pl_buf b, s, names;
+    pl_buf_init(&b);
+    pl_buf_init(&s);
+    pl_buf_init(&names);
+    for (size_t i = 0; i < PL_ARRAY_LEN(msgs); i++) {
+        feed(full, msgs[i]);
+        feed(st, msgs[i]);
+        gw_gen_stream(st, &s);
+    }
+    gw_gen_body(full, &b);
+    cJSON *v = NULL;
+    char err[64];
+    CHECK(!pl_json_parse(&v, b.data, b.len, err, sizeof err));
+    CHECK_EQ_STR(cJSON_GetObjectItem(v, "status")->valuestring, "incomplete");
+    CHECK_EQ_STR(cJSON_GetObjectItem(cJSON_GetObjectItem(v, "incomplete_details"), "reason")->valuestring, "max_output_tokens");
+    const cJSON *out = cJSON_GetObjectItem(v, "output");
+    CHECK_EQ_INT(cJSON_GetArraySize(out), 3);
+    CHECK_EQ_STR(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 0), "type")->valuestring, "reasoning");
+    CHECK_EQ_STR(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 1), "status")->valuestring, "completed");
+    CHECK_EQ_STR(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 2), "status")->valuestring, "incomplete");   /* the last item was cut */
+    CHECK_EQ_STR(cJSON_GetObjectItem(cJSON_GetArrayItem(out, 2), "call_id")->valuestring, "c1");
+    const cJSON *u = cJSON_GetObjectItem(v, "usage");
+    CHECK_EQ_INT(cJSON_GetObjectItem(u, "total_tokens")->valuedouble, 11);
+    CHECK_EQ_INT(cJSON_GetObjectItem(cJSON_GetObjectItem(u, "output_tokens_details"), "reasoning_tokens")->valuedouble, 2);
+    cJSON_Delete(v);
+    /* the stream: event names in order, the completed response carries the same output */
+    const char *p = s.data;
+    int seq = 0;
+    while ((p = strstr(p, "\"sequence_number\":"))) {
+        CHECK_EQ_INT(atoi(p + 18), seq);
+        seq++;
+        p += 18;
+    }
+    /* created, in_progress; reasoning and message: added, part added, delta, done, part done, item done;
+     * the call: added, delta, arguments done, item done; completed */
+    CHECK_EQ_INT(seq, 2 + 6 + 6 + 4 + 1);
+    const char *done = strstr(s.data, "event: response.completed\ndata: ");
+    CHECK(done != NULL);
+    if (done) {
+        cJSON *e = NULL;
+        done += strlen("event: response.completed\ndata: ");
+        CHECK(!pl_json_parse(&e, done, strlen(done) - 2, err, sizeof err));
+        const cJSON *r = cJSON_GetObjectItem(e, "response");
+        char *a = cJSON_PrintUnformatted(cJSON_GetObjectItem(r, "output"));
+        cJSON *fv = NULL;
+        pl_json_parse(&fv, b.data, b.len, err, sizeof err);
+        char *bo = cJSON_PrintUnformatted(cJSON_GetObjectItem(fv, "output"));
+        /* the same items (their random ids differ between the two requests, not their length) */
+        CHECK(a && bo && strlen(a) == strlen(bo));
+        free(a);
+        free(bo);
+        cJSON_Delete(fv);
+        cJSON_Delete(e);
+    }
+    pl_buf_free(&b);
+    pl_buf_free(&s);
+    pl_buf_free(&names);
+    gw_gen_free(full);
+    gw_gen_free(st);
+}
+
 int main(void)
 {
     RUN(convert_system_and_text);
@@ -280,5 +406,7 @@ int main(void)
     RUN(body_blocks_stop_reason_usage);
     RUN(stream_events_in_order);
     RUN(stream_error_closes_block);
+    RUN(responses_convert);
+    RUN(responses_body_and_stream_agree);
     return test_report();
 }
