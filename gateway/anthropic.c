@@ -676,6 +676,11 @@ void gw_ant_stream(gw_blocks *a, const char *id, const char *model, const gw_usa
         pl_buf_puts(b, "{\"type\":\"ping\"}\n\n");
         a->head_sent = true;
     }
+    if (a->ping_due && !done && !err) {
+        event(b, "ping");
+        pl_buf_puts(b, "{\"type\":\"ping\"}\n\n");
+    }
+    a->ping_due = false;
     if (done || err) gw_blocks_flush_held(a);
     for (size_t i = 0; i < a->n; i++) {
         gw_blk *k = &a->b[i];

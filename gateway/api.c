@@ -724,11 +724,28 @@ static void wait_done(gw_server *s, gw_req *r, const msgpack_object *msg)
     req_release(s, r);
 }
 
+/* Anthropic streams that had nothing to send for a while get a `ping`
+ * event (Anthropic's keep-alive), e.g. during a long prefill. */
+static void ping_idle_stream(const char *key, size_t len, void *val, void *ud)
+{
+    (void)key;
+    (void)len;
+    gw_req *r = val;
+    gw_server *s = ud;
+    if (r->kind == GW_REQ_GEN && r->stream && r->conn && r->conn->streaming && gw_gen_ping(r->gen, gw_now()))
+        mark_dirty(s, r);
+}
+
 void gw_api_tick(gw_server *s, uint64_t now)
 {
     for (gw_req *r = s->waits, *next; r; r = next) {
         next = r->wnext;
         if (now >= r->deadline) wait_done(s, r, NULL);
+    }
+    if (now - s->last_ping_sweep >= 1000) {   /* once a second is plenty for a 10 s keep-alive */
+        s->last_ping_sweep = now;
+        pl_strmap_each(s->reqs, ping_idle_stream, s);
+        gw_api_after_batch(s);
     }
 }
 

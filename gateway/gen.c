@@ -145,6 +145,15 @@ void gw_gen_free(gw_gen *g)
 }
 
 bool gw_gen_started(const gw_gen *g) { return g->started; }
+
+bool gw_gen_ping(gw_gen *g, double now)
+{
+    if (!g->ant || g->cfg.api != GW_API_ANTHROPIC || !g->cfg.stream || !g->ant->head_sent || g->done || g->failed)
+        return false;
+    if (now - g->ant->t_last_out < GW_ANT_PING_S) return false;
+    g->ant->ping_due = true;
+    return true;
+}
 bool gw_gen_done(const gw_gen *g) { return g->done || g->failed; }
 int  gw_gen_num_subs(const gw_gen *g) { return g->nsub; }
 bool gw_gen_sub_live(const gw_gen *g, int sub)
@@ -863,10 +872,12 @@ void gw_gen_stream(gw_gen *g, pl_buf *b)
         gw_usage u;
         usage_of(g, &u);
         gw_resp_info ri = {g->id, g->model, g->resp_echo, g->cfg.created};
+        size_t before = b->len;
         if (g->cfg.api == GW_API_RESPONSES)
             gw_resp_stream(g->ant, &ri, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
         else
             gw_ant_stream(g->ant, g->id, g->model, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
+        if (b->len > before) g->ant->t_last_out = gw_now();
         for (int i = 0; i < g->nch; i++) choice_drain(&g->ch[i]);
         g->final_sent = g->done || g->failed;
         return;

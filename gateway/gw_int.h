@@ -81,6 +81,8 @@ typedef struct gw_blocks {
     bool     head_sent, tail_sent;   /* stream: first / last events out */
     int64_t  seq;               /* stream: events sent (Responses sequence_number) */
     int64_t  reasoning_tokens;  /* tokens of deltas that carried reasoning */
+    bool     ping_due;          /* stream: a keep-alive ping goes with the next flush */
+    double   t_last_out;        /* stream: monotonic time of the last flush that wrote */
 } gw_blocks;
 
 int  gw_blocks_new(gw_blocks **out);
@@ -209,6 +211,10 @@ void gw_gen_body(gw_gen *g, pl_buf *out);
 /* The error that ended the request: HTTP status and its JSON body. */
 int  gw_gen_error(const gw_gen *g, pl_buf *out);
 bool gw_gen_started(const gw_gen *g);
+/* An Anthropic stream with no output for GW_ANT_PING_S: queue a `ping`
+ * event; true when the stream has output pending now. */
+#define GW_ANT_PING_S 10.0
+bool gw_gen_ping(gw_gen *g, double now);
 bool gw_gen_done(const gw_gen *g);
 /* Sub-requests still running in the pipeline (not ended, not failed). */
 bool gw_gen_sub_live(const gw_gen *g, int sub);
@@ -374,6 +380,7 @@ struct gw_server {
     bool               closed;          /* every handle closed: the loop ends */
     int                drain_rounds;
     uint64_t           last_sweep;
+    uint64_t           last_ping_sweep;  /* loop ms of the last idle-stream ping sweep (api.c) */
 };
 
 /* Clocks: monotonic seconds and Unix seconds (engine stamps are Unix). */

@@ -280,6 +280,30 @@ TEST(stream_error_closes_block)
     CHECK_EQ_STR(gw_ant_error_type(422), "invalid_request_error");
 }
 
+TEST(stream_keepalive_ping)
+{
+    gw_gen *g = new_gen(true);
+    pl_buf b, names;
+    pl_buf_init(&b);
+    pl_buf_init(&names);
+    CHECK(!gw_gen_ping(g, gw_now() + 100));   /* nothing sent yet: no ping */
+    feed(g, "{\"type\":\"start\",\"id\":\"x\",\"n\":1,\"prompt_tokens\":5}");
+    gw_gen_stream(g, &b);
+    CHECK(!gw_gen_ping(g, gw_now()));          /* just wrote */
+    CHECK(gw_gen_ping(g, gw_now() + GW_ANT_PING_S + 1));
+    gw_gen_stream(g, &b);
+    feed(g, "{\"type\":\"delta\",\"id\":\"x\",\"index\":0,\"token_ids\":[1],\"text\":\"a\",\"finish_reason\":\"stop\"}");
+    feed(g, "{\"type\":\"end\",\"id\":\"x\",\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}");
+    CHECK(!gw_gen_ping(g, gw_now() + 100));   /* over */
+    gw_gen_stream(g, &b);
+    event_names(&b, &names);
+    CHECK_EQ_STR(names.data, "message_start ping ping content_block_start content_block_delta:text_delta content_block_stop "
+                             "message_delta message_stop");
+    pl_buf_free(&names);
+    pl_buf_free(&b);
+    gw_gen_free(g);
+}
+
 /* ================================================================ Responses */
 
 TEST(responses_convert)
@@ -406,6 +430,7 @@ int main(void)
     RUN(body_blocks_stop_reason_usage);
     RUN(stream_events_in_order);
     RUN(stream_error_closes_block);
+    RUN(stream_keepalive_ping);
     RUN(responses_convert);
     RUN(responses_body_and_stream_agree);
     return test_report();
