@@ -4,22 +4,12 @@
  * As vLLM 0.33 serves it (entrypoints/anthropic/serving.py): the request is
  * converted to the chat completions body glm-tokenize already takes (so
  * the same chat template, reasoning parser and tool parser run), and the
- * chat-shaped pipeline output (`delta` messages: reasoning, text,
- * tool-call deltas) is turned back into Anthropic content blocks.
- *
- * Output is one ordered list of blocks, built as deltas arrive, for both
- * the stream and the full body, so a stream assembles to exactly the body:
- * reasoning opens a thinking block, text a text block, a tool-call head a
- * tool_use block whose input_json_delta pieces are the argument deltas.
- * Text that arrives while a tool_use block is open is held and becomes a
- * text block of its own when that block closes (vLLM's stream converter
- * does the same). A stream writes what each block gained since the last
- * flush as one delta event (coalesced, as chat chunks are), and a block's
- * content_block_stop goes out once a later block exists or the message
- * ended (docs/protocol.md §9). */
+ * generation's block list (blocks.c: reasoning, text, tool calls in the
+ * order they came) is rendered back as Anthropic content blocks — a full
+ * message, or the stream's message_start / content_block_* / message_delta
+ * / message_stop events (docs/protocol.md §9). */
 #include "gw_int.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,31 +46,13 @@ void gw_ant_error_json(pl_buf *b, int code, const char *msg, size_t len)
 
 /* ================================================================ request: Anthropic -> chat */
 
-static int bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return PL_ERR_INVALID;
-}
-
-static const cJSON *get(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-static bool str_is(const cJSON *v, const char *s) { return cJSON_IsString(v) && !strcmp(v->valuestring, s); }
-
 /* A string field that may be absent or null; anything else is refused. */
 static int opt_str(const cJSON *o, const char *key, const char *where, const char **out, char *err, size_t errlen)
 {
-    const cJSON *v = get(o, key);
+    const cJSON *v = gw_conv_get(o, key);
     *out = NULL;
     if (!v) return 0;
-    if (!cJSON_IsString(v)) return bad(err, errlen, "%s.%s must be a string", where, key);
+    if (!cJSON_IsString(v)) return gw_conv_bad(err, errlen, "%s.%s must be a string", where, key);
     *out = v->valuestring;
     return 0;
 }
@@ -94,35 +66,33 @@ static const char *const block_types[] = {"text", "image", "tool_use", "tool_res
 /* A content block as pydantic's AnthropicContentBlock takes it. */
 static int check_block(const cJSON *b, const char *where, char *err, size_t errlen)
 {
-    if (!cJSON_IsObject(b)) return bad(err, errlen, "%s: a content block must be an object", where);
+    if (!cJSON_IsObject(b)) return gw_conv_bad(err, errlen, "%s: a content block must be an object", where);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "type");
     bool known = false;
     for (size_t i = 0; cJSON_IsString(t) && i < PL_ARRAY_LEN(block_types); i++) known |= !strcmp(t->valuestring, block_types[i]);
-    if (!known) return bad(err, errlen, "%s: unknown content block type (expected one of text, image, tool_use, "
+    if (!known) return gw_conv_bad(err, errlen, "%s: unknown content block type (expected one of text, image, tool_use, "
                            "tool_result, tool_reference, thinking, redacted_thinking)", where);
-    if (str_is(t, "tool_addition") || str_is(t, "tool_removal"))
-        return bad(err, errlen, "%s: %s blocks are not supported by this server", where, t->valuestring);
+    if (gw_conv_str_is(t, "tool_addition") || gw_conv_str_is(t, "tool_removal"))
+        return gw_conv_bad(err, errlen, "%s: %s blocks are not supported by this server", where, t->valuestring);
     static const char *const strs[] = {"text", "id", "tool_use_id", "name", "tool_name", "thinking", "signature", "data"};
     const char *s;
     for (size_t i = 0; i < PL_ARRAY_LEN(strs); i++)
         if (opt_str(b, strs[i], where, &s, err, errlen)) return PL_ERR_INVALID;
-    const cJSON *in = get(b, "input"), *src = get(b, "source"), *c = get(b, "content"), *ie = get(b, "is_error");
-    if (in && !cJSON_IsObject(in)) return bad(err, errlen, "%s.input must be an object", where);
-    if (src && !cJSON_IsObject(src)) return bad(err, errlen, "%s.source must be an object", where);
-    if (ie && !cJSON_IsBool(ie)) return bad(err, errlen, "%s.is_error must be a boolean", where);
-    if (c && !cJSON_IsString(c) && !cJSON_IsArray(c)) return bad(err, errlen, "%s.content must be a string or a list", where);
+    const cJSON *in = gw_conv_get(b, "input"), *src = gw_conv_get(b, "source"), *c = gw_conv_get(b, "content"), *ie = gw_conv_get(b, "is_error");
+    if (in && !cJSON_IsObject(in)) return gw_conv_bad(err, errlen, "%s.input must be an object", where);
+    if (src && !cJSON_IsObject(src)) return gw_conv_bad(err, errlen, "%s.source must be an object", where);
+    if (ie && !cJSON_IsBool(ie)) return gw_conv_bad(err, errlen, "%s.is_error must be a boolean", where);
+    if (c && !cJSON_IsString(c) && !cJSON_IsArray(c)) return gw_conv_bad(err, errlen, "%s.content must be a string or a list", where);
     for (const cJSON *i = cJSON_IsArray(c) ? c->child : NULL; i; i = i->next)
-        if (!cJSON_IsObject(i)) return bad(err, errlen, "%s.content: items must be objects", where);
+        if (!cJSON_IsObject(i)) return gw_conv_bad(err, errlen, "%s.content: items must be objects", where);
     return 0;
 }
-
-static void add_str(cJSON *o, const char *key, const char *s) { cJSON_AddItemToObject(o, key, cJSON_CreateString(s)); }
 
 static cJSON *text_part(const char *text)
 {
     cJSON *p = cJSON_CreateObject();
-    add_str(p, "type", "text");
-    add_str(p, "text", text);
+    gw_conv_add_str(p, "type", "text");
+    gw_conv_add_str(p, "text", text);
     return p;
 }
 
@@ -131,19 +101,19 @@ static cJSON *image_part(const cJSON *source)
 {
     pl_buf u;
     pl_buf_init(&u);
-    const cJSON *t = get(source, "type");
-    if (str_is(t, "url")) {
-        const cJSON *url = get(source, "url");
+    const cJSON *t = gw_conv_get(source, "type");
+    if (gw_conv_str_is(t, "url")) {
+        const cJSON *url = gw_conv_get(source, "url");
         pl_buf_puts(&u, cJSON_IsString(url) ? url->valuestring : "");
     } else {
-        const cJSON *mt = get(source, "media_type"), *data = get(source, "data");
+        const cJSON *mt = gw_conv_get(source, "media_type"), *data = gw_conv_get(source, "data");
         pl_buf_printf(&u, "data:%s;base64,%s", cJSON_IsString(mt) ? mt->valuestring : "image/jpeg",
                       cJSON_IsString(data) ? data->valuestring : "");
     }
     cJSON *p = cJSON_CreateObject();
-    add_str(p, "type", "image_url");
+    gw_conv_add_str(p, "type", "image_url");
     cJSON *iu = cJSON_AddObjectToObject(p, "image_url");
-    add_str(iu, "url", u.data ? u.data : "");
+    gw_conv_add_str(iu, "url", u.data ? u.data : "");
     pl_buf_free(&u);
     return p;
 }
@@ -161,8 +131,8 @@ static char *system_text(const cJSON *content, bool strip_string)
     pl_buf_init(&b);
     bool any = false;
     for (const cJSON *bl = cJSON_IsArray(content) ? content->child : NULL; bl; bl = bl->next) {
-        const cJSON *t = get(bl, "text");
-        if (!str_is(get(bl, "type"), "text") || !cJSON_IsString(t) || !t->valuestring[0] || is_billing(t->valuestring)) continue;
+        const cJSON *t = gw_conv_get(bl, "text");
+        if (!gw_conv_str_is(gw_conv_get(bl, "type"), "text") || !cJSON_IsString(t) || !t->valuestring[0] || is_billing(t->valuestring)) continue;
         pl_buf_puts(&b, t->valuestring);
         any = true;
     }
@@ -175,42 +145,42 @@ static char *system_text(const cJSON *content, bool strip_string)
  * the user message itself), images in it a user message after that. */
 static void user_tool_result(const cJSON *block, cJSON *msgs)
 {
-    const cJSON *c = get(block, "content"), *id = get(block, "tool_use_id");
+    const cJSON *c = gw_conv_get(block, "content"), *id = gw_conv_get(block, "tool_use_id");
     pl_buf text;
     pl_buf_init(&text);
     cJSON *images = cJSON_CreateArray(), *refs = cJSON_CreateArray();
     if (cJSON_IsString(c)) pl_buf_puts(&text, c->valuestring);
     int k = 0;
     for (const cJSON *it = cJSON_IsArray(c) ? c->child : NULL; it; it = it->next) {
-        const cJSON *t = get(it, "type");
-        if (str_is(t, "text")) {
-            const cJSON *tx = get(it, "text");
+        const cJSON *t = gw_conv_get(it, "type");
+        if (gw_conv_str_is(t, "text")) {
+            const cJSON *tx = gw_conv_get(it, "text");
             if (k++) pl_buf_putc(&text, '\n');
             if (cJSON_IsString(tx)) pl_buf_puts(&text, tx->valuestring);
-        } else if (str_is(t, "image")) {
-            const cJSON *src = get(it, "source");
+        } else if (gw_conv_str_is(t, "image")) {
+            const cJSON *src = gw_conv_get(it, "source");
             static const cJSON empty = {0};
             cJSON_AddItemToArray(images, image_part(cJSON_IsObject(src) ? src : &empty));
-        } else if (str_is(t, "tool_reference")) {
-            const cJSON *n = get(it, "tool_name");
-            if (!cJSON_IsString(n) || !n->valuestring[0]) n = get(it, "name");
+        } else if (gw_conv_str_is(t, "tool_reference")) {
+            const cJSON *n = gw_conv_get(it, "tool_name");
+            if (!cJSON_IsString(n) || !n->valuestring[0]) n = gw_conv_get(it, "name");
             if (cJSON_IsString(n) && n->valuestring[0]) {
                 cJSON *r = cJSON_CreateObject();
-                add_str(r, "type", "tool_reference");
-                add_str(r, "name", n->valuestring);
+                gw_conv_add_str(r, "type", "tool_reference");
+                gw_conv_add_str(r, "name", n->valuestring);
                 cJSON_AddItemToArray(refs, r);
             }
         }
     }
     const char *tid = cJSON_IsString(id) ? id->valuestring : "";
     cJSON *m = cJSON_CreateObject();
-    add_str(m, "role", "tool");
-    add_str(m, "tool_call_id", tid);
+    gw_conv_add_str(m, "role", "tool");
+    gw_conv_add_str(m, "tool_call_id", tid);
     cJSON_AddItemToObject(m, "content", pl_json_string_new(text.data ? text.data : "", text.len));
     cJSON_AddItemToArray(msgs, m);
     if (images->child) {
         cJSON *u = cJSON_CreateObject();
-        add_str(u, "role", "user");
+        gw_conv_add_str(u, "role", "user");
         cJSON_AddItemToObject(u, "content", images);
         cJSON_AddItemToArray(msgs, u);
     } else {
@@ -218,8 +188,8 @@ static void user_tool_result(const cJSON *block, cJSON *msgs)
     }
     if (refs->child) {
         cJSON *r = cJSON_CreateObject();
-        add_str(r, "role", "tool");
-        add_str(r, "tool_call_id", tid);
+        gw_conv_add_str(r, "role", "tool");
+        gw_conv_add_str(r, "tool_call_id", tid);
         cJSON_AddItemToObject(r, "content", refs);
         cJSON_AddItemToArray(msgs, r);
     } else {
@@ -239,27 +209,27 @@ static int convert_blocks(const cJSON *content, const char *role, cJSON *msgs, c
     pl_buf_init(&reasoning);
     bool has_reasoning = false, user = !strcmp(role, "user");
     for (const cJSON *b = content->child; b; b = b->next) {
-        const char *t = get(b, "type")->valuestring;
+        const char *t = gw_conv_get(b, "type")->valuestring;
         const cJSON *v;
         if (!strcmp(t, "text")) {
-            v = get(b, "text");
+            v = gw_conv_get(b, "text");
             if (v && v->valuestring[0]) cJSON_AddItemToArray(parts, text_part(v->valuestring));
         } else if (!strcmp(t, "image")) {
-            if ((v = get(b, "source")) && v->child) cJSON_AddItemToArray(parts, image_part(v));
+            if ((v = gw_conv_get(b, "source")) && v->child) cJSON_AddItemToArray(parts, image_part(v));
         } else if (!strcmp(t, "thinking")) {
-            if ((v = get(b, "thinking"))) { pl_buf_puts(&reasoning, v->valuestring); has_reasoning = true; }
+            if ((v = gw_conv_get(b, "thinking"))) { pl_buf_puts(&reasoning, v->valuestring); has_reasoning = true; }
         } else if (!strcmp(t, "tool_use")) {
-            const cJSON *id = get(b, "id"), *name = get(b, "name"), *in = get(b, "input");
+            const cJSON *id = gw_conv_get(b, "id"), *name = gw_conv_get(b, "name"), *in = gw_conv_get(b, "input");
             cJSON *call = cJSON_CreateObject();
-            if (id && id->valuestring[0]) add_str(call, "id", id->valuestring);
+            if (id && id->valuestring[0]) gw_conv_add_str(call, "id", id->valuestring);
             else {
                 char buf[40];
                 snprintf(buf, sizeof buf, "call_%lld", (long long)time(NULL));
-                add_str(call, "id", buf);
+                gw_conv_add_str(call, "id", buf);
             }
-            add_str(call, "type", "function");
+            gw_conv_add_str(call, "type", "function");
             cJSON *fn = cJSON_AddObjectToObject(call, "function");
-            add_str(fn, "name", name ? name->valuestring : "");
+            gw_conv_add_str(fn, "name", name ? name->valuestring : "");
             pl_buf args;
             pl_buf_init(&args);
             /* json.dumps(input or {}): Python's default separators, ASCII */
@@ -276,12 +246,12 @@ static int convert_blocks(const cJSON *content, const char *role, cJSON *msgs, c
             } else {
                 /* str(block.content) if block.content else "": Python's str
                  * of a list is its repr, which only a string has here */
-                v = get(b, "content");
+                v = gw_conv_get(b, "content");
                 if (cJSON_IsArray(v) && v->child) {
                     cJSON_Delete(parts);
                     cJSON_Delete(calls);
                     pl_buf_free(&reasoning);
-                    return bad(err, errlen, "tool_result blocks with list content in an assistant turn are not supported");
+                    return gw_conv_bad(err, errlen, "tool_result blocks with list content in an assistant turn are not supported");
                 }
                 pl_buf tr;
                 pl_buf_init(&tr);
@@ -294,7 +264,7 @@ static int convert_blocks(const cJSON *content, const char *role, cJSON *msgs, c
         /* redacted_thinking, tool_reference: nothing (vLLM accepts and skips them) */
     }
     cJSON *m = cJSON_CreateObject();
-    add_str(m, "role", role);
+    gw_conv_add_str(m, "role", role);
     bool has_content = false;
     if (has_reasoning) cJSON_AddItemToObject(m, "reasoning", pl_json_string_new(reasoning.data ? reasoning.data : "", reasoning.len));
     if (calls->child) cJSON_AddItemToObject(m, "tool_calls", calls);
@@ -302,8 +272,8 @@ static int convert_blocks(const cJSON *content, const char *role, cJSON *msgs, c
     if (parts->child) {
         has_content = true;
         const cJSON *only = parts->child;
-        if (!only->next && str_is(get(only, "type"), "text"))
-            cJSON_AddItemToObject(m, "content", cJSON_Duplicate(get(only, "text"), 0));
+        if (!only->next && gw_conv_str_is(gw_conv_get(only, "type"), "text"))
+            cJSON_AddItemToObject(m, "content", cJSON_Duplicate(gw_conv_get(only, "text"), 0));
         else {
             cJSON_AddItemToObject(m, "content", parts);
             parts = NULL;
@@ -318,38 +288,33 @@ static int convert_blocks(const cJSON *content, const char *role, cJSON *msgs, c
 
 static int convert_messages(const cJSON *in, cJSON *msgs, char *err, size_t errlen)
 {
-    const cJSON *list = get(in, "messages");
-    if (!cJSON_IsArray(list)) return bad(err, errlen, "messages: a list of messages is required");
+    const cJSON *list = gw_conv_get(in, "messages");
+    if (!cJSON_IsArray(list)) return gw_conv_bad(err, errlen, "messages: a list of messages is required");
     int i = 0;
     for (const cJSON *m = list->child; m; m = m->next, i++) {
         char where[48];
         snprintf(where, sizeof where, "messages[%d]", i);
-        if (!cJSON_IsObject(m)) return bad(err, errlen, "%s must be an object", where);
-        const cJSON *role = get(m, "role"), *content = get(m, "content");
-        if (!str_is(role, "user") && !str_is(role, "assistant") && !str_is(role, "system"))
-            return bad(err, errlen, "%s.role must be 'user', 'assistant' or 'system'", where);
+        if (!cJSON_IsObject(m)) return gw_conv_bad(err, errlen, "%s must be an object", where);
+        const cJSON *role = gw_conv_get(m, "role"), *content = gw_conv_get(m, "content");
+        if (!gw_conv_str_is(role, "user") && !gw_conv_str_is(role, "assistant") && !gw_conv_str_is(role, "system"))
+            return gw_conv_bad(err, errlen, "%s.role must be 'user', 'assistant' or 'system'", where);
         if (!cJSON_IsString(content) && !cJSON_IsArray(content))
-            return bad(err, errlen, "%s.content must be a string or a list of content blocks", where);
+            return gw_conv_bad(err, errlen, "%s.content must be a string or a list of content blocks", where);
         int j = 0;
         for (const cJSON *b = cJSON_IsArray(content) ? content->child : NULL; b; b = b->next, j++) {
             char w2[80];
             snprintf(w2, sizeof w2, "%s.content[%d]", where, j);
             if (check_block(b, w2, err, errlen)) return PL_ERR_INVALID;
         }
-        if (str_is(role, "system")) {
+        if (gw_conv_str_is(role, "system")) {
             char *t = system_text(content, true);
-            if (t) {
-                cJSON *s = cJSON_CreateObject();
-                add_str(s, "role", "system");
-                add_str(s, "content", t);
-                cJSON_AddItemToArray(msgs, s);
-                free(t);
-            }
+            if (t) gw_conv_add_msg(msgs, "system", t);
+            free(t);
             continue;
         }
         if (cJSON_IsString(content)) {
             cJSON *o = cJSON_CreateObject();
-            add_str(o, "role", role->valuestring);
+            gw_conv_add_str(o, "role", role->valuestring);
             cJSON_AddItemToObject(o, "content", cJSON_Duplicate(content, 0));
             cJSON_AddItemToArray(msgs, o);
         } else if (convert_blocks(content, role->valuestring, msgs, err, errlen)) {
@@ -361,51 +326,51 @@ static int convert_messages(const cJSON *in, cJSON *msgs, char *err, size_t errl
 
 static int convert_tools(const cJSON *in, cJSON *chat, char *err, size_t errlen)
 {
-    const cJSON *tc = get(in, "tool_choice"), *tools = get(in, "tools");
+    const cJSON *tc = gw_conv_get(in, "tool_choice"), *tools = gw_conv_get(in, "tools");
     if (tc) {
-        if (!cJSON_IsObject(tc)) return bad(err, errlen, "tool_choice must be an object");
-        const cJSON *t = get(tc, "type"), *name = get(tc, "name"), *dp = get(tc, "disable_parallel_tool_use");
-        if (name && !cJSON_IsString(name)) return bad(err, errlen, "tool_choice.name must be a string");
-        if (dp && !cJSON_IsBool(dp)) return bad(err, errlen, "tool_choice.disable_parallel_tool_use must be a boolean");
+        if (!cJSON_IsObject(tc)) return gw_conv_bad(err, errlen, "tool_choice must be an object");
+        const cJSON *t = gw_conv_get(tc, "type"), *name = gw_conv_get(tc, "name"), *dp = gw_conv_get(tc, "disable_parallel_tool_use");
+        if (name && !cJSON_IsString(name)) return gw_conv_bad(err, errlen, "tool_choice.name must be a string");
+        if (dp && !cJSON_IsBool(dp)) return gw_conv_bad(err, errlen, "tool_choice.disable_parallel_tool_use must be a boolean");
         cJSON_AddBoolToObject(chat, "parallel_tool_calls", !cJSON_IsTrue(dp));
-        if (str_is(t, "auto") || str_is(t, "none")) add_str(chat, "tool_choice", t->valuestring);
-        else if (str_is(t, "any")) add_str(chat, "tool_choice", "required");
-        else if (str_is(t, "tool")) {
-            if (!name || !name->valuestring[0]) return bad(err, errlen, "tool_choice.name is required when type is 'tool'");
+        if (gw_conv_str_is(t, "auto") || gw_conv_str_is(t, "none")) gw_conv_add_str(chat, "tool_choice", t->valuestring);
+        else if (gw_conv_str_is(t, "any")) gw_conv_add_str(chat, "tool_choice", "required");
+        else if (gw_conv_str_is(t, "tool")) {
+            if (!name || !name->valuestring[0]) return gw_conv_bad(err, errlen, "tool_choice.name is required when type is 'tool'");
             cJSON *c = cJSON_CreateObject();
-            add_str(c, "type", "function");
-            add_str(cJSON_AddObjectToObject(c, "function"), "name", name->valuestring);
+            gw_conv_add_str(c, "type", "function");
+            gw_conv_add_str(cJSON_AddObjectToObject(c, "function"), "name", name->valuestring);
             cJSON_AddItemToObject(chat, "tool_choice", c);
         } else {
-            return bad(err, errlen, "tool_choice.type must be 'auto', 'any', 'tool' or 'none'");
+            return gw_conv_bad(err, errlen, "tool_choice.type must be 'auto', 'any', 'tool' or 'none'");
         }
     }
     if (!tools) return 0;
-    if (!cJSON_IsArray(tools)) return bad(err, errlen, "tools must be a list");
+    if (!cJSON_IsArray(tools)) return gw_conv_bad(err, errlen, "tools must be a list");
     cJSON *out = cJSON_CreateArray();
     cJSON_AddItemToObject(chat, "tools", out);
     int i = 0;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
-        const cJSON *name = cJSON_IsObject(t) ? get(t, "name") : NULL, *schema = cJSON_IsObject(t) ? get(t, "input_schema") : NULL;
-        const cJSON *desc = cJSON_IsObject(t) ? get(t, "description") : NULL;
-        if (!cJSON_IsString(name)) return bad(err, errlen, "tools[%d].name: a string is required", i);
-        if (!cJSON_IsObject(schema)) return bad(err, errlen, "tools[%d].input_schema: an object is required", i);
-        if (desc && !cJSON_IsString(desc)) return bad(err, errlen, "tools[%d].description must be a string", i);
+        const cJSON *name = cJSON_IsObject(t) ? gw_conv_get(t, "name") : NULL, *schema = cJSON_IsObject(t) ? gw_conv_get(t, "input_schema") : NULL;
+        const cJSON *desc = cJSON_IsObject(t) ? gw_conv_get(t, "description") : NULL;
+        if (!cJSON_IsString(name)) return gw_conv_bad(err, errlen, "tools[%d].name: a string is required", i);
+        if (!cJSON_IsObject(schema)) return gw_conv_bad(err, errlen, "tools[%d].input_schema: an object is required", i);
+        if (desc && !cJSON_IsString(desc)) return gw_conv_bad(err, errlen, "tools[%d].description must be a string", i);
         cJSON *o = cJSON_CreateObject();
-        add_str(o, "type", "function");
+        gw_conv_add_str(o, "type", "function");
         cJSON *fn = cJSON_AddObjectToObject(o, "function");
-        add_str(fn, "name", name->valuestring);
-        if (desc) add_str(fn, "description", desc->valuestring);
+        gw_conv_add_str(fn, "name", name->valuestring);
+        if (desc) gw_conv_add_str(fn, "description", desc->valuestring);
         cJSON_AddItemToObject(fn, "parameters", cJSON_Duplicate(schema, 1));
         static const char *const flags[] = {"strict", "defer_loading"};
         for (size_t k = 0; k < PL_ARRAY_LEN(flags); k++) {
-            const cJSON *f = get(t, flags[k]);
-            if (f && !cJSON_IsBool(f)) return bad(err, errlen, "tools[%d].%s must be a boolean", i, flags[k]);
+            const cJSON *f = gw_conv_get(t, flags[k]);
+            if (f && !cJSON_IsBool(f)) return gw_conv_bad(err, errlen, "tools[%d].%s must be a boolean", i, flags[k]);
             if (f) cJSON_AddBoolToObject(fn, flags[k], cJSON_IsTrue(f));
         }
         cJSON_AddItemToArray(out, o);
     }
-    if (!get(chat, "tool_choice")) add_str(chat, "tool_choice", "auto");
+    if (!gw_conv_get(chat, "tool_choice")) gw_conv_add_str(chat, "tool_choice", "auto");
     return 0;
 }
 
@@ -414,94 +379,89 @@ static const char *const efforts[] = {"low", "medium", "high", "xhigh", "max"};
 /* output_config.effort, then thinking (which vLLM applies after it). */
 static int convert_thinking(const cJSON *in, cJSON *chat, int64_t max_tokens, char *err, size_t errlen)
 {
-    const cJSON *oc = get(in, "output_config"), *th = get(in, "thinking");
+    const cJSON *oc = gw_conv_get(in, "output_config"), *th = gw_conv_get(in, "thinking");
     const char *effort = NULL;
     if (oc) {
-        if (!cJSON_IsObject(oc)) return bad(err, errlen, "output_config must be an object");
-        if (get(oc, "format"))
-            return bad(err, errlen, "output_config.format needs structured outputs, which this server does not support");
-        const cJSON *e = get(oc, "effort");
+        if (!cJSON_IsObject(oc)) return gw_conv_bad(err, errlen, "output_config must be an object");
+        if (gw_conv_get(oc, "format"))
+            return gw_conv_bad(err, errlen, "output_config.format needs structured outputs, which this server does not support");
+        const cJSON *e = gw_conv_get(oc, "effort");
         for (size_t i = 0; e && i < PL_ARRAY_LEN(efforts); i++)
-            if (str_is(e, efforts[i])) effort = efforts[i];
-        if (e && !effort) return bad(err, errlen, "output_config.effort must be one of 'low', 'medium', 'high', 'xhigh', 'max'");
+            if (gw_conv_str_is(e, efforts[i])) effort = efforts[i];
+        if (e && !effort) return gw_conv_bad(err, errlen, "output_config.effort must be one of 'low', 'medium', 'high', 'xhigh', 'max'");
     }
     if (th) {
-        const cJSON *t = cJSON_IsObject(th) ? get(th, "type") : NULL;
-        if (str_is(t, "disabled")) {
+        const cJSON *t = cJSON_IsObject(th) ? gw_conv_get(th, "type") : NULL;
+        if (gw_conv_str_is(t, "disabled")) {
             /* vLLM probes the template: "none" unless it renders like an
              * effort. Every GLM template honours enable_thinking = false. */
             effort = "none";
-        } else if (str_is(t, "enabled")) {
+        } else if (gw_conv_str_is(t, "enabled")) {
             int64_t budget;
-            const cJSON *bt = get(th, "budget_tokens");
+            const cJSON *bt = gw_conv_get(th, "budget_tokens");
             if (!bt || pl_json_get_i64(bt, &budget) || pl_json_is_float(bt))
-                return bad(err, errlen, "thinking.budget_tokens: an integer is required");
-            if (budget < 1024) return bad(err, errlen, "thinking.budget_tokens must be at least 1024");
-            if (max_tokens >= 0 && budget >= max_tokens) return bad(err, errlen, "thinking.budget_tokens must be less than max_tokens");
+                return gw_conv_bad(err, errlen, "thinking.budget_tokens: an integer is required");
+            if (budget < 1024) return gw_conv_bad(err, errlen, "thinking.budget_tokens must be at least 1024");
+            if (max_tokens >= 0 && budget >= max_tokens) return gw_conv_bad(err, errlen, "thinking.budget_tokens must be less than max_tokens");
             /* vLLM sets thinking_token_budget; glmpipe's engine has no
              * reasoning budget: thinking runs as with "adaptive" (§9) */
-        } else if (!str_is(t, "adaptive")) {
-            return bad(err, errlen, "thinking.type must be 'enabled', 'disabled' or 'adaptive'");
+        } else if (!gw_conv_str_is(t, "adaptive")) {
+            return gw_conv_bad(err, errlen, "thinking.type must be 'enabled', 'disabled' or 'adaptive'");
         }
     }
-    if (effort) add_str(chat, "reasoning_effort", effort);
+    if (effort) gw_conv_add_str(chat, "reasoning_effort", effort);
     return 0;
 }
 
 int gw_ant_to_chat(const cJSON *in, bool count_only, cJSON **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!cJSON_IsObject(in)) return bad(err, errlen, "The request body must be a JSON object");
-    const cJSON *model = get(in, "model");
-    if (!cJSON_IsString(model) || !model->valuestring[0]) return bad(err, errlen, "model: a model name is required");
+    if (!cJSON_IsObject(in)) return gw_conv_bad(err, errlen, "The request body must be a JSON object");
+    const cJSON *model = gw_conv_get(in, "model");
+    if (!cJSON_IsString(model) || !model->valuestring[0]) return gw_conv_bad(err, errlen, "model: a model name is required");
     int64_t max_tokens = -1;
     if (!count_only) {
-        const cJSON *mt = get(in, "max_tokens");
-        if (!mt || pl_json_get_i64(mt, &max_tokens) || pl_json_is_float(mt)) return bad(err, errlen, "max_tokens: an integer is required");
-        if (max_tokens <= 0) return bad(err, errlen, "max_tokens must be positive");
+        const cJSON *mt = gw_conv_get(in, "max_tokens");
+        if (!mt || pl_json_get_i64(mt, &max_tokens) || pl_json_is_float(mt)) return gw_conv_bad(err, errlen, "max_tokens: an integer is required");
+        if (max_tokens <= 0) return gw_conv_bad(err, errlen, "max_tokens must be positive");
     }
     cJSON *chat = cJSON_CreateObject(), *msgs = cJSON_CreateArray();
-    if (!chat || !msgs) { cJSON_Delete(chat); cJSON_Delete(msgs); return bad(err, errlen, "out of memory"); }
+    if (!chat || !msgs) { cJSON_Delete(chat); cJSON_Delete(msgs); return gw_conv_bad(err, errlen, "out of memory"); }
     cJSON_AddItemToObject(chat, "model", cJSON_Duplicate(model, 0));
     cJSON_AddItemToObject(chat, "messages", msgs);
     int rc = 0;
-    const cJSON *sys = get(in, "system");
-    if (sys && !cJSON_IsString(sys) && !cJSON_IsArray(sys)) rc = bad(err, errlen, "system must be a string or a list of text blocks");
+    const cJSON *sys = gw_conv_get(in, "system");
+    if (sys && !cJSON_IsString(sys) && !cJSON_IsArray(sys)) rc = gw_conv_bad(err, errlen, "system must be a string or a list of text blocks");
     for (const cJSON *b = cJSON_IsArray(sys) ? sys->child : NULL; !rc && b; b = b->next)
         rc = check_block(b, "system", err, errlen);
     if (!rc && sys) {
         char *t = cJSON_IsString(sys) ? (sys->valuestring[0] ? strdup(sys->valuestring) : NULL) : system_text(sys, true);
-        if (t) {
-            cJSON *s = cJSON_CreateObject();
-            add_str(s, "role", "system");
-            add_str(s, "content", t);
-            cJSON_AddItemToArray(msgs, s);
-            free(t);
-        }
+        if (t) gw_conv_add_msg(msgs, "system", t);
+        free(t);
     }
     if (!rc) rc = convert_messages(in, msgs, err, errlen);
     if (!rc && !count_only) {
         cJSON_AddItemToObject(chat, "max_tokens", pl_json_int_new(max_tokens));
-        const cJSON *ss = get(in, "stop_sequences");
-        if (ss && !cJSON_IsArray(ss)) rc = bad(err, errlen, "stop_sequences must be a list of strings");
+        const cJSON *ss = gw_conv_get(in, "stop_sequences");
+        if (ss && !cJSON_IsArray(ss)) rc = gw_conv_bad(err, errlen, "stop_sequences must be a list of strings");
         for (const cJSON *s = ss ? ss->child : NULL; !rc && s; s = s->next)
-            if (!cJSON_IsString(s)) rc = bad(err, errlen, "stop_sequences must be a list of strings");
+            if (!cJSON_IsString(s)) rc = gw_conv_bad(err, errlen, "stop_sequences must be a list of strings");
         if (!rc && ss) cJSON_AddItemToObject(chat, "stop", cJSON_Duplicate(ss, 1));
         static const char *const nums[] = {"temperature", "top_p", "top_k"};
         for (size_t i = 0; !rc && i < PL_ARRAY_LEN(nums); i++) {
-            const cJSON *v = get(in, nums[i]);
-            if (v && !cJSON_IsNumber(v)) rc = bad(err, errlen, "%s must be a number", nums[i]);
+            const cJSON *v = gw_conv_get(in, nums[i]);
+            if (v && !cJSON_IsNumber(v)) rc = gw_conv_bad(err, errlen, "%s must be a number", nums[i]);
             else if (v) cJSON_AddItemToObject(chat, nums[i], cJSON_Duplicate(v, 0));
         }
-        const cJSON *st = get(in, "stream"), *md = get(in, "metadata");
-        if (!rc && st && !cJSON_IsBool(st)) rc = bad(err, errlen, "stream must be a boolean");
-        if (!rc && md && !cJSON_IsObject(md)) rc = bad(err, errlen, "metadata must be an object");
+        const cJSON *st = gw_conv_get(in, "stream"), *md = gw_conv_get(in, "metadata");
+        if (!rc && st && !cJSON_IsBool(st)) rc = gw_conv_bad(err, errlen, "stream must be a boolean");
+        if (!rc && md && !cJSON_IsObject(md)) rc = gw_conv_bad(err, errlen, "metadata must be an object");
         if (!rc && cJSON_IsTrue(st)) cJSON_AddBoolToObject(chat, "stream", true);
     }
     if (!rc) rc = convert_thinking(in, chat, max_tokens, err, errlen);
     if (!rc) rc = convert_tools(in, chat, err, errlen);
-    const cJSON *kw = get(in, "chat_template_kwargs");
-    if (!rc && kw && !cJSON_IsObject(kw)) rc = bad(err, errlen, "chat_template_kwargs must be an object");
+    const cJSON *kw = gw_conv_get(in, "chat_template_kwargs");
+    if (!rc && kw && !cJSON_IsObject(kw)) rc = gw_conv_bad(err, errlen, "chat_template_kwargs must be an object");
     if (!rc && kw) cJSON_AddItemToObject(chat, "chat_template_kwargs", cJSON_Duplicate(kw, 1));
     if (rc) { cJSON_Delete(chat); return rc; }
     *out = chat;
@@ -721,7 +681,7 @@ int gw_ant_tokenize_body(const cJSON *chat, cJSON **out)
     if (!t) return PL_ERR_NOMEM;
     static const char *const keys[] = {"model", "messages", "tools", "reasoning_effort", "chat_template_kwargs"};
     for (size_t i = 0; i < PL_ARRAY_LEN(keys); i++) {
-        const cJSON *v = get(chat, keys[i]);
+        const cJSON *v = gw_conv_get(chat, keys[i]);
         if (v) cJSON_AddItemToObject(t, keys[i], cJSON_Duplicate(v, 1));
     }
     *out = t;

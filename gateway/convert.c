@@ -1,11 +1,13 @@
-/* convert.c — `glm-gateway --convert API`: the request conversion of the
- * other APIs, offline. Reads JSON Lines of request bodies on stdin and
+/* convert.c — what the request conversions of the other APIs (anthropic.c,
+ * responses.c) share, and `glm-gateway --convert API`: those conversions
+ * offline. The command reads JSON Lines of request bodies on stdin and
  * writes, one line each, the chat completions body the gateway would send
  * down the pipeline, or {"error": "..."}. Used by the prompt-equality tests
  * (tests/py/test_agent_api_goldens.py) and to see what a client's request
  * becomes. */
 #include "gw_int.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +15,37 @@
 #include "pyjson.h"
 
 #define CONVERT_MAX_BYTES ((size_t)256 << 20)
+
+/* ================================================================ shared helpers */
+
+int gw_conv_bad(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return PL_ERR_INVALID;
+}
+
+const cJSON *gw_conv_get(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
+    return v && !cJSON_IsNull(v) ? v : NULL;
+}
+
+bool gw_conv_str_is(const cJSON *v, const char *s) { return cJSON_IsString(v) && !strcmp(v->valuestring, s); }
+
+void gw_conv_add_str(cJSON *o, const char *key, const char *s) { cJSON_AddItemToObject(o, key, cJSON_CreateString(s)); }
+
+void gw_conv_add_msg(cJSON *msgs, const char *role, const char *content)
+{
+    cJSON *m = cJSON_CreateObject();
+    gw_conv_add_str(m, "role", role);
+    gw_conv_add_str(m, "content", content);
+    cJSON_AddItemToArray(msgs, m);
+}
+
+/* ================================================================ --convert */
 
 int gw_convert_main(const char *api)
 {

@@ -8,6 +8,7 @@
  *   blocks.c   a generation's output as ordered blocks (reasoning, text, calls)
  *   anthropic.c the Anthropic Messages API: request -> chat body, blocks out
  *   responses.c the OpenAI Responses API: the same, as output items / events
+ *   convert.c  what the conversions share; `glm-gateway --convert`
  *   jw.c       JSON writing helpers shared by the above
  *
  * Everything runs on one thread (the libuv loop), so nothing here locks. */
@@ -56,6 +57,16 @@ void gw_jw_error(pl_buf *b, int code, const char *type, const char *param, size_
 
 /* Which API a request speaks: its response shapes and error shapes. */
 enum gw_api { GW_API_OPENAI, GW_API_ANTHROPIC, GW_API_RESPONSES };
+
+/* ---------------------------------------------------------------- convert.c */
+
+/* Helpers of the request conversions: a formatted refusal (PL_ERR_INVALID),
+ * an object's field unless absent or null, string tests and builders. */
+int  gw_conv_bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const cJSON *gw_conv_get(const cJSON *o, const char *key);
+bool gw_conv_str_is(const cJSON *v, const char *s);
+void gw_conv_add_str(cJSON *o, const char *key, const char *s);
+void gw_conv_add_msg(cJSON *msgs, const char *role, const char *content);   /* {role, content} appended */
 
 /* ---------------------------------------------------------------- blocks.c */
 

@@ -12,7 +12,6 @@
  * background are refused with a 400 that names them (docs/protocol.md §9). */
 #include "gw_int.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,31 +21,11 @@
 
 /* ================================================================ request: Responses -> chat */
 
-static int bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int bad(char *err, size_t errlen, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return PL_ERR_INVALID;
-}
-
-static const cJSON *get(const cJSON *o, const char *key)
-{
-    const cJSON *v = cJSON_IsObject(o) ? cJSON_GetObjectItemCaseSensitive(o, key) : NULL;
-    return v && !cJSON_IsNull(v) ? v : NULL;
-}
-
-static bool str_is(const cJSON *v, const char *s) { return cJSON_IsString(v) && !strcmp(v->valuestring, s); }
-
-static void add_str(cJSON *o, const char *key, const char *s) { cJSON_AddItemToObject(o, key, cJSON_CreateString(s)); }
-
 static cJSON *last_assistant(cJSON *msgs)
 {
     cJSON *last = msgs->child;
     while (last && last->next) last = last->next;
-    return last && str_is(get(last, "role"), "assistant") ? last : NULL;
+    return last && gw_conv_str_is(gw_conv_get(last, "role"), "assistant") ? last : NULL;
 }
 
 /* The text of an output message item: content as a string, or its first part's text. */
@@ -54,7 +33,7 @@ static const cJSON *first_text(const cJSON *content)
 {
     if (cJSON_IsString(content)) return content;
     const cJSON *p = cJSON_IsArray(content) ? content->child : NULL;
-    const cJSON *t = p ? get(p, "text") : NULL;
+    const cJSON *t = p ? gw_conv_get(p, "text") : NULL;
     return cJSON_IsString(t) ? t : NULL;
 }
 
@@ -64,60 +43,60 @@ static const cJSON *first_text(const cJSON *content)
  * pass as chat messages. */
 static int convert_item(const cJSON *item, int i, cJSON *msgs, char *err, size_t errlen)
 {
-    if (!cJSON_IsObject(item)) return bad(err, errlen, "input[%d] must be an object", i);
-    const cJSON *type = get(item, "type"), *role = get(item, "role");
+    if (!cJSON_IsObject(item)) return gw_conv_bad(err, errlen, "input[%d] must be an object", i);
+    const cJSON *type = gw_conv_get(item, "type"), *role = gw_conv_get(item, "role");
     cJSON *prev = last_assistant(msgs);
-    if (str_is(type, "function_call")) {
-        const cJSON *cid = get(item, "call_id"), *name = get(item, "name"), *args = get(item, "arguments");
+    if (gw_conv_str_is(type, "function_call")) {
+        const cJSON *cid = gw_conv_get(item, "call_id"), *name = gw_conv_get(item, "name"), *args = gw_conv_get(item, "arguments");
         if (!cJSON_IsString(cid) || !cJSON_IsString(name) || !cJSON_IsString(args))
-            return bad(err, errlen, "input[%d]: a function_call needs call_id, name and arguments (strings)", i);
+            return gw_conv_bad(err, errlen, "input[%d]: a function_call needs call_id, name and arguments (strings)", i);
         cJSON *call = cJSON_CreateObject();
-        add_str(call, "id", cid->valuestring);
+        gw_conv_add_str(call, "id", cid->valuestring);
         cJSON *fn = cJSON_AddObjectToObject(call, "function");
-        add_str(fn, "name", name->valuestring);
-        add_str(fn, "arguments", args->valuestring);
-        add_str(call, "type", "function");
+        gw_conv_add_str(fn, "name", name->valuestring);
+        gw_conv_add_str(fn, "arguments", args->valuestring);
+        gw_conv_add_str(call, "type", "function");
         cJSON *calls = prev ? cJSON_GetObjectItemCaseSensitive(prev, "tool_calls") : NULL;
         if (prev && cJSON_IsArray(calls)) { cJSON_AddItemToArray(calls, call); return 0; }
         if (prev && !calls) { cJSON_AddItemToArray(cJSON_AddArrayToObject(prev, "tool_calls"), call); return 0; }
         cJSON *m = cJSON_CreateObject();
-        add_str(m, "role", "assistant");
+        gw_conv_add_str(m, "role", "assistant");
         cJSON_AddItemToArray(cJSON_AddArrayToObject(m, "tool_calls"), call);
         cJSON_AddItemToArray(msgs, m);
         return 0;
     }
-    if (str_is(type, "reasoning")) {
-        if (get(item, "encrypted_content")) return bad(err, errlen, "Encrypted content is not supported.");
-        const cJSON *c = get(item, "content"), *s = get(item, "summary");
+    if (gw_conv_str_is(type, "reasoning")) {
+        if (gw_conv_get(item, "encrypted_content")) return gw_conv_bad(err, errlen, "Encrypted content is not supported.");
+        const cJSON *c = gw_conv_get(item, "content"), *s = gw_conv_get(item, "summary");
         const cJSON *t = cJSON_IsArray(c) && c->child ? first_text(c) : cJSON_IsArray(s) && s->child ? first_text(s) : NULL;
         const char *text = t ? t->valuestring : "";
-        if (prev && !cJSON_GetObjectItemCaseSensitive(prev, "reasoning")) { add_str(prev, "reasoning", text); return 0; }
+        if (prev && !cJSON_GetObjectItemCaseSensitive(prev, "reasoning")) { gw_conv_add_str(prev, "reasoning", text); return 0; }
         cJSON *m = cJSON_CreateObject();
-        add_str(m, "role", "assistant");
-        add_str(m, "reasoning", text);
+        gw_conv_add_str(m, "role", "assistant");
+        gw_conv_add_str(m, "reasoning", text);
         cJSON_AddItemToArray(msgs, m);
         return 0;
     }
-    if (str_is(type, "function_call_output") || str_is(type, "custom_tool_call_output")) {
-        const cJSON *out = get(item, "output"), *cid = get(item, "call_id");
+    if (gw_conv_str_is(type, "function_call_output") || gw_conv_str_is(type, "custom_tool_call_output")) {
+        const cJSON *out = gw_conv_get(item, "output"), *cid = gw_conv_get(item, "call_id");
         cJSON *m = cJSON_CreateObject();
-        add_str(m, "role", "tool");
+        gw_conv_add_str(m, "role", "tool");
         cJSON_AddItemToObject(m, "content", out ? cJSON_Duplicate(out, 1) : cJSON_CreateNull());
         cJSON_AddItemToObject(m, "tool_call_id", cid ? cJSON_Duplicate(cid, 0) : cJSON_CreateNull());
         cJSON_AddItemToArray(msgs, m);
         return 0;
     }
-    if (str_is(role, "assistant")) {
-        const cJSON *t = first_text(get(item, "content"));
+    if (gw_conv_str_is(role, "assistant")) {
+        const cJSON *t = first_text(gw_conv_get(item, "content"));
         if (t) {
-            if (prev && !get(prev, "content")) {
+            if (prev && !gw_conv_get(prev, "content")) {
                 cJSON_DeleteItemFromObjectCaseSensitive(prev, "content");
-                add_str(prev, "content", t->valuestring);
+                gw_conv_add_str(prev, "content", t->valuestring);
                 return 0;
             }
             cJSON *m = cJSON_CreateObject();
-            add_str(m, "role", "assistant");
-            add_str(m, "content", t->valuestring);
+            gw_conv_add_str(m, "role", "assistant");
+            gw_conv_add_str(m, "content", t->valuestring);
             cJSON_AddItemToArray(msgs, m);
             return 0;
         }
@@ -131,12 +110,12 @@ static int convert_item(const cJSON *item, int i, cJSON *msgs, char *err, size_t
         cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         for (cJSON *p = cJSON_IsArray(content) ? content->child : NULL; p; p = p->next) {
             cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
-            if (str_is(t, "input_text") || str_is(t, "output_text")) cJSON_SetValuestring(t, "text");
+            if (gw_conv_str_is(t, "input_text") || gw_conv_str_is(t, "output_text")) cJSON_SetValuestring(t, "text");
         }
         cJSON_AddItemToArray(msgs, m);
         return 0;
     }
-    return bad(err, errlen, "Unsupported input item type: %s", cJSON_IsString(type) ? type->valuestring : "None");
+    return gw_conv_bad(err, errlen, "Unsupported input item type: %s", cJSON_IsString(type) ? type->valuestring : "None");
 }
 
 /* The last item a partial assistant message (status in_progress or
@@ -146,40 +125,40 @@ static bool continue_final(const cJSON *input)
     const cJSON *last = cJSON_IsArray(input) ? input->child : NULL;
     while (last && last->next) last = last->next;
     if (!last) return false;
-    const cJSON *type = get(last, "type"), *st = get(last, "status");
-    if (type && !str_is(type, "message") && !str_is(type, "reasoning")) return false;
-    return str_is(st, "in_progress") || str_is(st, "incomplete");
+    const cJSON *type = gw_conv_get(last, "type"), *st = gw_conv_get(last, "status");
+    if (type && !gw_conv_str_is(type, "message") && !gw_conv_str_is(type, "reasoning")) return false;
+    return gw_conv_str_is(st, "in_progress") || gw_conv_str_is(st, "incomplete");
 }
 
 static int convert_tools(const cJSON *in, cJSON *chat, char *err, size_t errlen)
 {
-    const cJSON *tools = get(in, "tools"), *tc = get(in, "tool_choice");
-    if (tools && !cJSON_IsArray(tools)) return bad(err, errlen, "tools must be a list");
+    const cJSON *tools = gw_conv_get(in, "tools"), *tc = gw_conv_get(in, "tool_choice");
+    if (tools && !cJSON_IsArray(tools)) return gw_conv_bad(err, errlen, "tools must be a list");
     if (!tools || !tools->child) return 0;
     cJSON *out = cJSON_AddArrayToObject(chat, "tools");
     int i = 0;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
-        const cJSON *type = get(t, "type"), *name = get(t, "name");
-        if (!str_is(type, "function"))
-            return bad(err, errlen, "tools[%d]: only function tools are supported by this server (got %s)", i,
+        const cJSON *type = gw_conv_get(t, "type"), *name = gw_conv_get(t, "name");
+        if (!gw_conv_str_is(type, "function"))
+            return gw_conv_bad(err, errlen, "tools[%d]: only function tools are supported by this server (got %s)", i,
                        cJSON_IsString(type) ? type->valuestring : "no type");
-        if (!cJSON_IsString(name)) return bad(err, errlen, "tools[%d].name: a string is required", i);
+        if (!cJSON_IsString(name)) return gw_conv_bad(err, errlen, "tools[%d].name: a string is required", i);
         cJSON *o = cJSON_CreateObject();
-        add_str(o, "type", "function");
+        gw_conv_add_str(o, "type", "function");
         cJSON *fn = cJSON_AddObjectToObject(o, "function");
         for (const cJSON *f = t->child; f; f = f->next)
             if (strcmp(f->string, "type") && !cJSON_IsNull(f)) cJSON_AddItemToObject(fn, f->string, cJSON_Duplicate(f, 1));
         cJSON_AddItemToArray(out, o);
     }
-    if (!tc || str_is(tc, "auto") || str_is(tc, "none") || str_is(tc, "required")) {
-        add_str(chat, "tool_choice", tc ? tc->valuestring : "auto");
-    } else if (str_is(get(tc, "type"), "function") && cJSON_IsString(get(tc, "name"))) {
+    if (!tc || gw_conv_str_is(tc, "auto") || gw_conv_str_is(tc, "none") || gw_conv_str_is(tc, "required")) {
+        gw_conv_add_str(chat, "tool_choice", tc ? tc->valuestring : "auto");
+    } else if (gw_conv_str_is(gw_conv_get(tc, "type"), "function") && cJSON_IsString(gw_conv_get(tc, "name"))) {
         cJSON *c = cJSON_CreateObject();
-        add_str(c, "type", "function");
-        add_str(cJSON_AddObjectToObject(c, "function"), "name", get(tc, "name")->valuestring);
+        gw_conv_add_str(c, "type", "function");
+        gw_conv_add_str(cJSON_AddObjectToObject(c, "function"), "name", gw_conv_get(tc, "name")->valuestring);
         cJSON_AddItemToObject(chat, "tool_choice", c);
     } else {
-        return bad(err, errlen, "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": ...}");
+        return gw_conv_bad(err, errlen, "tool_choice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"name\": ...}");
     }
     return 0;
 }
@@ -187,7 +166,7 @@ static int convert_tools(const cJSON *in, cJSON *chat, char *err, size_t errlen)
 int gw_resp_to_chat(const cJSON *in, cJSON **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!cJSON_IsObject(in)) return bad(err, errlen, "The request body must be a JSON object");
+    if (!cJSON_IsObject(in)) return gw_conv_bad(err, errlen, "The request body must be a JSON object");
     static const struct { const char *key, *why; } unsupported[] = {
         {"previous_response_id", "previous_response_id is not supported: this server stores no responses "
                                  "(send the whole conversation in `input`)"},
@@ -196,35 +175,25 @@ int gw_resp_to_chat(const cJSON *in, cJSON **out, char *err, size_t errlen)
         {"logit_bias", "logit_bias is not supported by this server (glmpipe's engine has no such feature)"},
     };
     for (size_t i = 0; i < PL_ARRAY_LEN(unsupported); i++)
-        if (get(in, unsupported[i].key)) return bad(err, errlen, "%s", unsupported[i].why);
-    if (cJSON_IsTrue(get(in, "background")))
-        return bad(err, errlen, "background is not supported: this server stores no responses");
-    const cJSON *text = get(in, "text"), *fmt = get(text, "format");
-    if (fmt && !str_is(get(fmt, "type"), "text"))
-        return bad(err, errlen, "text.format other than {\"type\": \"text\"} needs structured outputs, which this server does not support");
-    const cJSON *tl = get(in, "top_logprobs");
+        if (gw_conv_get(in, unsupported[i].key)) return gw_conv_bad(err, errlen, "%s", unsupported[i].why);
+    if (cJSON_IsTrue(gw_conv_get(in, "background")))
+        return gw_conv_bad(err, errlen, "background is not supported: this server stores no responses");
+    const cJSON *text = gw_conv_get(in, "text"), *fmt = gw_conv_get(text, "format");
+    if (fmt && !gw_conv_str_is(gw_conv_get(fmt, "type"), "text"))
+        return gw_conv_bad(err, errlen, "text.format other than {\"type\": \"text\"} needs structured outputs, which this server does not support");
+    const cJSON *tl = gw_conv_get(in, "top_logprobs");
     if (tl && !(cJSON_IsNumber(tl) && tl->valuedouble == 0))
-        return bad(err, errlen, "top_logprobs is not supported on /v1/responses by this server");
-    const cJSON *input = get(in, "input"), *instr = get(in, "instructions"), *model = get(in, "model");
-    if (!cJSON_IsString(input) && !cJSON_IsArray(input)) return bad(err, errlen, "input: a string or a list of items is required");
-    if (instr && !cJSON_IsString(instr)) return bad(err, errlen, "instructions must be a string");
-    if (model && !cJSON_IsString(model)) return bad(err, errlen, "model must be a string");
+        return gw_conv_bad(err, errlen, "top_logprobs is not supported on /v1/responses by this server");
+    const cJSON *input = gw_conv_get(in, "input"), *instr = gw_conv_get(in, "instructions"), *model = gw_conv_get(in, "model");
+    if (!cJSON_IsString(input) && !cJSON_IsArray(input)) return gw_conv_bad(err, errlen, "input: a string or a list of items is required");
+    if (instr && !cJSON_IsString(instr)) return gw_conv_bad(err, errlen, "instructions must be a string");
+    if (model && !cJSON_IsString(model)) return gw_conv_bad(err, errlen, "model must be a string");
     cJSON *chat = cJSON_CreateObject(), *msgs = cJSON_CreateArray();
     if (model) cJSON_AddItemToObject(chat, "model", cJSON_Duplicate(model, 0));
     cJSON_AddItemToObject(chat, "messages", msgs);
     int rc = 0;
-    if (instr && instr->valuestring[0]) {
-        cJSON *s = cJSON_CreateObject();
-        add_str(s, "role", "system");
-        add_str(s, "content", instr->valuestring);
-        cJSON_AddItemToArray(msgs, s);
-    }
-    if (cJSON_IsString(input)) {
-        cJSON *m = cJSON_CreateObject();
-        add_str(m, "role", "user");
-        add_str(m, "content", input->valuestring);
-        cJSON_AddItemToArray(msgs, m);
-    }
+    if (instr && instr->valuestring[0]) gw_conv_add_msg(msgs, "system", instr->valuestring);
+    if (cJSON_IsString(input)) gw_conv_add_msg(msgs, "user", input->valuestring);
     int i = 0;
     for (const cJSON *it = cJSON_IsArray(input) ? input->child : NULL; !rc && it; it = it->next, i++)
         rc = convert_item(it, i, msgs, err, errlen);
@@ -232,21 +201,21 @@ int gw_resp_to_chat(const cJSON *in, cJSON **out, char *err, size_t errlen)
         cJSON_AddBoolToObject(chat, "add_generation_prompt", false);
         cJSON_AddBoolToObject(chat, "continue_final_message", true);
     }
-    const cJSON *mot = get(in, "max_output_tokens");
+    const cJSON *mot = gw_conv_get(in, "max_output_tokens");
     if (!rc && mot) cJSON_AddItemToObject(chat, "max_tokens", cJSON_Duplicate(mot, 0));
     static const char *const pass[] = {"temperature", "top_p", "top_k", "min_p", "presence_penalty", "frequency_penalty",
                                        "repetition_penalty", "seed", "stop", "parallel_tool_calls", "chat_template_kwargs",
                                        "include_stop_str_in_output", "skip_special_tokens"};
     for (size_t k = 0; !rc && k < PL_ARRAY_LEN(pass); k++) {
-        const cJSON *v = get(in, pass[k]);
+        const cJSON *v = gw_conv_get(in, pass[k]);
         if (v) cJSON_AddItemToObject(chat, pass[k], cJSON_Duplicate(v, 1));
     }
-    const cJSON *reasoning = get(in, "reasoning"), *effort = get(reasoning, "effort");
-    if (!rc && reasoning && !cJSON_IsObject(reasoning)) rc = bad(err, errlen, "reasoning must be an object");
+    const cJSON *reasoning = gw_conv_get(in, "reasoning"), *effort = gw_conv_get(reasoning, "effort");
+    if (!rc && reasoning && !cJSON_IsObject(reasoning)) rc = gw_conv_bad(err, errlen, "reasoning must be an object");
     if (!rc && effort) cJSON_AddItemToObject(chat, "reasoning_effort", cJSON_Duplicate(effort, 0));
     if (!rc) rc = convert_tools(in, chat, err, errlen);
-    const cJSON *st = get(in, "stream");
-    if (!rc && st && !cJSON_IsBool(st)) rc = bad(err, errlen, "stream must be a boolean");
+    const cJSON *st = gw_conv_get(in, "stream");
+    if (!rc && st && !cJSON_IsBool(st)) rc = gw_conv_bad(err, errlen, "stream must be a boolean");
     if (!rc && cJSON_IsTrue(st)) cJSON_AddBoolToObject(chat, "stream", true);
     if (rc) { cJSON_Delete(chat); return rc; }
     *out = chat;
@@ -263,7 +232,7 @@ void gw_resp_echo(const cJSON *in, pl_buf *b)
     static const char *const keys[] = {"instructions", "metadata", "parallel_tool_calls", "temperature", "tool_choice",
                                        "tools", "top_p", "max_output_tokens", "reasoning", "text", "user"};
     for (size_t i = 0; i < PL_ARRAY_LEN(keys); i++) {
-        const cJSON *v = get(in, keys[i]);
+        const cJSON *v = gw_conv_get(in, keys[i]);
         pl_buf_printf(b, "%s\"%s\":", i ? "," : "", keys[i]);
         if (v) pl_pyjson_dump(b, v, &o);
         else if (!strcmp(keys[i], "parallel_tool_calls")) pl_buf_puts(b, "true");

@@ -221,19 +221,11 @@ def response_bodies():
 def main():
     import vllm
     import transformers
-    import vllm.renderers.hf as hf
     from starlette.testclient import TestClient
     from vllm.entrypoints.anthropic.protocol import AnthropicCountTokensRequest, AnthropicMessagesRequest
     from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
 
-    rendered = []
-    real_apply = hf.safe_apply_chat_template
-
-    def recording_apply(*a, **kw):
-        out = real_apply(*a, **kw)
-        rendered.append(out)
-        return out
-    hf.safe_apply_chat_template = recording_apply
+    rendered = base.record_renders()
 
     cases = [{"name": n, "kind": k, "body": b, "results": {}} for n, k, b in (*bodies(), *response_bodies())]
     assert len({c["name"] for c in cases}) == len(cases)
