@@ -63,3 +63,44 @@ def test_prompts_equal_vllm(models, template):  # noqa: F811
             diffs[s["name"]] = f"vLLM refuses ({want['refused']}), we render"
     assert not diffs, f"{len(diffs)} of {len(cases)} bodies differ from vLLM {g['vllm']}: " + \
         json.dumps(diffs, indent=1, ensure_ascii=False)[:6000]
+
+
+def mutations(body, rng, n):
+    """n copies of body with one value somewhere replaced by a value of
+    another JSON type (the shapes a broken or hostile client sends)."""
+    odd = [None, True, 0, -1, 1.5, 1e300, "", "x", [], [None], {}, {"type": None}, [[[]]], "\u0000\udcff"[:1]]
+    paths = []
+
+    def walk(v, path):
+        paths.append(path)
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, path + [k])
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, path + [i])
+    walk(body, [])
+    for _ in range(n):
+        b = json.loads(json.dumps(body))
+        path = rng.choice(paths)
+        if not path:
+            yield rng.choice(odd)
+            continue
+        parent = b
+        for k in path[:-1]:
+            parent = parent[k]
+        parent[path[-1]] = rng.choice(odd)
+        yield b
+
+
+def test_conversion_survives_malformed_bodies():
+    """Every body with one value of the wrong type: a chat body or a clear
+    error line, never a crash (run under ASan by `make asan-test`)."""
+    import random
+    rng = random.Random(16)
+    g = json.loads(GOLDENS.read_text())
+    for mode, kinds in (("messages", ("messages", "count")), ("messages-count", ("count",)), ("responses", ("responses",))):
+        bodies = [m for c in g["cases"] if c["kind"] in kinds for m in mutations(c["body"], rng, 25)]
+        out = convert([{"body": b} for b in bodies], mode)
+        assert all(isinstance(o, dict) and ("error" in o or "messages" in o) for o in out)
+        assert sum("error" in o for o in out) > len(out) // 10   # the mutations do reach the checks
