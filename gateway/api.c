@@ -647,6 +647,21 @@ static void route_responses(gw_server *s, gw_conn *c)
     pl_buf_free(&echo);
 }
 
+/* GET /v1/responses/{id}, POST /v1/responses/{id}/cancel: nothing is
+ * stored, so every id is unknown — vLLM's answer without its store. */
+static void route_stored_response(gw_server *s, gw_conn *c, const char *rest, size_t len)
+{
+    bool cancel = len > 7 && !memcmp(rest + len - 7, "/cancel", 7);
+    size_t idlen = cancel ? len - 7 : len;
+    if (c->method != (cancel ? HTTP_POST : HTTP_GET) && !(c->method == HTTP_HEAD && !cancel)) {
+        gw_http_error(c, 405, "MethodNotAllowed", NULL, "Method Not Allowed");
+        return;
+    }
+    if (!auth_ok(s, c)) { gw_http_error(c, 401, "AuthenticationError", NULL, "Unauthorized"); return; }
+    gw_http_error(c, 404, "invalid_request_error", "response_id", "Response with id '%.*s' not found.",
+                  (int)(idlen < 200 ? idlen : 200), rest);
+}
+
 /* An unanswered or refused count_tokens in Anthropic's shape; *code: its status. */
 static void err_fields_json(const msgpack_object *msg, pl_buf *b, int64_t *code)
 {
@@ -810,6 +825,7 @@ void gw_api_dispatch(gw_conn *c)
         }
         route = routes[i].id;
     }
+    if (!route && plen > 14 && !memcmp(path, "/v1/responses/", 14)) { route_stored_response(s, c, path + 14, plen - 14); return; }
     if (!route) { not_found(c); return; }
     if (plen >= 3 && !memcmp(path, "/v1", 3) && !auth_ok(s, c)) {
         gw_http_error(c, 401, "AuthenticationError", NULL, "Unauthorized");

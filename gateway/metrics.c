@@ -42,7 +42,7 @@ enum {
  * /ping and /version are excluded there too, unknown paths are "none". */
 static const char *const HANDLERS[] = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize",
                                        "/detokenize", "/v1/messages", "/v1/messages/count_tokens", "/v1/responses",
-                                       "none"};
+                                       "/v1/responses/{response_id}", "/v1/responses/{response_id}/cancel", "none"};
 #define GW_NH ((int)PL_ARRAY_LEN(HANDLERS))
 static const char *const METHODS[] = {"GET", "POST", "other"};
 static const double HTTP_B[] = {0.1, 0.5, 1.0};
@@ -222,8 +222,10 @@ int gw_metrics_handler(const char *path, size_t len)
     static const char *const excluded[] = {"/metrics", "/health", "/ping", "/version"};
     for (size_t i = 0; i < PL_ARRAY_LEN(excluded); i++)
         if (strlen(excluded[i]) == len && !memcmp(path, excluded[i], len)) return -1;
-    for (int i = 0; i < GW_NH - 1; i++)
+    for (int i = 0; i < GW_NH - 3; i++)
         if (strlen(HANDLERS[i]) == len && !memcmp(path, HANDLERS[i], len)) return i;
+    if (len > 14 && !memcmp(path, "/v1/responses/", 14))   /* the templated routes, as FastAPI names them */
+        return len > 21 && !memcmp(path + len - 7, "/cancel", 7) ? GW_NH - 2 : GW_NH - 3;
     return GW_NH - 1;
 }
 

@@ -224,3 +224,31 @@ def test_disconnect_aborts_and_metrics(tiny_model, tmp_path):
         assert 'handler="/health"' not in m
         line = [x for x in m.splitlines() if 'finished_reason="abort"' in x][0]
         assert float(line.split()[-1]) >= 2
+
+
+def test_thinking_budget_accepted(client):
+    r = client.messages.create(model="tiny", max_tokens=4096, messages=user("What is 2+2?"),
+                               thinking={"type": "enabled", "budget_tokens": 2048})
+    assert [b.type for b in r.content] == ["thinking", "text"]
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(model="tiny", max_tokens=2000, messages=user("x"),
+                               thinking={"type": "enabled", "budget_tokens": 4000})
+
+
+def test_pipeline_down_is_overloaded(tiny_model, tmp_path):
+    from test_gateway_faults import FAST, health, make_stack
+    gw, _ = make_stack(tiny_model, tmp_path, gateway_args=FAST)
+    with gw:
+        gw.kill("detok")
+        deadline = time.monotonic() + 10
+        while health(gw) != 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        c = anthropic.Anthropic(base_url=gw.url, api_key="none", max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as e:
+            c.messages.create(model="tiny", max_tokens=5, messages=user("hi"))
+        assert e.value.status_code == 503 and e.value.body["error"]["type"] == "overloaded_error"
+        gw.restart("detok")
+        deadline = time.monotonic() + 10
+        while health(gw) != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert c.messages.create(model="tiny", max_tokens=5, messages=user("hi")).type == "message"

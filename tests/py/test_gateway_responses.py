@@ -112,3 +112,14 @@ def test_refusals(client):
         client.responses.create(model="tiny", input="hi", tools=[{"type": "web_search_preview"}])
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="nope", input="hi")
+
+
+def test_nothing_is_stored(client):
+    with pytest.raises(openai.NotFoundError) as e:
+        client.responses.retrieve("resp_abc")
+    assert e.value.body["message"] == "Response with id 'resp_abc' not found."
+    with pytest.raises(openai.NotFoundError):
+        client.responses.cancel("resp_abc")
+    r = client.responses.create(model="tiny", input="a story", store=True, reasoning={"effort": "none"})
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(r.id)
