@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Make tests/data/requests/anthropic_outputs.json: what vLLM 0.33's own
+Anthropic output converters make of glmpipe's chat output.
+
+Run by hand with the vLLM reference environment (never in CI):
+
+    make && VLLM_TARGET_DEVICE=cpu /work/vref-venv/bin/python tests/conformance/gen_agent_outputs.py
+
+For each scenario (an Anthropic Messages body and a glm-replay script, the
+ones tests/py/test_gateway_anthropic.py uses), vLLM's
+AnthropicServingMessages.to_chat_completion_request converts the body; the
+chat body goes to a real glm-gateway over the real text stages (glm-replay
+as the engine), non-streaming and streaming with the stream options vLLM's
+Anthropic path sets (include_usage, continuous_usage_stats); vLLM's
+messages_full_converter and message_stream_converter turn those chat
+outputs into the Messages body and the event stream. The test
+(tests/py/test_agent_outputs.py) sends the Anthropic body to glm-gateway's
+/v1/messages for the same script and compares, with random ids and
+signatures masked and consecutive deltas of a block merged (chunking
+depends on timing).
+"""
+import asyncio
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import urllib.request
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+OUT = ROOT / "tests" / "data" / "requests" / "anthropic_outputs.json"
+os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+sys.path.insert(0, str(ROOT / "tests" / "py"))
+
+from gwstack import GatewayStack, replay_engine  # noqa: E402
+import test_gateway_anthropic as T  # noqa: E402
+
+
+def scenarios():
+    u = T.user
+    yield "text", {"max_tokens": 100, "messages": u("a story"), "thinking": {"type": "disabled"}}
+    yield "thinking_text", {"max_tokens": 100, "messages": u("What is 2+2?"), "system": "Be brief."}
+    yield "tool_use", {"max_tokens": 200, "messages": u("weather in Paris?"), "tools": T.TOOLS}
+    yield "tool_named", {"max_tokens": 200, "messages": u("weather in Paris?"), "tools": T.TOOLS,
+                         "tool_choice": {"type": "tool", "name": "get_weather"}}
+    yield "stop_sequence", {"max_tokens": 100, "messages": u("count please"), "stop_sequences": ["four"]}
+    yield "max_tokens", {"max_tokens": 3, "messages": u("count please")}
+    yield "tool_result", {"max_tokens": 100, "tools": T.TOOLS, "messages": u("weather in Paris?") + [
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                           "input": {"city": "Paris"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                      "content": [{"type": "text", "text": "sunny, 22C"}]}]}]}
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"x-api-key": T.KEY})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        return r.read().decode()
+
+
+def main():
+    import vllm
+    from vllm.entrypoints.anthropic.protocol import AnthropicMessagesRequest
+    from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
+    from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse, ChatCompletionStreamResponse
+
+    cases = []
+    with tempfile.TemporaryDirectory() as t:
+        d = pathlib.Path(t)
+        model = d / "m"
+        subprocess.run([str(ROOT / "build" / "bin" / "glm-mkmodel"), "--preset", "tiny", "--seed", "0", "--out",
+                        str(model)], check=True, capture_output=True)
+        script = d / "script.jsonl"
+        script.write_text("".join(json.dumps(r) + "\n" for r in T.SCRIPT))
+        with GatewayStack(d, str(model), replay_engine(str(model), script), gateway_args=("--api-key", T.KEY)) as gw:
+            for name, body in scenarios():
+                body = {"model": "tiny", **body}
+                chat = AnthropicServingMessages.to_chat_completion_request(AnthropicMessagesRequest.model_validate(body))
+                cbody = json.loads(chat.model_dump_json(exclude_unset=True))
+                cbody.pop("stream", None)
+                cbody.pop("stream_options", None)
+                full = ChatCompletionResponse.model_validate_json(post(gw.url + "/v1/chat/completions", cbody))
+                vfull = AnthropicServingMessages.messages_full_converter(None, full).model_dump(exclude_none=True)
+                sbody = {**cbody, "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+                raw = post(gw.url + "/v1/chat/completions", sbody)
+                chunks = [ChatCompletionStreamResponse.model_validate_json(line[6:]) for line in raw.splitlines()
+                          if line.startswith("data: {")]
+
+                async def gen():
+                    for c in chunks:
+                        yield c
+
+                async def collect():
+                    return [e async for e in AnthropicServingMessages.message_stream_converter(None, gen())]
+                events = []
+                for e in asyncio.run(collect()):
+                    name_line, data_line = e.strip("\n").split("\n")
+                    events.append({"event": name_line[7:], "data": json.loads(data_line[6:])})
+                cases.append({"name": name, "body": body, "full": vfull, "events": events})
+                print(f"{name:14} {len(events)} events", file=sys.stderr)
+    OUT.write_text(json.dumps({"vllm": vllm.__version__, "cases": cases}, ensure_ascii=False, indent=1) + "\n")
+    print(f"{len(cases)} scenarios -> {OUT}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
