@@ -271,7 +271,7 @@ static void item_json(const gw_blk *k, bool last, bool done, bool is_incomplete,
             gw_jw_str(b, k->body.data, k->body.len);
             pl_buf_puts(b, ",\"type\":\"output_text\",\"logprobs\":null}");
         }
-        pl_buf_printf(b, "],\"role\":\"assistant\",\"status\":\"%s\",\"type\":\"message\"}", status);
+        pl_buf_printf(b, "],\"role\":\"assistant\",\"status\":\"%s\",\"type\":\"message\",\"phase\":null}", status);
         break;
     case GW_BLK_TOOL:
         pl_buf_puts(b, "{\"arguments\":");
@@ -281,7 +281,8 @@ static void item_json(const gw_blk *k, bool last, bool done, bool is_incomplete,
         gw_jw_str(b, k->id.data, k->id.len);
         pl_buf_puts(b, ",\"name\":");
         gw_jw_str(b, k->name.data, k->name.len);
-        pl_buf_printf(b, ",\"type\":\"function_call\",\"id\":\"fc_%.*s\",\"status\":\"%s\"}", (int)k->id.len,
+        pl_buf_printf(b, ",\"type\":\"function_call\",\"id\":\"fc_%.*s\",\"async\":null,\"caller\":null,"
+                         "\"namespace\":null,\"status\":\"%s\"}", (int)k->id.len,
                       k->id.data ? k->id.data : "", status);
         break;
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Make tests/data/requests/anthropic_outputs.json: what vLLM 0.33's own
-Anthropic output converters make of glmpipe's chat output.
+Anthropic output converters (and its Responses output-item builder) make of
+glmpipe's chat output.
 
 Run by hand with the vLLM reference environment (never in CI):
 
@@ -18,6 +19,12 @@ outputs into the Messages body and the event stream. The test
 /v1/messages for the same script and compares, with random ids and
 signatures masked and consecutive deltas of a block merged (chunking
 depends on timing).
+
+Responses scenarios: the body is converted by `glm-gateway --convert
+responses` (whose prompts equal vLLM's: test_agent_api_goldens.py), the
+chat output (reasoning, content, tool calls, finish_reason) goes through
+vLLM's build_response_output_items; the test compares /v1/responses'
+`output` items (ids masked).
 """
 import asyncio
 import json
@@ -54,6 +61,15 @@ def scenarios():
                                       "content": [{"type": "text", "text": "sunny, 22C"}]}]}]}
 
 
+def response_scenarios():
+    rtools = [{"type": "function", "name": t["name"], "description": t["description"], "parameters": t["input_schema"]}
+              for t in T.TOOLS]
+    yield "r_text", {"input": "a story", "reasoning": {"effort": "none"}}
+    yield "r_thinking", {"input": "What is 2+2?", "instructions": "Be brief."}
+    yield "r_call", {"input": "weather in Paris?", "tools": rtools}
+    yield "r_length", {"input": "count please", "max_output_tokens": 3}
+
+
 def post(url, body):
     req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"x-api-key": T.KEY})
     with urllib.request.urlopen(req, timeout=60) as r:
@@ -64,7 +80,10 @@ def main():
     import vllm
     from vllm.entrypoints.anthropic.protocol import AnthropicMessagesRequest
     from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
+    from vllm.entrypoints.generate.base.protocol import FunctionCall
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse, ChatCompletionStreamResponse
+    from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+    from vllm.entrypoints.openai.responses.utils import build_response_output_items
 
     cases = []
     with tempfile.TemporaryDirectory() as t:
@@ -100,6 +119,22 @@ def main():
                     events.append({"event": name_line[7:], "data": json.loads(data_line[6:])})
                 cases.append({"name": name, "body": body, "full": vfull, "events": events})
                 print(f"{name:14} {len(events)} events", file=sys.stderr)
+            for name, body in response_scenarios():
+                body = {"model": "tiny", **body}
+                conv = subprocess.run([str(ROOT / "build" / "bin" / "glm-gateway"), "--convert", "responses"],
+                                      input=json.dumps(body).encode(), capture_output=True, check=True)
+                cbody = json.loads(conv.stdout)
+                full = json.loads(post(gw.url + "/v1/chat/completions", cbody))
+                ch = full["choices"][0]
+                m = ch["message"]
+                calls = [FunctionCall(id=t["id"], name=t["function"]["name"], arguments=t["function"]["arguments"])
+                         for t in m.get("tool_calls") or []]
+                items = build_response_output_items(reasoning=m.get("reasoning"), content=m.get("content"),
+                                                    tool_calls=calls, tools=ResponsesRequest.model_validate(body).tools,
+                                                    finish_reason=ch["finish_reason"])
+                cases.append({"name": name, "api": "responses", "body": body,
+                              "output": [i.model_dump(mode="json", by_alias=True) for i in items]})
+                print(f"{name:14} {len(items)} items", file=sys.stderr)
     OUT.write_text(json.dumps({"vllm": vllm.__version__, "cases": cases}, ensure_ascii=False, indent=1) + "\n")
     print(f"{len(cases)} scenarios -> {OUT}", file=sys.stderr)
 

@@ -8,7 +8,9 @@ request and the same replayed engine output. Here the Anthropic body goes
 to glm-gateway's /v1/messages: the body must be vLLM's and the events
 vLLM's, with random ids and signatures masked, consecutive deltas of a
 block merged (chunk boundaries depend on timing) and our `ping` left out
-(vLLM sends none; Anthropic's API does)."""
+(vLLM sends none; Anthropic's API does). For /v1/responses: the `output`
+items equal what vLLM's build_response_output_items makes of the same chat
+output, ids masked, in the body and in response.completed."""
 import json
 import urllib.request
 
@@ -25,7 +27,7 @@ def mask(v):
     if isinstance(v, dict):
         out = {}
         for k, x in v.items():
-            if k in ("id", "signature") and isinstance(x, str):
+            if k in ("id", "signature", "call_id") and isinstance(x, str):
                 out[k] = "TOOL" if x.startswith(("chatcmpl-tool-", "toolu_")) else "ID"
             else:
                 out[k] = mask(x)
@@ -52,13 +54,15 @@ def merged(events):
     return mask(out)
 
 
-def post(gw, body):  # noqa: F811
-    req = urllib.request.Request(gw.url + "/v1/messages", data=json.dumps(body).encode(), headers={"x-api-key": KEY})
+def post(gw, body, path="/v1/messages"):  # noqa: F811
+    req = urllib.request.Request(gw.url + path, data=json.dumps(body).encode(), headers={"x-api-key": KEY})
     with urllib.request.urlopen(req, timeout=60) as r:
         return r.read().decode()
 
 
-CASES = json.loads(GOLDENS.read_text())["cases"]
+ALL = json.loads(GOLDENS.read_text())["cases"]
+CASES = [c for c in ALL if c.get("api") != "responses"]
+RCASES = [c for c in ALL if c.get("api") == "responses"]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
@@ -71,3 +75,13 @@ def test_messages_output_equals_vllm(gw, case):  # noqa: F811
         name, data = rec.split("\n", 1)
         events.append({"event": name[7:], "data": json.loads(data[6:])})
     assert merged(events) == merged(case["events"])
+
+
+@pytest.mark.parametrize("case", RCASES, ids=[c["name"] for c in RCASES])
+def test_responses_output_equals_vllm(gw, case):  # noqa: F811
+    full = json.loads(post(gw, case["body"], "/v1/responses"))
+    assert mask(full["output"]) == mask(case["output"])
+    raw = post(gw, {**case["body"], "stream": True}, "/v1/responses")
+    last = json.loads(raw.strip().split("\n\n")[-1].split("\n", 1)[1][6:])
+    assert last["type"] == "response.completed"
+    assert mask(last["response"]["output"]) == mask(case["output"])
