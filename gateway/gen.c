@@ -462,7 +462,11 @@ static int on_delta(gw_gen *g, int sub, const msgpack_object *msg, double now)
     gw_choice *c = &g->ch[sub * g->cfg.n + index];
     if (c->finish[0]) return 0;   /* a late delta after the choice finished */
     g->got_delta = true;
-    if (g->cfg.ep == GW_EP_COMPLETIONS) {
+    if (g->ant) {
+        /* Anthropic / Responses: the block list holds the output (the
+         * choice keeps only counts, finish and timing) */
+        gw_blocks_delta(g->ant, msg);
+    } else if (g->cfg.ep == GW_EP_COMPLETIONS) {
         /* completions have no reasoning/content split (vLLM runs no parser
          * there): reasoning a parser reported is text, and it comes first */
         append_str_field(&c->text, msg, "reasoning");
@@ -471,9 +475,8 @@ static int on_delta(gw_gen *g, int sub, const msgpack_object *msg, double now)
         append_str_field(&c->text, msg, "text");
         append_str_field(&c->reasoning, msg, "reasoning");
     }
-    if (g->ant) gw_blocks_delta(g->ant, msg);
     const msgpack_object_array *tc = NULL;
-    if (g->cfg.ep == GW_EP_CHAT && pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
+    if (!g->ant && g->cfg.ep == GW_EP_CHAT && pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
         for (uint32_t i = 0; i < tc->size; i++)
             if (tc->ptr[i].type == MSGPACK_OBJECT_MAP) add_tool_delta(g, c, &tc->ptr[i]);
     const msgpack_object_array *ids = NULL, *lps = NULL;

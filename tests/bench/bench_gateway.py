@@ -20,7 +20,8 @@ Scenarios:
               gateway pinned to one core: do they all complete, at what
               latency and gateway CPU.
   apis        gateway CPU per streamed token, chat completions streaming
-              vs Anthropic /v1/messages streaming, same replayed output:
+              vs Anthropic /v1/messages and /v1/responses streaming, same
+              replayed output:
               unpaced (64 conns x 4 x 1000 tokens) and paced (200 streams x 200 tokens,
               a token per 20 ms each: every token its own write); three
               rounds, alternating.
@@ -148,7 +149,7 @@ def latency(d, model, conns=1000, step_ms=50, max_tokens=60, pin=False, ramp_ms=
 def apis(d, model, rounds=3):
     rows = []
     for r in range(rounds):
-        for api in ("chat", "messages"):
+        for api in ("chat", "messages", "responses"):
             for paced in (False, True):
                 extra = ["--chunk", "1"] + (["--step-ms", "20"] if paced else [])
                 with stack(d / f"{api}{r}{int(paced)}", model, extra) as gw:

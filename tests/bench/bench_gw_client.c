@@ -3,7 +3,7 @@
  *
  *   bench_gw_client --port P --conns N [--requests R] [--max-tokens T]
  *                   [--prompt TEXT] [--samples FILE] [--ramp-ms MS]
- *                   [--api completions|chat|messages]
+ *                   [--api completions|chat|messages|responses]
  *
  * N connections (opened over --ramp-ms), each sending R streaming
  * /v1/completions requests one after another on keep-alive, with
@@ -14,8 +14,9 @@
  * (the request id is cmpl-b<conn>-<k>, matching glm-replay --emit-log).
  * --api chat streams /v1/chat/completions (usage in the last chunk only),
  * --api messages streams Anthropic's /v1/messages (the token count is the
- * final message_delta's output_tokens): to compare the gateway's cost per
- * token between APIs (docs/perf.md).
+ * final message_delta's output_tokens), --api responses /v1/responses (the
+ * count is response.completed's output_tokens): to compare the gateway's
+ * cost per token between APIs (docs/perf.md).
  * Prints one summary line: requests ok/failed, tokens, seconds, tokens/s,
  * peak concurrent streams. */
 #include <getopt.h>
@@ -161,6 +162,10 @@ static void send_request(bc_conn *c)
         bl = snprintf(body, sizeof body,
                       "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,"
                       "\"stream\":true}", B.prompt, B.max_tokens);
+    } else if (!strcmp(B.api, "responses")) {
+        path = "/v1/responses";
+        bl = snprintf(body, sizeof body, "{\"model\":\"tiny\",\"input\":\"%s\",\"max_output_tokens\":%d,\"stream\":true}",
+                      B.prompt, B.max_tokens);
     } else {
         bl = snprintf(body, sizeof body,
                       "{\"prompt\":\"%s\",\"max_tokens\":%d,\"stream\":true,"
