@@ -252,3 +252,28 @@ def test_pipeline_down_is_overloaded(tiny_model, tmp_path):
         while health(gw) != 200 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert c.messages.create(model="tiny", max_tokens=5, messages=user("hi")).type == "message"
+
+
+def test_through_glm_serve(tiny_model, tmp_path):
+    """The whole server as deployed: glm-serve with the reference flags
+    (glm45, glm47, auto tool choice, an API key), glm-replay as the engine;
+    Claude-Code-style tool turn with the anthropic SDK, then the Responses
+    API with the openai SDK on the same server."""
+    import openai
+    from test_glm_bench import glm_serve
+    script = tmp_path / "s.jsonl"
+    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    flags = ("--reasoning-parser", "glm45", "--tool-call-parser", "glm47", "--enable-auto-tool-choice",
+             "--api-key", KEY,
+             "--stage", f"engine=glm-replay --script {script}")
+    with glm_serve(tiny_model, *flags) as (url, model, _):
+        c = anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0, timeout=60)
+        r = c.messages.create(model=model, max_tokens=200, messages=user("weather in Paris?"), tools=TOOLS)
+        assert r.stop_reason == "tool_use" and r.content[-1].input == {"city": "Paris", "days": 3}
+        with c.messages.stream(model=model, max_tokens=200, messages=user("weather in Paris?"), tools=TOOLS) as s:
+            assert s.get_final_message().content[-1].input == {"city": "Paris", "days": 3}
+        n = c.messages.count_tokens(model=model, messages=user("weather in Paris?"), tools=TOOLS)
+        assert n.input_tokens == r.usage.input_tokens
+        o = openai.OpenAI(base_url=url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+        rr = o.responses.create(model=model, input="What is 2+2?")
+        assert rr.output_text == "The answer is 4."
