@@ -63,8 +63,11 @@ static bool is_billing(const char *s) { return !strncmp(s, billing_prefix, sizeo
 static const char *const block_types[] = {"text", "image", "tool_use", "tool_result", "tool_reference", "thinking",
                                           "redacted_thinking", "tool_addition", "tool_removal"};
 
-/* A content block as pydantic's AnthropicContentBlock takes it. */
-static int check_block(const cJSON *b, const char *where, char *err, size_t errlen)
+static int check_tool(const cJSON *t, const char *where, char *err, size_t errlen);
+
+/* A content block as pydantic's AnthropicContentBlock takes it; tool
+ * changes (tool_addition / tool_removal) only in system messages. */
+static int check_block(const cJSON *b, const char *where, bool in_system, char *err, size_t errlen)
 {
     if (!cJSON_IsObject(b)) return gw_conv_bad(err, errlen, "%s: a content block must be an object", where);
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(b, "type");
@@ -72,8 +75,22 @@ static int check_block(const cJSON *b, const char *where, char *err, size_t errl
     for (size_t i = 0; cJSON_IsString(t) && i < PL_ARRAY_LEN(block_types); i++) known |= !strcmp(t->valuestring, block_types[i]);
     if (!known) return gw_conv_bad(err, errlen, "%s: unknown content block type (expected one of text, image, tool_use, "
                            "tool_result, tool_reference, thinking, redacted_thinking)", where);
-    if (gw_conv_str_is(t, "tool_addition") || gw_conv_str_is(t, "tool_removal"))
-        return gw_conv_bad(err, errlen, "%s: %s blocks are not supported by this server", where, t->valuestring);
+    if (gw_conv_str_is(t, "tool_addition") || gw_conv_str_is(t, "tool_removal")) {
+        if (!in_system)
+            return gw_conv_bad(err, errlen, "%s: %s blocks are only allowed in messages with role \"system\"", where, t->valuestring);
+        const cJSON *tool = gw_conv_get(b, "tool"), *tt = gw_conv_get(tool, "type");
+        if (!tool) return gw_conv_bad(err, errlen, "%s: tool is required for %s blocks", where, t->valuestring);
+        if (gw_conv_str_is(tt, "tool_reference")) {
+            if (!cJSON_IsString(gw_conv_get(tool, "name"))) return gw_conv_bad(err, errlen, "%s.tool.name: a string is required", where);
+        } else if (gw_conv_str_is(tt, "tool_definition") && gw_conv_str_is(t, "tool_addition")) {
+            char w[96];
+            snprintf(w, sizeof w, "%s.tool.definition", where);
+            if (check_tool(gw_conv_get(tool, "definition"), w, err, errlen)) return PL_ERR_INVALID;
+        } else {
+            return gw_conv_bad(err, errlen, "%s: %s", where, gw_conv_str_is(t, "tool_removal") ? "tool_removal only accepts a tool_reference"
+                               : "tool must be a tool_reference or a tool_definition");
+        }
+    }
     static const char *const strs[] = {"text", "id", "tool_use_id", "name", "tool_name", "thinking", "signature", "data"};
     const char *s;
     for (size_t i = 0; i < PL_ARRAY_LEN(strs); i++)
@@ -304,7 +321,7 @@ static int convert_messages(const cJSON *in, cJSON *msgs, char *err, size_t errl
         for (const cJSON *b = cJSON_IsArray(content) ? content->child : NULL; b; b = b->next, j++) {
             char w2[80];
             snprintf(w2, sizeof w2, "%s.content[%d]", where, j);
-            if (check_block(b, w2, err, errlen)) return PL_ERR_INVALID;
+            if (check_block(b, w2, gw_conv_str_is(role, "system"), err, errlen)) return PL_ERR_INVALID;
         }
         if (gw_conv_str_is(role, "system")) {
             char *t = system_text(content, true);
@@ -321,6 +338,96 @@ static int convert_messages(const cJSON *in, cJSON *msgs, char *err, size_t errl
             return PL_ERR_INVALID;
         }
     }
+    return 0;
+}
+
+/* An Anthropic tool: name, input_schema, optional description/strict/defer_loading. */
+static int check_tool(const cJSON *t, const char *where, char *err, size_t errlen)
+{
+    const cJSON *name = gw_conv_get(t, "name"), *schema = gw_conv_get(t, "input_schema"), *desc = gw_conv_get(t, "description");
+    if (!cJSON_IsString(name)) return gw_conv_bad(err, errlen, "%s.name: a string is required", where);
+    if (!cJSON_IsObject(schema)) return gw_conv_bad(err, errlen, "%s.input_schema: an object is required", where);
+    if (desc && !cJSON_IsString(desc)) return gw_conv_bad(err, errlen, "%s.description must be a string", where);
+    static const char *const flags[] = {"strict", "defer_loading"};
+    for (size_t k = 0; k < PL_ARRAY_LEN(flags); k++) {
+        const cJSON *f = gw_conv_get(t, flags[k]);
+        if (f && !cJSON_IsBool(f)) return gw_conv_bad(err, errlen, "%s.%s must be a boolean", where, flags[k]);
+    }
+    return 0;
+}
+
+static bool is_tool_change(const cJSON *b)
+{
+    const cJSON *t = gw_conv_get(b, "type");
+    return gw_conv_str_is(t, "tool_addition") || gw_conv_str_is(t, "tool_removal");
+}
+
+static bool has_tool_changes(const cJSON *in)
+{
+    for (const cJSON *m = cJSON_IsArray(gw_conv_get(in, "messages")) ? gw_conv_get(in, "messages")->child : NULL; m; m = m->next) {
+        const cJSON *c = gw_conv_get(m, "content");
+        for (const cJSON *b = cJSON_IsArray(c) ? c->child : NULL; b; b = b->next)
+            if (is_tool_change(b)) return true;
+    }
+    return false;
+}
+
+static cJSON *tool_named(cJSON *list, const char *name)
+{
+    for (cJSON *t = list->child; t; t = t->next)
+        if (gw_conv_str_is(gw_conv_get(t, "name"), name)) return t;
+    return NULL;
+}
+
+/* vLLM's _resolve_tools: the tool_addition / tool_removal blocks of the
+ * system messages, applied in order to `tools` (a dict by name: a repeated
+ * name keeps its first place), give the tools in effect at the end of the
+ * conversation. *out: that list, or NULL when there are no changes. */
+static int resolve_tools(const cJSON *in, const cJSON *tools, cJSON **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!has_tool_changes(in)) return 0;
+    cJSON *list = cJSON_CreateArray(), *removed = cJSON_CreateObject();
+    for (const cJSON *t = tools ? tools->child : NULL; t; t = t->next) {
+        cJSON *old = tool_named(list, gw_conv_get(t, "name")->valuestring);
+        if (old) cJSON_ReplaceItemViaPointer(list, old, cJSON_Duplicate(t, 1));
+        else cJSON_AddItemToArray(list, cJSON_Duplicate(t, 1));
+    }
+    for (const cJSON *m = gw_conv_get(in, "messages")->child; m; m = m->next) {
+        const cJSON *c = gw_conv_get(m, "content");
+        for (const cJSON *b = cJSON_IsArray(c) ? c->child : NULL; b; b = b->next) {
+            if (!is_tool_change(b)) continue;
+            bool removal = gw_conv_str_is(gw_conv_get(b, "type"), "tool_removal");
+            const cJSON *tool = gw_conv_get(b, "tool"), *def = gw_conv_get(tool, "definition");
+            const char *name;
+            if (def) {
+                name = gw_conv_get(def, "name")->valuestring;
+                cJSON *old = tool_named(list, name);
+                if (old) cJSON_ReplaceItemViaPointer(list, old, cJSON_Duplicate(def, 1));
+                else cJSON_AddItemToArray(list, cJSON_Duplicate(def, 1));
+            } else {
+                name = gw_conv_get(tool, "name")->valuestring;
+                cJSON *old = tool_named(list, name);
+                if (!old) {
+                    gw_conv_bad(err, errlen, "%s references tool '%s', which is not declared in tools",
+                                removal ? "tool_removal" : "tool_addition", name);
+                    cJSON_Delete(list);
+                    cJSON_Delete(removed);
+                    return PL_ERR_INVALID;
+                }
+                if (!removal) cJSON_DeleteItemFromObjectCaseSensitive(old, "defer_loading");   /* no longer deferred */
+            }
+            cJSON_DeleteItemFromObjectCaseSensitive(removed, name);
+            if (removal) cJSON_AddTrueToObject(removed, name);
+        }
+    }
+    for (cJSON *t = list->child, *next; t; t = next) {
+        next = t->next;
+        if (cJSON_GetObjectItemCaseSensitive(removed, gw_conv_get(t, "name")->valuestring))
+            cJSON_Delete(cJSON_DetachItemViaPointer(list, t));
+    }
+    cJSON_Delete(removed);
+    *out = list;
     return 0;
 }
 
@@ -345,31 +452,33 @@ static int convert_tools(const cJSON *in, cJSON *chat, char *err, size_t errlen)
             return gw_conv_bad(err, errlen, "tool_choice.type must be 'auto', 'any', 'tool' or 'none'");
         }
     }
-    if (!tools) return 0;
-    if (!cJSON_IsArray(tools)) return gw_conv_bad(err, errlen, "tools must be a list");
-    cJSON *out = cJSON_CreateArray();
-    cJSON_AddItemToObject(chat, "tools", out);
+    if (!tools && !has_tool_changes(in)) return 0;
+    if (tools && !cJSON_IsArray(tools)) return gw_conv_bad(err, errlen, "tools must be a list");
     int i = 0;
-    for (const cJSON *t = tools->child; t; t = t->next, i++) {
-        const cJSON *name = cJSON_IsObject(t) ? gw_conv_get(t, "name") : NULL, *schema = cJSON_IsObject(t) ? gw_conv_get(t, "input_schema") : NULL;
-        const cJSON *desc = cJSON_IsObject(t) ? gw_conv_get(t, "description") : NULL;
-        if (!cJSON_IsString(name)) return gw_conv_bad(err, errlen, "tools[%d].name: a string is required", i);
-        if (!cJSON_IsObject(schema)) return gw_conv_bad(err, errlen, "tools[%d].input_schema: an object is required", i);
-        if (desc && !cJSON_IsString(desc)) return gw_conv_bad(err, errlen, "tools[%d].description must be a string", i);
+    for (const cJSON *t = tools ? tools->child : NULL; t; t = t->next, i++) {
+        char w[32];
+        snprintf(w, sizeof w, "tools[%d]", i);
+        if (check_tool(t, w, err, errlen)) return PL_ERR_INVALID;
+    }
+    cJSON *eff = NULL;
+    if (resolve_tools(in, tools, &eff, err, errlen)) return PL_ERR_INVALID;
+    cJSON *out = cJSON_AddArrayToObject(chat, "tools");
+    for (const cJSON *t = (eff ? eff : tools)->child; t; t = t->next) {
         cJSON *o = cJSON_CreateObject();
         gw_conv_add_str(o, "type", "function");
         cJSON *fn = cJSON_AddObjectToObject(o, "function");
-        gw_conv_add_str(fn, "name", name->valuestring);
+        gw_conv_add_str(fn, "name", gw_conv_get(t, "name")->valuestring);
+        const cJSON *desc = gw_conv_get(t, "description");
         if (desc) gw_conv_add_str(fn, "description", desc->valuestring);
-        cJSON_AddItemToObject(fn, "parameters", cJSON_Duplicate(schema, 1));
+        cJSON_AddItemToObject(fn, "parameters", cJSON_Duplicate(gw_conv_get(t, "input_schema"), 1));
         static const char *const flags[] = {"strict", "defer_loading"};
         for (size_t k = 0; k < PL_ARRAY_LEN(flags); k++) {
             const cJSON *f = gw_conv_get(t, flags[k]);
-            if (f && !cJSON_IsBool(f)) return gw_conv_bad(err, errlen, "tools[%d].%s must be a boolean", i, flags[k]);
             if (f) cJSON_AddBoolToObject(fn, flags[k], cJSON_IsTrue(f));
         }
         cJSON_AddItemToArray(out, o);
     }
+    cJSON_Delete(eff);
     if (!gw_conv_get(chat, "tool_choice")) gw_conv_add_str(chat, "tool_choice", "auto");
     return 0;
 }
@@ -433,7 +542,7 @@ int gw_ant_to_chat(const cJSON *in, bool count_only, cJSON **out, char *err, siz
     const cJSON *sys = gw_conv_get(in, "system");
     if (sys && !cJSON_IsString(sys) && !cJSON_IsArray(sys)) rc = gw_conv_bad(err, errlen, "system must be a string or a list of text blocks");
     for (const cJSON *b = cJSON_IsArray(sys) ? sys->child : NULL; !rc && b; b = b->next)
-        rc = check_block(b, "system", err, errlen);
+        rc = check_block(b, "system", false, err, errlen);
     if (!rc && sys) {
         char *t = cJSON_IsString(sys) ? (sys->valuestring[0] ? strdup(sys->valuestring) : NULL) : system_text(sys, true);
         if (t) gw_conv_add_msg(msgs, "system", t);

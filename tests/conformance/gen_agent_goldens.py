@@ -147,6 +147,28 @@ def bodies():
         messages=[{"role": "user", "content": [
             {"type": "text", "text": "<system-reminder>Context.</system-reminder>"},
             {"type": "text", "text": "list files", "cache_control": {"type": "ephemeral"}}]}])
+    deferred = [{**TOOLS[0], "defer_loading": True}, TOOLS[1]]
+    grep = {"name": "Grep", "description": "Search files.",
+            "input_schema": {"type": "object", "properties": {"pattern": {"type": "string"}}}}
+    yield "tool_changes", "messages", b(tools=deferred, messages=[
+        {"role": "system", "content": [
+            {"type": "text", "text": "Tools changed."},
+            {"type": "tool_addition", "tool": {"type": "tool_reference", "name": "get_weather"}},
+            {"type": "tool_removal", "tool": {"type": "tool_reference", "name": "Bash"}},
+            {"type": "tool_addition", "tool": {"type": "tool_definition", "definition": grep}}]},
+        u("find it")])
+    yield "tool_changes_readd", "messages", b(tools=deferred, messages=[
+        {"role": "system", "content": [{"type": "tool_removal", "tool": {"type": "tool_reference", "name": "Bash"}}]},
+        u("x"),
+        {"role": "system", "content": [{"type": "tool_addition", "tool": {"type": "tool_reference", "name": "Bash"}}]},
+        u("y")])
+    yield "tools_deferred", "messages", b(tools=deferred, messages=[u("x")])
+    yield "bad_tool_change_in_user", "messages", b(tools=TOOLS, messages=[{"role": "user", "content": [
+        {"type": "tool_addition", "tool": {"type": "tool_reference", "name": "Bash"}}]}])
+    yield "bad_tool_change_unknown", "messages", b(tools=TOOLS, messages=[{"role": "system", "content": [
+        {"type": "tool_removal", "tool": {"type": "tool_reference", "name": "Nope"}}]}, u("x")])
+    yield "bad_tool_removal_definition", "messages", b(tools=TOOLS, messages=[{"role": "system", "content": [
+        {"type": "tool_removal", "tool": {"type": "tool_definition", "definition": grep}}]}, u("x")])
     # count_tokens bodies (no max_tokens)
     yield "count_text", "count", {"model": M, "messages": [u("Hello there")]}
     yield "count_tools", "count", {"model": M, "system": "Sys", "tools": TOOLS, "messages": [
