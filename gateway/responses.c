@@ -130,11 +130,25 @@ static bool continue_final(const cJSON *input)
     return gw_conv_str_is(st, "in_progress") || gw_conv_str_is(st, "incomplete");
 }
 
+/* ResponsesRequest.check_tool_usage, then the chat tools. */
 static int convert_tools(const cJSON *in, cJSON *chat, char *err, size_t errlen)
 {
     const cJSON *tools = gw_conv_get(in, "tools"), *tc = gw_conv_get(in, "tool_choice");
     if (tools && !cJSON_IsArray(tools)) return gw_conv_bad(err, errlen, "tools must be a list");
-    if (!tools || !tools->child) return 0;
+    bool named = gw_conv_str_is(gw_conv_get(tc, "type"), "function");
+    if (!tools || !tools->child) {
+        if (gw_conv_str_is(tc, "required"))
+            return gw_conv_bad(err, errlen, "Tool choice 'required' must be specified with 'tools' parameter.");
+        if (named) return gw_conv_bad(err, errlen, "Tool choice 'function' not found in 'tools' parameter.");
+        return 0;
+    }
+    if (named) {
+        const cJSON *want = gw_conv_get(tc, "name");
+        bool found = false;
+        for (const cJSON *t = tools->child; t && cJSON_IsString(want); t = t->next)
+            found |= gw_conv_str_is(gw_conv_get(t, "name"), want->valuestring);
+        if (!found) return gw_conv_bad(err, errlen, "Tool choice 'function' not found in 'tools' parameter.");
+    }
     cJSON *out = cJSON_AddArrayToObject(chat, "tools");
     int i = 0;
     for (const cJSON *t = tools->child; t; t = t->next, i++) {
@@ -222,25 +236,55 @@ int gw_resp_to_chat(const cJSON *in, cJSON **out, char *err, size_t errlen)
     return 0;
 }
 
-/* What a response object repeats of its request (vLLM's from_request),
- * as JSON members without braces: written once at admission. */
-void gw_resp_echo(const cJSON *in, pl_buf *b)
+/* What a response object repeats of its request (vLLM's from_request), as
+ * JSON members in vLLM's field order, written once at admission: four runs
+ * separated by ECHO_SEP (a byte JSON text never holds raw), which
+ * response_json interleaves with what it knows only later (output, status,
+ * usage). */
+#define ECHO_SEP '\x01'
+
+static void echo_member(pl_buf *b, const cJSON *in, const char *key, const char *def, bool first)
 {
     pl_pyjson_opts o = PL_PYJSON_DEFAULT;
     o.item_sep = ",";
     o.key_sep = ":";
-    static const char *const keys[] = {"instructions", "metadata", "parallel_tool_calls", "temperature", "tool_choice",
-                                       "tools", "top_p", "max_output_tokens", "reasoning", "text", "user"};
-    for (size_t i = 0; i < PL_ARRAY_LEN(keys); i++) {
-        const cJSON *v = gw_conv_get(in, keys[i]);
-        pl_buf_printf(b, "%s\"%s\":", i ? "," : "", keys[i]);
-        if (v) pl_pyjson_dump(b, v, &o);
-        else if (!strcmp(keys[i], "parallel_tool_calls")) pl_buf_puts(b, "true");
-        else if (!strcmp(keys[i], "tool_choice")) pl_buf_puts(b, "\"auto\"");
-        else if (!strcmp(keys[i], "tools")) pl_buf_puts(b, "[]");
-        else if (!strcmp(keys[i], "temperature") || !strcmp(keys[i], "top_p")) pl_buf_puts(b, "1.0");
-        else pl_buf_puts(b, "null");
-    }
+    const cJSON *v = gw_conv_get(in, key);
+    pl_buf_printf(b, "%s\"%s\":", first ? "" : ",", key);
+    if (v) pl_pyjson_dump(b, v, &o);
+    else pl_buf_puts(b, def);
+}
+
+void gw_resp_echo(const cJSON *in, pl_buf *b)
+{
+    const cJSON *tools = gw_conv_get(in, "tools"), *tc = gw_conv_get(in, "tool_choice");
+    bool has_tools = cJSON_IsArray(tools) && tools->child;
+    echo_member(b, in, "instructions", "null", true);
+    echo_member(b, in, "metadata", "null", false);
+    pl_buf_putc(b, ECHO_SEP);
+    echo_member(b, in, "parallel_tool_calls", "true", true);
+    echo_member(b, in, "temperature", "1.0", false);
+    /* check_tool_usage: without tools, "auto" (the default) reads "none" */
+    if (!has_tools && (!tc || gw_conv_str_is(tc, "auto"))) pl_buf_puts(b, ",\"tool_choice\":\"none\"");
+    else echo_member(b, in, "tool_choice", "\"auto\"", false);
+    echo_member(b, in, "tools", "[]", false);
+    echo_member(b, in, "top_p", "1.0", false);
+    pl_buf_puts(b, ",\"background\":false");
+    echo_member(b, in, "max_output_tokens", "null", false);
+    pl_buf_puts(b, ",\"max_tool_calls\":null,\"previous_response_id\":null,\"prompt\":null,\"prompt_cache_options\":null");
+    echo_member(b, in, "prompt_cache_key", "null", false);
+    pl_buf_puts(b, ",\"prompt_cache_retention\":null");
+    echo_member(b, in, "reasoning", "null", false);
+    echo_member(b, in, "safety_identifier", "null", false);
+    echo_member(b, in, "service_tier", "\"auto\"", false);
+    pl_buf_putc(b, ECHO_SEP);
+    echo_member(b, in, "text", "null", true);
+    pl_buf_puts(b, ",\"top_logprobs\":null");
+    echo_member(b, in, "truncation", "\"disabled\"", false);
+    pl_buf_putc(b, ECHO_SEP);
+    echo_member(b, in, "user", "null", true);
+    echo_member(b, in, "presence_penalty", "0.0", false);
+    echo_member(b, in, "frequency_penalty", "0.0", false);
+    pl_buf_puts(b, ",\"kv_transfer_params\":null,\"ec_transfer_params\":null,\"input_messages\":null,\"output_messages\":null");
 }
 
 /* ================================================================ output */
@@ -290,21 +334,40 @@ static void item_json(const gw_blk *k, bool last, bool done, bool is_incomplete,
 
 static void usage_json(const gw_blocks *a, const gw_usage *u, pl_buf *b)
 {
-    pl_buf_printf(b, "{\"input_tokens\":%lld,\"input_tokens_details\":{\"cached_tokens\":%lld},\"output_tokens\":%lld,"
-                     "\"output_tokens_details\":{\"reasoning_tokens\":%lld},\"total_tokens\":%lld}",
+    /* vLLM's ResponseUsage for a single-turn (SimpleContext) request: the
+     * per-turn lists stay empty there */
+    pl_buf_printf(b, "{\"input_tokens\":%lld,\"input_tokens_details\":{\"cached_tokens\":%lld,\"cache_write_tokens\":0,"
+                     "\"input_tokens_per_turn\":[],\"cached_tokens_per_turn\":[]},\"output_tokens\":%lld,"
+                     "\"output_tokens_details\":{\"reasoning_tokens\":%lld,\"tool_output_tokens\":0,\"output_tokens_per_turn\":[],"
+                     "\"tool_output_tokens_per_turn\":[]},\"total_tokens\":%lld}",
                   (long long)u->prompt, (long long)(u->has_cached ? u->cached : 0), (long long)u->completion,
                   (long long)a->reasoning_tokens, (long long)(u->prompt + u->completion));
 }
 
 /* The response object; done: with its output and usage. */
+/* The next run of the request's echo (gw_resp_echo), after a comma; an
+ * absent run (no echo) writes nothing, so the JSON stays valid. */
+static const char *echo_run(const char *p, pl_buf *b)
+{
+    if (!p || !*p) return NULL;
+    const char *end = strchr(p, ECHO_SEP);
+    size_t n = end ? (size_t)(end - p) : strlen(p);
+    if (n) {
+        pl_buf_putc(b, ',');
+        pl_buf_append(b, p, n);
+    }
+    return end ? end + 1 : NULL;
+}
+
 static void response_json(const gw_blocks *a, const gw_resp_info *ri, const gw_usage *u, bool done, pl_buf *b)
 {
     bool inc = done && incomplete(a);
+    const char *e = ri->echo;
     pl_buf_puts(b, "{\"id\":");
     gw_jw_cstr(b, ri->id);
-    pl_buf_printf(b, ",\"created_at\":%lld,\"incomplete_details\":%s,", (long long)ri->created,
+    pl_buf_printf(b, ",\"created_at\":%lld,\"incomplete_details\":%s", (long long)ri->created,
                   inc ? "{\"reason\":\"max_output_tokens\"}" : "null");
-    pl_buf_puts(b, ri->echo ? ri->echo : "");
+    e = echo_run(e, b);                       /* instructions, metadata */
     pl_buf_puts(b, ",\"model\":");
     gw_jw_cstr(b, ri->model);
     pl_buf_puts(b, ",\"object\":\"response\",\"output\":[");
@@ -312,11 +375,14 @@ static void response_json(const gw_blocks *a, const gw_resp_info *ri, const gw_u
         if (i) pl_buf_putc(b, ',');
         item_json(&a->b[i], i + 1 == a->n, true, inc, b);
     }
-    pl_buf_printf(b, "],\"background\":false,\"max_tool_calls\":null,\"previous_response_id\":null,\"prompt\":null,"
-                     "\"service_tier\":\"auto\",\"status\":\"%s\",\"top_logprobs\":0,\"truncation\":\"disabled\",\"usage\":",
-                  !done ? "in_progress" : inc ? "incomplete" : "completed");
+    pl_buf_putc(b, ']');
+    e = echo_run(e, b);                       /* parallel_tool_calls ... service_tier */
+    pl_buf_printf(b, ",\"status\":\"%s\"", !done ? "in_progress" : inc ? "incomplete" : "completed");
+    e = echo_run(e, b);                       /* text, top_logprobs, truncation */
+    pl_buf_puts(b, ",\"usage\":");
     if (done) usage_json(a, u, b);
     else pl_buf_puts(b, "null");
+    echo_run(e, b);                           /* user ... output_messages */
     pl_buf_putc(b, '}');
 }
 

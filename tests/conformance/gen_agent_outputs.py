@@ -82,7 +82,8 @@ def main():
     from vllm.entrypoints.anthropic.serving import AnthropicServingMessages
     from vllm.entrypoints.generate.base.protocol import FunctionCall
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse, ChatCompletionStreamResponse
-    from vllm.entrypoints.openai.responses.protocol import ResponsesRequest
+    from vllm.entrypoints.openai.responses.protocol import (InputTokensDetails, OutputTokensDetails, ResponsesRequest,
+                                                           ResponsesResponse, ResponseUsage)
     from vllm.entrypoints.openai.responses.utils import build_response_output_items
 
     cases = []
@@ -132,8 +133,21 @@ def main():
                 items = build_response_output_items(reasoning=m.get("reasoning"), content=m.get("content"),
                                                     tool_calls=calls, tools=ResponsesRequest.model_validate(body).tools,
                                                     finish_reason=ch["finish_reason"])
+                # the whole response object as vLLM builds it (from_request), for
+                # its shape; the sampling values it reports depend on the
+                # model's generation defaults, which the test does not compare
+                req = ResponsesRequest.model_validate(body)
+                u = full["usage"]
+                usage = ResponseUsage(input_tokens=u["prompt_tokens"], output_tokens=u["completion_tokens"],
+                                      total_tokens=u["total_tokens"],
+                                      input_tokens_details=InputTokensDetails(cached_tokens=0, cache_write_tokens=0),
+                                      output_tokens_details=OutputTokensDetails(reasoning_tokens=0))
+                status = "incomplete" if ch["finish_reason"] == "length" else "completed"
+                resp = ResponsesResponse.from_request(req, req.to_sampling_params(4096), model_name="tiny",
+                                                      created_time=0, output=items, status=status, usage=usage)
                 cases.append({"name": name, "api": "responses", "body": body,
-                              "output": [i.model_dump(mode="json", by_alias=True) for i in items]})
+                              "output": [i.model_dump(mode="json", by_alias=True) for i in items],
+                              "response": resp.model_dump(mode="json", by_alias=True)})
                 print(f"{name:14} {len(items)} items", file=sys.stderr)
     OUT.write_text(json.dumps({"vllm": vllm.__version__, "cases": cases}, ensure_ascii=False, indent=1) + "\n")
     print(f"{len(cases)} scenarios -> {OUT}", file=sys.stderr)

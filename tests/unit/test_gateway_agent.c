@@ -49,7 +49,7 @@ static gw_gen *new_gen_api(bool stream, enum gw_api api)
 {
     gw_gen_cfg c = {.ep = GW_EP_CHAT, .id = api == GW_API_RESPONSES ? "resp_x" : "msg_x", .model = "m", .created = 7,
                     .stream = stream, .n = 1, .num_prompts = 1, .logprobs = -1, .max_tokens = -1, .api = api,
-                    .resp_echo = "\"instructions\":null"};
+                    .resp_echo = "\"instructions\":null\x01\"tools\":[]\x01\"text\":null\x01\"user\":null"};
     gw_gen *g = NULL;
     gw_gen_new(&g, &c);
     return g;
@@ -341,6 +341,9 @@ TEST(responses_convert)
         "{\"input\":[{\"type\":\"function_call\",\"name\":\"f\"}]}",
         "{\"input\":5}",
         "{}",
+        "{\"input\":\"x\",\"tool_choice\":\"required\"}",
+        "{\"input\":\"x\",\"tool_choice\":{\"type\":\"function\",\"name\":\"f\"}}",
+        "{\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"g\"}],\"tool_choice\":{\"type\":\"function\",\"name\":\"f\"}}",
     };
     for (size_t i = 0; i < PL_ARRAY_LEN(bad); i++) {
         char *s = conv_api(bad[i], false, true);
