@@ -525,7 +525,7 @@ void gw_resp_stream(gw_blocks *a, const gw_resp_info *ri, const gw_usage *u, boo
         return;
     }
     if (!done) return;
-    ev(a, b, "response.completed");
+    ev(a, b, inc ? "response.incomplete" : "response.completed");   /* vLLM's terminal event by status */
     pl_buf_puts(b, ",\"response\":");
     response_json(a, ri, u, true, b);
     ev_end(b);

@@ -399,11 +399,11 @@ TEST(responses_body_and_stream_agree)
     /* created, in_progress; reasoning and message: added, part added, delta, done, part done, item done;
      * the call: added, delta, arguments done, item done; completed */
     CHECK_EQ_INT(seq, 2 + 6 + 6 + 4 + 1);
-    const char *done = strstr(s.data, "event: response.completed\ndata: ");
+    const char *done = strstr(s.data, "event: response.incomplete\ndata: ");
     CHECK(done != NULL);
     if (done) {
         cJSON *e = NULL;
-        done += strlen("event: response.completed\ndata: ");
+        done += strlen("event: response.incomplete\ndata: ");
         CHECK(!pl_json_parse(&e, done, strlen(done) - 2, err, sizeof err));
         const cJSON *r = cJSON_GetObjectItem(e, "response");
         char *a = cJSON_PrintUnformatted(cJSON_GetObjectItem(r, "output"));
