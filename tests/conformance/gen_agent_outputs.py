@@ -84,7 +84,10 @@ def main():
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionResponse, ChatCompletionStreamResponse
     from vllm.entrypoints.openai.responses.protocol import (InputTokensDetails, OutputTokensDetails, ResponsesRequest,
                                                            ResponsesResponse, ResponseUsage)
-    from vllm.entrypoints.openai.responses.utils import build_response_output_items
+    from vllm.entrypoints.generate.base.protocol import DeltaMessage, DeltaToolCall
+    from vllm.entrypoints.openai.responses.streaming_events import (SimpleStreamingEventProcessor, _StateType,
+                                                                   split_delta)
+    from vllm.entrypoints.openai.responses.utils import build_response_output_items, response_item_status
 
     cases = []
     with tempfile.TemporaryDirectory() as t:
@@ -145,9 +148,40 @@ def main():
                 status = "incomplete" if ch["finish_reason"] == "length" else "completed"
                 resp = ResponsesResponse.from_request(req, req.to_sampling_params(4096), model_name="tiny",
                                                       created_time=0, output=items, status=status, usage=usage)
+                # the item events of the stream: vLLM's SimpleStreamingEventProcessor
+                # driven as _process_simple_streaming_events drives it, with the
+                # deltas of glmpipe's chat stream for the same body
+                sbody = {**cbody, "stream": True}
+                raw = post(gw.url + "/v1/chat/completions", sbody)
+                proc = SimpleStreamingEventProcessor(tools=req.tools)
+                sev = []
+                finish = None
+                for line in raw.splitlines():
+                    if not line.startswith("data: {"):
+                        continue
+                    chunk = json.loads(line[6:])
+                    if not chunk["choices"]:
+                        continue
+                    c0 = chunk["choices"][0]
+                    finish = c0.get("finish_reason") or finish
+                    d = c0["delta"]
+                    dm = DeltaMessage(reasoning=d.get("reasoning"), content=d.get("content"),
+                                      tool_calls=[DeltaToolCall.model_validate(t) for t in d.get("tool_calls") or []])
+                    if dm.reasoning is None and not dm.content and not dm.tool_calls:
+                        continue
+                    for part in split_delta(dm):
+                        target, tc = proc.resolve_target_state(part)
+                        if target == _StateType.NONE:
+                            continue
+                        if proc.needs_transition(target, tc):
+                            sev += proc.close_current()
+                            sev += proc.open(target, tc)
+                        sev += proc.emit_delta(part, None, None)
+                sev += proc.close_current(response_item_status(finish))
                 cases.append({"name": name, "api": "responses", "body": body,
                               "output": [i.model_dump(mode="json", by_alias=True) for i in items],
-                              "response": resp.model_dump(mode="json", by_alias=True)})
+                              "response": resp.model_dump(mode="json", by_alias=True),
+                              "events": [e.model_dump(mode="json", by_alias=True) for e in sev]})
                 print(f"{name:14} {len(items)} items", file=sys.stderr)
     OUT.write_text(json.dumps({"vllm": vllm.__version__, "cases": cases}, ensure_ascii=False, indent=1) + "\n")
     print(f"{len(cases)} scenarios -> {OUT}", file=sys.stderr)
