@@ -369,7 +369,7 @@ TEST(config_roundtrip_through_writer)
 {
     eng_config a, b;
     char err[256];
-    CHECK(eng_mk_preset("small", 0, &a, err, sizeof err) == 0);
+    CHECK(eng_mk_preset("small", 0, ENG_ARCH_GLM_MOE_DSA, &a, err, sizeof err) == 0);
     a.fp8 = 1;
     pl_buf j;
     pl_buf_init(&j);
@@ -408,7 +408,7 @@ TEST(kv_block_refcounts)
 {
     eng_config c;
     char err[256];
-    CHECK(eng_mk_preset("tiny", 0, &c, err, sizeof err) == 0);
+    CHECK(eng_mk_preset("tiny", 0, ENG_ARCH_GLM_MOE_DSA, &c, err, sizeof err) == 0);
     eng_backend *be;
     CHECK(eng_be_cpu_create(1, &be, err, sizeof err) == 0);
     eng_kv_pool *p;

@@ -190,7 +190,7 @@ static int make_dir(char *out, const char *tag, int base)
     snprintf(out, 256, "/tmp/test_mktok_%s_%ld_XXXXXX", tag, (long)getpid());
     if (!mkdtemp(out)) return -1;
     char err[256];
-    int rc = eng_mk_text_files_write(out, base, err, sizeof err);
+    int rc = eng_mk_text_files_write(out, base, ENG_ARCH_GLM_MOE_DSA, err, sizeof err);
     if (rc) fprintf(stderr, "  eng_mk_text_files_write(%d): %s\n", base, err);
     return rc;
 }
@@ -280,7 +280,7 @@ TEST(bad_input)
     CHECK_EQ_INT(eng_mk_bpe_train(&bpe, 300, "ab", 2, err, sizeof err), PL_ERR_INVALID);
     CHECK_EQ_INT(eng_mk_bpe_train(&bpe, 300, "abababababababab", 16, err, sizeof err), PL_ERR_INVALID);
     CHECK(strstr(err, "too poor") != NULL);
-    CHECK_EQ_INT(eng_mk_text_files_write("/nonexistent/dir", TINY, err, sizeof err), PL_ERR_IO);
+    CHECK_EQ_INT(eng_mk_text_files_write("/nonexistent/dir", TINY, ENG_ARCH_GLM_MOE_DSA, err, sizeof err), PL_ERR_IO);
     CHECK(strstr(err, "/nonexistent/dir") != NULL);
     /* the smallest vocabulary: bytes only */
     CHECK_EQ_INT(eng_mk_bpe_train(&bpe, 256, "hello", 5, err, sizeof err), 0);
@@ -343,7 +343,7 @@ TEST(encodes_match_hf)
 static int write_mode(const char *dir, const char *base)
 {
     char err[256];
-    int rc = eng_mk_text_files_write(dir, atoi(base), err, sizeof err);
+    int rc = eng_mk_text_files_write(dir, atoi(base), ENG_ARCH_GLM_MOE_DSA, err, sizeof err);
     if (rc) fprintf(stderr, "test_mktok: %s\n", err);
     return rc ? 1 : 0;
 }

@@ -22,8 +22,59 @@ static void set_special_ids(eng_config *c, int base)
     c->bos_token_id = 0;
 }
 
-int eng_mk_preset(const char *name, int real_layers, eng_config *c, char *err, size_t errlen)
+int eng_mk_arch_parse(const char *s, enum eng_arch *out)
 {
+    if (!strcmp(s, "glm-moe-dsa") || !strcmp(s, "glm5")) *out = ENG_ARCH_GLM_MOE_DSA;
+    else if (!strcmp(s, "glm4-moe-lite") || !strcmp(s, "glm-4.7-flash")) *out = ENG_ARCH_GLM4_MOE_LITE;
+    else return PL_ERR_INVALID;
+    return 0;
+}
+
+/* GLM-4.7-Flash (Glm4MoeLiteForCausalLM): GLM-5's network without the
+ * indexer. The presets keep GLM-5's tiny/small sizes where they can, with
+ * GLM-4.7-Flash's own ratios elsewhere (routed_scaling_factor 1.8, rope
+ * theta 1e6), so a value read from the wrong place shows in the goldens. */
+static int preset_lite(const char *name, int real_layers, eng_config *c, char *err, size_t errlen)
+{
+    eng_config_defaults_arch(c, ENG_ARCH_GLM4_MOE_LITE);   /* the real GLM-4.7-Flash shapes */
+    c->num_nextn_predict_layers = 1;
+    if (real_layers > 0) {
+        if (real_layers >= ENG_MAX_LAYERS)
+            return pl_seterr(err, errlen, PL_ERR_RANGE, "--layers %d too large", real_layers);
+        c->num_hidden_layers = real_layers;
+        set_special_ids(c, 154820);
+    } else if (!strcmp(name, "tiny")) {
+        /* 1 dense + 3 MoE layers + MTP; partial FP8 blocks (kv_a 64+16 = 80
+         * rows, 96-wide experts); head dims unlike GLM-5's tiny. */
+        c->vocab_size = 1024; c->hidden_size = 256; c->intermediate_size = 512;
+        c->moe_intermediate_size = 96; c->num_hidden_layers = 4;
+        c->num_attention_heads = 4; c->num_key_value_heads = 4;
+        c->q_lora_rank = 96; c->kv_lora_rank = 64;
+        c->qk_nope_head_dim = 32; c->qk_rope_head_dim = 16; c->v_head_dim = 48;
+        c->n_routed_experts = 8; c->num_experts_per_tok = 2; c->n_shared_experts = 1;
+        c->max_position_embeddings = 4096;
+        set_special_ids(c, 1024 - 64);
+    } else if (!strcmp(name, "small")) {
+        /* GLM-5 small's sizes without the indexer: CPU speed work. */
+        c->vocab_size = 32768; c->hidden_size = 1024; c->intermediate_size = 2816;
+        c->moe_intermediate_size = 512; c->num_hidden_layers = 8;
+        c->num_attention_heads = 8; c->num_key_value_heads = 8;
+        c->q_lora_rank = 384; c->kv_lora_rank = 256;
+        c->qk_nope_head_dim = 64; c->qk_rope_head_dim = 32; c->v_head_dim = 64;
+        c->n_routed_experts = 16; c->num_experts_per_tok = 4; c->n_shared_experts = 1;
+        c->max_position_embeddings = 32768;
+        set_special_ids(c, 32768 - 64);
+    } else {
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown preset \"%s\" (tiny, small)", name);
+    }
+    c->head_dim_key = c->qk_rope_head_dim;
+    return eng_config_finish(c, err, errlen);
+}
+
+int eng_mk_preset(const char *name, int real_layers, enum eng_arch arch, eng_config *c,
+                  char *err, size_t errlen)
+{
+    if (arch == ENG_ARCH_GLM4_MOE_LITE) return preset_lite(name, real_layers, c, err, errlen);
     eng_config_defaults(c);
     c->rope_theta = 8000000.0;              /* GLM-5.2 values */
     c->max_position_embeddings = 1048576;
@@ -388,7 +439,8 @@ static int mkdir_p(const char *dir)
 int eng_mk_write(const eng_mk_opts *o, char *err, size_t errlen)
 {
     eng_config c;
-    int rc = eng_mk_preset(o->preset ? o->preset : "tiny", o->real_shapes ? o->layers : 0, &c, err, errlen);
+    int rc = eng_mk_preset(o->preset ? o->preset : "tiny", o->real_shapes ? o->layers : 0, o->arch, &c,
+                           err, errlen);
     if (rc) return rc;
     c.fp8 = o->fp8;
     if (!o->mtp) c.num_nextn_predict_layers = 0;
@@ -410,8 +462,9 @@ int eng_mk_write(const eng_mk_opts *o, char *err, size_t errlen)
     if (rc == PL_ERR_NOMEM) pl_seterr(err, errlen, rc, "out of memory");
     if (!rc) rc = write_configs(o, &c, err, errlen);
     /* tokenizer.json (trained here, GLM's 36 added tokens from the eos base
-     * up), tokenizer_config.json and our GLM-5.2-format chat template */
-    if (!rc) rc = eng_mk_text_files_write(o->out_dir, c.pad_token_id, err, errlen);
+     * up), tokenizer_config.json and our chat template in the arch's
+     * format (GLM-5.2's, or GLM-4.7's for GLM-4.7-Flash) */
+    if (!rc) rc = eng_mk_text_files_write(o->out_dir, c.pad_token_id, c.arch, err, errlen);
     for (int s = 0; !rc && s <= shard; s++) rc = write_shard(&l, s, shard + 1, err, errlen);
     if (!rc && shard > 0) rc = write_index(&l, shard + 1, err, errlen);
     free(l.v);
