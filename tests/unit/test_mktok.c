@@ -267,6 +267,23 @@ TEST(chat_template_matches_source)
 {
     /* the embedded copy (chat_template.c) is the .jinja the Python tests render */
     CHECK(cmp_files(g_tmp[0], "tools/mkmodel", "chat_template.jinja"));
+    /* GLM-4.7-Flash's (chat_template_glm47.c), written for --arch glm4-moe-lite */
+    size_t len;
+    const char *t47 = eng_mk_chat_template_glm47(&len);
+    pl_buf src;
+    pl_buf_init(&src);
+    CHECK(read_file("tools/mkmodel", "chat_template_glm47.jinja", &src) == 0);
+    CHECK(src.len == len && !memcmp(src.data, t47, len));
+    pl_buf_reset(&src);
+    char dir[300], err[256];
+    snprintf(dir, sizeof dir, "%s.lite", g_tmp[0]);
+    CHECK(mkdir(dir, 0755) == 0);
+    CHECK(eng_mk_text_files_write(dir, TINY, ENG_ARCH_GLM4_MOE_LITE, err, sizeof err) == 0);
+    CHECK(read_file(dir, "chat_template.jinja", &src) == 0);
+    CHECK(src.len == len && !memcmp(src.data, t47, len));
+    CHECK(cmp_files(g_tmp[0], dir, "tokenizer.json"));      /* same tokenizer for both archs */
+    pl_buf_free(&src);
+    rm_dir(dir);
 }
 
 TEST(bad_input)
