@@ -463,13 +463,10 @@ static void put_layer_list(pl_buf *o, const char *key, const unsigned char *v, i
     pl_buf_puts(o, "],\n");
 }
 
-/* GLM-4.7-Flash's config.json keys (no indexer keys, no head_dim: its
- * transformers config would read head_dim as qk_rope_head_dim), plus
- * mlp_layer_types so transformers and vLLM (first_k_dense_replace) agree
- * whatever first_k_dense_replace a preset uses. */
-static void write_json_lite(const eng_config *c, pl_buf *o)
+/* The keys both architectures write the same way (sorted, as
+ * save_pretrained writes them): the head up to eos_token_id ... */
+static void put_json_head(const eng_config *c, pl_buf *o)
 {
-    int n = c->num_hidden_layers;
     pl_buf_printf(o, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
                   eng_arch_class(c->arch), eng_arch_model_type(c->arch));
     pl_buf_puts(o, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
@@ -477,6 +474,33 @@ static void write_json_lite(const eng_config *c, pl_buf *o)
     pl_buf_puts(o, "  \"dtype\": \"bfloat16\",\n  \"eos_token_id\": [");
     for (int i = 0; i < c->n_eos; i++) pl_buf_printf(o, "%s%d", i ? ", " : "", c->eos_token_id[i]);
     pl_buf_puts(o, "],\n");
+}
+
+/* ... and the tail from quantization_config on. */
+static void put_json_tail(const eng_config *c, pl_buf *o, const char *transformers_version)
+{
+    if (c->fp8)
+        pl_buf_puts(o, "  \"quantization_config\": {\n    \"activation_scheme\": \"dynamic\",\n"
+                       "    \"fmt\": \"e4m3\",\n    \"quant_method\": \"fp8\",\n"
+                       "    \"weight_block_size\": [128, 128]\n  },\n");
+    pl_buf_printf(o, "  \"rms_norm_eps\": %g,\n  \"rope_interleave\": true,\n"
+                  "  \"rope_parameters\": {\"rope_theta\": %.1f, \"rope_type\": \"default\"},\n",
+                  c->rms_norm_eps, c->rope_theta);
+    pl_buf_printf(o, "  \"routed_scaling_factor\": %g,\n  \"scoring_func\": \"sigmoid\",\n"
+                  "  \"tie_word_embeddings\": %s,\n  \"topk_group\": %d,\n  \"topk_method\": \"noaux_tc\",\n",
+                  c->routed_scaling_factor, c->tie_word_embeddings ? "true" : "false", c->topk_group);
+    pl_buf_printf(o, "  \"transformers_version\": \"%s\",\n  \"use_cache\": true,\n  \"v_head_dim\": %d,\n"
+                  "  \"vocab_size\": %d\n}\n", transformers_version, c->v_head_dim, c->vocab_size);
+}
+
+/* GLM-4.7-Flash's config.json keys (no indexer keys, no head_dim: its
+ * transformers config would read head_dim as qk_rope_head_dim), plus
+ * mlp_layer_types so transformers and vLLM (first_k_dense_replace) agree
+ * whatever first_k_dense_replace a preset uses. */
+static void write_json_lite(const eng_config *c, pl_buf *o)
+{
+    int n = c->num_hidden_layers;
+    put_json_head(c, o);
     pl_buf_printf(o, "  \"first_k_dense_replace\": %d,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n",
                   c->first_k_dense_replace, c->hidden_size);
     pl_buf_printf(o, "  \"initializer_range\": 0.02,\n  \"intermediate_size\": %d,\n  \"kv_lora_rank\": %d,\n"
@@ -493,18 +517,7 @@ static void write_json_lite(const eng_config *c, pl_buf *o)
     pl_buf_printf(o, "  \"pad_token_id\": %d,\n  \"partial_rotary_factor\": 1.0,\n  \"pretraining_tp\": 1,\n"
                   "  \"q_lora_rank\": %d,\n  \"qk_nope_head_dim\": %d,\n  \"qk_rope_head_dim\": %d,\n",
                   c->pad_token_id, c->q_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim);
-    if (c->fp8)
-        pl_buf_puts(o, "  \"quantization_config\": {\n    \"activation_scheme\": \"dynamic\",\n"
-                       "    \"fmt\": \"e4m3\",\n    \"quant_method\": \"fp8\",\n"
-                       "    \"weight_block_size\": [128, 128]\n  },\n");
-    pl_buf_printf(o, "  \"rms_norm_eps\": %g,\n  \"rope_interleave\": true,\n"
-                  "  \"rope_parameters\": {\"rope_theta\": %.1f, \"rope_type\": \"default\"},\n",
-                  c->rms_norm_eps, c->rope_theta);
-    pl_buf_printf(o, "  \"routed_scaling_factor\": %g,\n  \"scoring_func\": \"sigmoid\",\n"
-                  "  \"tie_word_embeddings\": %s,\n  \"topk_group\": %d,\n  \"topk_method\": \"noaux_tc\",\n",
-                  c->routed_scaling_factor, c->tie_word_embeddings ? "true" : "false", c->topk_group);
-    pl_buf_printf(o, "  \"transformers_version\": \"5.20.2\",\n  \"use_cache\": true,\n  \"v_head_dim\": %d,\n"
-                  "  \"vocab_size\": %d\n}\n", c->v_head_dim, c->vocab_size);
+    put_json_tail(c, o, "5.20.2");
 }
 
 void eng_config_write_json(const eng_config *c, pl_buf *o)
@@ -514,12 +527,7 @@ void eng_config_write_json(const eng_config *c, pl_buf *o)
         write_json_lite(c, o);
         return;
     }
-    pl_buf_puts(o, "{\n  \"architectures\": [\"GlmMoeDsaForCausalLM\"],\n  \"model_type\": \"glm_moe_dsa\",\n");
-    pl_buf_puts(o, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
-    pl_buf_printf(o, "  \"bos_token_id\": %d,\n", c->bos_token_id < 0 ? 0 : c->bos_token_id);
-    pl_buf_puts(o, "  \"dtype\": \"bfloat16\",\n  \"eos_token_id\": [");
-    for (int i = 0; i < c->n_eos; i++) pl_buf_printf(o, "%s%d", i ? ", " : "", c->eos_token_id[i]);
-    pl_buf_puts(o, "],\n");
+    put_json_head(c, o);
     pl_buf_printf(o, "  \"ep_size\": 1,\n  \"first_k_dense_replace\": %d,\n", c->first_k_dense_replace);
     pl_buf_printf(o, "  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n",
                   c->qk_nope_head_dim, c->hidden_size);
@@ -545,18 +553,7 @@ void eng_config_write_json(const eng_config *c, pl_buf *o)
                   "  \"qk_head_dim\": %d,\n  \"qk_nope_head_dim\": %d,\n  \"qk_rope_head_dim\": %d,\n",
                   c->pad_token_id, c->q_lora_rank, c->qk_nope_head_dim + c->qk_rope_head_dim,
                   c->qk_nope_head_dim, c->qk_rope_head_dim);
-    if (c->fp8)
-        pl_buf_puts(o, "  \"quantization_config\": {\n    \"activation_scheme\": \"dynamic\",\n"
-                       "    \"fmt\": \"e4m3\",\n    \"quant_method\": \"fp8\",\n"
-                       "    \"weight_block_size\": [128, 128]\n  },\n");
-    pl_buf_printf(o, "  \"rms_norm_eps\": %g,\n  \"rope_interleave\": true,\n"
-                  "  \"rope_parameters\": {\"rope_theta\": %.1f, \"rope_type\": \"default\"},\n",
-                  c->rms_norm_eps, c->rope_theta);
-    pl_buf_printf(o, "  \"routed_scaling_factor\": %g,\n  \"scoring_func\": \"sigmoid\",\n"
-                  "  \"tie_word_embeddings\": %s,\n  \"topk_group\": %d,\n  \"topk_method\": \"noaux_tc\",\n",
-                  c->routed_scaling_factor, c->tie_word_embeddings ? "true" : "false", c->topk_group);
-    pl_buf_printf(o, "  \"transformers_version\": \"5.12.0\",\n  \"use_cache\": true,\n  \"v_head_dim\": %d,\n"
-                  "  \"vocab_size\": %d\n}\n", c->v_head_dim, c->vocab_size);
+    put_json_tail(c, o, "5.12.0");
 }
 
 /* ===== tensor catalogue ===== */
