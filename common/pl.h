@@ -96,6 +96,8 @@ void pl_log(enum pl_log_level lvl, const char *id, size_t idlen, const char *fmt
 /* ---------------------------------------------------------------- time */
 
 int64_t pl_now_ms(void);   /* monotonic clock, milliseconds */
+double  pl_mono_s(void);   /* monotonic clock, seconds: timers and durations */
+double  pl_wall_s(void);   /* Unix time, seconds: timestamps other processes on the host compare */
 
 /* A duration in seconds on a command line ("30", "0.5") as milliseconds,
  * within [0, max_ms]: 0, or -1 for anything else. */

@@ -1121,12 +1121,7 @@ struct progress {
     int tty, quiet;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+static double now_s(void) { return pl_mono_s(); }
 
 static void progress_show(struct progress *p, int final)
 {

@@ -112,19 +112,8 @@ struct eng_serve {
 
 /* Timestamps in messages: the wall clock, so a gateway on the same host can
  * compare them with its own. Timers and durations: the monotonic clock. */
-static double wall_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double wall_now(void) { return pl_wall_s(); }
+static double mono_now(void) { return pl_mono_s(); }
 
 const double eng_step_time_buckets[ENG_STEP_BUCKETS] = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,

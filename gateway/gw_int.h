@@ -19,6 +19,7 @@
 #include <zmq.h>
 
 #include "gateway.h"
+#include "wire.h"
 #include "msg.h"
 #include "strmap.h"
 
@@ -260,7 +261,9 @@ struct gw_server {
     gw_outmsg         *outq, *outq_tail;
     size_t             outq_bytes, outq_len;
     zmq_msg_t          zmsg;
-    msgpack_unpacked   unp;
+    pl_wire_scan      *scan;        /* frames and bounds each pipeline message (common/wire.h) */
+    pl_wire_decoder   *dec;         /* decodes PL_MSG_MAX_DEPTH levels (msgpack-c's own stops at 32) */
+    size_t             max_msg;     /* largest message taken from the pipeline (PL_IO_MAX_MSG) */
     enum gw_pipe_state pstate;
     uint64_t           hb_seq;
     uint64_t           hb_sent;         /* loop ms of the outstanding heartbeat, 0 none */

@@ -15,6 +15,7 @@
 #include <sys/resource.h>
 
 #include "gateway.h"
+#include "notify.h"
 
 static void usage(FILE *f)
 {
@@ -40,7 +41,7 @@ static void usage(FILE *f)
             "  --write-timeout S           a client that reads nothing for S is dropped (default 60)\n"
             "  --drain-timeout S           on SIGTERM, wait S for open responses (default 30)\n"
             "  --ping-interval S           heartbeat through the pipeline every S (default 1)\n"
-            "  --stage-timeout S           a heartbeat not back after S = pipeline down (default 10)\n"
+            "  --stage-timeout S           a heartbeat not back after S = pipeline down (default 60)\n"
             "  --health-timeout S          /health waits S for its ping (default 5)\n"
             "  --enable-force-include-usage  usage chunks in every stream (as vLLM's flag)\n"
             "  --log-level LEVEL           debug|info|warning|error (default info)\n"
@@ -195,6 +196,7 @@ int main(int argc, char **argv)
     }
     pl_log(PL_LOG_INFO, NULL, 0, "ready: http://%s:%d (model %s; pipeline out %s, in %s)",
            o.host, gw_server_port(s), o.names[0], o.out_ep, o.in_ep);
+    pl_notify_ready();   /* listening and wired: the supervisor (glm-serve, systemd) may route traffic */
     int rc = gw_server_run(s);
     gw_server_free(s);
     uv_loop_close(loop);

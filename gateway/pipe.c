@@ -29,6 +29,7 @@
  * supervisor sends SIGUSR1 (glm-serve does; systemd units via ExecStopPost)
  * and every request in flight is failed the same way. */
 #include "gw_int.h"
+#include "io.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -102,6 +103,47 @@ static void on_pull_poll(uv_poll_t *h, int status, int events)
     pull_drain(h->data);
 }
 
+/* One ZeroMQ message from the last stage: framed and bounded as every stage
+ * frames its input (common/wire.h), so a context nested deeper than
+ * msgpack-c's 32 levels still decodes. A well-framed message that cannot be
+ * taken (too large, too deep) fails its request with an error instead of
+ * leaving the client waiting. */
+static void pull_one(gw_server *s, const char *data, size_t len)
+{
+    size_t used = 0;
+    msgpack_object obj;
+    pl_wire_scan_reset(s->scan);
+    int st = pl_wire_scan_feed(s->scan, data, len, &used);
+    const pl_wire_info *in = pl_wire_scan_info(s->scan);
+    if (st == PL_WIRE_DONE && used == len && in->has_id && pl_wire_acceptable(in) &&
+        pl_wire_decode(s->dec, data, len, &obj) == PL_OK) {
+        gw_api_on_msg(s, &obj);
+        return;
+    }
+    const char *why = st == PL_WIRE_BAD ? in->bad : st == PL_WIRE_MORE ? "truncated"
+                    : used != len ? "trailing bytes after the message" : !in->has_id ? "no string id"
+                    : in->oversized ? "too large" : in->too_deep ? "nested too deep" : "out of memory";
+    pl_log(PL_LOG_ERROR, in->has_id ? in->id : NULL, in->has_id ? in->idlen : 0,
+           "dropped a %zu-byte message from the pipeline: %s", len, why);
+    if (!in->has_id || st != PL_WIRE_DONE || used != len) return;
+    /* answer the request it belonged to, as the stage that made it would have */
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    char text[256];
+    if (pl_wire_acceptable(in)) snprintf(text, sizeof text, "the pipeline's answer could not be read (%s)", why);
+    else pl_wire_reject_text(in, s->max_msg, text, sizeof text);
+    msgpack_pack_map(&pk, 5);
+    pl_msg_pack_kv_cstr(&pk, "type", "error");
+    pl_msg_pack_kv_str(&pk, "id", in->id, in->idlen);
+    pl_msg_pack_kv_int(&pk, "code", 500);
+    pl_msg_pack_kv_cstr(&pk, "err_type", "InternalServerError");
+    pl_msg_pack_kv_cstr(&pk, "message", text);
+    if (pl_wire_decode(s->dec, sb.data, sb.size, &obj) == PL_OK) gw_api_on_msg(s, &obj);
+    msgpack_sbuffer_destroy(&sb);
+}
+
 static void pull_drain(gw_server *s)
 {
     int n = 0;
@@ -114,13 +156,7 @@ static void pull_drain(gw_server *s)
             break;
         }
         n++;
-        size_t off = 0, len = zmq_msg_size(&s->zmsg);
-        msgpack_unpack_return r = msgpack_unpack_next(&s->unp, zmq_msg_data(&s->zmsg), len, &off);
-        if (r != MSGPACK_UNPACK_SUCCESS || off != len) {
-            pl_log(PL_LOG_ERROR, NULL, 0, "malformed msgpack in a %zu-byte message from the pipeline: dropped", len);
-            continue;
-        }
-        gw_api_on_msg(s, &s->unp.data);
+        pull_one(s, zmq_msg_data(&s->zmsg), zmq_msg_size(&s->zmsg));
     }
     /* a cut-short drain continues on the next loop turn, without the fd */
     if (more && !s->pull_idle_on) { uv_idle_start(&s->pull_idle, on_pull_idle); s->pull_idle_on = true; }
@@ -289,8 +325,10 @@ void gw_pipe_on_pong(gw_server *s, bool heartbeat)
 
 int gw_pipe_open(gw_server *s, char *err, size_t errlen)
 {
-    msgpack_unpacked_init(&s->unp);
     zmq_msg_init(&s->zmsg);
+    s->max_msg = PL_IO_MAX_MSG;
+    if (pl_wire_scan_new(&s->scan, s->max_msg, true) || pl_wire_decoder_new(&s->dec))
+        return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     if (!(s->zctx = zmq_ctx_new())) return pl_seterr(err, errlen, PL_ERR_IO, "zmq_ctx_new: %s", zmq_strerror(errno));
     int rc = sock_open(s, &s->pull, ZMQ_PULL, s->o.in_ep, true, err, errlen);
     if (!rc) rc = sock_open(s, &s->push, ZMQ_PUSH, s->o.out_ep, false, err, errlen);
@@ -327,5 +365,8 @@ void gw_pipe_close(gw_server *s)
     if (s->push) zmq_close(s->push);
     if (s->zctx) zmq_ctx_term(s->zctx);
     zmq_msg_close(&s->zmsg);
-    msgpack_unpacked_destroy(&s->unp);
+    pl_wire_scan_free(s->scan);
+    pl_wire_decoder_free(s->dec);
+    s->scan = NULL;
+    s->dec = NULL;
 }

@@ -7,6 +7,7 @@
  * SIGUSR1: a supervisor's notice that a stage restarted, so every request
  * in flight lost its state somewhere: each is failed now (pipe.c). */
 #include "gw_int.h"
+#include "notify.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -14,19 +15,8 @@
 
 #define TICK_MS 100
 
-double gw_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-double gw_wall(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+double gw_now(void) { return pl_mono_s(); }
+double gw_wall(void) { return pl_wall_s(); }
 
 void gw_opts_default(gw_opts *o)
 {
@@ -43,7 +33,7 @@ void gw_opts_default(gw_opts *o)
     o->write_timeout = 60;
     o->drain_timeout = 30;
     o->ping_interval = 1;
-    o->stage_timeout = 10;
+    o->stage_timeout = 60;   /* longer than the longest engine step: the engine answers a ping between steps */
     o->health_timeout = 5;
 }
 
@@ -76,6 +66,7 @@ static void on_tick(uv_timer_t *t)
 {
     gw_server *s = t->data;
     uint64_t now = uv_now(s->loop);
+    pl_notify_watchdog();   /* WATCHDOG=1 when due: a stuck loop stops the pings (notify.h) */
     gw_pipe_tick(s, now);
     gw_api_tick(s, now);
     if (now - s->last_sweep >= 1000) { gw_http_sweep(s, now); s->last_sweep = now; }
@@ -100,6 +91,7 @@ void gw_server_stop(gw_server *s)
         return;
     }
     s->draining = true;
+    pl_notify_stopping();
     s->drain_deadline = uv_now(s->loop) + (uint64_t)(s->o.drain_timeout * 1000.0 + 0.5);
     pl_log(PL_LOG_INFO, NULL, 0, "stopping: %zu request(s) and %zu connection(s) open", gw_api_live(s), s->nconns);
     gw_http_stop_listening(s);

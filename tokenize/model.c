@@ -37,6 +37,7 @@ struct tok_model {
     int64_t            max_chars_per_token; /* longest token text, as vLLM measures it */
     bool               openai_content;    /* content handed over as part lists */
     bool               names_developer;   /* template text has "developer" quoted */
+    bool               always_thinks;     /* GLM-5.3-style template: no thinking switch (see tokenize.h) */
     bool               mentions_content;  /* template text has "content" */
     bool               auto_tools;      /* --enable-auto-tool-choice */
 };
@@ -224,6 +225,10 @@ static int load_parts(tok_model *m, const char *dir, const tok_model_opts *o, ch
                 m->openai_content = o->content_format == TOK_CONTENT_OPENAI ||
                                     (o->content_format == TOK_CONTENT_AUTO && pl_jinja_template_iterates_content(m->tpl));
                 m->names_developer = memmem(src.data, src.len, "\"developer\"", 11) || memmem(src.data, src.len, "'developer'", 11);
+                static const char *const marks[] = {"[gMASK]<sop>", "Reasoning Effort:", "<tool_call>", "<arg_key>", "<arg_value>"};
+                bool all = !memmem(src.data, src.len, "enable_thinking", 15);
+                for (size_t k = 0; all && k < PL_ARRAY_LEN(marks); k++) all = memmem(src.data, src.len, marks[k], strlen(marks[k])) != NULL;
+                m->always_thinks = all;
                 m->mentions_content = memmem(src.data, src.len, "content", 7) != NULL;
             }
             if (!rc) set_render_limits(m->tpl);
@@ -280,6 +285,7 @@ void tok_model_free(tok_model *m)
 int64_t tok_model_max_len(const tok_model *m) { return m->max_len; }
 bool tok_model_openai_content(const tok_model *m) { return m->openai_content; }
 bool tok_model_names_developer(const tok_model *m) { return m->names_developer; }
+bool tok_model_always_thinks(const tok_model *m) { return m->always_thinks; }
 bool tok_model_mentions_content(const tok_model *m) { return m->mentions_content; }
 bool tok_model_has_template(const tok_model *m) { return m->tpl != NULL; }
 const int32_t *tok_model_eos_ids(const tok_model *m, size_t *n) { *n = m->n_eos; return m->eos; }

@@ -192,10 +192,20 @@ static int chat_kwargs(const tok_model *m, const cJSON *body, const chat_req *cr
 }
 
 /* Thinking is on unless enable_thinking or thinking is false (vLLM glm45). */
-static bool thinking_on(const cJSON *kw)
+/* Whether the reasoning parser starts in reasoning, as vLLM 0.33's glm45
+ * parser decides it (parser/glm47_moe.py): on when neither `thinking` nor
+ * `enable_thinking` is given (or both are null); otherwise Python's
+ * bool(thinking) or bool(enable_thinking); a template without a switch
+ * (tok_model_always_thinks) ignores "off". */
+static bool thinking_on(const tok_model *m, const cJSON *kw)
 {
-    return !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(kw, "enable_thinking")) &&
-           !cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(kw, "thinking"));
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(kw, "thinking");
+    const cJSON *et = cJSON_GetObjectItemCaseSensitive(kw, "enable_thinking");
+    bool t_none = !t || cJSON_IsNull(t), et_none = !et || cJSON_IsNull(et);
+    if (t_none && et_none) return true;
+    bool on = (!t_none && pl_json_truthy(t)) || (!et_none && pl_json_truthy(et));
+    if (!on && tok_model_always_thinks(m) && (cJSON_IsFalse(t) || cJSON_IsFalse(et))) return true;
+    return on;
 }
 
 /* Parameters of transformers' apply_chat_template (and vLLM's
@@ -789,7 +799,7 @@ static int build_context(const tok_model *m, enum tok_endpoint ep, const cJSON *
     }
     if (!rc && ep == TOK_ENDPOINT_CHAT) {
         cJSON *choice = NULL;
-        cJSON_AddBoolToObject(ctx, "thinking", thinking_on(kw));
+        cJSON_AddBoolToObject(ctx, "thinking", thinking_on(m, kw));
         cJSON_AddItemToObject(ctx, "chat_template_kwargs", cJSON_Duplicate(kw, 1));
         rc = resolve_tool_choice(body, &choice, e);
         if (!rc && (rc = tok_tool_choice_check(m, body, e))) cJSON_Delete(choice);

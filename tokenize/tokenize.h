@@ -40,6 +40,10 @@ bool    tok_model_has_template(const tok_model *m);
  * whether it mentions "content" at all (continue_final_message needs it). */
 bool    tok_model_openai_content(const tok_model *m);
 bool    tok_model_names_developer(const tok_model *m);
+/* The template has GLM's tool-call markup and an always-on "Reasoning
+ * Effort:" header but no enable_thinking switch (GLM-5.3): vLLM's glm45
+ * parser then ignores a request that turns thinking off. */
+bool    tok_model_always_thinks(const tok_model *m);
 bool    tok_model_mentions_content(const tok_model *m);
 
 /* Render the chat template with a context object (messages, tools,

@@ -44,6 +44,9 @@ def main():
         sys.exit(int(argv[argv.index("--exit") + 1]))
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    # what glm-gateway does with it: fail the requests in flight (a stage restarted)
+    signal.signal(signal.SIGUSR1, lambda *_: print("serve_standin: SIGUSR1 (a stage restarted)", file=sys.stderr,
+                                                   flush=True))
     fwd = None
     if "--forward" in argv:
         import zmq

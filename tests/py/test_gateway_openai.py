@@ -3,6 +3,7 @@ real text stages, glm-replay as the engine (exact scripted outputs) on the
 tiny default model (its template is GLM-5.2's: thinking on, the prompt ends
 in an open <think>)."""
 import json
+import time
 import urllib.request
 
 import openai
@@ -317,3 +318,44 @@ def test_auto_tool_choice_needs_the_server_flag(tiny_model, tmp_path):
                                            tool_choice="none")
         m = r.choices[0].message
         assert not m.tool_calls and r.choices[0].finish_reason == "stop" and "<tool_call>" not in (m.content or "")
+
+
+def test_deep_pipeline_message_is_read(tiny_model, tmp_path):
+    """A pipeline message nested deeper than msgpack-c's own 32 levels (a
+    context with a deep tool schema can be one) is framed and decoded as
+    every stage does it (common/wire.h), not dropped: here an `error` with a
+    60-level detail, sent into the gateway's input while the request runs,
+    fails that request."""
+    import threading
+    import msgpack
+    import zmq
+    script = tmp_path / "script.jsonl"
+    script.write_text(json.dumps({"output": "word " * 40}) + "\n")
+    engine = replay_engine(tiny_model, script) + ["--step-ms", "10"]
+    with GatewayStack(tmp_path / "s", tiny_model, engine) as s:
+        client = s.openai(max_retries=0)
+        got = {}
+
+        def ask():
+            try:
+                client.with_options(default_headers={"X-Request-Id": "deep1"}).chat.completions.create(
+                    model="tiny", messages=user("hi"), timeout=30)
+                got["ok"] = True
+            except openai.APIStatusError as e:
+                got["status"], got["message"] = e.status_code, e.body["message"]
+        t = threading.Thread(target=ask)
+        t.start()
+        deep = "leaf"
+        for _ in range(60):
+            deep = {"d": deep}
+        ctx = zmq.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.connect(s.ep("gateway"))
+        time.sleep(0.5)   # the request is in flight (about 200 one-token steps of 10 ms)
+        push.send(msgpack.packb({"type": "error", "id": "chatcmpl-deep1", "code": 500,
+                                 "err_type": "InternalServerError", "message": "deep error", "detail": deep}))
+        t.join(timeout=30)
+        push.close(linger=0)
+        ctx.term()
+        time.sleep(3.0)   # the stages finish the request the gateway no longer waits for
+        assert got.get("status") == 500 and "deep error" in got.get("message", ""), got

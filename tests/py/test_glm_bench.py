@@ -278,22 +278,66 @@ def test_bad_arguments_are_refused(tiny_model, args, msg):
     assert msg in p.stderr, p.stderr
 
 
-def test_any_server():
-    """GLM_BENCH_URL=http://host:port GLM_BENCH_TOKENIZER=DIR [GLM_BENCH_MODEL=name]: a short run against
-    any OpenAI-compatible server (vLLM, glm-gateway); checks what does not depend on its speed."""
+def _free_port():
+    import socket
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+@contextlib.contextmanager
+def glm_serve(model, *args):
+    """glm-serve with every real stage on the tiny model, on a free port."""
+    port = _free_port()
+    args = args or ("--kv-cache-memory-bytes", "64M", "--max-model-len", "1024")
+    p = subprocess.Popen([binpath("glm-serve"), model, "--port", str(port), "--served-model-name", "tiny", *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("glm-serve: ready at "), line
+        yield f"http://127.0.0.1:{port}", "tiny", model
+    finally:
+        p.terminate()
+        assert p.wait(timeout=60) == 0
+
+
+def test_against_a_real_server(tiny_model):
+    """A short run against a real server: glm-serve on the tiny model (every
+    stage real), or any OpenAI-compatible server given by GLM_BENCH_URL=...
+    GLM_BENCH_TOKENIZER=DIR [GLM_BENCH_MODEL=name] (vLLM, glmpipe elsewhere);
+    checks what does not depend on its speed."""
     url = os.environ.get("GLM_BENCH_URL")
-    if not url:
-        pytest.skip("GLM_BENCH_URL not set (the scripted-server tests above cover CI)")
-    tok = os.environ["GLM_BENCH_TOKENIZER"]
-    args = ["--base-url", url, "--tokenizer", tok, "--random-input-len", "64", "--random-output-len", "16",
-            "--num-prompts", "8", "--request-rate", "4"]
-    if os.environ.get("GLM_BENCH_MODEL"):
-        args += ["--model", os.environ["GLM_BENCH_MODEL"]]
-    for endpoint in ["/v1/completions", "/v1/chat/completions"]:
-        p = bench(args + ["--endpoint", endpoint], timeout=600)
-        assert p.returncode == 0, p.stderr
-        assert table_value(p.stdout, "Successful requests:") == 8, p.stdout
-        assert table_value(p.stdout, "Total generated tokens:") == 8 * 16, p.stdout
+    ctx = contextlib.nullcontext((url, os.environ.get("GLM_BENCH_MODEL"), os.environ.get("GLM_BENCH_TOKENIZER"))) \
+        if url else glm_serve(tiny_model)
+    with ctx as (url, model, tok):
+        args = ["--base-url", url, "--tokenizer", tok, "--random-input-len", "64", "--random-output-len", "16",
+                "--num-prompts", "8", "--request-rate", "4", "--ignore-eos"]
+        if model:
+            args += ["--model", model]
+        for endpoint in ["/v1/completions", "/v1/chat/completions"]:
+            p = bench(args + ["--endpoint", endpoint], timeout=600)
+            assert p.returncode == 0, p.stderr
+            assert table_value(p.stdout, "Successful requests:") == 8, p.stdout
+            assert table_value(p.stdout, "Total generated tokens:") == 8 * 16, p.stdout
+
+
+def test_scripted_timing_through_glm_serve(tiny_model, tmp_path):
+    """glm-serve with glm-replay as the engine, one step every 25 ms: the
+    inter-token latency glm-bench measures through every real stage and the
+    gateway is the script's step (loose bounds: 2 shared cores), and TTFT
+    is a few steps at most."""
+    script = tmp_path / "s.jsonl"
+    script.write_text(json.dumps({"output_ids": list(range(300, 340))}) + "\n")
+    engine = f"glm-replay --script {script} --step-ms 25"
+    with glm_serve(tiny_model, "--stage", f"engine={engine}") as (url, model, tok):
+        p = bench(["--base-url", url, "--model", model, "--tokenizer", tok, "--random-input-len", "32",
+                   "--random-output-len", "40", "--num-prompts", "6", "--max-concurrency", "3",
+                   "--percentile-metrics", "ttft,itl", "--metric-percentiles", "50"], timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert table_value(p.stdout, "Successful requests:") == 6, p.stdout
+    assert table_value(p.stdout, "Total generated tokens:") == 6 * 40, p.stdout
+    assert 20 <= table_value(p.stdout, "Median ITL (ms):") <= 40, p.stdout
+    assert table_value(p.stdout, "Median TTFT (ms):") <= 150, p.stdout
 
 
 def test_result_file_warmups_ready_check_metadata(tiny_model, tmp_path):

@@ -206,6 +206,8 @@ def test_ready_restart_with_backoff_and_ordered_stop(serve, tiny_model, script):
         t0 = time.time()
         os.kill(old, signal.SIGKILL)
         s.wait_for(rf"stage engine \(pid {old}\) killed by signal 9 \(Killed\); restart {k} in {delay} s", start=mark)
+        # the gateway is told at once, so it fails what was in flight instead of waiting for it
+        s.wait_for(r"serve_standin: SIGUSR1 \(a stage restarted\)", start=mark)
         new = s.pid("engine", start=mark)
         s.wait_for(rf"stage engine ready again \(pid {new}, restart {k}\)", start=mark)
         assert time.time() - t0 >= float(delay) - 0.05
@@ -470,4 +472,56 @@ def test_auto_tool_choice_needs_the_flag(serve, tiny_model, script):
     assert calls and calls[0]["function"]["name"] == "get_weather"
     assert json.loads("".join(c["function"].get("arguments", "") for c in calls)) == {"city": "Paris"}
     assert [m.get("finish_reason") for m in out if m["type"] == "delta"][-1] == "tool_calls"
+    assert s.stop() == 0
+
+
+# ================================================================ the real gateway: what `make run` starts
+
+def test_real_gateway_with_the_openai_client(serve, tiny_model, script):
+    """glm-serve with every real stage but the engine (glm-replay for exact
+    outputs): the official client gets reasoning, content and a tool call,
+    streaming and not; a crashed engine fails only what was in flight (the
+    gateway is told at once) and the server answers again after the restart."""
+    import openai
+    s = serve(tiny_model, "--served-model-name", "glm", "--reasoning-parser", "glm45", "--tool-call-parser", "glm47",
+              "--enable-auto-tool-choice", "--restart-delay", "0.2",
+              "--stage", f"engine=glm-replay --script {script} --step-ms 20", gateway=None)
+    url = s.ready(timeout=60)
+    client = openai.OpenAI(base_url=url, api_key="none", max_retries=0, timeout=30)
+    assert [m.id for m in client.models.list().data] == ["glm"]
+    r = client.chat.completions.create(model="glm", messages=[{"role": "user", "content": "capital?"}])
+    assert r.choices[0].message.content == "Paris." and r.choices[0].message.model_extra["reasoning"] == "hmm"
+    r = client.chat.completions.create(model="glm", messages=[{"role": "user", "content": "weather?"}], tools=TOOLS)
+    call = r.choices[0].message.tool_calls[0]
+    assert r.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "Paris"}
+    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="glm", messages=[{"role": "user", "content": "capital?"}], stream=True) if c.choices)
+    assert text == "Paris."
+
+    # the engine dies while a stream is open: that request fails, the next one is served after the restart
+    mark = len(s.log())
+    stream = client.chat.completions.create(model="glm", messages=[{"role": "user", "content": "capital?"}],
+                                            stream=True)
+    os.kill(s.pid("engine"), signal.SIGKILL)
+    with pytest.raises((openai.APIError, openai.APIConnectionError)):
+        for _ in stream:
+            pass
+    s.wait_for(r"told the gateway \(pid \d+\): requests in flight fail", start=mark)
+    s.wait_for(r"stage engine ready again", start=mark)
+    r = client.chat.completions.create(model="glm", messages=[{"role": "user", "content": "capital?"}])
+    assert r.choices[0].message.content == "Paris."
+    assert s.stop() == 0
+
+
+def test_real_engine_behind_the_real_gateway(serve, tiny_model):
+    """What `make run` serves: every stage real, the tiny default model."""
+    import openai
+    s = serve(tiny_model, "--max-model-len", "2048", "--kv-cache-memory-bytes", "64M", gateway=None)
+    client = openai.OpenAI(base_url=s.ready(timeout=120), api_key="none", max_retries=0, timeout=60)
+    c = client.completions.create(model=tiny_model, prompt="Hello", max_tokens=8, temperature=0,
+                                  extra_body={"ignore_eos": True})
+    assert c.choices[0].finish_reason == "length" and c.usage.completion_tokens == 8
+    r = client.chat.completions.create(model=tiny_model, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
+    assert r.usage.completion_tokens <= 8 and r.choices[0].finish_reason in ("length", "stop")
     assert s.stop() == 0

@@ -70,3 +70,16 @@ def test_generation_config_source(tmp_path, tiny_model):
     assert vllm["top_p"] == 1.0 and vllm["temperature"] == 1.0 and vllm["top_k"] == -1
     assert mine["temperature"] == 0.25 and mine["top_k"] == 7 and mine["top_p"] == 0.95
     assert auto["stop_token_ids"] == vllm["stop_token_ids"] == mine["stop_token_ids"] == gen["eos_token_id"]
+
+
+def test_thinking_as_vllm_glm45_decides(tiny_model):
+    """context.thinking (where glm-parse-reasoning starts) follows vLLM
+    0.33's glm45 parser: on when neither switch is given, else Python's
+    bool(thinking) or bool(enable_thinking)."""
+    cases = [({}, True), ({"enable_thinking": False}, False), ({"enable_thinking": False, "thinking": True}, True),
+             ({"thinking": False, "enable_thinking": True}, True), ({"enable_thinking": 0}, False),
+             ({"enable_thinking": "no"}, True), ({"enable_thinking": None}, True),
+             ({"thinking": None, "enable_thinking": False}, False), ({"thinking": []}, False)]
+    out = answers(tiny_model, [{"chat_template_kwargs": kw} for kw, _ in cases])
+    assert [m["type"] for m in out] == ["generate"] * len(cases), out
+    assert [m["context"]["thinking"] for m in out] == [want for _, want in cases]

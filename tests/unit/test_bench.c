@@ -343,14 +343,29 @@ TEST(payload_like_vllm)
         cfg.logprobs = cfg.has_logprobs ? (int64_t)num(c, "logprobs") : 0;
         /* load() parsed with pl_json_parse: 0.0 keeps its float mark */
         cfg.extra_body = cJSON_IsObject(G(c, "extra_body")) ? G(c, "extra_body") : NULL;
-        bn_sample s = {.prompt = G(c, "prompt")->valuestring, .output_len = (int64_t)num(c, "output_len")};
+        pl_buf text;   /* the prompt's real bytes (a NUL is C0 80 inside cJSON) */
+        pl_buf_init(&text);
+        pl_json_str_bytes(&text, G(c, "prompt")->valuestring);
+        pl_buf_putc(&text, 0);
+        bn_sample s = {.prompt = text.data, .prompt_bytes = text.len - 1, .output_len = (int64_t)num(c, "output_len")};
         pl_buf b;
         pl_buf_init(&b);
         CHECK_EQ_INT(bn_request_body(&b, &cfg, &s), 0);
         CHECK_EQ_STR(b.data, G(c, "body")->valuestring);
         pl_buf_free(&b);
+        pl_buf_free(&text);
     }
     cJSON_Delete(j);
+    /* a random-dataset prompt can decode to text holding NUL (token 0 of a
+     * byte-level vocabulary): json.dumps writes it as \u0000, never cuts there */
+    bn_run_cfg cfg = {.backend = BN_BACKEND_COMPLETIONS, .model = "m"};
+    bn_sample s = {.prompt = "a\0b", .prompt_bytes = 3, .output_len = 1};
+    pl_buf b;
+    pl_buf_init(&b);
+    CHECK_EQ_INT(bn_request_body(&b, &cfg, &s), 0);
+    CHECK_EQ_STR(b.data, "{\"model\": \"m\", \"prompt\": \"a\\u0000b\", \"repetition_penalty\": 1.0, \"max_tokens\": 1, "
+                         "\"logprobs\": null, \"stream\": true, \"stream_options\": {\"include_usage\": true}}");
+    pl_buf_free(&b);
 }
 
 /* ================================================================ report */

@@ -177,8 +177,9 @@ static int oversample(bn_dataset *d, size_t *cap, int64_t want, int64_t seed, bo
     for (size_t i = 0; (int64_t)(base + i) < want; i++) {
         size_t j = (size_t)bn_mt_randbelow(&m, base);
         /* copy first: push_sample may move d->s */
-        char *p = strdup(d->s[j].prompt);
+        char *p = malloc(d->s[j].prompt_bytes + 1);   /* the text may hold NUL: copy its bytes */
         if (!p) return PL_ERR_NOMEM;
+        memcpy(p, d->s[j].prompt, d->s[j].prompt_bytes + 1);
         bn_sample src = d->s[j];
         int rc = push_sample(d, cap, p, src.prompt_bytes, src.prompt_len, src.output_len, id_prefix, base + i);
         free(p);

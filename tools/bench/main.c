@@ -294,11 +294,11 @@ static int first_model(uv_loop_t *loop, bn_http *h, const char *hdr, char **name
 
 /* POST /tokenize: the server's token count of prompt (-1 and *status on failure). */
 static int server_tokenize(uv_loop_t *loop, bn_http *h, const char *hdr, const char *model_id, const char *prompt,
-                           cJSON **tokens, int *status, char *err, size_t errlen)
+                           size_t prompt_bytes, cJSON **tokens, int *status, char *err, size_t errlen)
 {
     cJSON *body = cJSON_CreateObject();
     cJSON_AddStringToObject(body, "model", model_id);
-    cJSON_AddStringToObject(body, "prompt", prompt);
+    cJSON_AddItemToObject(body, "prompt", pl_json_string_new(prompt, prompt_bytes));   /* may hold NUL */
     cJSON_AddFalseToObject(body, "add_special_tokens");
     pl_buf req, resp;
     pl_buf_init(&req);
@@ -330,7 +330,7 @@ static void align_prompts(uv_loop_t *loop, bn_http *h, const char *hdr, const ch
     char err[512] = "";
     int status = 0;
     cJSON *toks = NULL;
-    int rc = server_tokenize(loop, h, hdr, model_id, d->s[0].prompt, &toks, &status, err, sizeof err);
+    int rc = server_tokenize(loop, h, hdr, model_id, d->s[0].prompt, d->s[0].prompt_bytes, &toks, &status, err, sizeof err);
     if (rc == PL_ERR_IO) {
         printf("WARNING: %s unreachable (%s), skipping alignment.\n", base_url, err);
         return;
@@ -359,7 +359,7 @@ static void align_prompts(uv_loop_t *loop, bn_http *h, const char *hdr, const ch
     pl_buf_init(&resp);
     for (size_t i = 0; i < d->n; i++) {
         bn_sample *s = &d->s[i];
-        if (server_tokenize(loop, h, hdr, model_id, s->prompt, &toks, &status, err, sizeof err) || status != 200) {
+        if (server_tokenize(loop, h, hdr, model_id, s->prompt, s->prompt_bytes, &toks, &status, err, sizeof err) || status != 200) {
             cJSON_Delete(toks);
             continue;   /* vLLM keeps the original on any failure */
         }
@@ -377,11 +377,18 @@ static void align_prompts(uv_loop_t *loop, bn_http *h, const char *hdr, const ch
         cJSON *j = NULL;
         if (!pl_json_parse(&j, resp.data, resp.len, NULL, 0)) {
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "prompt");
-            char *np = cJSON_IsString(p) ? strdup(p->valuestring) : NULL;
-            if (np) {
-                free(s->prompt);
-                s->prompt = np;
-                s->prompt_bytes = strlen(np);
+            if (cJSON_IsString(p)) {
+                pl_buf nb;   /* the text's real bytes: a NUL comes back as itself */
+                pl_buf_init(&nb);
+                pl_json_str_bytes(&nb, p->valuestring);
+                pl_buf_putc(&nb, 0);
+                if (pl_buf_ok(&nb)) {
+                    free(s->prompt);
+                    s->prompt_bytes = nb.len - 1;
+                    s->prompt = nb.data;   /* taken over */
+                } else {
+                    pl_buf_free(&nb);
+                }
             }
         }
         cJSON_Delete(j);

@@ -76,7 +76,7 @@ int bn_request_body(pl_buf *out, const bn_run_cfg *c, const bn_sample *s)
     if (!p) return PL_ERR_NOMEM;
     cJSON_AddStringToObject(p, "model", c->model);
     if (c->backend == BN_BACKEND_COMPLETIONS) {
-        cJSON_AddStringToObject(p, "prompt", s->prompt);
+        cJSON_AddItemToObject(p, "prompt", pl_json_string_new(s->prompt, s->prompt_bytes));   /* may hold NUL */
         cJSON_AddItemToObject(p, "repetition_penalty", pl_json_float_new(1.0));
         cJSON_AddNumberToObject(p, "max_tokens", (double)s->output_len);
         if (c->has_logprobs) cJSON_AddNumberToObject(p, "logprobs", (double)c->logprobs);
@@ -86,7 +86,7 @@ int bn_request_body(pl_buf *out, const bn_run_cfg *c, const bn_sample *s)
         cJSON_AddStringToObject(m, "role", "user");
         cJSON *content = cJSON_AddArrayToObject(m, "content"), *part = cJSON_CreateObject();
         cJSON_AddStringToObject(part, "type", "text");
-        cJSON_AddStringToObject(part, "text", s->prompt);
+        cJSON_AddItemToObject(part, "text", pl_json_string_new(s->prompt, s->prompt_bytes));
         cJSON_AddItemToArray(content, part);
         cJSON_AddItemToArray(msgs, m);
         cJSON_AddNumberToObject(p, "max_completion_tokens", (double)s->output_len);

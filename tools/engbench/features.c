@@ -17,12 +17,7 @@
 #include "msg.h"
 #include "tokenizer/tokenizer.h"
 
-double bench_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+double bench_now(void) { return pl_mono_s(); }
 
 static int cmp_d(const void *a, const void *b)
 {

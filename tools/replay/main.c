@@ -212,12 +212,7 @@ static bool req_step(rp_app *a, pl_stage *st, rp_req *q)
     const rp_rule *r = q->rule;
     size_t len = q->total - q->off < (size_t)q->chunk ? q->total - q->off : (size_t)q->chunk;
     bool last = q->off + len >= q->total;
-    double t = 0;
-    if (a->emit_log) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        t = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-    }
+    double t = a->emit_log ? pl_wall_s() : 0;
     for (int64_t c = 0; c < q->n; c++) {
         if (q->stopped[c]) continue;
         msgpack_packer *pk = pl_stage_begin(st);
@@ -373,12 +368,7 @@ static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size
     else pl_stage_forward(st, msg);   /* ping, ...: not ours */
 }
 
-static double mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
+static double mono_ms(void) { return pl_mono_s() * 1e3; }
 
 /* ================================================================ the loop
  *

@@ -71,12 +71,7 @@ typedef struct sup {
     pid_t           self;
 } sup;
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+static double now_s(void) { return pl_mono_s(); }
 
 static const char *name_of(int i) { return srv_stage_name((enum srv_stage_id)i); }
 
@@ -304,6 +299,11 @@ static void on_exit_of(sup *s, int i, int status)
     if (d > s->p->restart_delay_max) d = s->p->restart_delay_max;
     pr->restart_at = t + d;
     pl_log(PL_LOG_WARN, NULL, 0, "stage %s (pid %d) %s; restart %d in %g s", name_of(i), pid, how, pr->restarts, d);
+    /* What the stage held is gone: SIGUSR1 tells the gateway to answer its
+     * requests in flight with an error now (they would never end). */
+    proc *gw = &s->pr[SRV_GATEWAY];
+    if (i != SRV_GATEWAY && gw->pid > 0 && kill(gw->pid, SIGUSR1) == 0)
+        pl_log(PL_LOG_INFO, NULL, 0, "told the gateway (pid %d): requests in flight fail", (int)gw->pid);
 }
 
 static void on_signals(sup *s)
