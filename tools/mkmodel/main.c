@@ -12,8 +12,9 @@ static void usage(FILE *f)
     fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite] --preset tiny|small --out DIR [--seed N]\n"
           "                   [--dtype bf16|fp8]\n"
           "       glm-mkmodel [--arch A] --real-shapes --layers N --out DIR [--seed N] [--dtype bf16|fp8]\n"
-          "options: --arch: glm-moe-dsa (GLM-5, default) or glm4-moe-lite (GLM-4.7-Flash: no indexer;\n"
-          "         --real-shapes gives GLM-4.7-Flash's dimensions), --no-mtp (omit the MTP layer), --fused-experts (transformers 5.x expert names),\n"
+          "options: --arch glm-moe-dsa (GLM-5, the default) or glm4-moe-lite (GLM-4.7-Flash: no indexer,\n"
+          "         GLM-4.7's chat template; --real-shapes gives GLM-4.7-Flash's dimensions),\n"
+          "         --no-mtp (omit the MTP layer), --fused-experts (transformers 5.x expert names),\n"
           "         --shard-mb N (split into shards of about N MiB with model.safetensors.index.json)\n", f);
 }
 
