@@ -60,6 +60,8 @@ def test_checkpoint_is_flash(flash):
     cfg = json.loads((flash / "config.json").read_text())
     assert cfg["architectures"] == ["Glm4MoeLiteForCausalLM"] and cfg["model_type"] == "glm4_moe_lite"
     assert not any(k.startswith("index") for k in cfg) and "head_dim" not in cfg
+    gen_cfg = json.loads((flash / "generation_config.json").read_text())
+    assert gen_cfg["temperature"] == 1.0 and "top_p" not in gen_cfg      # GLM-4.7-Flash's sampling defaults
     # the model directory carries GLM-4.7's format (our own text, tools/mkmodel/chat_template_glm47.jinja)
     assert (flash / "chat_template.jinja").read_bytes() == \
         (ROOT / "tools" / "mkmodel" / "chat_template_glm47.jinja").read_bytes()

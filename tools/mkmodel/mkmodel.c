@@ -400,8 +400,11 @@ static int write_configs(const eng_mk_opts *o, const eng_config *c, char *err, s
     pl_buf_reset(&b);
     pl_buf_puts(&b, "{\n  \"_from_model_config\": true,\n  \"eos_token_id\": [");
     for (int i = 0; i < c->n_eos; i++) pl_buf_printf(&b, "%s%d", i ? ", " : "", c->eos_token_id[i]);
-    pl_buf_printf(&b, "],\n  \"pad_token_id\": %d,\n  \"temperature\": 1.0,\n  \"top_p\": 0.95,\n"
-                  "  \"transformers_version\": \"5.12.0\"\n}\n", c->pad_token_id);
+    /* sampling defaults as the official repos ship them: GLM-5 temperature
+     * 1.0 + top_p 0.95, GLM-4.7-Flash temperature 1.0 only */
+    pl_buf_printf(&b, "],\n  \"pad_token_id\": %d,\n  \"temperature\": 1.0,\n%s"
+                  "  \"transformers_version\": \"5.12.0\"\n}\n", c->pad_token_id,
+                  c->arch == ENG_ARCH_GLM4_MOE_LITE ? "" : "  \"top_p\": 0.95,\n");
     if (!rc) rc = write_text(o->out_dir, "generation_config.json", &b, err, errlen);
     pl_buf_free(&b);
     return rc;
