@@ -9,8 +9,9 @@ through real processes.
   engine included, on a Flash checkpoint whose embedding and lm_head are
   programmed (the 4 random layers still run and add to the residual) so that
   greedy decoding writes a known reasoning + tool call: the model
-  directory's own GLM-4.7 template renders the prompt, glm-parse-reasoning
-  and glm-parse-tools turn the output into reasoning and a tool call.
+  directory's own GLM-4.7 template renders the prompt (ours, or the official
+  one from ../shared put in its place), glm-parse-reasoning and
+  glm-parse-tools turn the output into reasoning and a tool call.
 """
 import json
 import pathlib
@@ -168,8 +169,22 @@ def scripted_flash(flash, tmp_path_factory):
     return d
 
 
-@pytest.mark.parametrize("extra", [[], MTP + ["--kv-cache-dtype", "fp8"]], ids=["plain", "mtp3-fp8kv"])
-def test_chat_with_tools_and_thinking(scripted_flash, tmp_path, extra):
+@pytest.fixture(scope="module")
+def official_template_flash(scripted_flash, tmp_path_factory):
+    """The scripted checkpoint with GLM-4.7-Flash's official chat template
+    (../shared, copied at test time, never committed) as its own."""
+    d = tmp_path_factory.mktemp("flash_official") / "m"
+    shutil.copytree(scripted_flash, d)
+    shutil.copyfile(shared("data", "templates", "glm-4.7.jinja"), d / "chat_template.jinja")
+    return d
+
+
+@pytest.mark.parametrize("model,extra", [("scripted_flash", []),
+                                         ("scripted_flash", MTP + ["--kv-cache-dtype", "fp8"]),
+                                         ("official_template_flash", [])],
+                         ids=["plain", "mtp3-fp8kv", "official-template"])
+def test_chat_with_tools_and_thinking(request, tmp_path, model, extra):
+    scripted_flash = request.getfixturevalue(model)
     with GatewayStack(tmp_path, str(scripted_flash), real_engine(str(scripted_flash), *extra)) as gw:
         client = gw.openai()
         kw = dict(model="tiny", messages=MESSAGES, tools=TOOLS, temperature=0, max_tokens=64)
