@@ -472,19 +472,18 @@ static void att_task(void *p, int task, int thread)
     bool fp8 = c->cache->dtype == ENG_CACHE_FP8;
     for (int h = h0; h < h1; h++) memset(c->o + i * c->ldo + h * c->lat, 0, (size_t)c->lat * sizeof(float));
     if (nk <= 0) return;
-    /* scores [nh, nk], then one dequantized row */
-    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (size_t)nh + (size_t)dim);
+    /* scores [nh, nk], one dequantized row, the row's latent and rope dots [2, nh] */
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (size_t)nh + (size_t)dim + 2 * (size_t)nh);
     if (!sc) return;
-    float *buf = sc + (size_t)nk * (size_t)nh;
+    float *buf = sc + (size_t)nk * (size_t)nh, *dl = buf + dim, *dr = dl + nh;
+    const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
 #define ATT_ROW(j) (fp8 ? (fp8_row_load(c->cache, cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : (j))), buf), buf) \
                         : (const float *)cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : (j))))
     for (int j = 0; j < nk; j++) {
         const float *row = ATT_ROW(j);
-        for (int h = h0; h < h1; h++) {
-            const float *ql = c->q_lat + i * c->ldql + h * c->lat, *qp = c->q_pe + i * c->ldqp + h * c->hsqp;
-            sc[(size_t)(h - h0) * nk + j] =
-                c->scale * (eng_cpu_dot(c->be, ql, row, c->lat) + eng_cpu_dot(c->be, qp, row + c->lat, c->rope));
-        }
+        eng_cpu_dots(c->be, ql0, c->lat, nh, row, c->lat, dl);
+        eng_cpu_dots(c->be, qp0, c->hsqp, nh, row + c->lat, c->rope, dr);
+        for (int h = 0; h < nh; h++) sc[(size_t)h * nk + j] = c->scale * (dl[h] + dr[h]);
     }
     for (int h = 0; h < nh; h++) {                  /* softmax per head, in f32, then folded into the weights */
         float *s_h = sc + (size_t)h * nk, mx = -INFINITY, sum = 0;
