@@ -122,7 +122,8 @@ static void on_start(pl_chstage *cs, pl_stage *st, const msgpack_object *msg, co
         pl_log(PL_LOG_WARN, id, idlen, "second start for a live request: state reset");
         creq_free(old);
     }
-    pl_stage_forward(st, msg);
+    if (cs->ops->on_start) cs->ops->on_start(st, r->user, msg);
+    else pl_stage_forward(st, msg);
 }
 
 static void on_input(pl_chstage *cs, pl_stage *st, creq *r, const msgpack_object *msg, const char *id, size_t idlen)

@@ -5,7 +5,8 @@
  * that `index` arrives). This module owns that bookkeeping and the protocol
  * rules around it (docs/protocol.md §1, §3):
  *
- *   start        -> ops.req_new(context); forwarded (an error instead when it fails)
+ *   start        -> ops.req_new(context); forwarded (by ops.on_start when set; an
+ *                   error instead when req_new fails)
  *   INPUT type   -> checks `index` (0 <= index < n) and `finish_reason`;
  *                   ops.on_input for a live choice; the choice is freed after
  *                   the message that carries finish_reason
@@ -46,6 +47,9 @@ typedef struct pl_chstage_ops {
     /* The request's `end` (after on_flush): the callback sends it on, changed
      * or not. May be NULL: end is forwarded unchanged. */
     void (*on_end)(pl_stage *st, void *req, const msgpack_object *msg);
+    /* The request's `start` (after req_new): the callback sends it on,
+     * changed or not. May be NULL: start is forwarded unchanged. */
+    void (*on_start)(pl_stage *st, void *req, const msgpack_object *msg);
 } pl_chstage_ops;
 
 typedef struct pl_chstage pl_chstage;

@@ -119,6 +119,20 @@ static int token_name(dtk_lpctx *ctx, int64_t id, pl_buf *name)
     return id >= 0 && id <= INT32_MAX ? dtk_token_text(g_tk, ctx, (int32_t)id, name) : PL_OK;
 }
 
+/* One engine candidate [id, logprob]: true with both; false (*id -1, *lp
+ * NULL) for anything else. */
+static bool top_pair(const msgpack_object *pair, int64_t *id, const msgpack_object **lp)
+{
+    *id = -1;
+    *lp = NULL;
+    if (pair->type != MSGPACK_OBJECT_ARRAY || pair->via.array.size != 2 || pl_msg_as_int(&pair->via.array.ptr[0], id)) {
+        *id = -1;
+        return false;
+    }
+    *lp = &pair->via.array.ptr[1];
+    return true;
+}
+
 /* Engine logprobs {logprob, top: [[id, lp], ...]} of the first n positions ->
  * {token, bytes, token_id, logprob, top: [{token, bytes, token_id, logprob}]}.
  * The context is the choice's sampled ids before each position; an
@@ -138,13 +152,9 @@ static int pack_logprobs(msgpack_packer *pk, dtk_lpctx *ctx, const msgpack_objec
         uint32_t ntop = top ? top->size : 0;
         msgpack_pack_array(pk, ntop);
         for (uint32_t j = 0; j < ntop; j++) {
-            const msgpack_object *pair = &top->ptr[j];
-            int64_t tid = -1;
-            const msgpack_object *tlp = NULL;
-            if (pair->type == MSGPACK_OBJECT_ARRAY && pair->via.array.size == 2) {
-                pl_msg_as_int(&pair->via.array.ptr[0], &tid);
-                tlp = &pair->via.array.ptr[1];
-            }
+            int64_t tid;
+            const msgpack_object *tlp;
+            top_pair(&top->ptr[j], &tid, &tlp);
             if (tid != ids[i]) rc |= token_name(ctx, tid, &g_tmp2);
             pack_token_entry(pk, tid == ids[i] ? &g_tmp : &g_tmp2, tid, tlp, false);
         }
@@ -258,6 +268,67 @@ static void on_end(pl_stage *st, void *req, const msgpack_object *msg)
     pl_stage_end(st);
 }
 
+/* A prompt logprobs token string, as vLLM's convert_ids_list_to_tokens
+ * makes it: the token decoded alone (special tokens kept, a piece of a
+ * character as U+FFFD, unknown ids ""), no look-back. */
+static void prompt_token_name(int64_t id, pl_buf *name)
+{
+    size_t len = 0;
+    const uint8_t *b = id >= 0 && id <= INT32_MAX ? pl_tokenizer_token_bytes(g_tk, (int32_t)id, &len) : NULL;
+    pl_buf_reset(name);
+    if (b) pl_tokenizer_utf8_lossy(b, len, name);
+}
+
+/* `start` with prompt_logprobs: each entry {token_id, rank, logprob, top:
+ * [[id, lp]...]} gains the token strings vLLM reports as decoded_token:
+ * {token_id, rank, logprob, token, top: [{token_id, logprob, token}]}. */
+static void on_start(pl_stage *st, void *req, const msgpack_object *msg)
+{
+    (void)req;
+    const msgpack_object_array *plp = NULL;
+    if (pl_msg_get_array(msg, "prompt_logprobs", &plp)) { pl_stage_forward(st, msg); return; }
+    static const char *const skip[] = {"prompt_logprobs"};
+    msgpack_packer *pk = pl_stage_begin(st);
+    pl_msg_pack_map_except(pk, msg, skip, PL_ARRAY_LEN(skip), 1);
+    pl_msg_pack_cstr(pk, "prompt_logprobs");
+    msgpack_pack_array(pk, plp->size);
+    for (uint32_t i = 0; i < plp->size; i++) {
+        const msgpack_object *e = &plp->ptr[i];
+        int64_t tid = -1, rank = 0;
+        if (e->type != MSGPACK_OBJECT_MAP || pl_msg_get_int(e, "token_id", &tid)) { msgpack_pack_object(pk, *e); continue; }
+        const msgpack_object_array *top = NULL;
+        pl_msg_get_array(e, "top", &top);
+        bool has_rank = !pl_msg_get_int(e, "rank", &rank);
+        const msgpack_object *lp = pl_msg_get(e, "logprob");
+        msgpack_pack_map(pk, 4 + has_rank);
+        pl_msg_pack_kv_int(pk, "token_id", tid);
+        if (has_rank) pl_msg_pack_kv_int(pk, "rank", rank);
+        pl_msg_pack_cstr(pk, "logprob");
+        if (lp) msgpack_pack_object(pk, *lp);
+        else msgpack_pack_nil(pk);
+        prompt_token_name(tid, &g_tmp);
+        pl_msg_pack_kv_str(pk, "token", g_tmp.data ? g_tmp.data : "", g_tmp.len);
+        pl_msg_pack_cstr(pk, "top");
+        uint32_t ntop = top ? top->size : 0;
+        msgpack_pack_array(pk, ntop);
+        for (uint32_t j = 0; j < ntop; j++) {
+            int64_t cid;
+            const msgpack_object *clp;
+            if (!top_pair(&top->ptr[j], &cid, &clp)) {
+                msgpack_pack_object(pk, top->ptr[j]);
+                continue;
+            }
+            msgpack_pack_map(pk, 3);
+            pl_msg_pack_kv_int(pk, "token_id", cid);
+            pl_msg_pack_cstr(pk, "logprob");
+            msgpack_pack_object(pk, *clp);
+            prompt_token_name(cid, &g_tmp2);
+            pl_msg_pack_kv_str(pk, "token", g_tmp2.data ? g_tmp2.data : "", g_tmp2.len);
+        }
+    }
+    pl_stage_end(st);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -302,6 +373,7 @@ int main(int argc, char **argv)
         .input_type = "tokens", .req_new = req_new, .req_free = req_free,
         .choice_new = choice_new, .choice_free = choice_free, .on_input = on_tokens, .on_flush = on_flush,
         .on_end = on_end,
+        .on_start = on_start,
     };
     pl_chstage *cs = NULL;
     pl_stage *st = NULL;

@@ -159,9 +159,9 @@ static void send_error(eng_serve *e, const char *id, size_t idlen, int code, con
 }
 
 /* {logprob, top: [[id, logprob], ...]} */
-static void pack_logprob_entry(msgpack_packer *pk, const eng_sample_out *o)
+/* "logprob" and "top" of a logprobs entry (two map pairs). */
+static void pack_logprob_fields(msgpack_packer *pk, const eng_sample_out *o)
 {
-    msgpack_pack_map(pk, 2);
     pl_msg_pack_kv_double(pk, "logprob", o->logprob);
     pl_msg_pack_cstr(pk, "top");
     msgpack_pack_array(pk, (size_t)o->n_top);
@@ -170,6 +170,12 @@ static void pack_logprob_entry(msgpack_packer *pk, const eng_sample_out *o)
         msgpack_pack_int32(pk, o->top[i].id);
         msgpack_pack_double(pk, o->top[i].logprob);
     }
+}
+
+static void pack_logprob_entry(msgpack_packer *pk, const eng_sample_out *o)
+{
+    msgpack_pack_map(pk, 2);
+    pack_logprob_fields(pk, o);
 }
 
 /* One `tokens` message with the n tokens a step produced for choice q. */
@@ -598,8 +604,17 @@ static void take_prompt_rows(eng_serve *e, eng_req *r, const eng_sched_item *it,
         int target = first + j + 1;
         if (target != r->plp_next || target >= r->n_prompt) continue;
         eng_sample_out o;
-        eng_sample_logprobs(e->sampler, rows + (size_t)j * e->vocab, it->seq->tokens[target], r->sp.prompt_logprobs, &o);
-        pack_logprob_entry(&pk, &o);
+        const float *row = rows + (size_t)j * e->vocab;
+        int32_t tok = it->seq->tokens[target];
+        eng_sample_logprobs(e->sampler, row, tok, r->sp.prompt_logprobs, &o);
+        /* the prompt token's own entry, as vLLM lists it: its id and its rank
+         * (1 + the ids with a strictly higher logit), then the candidates */
+        int64_t rank = 1;
+        for (int k = 0; k < e->vocab; k++) rank += row[k] > row[tok];
+        msgpack_pack_map(&pk, 4);
+        pl_msg_pack_kv_int(&pk, "token_id", tok);
+        pl_msg_pack_kv_int(&pk, "rank", rank);
+        pack_logprob_fields(&pk, &o);
         r->plp_next++;
     }
     if (r->plp_next >= r->n_prompt) send_start(e, r);

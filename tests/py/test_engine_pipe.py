@@ -116,6 +116,12 @@ def test_n_choices_and_prompt_logprobs(tiny):
     assert len(start) == 1 and start[0]["n"] == 3 and start[0]["context"] == {"stream": True}
     plp = start[0]["prompt_logprobs"]
     assert len(plp) == 17 and plp[0] is None and all(e["logprob"] <= 0 and len(e["top"]) == 1 for e in plp[1:])
+    prompt = list(range(1, 18))
+    for k, e in enumerate(plp[1:], 1):   # the prompt token's own entry: its id and its rank
+        assert e["token_id"] == prompt[k] and e["rank"] >= 1
+        best_id, best_lp = e["top"][0]
+        assert (e["rank"] == 1) == (best_id == prompt[k] or best_lp == e["logprob"])
+        assert e["rank"] > 1 or abs(best_lp - e["logprob"]) < 1e-6
     assert out.index(start[0]) < min(i for i, m in enumerate(out) if m["type"] == "tokens")
     ch = tokens_by_choice(out, "n")
     assert sorted(ch) == [0, 1, 2] and all(len(v) == 5 for v in ch.values())

@@ -49,7 +49,7 @@ def test_n_choices_and_usage(client):
     assert r.usage.completion_tokens == 15 and all(c.finish_reason == "length" for c in r.choices)
 
 
-def test_logprob_shapes(client):
+def test_logprob_shapes(gw, client):
     r = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "Hi"}], max_tokens=5,
                                        temperature=0, logprobs=True, top_logprobs=3, extra_body={"ignore_eos": True})
     content = r.choices[0].logprobs.content
@@ -69,8 +69,16 @@ def test_logprob_shapes(client):
         assert tok in top and top[tok] == val and 1 <= len(top) <= 3
     plp = ch.model_extra["prompt_logprobs"]
     assert len(plp) == c.usage.prompt_tokens and plp[0] is None
-    for e in plp[1:]:
+    prompt_ids = json.loads(urllib.request.urlopen(urllib.request.Request(
+        gw.url + "/tokenize", data=json.dumps({"prompt": "Hello"}).encode())).read())["tokens"]
+    for k, e in enumerate(plp[1:], 1):
         assert e and all(set(v) == {"logprob", "rank", "decoded_token"} for v in e.values())
+        own = e[str(prompt_ids[k])]   # the prompt token's own entry comes first, with its rank
+        assert list(e)[0] == str(prompt_ids[k]) and own["rank"] >= 1 and own["logprob"] <= 0
+        alone = json.loads(urllib.request.urlopen(urllib.request.Request(   # glm-detok names it decoded alone
+            gw.url + "/detokenize", data=json.dumps({"tokens": [prompt_ids[k]]}).encode())).read())["prompt"]
+        assert own["decoded_token"] == alone
+        assert all(isinstance(v["decoded_token"], str) for v in e.values())
 
 
 def engine_log_has(gw, pattern, timeout=10):
