@@ -624,6 +624,16 @@ static void usage_json(pl_buf *b, const gw_usage *u, int64_t completion)
     pl_buf_putc(b, '}');
 }
 
+/* {"type":"tool_use","id":…,"name":…,"input": (the input follows) */
+static void tool_use_head(const gw_blk *k, pl_buf *b)
+{
+    pl_buf_puts(b, "{\"type\":\"tool_use\",\"id\":");
+    gw_jw_str(b, k->id.data, k->id.len);
+    pl_buf_puts(b, ",\"name\":");
+    gw_jw_str(b, k->name.data, k->name.len);
+    pl_buf_puts(b, ",\"input\":");
+}
+
 /* A tool's input object: the arguments when they are a JSON object, else {}. */
 static void input_json(const gw_blk *k, pl_buf *b)
 {
@@ -657,11 +667,7 @@ void gw_ant_body(gw_blocks *a, const char *id, const char *model, const gw_usage
             pl_buf_putc(b, '}');
             break;
         case GW_BLK_TOOL:
-            pl_buf_puts(b, "{\"type\":\"tool_use\",\"id\":");
-            gw_jw_str(b, k->id.data, k->id.len);
-            pl_buf_puts(b, ",\"name\":");
-            gw_jw_str(b, k->name.data, k->name.len);
-            pl_buf_puts(b, ",\"input\":");
+            tool_use_head(k, b);
             input_json(k, b);
             pl_buf_putc(b, '}');
             break;
@@ -695,11 +701,8 @@ static void block_start(const gw_blk *k, size_t index, pl_buf *b)
     case GW_BLK_THINKING: pl_buf_puts(b, "{\"type\":\"thinking\",\"thinking\":\"\"}"); break;
     case GW_BLK_TEXT: pl_buf_puts(b, "{\"type\":\"text\",\"text\":\"\"}"); break;
     case GW_BLK_TOOL:
-        pl_buf_puts(b, "{\"type\":\"tool_use\",\"id\":");
-        gw_jw_str(b, k->id.data, k->id.len);
-        pl_buf_puts(b, ",\"name\":");
-        gw_jw_str(b, k->name.data, k->name.len);
-        pl_buf_puts(b, ",\"input\":{}}");
+        tool_use_head(k, b);
+        pl_buf_puts(b, "{}}");
         break;
     }
     pl_buf_printf(b, ",\"index\":%zu}\n\n", index);
