@@ -163,6 +163,14 @@ def bodies():
         {"role": "system", "content": [{"type": "tool_addition", "tool": {"type": "tool_reference", "name": "Bash"}}]},
         u("y")])
     yield "tools_deferred", "messages", b(tools=deferred, messages=[u("x")])
+    yield "tool_result_reference", "messages", b(tools=deferred, messages=[
+        u("find tools"), call_turn(name="Bash", inp={"command": "ls"}),
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": [
+            {"type": "text", "text": "found"}, {"type": "tool_reference", "tool_name": "get_weather"}]}]}])
+    yield "tool_result_image", "messages", b(messages=[
+        u("look"), call_turn(),
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01", "content": [
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]}])
     yield "bad_tool_change_in_user", "messages", b(tools=TOOLS, messages=[{"role": "user", "content": [
         {"type": "tool_addition", "tool": {"type": "tool_reference", "name": "Bash"}}]}])
     yield "bad_tool_change_unknown", "messages", b(tools=TOOLS, messages=[{"role": "system", "content": [
