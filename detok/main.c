@@ -119,6 +119,20 @@ static int token_name(dtk_lpctx *ctx, int64_t id, pl_buf *name)
     return id >= 0 && id <= INT32_MAX ? dtk_token_text(g_tk, ctx, (int32_t)id, name) : PL_OK;
 }
 
+/* One engine candidate [id, logprob]: true with both; false (*id -1, *lp
+ * NULL) for anything else. */
+static bool top_pair(const msgpack_object *pair, int64_t *id, const msgpack_object **lp)
+{
+    *id = -1;
+    *lp = NULL;
+    if (pair->type != MSGPACK_OBJECT_ARRAY || pair->via.array.size != 2 || pl_msg_as_int(&pair->via.array.ptr[0], id)) {
+        *id = -1;
+        return false;
+    }
+    *lp = &pair->via.array.ptr[1];
+    return true;
+}
+
 /* Engine logprobs {logprob, top: [[id, lp], ...]} of the first n positions ->
  * {token, bytes, token_id, logprob, top: [{token, bytes, token_id, logprob}]}.
  * The context is the choice's sampled ids before each position; an
@@ -138,13 +152,9 @@ static int pack_logprobs(msgpack_packer *pk, dtk_lpctx *ctx, const msgpack_objec
         uint32_t ntop = top ? top->size : 0;
         msgpack_pack_array(pk, ntop);
         for (uint32_t j = 0; j < ntop; j++) {
-            const msgpack_object *pair = &top->ptr[j];
-            int64_t tid = -1;
-            const msgpack_object *tlp = NULL;
-            if (pair->type == MSGPACK_OBJECT_ARRAY && pair->via.array.size == 2) {
-                pl_msg_as_int(&pair->via.array.ptr[0], &tid);
-                tlp = &pair->via.array.ptr[1];
-            }
+            int64_t tid;
+            const msgpack_object *tlp;
+            top_pair(&top->ptr[j], &tid, &tlp);
             if (tid != ids[i]) rc |= token_name(ctx, tid, &g_tmp2);
             pack_token_entry(pk, tid == ids[i] ? &g_tmp : &g_tmp2, tid, tlp, false);
         }
@@ -302,17 +312,16 @@ static void on_start(pl_stage *st, void *req, const msgpack_object *msg)
         uint32_t ntop = top ? top->size : 0;
         msgpack_pack_array(pk, ntop);
         for (uint32_t j = 0; j < ntop; j++) {
-            const msgpack_object *pair = &top->ptr[j];
-            int64_t cid = -1;
-            if (pair->type != MSGPACK_OBJECT_ARRAY || pair->via.array.size != 2 ||
-                pl_msg_as_int(&pair->via.array.ptr[0], &cid)) {
-                msgpack_pack_object(pk, *pair);
+            int64_t cid;
+            const msgpack_object *clp;
+            if (!top_pair(&top->ptr[j], &cid, &clp)) {
+                msgpack_pack_object(pk, top->ptr[j]);
                 continue;
             }
             msgpack_pack_map(pk, 3);
             pl_msg_pack_kv_int(pk, "token_id", cid);
             pl_msg_pack_cstr(pk, "logprob");
-            msgpack_pack_object(pk, pair->via.array.ptr[1]);
+            msgpack_pack_object(pk, *clp);
             prompt_token_name(cid, &g_tmp2);
             pl_msg_pack_kv_str(pk, "token", g_tmp2.data ? g_tmp2.data : "", g_tmp2.len);
         }

@@ -101,6 +101,42 @@ void eng_config_defaults(eng_config *c)
     c->eos_token_id[0] = 154820; c->eos_token_id[1] = 154827; c->eos_token_id[2] = 154829;
     c->n_eos = 3;
     c->pad_token_id = 154820; c->bos_token_id = -1;
+    c->arch = ENG_ARCH_GLM_MOE_DSA;
+    c->has_indexer = 1;
+}
+
+const char *eng_arch_class(enum eng_arch a)
+{
+    return a == ENG_ARCH_GLM4_MOE_LITE ? "Glm4MoeLiteForCausalLM" : "GlmMoeDsaForCausalLM";
+}
+
+const char *eng_arch_model_type(enum eng_arch a)
+{
+    return a == ENG_ARCH_GLM4_MOE_LITE ? "glm4_moe_lite" : "glm_moe_dsa";
+}
+
+void eng_config_defaults_arch(eng_config *c, enum eng_arch arch)
+{
+    eng_config_defaults(c);
+    if (arch != ENG_ARCH_GLM4_MOE_LITE) return;
+    /* transformers' Glm4MoeLiteConfig defaults (= GLM-4.7-Flash). Its
+     * mlp_layer_types default, ["dense"] + ["sparse"] * (n - 1), is
+     * first_k_dense_replace 1 (the key vLLM reads). The eos/pad ids stay
+     * GLM-5's: the same tokenizer. Latent norms: transformers builds
+     * q_a_layernorm/kv_a_layernorm with the RMSNorm default 1e-6 here too. */
+    c->arch = ENG_ARCH_GLM4_MOE_LITE;
+    c->has_indexer = 0;
+    c->hidden_size = 2048; c->intermediate_size = 10240; c->moe_intermediate_size = 1536;
+    c->num_hidden_layers = 47; c->num_attention_heads = 20; c->num_key_value_heads = 20;
+    c->q_lora_rank = 768; c->kv_lora_rank = 512;
+    c->qk_nope_head_dim = 192; c->qk_rope_head_dim = 64; c->v_head_dim = 256;
+    c->head_dim_key = 64;
+    c->n_routed_experts = 64; c->num_experts_per_tok = 4; c->n_shared_experts = 1;
+    c->first_k_dense_replace = 1;
+    c->routed_scaling_factor = 1.8;
+    c->index_n_heads = 0; c->index_head_dim = 0; c->index_topk = 0;
+    c->index_share_for_mtp_iteration = 0;
+    c->indexer_norm_eps = 0;
 }
 
 int eng_config_n_layers_total(const eng_config *c)
@@ -150,28 +186,30 @@ int eng_config_finish(eng_config *c, char *err, size_t errlen)
          "group-limited routing needs at least 2 experts per group");
     NEED(c->num_experts_per_tok <= c->topk_group * (c->n_routed_experts / c->n_group),
          "num_experts_per_tok exceeds the experts in topk_group groups");
-    NEED(c->index_n_heads >= 1 && c->index_n_heads <= 1024, "index_n_heads out of range");
-    NEED(c->index_head_dim >= c->qk_rope_head_dim && c->index_head_dim <= 4096,
-         "index_head_dim must be >= qk_rope_head_dim");
-    NEED(c->index_topk >= 1, "index_topk must be >= 1");
-    NEED(c->index_topk_freq >= 1, "index_topk_freq must be >= 1");
-    NEED(c->index_skip_topk_offset >= 0, "index_skip_topk_offset negative");
+    if (c->has_indexer) {
+        NEED(c->index_n_heads >= 1 && c->index_n_heads <= 1024, "index_n_heads out of range");
+        NEED(c->index_head_dim >= c->qk_rope_head_dim && c->index_head_dim <= 4096,
+             "index_head_dim must be >= qk_rope_head_dim");
+        NEED(c->index_topk >= 1, "index_topk must be >= 1");
+        NEED(c->index_topk_freq >= 1, "index_topk_freq must be >= 1");
+        NEED(c->index_skip_topk_offset >= 0, "index_skip_topk_offset negative");
+    }
     NEED(c->num_nextn_predict_layers >= 0 && c->num_nextn_predict_layers <= 1,
          "num_nextn_predict_layers %d unsupported (0 or 1)", c->num_nextn_predict_layers);
     NEED(c->rope_theta > 0 && isfinite(c->rope_theta), "rope_theta must be positive");
     NEED(c->rms_norm_eps > 0 && c->rms_norm_eps < 1, "rms_norm_eps out of range");
     NEED(c->routed_scaling_factor > 0 && isfinite(c->routed_scaling_factor), "routed_scaling_factor out of range");
     NEED(c->max_position_embeddings >= 1, "max_position_embeddings must be >= 1");
-    NEED(c->rope_interleave && c->indexer_rope_interleave,
-         "non-interleaved RoPE is not GLM-5 (rope_interleave/indexer_rope_interleave must be true)");
+    NEED(c->rope_interleave && (c->indexer_rope_interleave || !c->has_indexer),
+         "non-interleaved RoPE is not GLM (rope_interleave/indexer_rope_interleave must be true)");
 #undef NEED
     int n = c->num_hidden_layers;
     for (int i = 0; i < n; i++) {
         c->layer_dense[i] = (unsigned char)layer_dense_by_formula(c, i);
-        c->layer_index_full[i] = (unsigned char)index_full_by_formula(c, i);
+        c->layer_index_full[i] = (unsigned char)(c->has_indexer && index_full_by_formula(c, i));
     }
-    c->layer_dense[n] = 0;              /* MTP layer: always MoE, always a full indexer */
-    c->layer_index_full[n] = 1;
+    c->layer_dense[n] = 0;              /* MTP layer: always MoE, a full indexer when the model has one */
+    c->layer_index_full[n] = (unsigned char)c->has_indexer;
     return PL_OK;
 }
 
@@ -270,30 +308,37 @@ static int parse_ids(const cJSON *o, const char *key, int *dst, int max, int *n,
     return 0;
 }
 
-static int parse_arch(const cJSON *root, struct cfgctx *x)
+/* architectures (the HF class) decides; model_type must agree when both are
+ * given; model_type alone is enough. */
+static int parse_arch(const cJSON *root, enum eng_arch *out, struct cfgctx *x)
 {
+    static const enum eng_arch known[] = { ENG_ARCH_GLM_MOE_DSA, ENG_ARCH_GLM4_MOE_LITE };
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
-    int ok = 0;
+    int found = -1;
     const char *seen = "(none)";
     if (cJSON_IsArray(arch)) {
         const cJSON *e;
         cJSON_ArrayForEach(e, arch) if (cJSON_IsString(e)) {
             seen = e->valuestring;
-            if (!strcmp(e->valuestring, "GlmMoeDsaForCausalLM")) ok = 1;
+            for (size_t k = 0; found < 0 && k < PL_ARRAY_LEN(known); k++)
+                if (!strcmp(e->valuestring, eng_arch_class(known[k]))) found = (int)k;
         }
     } else if (cJSON_IsString(mt)) {
         seen = mt->valuestring;
-        ok = !strcmp(mt->valuestring, "glm_moe_dsa");
+        for (size_t k = 0; found < 0 && k < PL_ARRAY_LEN(known); k++)
+            if (!strcmp(mt->valuestring, eng_arch_model_type(known[k]))) found = (int)k;
     }
-    if (ok && cJSON_IsString(mt) && strcmp(mt->valuestring, "glm_moe_dsa")) {
-        ok = 0;
+    if (found >= 0 && cJSON_IsString(mt) && strcmp(mt->valuestring, eng_arch_model_type(known[found]))) {
+        found = -1;
         seen = mt->valuestring;
     }
-    if (!ok)
+    if (found < 0)
         return pl_seterr(x->err, x->errlen, PL_ERR_UNSUPPORTED,
-                         "%s: unsupported architecture %s: glm-engine runs only GlmMoeDsaForCausalLM "
-                         "(model_type glm_moe_dsa: GLM-5, GLM-5.1, GLM-5.2)", x->path, seen);
+                         "%s: unsupported architecture %s: glm-engine runs GlmMoeDsaForCausalLM "
+                         "(model_type glm_moe_dsa: GLM-5, GLM-5.1, GLM-5.2) and Glm4MoeLiteForCausalLM "
+                         "(model_type glm4_moe_lite: GLM-4.7-Flash)", x->path, seen);
+    *out = known[found];
     return 0;
 }
 
@@ -307,24 +352,43 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
         cJSON_Delete(root);
         return pl_seterr(err, errlen, PL_ERR_PARSE, "%s: not a JSON object", path);
     }
-    int rc = parse_arch(root, &x);
-    static const struct { const char *key; size_t off; } ints[] = {
+    enum eng_arch arch = ENG_ARCH_GLM_MOE_DSA;
+    int rc = parse_arch(root, &arch, &x);
+    if (!rc) eng_config_defaults_arch(c, arch);
 #define I(k) { #k, offsetof(eng_config, k) }
+    static const struct { const char *key; size_t off; } ints[] = {
         I(vocab_size), I(hidden_size), I(intermediate_size), I(moe_intermediate_size),
         I(num_hidden_layers), I(num_attention_heads), I(num_key_value_heads),
         I(q_lora_rank), I(kv_lora_rank), I(qk_nope_head_dim), I(qk_rope_head_dim), I(v_head_dim),
         I(n_routed_experts), I(num_experts_per_tok), I(n_shared_experts),
         I(first_k_dense_replace), I(moe_layer_freq), I(n_group), I(topk_group), I(norm_topk_prob),
-        I(index_n_heads), I(index_head_dim), I(index_topk), I(index_topk_freq), I(index_skip_topk_offset),
-        I(index_share_for_mtp_iteration), I(num_nextn_predict_layers),
-        I(rope_interleave), I(indexer_rope_interleave), I(max_position_embeddings),
+        I(num_nextn_predict_layers),
+        I(rope_interleave), I(max_position_embeddings),
         I(tie_word_embeddings), I(pad_token_id), I(bos_token_id),
-#undef I
     };
+    /* The indexer's keys mean something only to an architecture that has
+     * one (Glm4MoeLiteConfig has none of them). */
+    static const struct { const char *key; size_t off; } index_ints[] = {
+        I(index_n_heads), I(index_head_dim), I(index_topk), I(index_topk_freq), I(index_skip_topk_offset),
+        I(index_share_for_mtp_iteration), I(indexer_rope_interleave),
+    };
+#undef I
     for (size_t i = 0; !rc && i < PL_ARRAY_LEN(ints); i++)
         rc = get_int(root, ints[i].key, (int *)((char *)c + ints[i].off), &x);
+    for (size_t i = 0; !rc && c->has_indexer && i < PL_ARRAY_LEN(index_ints); i++)
+        rc = get_int(root, index_ints[i].key, (int *)((char *)c + index_ints[i].off), &x);
     if (!rc) rc = get_int(root, "num_experts", &c->n_routed_experts, &x);   /* alias */
     if (!rc) rc = get_int(root, "head_dim", &c->head_dim_key, &x);
+    /* Glm4MoeLiteConfig maps "head_dim" onto qk_rope_head_dim (its
+     * attribute_map): a different value would silently change the RoPE
+     * width there, so refuse what we cannot read one way only. */
+    if (!rc && !c->has_indexer && cJSON_GetObjectItemCaseSensitive(root, "head_dim") &&
+        c->head_dim_key != c->qk_rope_head_dim)
+        rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED,
+                       "%s: head_dim %d differs from qk_rope_head_dim %d (%s reads head_dim as qk_rope_head_dim)",
+                       path, c->head_dim_key, c->qk_rope_head_dim, eng_arch_class(c->arch));
+    double prf = 1.0;
+    if (!rc) rc = get_dbl(root, "partial_rotary_factor", &prf, &x);
     if (!rc) rc = get_dbl(root, "routed_scaling_factor", &c->routed_scaling_factor, &x);
     if (!rc) rc = get_dbl(root, "rms_norm_eps", &c->rms_norm_eps, &x);
     if (!rc) rc = get_dbl(root, "rope_theta", &c->rope_theta, &x);          /* v4 spelling */
@@ -337,7 +401,12 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
             rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s: rope_type %s unsupported (GLM-5 uses \"default\")",
                            path, cJSON_IsString(rt) ? rt->valuestring : "?");
         if (!rc) rc = get_dbl(rp, "rope_theta", &c->rope_theta, &x);
+        if (!rc) rc = get_dbl(rp, "partial_rotary_factor", &prf, &x);
     }
+    /* RoPE runs over all qk_rope_head_dim dims (transformers: head_dim * factor). */
+    if (!rc && prf != 1.0)
+        rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s: partial_rotary_factor %g unsupported (GLM uses 1.0)",
+                       path, prf);
     if (!rc) {
         const cJSON *sf = cJSON_GetObjectItemCaseSensitive(root, "scoring_func");
         if (sf && !(cJSON_IsString(sf) && !strcmp(sf->valuestring, "sigmoid")))
@@ -353,10 +422,11 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
         unsigned char tmp[ENG_MAX_LAYERS];
         rc = get_layer_list(root, "mlp_layer_types", "dense", "sparse", tmp, n, &found, &x);
         if (!rc && found) memcpy(c->layer_dense, tmp, (size_t)n);
-        if (!rc) rc = get_layer_list(root, "indexer_types", "full", "shared", tmp, n, &found, &x);
+        found = 0;
+        if (!rc && c->has_indexer) rc = get_layer_list(root, "indexer_types", "full", "shared", tmp, n, &found, &x);
         if (!rc && found) memcpy(c->layer_index_full, tmp, (size_t)n);
         const cJSON *pat = cJSON_GetObjectItemCaseSensitive(root, "index_topk_pattern");
-        if (!rc && !found && cJSON_IsString(pat)) {
+        if (!rc && !found && c->has_indexer && cJSON_IsString(pat)) {
             if ((int)strlen(pat->valuestring) != n)
                 rc = pl_seterr(err, errlen, PL_ERR_INVALID, "%s: index_topk_pattern must have %d letters", path, n);
             for (int i = 0; !rc && i < n; i++) {
@@ -366,7 +436,7 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
                 c->layer_index_full[i] = ch == 'F';
             }
         }
-        if (!rc && !c->layer_index_full[0])
+        if (!rc && c->has_indexer && !c->layer_index_full[0])
             rc = pl_seterr(err, errlen, PL_ERR_INVALID, "%s: layer 0 must have a full indexer", path);
     }
     cJSON_Delete(root);
@@ -393,15 +463,71 @@ static void put_layer_list(pl_buf *o, const char *key, const unsigned char *v, i
     pl_buf_puts(o, "],\n");
 }
 
-void eng_config_write_json(const eng_config *c, pl_buf *o)
+/* The keys both architectures write the same way (sorted, as
+ * save_pretrained writes them): the head up to eos_token_id ... */
+static void put_json_head(const eng_config *c, pl_buf *o)
 {
-    int n = c->num_hidden_layers;
-    pl_buf_puts(o, "{\n  \"architectures\": [\"GlmMoeDsaForCausalLM\"],\n  \"model_type\": \"glm_moe_dsa\",\n");
+    pl_buf_printf(o, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
+                  eng_arch_class(c->arch), eng_arch_model_type(c->arch));
     pl_buf_puts(o, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
     pl_buf_printf(o, "  \"bos_token_id\": %d,\n", c->bos_token_id < 0 ? 0 : c->bos_token_id);
     pl_buf_puts(o, "  \"dtype\": \"bfloat16\",\n  \"eos_token_id\": [");
     for (int i = 0; i < c->n_eos; i++) pl_buf_printf(o, "%s%d", i ? ", " : "", c->eos_token_id[i]);
     pl_buf_puts(o, "],\n");
+}
+
+/* ... and the tail from quantization_config on. */
+static void put_json_tail(const eng_config *c, pl_buf *o, const char *transformers_version)
+{
+    if (c->fp8)
+        pl_buf_puts(o, "  \"quantization_config\": {\n    \"activation_scheme\": \"dynamic\",\n"
+                       "    \"fmt\": \"e4m3\",\n    \"quant_method\": \"fp8\",\n"
+                       "    \"weight_block_size\": [128, 128]\n  },\n");
+    pl_buf_printf(o, "  \"rms_norm_eps\": %g,\n  \"rope_interleave\": true,\n"
+                  "  \"rope_parameters\": {\"rope_theta\": %.1f, \"rope_type\": \"default\"},\n",
+                  c->rms_norm_eps, c->rope_theta);
+    pl_buf_printf(o, "  \"routed_scaling_factor\": %g,\n  \"scoring_func\": \"sigmoid\",\n"
+                  "  \"tie_word_embeddings\": %s,\n  \"topk_group\": %d,\n  \"topk_method\": \"noaux_tc\",\n",
+                  c->routed_scaling_factor, c->tie_word_embeddings ? "true" : "false", c->topk_group);
+    pl_buf_printf(o, "  \"transformers_version\": \"%s\",\n  \"use_cache\": true,\n  \"v_head_dim\": %d,\n"
+                  "  \"vocab_size\": %d\n}\n", transformers_version, c->v_head_dim, c->vocab_size);
+}
+
+/* GLM-4.7-Flash's config.json keys (no indexer keys, no head_dim: its
+ * transformers config would read head_dim as qk_rope_head_dim), plus
+ * mlp_layer_types so transformers and vLLM (first_k_dense_replace) agree
+ * whatever first_k_dense_replace a preset uses. */
+static void write_json_lite(const eng_config *c, pl_buf *o)
+{
+    int n = c->num_hidden_layers;
+    put_json_head(c, o);
+    pl_buf_printf(o, "  \"first_k_dense_replace\": %d,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n",
+                  c->first_k_dense_replace, c->hidden_size);
+    pl_buf_printf(o, "  \"initializer_range\": 0.02,\n  \"intermediate_size\": %d,\n  \"kv_lora_rank\": %d,\n"
+                  "  \"max_position_embeddings\": %d,\n",
+                  c->intermediate_size, c->kv_lora_rank, c->max_position_embeddings);
+    put_layer_list(o, "mlp_layer_types", c->layer_dense, n, "dense", "sparse");
+    pl_buf_printf(o, "  \"moe_intermediate_size\": %d,\n  \"n_group\": %d,\n  \"n_routed_experts\": %d,\n"
+                  "  \"n_shared_experts\": %d,\n  \"norm_topk_prob\": %s,\n  \"num_attention_heads\": %d,\n"
+                  "  \"num_experts_per_tok\": %d,\n",
+                  c->moe_intermediate_size, c->n_group, c->n_routed_experts, c->n_shared_experts,
+                  c->norm_topk_prob ? "true" : "false", c->num_attention_heads, c->num_experts_per_tok);
+    pl_buf_printf(o, "  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n  \"num_nextn_predict_layers\": %d,\n",
+                  n, c->num_key_value_heads, c->num_nextn_predict_layers);
+    pl_buf_printf(o, "  \"pad_token_id\": %d,\n  \"partial_rotary_factor\": 1.0,\n  \"pretraining_tp\": 1,\n"
+                  "  \"q_lora_rank\": %d,\n  \"qk_nope_head_dim\": %d,\n  \"qk_rope_head_dim\": %d,\n",
+                  c->pad_token_id, c->q_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim);
+    put_json_tail(c, o, "5.20.2");
+}
+
+void eng_config_write_json(const eng_config *c, pl_buf *o)
+{
+    int n = c->num_hidden_layers;
+    if (!c->has_indexer) {
+        write_json_lite(c, o);
+        return;
+    }
+    put_json_head(c, o);
     pl_buf_printf(o, "  \"ep_size\": 1,\n  \"first_k_dense_replace\": %d,\n", c->first_k_dense_replace);
     pl_buf_printf(o, "  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n  \"hidden_size\": %d,\n",
                   c->qk_nope_head_dim, c->hidden_size);
@@ -427,18 +553,7 @@ void eng_config_write_json(const eng_config *c, pl_buf *o)
                   "  \"qk_head_dim\": %d,\n  \"qk_nope_head_dim\": %d,\n  \"qk_rope_head_dim\": %d,\n",
                   c->pad_token_id, c->q_lora_rank, c->qk_nope_head_dim + c->qk_rope_head_dim,
                   c->qk_nope_head_dim, c->qk_rope_head_dim);
-    if (c->fp8)
-        pl_buf_puts(o, "  \"quantization_config\": {\n    \"activation_scheme\": \"dynamic\",\n"
-                       "    \"fmt\": \"e4m3\",\n    \"quant_method\": \"fp8\",\n"
-                       "    \"weight_block_size\": [128, 128]\n  },\n");
-    pl_buf_printf(o, "  \"rms_norm_eps\": %g,\n  \"rope_interleave\": true,\n"
-                  "  \"rope_parameters\": {\"rope_theta\": %.1f, \"rope_type\": \"default\"},\n",
-                  c->rms_norm_eps, c->rope_theta);
-    pl_buf_printf(o, "  \"routed_scaling_factor\": %g,\n  \"scoring_func\": \"sigmoid\",\n"
-                  "  \"tie_word_embeddings\": %s,\n  \"topk_group\": %d,\n  \"topk_method\": \"noaux_tc\",\n",
-                  c->routed_scaling_factor, c->tie_word_embeddings ? "true" : "false", c->topk_group);
-    pl_buf_printf(o, "  \"transformers_version\": \"5.12.0\",\n  \"use_cache\": true,\n  \"v_head_dim\": %d,\n"
-                  "  \"vocab_size\": %d\n}\n", c->v_head_dim, c->vocab_size);
+    put_json_tail(c, o, "5.12.0");
 }
 
 /* ===== tensor catalogue ===== */

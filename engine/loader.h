@@ -1,5 +1,8 @@
-/* loader.h — GLM-5 (GlmMoeDsaForCausalLM) checkpoints: config.json, the
- * tensor catalogue the architecture implies, and memory-mapped safetensors.
+/* loader.h — GLM checkpoints: config.json, the tensor catalogue the
+ * architecture implies, and memory-mapped safetensors. Two architectures:
+ * GLM-5 (GlmMoeDsaForCausalLM: MLA + DSA indexer) and GLM-4.7-Flash
+ * (Glm4MoeLiteForCausalLM: the same MLA + MoE network without an indexer,
+ * dense causal attention on every layer).
  *
  * One table (eng_config_foreach_tensor) says which tensors a config implies,
  * with their shapes and allowed dtypes. The loader checks a checkpoint
@@ -23,7 +26,18 @@
 
 /* ===== config ===== */
 
+/* The architectures config.json may name. */
+enum eng_arch {
+    ENG_ARCH_GLM_MOE_DSA = 0,       /* GlmMoeDsaForCausalLM, glm_moe_dsa: GLM-5, 5.1, 5.2 */
+    ENG_ARCH_GLM4_MOE_LITE = 1,     /* Glm4MoeLiteForCausalLM, glm4_moe_lite: GLM-4.7-Flash */
+};
+/* Spellings: HF class name, model_type, glm-mkmodel's --arch. */
+const char *eng_arch_class(enum eng_arch a);
+const char *eng_arch_model_type(enum eng_arch a);
+
 typedef struct eng_config {
+    enum eng_arch arch;
+    int has_indexer;                /* DSA indexer tensors and cache (GLM-5); 0: dense MLA everywhere */
     int vocab_size, hidden_size, intermediate_size, moe_intermediate_size;
     int num_hidden_layers, num_attention_heads, num_key_value_heads;
     int q_lora_rank, kv_lora_rank;
@@ -33,7 +47,7 @@ typedef struct eng_config {
     int first_k_dense_replace, moe_layer_freq;
     int n_group, topk_group, norm_topk_prob;
     double routed_scaling_factor;
-    int index_n_heads, index_head_dim, index_topk;
+    int index_n_heads, index_head_dim, index_topk;   /* 0 without an indexer */
     int index_topk_freq, index_skip_topk_offset;   /* defaults 1 and 2 as transformers */
     int index_share_for_mtp_iteration;
     int num_nextn_predict_layers;   /* 0 or 1 */
@@ -53,11 +67,14 @@ typedef struct eng_config {
     int has_mtp_weights;            /* set by the loader: layer num_hidden_layers exists */
     /* per layer, index 0..num_hidden_layers (the last is the MTP layer) */
     unsigned char layer_dense[ENG_MAX_LAYERS];     /* dense MLP (else MoE) */
-    unsigned char layer_index_full[ENG_MAX_LAYERS];/* runs its own DSA indexer */
+    unsigned char layer_index_full[ENG_MAX_LAYERS];/* runs its own DSA indexer (all 0 without one) */
 } eng_config;
 
 /* Defaults = GLM-5's values (transformers' GlmMoeDsaConfig defaults). */
 void eng_config_defaults(eng_config *c);
+/* Defaults of one architecture: GLM-5's above, or transformers'
+ * Glm4MoeLiteConfig defaults (the GLM-4.7-Flash shapes, no indexer). */
+void eng_config_defaults_arch(eng_config *c, enum eng_arch arch);
 /* Check every value is usable, then fill the per-layer tables (MTP layer
  * included) from first_k_dense_replace/moe_layer_freq and
  * index_topk_freq/index_skip_topk_offset. */

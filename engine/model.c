@@ -1,4 +1,6 @@
-/* model.c — GLM-5 forward pass on backend ops (doc glm5-architecture §3, §4.2). */
+/* model.c — GLM-5 / GLM-4.7-Flash forward pass on backend ops (doc
+ * glm5-architecture §3, §4.2). GLM-4.7-Flash is the same graph without the
+ * DSA indexer: every layer (and the MTP layer) attends densely and causally. */
 #include "model.h"
 
 #include <math.h>
@@ -132,7 +134,8 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
 
 /* ===== one decoder layer ===== */
 
-/* MLA + DSA (doc §3.4-3.7) on the normalized input m->x; output in m->tmp_h. */
+/* MLA (+ DSA when the model has an indexer; doc §3.4-3.7) on the normalized
+ * input m->x; output in m->tmp_h. */
 static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
 {
     const eng_config *c = &m->cfg;
@@ -156,7 +159,9 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     const eng_be_cache *mla_cache = eng_kv_layer_mla(kv, l);
     eng_be_cache_store(be, mla_cache, m->slot, T, m->ckv, kvw);
 
-    /* DSA indexer on full layers; shared layers keep the previous selection. */
+    /* DSA indexer on full layers; shared layers keep the previous selection.
+     * Without an indexer (GLM-4.7-Flash) no layer is full and every key set
+     * keeps prepare()'s sel == NULL: dense causal attention. */
     if (c->layer_index_full[l]) {
         int ih = c->index_n_heads, id = c->index_head_dim;
         eng_be_linear(be, &lw->w[ENG_W_IDX_WQ_B], 0, (int64_t)ih * id, m->qr, T, ql, m->qi, (int64_t)ih * id);

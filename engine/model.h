@@ -1,4 +1,5 @@
-/* model.h — the GLM-5 graph (GlmMoeDsaForCausalLM) over a paged KV pool.
+/* model.h — the GLM-5 graph (GlmMoeDsaForCausalLM; GLM-4.7-Flash,
+ * Glm4MoeLiteForCausalLM, is the same graph without the indexer) over a paged KV pool.
  *
  * A step runs a batch of sequences; each brings its new tokens (a prefill
  * chunk or one decode token), the position of the first one, and its block

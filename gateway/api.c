@@ -184,25 +184,34 @@ static void respond_metrics(gw_server *s, gw_conn *c, const msgpack_object *stat
 
 /* Constant time in the key's content: every byte of every key is compared
  * and the lengths enter the result only at the end. */
-static bool auth_ok(const gw_server *s, const gw_conn *c)
+static unsigned key_matches(const gw_server *s, const char *prefix, const pl_buf *got, bool has)
 {
-    if (!s->o.n_keys) return true;
-    static const char prefix[] = "Bearer ";
-    const char *v = c->has_auth ? c->auth.data : "";
-    size_t vlen = c->has_auth ? c->auth.len : 0;
+    size_t plen = strlen(prefix);
+    const char *v = has ? got->data : "";
+    size_t vlen = has ? got->len : 0;
     unsigned ok = 0;
     for (int k = 0; k < s->o.n_keys; k++) {
         const char *key = s->o.keys[k];
-        size_t klen = strlen(key), want = sizeof prefix - 1 + klen;
+        size_t klen = strlen(key), want = plen + klen;
         unsigned diff = (unsigned)(vlen ^ want);
         for (size_t i = 0; i < want; i++) {
-            unsigned char expect = i < sizeof prefix - 1 ? (unsigned char)prefix[i] : (unsigned char)key[i - (sizeof prefix - 1)];
+            unsigned char expect = i < plen ? (unsigned char)prefix[i] : (unsigned char)key[i - plen];
             unsigned char got = i < vlen ? (unsigned char)v[i] : 0;
             diff |= (unsigned)(expect ^ got);
         }
         ok |= (diff == 0);
     }
-    return ok != 0;
+    return ok;
+}
+
+/* `Authorization: Bearer KEY` (vLLM) or `x-api-key: KEY` (Anthropic's
+ * clients send only that one). */
+static bool auth_ok(const gw_server *s, const gw_conn *c)
+{
+    if (!s->o.n_keys) return true;
+    unsigned a = key_matches(s, "Bearer ", &c->auth, c->has_auth);
+    unsigned b = key_matches(s, "", &c->xkey, c->has_xkey);
+    return (a | b) != 0;
 }
 
 /* ================================================================ JSON body helpers */
@@ -250,15 +259,7 @@ static bool model_ok(gw_server *s, gw_conn *c, const cJSON *body)
     }
     for (int i = 0; i < s->o.n_names; i++)
         if (!strcmp(m->valuestring, s->o.names[i])) return true;
-    pl_buf b;
-    pl_buf_init(&b);
-    pl_buf_printf(&b, "The model `%s` does not exist.", m->valuestring);
-    pl_buf e;
-    pl_buf_init(&e);
-    gw_jw_error(&e, 404, "NotFoundError", "model", 5, b.data, b.len);
-    respond_json(c, 404, &e);
-    pl_buf_free(&e);
-    pl_buf_free(&b);
+    gw_http_error(c, 404, "NotFoundError", "model", "The model `%.900s` does not exist.", m->valuestring);
     return false;
 }
 
@@ -422,11 +423,10 @@ static void on_gen_msg(gw_server *s, gw_req *r, int sub, const msgpack_object *m
     if (f & (GW_GEN_DONE | GW_GEN_FAILED)) gen_over(s, r);
 }
 
-static void admit_generation(gw_server *s, gw_conn *c, enum gw_endpoint ep)
+/* Send a checked generation body down the pipeline (takes body). */
+static void submit_generation(gw_server *s, gw_conn *c, cJSON *body, enum gw_endpoint ep, enum gw_api api,
+                              const char *resp_echo)
 {
-    cJSON *body = parse_body(c);
-    if (!body) return;
-    if (!model_ok(s, c, body) || !features_ok(c, body, ep)) { cJSON_Delete(body); return; }
     if (s->pstate == GW_PIPE_DOWN) {
         cJSON_Delete(body);
         gw_http_error(c, 503, "ServiceUnavailableError", NULL, "The server's pipeline is not answering; retry later.");
@@ -441,7 +441,8 @@ static void admit_generation(gw_server *s, gw_conn *c, enum gw_endpoint ep)
         snprintf(base, sizeof base, "%s", rid->valuestring);
     else { hex32(hex); snprintf(base, sizeof base, "%s", hex); }
     char id[PL_MSG_ID_MAX + 1];
-    int idlen = snprintf(id, sizeof id, "%s%s", ep == GW_EP_CHAT ? "chatcmpl-" : "cmpl-", base);
+    const char *prefix = api == GW_API_ANTHROPIC ? "msg_" : api == GW_API_RESPONSES ? "resp_" : ep == GW_EP_CHAT ? "chatcmpl-" : "cmpl-";
+    int idlen = snprintf(id, sizeof id, "%s%s", prefix, base);
     char pid[PL_MSG_ID_MAX + 1];
     int pidlen = idlen;
     memcpy(pid, id, (size_t)idlen + 1);
@@ -466,6 +467,8 @@ static void admit_generation(gw_server *s, gw_conn *c, enum gw_endpoint ep)
         .tokens_as_ids = body_true(body, "return_tokens_as_token_ids"),
         .max_tokens = body_int(body, ep == GW_EP_CHAT && field(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens", -1),
         .metrics = s->metrics,
+        .api = api,
+        .resp_echo = resp_echo,
         .abort = gen_abort_cb, .ud = r,
     };
     if (cfg.n < 1 || cfg.n > 4096) cfg.n = 1;   /* glm-tokenize answers the bad value */
@@ -516,6 +519,14 @@ static void admit_generation(gw_server *s, gw_conn *c, enum gw_endpoint ep)
     c->req = r;
 }
 
+static void admit_generation(gw_server *s, gw_conn *c, enum gw_endpoint ep)
+{
+    cJSON *body = parse_body(c);
+    if (!body) return;
+    if (!model_ok(s, c, body) || !features_ok(c, body, ep)) { cJSON_Delete(body); return; }
+    submit_generation(s, c, body, ep, GW_API_OPENAI, NULL);
+}
+
 /* ================================================================ waits: health, stats, tokenize */
 
 static gw_req *start_wait(gw_server *s, gw_conn *c, enum gw_req_kind kind, const char *prefix, double timeout)
@@ -549,11 +560,9 @@ static void route_metrics(gw_server *s, gw_conn *c)
     if (r) gw_pipe_send_ctl(s, "stats", r->id, r->idlen);
 }
 
-static void route_tokenize(gw_server *s, gw_conn *c, bool detok)
+/* Send a /tokenize or /detokenize body (takes body). */
+static void submit_tokenize(gw_server *s, gw_conn *c, cJSON *body, bool detok, enum gw_api api)
 {
-    cJSON *body = parse_body(c);
-    if (!body) return;
-    if (!model_ok(s, c, body)) { cJSON_Delete(body); return; }
     if (s->pstate == GW_PIPE_DOWN) {
         cJSON_Delete(body);
         gw_http_error(c, 503, "ServiceUnavailableError", NULL, "The server's pipeline is not answering; retry later.");
@@ -561,6 +570,7 @@ static void route_tokenize(gw_server *s, gw_conn *c, bool detok)
     }
     gw_req *r = start_wait(s, c, GW_REQ_TOKENIZE, "tokenize-", s->o.stage_timeout);
     if (!r) { cJSON_Delete(body); return; }
+    r->api = api;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -578,6 +588,99 @@ static void route_tokenize(gw_server *s, gw_conn *c, bool detok)
         gw_http_error(c, 503, "ServiceUnavailableError", NULL, "The server is overloaded; retry later.");
     }
     msgpack_sbuffer_destroy(&sb);
+}
+
+static void route_tokenize(gw_server *s, gw_conn *c, bool detok)
+{
+    cJSON *body = parse_body(c);
+    if (!body) return;
+    if (!model_ok(s, c, body)) { cJSON_Delete(body); return; }
+    submit_tokenize(s, c, body, detok, GW_API_OPENAI);
+}
+
+/* ================================================================ Anthropic Messages */
+
+/* POST /v1/messages and /v1/messages/count_tokens: converted to the chat
+ * body (anthropic.c) and served as chat is; errors in Anthropic's shape. */
+static void route_messages(gw_server *s, gw_conn *c, bool count_only)
+{
+    cJSON *body = parse_body(c);
+    if (!body) return;
+    cJSON *chat = NULL;
+    char err[512];
+    if (gw_ant_to_chat(body, count_only, &chat, err, sizeof err)) {
+        cJSON_Delete(body);
+        gw_http_error(c, 400, "BadRequestError", NULL, "%s", err);
+        return;
+    }
+    cJSON_Delete(body);
+    if (!model_ok(s, c, chat)) { cJSON_Delete(chat); return; }
+    if (!count_only) { submit_generation(s, c, chat, GW_EP_CHAT, GW_API_ANTHROPIC, NULL); return; }
+    cJSON *tb = NULL;
+    int rc = gw_ant_tokenize_body(chat, &tb);
+    cJSON_Delete(chat);
+    if (rc) { gw_http_error(c, 500, "InternalServerError", NULL, "out of memory"); return; }
+    submit_tokenize(s, c, tb, false, GW_API_ANTHROPIC);
+}
+
+/* ================================================================ Responses */
+
+/* POST /v1/responses: converted to the chat body (responses.c), stateless;
+ * errors in OpenAI's shape, as vLLM's. */
+static void route_responses(gw_server *s, gw_conn *c)
+{
+    cJSON *body = parse_body(c);
+    if (!body) return;
+    if (!model_ok(s, c, body)) { cJSON_Delete(body); return; }
+    cJSON *chat = NULL;
+    char err[512];
+    if (gw_resp_to_chat(body, &chat, err, sizeof err)) {
+        cJSON_Delete(body);
+        gw_http_error(c, 400, "BadRequestError", NULL, "%s", err);
+        return;
+    }
+    pl_buf echo;
+    pl_buf_init(&echo);
+    gw_resp_echo(body, &echo);
+    cJSON_Delete(body);
+    submit_generation(s, c, chat, GW_EP_CHAT, GW_API_RESPONSES, echo.data ? echo.data : "");
+    pl_buf_free(&echo);
+}
+
+/* GET /v1/responses/{id}, POST /v1/responses/{id}/cancel: nothing is
+ * stored, so every id is unknown — vLLM's answer without its store. */
+static void route_stored_response(gw_server *s, gw_conn *c, const char *rest, size_t len)
+{
+    bool cancel = len > 7 && !memcmp(rest + len - 7, "/cancel", 7);
+    size_t idlen = cancel ? len - 7 : len;
+    if (c->method != (cancel ? HTTP_POST : HTTP_GET) && !(c->method == HTTP_HEAD && !cancel)) {
+        gw_http_error(c, 405, "MethodNotAllowed", NULL, "Method Not Allowed");
+        return;
+    }
+    if (!auth_ok(s, c)) { gw_http_error(c, 401, "AuthenticationError", NULL, "Unauthorized"); return; }
+    gw_http_error(c, 404, "invalid_request_error", "response_id", "Response with id '%.*s' not found.",
+                  (int)(idlen < 200 ? idlen : 200), rest);
+}
+
+/* An unanswered or refused count_tokens in Anthropic's shape; *code: its status. */
+static void err_fields_json(const msgpack_object *msg, pl_buf *b, int64_t *code)
+{
+    const char *m = "The pipeline did not answer in time";
+    size_t ml = strlen(m);
+    *code = 503;
+    if (msg && pl_msg_type_is(msg, "error")) {
+        *code = 500;
+        pl_msg_get_int(msg, "code", code);
+        if (*code < 400 || *code > 599) *code = 500;
+        const char *t = gw_mp_str(pl_msg_get(msg, "message"), &ml);
+        m = t ? t : "error";
+        if (!t) ml = 5;
+    } else if (msg) {
+        *code = 501;
+        m = "No pipeline stage answered this endpoint (glm-tokenize too old?)";
+        ml = strlen(m);
+    }
+    gw_ant_error_json(b, (int)*code, m, ml);
 }
 
 /* A wait is answered (msg) or timed out (msg NULL). */
@@ -603,7 +706,17 @@ static void wait_done(gw_server *s, gw_req *r, const msgpack_object *msg)
             pl_buf b;
             pl_buf_init(&b);
             const msgpack_object *res = msg ? pl_msg_get(msg, "result") : NULL;
-            if (!msg) {
+            int64_t count;
+            if (r->api == GW_API_ANTHROPIC) {
+                /* count_tokens: the prompt's length, or the error in Anthropic's shape */
+                if (msg && res && res->type == MSGPACK_OBJECT_MAP && !pl_msg_get_int(res, "count", &count)) {
+                    gw_ant_count_json(count, &b);
+                    respond_json(c, 200, &b);
+                } else {
+                    err_fields_json(msg, &b, &count);
+                    respond_json(c, (int)count, &b);
+                }
+            } else if (!msg) {
                 gw_jw_error(&b, 503, "ServiceUnavailableError", NULL, 0, "The pipeline did not answer in time", 35);
                 respond_json(c, 503, &b);
             } else if (pl_msg_type_is(msg, "error")) {
@@ -626,11 +739,28 @@ static void wait_done(gw_server *s, gw_req *r, const msgpack_object *msg)
     req_release(s, r);
 }
 
+/* Anthropic streams that had nothing to send for a while get a `ping`
+ * event (Anthropic's keep-alive), e.g. during a long prefill. */
+static void ping_idle_stream(const char *key, size_t len, void *val, void *ud)
+{
+    (void)key;
+    (void)len;
+    gw_req *r = val;
+    gw_server *s = ud;
+    if (r->kind == GW_REQ_GEN && r->stream && r->conn && r->conn->streaming && gw_gen_ping(r->gen, gw_now()))
+        mark_dirty(s, r);
+}
+
 void gw_api_tick(gw_server *s, uint64_t now)
 {
     for (gw_req *r = s->waits, *next; r; r = next) {
         next = r->wnext;
         if (now >= r->deadline) wait_done(s, r, NULL);
+    }
+    if (now - s->last_ping_sweep >= 1000) {   /* once a second is plenty for a 10 s keep-alive */
+        s->last_ping_sweep = now;
+        pl_strmap_each(s->reqs, ping_idle_stream, s);
+        gw_api_after_batch(s);
     }
 }
 
@@ -671,7 +801,12 @@ void gw_api_dispatch(gw_conn *c)
         {"/v1/models", HTTP_GET, 3}, {"/metrics", HTTP_GET, 4},
         {"/v1/chat/completions", HTTP_POST, 5}, {"/v1/completions", HTTP_POST, 6},
         {"/tokenize", HTTP_POST, 7}, {"/detokenize", HTTP_POST, 8},
+        {"/v1/messages", HTTP_POST, 9}, {"/v1/messages/count_tokens", HTTP_POST, 10},
+        {"/v1/responses", HTTP_POST, 11},
     };
+    c->handler = gw_metrics_handler(path, plen);
+    if (path_is(path, plen, "/v1/messages") || path_is(path, plen, "/v1/messages/count_tokens"))
+        c->api = GW_API_ANTHROPIC;   /* its errors (405, 401, 400...) in Anthropic's shape */
     int route = 0;
     for (size_t i = 0; i < PL_ARRAY_LEN(routes) && !route; i++) {
         if (!path_is(path, plen, routes[i].path)) continue;
@@ -682,13 +817,15 @@ void gw_api_dispatch(gw_conn *c)
             pl_buf b;
             pl_buf_init(&b);
             static const char m[] = "Method Not Allowed";
-            gw_jw_error(&b, 405, "MethodNotAllowed", NULL, 0, m, sizeof m - 1);
+            if (c->api == GW_API_ANTHROPIC) gw_ant_error_json(&b, 405, m, sizeof m - 1);
+            else gw_jw_error(&b, 405, "MethodNotAllowed", NULL, 0, m, sizeof m - 1);
             gw_http_respond(c, 405, "application/json", b.data, b.len, allow);
             pl_buf_free(&b);
             return;
         }
         route = routes[i].id;
     }
+    if (!route && plen > 14 && !memcmp(path, "/v1/responses/", 14)) { route_stored_response(s, c, path + 14, plen - 14); return; }
     if (!route) { not_found(c); return; }
     if (plen >= 3 && !memcmp(path, "/v1", 3) && !auth_ok(s, c)) {
         gw_http_error(c, 401, "AuthenticationError", NULL, "Unauthorized");
@@ -707,6 +844,9 @@ void gw_api_dispatch(gw_conn *c)
     case 6: admit_generation(s, c, GW_EP_COMPLETIONS); break;
     case 7: route_tokenize(s, c, false); break;
     case 8: route_tokenize(s, c, true); break;
+    case 9: route_messages(s, c, false); break;
+    case 10: route_messages(s, c, true); break;
+    case 11: route_responses(s, c); break;
     }
 }
 

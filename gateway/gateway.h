@@ -62,4 +62,8 @@ void gw_server_free(gw_server *s);
 /* The port actually bound (useful with port 0). */
 int  gw_server_port(const gw_server *s);
 
+/* `glm-gateway --convert messages|messages-count|responses`: request bodies (JSON
+ * Lines on stdin) -> the chat bodies the gateway sends (stdout). */
+int  gw_convert_main(const char *api);
+
 #endif

@@ -56,7 +56,7 @@ typedef struct gw_sub {          /* one prompt of the request (completions lists
 
 struct gw_gen {
     gw_gen_cfg cfg;
-    char      *id, *model;
+    char      *id, *model, *resp_echo;
     pl_buf     echo;             /* chat echo text */
     int        nsub, nch;
     gw_sub    *subs;
@@ -65,6 +65,7 @@ struct gw_gen {
     int        err_code;
     pl_buf     err;              /* the error object JSON */
     double     t_arrival, t_first, t_end;
+    gw_blocks *ant;              /* Anthropic / Responses output (cfg.api != OpenAI), or NULL */
 };
 
 /* ================================================================ life */
@@ -84,6 +85,8 @@ int gw_gen_new(gw_gen **out, const gw_gen_cfg *cfg)
     pl_buf_init(&g->echo);
     pl_buf_init(&g->err);
     if (cfg->chat_echo) pl_buf_append(&g->echo, cfg->chat_echo, cfg->chat_echo_len);
+    if (cfg->api != GW_API_OPENAI && gw_blocks_new(&g->ant)) { gw_gen_free(g); return PL_ERR_NOMEM; }
+    if (cfg->resp_echo && !(g->resp_echo = strdup(cfg->resp_echo))) { gw_gen_free(g); return PL_ERR_NOMEM; }
     if (!g->id || !g->model || !g->subs || !g->ch) { gw_gen_free(g); return PL_ERR_NOMEM; }
     for (int i = 0; i < g->nsub; i++) {
         gw_sub *s = &g->subs[i];
@@ -132,6 +135,8 @@ void gw_gen_free(gw_gen *g)
     }
     pl_buf_free(&g->echo);
     pl_buf_free(&g->err);
+    gw_blocks_free(g->ant);
+    free(g->resp_echo);
     free(g->subs);
     free(g->ch);
     free(g->id);
@@ -140,6 +145,15 @@ void gw_gen_free(gw_gen *g)
 }
 
 bool gw_gen_started(const gw_gen *g) { return g->started; }
+
+bool gw_gen_ping(gw_gen *g, double now)
+{
+    if (!g->ant || g->cfg.api != GW_API_ANTHROPIC || !g->cfg.stream || !g->ant->head_sent || g->done || g->failed)
+        return false;
+    if (now - g->ant->t_last_out < GW_ANT_PING_S) return false;
+    g->ant->ping_due = true;
+    return true;
+}
 bool gw_gen_done(const gw_gen *g) { return g->done || g->failed; }
 int  gw_gen_num_subs(const gw_gen *g) { return g->nsub; }
 bool gw_gen_sub_live(const gw_gen *g, int sub)
@@ -374,6 +388,7 @@ static int on_start(gw_gen *g, gw_sub *s, const msgpack_object *msg, double now)
         pl_buf_reset(&s->plp);
         prompt_logprobs_json(plp, &s->plp);
     }
+    if (g->ant && g->cfg.stream) r |= GW_GEN_DIRTY;   /* message_start goes out at once */
     return r;
 }
 
@@ -447,7 +462,11 @@ static int on_delta(gw_gen *g, int sub, const msgpack_object *msg, double now)
     gw_choice *c = &g->ch[sub * g->cfg.n + index];
     if (c->finish[0]) return 0;   /* a late delta after the choice finished */
     g->got_delta = true;
-    if (g->cfg.ep == GW_EP_COMPLETIONS) {
+    if (g->ant) {
+        /* Anthropic / Responses: the block list holds the output (the
+         * choice keeps only counts, finish and timing) */
+        gw_blocks_delta(g->ant, msg);
+    } else if (g->cfg.ep == GW_EP_COMPLETIONS) {
         /* completions have no reasoning/content split (vLLM runs no parser
          * there): reasoning a parser reported is text, and it comes first */
         append_str_field(&c->text, msg, "reasoning");
@@ -457,7 +476,7 @@ static int on_delta(gw_gen *g, int sub, const msgpack_object *msg, double now)
         append_str_field(&c->reasoning, msg, "reasoning");
     }
     const msgpack_object_array *tc = NULL;
-    if (g->cfg.ep == GW_EP_CHAT && pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
+    if (!g->ant && g->cfg.ep == GW_EP_CHAT && pl_msg_get_array(msg, "tool_calls", &tc) == PL_OK)
         for (uint32_t i = 0; i < tc->size; i++)
             if (tc->ptr[i].type == MSGPACK_OBJECT_MAP) add_tool_delta(g, c, &tc->ptr[i]);
     const msgpack_object_array *ids = NULL, *lps = NULL;
@@ -543,7 +562,8 @@ static int fail(gw_gen *g, int code, const char *type, const char *param, size_t
     g->err_code = code >= 400 && code <= 599 ? code : 500;
     g->t_end = gw_now();
     pl_buf_reset(&g->err);
-    gw_jw_error(&g->err, g->err_code, type, param, paramlen, msg, msglen);
+    if (g->ant && g->cfg.api == GW_API_ANTHROPIC) gw_ant_error_json(&g->err, g->err_code, msg, msglen);
+    else gw_jw_error(&g->err, g->err_code, type, param, paramlen, msg, msglen);
     return GW_GEN_FAILED | (g->cfg.stream ? GW_GEN_DIRTY : 0);
 }
 
@@ -838,9 +858,33 @@ static void stream_completion_chunk(gw_gen *g, int ci, pl_buf *b)
     if (fin) c->fin_sent = true;
 }
 
+static void usage_of(const gw_gen *g, gw_usage *u)
+{
+    u->prompt = total_prompt(g);
+    u->completion = total_completion(g);
+    u->cached = 0;
+    u->has_cached = false;
+    for (int i = 0; i < g->nsub; i++)
+        if (g->subs[i].has_cached) { u->has_cached = true; u->cached += g->subs[i].cached_tokens; }
+}
+
 void gw_gen_stream(gw_gen *g, pl_buf *b)
 {
     if (g->final_sent) return;
+    if (g->ant) {
+        gw_usage u;
+        usage_of(g, &u);
+        gw_resp_info ri = {g->id, g->model, g->resp_echo, g->cfg.created};
+        size_t before = b->len;
+        if (g->cfg.api == GW_API_RESPONSES)
+            gw_resp_stream(g->ant, &ri, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
+        else
+            gw_ant_stream(g->ant, g->id, g->model, &u, g->done, g->failed ? g->err.data : NULL, g->err.len, b);
+        if (b->len > before) g->ant->t_last_out = gw_now();
+        for (int i = 0; i < g->nch; i++) choice_drain(&g->ch[i]);
+        g->final_sent = g->done || g->failed;
+        return;
+    }
     if (g->failed) {
         /* in-stream error (vLLM): the status is already 200 */
         sse_begin(b);
@@ -966,6 +1010,14 @@ static void completion_body(gw_gen *g, pl_buf *b)
 
 void gw_gen_body(gw_gen *g, pl_buf *b)
 {
+    if (g->ant) {
+        gw_usage u;
+        usage_of(g, &u);
+        gw_resp_info ri = {g->id, g->model, g->resp_echo, g->cfg.created};
+        if (g->cfg.api == GW_API_RESPONSES) gw_resp_body(g->ant, &ri, &u, b);
+        else gw_ant_body(g->ant, g->id, g->model, &u, b);
+        return;
+    }
     if (g->cfg.ep == GW_EP_CHAT) chat_body(g, b);
     else completion_body(g, b);
 }

@@ -5,6 +5,10 @@
  *   api.c      routes, admission (auth, JSON, model), the request table
  *   gen.c      one generation: pipeline messages in, OpenAI JSON / SSE out
  *   metrics.c  Prometheus text: counters and histograms measured here
+ *   blocks.c   a generation's output as ordered blocks (reasoning, text, calls)
+ *   anthropic.c the Anthropic Messages API: request -> chat body, blocks out
+ *   responses.c the OpenAI Responses API: the same, as output items / events
+ *   convert.c  what the conversions share; `glm-gateway --convert`
  *   jw.c       JSON writing helpers shared by the above
  *
  * Everything runs on one thread (the libuv loop), so nothing here locks. */
@@ -13,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <cjson/cJSON.h>
 #include <http_parser.h>
 #include <msgpack.h>
 #include <uv.h>
@@ -49,6 +54,100 @@ int  gw_error_json(const msgpack_object *error_msg, pl_buf *out);   /* from an `
 void gw_jw_error(pl_buf *b, int code, const char *type, const char *param, size_t paramlen,
                  const char *msg, size_t msglen);
 
+/* ================================================================ anthropic.c */
+
+/* Which API a request speaks: its response shapes and error shapes. */
+enum gw_api { GW_API_OPENAI, GW_API_ANTHROPIC, GW_API_RESPONSES };
+
+/* ---------------------------------------------------------------- convert.c */
+
+/* Helpers of the request conversions: a formatted refusal (PL_ERR_INVALID),
+ * an object's field unless absent or null, string tests and builders. */
+int  gw_conv_bad(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+const cJSON *gw_conv_get(const cJSON *o, const char *key);
+bool gw_conv_str_is(const cJSON *v, const char *s);
+void gw_conv_add_str(cJSON *o, const char *key, const char *s);
+void gw_conv_add_msg(cJSON *msgs, const char *role, const char *content);   /* {role, content} appended */
+
+/* ---------------------------------------------------------------- blocks.c */
+
+enum gw_blk_kind { GW_BLK_THINKING, GW_BLK_TEXT, GW_BLK_TOOL };
+
+typedef struct gw_blk {
+    enum gw_blk_kind kind;
+    pl_buf  body;               /* reasoning / text / the call's argument JSON */
+    pl_buf  id, name;           /* tool call */
+    int64_t call_index;         /* tool call: its index in the deltas */
+    char    sig[33];            /* reasoning: a random id (signature, item id) */
+    size_t  sent;               /* stream: bytes of body already sent */
+    bool    started, stopped;   /* stream: opening / closing events out */
+} gw_blk;
+
+typedef struct gw_blocks {
+    gw_blk  *b;
+    size_t   n, cap;
+    pl_buf   held;              /* text that came while a tool call was open */
+    char     finish[16];        /* the choice's finish_reason, "" until then */
+    pl_buf   stop_str;          /* the stop string that ended it, when one did */
+    bool     has_stop_str;
+    bool     head_sent, tail_sent;   /* stream: first / last events out */
+    int64_t  seq;               /* stream: events sent (Responses sequence_number) */
+    int64_t  reasoning_tokens;  /* tokens of deltas that carried reasoning */
+    bool     ping_due;          /* stream: a keep-alive ping goes with the next flush */
+    double   t_last_out;        /* stream: monotonic time of the last flush that wrote */
+} gw_blocks;
+
+int  gw_blocks_new(gw_blocks **out);
+void gw_blocks_free(gw_blocks *a);
+/* One `delta` message of the (single) choice, in order. */
+void gw_blocks_delta(gw_blocks *a, const msgpack_object *msg);
+/* Held text becomes a text block (at the end, or before a stream closes). */
+void gw_blocks_flush_held(gw_blocks *a);
+
+/* ---------------------------------------------------------------- anthropic.c */
+
+typedef struct gw_usage {           /* what a response reports as usage */
+    int64_t prompt, completion, cached;
+    bool    has_cached;
+} gw_usage;
+
+/* A Messages (or count_tokens) request body -> the chat completions body
+ * glm-tokenize takes, as vLLM's to_chat_completion_request converts it.
+ * PL_ERR_INVALID with err when the body is not a valid Messages request. */
+int  gw_ant_to_chat(const cJSON *in, bool count_only, cJSON **out, char *err, size_t errlen);
+/* count_tokens: the /tokenize chat-form body of a converted request; the answer. */
+int  gw_ant_tokenize_body(const cJSON *chat, cJSON **out);
+void gw_ant_count_json(int64_t count, pl_buf *b);
+/* Anthropic's error JSON and its `type` for an HTTP status. */
+void gw_ant_error_json(pl_buf *b, int code, const char *msg, size_t len);
+const char *gw_ant_error_type(int code);
+
+/* The full message body. */
+void gw_ant_body(gw_blocks *a, const char *id, const char *model, const gw_usage *u, pl_buf *b);
+/* Stream events pending since the last call: message_start (+ ping) first,
+ * then block events; when done, message_delta + message_stop; err (Anthropic
+ * error JSON) closes the open block and ends the stream with an error event. */
+void gw_ant_stream(gw_blocks *a, const char *id, const char *model, const gw_usage *u, bool done,
+                   const char *err, size_t errlen, pl_buf *b);
+
+/* ---------------------------------------------------------------- responses.c */
+
+typedef struct gw_resp_info {       /* what a response object says besides its output */
+    const char *id, *model, *echo;  /* echo: gw_resp_echo's members */
+    int64_t     created;
+} gw_resp_info;
+
+/* A Responses request body -> the chat completions body (PL_ERR_INVALID
+ * with err for bodies it refuses, unsupported features named). */
+int  gw_resp_to_chat(const cJSON *in, cJSON **out, char *err, size_t errlen);
+/* The request fields a response object repeats, as JSON members. */
+void gw_resp_echo(const cJSON *in, pl_buf *b);
+void gw_resp_body(gw_blocks *a, const gw_resp_info *ri, const gw_usage *u, pl_buf *b);
+/* Stream events pending: response.created + in_progress first, item events,
+ * response.completed when done; err (OpenAI error JSON) ends with `error`. */
+void gw_resp_stream(gw_blocks *a, const gw_resp_info *ri, const gw_usage *u, bool done, const char *err, size_t errlen,
+                    pl_buf *b);
+
 /* ================================================================ metrics.c */
 
 /* What one finished generation contributes (times in seconds). Negative
@@ -67,6 +166,10 @@ void gw_metrics_free(gw_metrics *m);
 void gw_metrics_ttft(gw_metrics *m, double s);
 void gw_metrics_itl(gw_metrics *m, double s);
 void gw_metrics_done(gw_metrics *m, const gw_req_stats *st);
+/* HTTP requests by route (vLLM's instrumentator metrics): the handler index
+ * of a path (-1: not counted), and one finished response. */
+int  gw_metrics_handler(const char *path, size_t len);
+void gw_metrics_http(gw_metrics *m, int handler, const char *method, int status, double seconds);
 /* Prometheus text. stats: the engine's `stats` answer or NULL; running and
  * waiting: the gateway's own view, used when the engine gives none. */
 void gw_metrics_render(const gw_metrics *m, const msgpack_object *stats, int64_t running, int64_t waiting,
@@ -92,6 +195,8 @@ typedef struct gw_gen_cfg {
     bool        tokens_as_ids;      /* return_tokens_as_token_ids */
     int64_t     max_tokens;         /* as requested (metrics), -1 absent */
     gw_metrics *metrics;            /* may be NULL */
+    enum gw_api api;                /* response shapes: OpenAI chat/completions, Anthropic, Responses */
+    const char *resp_echo;          /* Responses: gw_resp_echo of the request (copied) */
     /* send abort{id of sub, index} downstream (index -1: the whole sub-request) */
     void      (*abort)(void *ud, int sub, int index);
     void       *ud;
@@ -118,6 +223,10 @@ void gw_gen_body(gw_gen *g, pl_buf *out);
 /* The error that ended the request: HTTP status and its JSON body. */
 int  gw_gen_error(const gw_gen *g, pl_buf *out);
 bool gw_gen_started(const gw_gen *g);
+/* An Anthropic stream with no output for GW_ANT_PING_S: queue a `ping`
+ * event; true when the stream has output pending now. */
+#define GW_ANT_PING_S 10.0
+bool gw_gen_ping(gw_gen *g, double now);
 bool gw_gen_done(const gw_gen *g);
 /* Sub-requests still running in the pipeline (not ended, not failed). */
 bool gw_gen_sub_live(const gw_gen *g, int sub);
@@ -155,7 +264,11 @@ struct gw_conn {
     bool                hval_open;      /* a header value is being assembled */
     size_t              nheaders;
     pl_buf              auth, xrid;     /* Authorization, X-Request-Id */
-    bool                has_auth, has_xrid, expect_continue;
+    pl_buf              xkey;           /* x-api-key (Anthropic clients) */
+    bool                has_auth, has_xrid, has_xkey, expect_continue;
+    enum gw_api         api;            /* the route's error shape */
+    int                 handler;        /* metrics: the route (gw_metrics_handler), -1 none */
+    int                 resp_status;    /* status of the response being sent */
     pl_buf              body;
     int                 reject;         /* a status decided while parsing (413) */
     uint64_t            t_begin;        /* loop ms at the request's first byte */
@@ -224,6 +337,7 @@ struct gw_req {
     bool        dirty;
     gw_gen     *gen;                /* GEN */
     bool        stream;             /* GEN: an SSE response */
+    enum gw_api api;                /* TOKENIZE: answer as count_tokens when Anthropic */
 };
 
 void gw_api_dispatch(gw_conn *c);
@@ -280,6 +394,7 @@ struct gw_server {
     bool               closed;          /* every handle closed: the loop ends */
     int                drain_rounds;
     uint64_t           last_sweep;
+    uint64_t           last_ping_sweep;  /* loop ms of the last idle-stream ping sweep (api.c) */
 };
 
 /* Clocks: monotonic seconds and Unix seconds (engine stamps are Unix). */

@@ -58,6 +58,7 @@ static const char *reason(int status)
 static void conn_flush(gw_conn *c);
 static void conn_parse(gw_conn *c);
 static void conn_arm(gw_conn *c);
+static void count_response(gw_conn *c);
 static void read_start(gw_conn *c);
 
 /* ================================================================ closing */
@@ -69,7 +70,7 @@ static void conn_free(gw_conn *c)
     else s->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     s->nconns--;
-    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->body, &c->out, &c->wbuf};
+    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->xkey, &c->body, &c->out, &c->wbuf};
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) pl_buf_free(bufs[i]);
     free(c);
     gw_server_maybe_exit(s);
@@ -85,6 +86,7 @@ void gw_http_close(gw_conn *c)
 {
     if (c->state == GW_CONN_CLOSING) return;
     c->state = GW_CONN_CLOSING;
+    if (c->streaming) count_response(c);   /* a stream cut short still counts, as its head went */
     if (c->req) gw_api_conn_gone(c);   /* aborts the request downstream */
     uv_timer_stop(&c->timer);
     if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
@@ -172,8 +174,19 @@ void gw_http_sweep(gw_server *s, uint64_t now)
 /* ================================================================ responses */
 
 /* The request is answered: serve the next pipelined one, or idle. */
+/* The response for the request being answered is complete (or given up):
+ * count it by route. */
+static void count_response(gw_conn *c)
+{
+    if (c->handler < 0 || !c->resp_status) return;
+    double secs = (double)(uv_now(c->srv->loop) - c->t_begin) / 1000.0;
+    gw_metrics_http(c->srv->metrics, c->handler, http_method_str((enum http_method)c->method), c->resp_status, secs);
+    c->handler = -1;
+}
+
 static void response_done(gw_conn *c)
 {
+    count_response(c);
     c->req = NULL;
     c->streaming = false;
     if (!c->keep_alive || c->srv->draining) c->close_after = true;
@@ -189,6 +202,7 @@ static void response_done(gw_conn *c)
 static void head_common(gw_conn *c, int status)
 {
     pl_buf_printf(&c->out, "HTTP/1.1 %d %s\r\n", status, reason(status));
+    c->resp_status = status;
     if (c->xrid.len) {
         pl_buf_puts(&c->out, "x-request-id: ");
         pl_buf_append(&c->out, c->xrid.data, c->xrid.len);
@@ -218,7 +232,9 @@ void gw_http_error(gw_conn *c, int status, const char *type, const char *param, 
     va_end(ap);
     pl_buf b;
     pl_buf_init(&b);
-    gw_jw_error(&b, status, type, param, param ? strlen(param) : 0, msg, strlen(msg));
+    /* the route decides the shape: Anthropic clients get Anthropic's */
+    if (c->api == GW_API_ANTHROPIC) gw_ant_error_json(&b, status, msg, strlen(msg));
+    else gw_jw_error(&b, status, type, param, param ? strlen(param) : 0, msg, strlen(msg));
     gw_http_respond(c, status, "application/json", b.data ? b.data : "", b.len, NULL);
     pl_buf_free(&b);
 }
@@ -326,6 +342,10 @@ static void header_commit(gw_conn *c)
         pl_buf_reset(&c->auth);
         pl_buf_append(&c->auth, c->hval.data, c->hval.len);
         c->has_auth = true;
+    } else if (hname_is(c, "x-api-key")) {
+        pl_buf_reset(&c->xkey);
+        pl_buf_append(&c->xkey, c->hval.data, c->hval.len);
+        c->has_xkey = true;
     } else if (hname_is(c, "x-request-id")) {
         pl_buf_reset(&c->xrid);
         pl_buf_append(&c->xrid, c->hval.data, c->hval.len);
@@ -348,9 +368,12 @@ static int reject(http_parser *p, int status)
 static int on_message_begin(http_parser *p)
 {
     gw_conn *c = p->data;
-    pl_buf *bufs[] = {&c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->body};
+    pl_buf *bufs[] = {&c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->xkey, &c->body};
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) pl_buf_reset(bufs[i]);
-    c->hval_open = c->has_auth = c->has_xrid = c->expect_continue = false;
+    c->hval_open = c->has_auth = c->has_xrid = c->has_xkey = c->expect_continue = false;
+    c->api = GW_API_OPENAI;
+    c->handler = -1;
+    c->resp_status = 0;
     c->nheaders = 0;
     c->reject = 0;
     c->state = GW_CONN_HEAD;
@@ -522,11 +545,12 @@ static void on_connection(uv_stream_t *server, int status)
     gw_conn *c = calloc(1, sizeof *c);
     if (!c) return;
     c->srv = s;
+    c->handler = -1;
     uv_tcp_init(s->loop, &c->tcp);
     uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c->timer.data = c;
     c->open_handles = 2;
-    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->body, &c->out, &c->wbuf};
+    pl_buf *bufs[] = {&c->in, &c->url, &c->hname, &c->hval, &c->auth, &c->xrid, &c->xkey, &c->body, &c->out, &c->wbuf};
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) pl_buf_init(bufs[i]);
     c->next = s->conns;
     if (s->conns) s->conns->prev = c;

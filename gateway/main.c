@@ -45,6 +45,8 @@ static void usage(FILE *f)
             "  --health-timeout S          /health waits S for its ping (default 5)\n"
             "  --enable-force-include-usage  usage chunks in every stream (as vLLM's flag)\n"
             "  --log-level LEVEL           debug|info|warning|error (default info)\n"
+            "glm-gateway --convert messages|messages-count|responses: request bodies (JSON Lines, stdin)\n"
+            "  -> the chat bodies sent down the pipeline (stdout)\n"
             "Signals: SIGTERM/SIGINT drain and exit 0; SIGUSR1 = a stage restarted (fail what is in flight).\n");
 }
 
@@ -81,6 +83,7 @@ static char **expand_names(int argc, char **argv, int *out_argc)
 int main(int argc, char **argv)
 {
     pl_log_init("glm-gateway");
+    if (argc == 3 && !strcmp(argv[1], "--convert")) return gw_convert_main(argv[2]);
     signal(SIGPIPE, SIG_IGN);
     gw_opts o;
     gw_opts_default(&o);

@@ -36,6 +36,24 @@ enum {
     H_PROMPT, H_GEN, H_N, H_MAXTOK, H_COUNT
 };
 
+/* HTTP requests by route, as vLLM's prometheus-fastapi-instrumentator
+ * counts them (http_requests_total{handler,method,status="2xx"},
+ * http_request_duration_seconds{handler,method}); /metrics, /health,
+ * /ping and /version are excluded there too, unknown paths are "none". */
+static const char *const HANDLERS[] = {"/v1/chat/completions", "/v1/completions", "/v1/models", "/tokenize",
+                                       "/detokenize", "/v1/messages", "/v1/messages/count_tokens", "/v1/responses",
+                                       "/v1/responses/{response_id}", "/v1/responses/{response_id}/cancel", "none"};
+#define GW_NH ((int)PL_ARRAY_LEN(HANDLERS))
+static const char *const METHODS[] = {"GET", "POST", "other"};
+static const double HTTP_B[] = {0.1, 0.5, 1.0};
+
+typedef struct gw_http_stat {
+    uint64_t by_class[5];          /* 1xx..5xx */
+    uint64_t dur[PL_ARRAY_LEN(HTTP_B) + 1];
+    double   dur_sum;
+    uint64_t dur_count;
+} gw_http_stat;
+
 struct gw_metrics {
     char    *label;                /* model_name="...",engine="0" escaped */
     double   tok_b[GW_HIST_MAX_B]; /* 1-2-5 series up to max_model_len */
@@ -43,9 +61,11 @@ struct gw_metrics {
     gw_hist  h[H_COUNT];
     uint64_t success[5];
     uint64_t prompt_tokens, generation_tokens;
+    gw_http_stat http[GW_NH][3];       /* [handler][method] */
 };
 
 static const char *const FIN_NAMES[5] = {"stop", "length", "abort", "error", "repetition"};
+
 
 /* vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, ... up to max. */
 static size_t buckets_125(double max, double *out)
@@ -197,6 +217,62 @@ static bool stat_int(const msgpack_object *st, const char *key, int64_t *v)
     return st && pl_msg_get_int(st, key, v) == PL_OK;
 }
 
+int gw_metrics_handler(const char *path, size_t len)
+{
+    static const char *const excluded[] = {"/metrics", "/health", "/ping", "/version"};
+    for (size_t i = 0; i < PL_ARRAY_LEN(excluded); i++)
+        if (strlen(excluded[i]) == len && !memcmp(path, excluded[i], len)) return -1;
+    for (int i = 0; i < GW_NH - 3; i++)
+        if (strlen(HANDLERS[i]) == len && !memcmp(path, HANDLERS[i], len)) return i;
+    if (len > 14 && !memcmp(path, "/v1/responses/", 14))   /* the templated routes, as FastAPI names them */
+        return len > 21 && !memcmp(path + len - 7, "/cancel", 7) ? GW_NH - 2 : GW_NH - 3;
+    return GW_NH - 1;
+}
+
+void gw_metrics_http(gw_metrics *m, int handler, const char *method, int status, double seconds)
+{
+    if (!m || handler < 0 || handler >= GW_NH || status < 100 || status > 599) return;
+    int mi = !strcmp(method, "GET") ? 0 : !strcmp(method, "POST") ? 1 : 2;
+    gw_http_stat *h = &m->http[handler][mi];
+    h->by_class[status / 100 - 1]++;
+    size_t k = 0;
+    while (k < PL_ARRAY_LEN(HTTP_B) && seconds > HTTP_B[k]) k++;
+    h->dur[k]++;
+    h->dur_sum += seconds;
+    h->dur_count++;
+}
+
+static void http_render(pl_buf *b, const gw_metrics *m)
+{
+    head(b, "http_requests_total", "counter", "Total number of requests by method, status and handler.");
+    for (int i = 0; i < GW_NH; i++)
+        for (int j = 0; j < 3; j++)
+            for (int k = 0; k < 5; k++)
+                if (m->http[i][j].by_class[k])
+                    pl_buf_printf(b, "http_requests_total{handler=\"%s\",method=\"%s\",status=\"%dxx\"} %llu.0\n",
+                                  HANDLERS[i], METHODS[j], k + 1, (unsigned long long)m->http[i][j].by_class[k]);
+    head(b, "http_request_duration_seconds", "histogram",
+         "Latency with only few buckets by handler. Made to be only used if aggregation by handler is important.");
+    for (int i = 0; i < GW_NH; i++)
+        for (int j = 0; j < 3; j++) {
+            const gw_http_stat *h = &m->http[i][j];
+            if (!h->dur_count) continue;
+            uint64_t cum = 0;
+            for (size_t k = 0; k <= PL_ARRAY_LEN(HTTP_B); k++) {
+                cum += h->dur[k];
+                pl_buf_printf(b, "http_request_duration_seconds_bucket{handler=\"%s\",le=\"", HANDLERS[i]);
+                if (k < PL_ARRAY_LEN(HTTP_B)) gw_jw_double(b, HTTP_B[k]);
+                else pl_buf_puts(b, "+Inf");
+                pl_buf_printf(b, "\",method=\"%s\"} %llu.0\n", METHODS[j], (unsigned long long)cum);
+            }
+            pl_buf_printf(b, "http_request_duration_seconds_count{handler=\"%s\",method=\"%s\"} %llu.0\n",
+                          HANDLERS[i], METHODS[j], (unsigned long long)h->dur_count);
+            pl_buf_printf(b, "http_request_duration_seconds_sum{handler=\"%s\",method=\"%s\"} ", HANDLERS[i], METHODS[j]);
+            gw_jw_double(b, h->dur_sum);
+            pl_buf_putc(b, '\n');
+        }
+}
+
 void gw_metrics_render(const gw_metrics *m, const msgpack_object *st, int64_t running, int64_t waiting, pl_buf *b)
 {
     int64_t v, total, used;
@@ -243,4 +319,5 @@ void gw_metrics_render(const gw_metrics *m, const msgpack_object *st, int64_t ru
         sample(b, m, "vllm:request_success_total", lbl, (double)m->success[i]);
     }
     for (int i = 0; i < H_COUNT; i++) hist_render(b, m, &m->h[i]);
+    http_render(b, m);
 }

@@ -131,7 +131,10 @@ int gw_server_init(gw_server **out, uv_loop_t *loop, const gw_opts *o, char *err
     }
     uv_timer_init(loop, &s->tick);
     s->tick.data = s;
-    uv_timer_start(&s->tick, on_tick, TICK_MS, TICK_MS);
+    /* the tick also pings the supervisor's watchdog: never slower than its quarter interval */
+    int wd = pl_notify_watchdog_ms();
+    uint64_t period = wd > 0 && wd < TICK_MS ? (uint64_t)wd : TICK_MS;
+    uv_timer_start(&s->tick, on_tick, period, period);
     uv_signal_init(loop, &s->sig_term);
     uv_signal_init(loop, &s->sig_int);
     uv_signal_init(loop, &s->sig_usr1);

@@ -55,6 +55,9 @@ int32_t *eng_cpu_scratch_i(eng_backend *be, int t, size_t ni);
 
 /* f32 dot product (vectorized when available). */
 float eng_cpu_dot(const eng_backend *be, const float *a, const float *b, int n);
+/* out[h] = eng_cpu_dot(a + h * lda, b, n) for h < na, bit for bit, with the
+ * heads' FMA chains interleaved (one load of b serves up to 8 of them). */
+void  eng_cpu_dots(const eng_backend *be, const float *a, int64_t lda, int na, const float *b, int n, float *out);
 /* y += a * x */
 void  eng_cpu_axpy(const eng_backend *be, float *y, float a, const float *x, int n);
 

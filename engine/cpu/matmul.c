@@ -454,6 +454,42 @@ float eng_cpu_dot(const eng_backend *be, const float *a, const float *b, int n)
     return s;
 }
 
+/* W heads at once: W independent FMA chains over one shared b (the dot
+ * above is one chain, bound by FMA latency). Each chain is exactly dot_avx's
+ * for its head, so every out[h] is bit-identical to eng_cpu_dot. */
+#define DOTS_AVX(W)                                                                              \
+AVX2 static void dots##W##_avx(const float *a, int64_t lda, const float *b, int n, float *out)   \
+{                                                                                                \
+    __m256 acc[W];                                                                               \
+    for (int h = 0; h < W; h++) acc[h] = _mm256_setzero_ps();                                    \
+    int k = 0;                                                                                   \
+    for (; k + 8 <= n; k += 8) {                                                                 \
+        __m256 bv = _mm256_loadu_ps(b + k);                                                      \
+        for (int h = 0; h < W; h++)                                                              \
+            acc[h] = _mm256_fmadd_ps(_mm256_loadu_ps(a + h * lda + k), bv, acc[h]);              \
+    }                                                                                            \
+    for (int h = 0; h < W; h++) {                                                                \
+        float s = hsum8(acc[h]);                                                                 \
+        for (int kk = k; kk < n; kk++) s += a[h * lda + kk] * b[kk];                             \
+        out[h] = s;                                                                              \
+    }                                                                                            \
+}
+DOTS_AVX(8)
+DOTS_AVX(4)
+DOTS_AVX(2)
+#undef DOTS_AVX
+
+void eng_cpu_dots(const eng_backend *be, const float *a, int64_t lda, int na, const float *b, int n, float *out)
+{
+    int h = 0;
+    if (be->avx2) {
+        for (; h + 8 <= na; h += 8) dots8_avx(a + h * lda, lda, b, n, out + h);
+        if (h + 4 <= na) { dots4_avx(a + h * lda, lda, b, n, out + h); h += 4; }
+        if (h + 2 <= na) { dots2_avx(a + h * lda, lda, b, n, out + h); h += 2; }
+    }
+    for (; h < na; h++) out[h] = eng_cpu_dot(be, a + h * lda, b, n);
+}
+
 AVX2 static void axpy_avx(float *y, float a, const float *x, int n)
 {
     __m256 av = _mm256_set1_ps(a);

@@ -457,40 +457,47 @@ struct att_ctx {
     float *o;
 };
 
-/* Heads [h0, h1) of query i. F32 rows are read in place; FP8 rows are
- * dequantized once per task into scratch and shared by its heads. Each
- * head's arithmetic is the same either way, whatever the grouping. */
+/* Heads [h0, h1) of query i. All heads read the same cache rows (MQA over
+ * the latent), so the loops run rows outer, heads inner: each row is read
+ * (or, FP8, dequantized into a one-row buffer) once per pass for all the
+ * task's heads while it sits in L1, instead of once per head; at 8k
+ * context without an indexer that is 20x less cache traffic. Each head's
+ * arithmetic (its dot per row, its softmax, its axpy in row order) is
+ * exactly what a task of one head computes, whatever the grouping. */
 static void att_task(void *p, int task, int thread)
 {
     struct att_ctx *c = p;
     int i = task / c->tasks_per_token, h0 = task % c->tasks_per_token * c->heads_per_task;
     int h1 = h0 + c->heads_per_task < c->n_heads ? h0 + c->heads_per_task : c->n_heads;
     const eng_be_keys *k = &c->keys[i];
-    int nk = k->sel ? k->n_sel : k->n_ctx, dim = c->lat + c->rope;
+    int nk = k->sel ? k->n_sel : k->n_ctx, dim = c->lat + c->rope, nh = h1 - h0;
     bool fp8 = c->cache->dtype == ENG_CACHE_FP8;
     for (int h = h0; h < h1; h++) memset(c->o + i * c->ldo + h * c->lat, 0, (size_t)c->lat * sizeof(float));
     if (nk <= 0) return;
-    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (fp8 ? (size_t)dim + 1 : 1));
+    /* scores [nh, nk], one dequantized row, the row's latent and rope dots [2, nh] */
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (size_t)nh + (size_t)dim + 2 * (size_t)nh);
     if (!sc) return;
-    float *rows = sc + nk;
-    if (fp8)
-        for (int j = 0; j < nk; j++) fp8_row_load(c->cache, cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : j)),
-                                                   rows + (size_t)j * dim);
-#define ATT_ROW(j) (fp8 ? rows + (size_t)(j) * dim \
+    float *buf = sc + (size_t)nk * (size_t)nh, *dl = buf + dim, *dr = dl + nh;
+    const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
+#define ATT_ROW(j) (fp8 ? (fp8_row_load(c->cache, cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : (j))), buf), buf) \
                         : (const float *)cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : (j))))
-    for (int h = h0; h < h1; h++) {
-        const float *ql = c->q_lat + i * c->ldql + h * c->lat, *qp = c->q_pe + i * c->ldqp + h * c->hsqp;
-        float *o = c->o + i * c->ldo + h * c->lat;
-        float mx = -INFINITY;
-        for (int j = 0; j < nk; j++) {
-            const float *row = ATT_ROW(j);
-            sc[j] = c->scale * (eng_cpu_dot(c->be, ql, row, c->lat) + eng_cpu_dot(c->be, qp, row + c->lat, c->rope));
-            if (sc[j] > mx) mx = sc[j];
-        }
-        float sum = 0;
-        for (int j = 0; j < nk; j++) { sc[j] = expf(sc[j] - mx); sum += sc[j]; }
+    for (int j = 0; j < nk; j++) {
+        const float *row = ATT_ROW(j);
+        eng_cpu_dots(c->be, ql0, c->lat, nh, row, c->lat, dl);
+        eng_cpu_dots(c->be, qp0, c->hsqp, nh, row + c->lat, c->rope, dr);
+        for (int h = 0; h < nh; h++) sc[(size_t)h * nk + j] = c->scale * (dl[h] + dr[h]);
+    }
+    for (int h = 0; h < nh; h++) {                  /* softmax per head, in f32, then folded into the weights */
+        float *s_h = sc + (size_t)h * nk, mx = -INFINITY, sum = 0;
+        for (int j = 0; j < nk; j++) if (s_h[j] > mx) mx = s_h[j];
+        for (int j = 0; j < nk; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
         float inv = 1.0f / sum;
-        for (int j = 0; j < nk; j++) eng_cpu_axpy(c->be, o, sc[j] * inv, ATT_ROW(j), c->lat);
+        for (int j = 0; j < nk; j++) s_h[j] *= inv;
+    }
+    for (int j = 0; j < nk; j++) {
+        const float *row = ATT_ROW(j);
+        for (int h = h0; h < h1; h++)
+            eng_cpu_axpy(c->be, c->o + i * c->ldo + h * c->lat, sc[(size_t)(h - h0) * nk + j], row, c->lat);
     }
 #undef ATT_ROW
 }
@@ -500,15 +507,12 @@ void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const 
                        const eng_be_keys *keys, int n, float *o, int64_t ldo)
 {
     pthread_once(&g_e4m3_once, e4m3_init);
-    /* F32: a task per (token, head). FP8: heads grouped so each task
-     * dequantizes its keys once, with enough tasks to keep every thread busy. */
-    int hpt = 1;
-    if (cache->dtype == ENG_CACHE_FP8) {
-        int groups = (be->n_threads + n - 1) / n;
-        if (groups > n_heads) groups = n_heads;
-        if (groups < 1) groups = 1;
-        hpt = (n_heads + groups - 1) / groups;
-    }
+    /* Heads grouped so each task reads its rows once for all its heads,
+     * with enough tasks to keep every thread busy. */
+    int groups = (be->n_threads + n - 1) / n;
+    if (groups > n_heads) groups = n_heads;
+    if (groups < 1) groups = 1;
+    int hpt = (n_heads + groups - 1) / groups;
     int tpt = (n_heads + hpt - 1) / hpt;
     struct att_ctx c = { be, q_lat, q_pe, cache, ldql, ldqp, hsqp, ldo, lat, cache->dim - lat, n_heads, hpt, tpt,
                          scale, keys, o };

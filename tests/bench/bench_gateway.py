@@ -19,6 +19,12 @@ Scenarios:
   streams10k  10,000 concurrent streams, one token per second each, the
               gateway pinned to one core: do they all complete, at what
               latency and gateway CPU.
+  apis        gateway CPU per streamed token, chat completions streaming
+              vs Anthropic /v1/messages and /v1/responses streaming, same
+              replayed output:
+              unpaced (64 conns x 4 x 1000 tokens) and paced (200 streams x 200 tokens,
+              a token per 20 ms each: every token its own write); three
+              rounds, alternating.
 The load generator is C (tests/bench/bench_gw_client.c, libuv + http-parser)
 so the client's cost stays out of the numbers as far as possible.
 """
@@ -140,6 +146,28 @@ def latency(d, model, conns=1000, step_ms=50, max_tokens=60, pin=False, ramp_ms=
                res, cpu0, cpu1, res.get("tokens", 0), extra)
 
 
+def apis(d, model, rounds=3):
+    rows = []
+    for r in range(rounds):
+        for api in ("chat", "messages", "responses"):
+            for paced in (False, True):
+                extra = ["--chunk", "1"] + (["--step-ms", "20"] if paced else [])
+                with stack(d / f"{api}{r}{int(paced)}", model, extra) as gw:
+                    run_client(gw.port, ["--api", api, "--conns", "8", "--max-tokens", "50"])   # warm up
+                    cpu0 = cpu_seconds(gw.procs["gateway"].pid)
+                    args = ["--conns", "200", "--max-tokens", "200", "--ramp-ms", "500"] if paced else \
+                           ["--conns", "64", "--requests", "4", "--max-tokens", "1000"]
+                    res = run_client(gw.port, ["--api", api, *args])
+                    cpu1 = cpu_seconds(gw.procs["gateway"].pid)
+                    tok = res.get("tokens", 0)
+                    us = [(cpu1[i] - cpu0[i]) / max(tok, 1) * 1e6 for i in (0, 1)]
+                    rows.append((api, "paced" if paced else "unpaced", tok, res.get("tokens_per_s", 0), us))
+                    print(f"   round {r} {api:9s} {'paced' if paced else 'unpaced':8s} tokens {tok:.0f} "
+                          f"({res.get('tokens_per_s', 0):.0f}/s, failed {res.get('requests_failed')})  gateway "
+                          f"{us[0] + us[1]:.2f} us/token (user {us[0]:.2f}, system {us[1]:.2f})", flush=True)
+    return rows
+
+
 def main():
     if not CLIENT.exists():
         sys.exit(f"{CLIENT} missing: make {CLIENT.relative_to(ROOT)}")
@@ -154,6 +182,8 @@ def main():
             latency(d / "b1", model, conns=100, ramp_ms=500, name="latency100")
         if "latency" in which:
             latency(d / "b", model)
+        if "apis" in which:
+            apis(d / "e", model)
         if "streams10k" in which:
             latency(d / "c", model, conns=10000, step_ms=1000, max_tokens=12, pin=True, ramp_ms=4000,
                     name="streams10k")

@@ -3,6 +3,7 @@
  *
  *   bench_gw_client --port P --conns N [--requests R] [--max-tokens T]
  *                   [--prompt TEXT] [--samples FILE] [--ramp-ms MS]
+ *                   [--api completions|chat|messages|responses]
  *
  * N connections (opened over --ramp-ms), each sending R streaming
  * /v1/completions requests one after another on keep-alive, with
@@ -11,6 +12,11 @@
  * SSE events are split on blank lines and `"completion_tokens":N` read from
  * each. With --samples, every chunk writes "request_id tokens unix_time"
  * (the request id is cmpl-b<conn>-<k>, matching glm-replay --emit-log).
+ * --api chat streams /v1/chat/completions (usage in the last chunk only),
+ * --api messages streams Anthropic's /v1/messages (the token count is the
+ * final message_delta's output_tokens), --api responses /v1/responses (the
+ * count is response.completed's output_tokens): to compare the gateway's
+ * cost per token between APIs (docs/perf.md).
  * Prints one summary line: requests ok/failed, tokens, seconds, tokens/s,
  * peak concurrent streams. */
 #include <getopt.h>
@@ -39,7 +45,7 @@ typedef struct bc_conn {
 static struct {
     uv_loop_t *loop;
     int        port, conns, requests, max_tokens, ramp_ms;
-    const char *prompt;
+    const char *prompt, *api;
     FILE      *samples;
     long       ok, failed, tokens, open_streams, peak_streams, started;
     double     t0, t_end;
@@ -71,8 +77,10 @@ static void event(bc_conn *c, const char *e, size_t n)
 {
     if (n >= 12 && !memcmp(e, "data: [DONE]", 12)) return;
     const char *k = memmem(e, n, "\"completion_tokens\":", 20);
-    if (!k) return;
-    long t = strtol(k + 20, NULL, 10);
+    long t;
+    if (k) t = strtol(k + 20, NULL, 10);
+    else if ((k = memmem(e, n, "\"output_tokens\":", 16))) t = strtol(k + 16, NULL, 10);
+    else return;
     if (B.samples && t > c->last_tokens) fprintf(B.samples, "%s %ld %.6f\n", c->rid, t, wall());
     c->last_tokens = t;
 }
@@ -142,14 +150,32 @@ static void send_request(bc_conn *c)
 {
     snprintf(c->rid, sizeof c->rid, "cmpl-b%d-%d", c->idx, c->done_reqs);
     char body[512];
-    int bl = snprintf(body, sizeof body,
+    const char *path = "/v1/completions";
+    int bl;
+    if (!strcmp(B.api, "chat")) {
+        path = "/v1/chat/completions";
+        bl = snprintf(body, sizeof body,
+                      "{\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,\"stream\":true,"
+                      "\"stream_options\":{\"include_usage\":true}}", B.prompt, B.max_tokens);
+    } else if (!strcmp(B.api, "messages")) {
+        path = "/v1/messages";
+        bl = snprintf(body, sizeof body,
+                      "{\"model\":\"tiny\",\"messages\":[{\"role\":\"user\",\"content\":\"%s\"}],\"max_tokens\":%d,"
+                      "\"stream\":true}", B.prompt, B.max_tokens);
+    } else if (!strcmp(B.api, "responses")) {
+        path = "/v1/responses";
+        bl = snprintf(body, sizeof body, "{\"model\":\"tiny\",\"input\":\"%s\",\"max_output_tokens\":%d,\"stream\":true}",
+                      B.prompt, B.max_tokens);
+    } else {
+        bl = snprintf(body, sizeof body,
                       "{\"prompt\":\"%s\",\"max_tokens\":%d,\"stream\":true,"
                       "\"stream_options\":{\"include_usage\":true,\"continuous_usage_stats\":true}}",
                       B.prompt, B.max_tokens);
+    }
     int n = snprintf(c->req, sizeof c->req,
-                     "POST /v1/completions HTTP/1.1\r\nHost: bench\r\nX-Request-Id: b%d-%d\r\n"
+                     "POST %s HTTP/1.1\r\nHost: bench\r\nX-Request-Id: b%d-%d\r\n"
                      "content-type: application/json\r\ncontent-length: %d\r\n\r\n%s",
-                     c->idx, c->done_reqs, bl, body);
+                     path, c->idx, c->done_reqs, bl, body);
     c->last_tokens = 0;
     c->evlen = 0;
     http_parser_init(&c->hp, HTTP_RESPONSE);
@@ -204,9 +230,10 @@ int main(int argc, char **argv)
     B.requests = 1;
     B.max_tokens = 100;
     B.prompt = "bench";
+    B.api = "completions";
     static const struct option o[] = {
         {"port", 1, 0, 'p'}, {"conns", 1, 0, 'c'}, {"requests", 1, 0, 'r'}, {"max-tokens", 1, 0, 't'},
-        {"prompt", 1, 0, 'P'}, {"samples", 1, 0, 's'}, {"ramp-ms", 1, 0, 'R'}, {0, 0, 0, 0},
+        {"prompt", 1, 0, 'P'}, {"samples", 1, 0, 's'}, {"ramp-ms", 1, 0, 'R'}, {"api", 1, 0, 'A'}, {0, 0, 0, 0},
     };
     int ch;
     while ((ch = getopt_long(argc, argv, "", o, NULL)) != -1) {
@@ -218,6 +245,7 @@ int main(int argc, char **argv)
         case 'P': B.prompt = optarg; break;
         case 's': B.samples = fopen(optarg, "w"); break;
         case 'R': B.ramp_ms = atoi(optarg); break;
+        case 'A': B.api = optarg; break;
         default: return 2;
         }
     }

@@ -111,14 +111,11 @@ def reason_of(message):
     return None
 
 
-def main():
-    import vllm
-    import transformers
+def record_renders():
+    """Record the prompt text vLLM renders (the routes return only ids):
+    the list each render's text is appended to. Must be installed before a
+    renderer is built: HfRenderer binds safe_apply_chat_template in __init__."""
     import vllm.renderers.hf as hf
-    from starlette.testclient import TestClient
-
-    # Record the prompt text (the route returns only ids). Must be installed
-    # before a renderer is built: HfRenderer binds it in __init__.
     rendered = []
     real_apply = hf.safe_apply_chat_template
 
@@ -127,6 +124,15 @@ def main():
         rendered.append(out)
         return out
     hf.safe_apply_chat_template = recording_apply
+    return rendered
+
+
+def main():
+    import vllm
+    import transformers
+    from starlette.testclient import TestClient
+
+    rendered = record_renders()
 
     cases = [{"name": n, "client": c, "body": b, "results": {}} for n, c, b in request_bodies.bodies()]
     names = [c["name"] for c in cases]

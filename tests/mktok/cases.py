@@ -138,6 +138,38 @@ TEMPLATE_CASES = [
      "add_generation_prompt": True},
 ]
 
+# Where GLM-4.7's template differs from GLM-5.2's: newlines around <think>
+# blocks, whitespace-only and empty reasoning, clear_thinking, tool results as
+# lists of strings and of {output} items, consecutive list results, thinking off.
+GLM47_CASES = [
+    {"name": "g47_think_newlines", "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "<think>\n\n  plan it \n\n</think>\n\n  Hello! \n"},
+        {"role": "user", "content": "Again"},
+        {"role": "assistant", "content": "<think>\nsecond\n</think>\nDone"}], "add_generation_prompt": True},
+    {"name": "g47_reasoning_ws_empty", "messages": [
+        {"role": "user", "content": "Q"},
+        {"role": "assistant", "content": "A", "reasoning_content": "   "},
+        {"role": "assistant", "content": "B", "reasoning_content": ""},
+        {"role": "assistant", "content": "C", "reasoning_content": " r "}], "add_generation_prompt": False},
+    {"name": "g47_clear_thinking_false", "clear_thinking": False, "messages": [
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "<think>old</think>A1"},
+        {"role": "user", "content": [{"type": "text", "text": "Q2"}, "tail"]}], "add_generation_prompt": True},
+    {"name": "g47_tool_lists", "tools": [_weather, _flat], "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo", "days": 2}}},
+            {"name": "calc", "arguments": {"expr": "1+1"}}]},
+        {"role": "tool", "content": ["sunny", {"output": "12C"}]},
+        {"role": "tool", "content": [{"output": "2"}]},
+        {"role": "tool", "content": "plain"},
+        {"role": "tool", "content": "plain2"}], "add_generation_prompt": True, "enable_thinking": False},
+    {"name": "g47_system_list_thinking_off", "enable_thinking": False, "messages": [
+        {"role": "system", "content": [{"type": "text", "text": "Be brief."}, {"type": "image"}]},
+        {"role": "user", "content": "日本語"}], "add_generation_prompt": True},
+]
+
 HARD_TEXTS = [
     "", " ", "  ", "\n", "\n\n\n", "\r\n", "\t", " \t \n ", "a", "A", "Hello, world!",
     "Hello world", " leading space", "trailing space ", "multiple   spaces   here",

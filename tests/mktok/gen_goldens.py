@@ -16,7 +16,9 @@ Test tooling only (a scratch venv with PyPI `tokenizers` and `jinja2==3.1.6`):
    jinja2 set up like transformers for the cases in cases.py and in
    ../shared/data/templates/glm-render-goldens.json, asserts the renders are
    identical, and records our cases with their renders -> template_renders.json
-   (tests/py/test_mktok_template.py re-renders them).
+   (tests/py/test_mktok_template.py re-renders them). The same for
+   chat_template_glm47.jinja (glm-mkmodel --arch glm4-moe-lite) against
+   ../shared's glm-4.7.jinja -> template_renders_glm47.json.
 """
 import json
 import pathlib
@@ -68,23 +70,25 @@ def tokenizer_goldens(tmp, name, base):
     return {"base_vocab": base, "tokenizer_json_fnv1a64": fnv1a64(raw), "encodes": encodes}
 
 
-def template_goldens():
+def template_goldens(source="chat_template.jinja", reference="glm-5.2.jinja", own_cases=None):
+    """Render our template and ../shared's reference on every case; they must agree."""
+    own_cases = cases.TEMPLATE_CASES if own_cases is None else own_cases
     env = render_env()
-    ours = env.from_string((ROOT / "tools/mkmodel/chat_template.jinja").read_text(encoding="utf-8"))
-    ref = env.from_string((SHARED / "glm-5.2.jinja").read_text(encoding="utf-8"))
+    ours = env.from_string((ROOT / "tools/mkmodel" / source).read_text(encoding="utf-8"))
+    ref = env.from_string((SHARED / reference).read_text(encoding="utf-8"))
     shared_cases = json.loads((SHARED / "glm-render-goldens.json").read_text(encoding="utf-8"))["cases"]
     renders = {}
-    for case in shared_cases + cases.TEMPLATE_CASES:
+    for case in shared_cases + own_cases:
         kw = {k: v for k, v in case.items() if k != "name"}
         a, b = ref.render(**kw), ours.render(**kw)
-        assert a == b, f"{case['name']}:\n glm-5.2: {a!r}\n ours:    {b!r}"
+        assert a == b, f"{case['name']}:\n {reference}: {a!r}\n ours:    {b!r}"
         renders[case["name"]] = a
-    print(f"templates: {len(renders)} cases render identically")
-    return {"description": "Our chat template's cases with their renders; each equals glm-5.2.jinja's "
+    print(f"templates: {source} and {reference}: {len(renders)} cases render identically")
+    return {"description": f"Our chat template's ({source}) cases with their renders; each equals {reference}'s "
                            "render (jinja2 3.1.6 set up like transformers). Keys other than 'name' are "
                            "render variables.",
-            "cases": cases.TEMPLATE_CASES,
-            "renders": {c["name"]: renders[c["name"]] for c in cases.TEMPLATE_CASES}}
+            "cases": own_cases,
+            "renders": {c["name"]: renders[c["name"]] for c in own_cases}}
 
 
 def main():
@@ -94,7 +98,12 @@ def main():
     (OUT / "goldens.json").write_text(json.dumps(g, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     (OUT / "template_renders.json").write_text(
         json.dumps(template_goldens(), ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    print(f"wrote {OUT}/goldens.json ({len(cases.HARD_TEXTS)} texts x 2) and template_renders.json")
+    # GLM-4.7-Flash (glm-mkmodel --arch glm4-moe-lite): GLM-4.7's format
+    g47 = template_goldens("chat_template_glm47.jinja", "glm-4.7.jinja", cases.TEMPLATE_CASES + cases.GLM47_CASES)
+    (OUT / "template_renders_glm47.json").write_text(
+        json.dumps(g47, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {OUT}/goldens.json ({len(cases.HARD_TEXTS)} texts x 2), template_renders.json and "
+          "template_renders_glm47.json")
 
 
 if __name__ == "__main__":

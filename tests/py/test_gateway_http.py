@@ -13,7 +13,7 @@ from gwstack import GatewayStack, replay_engine
 
 SCRIPT = [
     {"match": "pace", "output": "one two three four five six seven eight nine ten eleven twelve"},
-    {"output": " and so on, until the end."},
+    {"output": " and so on, and so on, until the very end of it all, and then some more."},
 ]
 
 
@@ -243,7 +243,9 @@ def test_max_connections(tiny_model, tmp_path):
 
 async def one_stream(port, i):
     r, w = await asyncio.open_connection("127.0.0.1", port)
-    body = json.dumps({"prompt": f"client {i} says:", "max_tokens": 8, "stream": True, "echo": True}).encode()
+    # 24 steps of 40 ms: each stream stays open about a second, so all of them
+    # are open together even when 1000 connections take a while to set up (ASan)
+    body = json.dumps({"prompt": f"client {i} says:", "max_tokens": 24, "stream": True, "echo": True}).encode()
     w.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nX-Request-Id: c%d\r\ncontent-length: %d\r\n\r\n"
             % (i, len(body)) + body)
     await w.drain()
@@ -268,7 +270,7 @@ def test_1000_concurrent_streams(gw):
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 2200:
         pytest.skip("not enough file descriptors for 1000 clients")
 
-    s, st, h, body = exchange(gw, post(b"/v1/completions", b"{\"prompt\": \"x\", \"max_tokens\": 8}"))
+    s, st, h, body = exchange(gw, post(b"/v1/completions", b"{\"prompt\": \"x\", \"max_tokens\": 24}"))
     s.close()
     expect = json.loads(body)["choices"][0]["text"]
     assert expect

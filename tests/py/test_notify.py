@@ -52,11 +52,14 @@ def stage_cmds(model, script):
         "glm-parse-reasoning": [binpath("glm-parse-reasoning")],
         "glm-parse-tools": [binpath("glm-parse-tools")],
         "glm-replay": [binpath("glm-replay"), "--model", model, "--script", script],
+        "glm-gateway": [binpath("glm-gateway"), "--in", f"ipc://{os.path.dirname(script)}/gw.in",
+                        "--out", f"ipc://{os.path.dirname(script)}/gw.out", "--host", "127.0.0.1", "--port", "0",
+                        "--model", model, "--served-model-name", "m", "--max-model-len", "4096"],
     }
 
 
 @pytest.mark.parametrize("name", ["glm-tokenize", "glm-engine", "glm-detok", "glm-parse-reasoning",
-                                  "glm-parse-tools", "glm-replay"])
+                                  "glm-parse-tools", "glm-replay", "glm-gateway"])
 def test_stage_ready_watchdog_stopping(tmp_path, tiny_model, name):
     script = tmp_path / "s.jsonl"
     script.write_text('{"output": "hi"}\n')

@@ -525,3 +525,16 @@ def test_real_engine_behind_the_real_gateway(serve, tiny_model):
     r = client.chat.completions.create(model=tiny_model, messages=[{"role": "user", "content": "Hi"}], max_tokens=8)
     assert r.usage.completion_tokens <= 8 and r.choices[0].finish_reason in ("length", "stop")
     assert s.stop() == 0
+
+
+def test_replay_stage_takes_max_model_len(serve, tiny_model, script):
+    """--max-model-len goes to the engine stage; glm-replay standing in for
+    glm-engine takes it as the engine does (outputs stop there: "length")."""
+    s = serve(tiny_model, "--max-model-len", "40", "--reasoning-parser", "glm45",
+              "--stage", f"engine=glm-replay --script {script}")
+    s.ready()
+    s.connect()
+    out = s.chat("m1", "capital?")
+    prompt = next(m for m in out if m["type"] == "start")["prompt_tokens"]
+    assert out[-1]["type"] == "end" and out[-1]["usage"]["completion_tokens"] <= 40 - prompt
+    assert s.stop() == 0

@@ -2,10 +2,17 @@
 """Golden logits for the engine's CPU forward pass, from transformers.
 
 Test tooling only (never needed to build or run glmpipe). Needs PyPI torch and
-transformers >= 5.2 (GlmMoeDsaForCausalLM); see tests/reference/README.md.
+transformers >= 5.2 (GlmMoeDsaForCausalLM, Glm4MoeLiteForCausalLM); see
+tests/reference/README.md.
 
     python tests/reference/glm5_reference.py --mkmodel build/bin/glm-mkmodel \
         --out tests/reference/goldens/glm5_tiny.json
+    python tests/reference/glm5_reference.py --arch glm4-moe-lite --mkmodel build/bin/glm-mkmodel \
+        --out tests/reference/goldens/glm47flash_tiny.json
+
+With --arch glm4-moe-lite (GLM-4.7-Flash) the model has no indexer: every
+prompt length runs dense causal attention, and the MTP block is a plain
+Glm4MoeLiteDecoderLayer.
 
 What it does:
   1. glm-mkmodel --preset tiny --seed 1 writes the checkpoint (bf16, and fp8).
@@ -36,8 +43,17 @@ import tempfile
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
-from transformers import GlmMoeDsaConfig, GlmMoeDsaForCausalLM
-from transformers.models.glm_moe_dsa import modeling_glm_moe_dsa as mod
+from transformers import Glm4MoeLiteForCausalLM, GlmMoeDsaForCausalLM
+from transformers.models.glm4_moe_lite import modeling_glm4_moe_lite as mod_lite
+from transformers.models.glm_moe_dsa import modeling_glm_moe_dsa as mod_dsa
+
+# --arch: glm-mkmodel's spelling -> transformers' class, module, decoder layer.
+# glm4-moe-lite (GLM-4.7-Flash) is GLM-5's network without the DSA indexer.
+ARCHS = {
+    "glm-moe-dsa": (GlmMoeDsaForCausalLM, mod_dsa, "GlmMoeDsaDecoderLayer"),
+    "glm4-moe-lite": (Glm4MoeLiteForCausalLM, mod_lite, "Glm4MoeLiteDecoderLayer"),
+}
+CLS, mod, LAYER = ARCHS["glm-moe-dsa"]
 
 SEED = 1
 LOGIT_ROWS_PER_PROMPT = 6
@@ -46,8 +62,15 @@ GREEDY_STEPS = 32
 
 def check_sources():
     """The doc's §9 warning: RoPE and indexer changed across 5.x. Refuse a
-    transformers whose GLM-5 code is not the interleaved / ReLU / IndexShare one."""
+    transformers whose GLM-5 code is not the interleaved / ReLU / IndexShare one.
+    GLM-4.7-Flash: interleaved RoPE, no indexer, layer kinds from mlp_layer_types."""
     rope = inspect.getsource(mod.apply_rotary_pos_emb_interleave)
+    if mod is mod_lite:
+        att = inspect.getsource(mod.Glm4MoeLiteAttention)
+        if not (("0::2" in rope or "view" in rope) and "indexer" not in att and
+                "mlp_layer_types" in inspect.getsource(mod.Glm4MoeLiteDecoderLayer)):
+            sys.exit("installed transformers GLM-4.7-Flash code is not the interleaved-RoPE, no-indexer version")
+        return
     idx = inspect.getsource(mod.GlmMoeDsaIndexer.forward)
     att = inspect.getsource(mod.GlmMoeDsaAttention)
     ok = ("0::2" in rope or "view" in rope) and "relu" in idx and "apply_rotary_pos_emb_interleave" in idx \
@@ -59,9 +82,9 @@ def check_sources():
 def load_hf(path):
     kw = dict(dtype=torch.float32, attn_implementation="eager")
     try:
-        m = GlmMoeDsaForCausalLM.from_pretrained(path, experts_implementation="eager", **kw)
+        m = CLS.from_pretrained(path, experts_implementation="eager", **kw)
     except TypeError:
-        m = GlmMoeDsaForCausalLM.from_pretrained(path, **kw)
+        m = CLS.from_pretrained(path, **kw)
     return m.eval()
 
 
@@ -136,14 +159,15 @@ def mtp_block(model, src_dir):
     L = cfg.num_hidden_layers
     c2 = copy.deepcopy(cfg)
     c2.num_hidden_layers = L + 1
-    c2.indexer_types = list(cfg.indexer_types) + ["full"]
+    if hasattr(cfg, "indexer_types"):
+        c2.indexer_types = list(cfg.indexer_types) + ["full"]
     c2.mlp_layer_types = list(cfg.mlp_layer_types) + ["sparse"]
     c2._attn_implementation = "eager"
     try:
         c2._experts_implementation = "eager"
     except Exception:
         pass
-    layer = mod.GlmMoeDsaDecoderLayer(c2, L).eval()
+    layer = getattr(mod, LAYER)(c2, L).eval()
     sd = load_file(os.path.join(src_dir, "model.safetensors"))
     pre = f"model.layers.{L}."
     mine = {k[len(pre):]: v.to(torch.float32) for k, v in sd.items() if k.startswith(pre)}
@@ -176,7 +200,9 @@ def mtp_run(model, layer, ex, ids, hidden):
     pos = torch.arange(S).unsqueeze(0)
     pe = model.model.rotary_emb(a, position_ids=pos)
     mask = torch.full((S, S), torch.finfo(torch.float32).min).triu(1)[None, None]
-    b, _ = layer(a, attention_mask=mask, position_ids=pos, position_embeddings=pe)
+    b = layer(a, attention_mask=mask, position_ids=pos, position_embeddings=pe)
+    if isinstance(b, tuple):                      # GLM-5's layer returns (hidden, selection)
+        b = b[0]
     hn = rmsnorm(b, ex["shared_head.norm.weight"], eps)
     return model.lm_head(hn)[0], hn
 
@@ -203,13 +229,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mkmodel", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--arch", choices=sorted(ARCHS), default="glm-moe-dsa")
     a = ap.parse_args()
+    global CLS, mod, LAYER
+    CLS, mod, LAYER = ARCHS[a.arch]
     check_sources()
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         d_bf16, d_fp8, d_deq = (os.path.join(tmp, n) for n in ("bf16", "fp8", "fp8-deq"))
         for d, dt in ((d_bf16, "bf16"), (d_fp8, "fp8")):
-            subprocess.run([a.mkmodel, "--preset", "tiny", "--seed", str(SEED), "--dtype", dt, "--out", d],
+            subprocess.run([a.mkmodel, "--arch", a.arch, "--preset", "tiny", "--seed", str(SEED), "--dtype", dt,
+                            "--out", d],
                            check=True, stderr=subprocess.DEVNULL)
         dequantize_fp8(d_fp8, d_deq)
         m = load_hf(d_bf16)
@@ -221,9 +251,11 @@ def main():
         cases += [logits_case(mq, f"fp8_len{len(p)}", "fp8", p) for p in ps[1:]]
     res = {"generator": "tests/reference/glm5_reference.py",
            "transformers": transformers.__version__, "torch": torch.__version__,
-           "preset": "tiny", "seed": SEED, "index_topk": m.config.index_topk,
-           "indexer_types": list(m.config.indexer_types),
+           "arch": a.arch, "class": CLS.__name__, "preset": "tiny", "seed": SEED,
            "cases": cases, "greedy": g, "mtp": mtp}
+    if hasattr(m.config, "indexer_types"):
+        res["index_topk"] = m.config.index_topk
+        res["indexer_types"] = list(m.config.indexer_types)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump(res, f, separators=(",", ":"))

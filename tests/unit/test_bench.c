@@ -13,6 +13,7 @@
  *   datasets   RandomDataset / ShareGPT / custom samples for the real
  *              tokenizers (skipped without ../shared) */
 #include <math.h>
+#include <unistd.h>
 
 #include "test.h"
 #include "json.h"
@@ -626,6 +627,36 @@ TEST(datasets_like_vllm)
     cJSON_Delete(j);
 }
 
+/* A prompt that holds NUL (JSON "\u0000") keeps every byte: the dataset
+ * carries the real bytes, and the request body writes \u0000 again. */
+TEST(dataset_prompt_with_nul)
+{
+    char path[] = "/tmp/test_bench_nulXXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    const char *rows = "{\"prompt\": \"a\\u0000b\", \"output_tokens\": 3}\n";
+    CHECK(write(fd, rows, strlen(rows)) == (ssize_t)strlen(rows));
+    close(fd);
+    bn_file_opts o = {.path = path, .num_prompts = 1, .no_shuffle = true, .no_oversample = true,
+                      .skip_chat_template = true, .max_bytes = 1 << 20, .id_prefix = "cu-"};
+    bn_dataset d;
+    char err[256];
+    int rc = bn_dataset_custom(&d, NULL, &o, err, sizeof err);
+    unlink(path);
+    CHECK_EQ_INT(rc, 0);
+    if (rc) return;
+    CHECK_EQ_INT((int)d.n, 1);
+    CHECK_EQ_INT((int)d.s[0].prompt_bytes, 3);
+    CHECK(!memcmp(d.s[0].prompt, "a\0b", 3));
+    bn_run_cfg cfg = {.backend = BN_BACKEND_COMPLETIONS, .model = "m"};
+    pl_buf b;
+    pl_buf_init(&b);
+    CHECK_EQ_INT(bn_request_body(&b, &cfg, &d.s[0]), 0);
+    CHECK(strstr(b.data, "\"prompt\": \"a\\u0000b\"") != NULL);
+    pl_buf_free(&b);
+    bn_dataset_free(&d);
+}
+
 int main(void)
 {
     RUN(rng_numpy_and_python);
@@ -637,5 +668,6 @@ int main(void)
     RUN(report_like_vllm);
     RUN(metrics_hand_computed);
     RUN(datasets_like_vllm);
+    RUN(dataset_prompt_with_nul);
     return test_report();
 }

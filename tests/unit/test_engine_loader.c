@@ -369,7 +369,7 @@ TEST(config_roundtrip_through_writer)
 {
     eng_config a, b;
     char err[256];
-    CHECK(eng_mk_preset("small", 0, &a, err, sizeof err) == 0);
+    CHECK(eng_mk_preset("small", 0, ENG_ARCH_GLM_MOE_DSA, &a, err, sizeof err) == 0);
     a.fp8 = 1;
     pl_buf j;
     pl_buf_init(&j);
@@ -382,6 +382,116 @@ TEST(config_roundtrip_through_writer)
     CHECK_EQ_INT(b.index_topk, a.index_topk);
     CHECK_EQ_INT(b.eos_token_id[1], a.eos_token_id[1]);
     pl_buf_free(&j);
+}
+
+/* GLM-4.7-Flash: the public config.json's keys (no indexer keys, no
+ * head_dim), transformers' Glm4MoeLiteConfig defaults for what is missing. */
+static int flash_tensor(void *ctx, const eng_tdesc *d)
+{
+    int *n = ctx;
+    n[0]++;
+    if (strstr(d->name, "indexer")) n[1]++;
+    return 0;
+}
+
+TEST(glm47_flash_config)
+{
+    const char *j = "{\"architectures\":[\"Glm4MoeLiteForCausalLM\"],\"model_type\":\"glm4_moe_lite\","
+                    "\"first_k_dense_replace\":1,\"hidden_size\":2048,\"intermediate_size\":10240,"
+                    "\"kv_lora_rank\":512,\"max_position_embeddings\":202752,\"moe_intermediate_size\":1536,"
+                    "\"n_group\":1,\"n_routed_experts\":64,\"n_shared_experts\":1,\"norm_topk_prob\":true,"
+                    "\"num_attention_heads\":20,\"num_experts_per_tok\":4,\"num_hidden_layers\":47,"
+                    "\"num_key_value_heads\":20,\"num_nextn_predict_layers\":1,\"partial_rotary_factor\":1.0,"
+                    "\"q_lora_rank\":768,\"qk_nope_head_dim\":192,\"qk_rope_head_dim\":64,\"rms_norm_eps\":1e-05,"
+                    "\"rope_scaling\":null,\"rope_theta\":1000000,\"routed_scaling_factor\":1.8,"
+                    "\"tie_word_embeddings\":false,\"topk_group\":1,\"topk_method\":\"noaux_tc\","
+                    "\"v_head_dim\":256,\"vocab_size\":154880,\"eos_token_id\":[154820,154827,154829],"
+                    "\"index_topk\":2048}";
+    eng_config c;
+    char err[256];
+    CHECK(eng_config_parse(&c, j, strlen(j), "x", err, sizeof err) == 0);
+    CHECK_EQ_INT(c.arch, ENG_ARCH_GLM4_MOE_LITE);
+    CHECK_EQ_INT(c.has_indexer, 0);
+    CHECK_EQ_INT(c.index_topk, 0);                       /* an indexer key means nothing here */
+    int nfull = 0, ndense = 0;
+    for (int i = 0; i <= 47; i++) { nfull += c.layer_index_full[i]; ndense += c.layer_dense[i]; }
+    CHECK_EQ_INT(nfull, 0);                              /* MTP layer included */
+    CHECK_EQ_INT(ndense, 1);
+    CHECK(c.layer_dense[0] && !c.layer_dense[1] && !c.layer_dense[47]);
+    CHECK(c.routed_scaling_factor == 1.8 && c.rope_theta == 1e6 && c.rms_norm_eps == 1e-5);
+    CHECK(c.latent_norm_eps == 1e-6);                    /* transformers' RMSNorm default */
+    c.has_mtp_weights = 1;
+    CHECK_EQ_INT(eng_kv_bytes_per_token(&c, ENG_CACHE_F32), 48 * 576 * 4);   /* no indexer key */
+    int n[2] = { 0, 0 };
+    CHECK(eng_config_foreach_tensor(&c, 1, flash_tensor, n) == 0);
+    CHECK_EQ_INT(n[1], 0);
+    CHECK_EQ_INT(n[0], 3 + 48 * 9 + 3 + 47 * (5 + 64 * 3) + 4);   /* 47 layers + MTP */
+    /* model_type alone; defaults are Glm4MoeLiteConfig's (GLM-4.7-Flash). */
+    const char *mt = "{\"model_type\":\"glm4_moe_lite\"}";
+    CHECK(eng_config_parse(&c, mt, strlen(mt), "x", err, sizeof err) == 0);
+    CHECK(c.arch == ENG_ARCH_GLM4_MOE_LITE && c.hidden_size == 2048 && c.num_hidden_layers == 47 &&
+          c.n_routed_experts == 64 && c.q_lora_rank == 768 && c.first_k_dense_replace == 1);
+    /* head_dim: transformers reads it as qk_rope_head_dim here; equal is fine, else refused. */
+    const char *hd = "{\"model_type\":\"glm4_moe_lite\",\"head_dim\":64}";
+    CHECK(eng_config_parse(&c, hd, strlen(hd), "x", err, sizeof err) == 0);
+    const char *hd2 = "{\"model_type\":\"glm4_moe_lite\",\"head_dim\":192}";
+    CHECK_EQ_INT(eng_config_parse(&c, hd2, strlen(hd2), "x", err, sizeof err), PL_ERR_UNSUPPORTED);
+    CHECK(strstr(err, "head_dim 192") != NULL);
+    const char *prf = "{\"model_type\":\"glm4_moe_lite\",\"partial_rotary_factor\":0.5}";
+    CHECK_EQ_INT(eng_config_parse(&c, prf, strlen(prf), "x", err, sizeof err), PL_ERR_UNSUPPORTED);
+    CHECK(strstr(err, "partial_rotary_factor") != NULL);
+    /* architectures and model_type must agree */
+    const char *mix = "{\"architectures\":[\"Glm4MoeLiteForCausalLM\"],\"model_type\":\"glm_moe_dsa\"}";
+    CHECK_EQ_INT(eng_config_parse(&c, mix, strlen(mix), "x", err, sizeof err), PL_ERR_UNSUPPORTED);
+    const char *dsa_mt = "{\"model_type\":\"glm_moe_dsa\"}";
+    CHECK(eng_config_parse(&c, dsa_mt, strlen(dsa_mt), "x", err, sizeof err) == 0);
+    CHECK(c.arch == ENG_ARCH_GLM_MOE_DSA && c.has_indexer && c.hidden_size == 6144);
+}
+
+TEST(glm47_flash_roundtrip_and_load)
+{
+    eng_config a, b;
+    char err[256];
+    for (int p = 0; p < 2; p++) {
+        CHECK(eng_mk_preset(p ? "small" : "tiny", 0, ENG_ARCH_GLM4_MOE_LITE, &a, err, sizeof err) == 0);
+        a.fp8 = p;
+        pl_buf j;
+        pl_buf_init(&j);
+        eng_config_write_json(&a, &j);
+        CHECK(strstr(j.data, "index") == NULL && strstr(j.data, "\"head_dim\"") == NULL);
+        CHECK(eng_config_parse(&b, j.data, j.len, "x", err, sizeof err) == 0);
+        CHECK_EQ_INT(b.arch, ENG_ARCH_GLM4_MOE_LITE);
+        CHECK(memcmp(a.layer_dense, b.layer_dense, (size_t)a.num_hidden_layers + 1) == 0);
+        CHECK(b.routed_scaling_factor == a.routed_scaling_factor && b.q_lora_rank == a.q_lora_rank &&
+              b.v_head_dim == a.v_head_dim && b.fp8 == p);
+        pl_buf_free(&j);
+    }
+    /* real shapes: GLM-4.7-Flash's dimensions */
+    CHECK(eng_mk_preset(NULL, 4, ENG_ARCH_GLM4_MOE_LITE, &a, err, sizeof err) == 0);
+    CHECK(a.hidden_size == 2048 && a.num_hidden_layers == 4 && a.vocab_size == 154880 &&
+          a.num_attention_heads == 20 && a.eos_token_id[0] == 154820 && a.layer_dense[0] && !a.layer_dense[1]);
+    /* a written tiny checkpoint loads, with its MTP layer and no indexer cache */
+    char out[] = "/tmp/glm-flash-load-XXXXXX";
+    CHECK(mkdtemp(out) != NULL);
+    eng_mk_opts o = { .arch = ENG_ARCH_GLM4_MOE_LITE, .preset = "tiny", .out_dir = out, .seed = 3, .fp8 = 1,
+                      .mtp = 1, .quiet = 1 };
+    CHECK(eng_mk_write(&o, err, sizeof err) == 0);
+    eng_weights *w = NULL;
+    eng_load_opts lo = { .quiet = 1 };
+    CHECK(eng_weights_load(out, &lo, &b, &w, err, sizeof err) == 0);
+    CHECK(b.has_mtp_weights && !b.has_indexer);
+    eng_backend *be;
+    eng_kv_pool *kv;
+    CHECK(eng_be_cpu_create(1, &be, err, sizeof err) == 0);
+    CHECK(eng_kv_pool_create(be, &b, ENG_CACHE_FP8, 2, 16, &kv, err, sizeof err) == 0);
+    for (int l = 0; l <= b.num_hidden_layers; l++)
+        CHECK(eng_kv_layer_mla(kv, l) != NULL && eng_kv_layer_index(kv, l) == NULL);
+    eng_kv_pool_free(kv);
+    eng_be_free(be);
+    eng_weights_free(w);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
+    CHECK(system(cmd) == 0);
 }
 
 /* ===== number formats and the block pool ===== */
@@ -408,7 +518,7 @@ TEST(kv_block_refcounts)
 {
     eng_config c;
     char err[256];
-    CHECK(eng_mk_preset("tiny", 0, &c, err, sizeof err) == 0);
+    CHECK(eng_mk_preset("tiny", 0, ENG_ARCH_GLM_MOE_DSA, &c, err, sizeof err) == 0);
     eng_backend *be;
     CHECK(eng_be_cpu_create(1, &be, err, sizeof err) == 0);
     eng_kv_pool *p;
@@ -451,6 +561,8 @@ int main(void)
     RUN(corrupted_files_never_crash);
     RUN(indexer_types_from_freq_and_offset);
     RUN(config_roundtrip_through_writer);
+    RUN(glm47_flash_config);
+    RUN(glm47_flash_roundtrip_and_load);
     RUN(fp8_and_bf16_conversions);
     RUN(kv_block_refcounts);
     char cmd[300];

@@ -2,9 +2,10 @@
  *
  * The tiny checkpoint is rebuilt here with glm-mkmodel's code (same preset
  * and seed as tests/reference/glm5_reference.py), so nothing large is
- * committed; the goldens (tests/reference/goldens/glm5_tiny.json) come from
- * transformers' GlmMoeDsaForCausalLM in fp32 (MTP: our own torch version of
- * doc §4.2, transformers has none). */
+ * committed; the goldens (tests/reference/goldens/glm5_tiny.json,
+ * glm47flash_tiny.json) come from transformers' GlmMoeDsaForCausalLM /
+ * Glm4MoeLiteForCausalLM in fp32 (MTP: our own torch version of doc §4.2
+ * around their decoder layer, transformers has none). */
 #include "test.h"
 #include "test_msg.h"
 
@@ -18,9 +19,16 @@
 #include "../../tools/mkmodel/mkmodel.h"
 #include "pl.h"
 
-#define GOLDENS "tests/reference/goldens/glm5_tiny.json"
 #define TOL 1e-4
 
+/* Both architectures run the same checks against their own goldens:
+ * GLM-5 (sparse DSA past index_topk) and GLM-4.7-Flash (no indexer: dense
+ * causal attention at every length; transformers' Glm4MoeLiteForCausalLM). */
+static const struct { enum eng_arch arch; const char *goldens; } k_suites[] = {
+    { ENG_ARCH_GLM_MOE_DSA, "tests/reference/goldens/glm5_tiny.json" },
+    { ENG_ARCH_GLM4_MOE_LITE, "tests/reference/goldens/glm47flash_tiny.json" },
+};
+static enum eng_arch g_arch;
 static char g_dir[256];
 static cJSON *g_gold;
 
@@ -32,7 +40,8 @@ static int make_models(void)
     for (int i = 0; i < 2; i++) {
         char out[512], err[256];
         snprintf(out, sizeof out, "%s/%s", g_dir, dts[i]);
-        eng_mk_opts o = { .preset = "tiny", .out_dir = out, .seed = 1, .fp8 = i == 1, .mtp = 1, .quiet = 1 };
+        eng_mk_opts o = { .arch = g_arch, .preset = "tiny", .out_dir = out, .seed = 1, .fp8 = i == 1, .mtp = 1,
+                          .quiet = 1 };
         if (eng_mk_write(&o, err, sizeof err)) { fprintf(stderr, "mkmodel: %s\n", err); return -1; }
     }
     return 0;
@@ -541,28 +550,37 @@ TEST(bad_batches_rejected)
 int main(void)
 {
     pl_log_init("test_engine_model");
-    g_gold = test_json_file(GOLDENS);
-    if (!g_gold || make_models()) {
-        fprintf(stderr, "cannot load %s or build the tiny model\n", GOLDENS);
-        printf("0 passed, 1 failed, 0 skipped\n");
-        return 1;
+    for (size_t k = 0; k < PL_ARRAY_LEN(k_suites); k++) {
+        g_arch = k_suites[k].arch;
+        g_max_rel[0] = g_max_rel[1] = 0;
+        g_gold = test_json_file(k_suites[k].goldens);
+        printf("== %s (%s)\n", eng_arch_class(g_arch), k_suites[k].goldens);
+        const char *cls = g_gold ? cJSON_GetStringValue(cJSON_GetObjectItem(g_gold, "class")) : NULL;
+        if (!g_gold || strcmp(cls ? cls : "GlmMoeDsaForCausalLM", eng_arch_class(g_arch)) || make_models()) {
+            fprintf(stderr, "cannot load %s (for %s) or build the tiny model\n", k_suites[k].goldens,
+                    eng_arch_class(g_arch));
+            printf("0 passed, 1 failed, 0 skipped\n");
+            return 1;
+        }
+        RUN(logits_bf16_match_transformers);
+        RUN(logits_fp8_match_dequantized_reference);
+        RUN(logits_chunked_prefill_one_thread);
+        RUN(logits_portable_kernels);
+        RUN(greedy_32_steps_match_reference);
+        RUN(batch_invariance);
+        RUN(batch_invariance_fp8_kv);
+        RUN(mtp_matches_reference);
+        RUN(bad_batches_rejected);
+        if (g_arch == ENG_ARCH_GLM_MOE_DSA) {   /* backend ops: once is enough */
+            RUN(fp8_cache_rows_round_trip);
+            RUN(fp8_ops_equal_f32_on_dequantized_rows);
+            RUN(linear_tokens_bit_identical_alone_or_grouped);
+        }
+        RUN(fp8_kv_close_to_f32);
+        printf("     %s max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
+               eng_arch_class(g_arch), g_max_rel[0], g_max_rel[1], TOL);
+        remove_models();
+        cJSON_Delete(g_gold);
     }
-    RUN(logits_bf16_match_transformers);
-    RUN(logits_fp8_match_dequantized_reference);
-    RUN(logits_chunked_prefill_one_thread);
-    RUN(logits_portable_kernels);
-    RUN(greedy_32_steps_match_reference);
-    RUN(batch_invariance);
-    RUN(linear_tokens_bit_identical_alone_or_grouped);
-    RUN(batch_invariance_fp8_kv);
-    RUN(mtp_matches_reference);
-    RUN(bad_batches_rejected);
-    RUN(fp8_cache_rows_round_trip);
-    RUN(fp8_ops_equal_f32_on_dequantized_rows);
-    RUN(fp8_kv_close_to_f32);
-    printf("     max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
-           g_max_rel[0], g_max_rel[1], TOL);
-    remove_models();
-    cJSON_Delete(g_gold);
     return test_report();
 }

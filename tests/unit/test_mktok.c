@@ -190,7 +190,7 @@ static int make_dir(char *out, const char *tag, int base)
     snprintf(out, 256, "/tmp/test_mktok_%s_%ld_XXXXXX", tag, (long)getpid());
     if (!mkdtemp(out)) return -1;
     char err[256];
-    int rc = eng_mk_text_files_write(out, base, err, sizeof err);
+    int rc = eng_mk_text_files_write(out, base, ENG_ARCH_GLM_MOE_DSA, err, sizeof err);
     if (rc) fprintf(stderr, "  eng_mk_text_files_write(%d): %s\n", base, err);
     return rc;
 }
@@ -267,6 +267,23 @@ TEST(chat_template_matches_source)
 {
     /* the embedded copy (chat_template.c) is the .jinja the Python tests render */
     CHECK(cmp_files(g_tmp[0], "tools/mkmodel", "chat_template.jinja"));
+    /* GLM-4.7-Flash's (chat_template_glm47.c), written for --arch glm4-moe-lite */
+    size_t len;
+    const char *t47 = eng_mk_chat_template_glm47(&len);
+    pl_buf src;
+    pl_buf_init(&src);
+    CHECK(read_file("tools/mkmodel", "chat_template_glm47.jinja", &src) == 0);
+    CHECK(src.len == len && !memcmp(src.data, t47, len));
+    pl_buf_reset(&src);
+    char dir[300], err[256];
+    snprintf(dir, sizeof dir, "%s.lite", g_tmp[0]);
+    CHECK(mkdir(dir, 0755) == 0);
+    CHECK(eng_mk_text_files_write(dir, TINY, ENG_ARCH_GLM4_MOE_LITE, err, sizeof err) == 0);
+    CHECK(read_file(dir, "chat_template.jinja", &src) == 0);
+    CHECK(src.len == len && !memcmp(src.data, t47, len));
+    CHECK(cmp_files(g_tmp[0], dir, "tokenizer.json"));      /* same tokenizer for both archs */
+    pl_buf_free(&src);
+    rm_dir(dir);
 }
 
 TEST(bad_input)
@@ -280,7 +297,7 @@ TEST(bad_input)
     CHECK_EQ_INT(eng_mk_bpe_train(&bpe, 300, "ab", 2, err, sizeof err), PL_ERR_INVALID);
     CHECK_EQ_INT(eng_mk_bpe_train(&bpe, 300, "abababababababab", 16, err, sizeof err), PL_ERR_INVALID);
     CHECK(strstr(err, "too poor") != NULL);
-    CHECK_EQ_INT(eng_mk_text_files_write("/nonexistent/dir", TINY, err, sizeof err), PL_ERR_IO);
+    CHECK_EQ_INT(eng_mk_text_files_write("/nonexistent/dir", TINY, ENG_ARCH_GLM_MOE_DSA, err, sizeof err), PL_ERR_IO);
     CHECK(strstr(err, "/nonexistent/dir") != NULL);
     /* the smallest vocabulary: bytes only */
     CHECK_EQ_INT(eng_mk_bpe_train(&bpe, 256, "hello", 5, err, sizeof err), 0);
@@ -343,7 +360,7 @@ TEST(encodes_match_hf)
 static int write_mode(const char *dir, const char *base)
 {
     char err[256];
-    int rc = eng_mk_text_files_write(dir, atoi(base), err, sizeof err);
+    int rc = eng_mk_text_files_write(dir, atoi(base), ENG_ARCH_GLM_MOE_DSA, err, sizeof err);
     if (rc) fprintf(stderr, "test_mktok: %s\n", err);
     return rc ? 1 : 0;
 }

@@ -38,6 +38,15 @@ static int read_json_file(const char *path, cJSON **out, size_t max, char *err, 
     return rc;
 }
 
+/* The bytes of a JSON string value (NUL-terminated, may hold NUL) into b. */
+static void str_bytes(pl_buf *b, const cJSON *v)
+{
+    pl_buf_reset(b);
+    pl_json_str_bytes(b, v->valuestring);
+    pl_buf_putc(b, 0);
+    b->len--;
+}
+
 /* A special token in tokenizer_config: "text" or {"content": "text", ...}. */
 static const char *token_content(const cJSON *v)
 {
@@ -360,6 +369,9 @@ int bn_dataset_sharegpt(bn_dataset *d, const bn_tok *t, const bn_file_opts *o, c
         bn_mt_shuffle(&m, e, n, sizeof *e);
     }
     pl_tokids scratch = {0};
+    pl_buf pb, qb;
+    pl_buf_init(&pb);
+    pl_buf_init(&qb);
     size_t cap = 0, ind = 0;
     for (size_t i = 0; !rc && i < n && (int64_t)d->n < o->num_prompts; i++) {
         const cJSON *conv = cJSON_GetObjectItemCaseSensitive(e[i], "conversations");
@@ -372,15 +384,20 @@ int bn_dataset_sharegpt(bn_dataset *d, const bn_tok *t, const bn_file_opts *o, c
         }
         int64_t plen, clen;
         char terr[256];
-        rc = count_tokens(t, p->valuestring, strlen(p->valuestring), &scratch, &plen, terr, sizeof terr);
-        if (!rc) rc = count_tokens(t, q->valuestring, strlen(q->valuestring), &scratch, &clen, terr, sizeof terr);
+        str_bytes(&pb, p);   /* the texts' real bytes: a NUL is C0 80 inside cJSON */
+        str_bytes(&qb, q);
+        if (!pl_buf_ok(&pb) || !pl_buf_ok(&qb)) { rc = PL_ERR_NOMEM; break; }
+        rc = count_tokens(t, pb.data, pb.len, &scratch, &plen, terr, sizeof terr);
+        if (!rc) rc = count_tokens(t, qb.data, qb.len, &scratch, &clen, terr, sizeof terr);
         if (rc) { pl_seterr(err, errlen, rc, "%s: %s", o->path, terr); break; }
         int64_t olen = o->has_output_len ? o->output_len : clen;
         if (!valid_sequence(plen, olen, o->has_output_len)) continue;
-        rc = push_sample(d, &cap, p->valuestring, strlen(p->valuestring), plen, olen, o->id_prefix, ind++);
+        rc = push_sample(d, &cap, pb.data, pb.len, plen, olen, o->id_prefix, ind++);
     }
     if (!rc) rc = oversample(d, &cap, o->num_prompts, o->seed, o->no_oversample, o->id_prefix, err, errlen);
     pl_tokids_free(&scratch);
+    pl_buf_free(&pb);
+    pl_buf_free(&qb);
     free(e);
     cJSON_Delete(root);
     if (rc) bn_dataset_free(d);
@@ -433,8 +450,9 @@ int bn_dataset_custom(bn_dataset *d, const bn_tok *t, const bn_file_opts *o, cha
     }
     int64_t want = o->num_prompts > 0 ? o->num_prompts : (int64_t)n;
     pl_tokids scratch = {0};
-    pl_buf rendered;
+    pl_buf rendered, pb;
     pl_buf_init(&rendered);
+    pl_buf_init(&pb);
     size_t cap = 0;
     for (size_t i = 0; !rc && i < n && (int64_t)d->n < want; i++) {
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(rows[i], "prompt");
@@ -442,8 +460,10 @@ int bn_dataset_custom(bn_dataset *d, const bn_tok *t, const bn_file_opts *o, cha
             rc = pl_seterr(err, errlen, PL_ERR_INVALID, "%s: a row's \"prompt\" must be a string", o->path);
             break;
         }
-        const char *prompt = p->valuestring;
-        size_t bytes = strlen(prompt);
+        str_bytes(&pb, p);   /* the text's real bytes: a NUL is C0 80 inside cJSON */
+        if (!pl_buf_ok(&pb)) { rc = PL_ERR_NOMEM; break; }
+        const char *prompt = pb.data;
+        size_t bytes = pb.len;
         int64_t olen = 1, plen = 1;
         if (t) {
             if (o->has_output_len) olen = o->output_len;
@@ -460,7 +480,7 @@ int bn_dataset_custom(bn_dataset *d, const bn_tok *t, const bn_file_opts *o, cha
                 cJSON *body = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(body, "messages");
                 cJSON *msg = cJSON_CreateObject();
                 cJSON_AddStringToObject(msg, "role", "user");
-                cJSON_AddStringToObject(msg, "content", prompt);
+                cJSON_AddItemToObject(msg, "content", pl_json_string_new(prompt, bytes));
                 cJSON_AddItemToArray(msgs, msg);
                 if (o->chat_template_kwargs)
                     cJSON_AddItemToObject(body, "chat_template_kwargs", cJSON_Duplicate(o->chat_template_kwargs, 1));
@@ -481,6 +501,7 @@ int bn_dataset_custom(bn_dataset *d, const bn_tok *t, const bn_file_opts *o, cha
     if (!rc) rc = oversample(d, &cap, o->num_prompts, o->seed, o->no_oversample, o->id_prefix, err, errlen);
     pl_tokids_free(&scratch);
     pl_buf_free(&rendered);
+    pl_buf_free(&pb);
     for (size_t i = 0; i < n; i++) cJSON_Delete(rows[i]);
     free(rows);
     if (rc) bn_dataset_free(d);

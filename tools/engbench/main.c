@@ -6,10 +6,13 @@
  * Modes other than decode (the default, below) are in features.h.
  * 1. Streaming-read bandwidth of this machine: every thread sums its share
  *    of a buffer much larger than the caches (best of several passes).
- * 2. Decode: prefill a prompt, then time greedy single-token steps. The
- *    roofline is bandwidth / bytes of weights one token reads (embedding row,
- *    attention + indexer, dense MLP or top-k + shared experts and router,
- *    lm_head); at batch 1 decode is bound by exactly that traffic.
+ * 2. Decode: prefill a prompt (or, with --context N, write N synthetic
+ *    cache rows), then time greedy single-token steps. The roofline is
+ *    bandwidth / bytes one token reads: weights (embedding row, attention +
+ *    indexer, dense MLP or top-k + shared experts and router, lm_head) and
+ *    the cache rows attention reads (all of them without an indexer; the
+ *    index keys + top-k rows with one); at batch 1 decode is bound by
+ *    exactly that traffic.
  * Both use medians (of 9 bandwidth passes; of the decode step times), so a
  * moment of preemption by other work does not decide the number. With
  * --repeat N both are measured N times, interleaved (bandwidth, then
@@ -89,6 +92,51 @@ static double bandwidth_gbs(int threads, size_t bytes)
 
 /* ===== decode ===== */
 
+/* --context N: cache rows for positions [0, N) of every sequence written
+ * directly (pseudo-random values, through the backend's cache_store), so
+ * decode at long context is timed without an N-token prefill that two
+ * cores would need minutes for. Decode cost depends on how many rows each
+ * step reads, not on their values (DSA selects top-k from any scores). */
+static void fill_context(eng_backend *be, eng_kv_pool *kv, const int32_t *bt, int context)
+{
+    enum { CHUNK = 256 };
+    int bs = eng_kv_block_size(kv);
+    int64_t slot[CHUNK];
+    for (int l = 0; l < eng_kv_n_layers(kv); l++)
+        for (int which = 0; which < 2; which++) {
+            const eng_be_cache *c = which ? eng_kv_layer_index(kv, l) : eng_kv_layer_mla(kv, l);
+            if (!c) continue;
+            float *rows = malloc((size_t)CHUNK * (size_t)c->dim * sizeof *rows);
+            if (!rows) return;
+            uint32_t x = 2463534242u + (uint32_t)l * 977u + (uint32_t)which;
+            for (int p0 = 0; p0 < context; p0 += CHUNK) {
+                int n = context - p0 < CHUNK ? context - p0 : CHUNK;
+                for (int i = 0; i < n; i++) slot[i] = (int64_t)bt[(p0 + i) / bs] * bs + (p0 + i) % bs;
+                for (size_t i = 0; i < (size_t)n * (size_t)c->dim; i++) {
+                    x ^= x << 13; x ^= x >> 17; x ^= x << 5;            /* xorshift32 */
+                    rows[i] = (float)(x >> 8) * (2.0f / 16777216.0f) - 1.0f;
+                }
+                eng_be_cache_store(be, c, slot, n, rows, c->dim);
+            }
+            free(rows);
+        }
+}
+
+/* Cache bytes one decode token at context n reads: every indexer key of
+ * the full-indexer layers, and the MLA rows attention reads (all n without
+ * an indexer; at most index_topk with one). The MTP layer does not run. */
+static uint64_t kv_read_bytes(eng_kv_pool *kv, const eng_config *c, int n)
+{
+    uint64_t b = 0;
+    int sel = c->has_indexer && c->index_topk < n ? c->index_topk : n;
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const eng_be_cache *idx = eng_kv_layer_index(kv, l);
+        b += (uint64_t)sel * eng_kv_layer_mla(kv, l)->row_bytes;
+        if (idx) b += (uint64_t)n * idx->row_bytes;
+    }
+    return b;
+}
+
 static int argmax(const float *v, int n)
 {
     int b = 0;
@@ -101,7 +149,7 @@ int main(int argc, char **argv)
     pl_log_init("glm-engine-bench");
     pl_log_set_level(PL_LOG_WARN);
     const char *dir = NULL, *mode = "decode";
-    int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0;
+    int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0, context = 0;
     enum eng_cache_dtype kvdt = ENG_CACHE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -115,14 +163,17 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--repeat")) repeat = atoi(v);
         else if (!strcmp(a, "--mode")) mode = v;
         else if (!strcmp(a, "--cached")) cached = atoi(v);
+        else if (!strcmp(a, "--context")) context = atoi(v);
         else if (!strcmp(a, "--kv-cache-dtype") && (!strcmp(v, "auto") || !strcmp(v, "fp8")))
             kvdt = !strcmp(v, "fp8") ? ENG_CACHE_FP8 : ENG_CACHE_F32;
         else { fprintf(stderr, "glm-engine-bench: unknown option %s\n", a); return 2; }
         i++;
     }
-    if ((!dir && strcmp(mode, "sample") && strcmp(mode, "linear")) || tokens < 1 || prompt < 1 || batch < 1 || batch > 64 || bw_mb < 64 || repeat < 1) {
+    if ((!dir && strcmp(mode, "sample") && strcmp(mode, "linear")) || tokens < 1 || prompt < 1 || batch < 1 ||
+        batch > 64 || bw_mb < 64 || repeat < 1 || context < 0 || context > (1 << 20)) {
         fputs("usage: glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B<=64]\n"
               "                        [--repeat N] [--bw-mb MB] [--kv-cache-dtype auto|fp8]\n"
+              "                        [--context N (decode after N synthetic cache rows, no prefill)]\n"
               "                        [--mode decode|prefix|mtp|kverr|sample|linear] [--cached N (prefix)]\n", stderr);
         return 2;
     }
@@ -135,7 +186,9 @@ int main(int argc, char **argv)
     if (strcmp(mode, "decode")) { fprintf(stderr, "glm-engine-bench: unknown mode %s\n", mode); return 2; }
     char err[512];
     eng_model *m;
-    eng_model_opts o = { .n_threads = threads, .max_batch_tokens = prompt * batch > 64 ? prompt * batch : 64,
+    if (context) prompt = context;     /* the context takes the prompt's positions, without its prefill */
+    eng_model_opts o = { .n_threads = threads,
+                         .max_batch_tokens = context ? 64 : prompt * batch > 64 ? prompt * batch : 64,
                          .max_model_len = prompt + tokens + 1, .load = { .prefault = 1, .quiet = 1 } };
     if (eng_model_open(dir, &o, &m, err, sizeof err)) { fprintf(stderr, "glm-engine-bench: %s\n", err); return 1; }
     const eng_config *c = eng_model_config(m);
@@ -156,7 +209,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < per_seq * batch; i++) bt[i] = eng_kv_block_alloc(kv);
     int L = prompt + tokens + 1;
     double bw = 0, t_prefill = 1e30, t_dec = 1e30, frac[64];
-    uint64_t act = eng_model_active_bytes(m);
+    if (context)
+        for (int b = 0; b < batch; b++) fill_context(eng_model_backend(m), kv, bt + b * per_seq, context);
+    /* weights plus the cache rows a step in the middle of the run reads */
+    uint64_t w_act = eng_model_active_bytes(m), kv_act = kv_read_bytes(kv, c, prompt + tokens / 2);
+    uint64_t act = w_act + kv_act;
     if (repeat > 64) repeat = 64;
     for (int rep = 0; rep < repeat; rep++) {
         double b1 = bandwidth_gbs(nt, (size_t)bw_mb << 20);
@@ -166,7 +223,8 @@ int main(int argc, char **argv)
         for (int b = 0; b < batch; b++)
             s[b] = (eng_seq){ ids + b * L, prompt, 0, bt + b * per_seq, per_seq, ENG_LOGITS_LAST };
         double t0 = bench_now();
-        if (eng_model_forward(m, kv, s, batch, lg, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+        if (context) memset(lg, 0, (size_t)batch * c->vocab_size * sizeof *lg);   /* first token: id 0 */
+        else if (eng_model_forward(m, kv, s, batch, lg, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
         if (bench_now() - t0 < t_prefill) t_prefill = bench_now() - t0;
         t0 = bench_now();
         double *st = steps;
@@ -196,12 +254,13 @@ int main(int argc, char **argv)
            c->hidden_size, c->n_routed_experts, c->num_experts_per_tok, c->fp8 ? "fp8" : "bf16");
     printf("threads %d, KV cache %s, best of %d medians: streaming read bandwidth %.2f GB/s\n", nt,
            kvdt == ENG_CACHE_FP8 ? "fp8" : "auto (f32)", repeat, bw);
-    printf("prefill %d x %d tokens: %.1f tokens/s\n", batch, prompt, prompt * batch / t_prefill);
+    if (context) printf("context %d synthetic cache rows per sequence (no prefill)\n", context);
+    else printf("prefill %d x %d tokens: %.1f tokens/s\n", batch, prompt, prompt * batch / t_prefill);
     printf("decode batch %d, %d steps: %.2f tokens/s (median step %.2f ms)\n", batch, tokens, tps, t_dec / tokens * 1e3);
     if (batch == 1)
-        printf("weights read per token %.1f MB; best-bandwidth roofline %.2f tokens/s; "
-               "median fraction of roofline over %d pairs: %.1f%%\n", act / 1e6, roof, repeat,
-               100.0 * fmed);
+        printf("bytes read per token %.1f MB (weights %.1f MB, KV cache %.1f MB); best-bandwidth roofline "
+               "%.2f tokens/s; median fraction of roofline over %d pairs: %.1f%%\n", act / 1e6, w_act / 1e6,
+               kv_act / 1e6, roof, repeat, 100.0 * fmed);
     free(bt); free(ids); free(lg); free(s); free(steps);
     eng_kv_pool_free(kv);
     eng_model_close(m);

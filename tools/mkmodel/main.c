@@ -1,4 +1,4 @@
-/* glm-mkmodel — write a GLM-5-architecture model directory with
+/* glm-mkmodel — write a GLM-5- or GLM-4.7-Flash-architecture model directory with
  * deterministic random weights. See mkmodel.h. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +9,12 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: glm-mkmodel --preset tiny|small --out DIR [--seed N] [--dtype bf16|fp8]\n"
-          "       glm-mkmodel --real-shapes --layers N --out DIR [--seed N] [--dtype bf16|fp8]\n"
-          "options: --no-mtp (omit the MTP layer), --fused-experts (transformers 5.x expert names),\n"
+    fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite] --preset tiny|small --out DIR [--seed N]\n"
+          "                   [--dtype bf16|fp8]\n"
+          "       glm-mkmodel [--arch A] --real-shapes --layers N --out DIR [--seed N] [--dtype bf16|fp8]\n"
+          "options: --arch glm-moe-dsa (GLM-5, the default) or glm4-moe-lite (GLM-4.7-Flash: no indexer,\n"
+          "         GLM-4.7's chat template; --real-shapes gives GLM-4.7-Flash's dimensions),\n"
+          "         --no-mtp (omit the MTP layer), --fused-experts (transformers 5.x expert names),\n"
           "         --shard-mb N (split into shards of about N MiB with model.safetensors.index.json)\n", f);
 }
 
@@ -33,6 +36,7 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         uint64_t n;
         if (!strcmp(a, "--preset") && v) { o.preset = v; i++; }
+        else if (!strcmp(a, "--arch") && v && !eng_mk_arch_parse(v, &o.arch)) i++;
         else if (!strcmp(a, "--out") && v) { o.out_dir = v; i++; }
         else if (!strcmp(a, "--seed") && !parse_u64(v, &o.seed)) i++;
         else if (!strcmp(a, "--dtype") && v && (!strcmp(v, "bf16") || !strcmp(v, "fp8"))) { o.fp8 = !strcmp(v, "fp8"); i++; }

@@ -22,54 +22,90 @@ static void set_special_ids(eng_config *c, int base)
     c->bos_token_id = 0;
 }
 
-int eng_mk_preset(const char *name, int real_layers, eng_config *c, char *err, size_t errlen)
+int eng_mk_arch_parse(const char *s, enum eng_arch *out)
 {
-    eng_config_defaults(c);
-    c->rope_theta = 8000000.0;              /* GLM-5.2 values */
-    c->max_position_embeddings = 1048576;
-    c->index_share_for_mtp_iteration = 1;
+    if (!strcmp(s, "glm-moe-dsa") || !strcmp(s, "glm5")) *out = ENG_ARCH_GLM_MOE_DSA;
+    else if (!strcmp(s, "glm4-moe-lite") || !strcmp(s, "glm-4.7-flash")) *out = ENG_ARCH_GLM4_MOE_LITE;
+    else return PL_ERR_INVALID;
+    return 0;
+}
+
+/* The sizes a preset sets; the rest comes from the arch's defaults. Every
+ * preset has one shared expert, as many KV heads as heads, its first layer
+ * dense, and GLM's special ids at the top of its vocabulary. */
+struct preset {
+    const char *name;
+    enum eng_arch arch;
+    int vocab, hidden, inter, moe_inter, layers, heads, q_lora, kv_lora, nope, rope, v, experts, top_k, max_pos;
+    int index_heads, index_dim, index_topk, index_freq, index_offset;   /* GLM-5 only */
+};
+
+static const struct preset k_presets[] = {
+    /* GLM-5 tiny: small enough for a test in well under a second, yet every
+     * path runs: index_topk 8 < prompt lengths (sparse attention),
+     * IndexShare (full, full, shared, full, shared), dense + MoE layers,
+     * partial FP8 blocks (80-row kv_a, 96-wide experts), the MTP layer. */
+    { "tiny", ENG_ARCH_GLM_MOE_DSA, 1024, 256, 512, 96, 5, 4, 128, 64, 48, 16, 64, 8, 2, 4096, 8, 64, 8, 2, 2 },
+    /* GLM-5 small: ~280M parameters, ~110M active per token: CPU speed work. */
+    { "small", ENG_ARCH_GLM_MOE_DSA, 32768, 1024, 2816, 512, 8, 8, 512, 256, 64, 32, 64, 16, 4, 32768,
+      8, 64, 256, 4, 3 },
+    /* GLM-4.7-Flash tiny: 1 dense + 3 MoE layers + MTP, no indexer, head dims
+     * unlike GLM-5's tiny, partial FP8 blocks (kv_a 64+16 = 80 rows). With
+     * Flash's own routed_scaling_factor 1.8 and theta 1e6 (its defaults), a
+     * value read from the wrong place shows in the goldens. */
+    { "tiny", ENG_ARCH_GLM4_MOE_LITE, 1024, 256, 512, 96, 4, 4, 96, 64, 32, 16, 48, 8, 2, 4096, 0, 0, 0, 0, 0 },
+    /* GLM-4.7-Flash small: GLM-5 small's sizes without the indexer. */
+    { "small", ENG_ARCH_GLM4_MOE_LITE, 32768, 1024, 2816, 512, 8, 8, 384, 256, 64, 32, 64, 16, 4, 32768,
+      0, 0, 0, 0, 0 },
+};
+
+static void preset_apply(eng_config *c, const struct preset *p)
+{
+    c->vocab_size = p->vocab; c->hidden_size = p->hidden; c->intermediate_size = p->inter;
+    c->moe_intermediate_size = p->moe_inter; c->num_hidden_layers = p->layers;
+    c->num_attention_heads = c->num_key_value_heads = p->heads;
+    c->q_lora_rank = p->q_lora; c->kv_lora_rank = p->kv_lora;
+    c->qk_nope_head_dim = p->nope; c->qk_rope_head_dim = p->rope; c->v_head_dim = p->v;
+    c->n_routed_experts = p->experts; c->num_experts_per_tok = p->top_k; c->n_shared_experts = 1;
+    c->first_k_dense_replace = 1;
+    c->max_position_embeddings = p->max_pos;
+    if (c->has_indexer) {
+        c->index_n_heads = p->index_heads; c->index_head_dim = p->index_dim; c->index_topk = p->index_topk;
+        c->index_topk_freq = p->index_freq; c->index_skip_topk_offset = p->index_offset;
+    }
+    set_special_ids(c, p->vocab - 64);
+}
+
+int eng_mk_preset(const char *name, int real_layers, enum eng_arch arch, eng_config *c,
+                  char *err, size_t errlen)
+{
+    eng_config_defaults_arch(c, arch);   /* the real shapes: GLM-5(.2) or GLM-4.7-Flash */
     c->num_nextn_predict_layers = 1;
+    if (arch == ENG_ARCH_GLM_MOE_DSA) {
+        c->rope_theta = 8000000.0;              /* GLM-5.2 values */
+        c->max_position_embeddings = 1048576;
+        c->index_share_for_mtp_iteration = 1;
+    }
     if (real_layers > 0) {
         if (real_layers >= ENG_MAX_LAYERS)
             return pl_seterr(err, errlen, PL_ERR_RANGE, "--layers %d too large", real_layers);
         c->num_hidden_layers = real_layers;
-        c->first_k_dense_replace = real_layers < 3 ? real_layers : 3;
-        if (c->first_k_dense_replace == real_layers && real_layers > 1) c->first_k_dense_replace = real_layers - 1;
-        c->index_topk_freq = 4;
-        c->index_skip_topk_offset = 3;
+        if (arch == ENG_ARCH_GLM_MOE_DSA) {     /* GLM-5.2: 3 dense layers, IndexShare freq 4 offset 3 */
+            c->first_k_dense_replace = real_layers < 3 ? real_layers : 3;
+            if (c->first_k_dense_replace == real_layers && real_layers > 1)
+                c->first_k_dense_replace = real_layers - 1;
+            c->index_topk_freq = 4;
+            c->index_skip_topk_offset = 3;
+        }
         set_special_ids(c, 154820);
-    } else if (!strcmp(name, "tiny")) {
-        /* Small enough for a test in well under a second, yet every path runs:
-         * index_topk 8 < prompt lengths (sparse attention), IndexShare
-         * (full, full, shared, full, shared), dense + MoE layers, partial
-         * FP8 blocks (80-row kv_a, 96-wide experts), the MTP layer. */
-        c->vocab_size = 1024; c->hidden_size = 256; c->intermediate_size = 512;
-        c->moe_intermediate_size = 96; c->num_hidden_layers = 5;
-        c->num_attention_heads = 4; c->num_key_value_heads = 4;
-        c->q_lora_rank = 128; c->kv_lora_rank = 64;
-        c->qk_nope_head_dim = 48; c->qk_rope_head_dim = 16; c->v_head_dim = 64;
-        c->n_routed_experts = 8; c->num_experts_per_tok = 2; c->n_shared_experts = 1;
-        c->first_k_dense_replace = 1;
-        c->index_n_heads = 8; c->index_head_dim = 64; c->index_topk = 8;
-        c->index_topk_freq = 2; c->index_skip_topk_offset = 2;
-        c->max_position_embeddings = 4096;
-        set_special_ids(c, 1024 - 64);
-    } else if (!strcmp(name, "small")) {
-        /* ~280M parameters, ~110M active per token: CPU speed work. */
-        c->vocab_size = 32768; c->hidden_size = 1024; c->intermediate_size = 2816;
-        c->moe_intermediate_size = 512; c->num_hidden_layers = 8;
-        c->num_attention_heads = 8; c->num_key_value_heads = 8;
-        c->q_lora_rank = 512; c->kv_lora_rank = 256;
-        c->qk_nope_head_dim = 64; c->qk_rope_head_dim = 32; c->v_head_dim = 64;
-        c->n_routed_experts = 16; c->num_experts_per_tok = 4; c->n_shared_experts = 1;
-        c->first_k_dense_replace = 1;
-        c->index_n_heads = 8; c->index_head_dim = 64; c->index_topk = 256;
-        c->index_topk_freq = 4; c->index_skip_topk_offset = 3;
-        c->max_position_embeddings = 32768;
-        set_special_ids(c, 32768 - 64);
     } else {
-        return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown preset \"%s\" (tiny, small)", name);
+        const struct preset *p = NULL;
+        for (size_t i = 0; !p && i < PL_ARRAY_LEN(k_presets); i++)
+            if (k_presets[i].arch == arch && !strcmp(k_presets[i].name, name)) p = &k_presets[i];
+        if (!p) return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown preset \"%s\" (tiny, small)", name);
+        preset_apply(c, p);
     }
+    if (!c->has_indexer) c->head_dim_key = c->qk_rope_head_dim;
     return eng_config_finish(c, err, errlen);   /* also fills the per-layer tables */
 }
 
@@ -364,8 +400,11 @@ static int write_configs(const eng_mk_opts *o, const eng_config *c, char *err, s
     pl_buf_reset(&b);
     pl_buf_puts(&b, "{\n  \"_from_model_config\": true,\n  \"eos_token_id\": [");
     for (int i = 0; i < c->n_eos; i++) pl_buf_printf(&b, "%s%d", i ? ", " : "", c->eos_token_id[i]);
-    pl_buf_printf(&b, "],\n  \"pad_token_id\": %d,\n  \"temperature\": 1.0,\n  \"top_p\": 0.95,\n"
-                  "  \"transformers_version\": \"5.12.0\"\n}\n", c->pad_token_id);
+    /* sampling defaults as the official repos ship them: GLM-5 temperature
+     * 1.0 + top_p 0.95, GLM-4.7-Flash temperature 1.0 only */
+    pl_buf_printf(&b, "],\n  \"pad_token_id\": %d,\n  \"temperature\": 1.0,\n%s"
+                  "  \"transformers_version\": \"5.12.0\"\n}\n", c->pad_token_id,
+                  c->arch == ENG_ARCH_GLM4_MOE_LITE ? "" : "  \"top_p\": 0.95,\n");
     if (!rc) rc = write_text(o->out_dir, "generation_config.json", &b, err, errlen);
     pl_buf_free(&b);
     return rc;
@@ -388,7 +427,8 @@ static int mkdir_p(const char *dir)
 int eng_mk_write(const eng_mk_opts *o, char *err, size_t errlen)
 {
     eng_config c;
-    int rc = eng_mk_preset(o->preset ? o->preset : "tiny", o->real_shapes ? o->layers : 0, &c, err, errlen);
+    int rc = eng_mk_preset(o->preset ? o->preset : "tiny", o->real_shapes ? o->layers : 0, o->arch, &c,
+                           err, errlen);
     if (rc) return rc;
     c.fp8 = o->fp8;
     if (!o->mtp) c.num_nextn_predict_layers = 0;
@@ -410,8 +450,9 @@ int eng_mk_write(const eng_mk_opts *o, char *err, size_t errlen)
     if (rc == PL_ERR_NOMEM) pl_seterr(err, errlen, rc, "out of memory");
     if (!rc) rc = write_configs(o, &c, err, errlen);
     /* tokenizer.json (trained here, GLM's 36 added tokens from the eos base
-     * up), tokenizer_config.json and our GLM-5.2-format chat template */
-    if (!rc) rc = eng_mk_text_files_write(o->out_dir, c.pad_token_id, err, errlen);
+     * up), tokenizer_config.json and our chat template in the arch's
+     * format (GLM-5.2's, or GLM-4.7's for GLM-4.7-Flash) */
+    if (!rc) rc = eng_mk_text_files_write(o->out_dir, c.pad_token_id, c.arch, err, errlen);
     for (int s = 0; !rc && s <= shard; s++) rc = write_shard(&l, s, shard + 1, err, errlen);
     if (!rc && shard > 0) rc = write_index(&l, shard + 1, err, errlen);
     free(l.v);

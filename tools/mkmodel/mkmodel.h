@@ -1,4 +1,4 @@
-/* mkmodel.h — write GLM-5-architecture model directories with deterministic
+/* mkmodel.h — write GLM-5- or GLM-4.7-Flash-architecture model directories with deterministic
  * random weights (glm-mkmodel; also used by the engine's tests to rebuild
  * the tiny checkpoint instead of committing it).
  *
@@ -15,8 +15,9 @@
 #include "../../engine/loader.h"
 
 typedef struct eng_mk_opts {
+    enum eng_arch arch;         /* GLM-5 (default) or GLM-4.7-Flash (no indexer) */
     const char *preset;         /* "tiny", "small"; ignored with real_shapes */
-    int real_shapes;            /* GLM-5.2's true dimensions ... */
+    int real_shapes;            /* the arch's true dimensions (GLM-5.2 / GLM-4.7-Flash) ... */
     int layers;                 /* ... for this many layers (>= 1) */
     const char *out_dir;        /* created if missing */
     uint64_t seed;
@@ -27,8 +28,12 @@ typedef struct eng_mk_opts {
     int quiet;
 } eng_mk_opts;
 
-/* Fill c with a preset's config (real_layers > 0: GLM-5.2 shapes, N layers). */
-int eng_mk_preset(const char *name, int real_layers, eng_config *c, char *err, size_t errlen);
+/* Fill c with a preset's config of arch (real_layers > 0: the arch's real
+ * shapes, GLM-5.2 or GLM-4.7-Flash, N layers). */
+int eng_mk_preset(const char *name, int real_layers, enum eng_arch arch, eng_config *c,
+                  char *err, size_t errlen);
+/* --arch spelling: "glm-moe-dsa" (GLM-5), "glm4-moe-lite" (GLM-4.7-Flash). */
+int eng_mk_arch_parse(const char *s, enum eng_arch *out);
 
 /* Write config.json, generation_config.json and the safetensors files. */
 int eng_mk_write(const eng_mk_opts *o, char *err, size_t errlen);

@@ -816,11 +816,12 @@ static int write_file(const char *dir, const char *name, const char *data, size_
     return 0;
 }
 
-int eng_mk_text_files_write(const char *dir, int base_vocab, char *err, size_t errlen)
+int eng_mk_text_files_write(const char *dir, int base_vocab, enum eng_arch arch, char *err, size_t errlen)
 {
     size_t clen, tlen;
     const char *corpus = eng_mk_corpus(&clen);
-    const char *tpl = eng_mk_chat_template(&tlen);
+    /* GLM-4.7-Flash's own repo ships GLM-4.7's template: its format, not GLM-5.2's */
+    const char *tpl = arch == ENG_ARCH_GLM4_MOE_LITE ? eng_mk_chat_template_glm47(&tlen) : eng_mk_chat_template(&tlen);
     eng_mk_bpe *bpe;
     int rc = eng_mk_bpe_train(&bpe, base_vocab, corpus, clen, err, errlen);
     if (rc) return rc;

@@ -1,7 +1,7 @@
 /* tokenizer_train.h — the text side of glm-mkmodel's model directories:
  * a GLM-shaped byte-level BPE tokenizer trained here, on text the project
  * ships (corpus.c), plus tokenizer_config.json and the project's own chat
- * template producing GLM-5.2's prompt format.
+ * template producing GLM-5.2's prompt format (GLM-4.7's for GLM-4.7-Flash).
  *
  * GLM's layout (docs: ../shared/docs/glm-tokenizer-template.md §2): the BPE
  * model holds exactly `base_vocab` entries (256 byte symbols in the ByteLevel
@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "pl.h"
+#include "../../engine/loader.h"   /* enum eng_arch: which chat template */
 
 /* GLM's added tokens, in id order; the first ENG_MK_N_SPECIAL are special. */
 #define ENG_MK_N_ADDED   36
@@ -33,7 +34,7 @@ extern const char *const eng_mk_added_tokens[ENG_MK_N_ADDED];
  * the existing directory dir (config.json and generation_config.json are
  * the weights side's). Each file is written to a temporary name and renamed,
  * so a failure never leaves a half-written file under the real name. */
-int eng_mk_text_files_write(const char *dir, int base_vocab, char *err, size_t errlen);
+int eng_mk_text_files_write(const char *dir, int base_vocab, enum eng_arch arch, char *err, size_t errlen);
 
 /* ===== lower level (tests, tools) ===== */
 
@@ -63,8 +64,11 @@ int eng_mk_tokenizer_config_json(int base_vocab, pl_buf *out);
 /* The training text the project ships (corpus.c). */
 const char *eng_mk_corpus(size_t *len);
 
-/* The project's chat template (chat_template.c; identical to
- * tools/mkmodel/chat_template.jinja, which tests check). */
+/* The project's chat templates (chat_template.c / chat_template_glm47.c;
+ * identical to tools/mkmodel/chat_template.jinja / chat_template_glm47.jinja,
+ * which tests check): GLM-5.2's prompt format, and GLM-4.7's for
+ * GLM-4.7-Flash. */
 const char *eng_mk_chat_template(size_t *len);
+const char *eng_mk_chat_template_glm47(size_t *len);
 
 #endif

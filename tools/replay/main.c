@@ -52,6 +52,7 @@ typedef struct rp_app {
     rp_rule      *rules;
     size_t        n_rules;
     int64_t       chunk;
+    int64_t       max_model_len;   /* 0: none; else prompt + output stay within it, as in the engine */
     double        step_ms;   /* 0: every output at once */
     double        next_step; /* paced: monotonic ms of the next step (0: none due) */
     rp_req       *live;      /* paced requests still running */
@@ -262,6 +263,11 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         pl_stage_bad_request(st, id, idlen, "generate: 'prompt_ids' must be a list of token ids");
         return;
     }
+    if (a->max_model_len && (int64_t)prompt->size >= a->max_model_len) {
+        pl_stage_bad_request(st, id, idlen, "generate: the prompt (%u tokens) leaves no room under --max-model-len %lld",
+                             prompt->size, (long long)a->max_model_len);
+        return;
+    }
     int nrc = pl_msg_get_int_in(msg, "n", 1, 4096, &n);
     if (nrc && nrc != PL_ERR_NOTFOUND) {
         pl_stage_bad_request(st, id, idlen, "generate: 'n' must be an integer from 1 to 4096");
@@ -318,6 +324,8 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
     q->chunk = r->chunk ? r->chunk : a->chunk;
     q->stop_tok = (int32_t)stop_tok;
     q->total = r->n_ids + (stop_tok >= 0);
+    if (a->max_model_len && max_tokens > a->max_model_len - (int64_t)prompt->size)
+        max_tokens = a->max_model_len - (int64_t)prompt->size;   /* the engine stops there too ("length") */
     q->truncated = (int64_t)q->total > max_tokens;
     if (q->truncated) q->total = (size_t)max_tokens;
     q->prompt_tokens = prompt->size;
@@ -426,6 +434,7 @@ static void usage(FILE *f)
             "  --script FILE   JSON Lines rules: {\"match\", \"output\" | \"output_ids\", \"chunk\",\n"
             "                  \"finish_reason\", \"stop_reason\"}; the first match wins\n"
             "  --chunk N       token ids per tokens message (default 1)\n"
+            "  --max-model-len L  as glm-engine's: longer prompts are refused, outputs stop at L (\"length\")\n"
             "  --step-ms MS    pace the output like an engine: one step every MS milliseconds,\n"
             "                  each live request advancing one chunk (default 0: all at once)\n"
             "  --emit-log FILE append 'id index tokens_sent unix_time' per tokens message (benchmarks)\n"
@@ -442,6 +451,7 @@ int main(int argc, char **argv)
         {"model", required_argument, 0, 'm'},
         {"script", required_argument, 0, 's'},
         {"chunk", required_argument, 0, 'c'},
+        {"max-model-len", required_argument, 0, 'L'},
         {"step-ms", required_argument, 0, 'S'},
         {"emit-log", required_argument, 0, 'E'},
         {"help", no_argument, 0, 'h'},
@@ -456,6 +466,12 @@ int main(int argc, char **argv)
         switch (c) {
         case 'm': dir = optarg; break;
         case 's': script = optarg; break;
+        case 'L':
+            if (pl_parse_human_i64(optarg, 2, 1 << 30, &a.max_model_len)) {
+                fprintf(stderr, "glm-replay: --max-model-len must be an integer from 2 to 2^30\n");
+                return 2;
+            }
+            break;
         case 'c':
             if (pl_parse_i64(optarg, 1, 1000000, &a.chunk)) {
                 fprintf(stderr, "glm-replay: --chunk must be an integer from 1 to 1000000\n");
