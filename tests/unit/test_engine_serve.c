@@ -146,7 +146,7 @@ static int run_mixed_batch(int parallel, char out[16][2048])
     }
     run_until_idle(&f, 200);
     for (int k = 0; k < 16; k++) {
-        char id[8];
+        char id[16];
         snprintf(id, sizeof id, "p%d", k);
         out[k][0] = 0;
         size_t used = 0;
