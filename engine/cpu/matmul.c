@@ -56,6 +56,13 @@ AVX2 INL float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* The one combine order of a dot's four FMA chains: every kernel finishes
+ * with it, so a token's bits do not depend on which kernel ran it. */
+AVX2 INL float sum_chains(__m256 c0, __m256 c1, __m256 c2, __m256 c3)
+{
+    return hsum8(_mm256_add_ps(_mm256_add_ps(c0, c1), _mm256_add_ps(c2, c3)));
+}
+
 #ifndef TASKS_PER_THREAD
 #define TASKS_PER_THREAD 1
 #endif
@@ -94,8 +101,7 @@ AVX2 INL void tile_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64
             acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), acc[t][0]);       \
     }                                                                                           \
     for (int t = 0; t < NT; t++) {                                                              \
-        float s = hsum8(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]),                      \
-                                      _mm256_add_ps(acc[t][2], acc[t][3])));                    \
+        float s = sum_chains(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);                       \
         for (k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];                      \
         y[t * ldy] = s;                                                                         \
     }                                                                                           \
@@ -191,14 +197,13 @@ AVX2 INL void wide_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64
         UNROLL_ALL for (int t = 0; t < NT; t++) _mm256_store_ps(accm[0][t], a[t]);                  \
     }                                                                                           \
     for (int t = 0; t < NT; t++) {                                                              \
-        __m256 a0 = _mm256_load_ps(accm[0][t]), a1 = _mm256_load_ps(accm[1][t]);                \
-        __m256 a2 = _mm256_load_ps(accm[2][t]), a3 = _mm256_load_ps(accm[3][t]);                \
-        float s = hsum8(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));           \
+        float s = sum_chains(_mm256_load_ps(accm[0][t]), _mm256_load_ps(accm[1][t]),            \
+                             _mm256_load_ps(accm[2][t]), _mm256_load_ps(accm[3][t]));           \
         for (int64_t k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];              \
         y[t * ldy] = s;                                                                         \
     }                                                                                           \
 }                                                                                               \
-/* nt is 6 or 4: the groups lin_row_tokens hands out. */                                  \
+/* nt is 6 or 4: the groups lin_row_tokens hands out. */                                        \
 AVX2 static void wide_avx_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,       \
                                 float *y, int64_t ldy, int nt)                                  \
 {                                                                                               \

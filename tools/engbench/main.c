@@ -1,9 +1,10 @@
 /* glm-engine-bench — CPU decode speed against the memory-bandwidth roofline.
  *
  *   glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B]
- *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr]
+ *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr|sample|linear]
  *
- * Modes other than decode (the default, below) are in features.h.
+ * Modes other than decode (the default, below) are in features.h; sample and
+ * linear need no --model (synthetic logits and weights).
  * 1. Streaming-read bandwidth of this machine: every thread sums its share
  *    of a buffer much larger than the caches (best of several passes).
  * 2. Decode: prefill a prompt (or, with --context N, write N synthetic
