@@ -5,7 +5,7 @@
  * FP8 E4M3: re-bias into an F16 and convert with F16C, the 2^8 exponent
  * difference folded into the block scale) and accumulate in f32. Up to 3
  * token rows share each converted weight vector (the tiles), 4-6 with the
- * wide tiles used for prefill chunks and batches of more than 3 rows.
+ * wide tiles used for calls of WIDE_MIN_N rows or more (prefill chunks).
  *
  * Batch invariance: a token's result is computed by the same sequence of
  * vector FMAs whether it is processed in a pair or alone. */
@@ -164,6 +164,10 @@ static void colacc_ref_##SUF(const void *wv, int64_t ld, int64_t nr, const float
  * weight vector is converted once per NT tokens (NT up to WIDE_MAX: wider
  * groups measured slower, 12 tokens by 2x, from register and load pressure). */
 #define WIDE_MAX 6     /* measured best on Zen 3 (n=6: 0.041 ms/token vs 8: 0.052, 12: 0.088 on 2048x1024) */
+/* Calls with fewer token rows (decode batches up to 16, MTP verification)
+ * keep the 3-token tiles: batch-16 decode measured ~4 % slower wide. The
+ * kernels give the same bits either way, so this only moves time. */
+#define WIDE_MIN_N 24
 #define WIDE_KB  256    /* K block: WIDE_MAX tokens x 256 floats = 6 KiB of x per sweep, L1-resident */
 #define UNROLL_ALL _Pragma("GCC unroll 16")
 #define DEF_WIDE(SUF, T)                                                                           \
@@ -276,7 +280,7 @@ static void lin_row_tokens(const struct lin_ctx *c, const char *w, int64_t i, in
 {
     int64_t cols = c->W->cols;
     int t = t0;
-    if (c->wide) {
+    if (c->wide && c->n >= WIDE_MIN_N) {
         for (; t + WIDE_MAX <= t1; t += WIDE_MAX)
             c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, WIDE_MAX);
         if (t1 - t >= 4) { c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 4); t += 4; }
@@ -302,7 +306,7 @@ static void lin_rows(const struct lin_ctx *c, const char *w0, int64_t r, int64_t
 {
     const eng_tensor *W = c->W;
     size_t rb = (size_t)W->cols * eng_dtype_size(W->dtype);
-    if (!c->wide || c->n <= WIDE_MAX) {
+    if (!c->wide || c->n < WIDE_MIN_N) {
         for (int64_t i = r; i < r1; i++)
             lin_row_tokens(c, w0 + (size_t)(i - r) * rb, i, 0, c->n, x, ldx, y);
         return;
@@ -335,7 +339,7 @@ static void lin_task(void *p, int task, int thread)
      * floats. Rows a multiple of 4 KiB apart (hidden 1024, 6144, ...) all map
      * to the same L1 sets, and a wide tile's 12 rows then evict each other
      * (measured: 3-4x slower from 12 tokens on). A copy is exact. */
-    int pack = c->wide && c->n > TILE_NT;
+    int pack = c->wide && c->n >= WIDE_MIN_N;
     int64_t lds = pack ? W->cols + X_PAD : W->cols;
     if (!W->scale) {
         const float *xr = x;
