@@ -28,6 +28,13 @@ int  eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errle
 void eng_be_free(eng_backend *be);
 int  eng_be_threads(const eng_backend *be);
 
+/* fn(ctx, task, thread) for every task in [0, n_tasks) on the backend's
+ * worker threads (thread < eng_be_threads), returning when all are done:
+ * host work outside the model that splits by sequence (sampling a batch).
+ * Not reentrant: never from inside another backend op. */
+typedef void (*eng_be_task)(void *ctx, int task, int thread);
+void eng_be_parallel(eng_backend *be, eng_be_task fn, void *ctx, int n_tasks);
+
 /* 64-byte aligned, zeroed; NULL when out of memory. */
 void *eng_be_alloc(eng_backend *be, size_t bytes);
 void  eng_be_dealloc(eng_backend *be, void *p);

@@ -63,6 +63,7 @@ typedef struct step_res {
     eng_sample_out *out;            /* [ENG_SPEC_MAX + 1] their ids and logprobs */
     int      mrow;                  /* its row in the MTP first pass's logits, -1 none */
     int      mlast;                 /* its last row in the MTP first pass's hidden_out */
+    const float *rows;              /* its logits rows in this step's e->logits */
 } step_res;
 
 /* A sequence getting drafts at the end of a step. */
@@ -80,7 +81,9 @@ struct eng_serve {
     int             vocab, max_model_len;
     eng_kv_pool    *kv;
     eng_sched      *sched;
-    eng_sampler    *sampler;
+    eng_sampler    *sampler;        /* = samplers[0]: prompt logprobs, on the step loop's thread */
+    eng_sampler   **samplers;       /* [n_samplers] one per host thread that samples (lm->parallel) */
+    int             n_samplers;
     float          *logits;         /* [max rows][vocab] */
     eng_seq        *lmseqs;         /* [max_num_seqs] */
     step_res       *res;            /* [max_num_seqs] */
@@ -636,8 +639,12 @@ static void fork_choices(eng_serve *e, eng_req *r, const eng_sched_item *it)
 
 /* Sample the token after the item's newest committed one, verifying its
  * drafts first (eng_sample_verify): the row of the newest token is the
- * item's (n_logits - 1 - n_draft)-th. Results in res. */
-static void sample_item(eng_serve *e, eng_req *r, const eng_sched_item *it, const float *rows, step_res *res)
+ * item's (n_logits - 1 - n_draft)-th. Results in res (n_em 0: nothing could
+ * be sampled). Touches nothing but res and sampler s, so the items of a step
+ * run on the model's threads (sample_task); a draw depends only on the
+ * request's seed, the sequence and its output count, never on the thread. */
+static void sample_item(eng_serve *e, eng_sampler *s, eng_req *r, const eng_sched_item *it, const float *rows,
+                        step_res *res)
 {
     eng_sched_seq *q = it->seq;
     uint64_t key = r->sp.has_seed ? eng_rng_key((uint64_t)r->sp.seed, (uint64_t)q->index)
@@ -650,7 +657,25 @@ static void sample_item(eng_serve *e, eng_req *r, const eng_sched_item *it, cons
         .rng_key = key,
     };
     const float *row0 = rows + (size_t)(it->n_logits - 1 - it->n_draft) * e->vocab;
-    res->n_em = eng_sample_verify(e->sampler, &ss, row0, it->n_draft, res->out);
+    res->n_em = eng_sample_verify(s, &ss, row0, it->n_draft, res->out);
+}
+
+struct sample_ctx { eng_serve *e; const eng_sched_batch *b; };
+
+static void sample_task(void *p, int i, int thread)
+{
+    struct sample_ctx *c = p;
+    eng_serve *e = c->e;
+    const eng_sched_item *it = &c->b->items[i];
+    step_res *res = &e->res[i];
+    if (!it->sample || res->r->dead) return;
+    sample_item(e, e->samplers[thread < e->n_samplers ? thread : 0], res->r, it, res->rows, res);
+}
+
+/* After the parallel sampling, on the step loop's thread: failures and the
+ * speculative-decoding counters, in item order. */
+static void sample_done(eng_serve *e, eng_req *r, const eng_sched_item *it, step_res *res)
+{
     if (!res->n_em) {
         req_fail(e, r, 500, "no token could be sampled (the model returned no finite logits)");
         return;
@@ -824,8 +849,19 @@ int eng_serve_step(eng_serve *e)
         const float *rows = row;
         row += (size_t)it->n_logits * e->vocab;
         if (r->dead) continue;
+        e->res[i].rows = rows;
         if (!it->n_draft && it->n_logits > it->sample) take_prompt_rows(e, r, it, rows);
-        if (it->sample) sample_item(e, r, it, rows, &e->res[i]);
+    }
+    if (!rc) {
+        /* one sequence per task; the model's threads are idle between passes */
+        struct sample_ctx sc = { e, &b };
+        if (e->lm->parallel && e->n_samplers > 1) e->lm->parallel(e->lm->par, sample_task, &sc, b.n_items);
+        else for (int i = 0; i < b.n_items; i++) sample_task(&sc, i, 0);
+    }
+    for (int i = 0; !rc && i < b.n_items; i++) {
+        const eng_sched_item *it = &b.items[i];
+        eng_req *r = e->res[i].r;
+        if (!r->dead && it->sample) sample_done(e, r, it, &e->res[i]);
     }
     if (!rc && e->spec_k && (rc = mtp_first_pass(e, &b, err, sizeof err))) fail_step(e, &b, "MTP forward", err);
     int n_jobs = 0;
@@ -1031,7 +1067,11 @@ int eng_serve_init(eng_serve **out, const eng_lm *lm, const eng_serve_cfg *cfg, 
     size_t rows = S * (size_t)(1 + K) + ENG_PROMPT_ROWS;
     int rc = lm->kv_create(lm->impl, (int)blocks, cfg->block_size, cfg->kv_cache_dtype, &e->kv, err, errlen);
     if (!rc) rc = eng_sched_init(&e->sched, &sc, e->kv, err, errlen);
-    if (!rc) rc = eng_sampler_init(&e->sampler, lm->vocab, err, errlen);
+    e->n_samplers = lm->parallel && lm->n_threads > 1 ? lm->n_threads : 1;
+    e->samplers = calloc((size_t)e->n_samplers, sizeof *e->samplers);
+    if (!rc && !e->samplers) rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for the samplers");
+    for (int i = 0; !rc && i < e->n_samplers; i++) rc = eng_sampler_init(&e->samplers[i], lm->vocab, err, errlen);
+    if (!rc) e->sampler = e->samplers[0];
     if (!rc) {
         e->logits = malloc(sizeof *e->logits * rows * (size_t)lm->vocab);
         e->lmseqs = calloc(S, sizeof *e->lmseqs);
@@ -1071,7 +1111,8 @@ void eng_serve_free(eng_serve *e)
     reap(e);
     eng_sched_free(e->sched);
     eng_kv_pool_free(e->kv);
-    eng_sampler_free(e->sampler);
+    for (int i = 0; e->samplers && i < e->n_samplers; i++) eng_sampler_free(e->samplers[i]);
+    free(e->samplers);
     free(e->logits);
     free(e->lmseqs);
     free(e->res);
@@ -1139,6 +1180,11 @@ static int glm_mtp_forward(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int
     return eng_model_mtp_forward(impl, kv, seqs, n_seqs, hidden_in, logits, hidden_out, err, errlen);
 }
 
+static void glm_parallel(void *par, void (*fn)(void *ctx, int task, int thread), void *ctx, int n_tasks)
+{
+    eng_be_parallel(par, fn, ctx, n_tasks);
+}
+
 void eng_lm_from_model(eng_lm *lm, eng_model *m)
 {
     const eng_config *c = eng_model_config(m);
@@ -1152,5 +1198,8 @@ void eng_lm_from_model(eng_lm *lm, eng_model *m)
         .forward = glm_forward,
         .mtp_forward = eng_model_has_mtp(m) ? glm_mtp_forward : NULL,
         .hidden_size = c->hidden_size,
+        .parallel = glm_parallel,
+        .par = eng_model_backend(m),
+        .n_threads = eng_be_threads(eng_model_backend(m)),
     };
 }

@@ -54,6 +54,14 @@ typedef struct eng_lm {
     int  (*mtp_forward)(void *impl, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, const float *hidden_in,
                         float *logits, float *hidden_out, char *err, size_t errlen);
     int hidden_size;              /* floats per hidden row */
+    /* Host threads for per-sequence work (sampling a batch): run fn for
+     * every task on n_threads threads (thread < n_threads). NULL / 0: the
+     * serving loop runs the tasks itself, one after another. par is its
+     * first argument, apart from impl so that a wrapper model that copies
+     * this struct and swaps impl keeps a valid one. */
+    void (*parallel)(void *par, void (*fn)(void *ctx, int task, int thread), void *ctx, int n_tasks);
+    void *par;
+    int n_threads;
 } eng_lm;
 
 /* The GLM-5 model (model.h) behind eng_lm; m must outlive lm. */

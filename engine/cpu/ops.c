@@ -49,6 +49,8 @@ void eng_be_free(eng_backend *be)
 
 int eng_be_threads(const eng_backend *be) { return be->n_threads; }
 
+void eng_be_parallel(eng_backend *be, eng_be_task fn, void *ctx, int n_tasks) { eng_cpu_run(be, fn, ctx, n_tasks); }
+
 /* Zeroed, 64-byte aligned memory. Large buffers (the KV pool: gigabytes of
  * which a run may touch little) come from anonymous mappings, which the
  * kernel zeroes page by page on first touch, so start-up does not commit the

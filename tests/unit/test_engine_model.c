@@ -416,6 +416,53 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
 }
 
 /* log_softmax of every row of a prompt through a pool of dtype. */
+/* The linear kernels group tokens (wide tiles of 12/8/6/4, 3-token tiles,
+ * single tokens) and block rows and tokens for the caches; whatever the
+ * grouping, each token's outputs must be the bits it gets alone. Odd column
+ * counts exercise every K tail (32-wide, 8-wide, scalar) and several K
+ * blocks; 70 rows x 2093 columns make more than one row and token block. */
+TEST(linear_tokens_bit_identical_alone_or_grouped)
+{
+    enum { ROWS = 70, COLS = 2093, NMAX = 40, SLD = (COLS + 127) / 128 };
+    eng_backend *be = NULL;
+    char err[256];
+    if (eng_be_cpu_create(2, &be, err, sizeof err)) { CHECK(0); return; }
+    static uint16_t wb[ROWS * COLS];
+    static uint8_t w8[ROWS * COLS];
+    static float wf[ROWS * COLS], sc[((ROWS + 127) / 128) * SLD], x[NMAX * COLS], yn[NMAX * ROWS], y1[ROWS];
+    uint64_t z = 7;
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (int i = 0; i < ROWS * COLS; i++) {
+        wf[i] = RND();
+        uint32_t b;
+        memcpy(&b, &wf[i], 4);
+        wb[i] = (uint16_t)(b >> 16);
+        w8[i] = (uint8_t)((z >> 30) & 0x7f) | (uint8_t)(z >> 63 << 7);
+        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;   /* no NaN */
+    }
+    for (size_t i = 0; i < sizeof sc / sizeof *sc; i++) sc[i] = 0.01f + 0.001f * (float)i;
+    for (int i = 0; i < NMAX * COLS; i++) x[i] = RND();
+#undef RND
+    eng_tensor ws[3] = {
+        { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
+        { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" },
+        { ENG_DT_F32, ROWS, COLS, wf, NULL, 0, "wf" },
+    };
+    const int ns[] = { 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 16, 25, 40 };
+    int bad = 0;
+    for (int d = 0; d < 3; d++)
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++) {
+            int n = ns[a];
+            eng_be_linear(be, &ws[d], 0, ROWS, x, n, COLS, yn, ROWS);
+            for (int t = 0; t < n; t++) {
+                eng_be_linear(be, &ws[d], 0, ROWS, x + (size_t)t * COLS, 1, COLS, y1, ROWS);
+                if (memcmp(y1, yn + (size_t)t * ROWS, sizeof y1)) bad++;
+            }
+        }
+    CHECK_EQ_INT(bad, 0);
+    eng_be_free(be);
+}
+
 static int prompt_logprobs(fixture *f, const int32_t *ids, int n, float *lp)
 {
     int V = eng_model_config(f->m)->vocab_size;
@@ -527,6 +574,7 @@ int main(void)
         if (g_arch == ENG_ARCH_GLM_MOE_DSA) {   /* backend ops: once is enough */
             RUN(fp8_cache_rows_round_trip);
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
+            RUN(linear_tokens_bit_identical_alone_or_grouped);
         }
         RUN(fp8_kv_close_to_f32);
         printf("     %s max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",

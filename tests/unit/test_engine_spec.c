@@ -270,7 +270,7 @@ static eng_model *tiny_open(void)
         eng_mk_opts o = { .preset = "tiny", .out_dir = g_dir, .seed = 1, .mtp = 1, .quiet = 1 };
         if (!mkdtemp(g_dir) || eng_mk_write(&o, err, sizeof err)) { fprintf(stderr, "  mkmodel: %s\n", err); return NULL; }
     }
-    eng_model_opts mo = { .n_threads = 1, .max_batch_tokens = 256, .max_model_len = 256, .load = { .quiet = 1 } };
+    eng_model_opts mo = { .n_threads = 2, .max_batch_tokens = 256, .max_model_len = 256, .load = { .quiet = 1 } };
     eng_model *m = NULL;
     char err[256];
     if (eng_model_open(g_dir, &mo, &m, err, sizeof err)) fprintf(stderr, "  open: %s\n", err);

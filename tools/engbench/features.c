@@ -423,3 +423,125 @@ int bench_kverr(const bench_opts *o)
     eng_model_close(m);
     return 0;
 }
+
+/* ===== sample: a step's sampling, serial against the backend's threads =====
+ *
+ * `batch` sequences of GLM-5's 154,880-entry vocabulary (synthetic flat
+ * logits, the worst case for top_p), sampled one after another on one thread
+ * and as one task per sequence through eng_be_parallel with a sampler per
+ * thread, as the serving loop does; medians of `repeat` interleaved rounds.
+ * The two must pick the same tokens. */
+#define BENCH_SAMPLE_VOCAB 154880
+
+struct sample_bench {
+    const float *logits;
+    eng_sampler **smp;
+    const eng_sampling *sp;
+    eng_sample_out *out;
+    int32_t prompt[4];
+};
+
+static void sample_bench_task(void *p, int i, int thread)
+{
+    struct sample_bench *c = p;
+    eng_sample_seq q = { .p = c->sp, .prompt = c->prompt, .n_prompt = 4, .output = c->prompt, .n_output = 0,
+                         .rng_key = eng_rng_key(1, (uint64_t)i) };
+    eng_sample(c->smp[thread], &q, c->logits + (size_t)i * BENCH_SAMPLE_VOCAB, &c->out[i]);
+}
+
+int bench_sample(const bench_opts *o)
+{
+    char err[256];
+    eng_backend *be;
+    if (eng_be_cpu_create(o->threads, &be, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    int B = o->batch, nt = eng_be_threads(be), R = o->repeat < 3 ? 3 : o->repeat, rc = 0;
+    float *lg = malloc(sizeof *lg * (size_t)B * BENCH_SAMPLE_VOCAB);
+    eng_sample_out *o1 = calloc((size_t)B, sizeof *o1), *o2 = calloc((size_t)B, sizeof *o2);
+    eng_sampler **smp = calloc((size_t)nt, sizeof *smp);
+    double *ts = malloc(sizeof *ts * (size_t)R), *tp = malloc(sizeof *tp * (size_t)R);
+    if (!lg || !o1 || !o2 || !smp || !ts || !tp) { fprintf(stderr, "out of memory\n"); rc = 1; goto done; }
+    for (int i = 0; i < nt && !rc; i++) rc = eng_sampler_init(&smp[i], BENCH_SAMPLE_VOCAB, err, sizeof err);
+    if (rc) { fprintf(stderr, "%s\n", err); goto done; }
+    uint64_t z = 1;
+    for (size_t i = 0; i < (size_t)B * BENCH_SAMPLE_VOCAB; i++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        lg[i] = (float)(z >> 40) / (float)(1 << 24) * 4.0f;
+    }
+    static const char *names[] = { "greedy", "T=0.8, top_p 0.95", "T=0.8, top_p 0.9, top_k 50, penalties", "T=0.8, logprobs 5" };
+    printf("sampling %d sequences, vocab %d, %d threads (medians of %d interleaved rounds):\n", B, BENCH_SAMPLE_VOCAB, nt, R);
+    for (int m = 0; m < 4; m++) {
+        eng_sampling sp;
+        eng_sampling_defaults(&sp);
+        if (m == 0) sp.temperature = 0;
+        else sp.temperature = 0.8;
+        if (m == 1) sp.top_p = 0.95;
+        if (m == 2) { sp.top_p = 0.9; sp.top_k = 50; sp.presence_penalty = 0.3; sp.repetition_penalty = 1.1; }
+        if (m == 3) sp.logprobs = 5;
+        struct sample_bench c1 = { lg, smp, &sp, o1, { 1, 2, 3, 4 } }, c2 = c1;
+        c2.out = o2;
+        for (int r = 0; r < R; r++) {
+            double t = bench_now();
+            for (int i = 0; i < B; i++) sample_bench_task(&c1, i, 0);
+            ts[r] = bench_now() - t;
+            t = bench_now();
+            eng_be_parallel(be, sample_bench_task, &c2, B);
+            tp[r] = bench_now() - t;
+            for (int i = 0; i < B; i++)
+                if (o1[i].token != o2[i].token) { fprintf(stderr, "glm-engine-bench: threads changed a token\n"); rc = 1; goto done; }
+        }
+        double a = bench_median(ts, R), b = bench_median(tp, R);
+        printf("  %-40s serial %6.2f ms, on the pool %6.2f ms (%.2fx)\n", names[m], a * 1e3, b * 1e3, a / b);
+    }
+done:
+    for (int i = 0; smp && i < nt; i++) eng_sampler_free(smp[i]);
+    free(smp); free(lg); free(o1); free(o2); free(ts); free(tp);
+    eng_be_free(be);
+    return rc;
+}
+
+/* ===== linear: the CPU linear kernels alone =====
+ *
+ * eng_be_linear over a BF16 weight of the small preset's shapes (512 x 1024,
+ * 1024 x 512: attention and expert projections) for 1 to 512 token rows
+ * (activations [n, cols] packed, as the model passes them); best of
+ * `repeat` (at least 5) calls, so a preempted call does not decide it. */
+int bench_linear(const bench_opts *o)
+{
+    char err[256];
+    eng_backend *be;
+    if (eng_be_cpu_create(o->threads, &be, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    static const int shapes[][2] = { { 512, 1024 }, { 1024, 512 }, { 2048, 1024 } };
+    static const int ns[] = { 1, 3, 4, 6, 16, 128, 512 };
+    int R = o->repeat < 5 ? 5 : o->repeat, rc = 0;
+    size_t maxw = 2048 * 1024;
+    uint16_t *w = malloc(sizeof *w * maxw);
+    float *x = malloc(sizeof *x * 512 * 1024), *y = malloc(sizeof *y * 512 * 2048);
+    if (!w || !x || !y) { fprintf(stderr, "out of memory\n"); rc = 1; goto done; }
+    uint64_t z = 3;
+    for (size_t i = 0; i < maxw; i++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        w[i] = (uint16_t)(0x3c00 | (z >> 56)) ^ (uint16_t)((z >> 40) & 0x8000);
+    }
+    for (size_t i = 0; i < 512 * 1024; i++) x[i] = (float)(i % 29) * 0.03f - 0.4f;
+    printf("eng_be_linear, BF16 weights, %d threads (best of %d calls):\n", eng_be_threads(be), R);
+    for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
+        int rows = shapes[s][0], cols = shapes[s][1];
+        eng_tensor W = { ENG_DT_BF16, rows, cols, w, NULL, 0, "w" };
+        for (size_t a = 0; a < sizeof ns / sizeof *ns; a++) {
+            int n = ns[a];
+            double best = 1e9;
+            for (int r = 0; r < R; r++) {
+                double t = bench_now();
+                eng_be_linear(be, &W, 0, rows, x, n, cols, y, rows);
+                t = bench_now() - t;
+                if (t < best) best = t;
+            }
+            printf("  %4d x %4d, %3d tokens: %8.3f ms  %7.4f ms/token  %6.1f GFLOP/s\n", rows, cols, n, best * 1e3,
+                   best * 1e3 / n, 2.0 * rows * cols * n / best / 1e9);
+        }
+    }
+done:
+    free(w); free(x); free(y);
+    eng_be_free(be);
+    return rc;
+}

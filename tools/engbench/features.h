@@ -15,6 +15,7 @@ typedef struct bench_opts {
     const char *dir;
     int threads, tokens, prompt, repeat;
     int cached;                 /* prefix: leading tokens cached */
+    int batch;                  /* sample: sequences per step */
 } bench_opts;
 
 double bench_now(void);
@@ -23,5 +24,7 @@ double bench_median(double *v, int n);
 int bench_prefix(const bench_opts *o);
 int bench_mtp(const bench_opts *o);
 int bench_kverr(const bench_opts *o);
+int bench_sample(const bench_opts *o);
+int bench_linear(const bench_opts *o);
 
 #endif

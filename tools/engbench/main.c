@@ -1,9 +1,10 @@
 /* glm-engine-bench — CPU decode speed against the memory-bandwidth roofline.
  *
  *   glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B]
- *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr]
+ *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr|sample|linear]
  *
- * Modes other than decode (the default, below) are in features.h.
+ * Modes other than decode (the default, below) are in features.h; sample and
+ * linear need no --model (synthetic logits and weights).
  * 1. Streaming-read bandwidth of this machine: every thread sums its share
  *    of a buffer much larger than the caches (best of several passes).
  * 2. Decode: prefill a prompt (or, with --context N, write N synthetic
@@ -169,18 +170,20 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "glm-engine-bench: unknown option %s\n", a); return 2; }
         i++;
     }
-    if (!dir || tokens < 1 || prompt < 1 || batch < 1 || batch > 64 || bw_mb < 64 || repeat < 1 ||
-        context < 0 || context > (1 << 20)) {
+    if ((!dir && strcmp(mode, "sample") && strcmp(mode, "linear")) || tokens < 1 || prompt < 1 || batch < 1 ||
+        batch > 64 || bw_mb < 64 || repeat < 1 || context < 0 || context > (1 << 20)) {
         fputs("usage: glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B<=64]\n"
               "                        [--repeat N] [--bw-mb MB] [--kv-cache-dtype auto|fp8]\n"
               "                        [--context N (decode after N synthetic cache rows, no prefill)]\n"
-              "                        [--mode decode|prefix|mtp|kverr] [--cached N (prefix)]\n", stderr);
+              "                        [--mode decode|prefix|mtp|kverr|sample|linear] [--cached N (prefix)]\n", stderr);
         return 2;
     }
-    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached };
+    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached, batch };
     if (!strcmp(mode, "prefix")) return bench_prefix(&bo);
     if (!strcmp(mode, "mtp")) return bench_mtp(&bo);
     if (!strcmp(mode, "kverr")) return bench_kverr(&bo);
+    if (!strcmp(mode, "sample")) return bench_sample(&bo);
+    if (!strcmp(mode, "linear")) return bench_linear(&bo);
     if (strcmp(mode, "decode")) { fprintf(stderr, "glm-engine-bench: unknown mode %s\n", mode); return 2; }
     char err[512];
     eng_model *m;
