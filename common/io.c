@@ -499,30 +499,20 @@ static int recv_zmq(pl_io *io, msgpack_object *msg, int timeout_ms)
             if (errno == EAGAIN || errno == EINTR) continue;
             return PL_ERR_IO;
         }
-        const char *data = zmq_msg_data(&io->zmsg);
-        size_t len = zmq_msg_size(&io->zmsg), used = 0;
-        pl_wire_scan_reset(io->scan);
-        int st = pl_wire_scan_feed(io->scan, data, len, &used);
-        const pl_wire_info *in = pl_wire_scan_info(io->scan);
+        size_t len = zmq_msg_size(&io->zmsg);
+        const char *why;
         io->cand_off = 0;
-        if (st == PL_WIRE_DONE && used == len && (in->has_id || io->o.raw) && pl_wire_acceptable(in) &&
-            pl_wire_decode(io->dec, data, len, msg) == PL_OK)
-            return PL_OK;
-        const char *why = st == PL_WIRE_BAD ? in->bad : st == PL_WIRE_MORE ? "truncated"
-                        : used != len ? "trailing bytes after the message" : !in->has_id ? "no string id"
-                        : in->oversized ? "too large" : in->too_deep ? "nested too deep" : "out of memory";
-        if (in->has_id && (in->oversized || in->too_deep)) {
-            io->skipped += len;
+        int rc = pl_wire_take_frame(io->scan, io->dec, zmq_msg_data(&io->zmsg), len, !io->o.raw, msg, &why);
+        if (!rc) return PL_OK;
+        const pl_wire_info *in = pl_wire_scan_info(io->scan);
+        io->skipped += len;
+        if (rc == PL_ERR_RANGE && !pl_wire_acceptable(in)) {
             reject(io, in, len);
             return PL_ERR_RANGE;
         }
         pl_log(PL_LOG_ERROR, in->has_id ? in->id : NULL, in->idlen, "dropped a %zu-byte ZeroMQ message: %s", len, why);
-        io->skipped += len;
-        if (in->has_id && st == PL_WIRE_DONE && used == len) {   /* well framed, only memory failed */
-            io->rejected = *in;
-            return PL_ERR_RANGE;
-        }
-        return PL_ERR_PARSE;
+        if (rc == PL_ERR_RANGE) io->rejected = *in;   /* well framed, only memory failed */
+        return rc;
     }
 }
 

@@ -389,3 +389,22 @@ int pl_wire_decode(pl_wire_decoder *d, const char *data, size_t len, msgpack_obj
     }
     return rc == MSGPACK_UNPACK_NOMEM_ERROR ? PL_ERR_NOMEM : PL_ERR_PARSE;
 }
+
+/* ================================================================ whole frames */
+
+int pl_wire_take_frame(pl_wire_scan *s, pl_wire_decoder *d, const char *data, size_t len, bool require_id,
+                       msgpack_object *obj, const char **why)
+{
+    size_t used = 0;
+    pl_wire_scan_reset(s);
+    int st = pl_wire_scan_feed(s, data, len, &used);
+    const pl_wire_info *in = pl_wire_scan_info(s);
+    bool whole = st == PL_WIRE_DONE && used == len;
+    *why = NULL;
+    if (whole && (in->has_id || !require_id) && pl_wire_acceptable(in) && pl_wire_decode(d, data, len, obj) == PL_OK)
+        return PL_OK;
+    *why = st == PL_WIRE_BAD ? in->bad : st == PL_WIRE_MORE ? "truncated"
+         : used != len ? "trailing bytes after the message" : !in->has_id ? "no string id"
+         : in->oversized ? "too large" : in->too_deep ? "nested too deep" : "out of memory";
+    return in->has_id && (!pl_wire_acceptable(in) || whole) ? PL_ERR_RANGE : PL_ERR_PARSE;
+}

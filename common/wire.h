@@ -88,4 +88,14 @@ void pl_wire_decoder_free(pl_wire_decoder *d);
  * *obj stays valid until the next decode, and as long as data does. */
 int  pl_wire_decode(pl_wire_decoder *d, const char *data, size_t len, msgpack_object *obj);
 
+/* A message that arrives whole (one ZeroMQ frame), scanned with s and
+ * decoded with d in one call. PL_OK with *obj. Otherwise *why is a static
+ * reason for the log and pl_wire_scan_info(s) tells the rest:
+ * PL_ERR_RANGE when the message's id is known and it could be answered
+ * (too large or too deep: pl_wire_acceptable is false; else well framed
+ * but out of memory), PL_ERR_PARSE when the bytes are not a message of
+ * this protocol (or carry no string id while require_id). */
+int  pl_wire_take_frame(pl_wire_scan *s, pl_wire_decoder *d, const char *data, size_t len, bool require_id,
+                        msgpack_object *obj, const char **why);
+
 #endif

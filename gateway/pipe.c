@@ -110,22 +110,17 @@ static void on_pull_poll(uv_poll_t *h, int status, int events)
  * leaving the client waiting. */
 static void pull_one(gw_server *s, const char *data, size_t len)
 {
-    size_t used = 0;
     msgpack_object obj;
-    pl_wire_scan_reset(s->scan);
-    int st = pl_wire_scan_feed(s->scan, data, len, &used);
-    const pl_wire_info *in = pl_wire_scan_info(s->scan);
-    if (st == PL_WIRE_DONE && used == len && in->has_id && pl_wire_acceptable(in) &&
-        pl_wire_decode(s->dec, data, len, &obj) == PL_OK) {
+    const char *why;
+    int rc = pl_wire_take_frame(s->scan, s->dec, data, len, true, &obj, &why);
+    if (!rc) {
         gw_api_on_msg(s, &obj);
         return;
     }
-    const char *why = st == PL_WIRE_BAD ? in->bad : st == PL_WIRE_MORE ? "truncated"
-                    : used != len ? "trailing bytes after the message" : !in->has_id ? "no string id"
-                    : in->oversized ? "too large" : in->too_deep ? "nested too deep" : "out of memory";
+    const pl_wire_info *in = pl_wire_scan_info(s->scan);
     pl_log(PL_LOG_ERROR, in->has_id ? in->id : NULL, in->has_id ? in->idlen : 0,
            "dropped a %zu-byte message from the pipeline: %s", len, why);
-    if (!in->has_id || st != PL_WIRE_DONE || used != len) return;
+    if (rc != PL_ERR_RANGE) return;
     /* answer the request it belonged to, as the stage that made it would have */
     msgpack_sbuffer sb;
     msgpack_packer pk;
