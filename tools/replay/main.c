@@ -54,7 +54,7 @@ typedef struct rp_app {
     int64_t       chunk;
     int64_t       max_model_len;   /* 0: none; else prompt + output stay within it, as in the engine */
     double        step_ms;   /* 0: every output at once */
-    double        next_step; /* paced: monotonic ms of the next step (0: none due) */
+    double        next_step; /* paced: monotonic ms of the next step while requests are live */
     rp_req       *live;      /* paced requests still running */
     FILE         *emit_log;  /* --emit-log: "id index tokens_sent unix_time" per tokens message */
     pl_buf        prompt;    /* scratch: decoded prompt */
@@ -343,6 +343,7 @@ static void on_generate(rp_app *a, pl_stage *st, const msgpack_object *msg, cons
         req_free(q);
         return;
     }
+    if (!a->live) a->next_step = pl_mono_s() * 1e3 + a->step_ms;   /* a busy period starts: its first step */
     q->next = a->live;
     a->live = q;
 }
@@ -396,7 +397,6 @@ static int loop_step_wait_ms(void *ud)
 {
     rp_app *a = ud;
     double now = mono_ms();
-    if (a->next_step <= 0) a->next_step = now + a->step_ms;   /* the first step of a busy period */
     return now >= a->next_step ? 0 : (int)(a->next_step - now) + 1;
 }
 
@@ -410,7 +410,6 @@ static int loop_step(pl_stage *st, void *ud)
         if (req_step(a, st, q)) { *pp = q->next; req_free(q); }
         else pp = &q->next;
     }
-    if (!a->live) a->next_step = 0;
     if (a->emit_log) fflush(a->emit_log);   /* readable while we run */
     return PL_OK;
 }
