@@ -58,6 +58,11 @@ float eng_cpu_dot(const eng_backend *be, const float *a, const float *b, int n);
 /* out[h] = eng_cpu_dot(a + h * lda, b, n) for h < na, bit for bit, with the
  * heads' FMA chains interleaved (one load of b serves up to 8 of them). */
 void  eng_cpu_dots(const eng_backend *be, const float *a, int64_t lda, int na, const float *b, int n, float *out);
+/* The e4m3 table eng_cpu_cache_span reads: call once before a run. */
+void  eng_cpu_fp8_init(void);
+/* Values [a, b) of cache row slot: a pointer into an F32 row, or buf
+ * (b - a floats) filled from an FP8 row (each value times its tile's scale). */
+const float *eng_cpu_cache_span(const eng_be_cache *c, int64_t slot, int a, int b, float *buf);
 /* y += a * x */
 void  eng_cpu_axpy(const eng_backend *be, float *y, float a, const float *x, int n);
 

@@ -366,6 +366,21 @@ static inline const float *key_row(const eng_be_cache *c, const eng_be_keys *k, 
     return buf;
 }
 
+void eng_cpu_fp8_init(void) { pthread_once(&g_e4m3_once, e4m3_init); }
+
+const float *eng_cpu_cache_span(const eng_be_cache *c, int64_t slot, int a, int b, float *buf)
+{
+    const unsigned char *row = cache_row(c, slot);
+    if (c->dtype != ENG_CACHE_FP8) return (const float *)row + a;
+    const float *sc = (const float *)(row + fp8_scales_at(c->dim));
+    int t0 = (c->split + ENG_CACHE_FP8_TILE - 1) / ENG_CACHE_FP8_TILE;
+    for (int k = a; k < b; k++) {
+        int t = k < c->split ? k / ENG_CACHE_FP8_TILE : t0 + (k - c->split) / ENG_CACHE_FP8_TILE;
+        buf[k - a] = g_e4m3[row[k]] * sc[t];
+    }
+    return buf;
+}
+
 /* ===== DSA indexer ===== */
 
 struct idx_ctx {

@@ -1,0 +1,106 @@
+/* gqa.c — the CPU backend's grouped-query attention ops (Glm4MoeForCausalLM):
+ * NeoX partial RoPE, projection bias, and attention over paged K/V rows. */
+#include "cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+/* ===== element-wise ===== */
+
+void eng_be_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                      int off, int dim, const int32_t *pos, const float *inv_freq)
+{
+    (void)be;
+    int half = dim / 2;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < half; j++) {
+            /* Angle in f32 as transformers: position * inv_freq (cos/sin of
+             * cat(freqs, freqs), so both halves of a pair share one angle). */
+            float ang = (float)pos[i] * inv_freq[j];
+            float c = cosf(ang), s = sinf(ang);
+            for (int h = 0; h < n_heads; h++) {
+                float *p = x + i * ldx + h * hstride + off;
+                float a = p[j], b = p[j + half];
+                p[j] = a * c - b * s;
+                p[j + half] = b * c + a * s;
+            }
+        }
+}
+
+void eng_be_add_bias(eng_backend *be, float *y, int64_t ldy, const eng_tensor *b, int n, int dim)
+{
+    (void)be;
+    for (int i = 0; i < n; i++) {
+        float *yi = y + i * ldy;
+        if (b->dtype == ENG_DT_BF16)
+            for (int j = 0; j < dim; j++) yi[j] += eng_bf16_to_f32(((const uint16_t *)b->data)[j]);
+        else
+            for (int j = 0; j < dim; j++) yi[j] += ((const float *)b->data)[j];
+    }
+}
+
+/* ===== attention ===== */
+
+struct gqa_ctx {
+    eng_backend *be;
+    const float *q;
+    int64_t ldq, ldo;
+    int n_heads, n_kv, hd, group;
+    const eng_be_cache *kc, *vc;
+    float scale;
+    const eng_be_keys *keys;
+    float *o;
+};
+
+static inline int64_t pos_slot(const eng_be_keys *k, int j)
+{
+    int p = k->sel ? k->sel[j] : j;
+    return (int64_t)k->block_table[p / k->block_size] * k->block_size + p % k->block_size;
+}
+
+/* Query token i, KV head g: the group's query heads read each K and V row
+ * (one head's span of it) once for all of them, rows outer, heads inner.
+ * Every head's arithmetic (its dot per row, softmax, axpy in row order) is
+ * the same whatever the batch: batch invariant. */
+static void gqa_task(void *p, int task, int thread)
+{
+    struct gqa_ctx *c = p;
+    int i = task / c->n_kv, g = task % c->n_kv, hd = c->hd, G = c->group;
+    const eng_be_keys *k = &c->keys[i];
+    int nk = k->sel ? k->n_sel : k->n_ctx;
+    float *o = c->o + i * c->ldo + (int64_t)g * G * hd;
+    memset(o, 0, (size_t)G * (size_t)hd * sizeof(float));
+    if (nk <= 0) return;
+    /* scores [G, nk], one dequantized K or V span, the row's dots [G] */
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (size_t)G + (size_t)hd + (size_t)G);
+    if (!sc) return;
+    float *buf = sc + (size_t)nk * (size_t)G, *d = buf + hd;
+    const float *q = c->q + i * c->ldq + (int64_t)g * G * hd;
+    int a = g * hd, b = a + hd;
+    for (int j = 0; j < nk; j++) {
+        const float *kr = eng_cpu_cache_span(c->kc, pos_slot(k, j), a, b, buf);
+        eng_cpu_dots(c->be, q, hd, G, kr, hd, d);
+        for (int h = 0; h < G; h++) sc[(size_t)h * nk + j] = c->scale * d[h];
+    }
+    for (int h = 0; h < G; h++) {                   /* softmax per head, in f32 */
+        float *s_h = sc + (size_t)h * nk, mx = -INFINITY, sum = 0;
+        for (int j = 0; j < nk; j++) if (s_h[j] > mx) mx = s_h[j];
+        for (int j = 0; j < nk; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
+        float inv = 1.0f / sum;
+        for (int j = 0; j < nk; j++) s_h[j] *= inv;
+    }
+    for (int j = 0; j < nk; j++) {
+        const float *vr = eng_cpu_cache_span(c->vc, pos_slot(k, j), a, b, buf);
+        for (int h = 0; h < G; h++) eng_cpu_axpy(c->be, o + (int64_t)h * hd, sc[(size_t)h * nk + j], vr, hd);
+    }
+}
+
+void eng_be_gqa_attend(eng_backend *be, const float *q, int64_t ldq, int n_heads, int n_kv_heads, int head_dim,
+                       const eng_be_cache *kc, const eng_be_cache *vc, float scale, const eng_be_keys *keys,
+                       int n, float *o, int64_t ldo)
+{
+    eng_cpu_fp8_init();
+    struct gqa_ctx c = { be, q, ldq, ldo, n_heads, n_kv_heads, head_dim, n_heads / n_kv_heads, kc, vc, scale,
+                         keys, o };
+    eng_cpu_run(be, gqa_task, &c, n * n_kv_heads);
+}
