@@ -147,25 +147,31 @@ def _patch_bf16(path, tensors):
     path.write_bytes(bytes(raw))
 
 
-@pytest.fixture(scope="module")
-def scripted_flash(flash, tmp_path_factory):
-    """The tiny Flash checkpoint made a bigram machine on one token chain:
+def script_bigram(d, chain, vocab):
+    """Make the BF16 checkpoint in d a bigram machine on one token chain:
     embed(t) = 30 * u_t (u_t random +-1 rows), lm_head row of chain[i+1] =
     u_{chain[i]}, other rows 0. The layers still run; their output is small
     next to the scaled embedding, so after the final norm the next token is
-    chain's successor of the current one by a wide margin."""
-    d = tmp_path_factory.mktemp("flash_scripted") / "m"
-    shutil.copytree(flash, d)
-    chain = [_encode(d, "<think>")[0]] + _encode(d, OUTPUT[len("<think>"):])
+    chain's successor of the current one by a wide margin. (Also used by
+    test_gqa.py.)"""
     assert len(set(chain)) == len(chain), chain      # a bigram chain needs distinct tokens
     H = json.loads((d / "config.json").read_text())["hidden_size"]
     rng = random.Random(5)
-    u = [[rng.choice((-1.0, 1.0)) for _ in range(H)] for _ in range(VOCAB)]
+    u = [[rng.choice((-1.0, 1.0)) for _ in range(H)] for _ in range(vocab)]
     embed = [30.0 * v for row in u for v in row]
-    head = [0.0] * (VOCAB * H)
+    head = [0.0] * (vocab * H)
     for a, b in zip(chain, chain[1:]):
         head[b * H:(b + 1) * H] = u[a]
     _patch_bf16(d / "model.safetensors", {"model.embed_tokens.weight": embed, "lm_head.weight": head})
+
+
+@pytest.fixture(scope="module")
+def scripted_flash(flash, tmp_path_factory):
+    """The tiny Flash checkpoint made a bigram machine writing OUTPUT after
+    the generation prompt's <think> (script_bigram)."""
+    d = tmp_path_factory.mktemp("flash_scripted") / "m"
+    shutil.copytree(flash, d)
+    script_bigram(d, [_encode(d, "<think>")[0]] + _encode(d, OUTPUT[len("<think>"):]), VOCAB)
     return d
 
 
