@@ -116,35 +116,37 @@ const char *eng_arch_model_type(enum eng_arch a)
     return a == ENG_ARCH_GLM4_MOE_LITE ? "glm4_moe_lite" : a == ENG_ARCH_GLM4_MOE ? "glm4_moe" : "glm_moe_dsa";
 }
 
-/* transformers' Glm4MoeConfig defaults (the GLM-4.5-Air shapes) with the
- * values every published GLM-4.5/4.6/4.7 config sets where the class
- * default is not the model's (head_dim 128, attention_bias true, theta 1e6):
- * the defaults only fill keys a config.json leaves out. Without "head_dim"
- * transformers derives hidden/heads, and so do we (eng_config_parse). MLA
- * fields are 0; qk_rope_head_dim holds the rotary width. */
+/* Architectures without a DSA indexer: no indexer keys, tensors or rows. */
+static void defaults_no_indexer(eng_config *c)
+{
+    c->has_indexer = 0;
+    c->index_n_heads = 0; c->index_head_dim = 0; c->index_topk = 0;
+    c->index_share_for_mtp_iteration = 0;
+    c->indexer_norm_eps = 0;
+}
+
+/* transformers' Glm4MoeConfig defaults (the GLM-4.5-Air shapes), written
+ * over GLM-5's where they differ, with head_dim 128 (what every published
+ * GLM-4.5/4.6/4.7 config sets; without "head_dim" transformers derives
+ * hidden/heads, and so does eng_config_parse). MLA fields are 0;
+ * qk_rope_head_dim holds the rotary width (head_dim x 0.5). */
 static void defaults_glm4_moe(eng_config *c)
 {
     c->arch = ENG_ARCH_GLM4_MOE;
-    c->has_indexer = 0;
     c->attn_gqa = 1;
+    defaults_no_indexer(c);
     c->vocab_size = 151552; c->hidden_size = 4096; c->intermediate_size = 10944;
     c->moe_intermediate_size = 1408; c->num_hidden_layers = 46;
     c->num_attention_heads = 96; c->num_key_value_heads = 8;
     c->head_dim = 128; c->head_dim_key = 128; c->attention_bias = 0; c->use_qk_norm = 0;
     c->q_lora_rank = 0; c->kv_lora_rank = 0; c->qk_nope_head_dim = 0;
     c->qk_rope_head_dim = 64; c->v_head_dim = 128;
-    c->n_routed_experts = 128; c->num_experts_per_tok = 8; c->n_shared_experts = 1;
-    c->first_k_dense_replace = 1; c->moe_layer_freq = 1;
-    c->n_group = 1; c->topk_group = 1; c->norm_topk_prob = 1;
+    c->n_routed_experts = 128; c->first_k_dense_replace = 1;
     c->routed_scaling_factor = 1.0;
-    c->index_n_heads = 0; c->index_head_dim = 0; c->index_topk = 0;
-    c->index_share_for_mtp_iteration = 0;
-    c->indexer_norm_eps = 0;
     c->rope_theta = 10000.0; c->rope_interleave = 0; c->indexer_rope_interleave = 0;
     c->max_position_embeddings = 131072;
     c->eos_token_id[0] = 151329; c->eos_token_id[1] = 151336; c->eos_token_id[2] = 151338;
-    c->n_eos = 3;
-    c->pad_token_id = 151329; c->bos_token_id = -1;
+    c->pad_token_id = 151329;
 }
 
 void eng_config_defaults_arch(eng_config *c, enum eng_arch arch)
@@ -161,7 +163,7 @@ void eng_config_defaults_arch(eng_config *c, enum eng_arch arch)
      * GLM-5's: the same tokenizer. Latent norms: transformers builds
      * q_a_layernorm/kv_a_layernorm with the RMSNorm default 1e-6 here too. */
     c->arch = ENG_ARCH_GLM4_MOE_LITE;
-    c->has_indexer = 0;
+    defaults_no_indexer(c);
     c->hidden_size = 2048; c->intermediate_size = 10240; c->moe_intermediate_size = 1536;
     c->num_hidden_layers = 47; c->num_attention_heads = 20; c->num_key_value_heads = 20;
     c->q_lora_rank = 768; c->kv_lora_rank = 512;
@@ -170,9 +172,6 @@ void eng_config_defaults_arch(eng_config *c, enum eng_arch arch)
     c->n_routed_experts = 64; c->num_experts_per_tok = 4; c->n_shared_experts = 1;
     c->first_k_dense_replace = 1;
     c->routed_scaling_factor = 1.8;
-    c->index_n_heads = 0; c->index_head_dim = 0; c->index_topk = 0;
-    c->index_share_for_mtp_iteration = 0;
-    c->indexer_norm_eps = 0;
 }
 
 int eng_config_n_layers_total(const eng_config *c)
@@ -566,6 +565,19 @@ static void put_json_tail(const eng_config *c, pl_buf *o, const char *transforme
     pl_buf_printf(o, "  \"vocab_size\": %d\n}\n", c->vocab_size);
 }
 
+/* moe_intermediate_size .. num_nextn_predict_layers, as GLM-4.7-Flash's
+ * and GLM-4.5's configs write them (GLM-5's adds moe_layer_freq between). */
+static void put_json_moe_heads(const eng_config *c, pl_buf *o)
+{
+    pl_buf_printf(o, "  \"moe_intermediate_size\": %d,\n  \"n_group\": %d,\n  \"n_routed_experts\": %d,\n"
+                  "  \"n_shared_experts\": %d,\n  \"norm_topk_prob\": %s,\n  \"num_attention_heads\": %d,\n"
+                  "  \"num_experts_per_tok\": %d,\n",
+                  c->moe_intermediate_size, c->n_group, c->n_routed_experts, c->n_shared_experts,
+                  c->norm_topk_prob ? "true" : "false", c->num_attention_heads, c->num_experts_per_tok);
+    pl_buf_printf(o, "  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n  \"num_nextn_predict_layers\": %d,\n",
+                  c->num_hidden_layers, c->num_key_value_heads, c->num_nextn_predict_layers);
+}
+
 /* GLM-4.7-Flash's config.json keys (no indexer keys, no head_dim: its
  * transformers config would read head_dim as qk_rope_head_dim), plus
  * mlp_layer_types so transformers and vLLM (first_k_dense_replace) agree
@@ -580,13 +592,7 @@ static void write_json_lite(const eng_config *c, pl_buf *o)
                   "  \"max_position_embeddings\": %d,\n",
                   c->intermediate_size, c->kv_lora_rank, c->max_position_embeddings);
     put_layer_list(o, "mlp_layer_types", c->layer_dense, n, "dense", "sparse");
-    pl_buf_printf(o, "  \"moe_intermediate_size\": %d,\n  \"n_group\": %d,\n  \"n_routed_experts\": %d,\n"
-                  "  \"n_shared_experts\": %d,\n  \"norm_topk_prob\": %s,\n  \"num_attention_heads\": %d,\n"
-                  "  \"num_experts_per_tok\": %d,\n",
-                  c->moe_intermediate_size, c->n_group, c->n_routed_experts, c->n_shared_experts,
-                  c->norm_topk_prob ? "true" : "false", c->num_attention_heads, c->num_experts_per_tok);
-    pl_buf_printf(o, "  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n  \"num_nextn_predict_layers\": %d,\n",
-                  n, c->num_key_value_heads, c->num_nextn_predict_layers);
+    put_json_moe_heads(c, o);
     pl_buf_printf(o, "  \"pad_token_id\": %d,\n  \"partial_rotary_factor\": 1.0,\n  \"pretraining_tp\": 1,\n"
                   "  \"q_lora_rank\": %d,\n  \"qk_nope_head_dim\": %d,\n  \"qk_rope_head_dim\": %d,\n",
                   c->pad_token_id, c->q_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim);
@@ -602,13 +608,7 @@ static void write_json_gqa(const eng_config *c, pl_buf *o)
                   "  \"hidden_size\": %d,\n", c->first_k_dense_replace, c->head_dim, c->hidden_size);
     pl_buf_printf(o, "  \"initializer_range\": 0.02,\n  \"intermediate_size\": %d,\n"
                   "  \"max_position_embeddings\": %d,\n", c->intermediate_size, c->max_position_embeddings);
-    pl_buf_printf(o, "  \"moe_intermediate_size\": %d,\n  \"n_group\": %d,\n  \"n_routed_experts\": %d,\n"
-                  "  \"n_shared_experts\": %d,\n  \"norm_topk_prob\": %s,\n  \"num_attention_heads\": %d,\n"
-                  "  \"num_experts_per_tok\": %d,\n",
-                  c->moe_intermediate_size, c->n_group, c->n_routed_experts, c->n_shared_experts,
-                  c->norm_topk_prob ? "true" : "false", c->num_attention_heads, c->num_experts_per_tok);
-    pl_buf_printf(o, "  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n  \"num_nextn_predict_layers\": %d,\n",
-                  c->num_hidden_layers, c->num_key_value_heads, c->num_nextn_predict_layers);
+    put_json_moe_heads(c, o);
     pl_buf_printf(o, "  \"pad_token_id\": %d,\n  \"partial_rotary_factor\": %.17g,\n",
                   c->pad_token_id, (double)c->qk_rope_head_dim / (double)c->head_dim);
     put_json_tail(c, o, "5.20.2");

@@ -20,15 +20,14 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, binpath, engine_cmd, run_stage, shared
+from conftest import ROOT, binpath, run_stage, shared
 from gwstack import GatewayStack, real_engine
 from mktok_render import render_env
-from test_flash import MESSAGES, REASONING, TOOLS, _encode, by_choice, gen, script_bigram
+from test_flash import (MESSAGES, MTP, REASONING, TOOLS, VOCAB, _encode, ask_weather, ask_weather_streaming, by_choice,
+                        check_mtp_and_prefix_cache_change_nothing, engine, gen, script_bigram)
 
 GOLDENS = {"tiny": ROOT / "tests" / "reference" / "goldens" / "glm45_tiny.json",
            "tiny-air": ROOT / "tests" / "reference" / "goldens" / "glm45air_tiny.json"}
-VOCAB = 1024
-MTP = ["--speculative-config", '{"method":"mtp","num_speculative_tokens":3}']
 
 
 def _mk(tmp_path_factory, preset, dtype="bf16"):
@@ -41,10 +40,6 @@ def _mk(tmp_path_factory, preset, dtype="bf16"):
 @pytest.fixture(scope="module")
 def gqa_models(tmp_path_factory):
     return {p: _mk(tmp_path_factory, p) for p in GOLDENS}
-
-
-def engine(model, *extra):
-    return engine_cmd(model, "--num-gpu-blocks-override", "512", *extra)
 
 
 def test_checkpoint_is_glm45(gqa_models):
@@ -70,33 +65,11 @@ def test_greedy_equals_transformers(gqa_models, preset, extra):
     assert by_choice(out)[("g", 0)]["ids"] == ref["tokens"]
 
 
-def _requests():
-    """A shared 40-token prefix (prefix cache hits), greedy and seeded
-    sampling with logprobs, n=2."""
-    base = [(i * 37 + 11) % (VOCAB - 64) for i in range(40)]
-    msgs = []
-    for k in range(5):
-        s = {"max_tokens": 10, "ignore_eos": True, "temperature": 0}
-        if k % 2:
-            s.update(temperature=0.9, seed=100 + k, top_p=0.9, logprobs=2)
-        msgs.append(gen(f"r{k}", base + [k + 1, k + 2], **s) | ({"n": 2} if k == 3 else {}))
-    return msgs
-
-
 @pytest.mark.parametrize("kv", ["auto", "fp8"])
 def test_mtp_and_prefix_cache_change_nothing(gqa_models, kv):
-    """MTP K=3 and the prefix cache give outputs identical to plain decoding
-    on the GLM-4.5 checkpoint (q/k norms, groups of 4), with f32 and FP8 K/V
-    rows."""
-    d = gqa_models["tiny"]
-    msgs = _requests() + [{"type": "stats", "id": "st"}]
-    plain, _ = run_stage(engine(d, "--kv-cache-dtype", kv, "--no-enable-prefix-caching",
-                                "--max-num-batched-tokens", "48"), msgs)
-    both, err = run_stage(engine(d, "--kv-cache-dtype", kv, "--max-num-batched-tokens", "48", *MTP), msgs)
-    assert "3 draft tokens per step" in err
-    a, b = by_choice(plain), by_choice(both)
-    assert a == b and len(a) == 6 and all(len(v["ids"]) == 10 for v in a.values())
-    assert any(m["type"] == "start" and m["cached_tokens"] > 0 for m in both)
+    """On the GLM-4.5 checkpoint (q/k norms, groups of 4), with f32 and FP8
+    K/V rows."""
+    check_mtp_and_prefix_cache_change_nothing(gqa_models["tiny"], kv)
 
 
 def test_fp8_checkpoint_runs_with_mtp(tmp_path_factory):
@@ -137,25 +110,10 @@ def scripted_glm45(gqa_models, tmp_path_factory):
 def test_chat_with_tools_and_thinking_glm45(scripted_glm45, tmp_path, extra):
     with GatewayStack(tmp_path, str(scripted_glm45), real_engine(str(scripted_glm45), *extra)) as gw:
         client = gw.openai()
-        kw = dict(model="tiny", messages=MESSAGES, tools=TOOLS, temperature=0, max_tokens=64)
-        r = client.chat.completions.create(**kw)
-        c = r.choices[0]
-        assert c.finish_reason == "tool_calls"
-        assert c.message.model_extra["reasoning"] == REASONING
-        assert c.message.content is None
-        (tc,) = c.message.tool_calls
-        assert tc.function.name == "get_weather" and json.loads(tc.function.arguments) == {"city": "Paris"}
+        r, kw = ask_weather(client)
         prompt = render_env().from_string((scripted_glm45 / "chat_template.jinja").read_text()).render(
             messages=MESSAGES, tools=TOOLS, add_generation_prompt=True)
         assert prompt.endswith("<|assistant|>") and "<tool_call>{function-name}" in prompt   # GLM-4.5's text
         assert r.usage.prompt_tokens == len(_encode(scripted_glm45, prompt))
         assert r.usage.completion_tokens == len(_encode(scripted_glm45, OUTPUT45))
-        chunks = list(client.chat.completions.create(stream=True, **kw))
-        reasoning = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning") or ""
-                            for ch in chunks if ch.choices)
-        calls = [t for ch in chunks if ch.choices for t in (ch.choices[0].delta.tool_calls or [])]
-        assert reasoning == REASONING
-        assert calls[0].function.name == "get_weather"
-        assert json.loads("".join(t.function.arguments or "" for t in calls)) == {"city": "Paris"}
-        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] \
-            == ["tool_calls"]
+        ask_weather_streaming(client, kw)

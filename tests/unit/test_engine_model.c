@@ -439,6 +439,20 @@ static void gqa_fill(void)
 
 static int32_t g_gbt[GROWS / 16] = { 2, 0, 3, 1 }, g_gsel[GSEL] = { 1, 5, 9, 20, 33, 40, 41, 60 };
 
+/* K and V caches of dtype holding g_gk / g_gv at slots 0..GROWS-1. */
+static void gqa_caches(eng_backend *be, enum eng_cache_dtype dt, eng_be_cache *kc, eng_be_cache *vc)
+{
+    int D = GKV * GD;
+    *kc = (eng_be_cache){ NULL, dt, D, D, eng_be_cache_row_bytes(dt, D, D) };
+    *vc = *kc;
+    kc->data = eng_be_alloc(be, GROWS * kc->row_bytes);
+    vc->data = eng_be_alloc(be, GROWS * vc->row_bytes);
+    int64_t slot[GROWS];
+    for (int r = 0; r < GROWS; r++) slot[r] = r;
+    eng_be_cache_store(be, kc, slot, GROWS, g_gk[0], D);
+    eng_be_cache_store(be, vc, slot, GROWS, g_gv[0], D);
+}
+
 /* FP8 K/V rows (tiles of 128 across the heads' spans: head 1's 40 values
  * straddle no boundary here, V's second head is 30x larger) read exactly
  * what was stored: the op over FP8 rows equals the op over f32 rows
@@ -449,23 +463,14 @@ TEST(gqa_fp8_attend_equals_f32_on_dequantized_rows)
     if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
     eng_backend *be = eng_model_backend(f.m);
     gqa_fill();
-    int D = GKV * GD;
-    eng_be_cache k8 = { NULL, ENG_CACHE_FP8, D, D, eng_be_cache_row_bytes(ENG_CACHE_FP8, D, D) };
-    eng_be_cache v8 = k8, k32 = { NULL, ENG_CACHE_F32, D, D, eng_be_cache_row_bytes(ENG_CACHE_F32, D, D) };
-    eng_be_cache v32 = k32;
-    eng_be_cache *cs[4] = { &k8, &v8, &k32, &v32 };
-    for (int i = 0; i < 4; i++) cs[i]->data = eng_be_alloc(be, GROWS * cs[i]->row_bytes);
-    int64_t slot[GROWS];
-    for (int r = 0; r < GROWS; r++) slot[r] = r;
-    eng_be_cache_store(be, &k8, slot, GROWS, g_gk[0], D);
-    eng_be_cache_store(be, &v8, slot, GROWS, g_gv[0], D);
-    float tmp[GKV * GD];
-    for (int r = 0; r < GROWS; r++) {
-        eng_be_cache_load(be, &k8, r, tmp);
-        eng_be_cache_store(be, &k32, &slot[r], 1, tmp, D);
-        eng_be_cache_load(be, &v8, r, tmp);
-        eng_be_cache_store(be, &v32, &slot[r], 1, tmp, D);
+    eng_be_cache k8, v8, k32, v32;
+    gqa_caches(be, ENG_CACHE_FP8, &k8, &v8);
+    for (int r = 0; r < GROWS; r++) {           /* g_gk / g_gv become the dequantized rows */
+        eng_be_cache_load(be, &k8, r, g_gk[r]);
+        eng_be_cache_load(be, &v8, r, g_gv[r]);
     }
+    gqa_caches(be, ENG_CACHE_F32, &k32, &v32);
+    eng_be_cache *cs[4] = { &k8, &v8, &k32, &v32 };
     eng_be_keys keys[GNQ] = { { g_gbt, 16, 64, NULL, 0 }, { g_gbt, 16, 30, NULL, 0 }, { g_gbt, 16, 64, g_gsel, GSEL } };
     static float o8[GNQ][GH * GD], o32[GNQ][GH * GD];
     for (int n = 1; n <= GNQ; n++) {
@@ -486,14 +491,8 @@ TEST(gqa_attend_matches_naive)
     if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
     eng_backend *be = eng_model_backend(f.m);
     gqa_fill();
-    int D = GKV * GD;
-    eng_be_cache kc = { NULL, ENG_CACHE_F32, D, D, eng_be_cache_row_bytes(ENG_CACHE_F32, D, D) }, vc = kc;
-    kc.data = eng_be_alloc(be, GROWS * kc.row_bytes);
-    vc.data = eng_be_alloc(be, GROWS * vc.row_bytes);
-    int64_t slot[GROWS];
-    for (int r = 0; r < GROWS; r++) slot[r] = r;
-    eng_be_cache_store(be, &kc, slot, GROWS, g_gk[0], D);
-    eng_be_cache_store(be, &vc, slot, GROWS, g_gv[0], D);
+    eng_be_cache kc, vc;
+    gqa_caches(be, ENG_CACHE_F32, &kc, &vc);
     eng_be_keys keys[GNQ] = { { g_gbt, 16, 64, NULL, 0 }, { g_gbt, 16, 30, NULL, 0 }, { g_gbt, 16, 64, g_gsel, GSEL } };
     static float o[GNQ][GH * GD];
     eng_be_gqa_attend(be, g_gq[0], GH * GD, GH, GKV, GD, &kc, &vc, 0.15f, keys, GNQ, o[0], GH * GD);
