@@ -11,8 +11,9 @@ query attention) through real processes.
   GLM-4.5-architecture checkpoint whose embedding and lm_head are programmed
   (the random GQA layers still run) to write GLM-4.5-style output (a
   newline after the tool name), rendered by GLM-4.5's official template
-  (../shared, copied at test time), parsed by glm45 reasoning + the tool
-  parser.
+  (../shared, copied at test time), parsed with --reasoning-parser glm45
+  and --tool-call-parser glm45 (vLLM 0.33's name for the same parser class
+  as glm47).
 """
 import json
 import shutil
@@ -108,7 +109,11 @@ def scripted_glm45(gqa_models, tmp_path_factory):
 
 @pytest.mark.parametrize("extra", [[], MTP + ["--kv-cache-dtype", "fp8"]], ids=["plain", "mtp3-fp8kv"])
 def test_chat_with_tools_and_thinking_glm45(scripted_glm45, tmp_path, extra):
-    with GatewayStack(tmp_path, str(scripted_glm45), real_engine(str(scripted_glm45), *extra)) as gw:
+    gw = GatewayStack(tmp_path, str(scripted_glm45), real_engine(str(scripted_glm45), *extra))
+    # the GLM-4.5 deployment's flags: --reasoning-parser glm45 --tool-call-parser glm45
+    gw.cmds["reasoning"] += ["--reasoning-parser", "glm45"]
+    gw.cmds["tools"] += ["--tool-call-parser", "glm45"]
+    with gw:
         client = gw.openai()
         r, kw = ask_weather(client)
         prompt = render_env().from_string((scripted_glm45 / "chat_template.jinja").read_text()).render(
