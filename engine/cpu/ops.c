@@ -373,10 +373,15 @@ const float *eng_cpu_cache_span(const eng_be_cache *c, int64_t slot, int a, int 
     const unsigned char *row = cache_row(c, slot);
     if (c->dtype != ENG_CACHE_FP8) return (const float *)row + a;
     const float *sc = (const float *)(row + fp8_scales_at(c->dim));
-    int t0 = (c->split + ENG_CACHE_FP8_TILE - 1) / ENG_CACHE_FP8_TILE;
-    for (int k = a; k < b; k++) {
-        int t = k < c->split ? k / ENG_CACHE_FP8_TILE : t0 + (k - c->split) / ENG_CACHE_FP8_TILE;
-        buf[k - a] = g_e4m3[row[k]] * sc[t];
+    const int T = ENG_CACHE_FP8_TILE;
+    int t0 = (c->split + T - 1) / T;
+    for (int k = a; k < b;) {           /* tile by tile: one scale per run of values */
+        int lo = k < c->split ? 0 : c->split, hi = k < c->split ? c->split : c->dim;
+        int t = (k - lo) / T, end = lo + (t + 1) * T;
+        if (end > hi) end = hi;
+        if (end > b) end = b;
+        float s = sc[lo ? t0 + t : t];
+        for (; k < end; k++) buf[k - a] = g_e4m3[row[k]] * s;
     }
     return buf;
 }

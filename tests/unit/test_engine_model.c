@@ -424,7 +424,7 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
 
 /* ===== GQA backend ops ===== */
 
-enum { GH = 8, GKV = 2, GD = 40, GROWS = 64, GNQ = 3, GSEL = 8 };
+enum { GH = 8, GKV = 4, GD = 40, GROWS = 64, GNQ = 3, GSEL = 8 };   /* K/V rows of 160: head 3 straddles the 128-value FP8 tile edge */
 static float g_gk[GROWS][GKV * GD], g_gv[GROWS][GKV * GD], g_gq[GNQ][GH * GD];
 
 static void gqa_fill(void)
@@ -453,8 +453,8 @@ static void gqa_caches(eng_backend *be, enum eng_cache_dtype dt, eng_be_cache *k
     eng_be_cache_store(be, vc, slot, GROWS, g_gv[0], D);
 }
 
-/* FP8 K/V rows (tiles of 128 across the heads' spans: head 1's 40 values
- * straddle no boundary here, V's second head is 30x larger) read exactly
+/* FP8 K/V rows (tiles of 128 across the heads' spans: KV head 3's values
+ * 120..159 straddle a tile edge, V's heads 1-3 are 30x larger) read exactly
  * what was stored: the op over FP8 rows equals the op over f32 rows
  * holding the dequantized values, bit for bit. */
 TEST(gqa_fp8_attend_equals_f32_on_dequantized_rows)
