@@ -30,14 +30,14 @@ int eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen
                __builtin_cpu_supports("f16c") && !(portable && *portable == '1');
     be->scratch = calloc((size_t)n_threads, sizeof *be->scratch);
     if (!be->scratch || eng_cpu_pool_start(be)) {
-        eng_be_free(be);
+        eng_cpu_free(be);
         return pl_seterr(err, errlen, PL_ERR_NOMEM, "cannot start %d CPU threads", n_threads);
     }
     *out = be;
     return 0;
 }
 
-void eng_be_free(eng_backend *be)
+void eng_cpu_free(eng_backend *be)
 {
     if (!be) return;
     eng_cpu_pool_stop(be);
@@ -59,7 +59,7 @@ void eng_be_parallel(eng_backend *be, eng_be_task fn, void *ctx, int n_tasks) { 
 #define BE_ALLOC_HDR  64
 #define BE_MMAP_BYTES (1u << 20)
 
-void *eng_be_alloc(eng_backend *be, size_t bytes)
+void *eng_cpu_alloc(eng_backend *be, size_t bytes)
 {
     (void)be;
     size_t n = ((bytes ? bytes : 1) + 63) & ~(size_t)63;
@@ -79,7 +79,7 @@ void *eng_be_alloc(eng_backend *be, size_t bytes)
     return base + BE_ALLOC_HDR;
 }
 
-void eng_be_dealloc(eng_backend *be, void *p)
+void eng_cpu_dealloc(eng_backend *be, void *p)
 {
     (void)be;
     if (!p) return;
@@ -125,7 +125,7 @@ static float vec_elem(const eng_tensor *t, int64_t k)
     return ((const float *)t->data)[k];
 }
 
-void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo)
+void eng_cpu_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo)
 {
     (void)be;
     for (int i = 0; i < n; i++) {
@@ -134,7 +134,7 @@ void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, in
     }
 }
 
-void eng_be_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,
+void eng_cpu_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,
                     int dim, float eps, float *y, int64_t ldy)
 {
     for (int i = 0; i < n; i++) {
@@ -145,7 +145,7 @@ void eng_be_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n,
     }
 }
 
-void eng_be_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b, float *x, int n,
+void eng_cpu_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b, float *x, int n,
                       int64_t ldx, int dim, float eps)
 {
     (void)be;
@@ -161,7 +161,7 @@ void eng_be_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b,
     }
 }
 
-void eng_be_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+void eng_cpu_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
                  int off, int dim, const int32_t *pos, const float *inv_freq)
 {
     (void)be;
@@ -179,7 +179,7 @@ void eng_be_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int
         }
 }
 
-void eng_be_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
+void eng_cpu_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
                      int n, int dim, float *out, int64_t ldo)
 {
     (void)be;
@@ -190,20 +190,20 @@ void eng_be_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const floa
         }
 }
 
-void eng_be_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
+void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
                        const float *a, int n, int dim)
 {
     for (int i = 0; i < n; i++) eng_cpu_axpy(be, y + i * ldy, a ? a[i] : 1.0f, x + i * ldx, dim);
 }
 
-void eng_be_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
+void eng_cpu_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
                         int dim, float *out, int64_t ldo)
 {
     (void)be;
     for (int i = 0; i < n; i++) memcpy(out + i * ldo, x + rows[i] * ldx, (size_t)dim * sizeof *out);
 }
 
-void eng_be_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
+void eng_cpu_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
                              const float *x, int64_t ldx, int n, int dim)
 {
     for (int i = 0; i < n; i++) eng_cpu_axpy(be, y + rows[i] * ldy, a ? a[i] : 1.0f, x + i * ldx, dim);
@@ -220,7 +220,7 @@ static int argmax_free(const float *v, const unsigned char *taken, int n)
     return best;
 }
 
-void eng_be_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
+void eng_cpu_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
                        const float *bias, int n, int32_t *idx, float *wt)
 {
     int E = r->n_experts, G = r->n_group, per = E / G;
@@ -332,7 +332,7 @@ static inline const unsigned char *cache_row(const eng_be_cache *c, int64_t slot
     return (const unsigned char *)c->data + (size_t)slot * c->row_bytes;
 }
 
-void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,
+void eng_cpu_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,
                         const float *src, int64_t lds)
 {
     (void)be;
@@ -343,7 +343,7 @@ void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *s
     }
 }
 
-void eng_be_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, float *out)
+void eng_cpu_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, float *out)
 {
     (void)be;
     pthread_once(&g_e4m3_once, e4m3_init);
@@ -435,7 +435,7 @@ static void idx_task(void *p, int i, int thread)
     c->n_out[i] = K;
 }
 
-void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
+void eng_cpu_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
                        int n_heads, const eng_be_cache *cache, const eng_be_keys *keys, int n,
                        int topk, int32_t *out, int *n_out)
 {
@@ -502,7 +502,7 @@ static void att_task(void *p, int task, int thread)
 #undef ATT_ROW
 }
 
-void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
+void eng_cpu_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
                        int64_t hsqp, const eng_be_cache *cache, int lat, int n_heads, float scale,
                        const eng_be_keys *keys, int n, float *o, int64_t ldo)
 {
