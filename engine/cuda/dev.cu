@@ -64,7 +64,13 @@ static void *dev_alloc(eng_dev *d, size_t bytes)
     void *p = NULL;
     if (!bytes) bytes = 1;
     if (cudaMalloc(&p, bytes) != cudaSuccess) { (void)cudaGetLastError(); return NULL; }
-    if (cudaMemset(p, 0, bytes) != cudaSuccess) { (void)cudaGetLastError(); cudaFree(p); return NULL; }
+    /* On our stream (non-blocking: it does not wait for the legacy default
+     * stream), so the zeroing is ordered before every op that uses p. */
+    if (cudaMemsetAsync(p, 0, bytes, d->stream) != cudaSuccess || cudaStreamSynchronize(d->stream) != cudaSuccess) {
+        (void)cudaGetLastError();
+        cudaFree(p);
+        return NULL;
+    }
     return p;
 }
 
@@ -166,7 +172,10 @@ static int upload_range(eng_dev *d, const void *p, size_t n, const char *name, c
     }
     char *dev = NULL;
     cudaError_t e = cudaMalloc((void **)&dev, n ? n : 1);
+    /* A pageable-memory copy may return before its DMA lands: wait for it,
+     * since the ops run on a stream that does not wait for this one. */
     if (e == cudaSuccess) e = cudaMemcpy(dev, p, n, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaDeviceSynchronize();
     if (e != cudaSuccess) {
         (void)cudaGetLastError();
         if (dev) cudaFree(dev);

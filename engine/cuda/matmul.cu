@@ -205,8 +205,10 @@ static const cu_w *moe_descs(eng_dev *d, const eng_tensor *ex, int n_experts)
     void *dev = NULL;
     for (int e = 0; e < n; e++)
         if (cu_weight(d, &ex[e], &h[e])) { free(h); return NULL; }
+    /* Async on our stream: ordered before the kernels that read it; the
+     * pageable source is staged before the call returns, so h may go. */
     if (!CU_OK(d, cudaMalloc(&dev, (size_t)n * sizeof *h)) ||
-        !CU_OK(d, cudaMemcpy(dev, h, (size_t)n * sizeof *h, cudaMemcpyHostToDevice))) {
+        !CU_OK(d, cudaMemcpyAsync(dev, h, (size_t)n * sizeof *h, cudaMemcpyHostToDevice, d->stream))) {
         free(h);
         if (dev) cudaFree(dev);
         return NULL;
