@@ -146,32 +146,27 @@ __device__ __forceinline__ float cu_warp_max(float v)
     return v;
 }
 
-/* Block-wide sum (blockDim.x a multiple of 32, <= 1024); every thread gets it. */
-__device__ __forceinline__ float cu_block_sum(float v)
+/* Block-wide reduction (blockDim.x a multiple of 32, <= 1024) combining
+ * the warps' results in warp order, so every thread gets the same value. */
+struct cu_op_add { __device__ float operator()(float a, float b) const { return a + b; } };
+struct cu_op_max { __device__ float operator()(float a, float b) const { return fmaxf(a, b); } };
+
+template <class Op>
+__device__ __forceinline__ float cu_block_reduce(float v, float init, Op op)
 {
     __shared__ float part[32];
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = cu_warp_sum(v);
-    __syncthreads();
+    for (int o = 16; o > 0; o >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, o));
+    __syncthreads();                /* the previous reduction's readers are done with part */
     if (lane == 0) part[w] = v;
     __syncthreads();
-    float t = 0;
-    for (int i = 0; i < nw; i++) t += part[i];     /* same order in every thread */
+    float t = init;
+    for (int i = 0; i < nw; i++) t = op(t, part[i]);
     return t;
 }
 
-__device__ __forceinline__ float cu_block_max(float v)
-{
-    __shared__ float part[32];
-    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    v = cu_warp_max(v);
-    __syncthreads();
-    if (lane == 0) part[w] = v;
-    __syncthreads();
-    float t = -INFINITY;
-    for (int i = 0; i < nw; i++) t = fmaxf(t, part[i]);
-    return t;
-}
+__device__ __forceinline__ float cu_block_sum(float v) { return cu_block_reduce(v, 0.0f, cu_op_add()); }
+__device__ __forceinline__ float cu_block_max(float v) { return cu_block_reduce(v, -INFINITY, cu_op_max()); }
 
 /* Cache slot of position p of key set k. */
 __device__ __forceinline__ int64_t cu_slot(const eng_be_keys &k, int p)
