@@ -137,10 +137,11 @@ __global__ void k_moe_plan(const int32_t *idx, int nk, int e0, int ne, moe_plan 
     }
 }
 
-/* Rows of the permuted list: xp[e] = x[perm[e] / K]. grid (.., rows). */
+/* Rows of the permuted list: xp[e] = x[perm[e] / K]. A block per row (grid.x:
+ * n*K passes 65535 at 8192 tokens x top-8, too many for grid.y). */
 __global__ void k_moe_gather(const float *x, int H, int K, moe_plan p, int ne, float *xp)
 {
-    int e = blockIdx.y;
+    int e = blockIdx.x;
     if (e >= p.seg[ne]) return;
     const float *src = x + (int64_t)(p.perm[e] / K) * H;
     for (int k = threadIdx.x; k < H; k += blockDim.x) xp[(int64_t)e * H + k] = src[k];
@@ -165,7 +166,7 @@ __global__ void k_moe_linear(const cu_w *wd, int proj, int e0, moe_plan p, const
 
 __global__ void k_moe_swiglu(const float *g, const float *u, int I, moe_plan p, int ne, float *act)
 {
-    int e = blockIdx.y;
+    int e = blockIdx.x;
     if (e >= p.seg[ne]) return;
     for (int k = threadIdx.x; k < I; k += blockDim.x) {
         float gv = g[(int64_t)e * I + k];
@@ -239,11 +240,11 @@ void cu_moe_experts(eng_dev *d, const eng_be_moe *a, int e0, int e1)
     if (!wd || !pl || !xp || !g || !u || !y) return;
     moe_plan p = { (int32_t *)pl, (int32_t *)pl + ne + 1, (int32_t *)pl + ne + 1 + nk };
     k_moe_plan<<<1, 1024, 0, d->stream>>>(a->idx, nk, e0, ne, p);
-    k_moe_gather<<<dim3(1, (unsigned)nk), 256, 0, d->stream>>>(a->x, H, K, p, ne, xp);
+    k_moe_gather<<<(unsigned)nk, 256, 0, d->stream>>>(a->x, H, K, p, ne, xp);
     dim3 gi(cu_blocks(I, WARPS), (unsigned)ne, cu_blocks(n, TOK));
     k_moe_linear<<<gi, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_GATE, e0, p, xp, H, g, I, I);
     k_moe_linear<<<gi, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_UP, e0, p, xp, H, u, I, I);
-    k_moe_swiglu<<<dim3(1, (unsigned)nk), 256, 0, d->stream>>>(g, u, I, p, ne, g);   /* act over gate, in place */
+    k_moe_swiglu<<<(unsigned)nk, 256, 0, d->stream>>>(g, u, I, p, ne, g);   /* act over gate, in place */
     dim3 gd(cu_blocks(H, WARPS), (unsigned)ne, cu_blocks(n, TOK));
     k_moe_linear<<<gd, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_DOWN, e0, p, g, I, y, H, H);
     dim3 gc(cu_blocks(H, 256) < 16 ? cu_blocks(H, 256) : 16, (unsigned)n);

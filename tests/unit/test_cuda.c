@@ -113,10 +113,31 @@ static void wmake(wbuf *w, enum eng_dtype dt, int64_t rows, int64_t cols, const 
     }
 }
 
+/* Host memory a device has seen as a weight (its view or its data) is kept
+ * until the end: the device maps weights by host address, and a freed then
+ * reused address would find the old copy (in the engine, weights and
+ * backend die together). */
+static void **g_keep;
+static size_t g_n_keep;
+
+static void keep(void *p)
+{
+    void **k = realloc(g_keep, (g_n_keep + 1) * sizeof *k);
+    if (!k) { free(p); return; }
+    g_keep = k;
+    g_keep[g_n_keep++] = p;
+}
+
+static void keep_free_all(void)
+{
+    for (size_t i = 0; i < g_n_keep; i++) free(g_keep[i]);
+    free(g_keep);
+}
+
 static void wfree(wbuf *w)
 {
-    free(w->data);
-    free(w->scale);
+    keep(w->data);
+    keep(w->scale);
 }
 
 /* ===== host side (every machine) ===== */
@@ -238,7 +259,8 @@ static eng_be_moe moe_args(const moe_fx *f, const float *x, const int32_t *idx, 
 static void moe_free(moe_fx *f)
 {
     for (int e = 0; e < f->E * 3; e++) wfree(&f->w[e]);
-    void *p[] = { f->w, f->views, f->x, f->wt, f->out, f->idx, f->rows, f->rwt, f->xg, f->y, f->gate, f->up, f->act };
+    keep(f->views);                 /* the device caches descriptors by this address */
+    void *p[] = { f->w, f->x, f->wt, f->out, f->idx, f->rows, f->rwt, f->xg, f->y, f->gate, f->up, f->act };
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) free(p[i]);
 }
 
@@ -451,7 +473,8 @@ TEST(cuda_route_and_moe)
 {
     if (!need_gpu()) return;
     enum { E = 64, K = 6, N = 37 };
-    float logits[N * E], bias[E], wc[N * K], wg[N * K];
+    float logits[N * E], wc[N * K], wg[N * K], *bias = malloc(E * sizeof(float));
+    keep(bias);
     int32_t ic[N * K], ig[N * K];
     fill(logits, N * E, 4);
     fill(bias, E, 0.1f);
@@ -857,5 +880,6 @@ int main(void)
     if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
     eng_be_free(g_gpu);
     eng_be_free(g_cpu);
+    keep_free_all();
     return test_report();
 }
