@@ -1,5 +1,5 @@
 /* none.c — the CUDA entry points of a build without nvcc (the Makefile
- * compiles this file instead of engine/cuda/*.cu): no device, ever. */
+ * compiles this file instead of the .cu files there): no device, ever. */
 #include "../dev.h"
 
 int eng_cuda_count(void) { return 0; }
