@@ -43,8 +43,17 @@ fi
 fails=0
 log=$(mktemp); tlog=$(mktemp); trap 'rm -f "$log" "$tlog"' EXIT
 
+# GLM_GPU_REAL=1: also time decode on GLM-5.2's real layer shapes (4 layers, FP8; ~12 GB
+# written to /tmp first, a minute or two more).
+if [ "${GLM_GPU_REAL:-0}" = 1 ]; then
+    REAL=/tmp/glm-gpu-check-real4
+    [ -f "$REAL/config.json" ] || "$GLM_BIN/glm-mkmodel" --real-shapes --layers 4 --dtype fp8 --out "$REAL" >/dev/null ||
+        { say "FAIL: could not write the real-shapes checkpoint"; exit 1; }
+    export GLM_GPU_BENCH_MODEL=$REAL
+fi
+
 say "== CUDA vs CPU: ops, whole steps, decode timing"
-GLM_GPU_CHECK=1 timeout 300 "$TEST" >"$tlog" 2>&1; rc=$?
+GLM_GPU_CHECK=1 timeout 420 "$TEST" >"$tlog" 2>&1; rc=$?
 cat "$tlog"
 grep -q '^device: cuda' "$tlog" || { say "FAIL: the test binary found no CUDA device although nvidia-smi lists one"; fails=$((fails + 1)); }
 [ $rc -eq 0 ] || { say "FAIL: test_cuda exited $rc"; fails=$((fails + 1)); }
