@@ -299,6 +299,29 @@ TEST(cpu_moe_ranges_tile_the_whole)
 
 /* ===== CUDA ops vs CPU ===== */
 
+/* One per-head product (linear_heads or linear_t_heads) on both sides:
+ * x [n, ldx] random, y [n, ldy]; 1 when within OP_TOL. */
+typedef void (*heads_fn)(eng_backend *, const eng_tensor *, int64_t, int64_t, const eng_be_heads *, const float *,
+                         int, int64_t, float *, int64_t);
+static int heads_parity(heads_fn fn, const char *name, const eng_tensor *W, int64_t row0, int64_t nrows,
+                        const eng_be_heads *hs, int n, int64_t ldx, int64_t ldy)
+{
+    size_t nx = (size_t)n * ldx, ny = (size_t)n * ldy;
+    float *x = malloc(nx * 4), *yc = calloc(ny, 4), *yg = calloc(ny, 4);
+    fill(x, nx, 1);
+    fn(g_cpu, W, row0, nrows, hs, x, n, ldx, yc, ldy);
+    float *dx = dput(x, nx * 4), *dy = dput(yg, ny * 4);
+    fn(g_gpu, W, row0, nrows, hs, dx, n, ldx, dy, ldy);
+    dget(yg, dy, ny * 4);
+    int ok = gpu_ok();
+    double e = rel_err(yc, yg, ny);
+    REPORT(name, e);
+    eng_be_dealloc(g_gpu, dx);
+    eng_be_dealloc(g_gpu, dy);
+    free(x); free(yc); free(yg);
+    return ok && e < OP_TOL;
+}
+
 /* y = op on the CPU and on the device from the same inputs. */
 TEST(cuda_linear)
 {
@@ -322,36 +345,14 @@ TEST(cuda_linear)
         CHECK(e < OP_TOL);
 
         /* per head, and transposed per head (the absorbed MLA's shapes) */
-        eng_be_heads hs = { 3, 100, 64, 90 };
         wbuf wh;
         wmake(&wh, dts[d], 300, 64, "heads");
-        float *xh = malloc((size_t)n * 192 * 4), *hc = calloc((size_t)n * 270, 4), *hg = calloc((size_t)n * 270, 4);
-        fill(xh, (size_t)n * 192, 1);
-        eng_be_linear_heads(g_cpu, &wh.t, 10, 90, &hs, xh, n, 192, hc, 270);
-        float *dxh = dput(xh, (size_t)n * 192 * 4), *dhy = dput(hg, (size_t)n * 270 * 4);
-        eng_be_linear_heads(g_gpu, &wh.t, 10, 90, &hs, dxh, n, 192, dhy, 270);
-        dget(hg, dhy, (size_t)n * 270 * 4);
-        CHECK(gpu_ok());
-        e = rel_err(hc, hg, (size_t)n * 270);
-        REPORT("linear_heads", e);
-        CHECK(e < OP_TOL);
-
-        eng_be_heads ht = { 3, 100, 70, 64 };
-        float *xt = malloc((size_t)n * 210 * 4), *tc = calloc((size_t)n * 192, 4), *tg = calloc((size_t)n * 192, 4);
-        fill(xt, (size_t)n * 210, 1);
-        eng_be_linear_t_heads(g_cpu, &wh.t, 5, 70, &ht, xt, n, 210, tc, 192);
-        float *dxt = dput(xt, (size_t)n * 210 * 4), *dty = dput(tg, (size_t)n * 192 * 4);
-        eng_be_linear_t_heads(g_gpu, &wh.t, 5, 70, &ht, dxt, n, 210, dty, 192);
-        dget(tg, dty, (size_t)n * 192 * 4);
-        CHECK(gpu_ok());
-        e = rel_err(tc, tg, (size_t)n * 192);
-        REPORT("linear_t_heads", e);
-        CHECK(e < OP_TOL);
-
-        void *dv[] = { dx, dy, dxh, dhy, dxt, dty };
-        for (size_t i = 0; i < 6; i++) eng_be_dealloc(g_gpu, dv[i]);
-        void *hv[] = { x, yc, yg, xh, hc, hg, xt, tc, tg };
-        for (size_t i = 0; i < 9; i++) free(hv[i]);
+        eng_be_heads hs = { 3, 100, 64, 90 }, ht = { 3, 100, 70, 64 };
+        CHECK(heads_parity(eng_be_linear_heads, "linear_heads", &wh.t, 10, 90, &hs, n, 192, 270));
+        CHECK(heads_parity(eng_be_linear_t_heads, "linear_t_heads", &wh.t, 5, 70, &ht, n, 210, 192));
+        eng_be_dealloc(g_gpu, dx);
+        eng_be_dealloc(g_gpu, dy);
+        free(x); free(yc); free(yg);
         wfree(&w);
         wfree(&wh);
     }
