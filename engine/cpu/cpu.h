@@ -43,7 +43,15 @@ struct eng_backend {
     eng_cpu_run_desc desc[2];       /* [gen & 1] */
     eng_cpu_scratch *scratch;       /* [n_threads] */
     int avx2;                       /* AVX2 + FMA + F16C kernels usable */
+    /* Scratch shared by all threads of one run (split attention partials,
+     * split indexer scores): grown on the caller's thread between runs. */
+    float *shared_f;
+    size_t cap_shared_f;
 };
+
+/* Attention and the indexer split one query's keys across threads only
+ * for batches of fewer queries than threads, at most this many. */
+#define ENG_CPU_SPLIT_MAX_Q 64
 
 void eng_cpu_run(eng_backend *be, eng_cpu_task fn, void *ctx, int n_tasks);
 int  eng_cpu_pool_start(eng_backend *be);

@@ -415,6 +415,109 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
     fixture_close(&f);
 }
 
+/* Long key lists: attention cuts them into fixed chunks whose partial
+ * softmaxes fold in chunk order, and spreads one query's chunks (and the
+ * indexer's key scores) over the threads when there are fewer queries than
+ * threads. The result must not depend on that: a query alone on 2 threads
+ * (split), inside a batch of 3 (heads grouped, chunks in one task) and on
+ * 1 thread give the same bits, for f32 and FP8 rows, dense and sparse key
+ * lists; and it must be softmax attention (double-precision reference). */
+TEST(attention_split_context_bit_identical)
+{
+    enum { LAT = 64, ROPE = 16, DIM = LAT + ROPE, NH = 5, IH = 8, ID = 64, ROWS = 1296, NQ = 3, TOPK = 300 };
+    eng_backend *b2 = NULL, *b1 = NULL;
+    char err[256];
+    if (eng_be_cpu_create(2, &b2, err, sizeof err) || eng_be_cpu_create(1, &b1, err, sizeof err)) { CHECK(0); return; }
+    static float src[ROWS * DIM], isrc[ROWS * ID], ql[NQ][NH * LAT], qp[NQ][NH * ROPE], iq[NQ][IH * ID], iw[NQ][IH];
+    static int64_t slot[ROWS];
+    static int32_t bt[ROWS / 16], sel[TOPK];
+    uint64_t z = 9;
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (int r = 0; r < ROWS; r++) slot[r] = r;
+    for (int i = 0; i < ROWS / 16; i++) bt[i] = (i * 37) % (ROWS / 16);   /* 37 coprime with 81 */
+    for (int i = 0; i < ROWS * DIM; i++) src[i] = RND();
+    for (int i = 0; i < ROWS * ID; i++) isrc[i] = RND();
+    for (int i = 0; i < NQ; i++) {
+        for (int k = 0; k < NH * LAT; k++) ql[i][k] = RND();
+        for (int k = 0; k < NH * ROPE; k++) qp[i][k] = RND();
+        for (int k = 0; k < IH * ID; k++) iq[i][k] = RND();
+        for (int k = 0; k < IH; k++) iw[i][k] = 0.1f * (float)(k + 1);
+    }
+#undef RND
+    for (int t = 0; t < TOPK; t++) sel[t] = (t * 7) % ROWS;
+    int bad = 0, badi = 0;
+    double worst = 0;
+    for (int dt = 0; dt < 2; dt++) {
+        enum eng_cache_dtype cd = dt ? ENG_CACHE_FP8 : ENG_CACHE_F32;
+        eng_be_cache q = { NULL, cd, DIM, LAT, eng_be_cache_row_bytes(cd, DIM, LAT) };
+        eng_be_cache ic = { NULL, cd, ID, ID, eng_be_cache_row_bytes(cd, ID, ID) };
+        q.data = eng_be_alloc(b2, ROWS * q.row_bytes);
+        ic.data = eng_be_alloc(b2, ROWS * ic.row_bytes);
+        eng_be_cache_store(b2, &q, slot, ROWS, src, DIM);
+        eng_be_cache_store(b2, &ic, slot, ROWS, isrc, ID);
+        /* query 0 dense over all rows, 1 dense over a prefix ending mid-chunk, 2 sparse */
+        eng_be_keys keys[NQ] = { { bt, 16, ROWS, NULL, 0 }, { bt, 16, 700, NULL, 0 }, { bt, 16, ROWS, sel, TOPK } };
+        for (int qi = 0; qi < NQ; qi++) {
+            static float batch[NQ][NH * LAT], alone[NH * LAT], one[NH * LAT];
+            eng_be_keys kb[NQ] = { keys[(qi + 1) % NQ], keys[qi], keys[(qi + 2) % NQ] };
+            static float qlb[NQ][NH * LAT], qpb[NQ][NH * ROPE];
+            memcpy(qlb[0], ql[(qi + 1) % NQ], sizeof qlb[0]); memcpy(qlb[1], ql[qi], sizeof qlb[0]);
+            memcpy(qlb[2], ql[(qi + 2) % NQ], sizeof qlb[0]);
+            memcpy(qpb[0], qp[(qi + 1) % NQ], sizeof qpb[0]); memcpy(qpb[1], qp[qi], sizeof qpb[0]);
+            memcpy(qpb[2], qp[(qi + 2) % NQ], sizeof qpb[0]);
+            eng_be_mla_attend(b2, qlb[0], NH * LAT, qpb[0], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, kb, NQ, batch[0], NH * LAT);
+            eng_be_mla_attend(b2, ql[qi], NH * LAT, qp[qi], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, &keys[qi], 1, alone, NH * LAT);
+            eng_be_mla_attend(b1, ql[qi], NH * LAT, qp[qi], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, &keys[qi], 1, one, NH * LAT);
+            bad += memcmp(alone, batch[1], sizeof alone) != 0;
+            bad += memcmp(alone, one, sizeof alone) != 0;
+            /* reference over the rows as stored (dequantized for FP8) */
+            const eng_be_keys *k = &keys[qi];
+            int nk = k->sel ? k->n_sel : k->n_ctx;
+            for (int h = 0; h < NH; h++) {
+                static double s[ROWS], acc[LAT];
+                static float row[DIM];
+                double mx = -1e300, sum = 0;
+                memset(acc, 0, sizeof acc);
+                for (int j = 0; j < nk; j++) {
+                    int pos = k->sel ? k->sel[j] : j;
+                    eng_be_cache_load(b2, &q, (int64_t)bt[pos / 16] * 16 + pos % 16, row);
+                    double d = 0;
+                    for (int c = 0; c < LAT; c++) d += (double)ql[qi][h * LAT + c] * row[c];
+                    for (int c = 0; c < ROPE; c++) d += (double)qp[qi][h * ROPE + c] * row[LAT + c];
+                    s[j] = 0.1 * d;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int j = 0; j < nk; j++) {
+                    int pos = k->sel ? k->sel[j] : j;
+                    eng_be_cache_load(b2, &q, (int64_t)bt[pos / 16] * 16 + pos % 16, row);
+                    double p = exp(s[j] - mx);
+                    sum += p;
+                    for (int c = 0; c < LAT; c++) acc[c] += p * row[c];
+                }
+                for (int c = 0; c < LAT; c++) {
+                    double e = fabs(acc[c] / sum - alone[h * LAT + c]);
+                    if (e > worst) worst = e;
+                }
+            }
+        }
+        /* indexer: query 0 alone (keys scored in chunks on both threads) against a batch of 3 and 1 thread */
+        int32_t tb[NQ * TOPK], ta[TOPK], t1[TOPK];
+        int nb[NQ], na, n1;
+        eng_be_keys ik[NQ] = { keys[0], keys[1], keys[0] };
+        eng_be_index_topk(b2, iq[0], IH * ID, iw[0], IH, IH, &ic, ik, NQ, TOPK, tb, nb);
+        eng_be_index_topk(b2, iq[0], IH * ID, iw[0], IH, IH, &ic, ik, 1, TOPK, ta, &na);
+        eng_be_index_topk(b1, iq[0], IH * ID, iw[0], IH, IH, &ic, ik, 1, TOPK, t1, &n1);
+        badi += na != TOPK || nb[0] != TOPK || n1 != TOPK || memcmp(ta, tb, sizeof ta) || memcmp(ta, t1, sizeof ta);
+        eng_be_dealloc(b2, q.data);
+        eng_be_dealloc(b2, ic.data);
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(badi, 0);
+    CHECK(worst < 1e-5);
+    eng_be_free(b2);
+    eng_be_free(b1);
+}
+
 /* log_softmax of every row of a prompt through a pool of dtype. */
 /* The linear kernels group tokens (wide tiles of 12/8/6/4, 3-token tiles,
  * single tokens) and block rows and tokens for the caches; whatever the
@@ -575,6 +678,7 @@ int main(void)
             RUN(fp8_cache_rows_round_trip);
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
+            RUN(attention_split_context_bit_identical);
         }
         RUN(fp8_kv_close_to_f32);
         printf("     %s max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
