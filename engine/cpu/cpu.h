@@ -66,6 +66,14 @@ float eng_cpu_dot(const eng_backend *be, const float *a, const float *b, int n);
 /* out[h] = eng_cpu_dot(a + h * lda, b, n) for h < na, bit for bit, with the
  * heads' FMA chains interleaved (one load of b serves up to 8 of them). */
 void  eng_cpu_dots(const eng_backend *be, const float *a, int64_t lda, int na, const float *b, int n, float *out);
+/* out[h * ldo + j] = eng_cpu_dot(a + h * lda, rows[j], n) for h < na, j < nr,
+ * bit for bit (register tiles over heads x rows). */
+void  eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int na, const float *const *rows,
+                        int nr, int n, float *out, int64_t ldo);
+/* u[h][0..n) = sum_j p[h * ldp + j] * rows[j][0..n) for h < nh, bit for bit
+ * what zeroing u and eng_cpu_axpy per row in j order give (register-blocked). */
+void  eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, const float *const *rows, int nr,
+                   int n, float *u, int64_t ldu);
 /* y += a * x */
 void  eng_cpu_axpy(const eng_backend *be, float *y, float a, const float *x, int n);
 

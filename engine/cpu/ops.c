@@ -542,9 +542,12 @@ struct att_ctx {
 static inline int att_nk(const eng_be_keys *k) { return k->sel ? k->n_sel : k->n_ctx; }
 
 /* Partials of heads [h0, h0 + nh) of query i over keys [j0, j1):
- * m[h], l[h], u[h * ldu ...]. Rows outer, heads inner: each row is read
- * (or, FP8, dequantized into a one-row buffer) once for all the heads
- * while it sits in L1. ws: nh * ATT_CHUNK + dim + 2 * nh floats. */
+ * m[h], l[h], u[h * ldu ...]. The chunk's rows (FP8: dequantized once
+ * into the chunk buffer) are scored in register tiles of heads x rows,
+ * then summed in the value pass, blocked by eng_cpu_wsum: every row is
+ * read from L1/L2 a few times instead of each head re-reading it, and
+ * every per-head dot and sum keeps the one order it has alone.
+ * ws: att_ws(c, nh) floats. */
 static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, int j1, float *ws,
                       float *m, float *l, float *u, int64_t ldu)
 {
@@ -552,29 +555,40 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
     const eng_be_cache *cache = c->cache;
     int nj = j1 - j0, dim = c->lat + c->rope;
     bool fp8 = cache->dtype == ENG_CACHE_FP8;
-    float *sc = ws, *buf = sc + (size_t)nh * ATT_CHUNK, *dl = buf + dim, *dr = dl + nh;
+    float *sc = ws, *sr = sc + (size_t)nh * ATT_CHUNK, *rbuf = sr + (size_t)nh * ATT_CHUNK;
+    const float *rows[ATT_CHUNK], *ropes[ATT_CHUNK];
     const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
-#define ATT_ROW(j) (fp8 ? (fp8_row_load(cache, cache_row(cache, key_slot(k, k->sel ? k->sel[j] : (j))), buf), buf) \
-                        : (const float *)cache_row(cache, key_slot(k, k->sel ? k->sel[j] : (j))))
     for (int j = j0; j < j1; j++) {
-        const float *row = ATT_ROW(j);
-        eng_cpu_dots(c->be, ql0, c->lat, nh, row, c->lat, dl);
-        eng_cpu_dots(c->be, qp0, c->hsqp, nh, row + c->lat, c->rope, dr);
-        for (int h = 0; h < nh; h++) sc[h * ATT_CHUNK + (j - j0)] = c->scale * (dl[h] + dr[h]);
+        const unsigned char *raw = cache_row(cache, key_slot(k, k->sel ? k->sel[j] : j));
+        const float *row = (const float *)raw;
+        if (fp8) {              /* dequantized once, kept for the value pass */
+            float *b = rbuf + (size_t)(j - j0) * dim;
+            fp8_row_load(cache, raw, b);
+            row = b;
+        }
+        rows[j - j0] = row;
+        ropes[j - j0] = row + c->lat;
     }
+    /* s = scale * (q_lat . c + q_pe . k_pe), each dot bit-identical to eng_cpu_dot */
+    eng_cpu_dots_rows(c->be, ql0, c->lat, nh, rows, nj, c->lat, sc, ATT_CHUNK);
+    eng_cpu_dots_rows(c->be, qp0, c->hsqp, nh, ropes, nj, c->rope, sr, ATT_CHUNK);
+    for (int h = 0; h < nh; h++)
+        for (int j = 0; j < nj; j++) sc[h * ATT_CHUNK + j] = c->scale * (sc[h * ATT_CHUNK + j] + sr[h * ATT_CHUNK + j]);
     for (int h = 0; h < nh; h++) {                  /* the chunk's softmax numerators per head, in f32 */
         float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY, sum = 0;
         for (int j = 0; j < nj; j++) if (s_h[j] > mx) mx = s_h[j];
         for (int j = 0; j < nj; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
         m[h] = mx;
         l[h] = sum;
-        memset(u + h * ldu, 0, (size_t)c->lat * sizeof *u);
     }
-    for (int j = j0; j < j1; j++) {
-        const float *row = ATT_ROW(j);
-        for (int h = 0; h < nh; h++) eng_cpu_axpy(c->be, u + h * ldu, sc[h * ATT_CHUNK + (j - j0)], row, c->lat);
-    }
-#undef ATT_ROW
+    eng_cpu_wsum(c->be, sc, ATT_CHUNK, nh, rows, nj, c->lat, u, ldu);
+}
+
+/* Floats of att_chunk's ws for nh heads. */
+static size_t att_ws(const struct att_ctx *c, int nh)
+{
+    size_t dim = (size_t)(c->lat + c->rope);
+    return 2 * (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
 }
 
 /* (M, L, U) ⊕= (m, l, u) for one head; first: the state is empty. */
@@ -605,10 +619,10 @@ static void att_task(void *p, int task, int thread)
     struct att_ctx *c = p;
     int i = task / c->tasks_per_token, h0 = task % c->tasks_per_token * c->heads_per_task;
     int h1 = h0 + c->heads_per_task < c->n_heads ? h0 + c->heads_per_task : c->n_heads;
-    int nk = att_nk(&c->keys[i]), dim = c->lat + c->rope, nh = h1 - h0;
+    int nk = att_nk(&c->keys[i]), nh = h1 - h0;
     float *o = c->o + i * c->ldo + h0 * c->lat;
     if (nk <= 0) { memset(o, 0, (size_t)nh * c->lat * sizeof *o); return; }
-    size_t nws = (size_t)nh * ATT_CHUNK + (size_t)dim + 2 * (size_t)nh;
+    size_t nws = att_ws(c, nh);
     float *ws = eng_cpu_scratch_f(c->be, thread, nws + (size_t)nh * (c->lat + 4));
     if (!ws) { memset(o, 0, (size_t)nh * c->lat * sizeof *o); return; }
     float *m = ws + nws, *l = m + nh, *M = l + nh, *L = M + nh, *u = L + nh;
@@ -629,12 +643,12 @@ static void att_chunk_task(void *p, int task, int thread)
     int nk = att_nk(&c->keys[i]), j0 = (task - c->chunk0[i]) * ATT_CHUNK;
     int j1 = j0 + ATT_CHUNK < nk ? j0 + ATT_CHUNK : nk, nh = c->n_heads, st = c->lat + 2;
     float *pt = c->part + (size_t)task * nh * st;
-    float *ws = eng_cpu_scratch_f(c->be, thread, (size_t)nh * ATT_CHUNK + (size_t)(c->lat + c->rope) + 4 * (size_t)nh);
+    float *ws = eng_cpu_scratch_f(c->be, thread, att_ws(c, nh) + 2 * (size_t)nh);
     if (!ws) {                      /* OOM: a partial that contributes nothing */
         for (int h = 0; h < nh; h++) { pt[h * st] = -INFINITY; pt[h * st + 1] = 0; memset(pt + h * st + 2, 0, (size_t)c->lat * sizeof *pt); }
         return;
     }
-    float *m = ws + (size_t)nh * ATT_CHUNK + (size_t)(c->lat + c->rope) + 2 * (size_t)nh, *l = m + nh;
+    float *m = ws + att_ws(c, nh), *l = m + nh;
     att_chunk(c, i, 0, nh, j0, j1, ws, m, l, pt + 2, st);
     for (int h = 0; h < nh; h++) { pt[h * st] = m[h]; pt[h * st + 1] = l[h]; }
 }
