@@ -242,11 +242,87 @@ DEF_WIDE(f32, float)
 DEF_WIDE(bf16, uint16_t)
 DEF_WIDE(fp8, uint8_t)
 
+/* ===== AVX-512VL tiles: the AVX2 tile's arithmetic in 32 registers =====
+ *
+ * The 3-token tile stops at 3 because four chains per token fill the 16
+ * AVX2 registers. With AVX-512VL the same 8-wide FMAs can use 32 ymm
+ * registers, so this tile runs up to 6 tokens per converted weight vector
+ * (24 accumulators) with exactly the AVX2 tile's FMA chains, chain combine
+ * and tails: a token gets the same bits from either kernel and in any
+ * group, so batch invariance does not depend on the CPU or the grouping.
+ * FP8 converts 32 weights per step in a 512-bit register (sign extension
+ * to 16-bit lanes, shift, AND, vcvtph2ps zmm) and splits them into the
+ * four 8-wide vectors of the chains. Opt-in (GLM_ENGINE_AVX512=1, and the
+ * CPU has AVX-512F+BW+VL): on the Zen 4 VM it was built on it measured no
+ * faster than the AVX2 tiles at batch 1 or 16 (docs/perf.md), so it is not
+ * the default; test_engine_model compares it with the AVX2 tile bit for bit
+ * (and skips visibly on CPUs without AVX-512). */
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+#define TILE512_NT 6
+AVX512 INL void ld32_f32_512(const float *p, __m256 *v) { ld16_f32(p, &v[0], &v[1]); ld16_f32(p + 16, &v[2], &v[3]); }
+AVX512 INL void ld32_bf16_512(const uint16_t *p, __m256 *v) { ld16_bf16(p, &v[0], &v[1]); ld16_bf16(p + 16, &v[2], &v[3]); }
+AVX512 INL void ld32_fp8_512(const uint8_t *p, __m256 *v)
+{
+    __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
+    w = _mm512_and_si512(_mm512_slli_epi16(w, 7), _mm512_set1_epi16((short)0xbfff));
+    __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(w)), hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(w, 1));
+    v[0] = _mm512_castps512_ps256(lo);
+    v[1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(lo), 1));
+    v[2] = _mm512_castps512_ps256(hi);
+    v[3] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(hi), 1));
+}
+#define DEF_TILE512(SUF, T)                                                                       \
+AVX512 INL void tile512_##SUF##_n(const T *w, int64_t cols, const float *x, int64_t ldx,          \
+                                  float *y, int64_t ldy, const int NT)                            \
+{                                                                                                 \
+    __m256 acc[TILE512_NT][4];                                                                    \
+    UNROLL_ALL for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps(); \
+    int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7, k = 0;                            \
+    for (; k < c32; k += 32) {                                                                    \
+        __m256 wv[4];                                                                             \
+        ld32_##SUF##_512(w + k, wv);                                                              \
+        UNROLL for (int j = 0; j < 4; j++) UNROLL_ALL for (int t = 0; t < NT; t++)                \
+            acc[t][j] = _mm256_fmadd_ps(wv[j], _mm256_loadu_ps(x + t * ldx + k + 8 * j), acc[t][j]); \
+    }                                                                                             \
+    for (; k < c8; k += 8) {                                                                      \
+        __m256 wv = ld8_##SUF(w + k);                                                             \
+        UNROLL_ALL for (int t = 0; t < NT; t++)                                                   \
+            acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), acc[t][0]);         \
+    }                                                                                             \
+    for (int t = 0; t < NT; t++) {                                                                \
+        float s = sum_chains(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);                         \
+        for (k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];                        \
+        y[t * ldy] = s;                                                                           \
+    }                                                                                             \
+}                                                                                                 \
+/* Any nt from 1 to TILE512_NT. */                                                                \
+AVX512 static void tile512_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,        \
+                                 float *y, int64_t ldy, int nt)                                   \
+{                                                                                                 \
+    switch (nt) {                                                                                 \
+    case 6: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 6); break;                                 \
+    case 5: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 5); break;                                 \
+    case 4: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 4); break;                                 \
+    case 3: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 3); break;                                 \
+    case 2: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 2); break;                                 \
+    default: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 1); break;                                \
+    }                                                                                             \
+}
+DEF_TILE512(f32, float)
+DEF_TILE512(bf16, uint16_t)
+DEF_TILE512(fp8, uint8_t)
+
 typedef void (*tile_fn)(const void *, int64_t, const float *, int64_t, float *, int64_t, int);
 typedef void (*colacc_fn)(const void *, int64_t, int64_t, const float *, const float *, int64_t, int, float *);
 
 static tile_fn pick_tile(const eng_backend *be, enum eng_dtype dt)
 {
+    if (be->avx512)
+        switch (dt) {
+        case ENG_DT_BF16:   return tile512_bf16;
+        case ENG_DT_F8E4M3: return tile512_fp8;
+        default:            return tile512_f32;
+        }
     switch (dt) {
     case ENG_DT_BF16:   return be->avx2 ? tile_avx_bf16 : tile_ref_bf16;
     case ENG_DT_F8E4M3: return be->avx2 ? tile_avx_fp8 : tile_ref_fp8;
@@ -288,6 +364,7 @@ struct lin_ctx {
     int64_t ldy;
     tile_fn tile;
     tile_fn wide;               /* NULL without AVX2 */
+    int tile_nt;                /* tokens per tile call: TILE512_NT (any count up to it) or TILE_NT */
     eng_backend *be;
 };
 
@@ -305,8 +382,12 @@ static void lin_row_tokens(const struct lin_ctx *c, const char *w, int64_t i, in
             c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, WIDE_MAX);
         if (t1 - t >= 4) { c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 4); t += 4; }
     }
-    for (; t + TILE_NT <= t1; t += TILE_NT)
-        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, TILE_NT);
+    for (; t + c->tile_nt <= t1; t += c->tile_nt)
+        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, c->tile_nt);
+    if (c->tile_nt == TILE512_NT && t < t1) {       /* the AVX-512 tile takes any remainder at once */
+        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, t1 - t);
+        t = t1;
+    }
     for (; t < t1; t++)
         c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 1);
 }
@@ -403,7 +484,7 @@ void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
     struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype),
-                          pick_wide(be, W->dtype), be };
+                          pick_wide(be, W->dtype), be->avx512 ? TILE512_NT : TILE_NT, be };
     eng_cpu_run(be, lin_task, &c, chunks * hs->n);
 }
 

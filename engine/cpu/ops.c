@@ -28,6 +28,11 @@ int eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen
     const char *portable = getenv("GLM_ENGINE_PORTABLE");
     be->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c") && !(portable && *portable == '1');
+    /* AVX-512VL row tiles (same bits as AVX2, see matmul.c): opt-in with GLM_ENGINE_AVX512=1,
+     * they measured no faster than AVX2 on this Zen 4 VM (docs/perf.md). */
+    const char *a512 = getenv("GLM_ENGINE_AVX512");
+    be->avx512 = be->avx2 && a512 && *a512 == '1' && __builtin_cpu_supports("avx512f") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     be->scratch = calloc((size_t)n_threads, sizeof *be->scratch);
     if (!be->scratch || eng_cpu_pool_start(be)) {
         eng_be_free(be);

@@ -415,6 +415,56 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
     fixture_close(&f);
 }
 
+/* The AVX-512VL row tiles (up to 6 tokens per weight pass; opt-in with
+ * GLM_ENGINE_AVX512=1 where the CPU has AVX-512F+BW+VL) must give the AVX2
+ * tiles' bits, for BF16, FP8 and F32, every token count of a decode batch
+ * and every K tail. Skipped (visibly) on CPUs without them. */
+TEST(avx512_tiles_equal_avx2)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx2")) {
+        test_skip("no AVX-512F+BW+VL on this CPU: the AVX-512 row tiles cannot run here");
+        return;
+    }
+    enum { ROWS = 40, COLS = 1061, N = 17, SLD = (COLS + 127) / 128 };
+    static uint8_t w8[ROWS * COLS];
+    static uint16_t wb[ROWS * COLS];
+    static float wf[ROWS * COLS], sc[SLD], x[N * COLS], ya[N * ROWS], yb[N * ROWS];
+    uint64_t z = 3;
+    for (int i = 0; i < ROWS * COLS; i++) {
+        z = z * 6364136223846793005ull + 1;
+        w8[i] = (uint8_t)(z >> 56);
+        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;
+        wf[i] = (float)(z >> 40) / (1 << 24) - 0.5f;
+        uint32_t bits;
+        memcpy(&bits, &wf[i], 4);
+        wb[i] = (uint16_t)(bits >> 16);
+    }
+    for (int i = 0; i < SLD; i++) sc[i] = 0.02f + 0.001f * (float)i;
+    for (int i = 0; i < N * COLS; i++) { z = z * 6364136223846793005ull + 1; x[i] = (float)(z >> 40) / (1 << 24) - 0.5f; }
+    eng_tensor ws[3] = { { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" }, { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
+                         { ENG_DT_F32, ROWS, COLS, wf, NULL, 0, "wf" } };
+    eng_backend *a = NULL, *b = NULL;
+    char err[256];
+    unsetenv("GLM_ENGINE_AVX512");
+    CHECK(eng_be_cpu_create(2, &a, err, sizeof err) == 0);
+    setenv("GLM_ENGINE_AVX512", "1", 1);
+    CHECK(eng_be_cpu_create(2, &b, err, sizeof err) == 0);
+    unsetenv("GLM_ENGINE_AVX512");
+    int bad = 0;
+    if (a && b)
+        for (int d = 0; d < 3; d++)
+            for (int n = 1; n <= N; n++) {
+                eng_be_linear(a, &ws[d], 0, ROWS, x, n, COLS, ya, ROWS);
+                eng_be_linear(b, &ws[d], 0, ROWS, x, n, COLS, yb, ROWS);
+                bad += memcmp(ya, yb, sizeof(float) * (size_t)n * ROWS) != 0;
+            }
+    CHECK_EQ_INT(bad, 0);
+    eng_be_free(a);
+    eng_be_free(b);
+}
+
 /* Long key lists: attention cuts them into fixed chunks whose partial
  * softmaxes fold in chunk order, and spreads one query's chunks (and the
  * indexer's key scores) over the threads when there are fewer queries than
@@ -679,6 +729,7 @@ int main(void)
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
             RUN(attention_split_context_bit_identical);
+            RUN(avx512_tiles_equal_avx2);
         }
         RUN(fp8_kv_close_to_f32);
         printf("     %s max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
