@@ -99,25 +99,28 @@ AVX2 INL float sum_chains(__m256 c0, __m256 c1, __m256 c2, __m256 c3)
 /* Tokens per weight pass in batches: 3 x 4 accumulators + weight + x fit the 16 AVX registers. */
 #define TILE_NT 3
 #define UNROLL _Pragma("GCC unroll 4")
-#define DEF_KERNELS(SUF, T)                                                                        \
-AVX2 INL void tile_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64_t ldx,         \
-                                 float *y, int64_t ldy, const int NT)                           \
+/* The row tile, instantiated for AVX2 (16 registers: up to TILE_NT tokens)
+ * and for AVX-512VL (32 registers: up to TILE512_NT, below) with the same
+ * FMA chains, combine and tails, so both give a token the same bits. */
+#define DEF_TILE_N(NAME, ATTR, SUF, T, MAXNT)                                                    \
+ATTR INL void NAME(const T *w, int64_t cols, const float *x, int64_t ldx, float *y, int64_t ldy,  \
+                   const int NT)                                                                \
 {                                                                                               \
-    __m256 acc[TILE_NT][4];                                                                     \
-    UNROLL for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps(); \
+    __m256 acc[MAXNT][4];                                                                       \
+    UNROLL_NT for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps(); \
     int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7, k = 0;                          \
     for (; k < c32; k += 32)                                                                    \
         UNROLL for (int j = 0; j < 4; j += 2) {                                                 \
             __m256 w0, w1;                                                                      \
             ld16_##SUF(w + k + 8 * j, &w0, &w1);                                                \
-            UNROLL for (int t = 0; t < NT; t++) {                                               \
+            UNROLL_NT for (int t = 0; t < NT; t++) {                                            \
                 acc[t][j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * ldx + k + 8 * j), acc[t][j]); \
                 acc[t][j + 1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * ldx + k + 8 * j + 8), acc[t][j + 1]); \
             }                                                                                   \
         }                                                                                       \
     for (; k < c8; k += 8) {                                                                    \
         __m256 wv = ld8_##SUF(w + k);                                                           \
-        UNROLL for (int t = 0; t < NT; t++)                                                     \
+        UNROLL_NT for (int t = 0; t < NT; t++)                                                  \
             acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), acc[t][0]);       \
     }                                                                                           \
     for (int t = 0; t < NT; t++) {                                                              \
@@ -125,7 +128,10 @@ AVX2 INL void tile_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64
         for (k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];                      \
         y[t * ldy] = s;                                                                         \
     }                                                                                           \
-}                                                                                               \
+}
+#define UNROLL_NT _Pragma("GCC unroll 8")
+#define DEF_KERNELS(SUF, T)                                                                        \
+DEF_TILE_N(tile_avx_##SUF##_n, AVX2, SUF, T, TILE_NT)                                             \
 AVX2 static void tile_avx_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,       \
                                 float *y, int64_t ldy, int nt)                                  \
 {                                                                                               \
@@ -249,52 +255,16 @@ DEF_WIDE(fp8, uint8_t)
  * registers, so this tile runs up to 6 tokens per converted weight vector
  * (24 accumulators) with exactly the AVX2 tile's FMA chains, chain combine
  * and tails: a token gets the same bits from either kernel and in any
- * group, so batch invariance does not depend on the CPU or the grouping.
- * FP8 converts 32 weights per step in a 512-bit register (sign extension
- * to 16-bit lanes, shift, AND, vcvtph2ps zmm) and splits them into the
- * four 8-wide vectors of the chains. Opt-in (GLM_ENGINE_AVX512=1, and the
+ * group, so batch invariance does not depend on the CPU or the grouping
+ * (DEF_TILE_N above is the one body of both). Opt-in (GLM_ENGINE_AVX512=1, and the
  * CPU has AVX-512F+BW+VL): on the Zen 4 VM it was built on it measured no
  * faster than the AVX2 tiles at batch 1 or 16 (docs/perf.md), so it is not
  * the default; test_engine_model compares it with the AVX2 tile bit for bit
  * (and skips visibly on CPUs without AVX-512). */
 #define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 #define TILE512_NT 6
-AVX512 INL void ld32_f32_512(const float *p, __m256 *v) { ld16_f32(p, &v[0], &v[1]); ld16_f32(p + 16, &v[2], &v[3]); }
-AVX512 INL void ld32_bf16_512(const uint16_t *p, __m256 *v) { ld16_bf16(p, &v[0], &v[1]); ld16_bf16(p + 16, &v[2], &v[3]); }
-AVX512 INL void ld32_fp8_512(const uint8_t *p, __m256 *v)
-{
-    __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
-    w = _mm512_and_si512(_mm512_slli_epi16(w, 7), _mm512_set1_epi16((short)0xbfff));
-    __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(w)), hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(w, 1));
-    v[0] = _mm512_castps512_ps256(lo);
-    v[1] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(lo), 1));
-    v[2] = _mm512_castps512_ps256(hi);
-    v[3] = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(hi), 1));
-}
 #define DEF_TILE512(SUF, T)                                                                       \
-AVX512 INL void tile512_##SUF##_n(const T *w, int64_t cols, const float *x, int64_t ldx,          \
-                                  float *y, int64_t ldy, const int NT)                            \
-{                                                                                                 \
-    __m256 acc[TILE512_NT][4];                                                                    \
-    UNROLL_ALL for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps(); \
-    int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7, k = 0;                            \
-    for (; k < c32; k += 32) {                                                                    \
-        __m256 wv[4];                                                                             \
-        ld32_##SUF##_512(w + k, wv);                                                              \
-        UNROLL for (int j = 0; j < 4; j++) UNROLL_ALL for (int t = 0; t < NT; t++)                \
-            acc[t][j] = _mm256_fmadd_ps(wv[j], _mm256_loadu_ps(x + t * ldx + k + 8 * j), acc[t][j]); \
-    }                                                                                             \
-    for (; k < c8; k += 8) {                                                                      \
-        __m256 wv = ld8_##SUF(w + k);                                                             \
-        UNROLL_ALL for (int t = 0; t < NT; t++)                                                   \
-            acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), acc[t][0]);         \
-    }                                                                                             \
-    for (int t = 0; t < NT; t++) {                                                                \
-        float s = sum_chains(acc[t][0], acc[t][1], acc[t][2], acc[t][3]);                         \
-        for (k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];                        \
-        y[t * ldy] = s;                                                                           \
-    }                                                                                             \
-}                                                                                                 \
+DEF_TILE_N(tile512_##SUF##_n, AVX512, SUF, T, TILE512_NT)                                         \
 /* Any nt from 1 to TILE512_NT. */                                                                \
 AVX512 static void tile512_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,        \
                                  float *y, int64_t ldy, int nt)                                   \
