@@ -44,6 +44,7 @@ struct eng_backend {
     eng_cpu_scratch *scratch;       /* [n_threads] */
     int avx2;                       /* AVX2 + FMA + F16C kernels usable */
     int avx512;                     /* AVX-512F+BW+VL row tiles (GLM_ENGINE_AVX512=1) */
+    int bf16dp;                     /* BF16 linears with AVX512-BF16 hi/lo products (GLM_ENGINE_BF16DP=1) */
     /* Scratch shared by all threads of one run (split attention partials,
      * split indexer scores): grown on the caller's thread between runs. */
     float *shared_f;

@@ -282,6 +282,86 @@ DEF_TILE512(f32, float)
 DEF_TILE512(bf16, uint16_t)
 DEF_TILE512(fp8, uint8_t)
 
+/* ===== BF16 weights with AVX512-BF16: exact-class dot products =====
+ *
+ * vdpbf16ps multiplies BF16 pairs exactly and accumulates in f32, twice the
+ * work of an 8-wide FP32 FMA per instruction slot and without converting
+ * the weights. llama.cpp feeds it activations rounded to BF16 (~1e-3
+ * relative error); here each activation is split x = hi + lo, both BF16
+ * (lo = the rounding error of hi, so hi + lo carries 16 significant bits),
+ * and every weight pair is multiplied by both: error ~2e-6 relative, the
+ * FP32 path's class, measured 1.3x faster per core (docs/perf.md).
+ *
+ * One kernel for every token count (1 to DP_NT per call, decode and
+ * prefill alike): per token four chains (32-weight block b goes to chain
+ * b % 4; hi then lo into the same accumulator), combined (c0+c1)+(c2+c3),
+ * the 512-bit sum folded to 256 and hsum8, then the columns past the last
+ * 32 in FP32 with the exact x. So a token's bits never depend on the
+ * grouping: batch invariance holds. Results differ from the AVX2 path's by
+ * rounding only (goldens: 1e-4). Opt-in (GLM_ENGINE_BF16DP=1): the model
+ * A/B could not be measured on a quiet machine yet (docs/perf.md). */
+#define BF16DP __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+#define DP_NT 6
+#define DP_PAD 32      /* bf16 between rows: rows 2 KiB multiples apart alias in L1 otherwise */
+
+/* x[0..n) → hi[0..n), lo[0..n) (n a multiple of 16; callers pass cols & ~31). */
+BF16DP static void dp_split(const float *x, int64_t n, uint16_t *hi, uint16_t *lo)
+{
+    for (int64_t k = 0; k < n; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k);
+        __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+        __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hf));
+        _mm256_storeu_si256((__m256i *)(hi + k), h);
+        _mm256_storeu_si256((__m256i *)(lo + k), l);
+    }
+}
+
+/* y[t] for NT tokens: xb + t * 2 * ldb holds token t's hi, + ldb its lo. */
+BF16DP INL void dp_tile_n(const uint16_t *w, int64_t cols, const uint16_t *xb, int64_t ldb, const float *x,
+                          int64_t ldx, float *y, int64_t ldy, const int NT)
+{
+    __m512 acc[DP_NT][4];
+    UNROLL_NT for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+    int64_t c128 = cols & ~(int64_t)127, c32 = cols & ~(int64_t)31, k = 0;
+/* block k + OFF into chain J */
+#define DP_STEP(J, OFF)                                                                                   \
+    do {                                                                                                  \
+        __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k + (OFF));                                        \
+        UNROLL_NT for (int t = 0; t < NT; t++) {                                                          \
+            const uint16_t *xh = xb + 2 * t * ldb + k + (OFF);                                            \
+            acc[t][J] = _mm512_dpbf16_ps(acc[t][J], wv, (__m512bh)_mm512_loadu_si512(xh));                 \
+            acc[t][J] = _mm512_dpbf16_ps(acc[t][J], wv, (__m512bh)_mm512_loadu_si512(xh + ldb));           \
+        }                                                                                                 \
+    } while (0)
+    for (; k < c128; k += 128) { DP_STEP(0, 0); DP_STEP(1, 32); DP_STEP(2, 64); DP_STEP(3, 96); }
+    if (k < c32) { DP_STEP(0, 0); k += 32; }
+    if (k < c32) { DP_STEP(1, 0); k += 32; }
+    if (k < c32) { DP_STEP(2, 0); k += 32; }
+#undef DP_STEP
+    for (int t = 0; t < NT; t++) {
+        __m512 s = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
+        __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+        float r = hsum8(h);
+        for (k = c32; k < cols; k++) r += ld1_bf16(w, k) * x[t * ldx + k];
+        y[t * ldy] = r;
+    }
+}
+
+BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, int64_t ldb, const float *x,
+                           int64_t ldx, float *y, int64_t ldy, int nt)
+{
+    switch (nt) {
+    case 6: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 6); break;
+    case 5: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 5); break;
+    case 4: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 4); break;
+    case 3: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 3); break;
+    case 2: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 2); break;
+    default: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 1); break;
+    }
+}
+
 typedef void (*tile_fn)(const void *, int64_t, const float *, int64_t, float *, int64_t, int);
 typedef void (*colacc_fn)(const void *, int64_t, int64_t, const float *, const float *, int64_t, int, float *);
 
@@ -335,6 +415,7 @@ struct lin_ctx {
     tile_fn tile;
     tile_fn wide;               /* NULL without AVX2 */
     int tile_nt;                /* tokens per tile call: TILE512_NT (any count up to it) or TILE_NT */
+    int bf16dp;                 /* BF16 weights through dp_tile (AVX512-BF16) */
     eng_backend *be;
 };
 
@@ -396,6 +477,35 @@ static void lin_rows(const struct lin_ctx *c, const char *w0, int64_t r, int64_t
     }
 }
 
+/* Rows [r0, r1) of a BF16 weight through dp_tile: every token's x split
+ * into BF16 hi/lo once per task, then blocks of ~128 KiB of weight rows,
+ * each run over the tokens in groups of DP_NT (then the remainder at once),
+ * token blocks of ~24 KiB of hi/lo kept in L1/L2. */
+static void lin_task_dp(const struct lin_ctx *c, const void *wdata, int64_t base, int64_t r0, int64_t r1,
+                        const float *x, int thread, float *y)
+{
+    const eng_tensor *W = c->W;
+    int64_t cols = W->cols, c32 = cols & ~(int64_t)31, ldb = c32 + DP_PAD;
+    uint16_t *xb = (uint16_t *)eng_cpu_scratch_f(c->be, thread, (size_t)c->n * (size_t)ldb);
+    if (!xb) return;
+    for (int t = 0; t < c->n; t++) dp_split(x + t * c->ldx, c32, xb + 2 * t * ldb, xb + 2 * t * ldb + ldb);
+    const uint16_t *w0 = (const uint16_t *)wdata + base * cols;
+    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)cols * 2));
+    if (rblk < 1) rblk = 1;
+    int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)ldb * 4)) / DP_NT * DP_NT;
+    if (tblk < DP_NT) tblk = DP_NT;
+    for (int64_t rr = r0; rr < r1; rr += rblk) {
+        int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+        for (int tb = 0; tb < c->n; tb += tblk) {
+            int te = tb + tblk < c->n ? tb + tblk : c->n;
+            for (int64_t i = rr; i < re; i++)
+                for (int t = tb; t < te; t += DP_NT)
+                    dp_tile(w0 + i * cols, cols, xb + 2 * t * ldb, ldb, x + t * c->ldx, c->ldx, y + t * c->ldy + i,
+                            c->ldy, te - t < DP_NT ? te - t : DP_NT);
+        }
+    }
+}
+
 static void lin_task(void *p, int task, int thread)
 {
     struct lin_ctx *c = p;
@@ -410,6 +520,7 @@ static void lin_task(void *p, int task, int thread)
      * floats. Rows a multiple of 4 KiB apart (hidden 1024, 6144, ...) all map
      * to the same L1 sets, and a wide tile's 12 rows then evict each other
      * (measured: 3-4x slower from 12 tokens on). A copy is exact. */
+    if (c->bf16dp) { lin_task_dp(c, W->data, base, r0, r1, x, thread, y); return; }
     int pack = c->wide && c->n >= WIDE_MIN_N;
     int64_t lds = pack ? W->cols + X_PAD : W->cols;
     if (!W->scale) {
@@ -454,7 +565,8 @@ void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
     struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype),
-                          pick_wide(be, W->dtype), be->avx512 ? TILE512_NT : TILE_NT, be };
+                          pick_wide(be, W->dtype), be->avx512 ? TILE512_NT : TILE_NT,
+                          be->bf16dp && W->dtype == ENG_DT_BF16 && !W->scale, be };
     eng_cpu_run(be, lin_task, &c, chunks * hs->n);
 }
 

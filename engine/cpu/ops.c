@@ -33,6 +33,12 @@ int eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen
     const char *a512 = getenv("GLM_ENGINE_AVX512");
     be->avx512 = be->avx2 && a512 && *a512 == '1' && __builtin_cpu_supports("avx512f") &&
                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    /* BF16 weights through vdpbf16ps with split activations (matmul.c): opt-in with
+     * GLM_ENGINE_BF16DP=1 until it is measured on a quiet machine (docs/perf.md). */
+    const char *dp = getenv("GLM_ENGINE_BF16DP");
+    be->bf16dp = be->avx2 && dp && *dp == '1' && __builtin_cpu_supports("avx512f") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512bf16");
     be->scratch = calloc((size_t)n_threads, sizeof *be->scratch);
     if (!be->scratch || eng_cpu_pool_start(be)) {
         eng_be_free(be);

@@ -616,6 +616,25 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
     eng_be_free(be);
 }
 
+/* BF16 weights through AVX512-BF16 with split activations (opt-in,
+ * GLM_ENGINE_BF16DP=1): the goldens within tolerance, chunked prefill, batch
+ * invariance and every token grouping of the linear kernels bit for bit.
+ * Skipped (visibly) on CPUs without AVX512-BF16. */
+TEST(bf16_dot_product_kernels)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx2")) {
+        test_skip("no AVX512-BF16 on this CPU: the BF16 dot-product kernels cannot run here");
+        return;
+    }
+    setenv("GLM_ENGINE_BF16DP", "1", 1);
+    check_cases("bf16", 2, 5);
+    check_batch_invariance(ENG_CACHE_F32);
+    linear_tokens_bit_identical_alone_or_grouped();
+    unsetenv("GLM_ENGINE_BF16DP");
+}
+
 static int prompt_logprobs(fixture *f, const int32_t *ids, int n, float *lp)
 {
     int V = eng_model_config(f->m)->vocab_size;
@@ -730,6 +749,7 @@ int main(void)
             RUN(linear_tokens_bit_identical_alone_or_grouped);
             RUN(attention_split_context_bit_identical);
             RUN(avx512_tiles_equal_avx2);
+            RUN(bf16_dot_product_kernels);
         }
         RUN(fp8_kv_close_to_f32);
         printf("     %s max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
