@@ -55,10 +55,11 @@ __global__ void k_index_scores(const float *q, int64_t ldq, const float *w, int6
     if (lane == 0) sc[(int64_t)blockIdx.y * lds + t] = s;
 }
 
-/* Order-preserving uint32 of a float: larger float, larger key. */
+/* Order-preserving uint32 of a float: larger float, larger key; -0 and +0
+ * the same key (equal scores: a tie, as on the CPU). */
 __device__ __forceinline__ uint32_t fkey(float f)
 {
-    uint32_t u = __float_as_uint(f);
+    uint32_t u = __float_as_uint(f == 0.0f ? 0.0f : f);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 

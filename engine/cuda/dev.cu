@@ -119,10 +119,33 @@ static int range_cmp(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Sorted by host address once the uploads are done (at the first lookup
+ * after them: O(n log n) for a whole model, not per upload). A range inside
+ * another (a view handed twice, a tied embedding) then drops its own copy
+ * for the outer one's; ranges that partly overlap would have two copies of
+ * the shared bytes, which is refused (the device fails, naming them). */
 static void ranges_sort(eng_dev *d)
 {
     if (d->ranges_sorted) return;
     qsort(d->ranges, d->n_ranges, sizeof *d->ranges, range_cmp);
+    size_t k = 0;
+    for (size_t i = 0; i < d->n_ranges; i++) {
+        cu_range *r = &d->ranges[i];
+        if (k && r->lo < d->ranges[k - 1].hi) {
+            if (r->hi <= d->ranges[k - 1].hi) {         /* inside the previous one */
+                cudaFree(r->dev);
+                d->weight_bytes -= r->hi - r->lo;
+                continue;
+            }
+            if (!d->failed) {
+                snprintf(d->err, sizeof d->err, "cuda: two weight views partly overlap (host bytes %#lx..%#lx)",
+                         (unsigned long)r->lo, (unsigned long)d->ranges[k - 1].hi);
+                d->failed = 1;
+            }
+        }
+        d->ranges[k++] = *r;
+    }
+    d->n_ranges = k;
     d->ranges_sorted = 1;
 }
 
@@ -152,17 +175,13 @@ const void *cu_dev_ptr(eng_dev *d, const void *p, const char *what)
     return NULL;
 }
 
-/* Copy host bytes [p, p + n) to the device unless an uploaded range holds
- * them already. Partial overlaps are refused: two views sharing part of
- * their bytes would get two copies. */
+/* Copy host bytes [p, p + n) to the device (duplicates are folded by
+ * ranges_sort). The last range is checked for the common repeat: the same
+ * view handed again. */
 static int upload_range(eng_dev *d, const void *p, size_t n, const char *name, char *err, size_t errlen)
 {
     uintptr_t lo = (uintptr_t)p, hi = lo + n;
-    cu_range *r = range_find(d, lo);
-    if (r && hi <= r->hi) return 0;
-    for (size_t i = 0; i < d->n_ranges; i++)
-        if (d->ranges[i].lo < hi && lo < d->ranges[i].hi)
-            return pl_seterr(err, errlen, PL_ERR_INTERNAL, "cuda: tensor %s partly overlaps another view", name);
+    if (d->n_ranges && d->ranges[d->n_ranges - 1].lo <= lo && hi <= d->ranges[d->n_ranges - 1].hi) return 0;
     if (d->n_ranges == d->cap_ranges) {
         size_t cap = d->cap_ranges ? 2 * d->cap_ranges : 1024;
         cu_range *nr = (cu_range *)realloc(d->ranges, cap * sizeof *nr);
