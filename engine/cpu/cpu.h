@@ -5,6 +5,7 @@
 #include <stdatomic.h>
 #include <pthread.h>
 #include "../backend.h"
+#include "../dev.h"
 
 /* A persistent worker pool. eng_cpu_run(be, fn, ctx, n) runs fn(ctx, task,
  * thread) for task = 0..n-1 on all threads (the caller is thread 0) and
@@ -49,11 +50,57 @@ struct eng_backend {
      * split indexer scores): grown on the caller's thread between runs. */
     float *shared_f;
     size_t cap_shared_f;
+    /* A device backend (dev.h): ops run there, these threads only serve
+     * eng_be_parallel. NULL: the CPU runs every op. */
+    const eng_dev_ops *dev_ops;
+    eng_dev *dev;
+    char name_buf[160];             /* eng_be_describe */
 };
 
 /* Attention and the indexer split one query's keys across threads only
  * for batches of fewer queries than threads, at most this many. */
 #define ENG_CPU_SPLIT_MAX_Q 64
+
+/* The CPU implementations of backend.h's ops (backend.c dispatches). */
+void  eng_cpu_free(eng_backend *be);
+void *eng_cpu_alloc(eng_backend *be, size_t bytes);
+void  eng_cpu_dealloc(eng_backend *be, void *p);
+void eng_cpu_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo);
+void eng_cpu_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                    const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                          const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                            const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+void eng_cpu_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,
+                     int dim, float eps, float *y, int64_t ldy);
+void eng_cpu_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b, float *x, int n,
+                       int64_t ldx, int dim, float eps);
+void eng_cpu_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                  int off, int dim, const int32_t *pos, const float *inv_freq);
+void eng_cpu_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
+                      int n, int dim, float *out, int64_t ldo);
+void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
+                        const float *a, int n, int dim);
+void eng_cpu_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
+                         int dim, float *out, int64_t ldo);
+void eng_cpu_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
+                              const float *x, int64_t ldx, int n, int dim);
+void eng_cpu_scale(eng_backend *be, float *x, int64_t n, float a);
+void eng_cpu_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
+                        const float *bias, int n, int32_t *idx, float *wt);
+void eng_cpu_moe_experts(eng_backend *be, const eng_be_moe *a, int e0, int e1);
+void eng_cpu_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,
+                         const float *src, int64_t lds);
+void eng_cpu_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, float *out);
+void eng_cpu_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
+                        int n_heads, const eng_be_cache *cache, const eng_be_keys *keys, int n,
+                        int topk, int32_t *out, int *n_out);
+void eng_cpu_keys_select(eng_backend *be, eng_be_keys *keys, int n, const int32_t *sel, int64_t ld,
+                         const int *n_sel, int topk);
+void eng_cpu_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
+                        int64_t hsqp, const eng_be_cache *cache, int lat, int n_heads, float scale,
+                        const eng_be_keys *keys, int n, float *o, int64_t ldo);
 
 void eng_cpu_run(eng_backend *be, eng_cpu_task fn, void *ctx, int n_tasks);
 int  eng_cpu_pool_start(eng_backend *be);

@@ -552,7 +552,7 @@ static void lin_task(void *p, int task, int thread)
     }
 }
 
-void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                          const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy)
 {
     pthread_once(&g_lut_once, lut_init);
@@ -570,11 +570,11 @@ void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int
     eng_cpu_run(be, lin_task, &c, chunks * hs->n);
 }
 
-void eng_be_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+void eng_cpu_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                    const float *x, int n, int64_t ldx, float *y, int64_t ldy)
 {
     eng_be_heads one = { 1, 0, 0, 0 };
-    eng_be_linear_heads(be, W, row0, nrows, &one, x, n, ldx, y, ldy);
+    eng_cpu_linear_heads(be, W, row0, nrows, &one, x, n, ldx, y, ldy);
 }
 
 /* ===== linear_t: y = x W[rows] (transposed) ===== */
@@ -616,7 +616,7 @@ static void lint_task(void *p, int task, int thread)
                c->y + h * c->hs.y + i * c->ldy + c0);
 }
 
-void eng_be_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                            const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy)
 {
     pthread_once(&g_lut_once, lut_init);

@@ -41,14 +41,14 @@ int eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen
                  __builtin_cpu_supports("avx512bf16");
     be->scratch = calloc((size_t)n_threads, sizeof *be->scratch);
     if (!be->scratch || eng_cpu_pool_start(be)) {
-        eng_be_free(be);
+        eng_cpu_free(be);
         return pl_seterr(err, errlen, PL_ERR_NOMEM, "cannot start %d CPU threads", n_threads);
     }
     *out = be;
     return 0;
 }
 
-void eng_be_free(eng_backend *be)
+void eng_cpu_free(eng_backend *be)
 {
     if (!be) return;
     eng_cpu_pool_stop(be);
@@ -71,7 +71,7 @@ void eng_be_parallel(eng_backend *be, eng_be_task fn, void *ctx, int n_tasks) { 
 #define BE_ALLOC_HDR  64
 #define BE_MMAP_BYTES (1u << 20)
 
-void *eng_be_alloc(eng_backend *be, size_t bytes)
+void *eng_cpu_alloc(eng_backend *be, size_t bytes)
 {
     (void)be;
     size_t n = ((bytes ? bytes : 1) + 63) & ~(size_t)63;
@@ -91,7 +91,7 @@ void *eng_be_alloc(eng_backend *be, size_t bytes)
     return base + BE_ALLOC_HDR;
 }
 
-void eng_be_dealloc(eng_backend *be, void *p)
+void eng_cpu_dealloc(eng_backend *be, void *p)
 {
     (void)be;
     if (!p) return;
@@ -137,7 +137,7 @@ static float vec_elem(const eng_tensor *t, int64_t k)
     return ((const float *)t->data)[k];
 }
 
-void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo)
+void eng_cpu_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo)
 {
     (void)be;
     for (int i = 0; i < n; i++) {
@@ -146,7 +146,7 @@ void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, in
     }
 }
 
-void eng_be_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,
+void eng_cpu_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n, int64_t ldx,
                     int dim, float eps, float *y, int64_t ldy)
 {
     for (int i = 0; i < n; i++) {
@@ -157,7 +157,7 @@ void eng_be_rmsnorm(eng_backend *be, const eng_tensor *w, const float *x, int n,
     }
 }
 
-void eng_be_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b, float *x, int n,
+void eng_cpu_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b, float *x, int n,
                       int64_t ldx, int dim, float eps)
 {
     (void)be;
@@ -173,7 +173,7 @@ void eng_be_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b,
     }
 }
 
-void eng_be_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+void eng_cpu_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
                  int off, int dim, const int32_t *pos, const float *inv_freq)
 {
     (void)be;
@@ -191,7 +191,7 @@ void eng_be_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int
         }
 }
 
-void eng_be_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
+void eng_cpu_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
                      int n, int dim, float *out, int64_t ldo)
 {
     (void)be;
@@ -202,20 +202,20 @@ void eng_be_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const floa
         }
 }
 
-void eng_be_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
+void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
                        const float *a, int n, int dim)
 {
     for (int i = 0; i < n; i++) eng_cpu_axpy(be, y + i * ldy, a ? a[i] : 1.0f, x + i * ldx, dim);
 }
 
-void eng_be_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
+void eng_cpu_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
                         int dim, float *out, int64_t ldo)
 {
     (void)be;
     for (int i = 0; i < n; i++) memcpy(out + i * ldo, x + rows[i] * ldx, (size_t)dim * sizeof *out);
 }
 
-void eng_be_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
+void eng_cpu_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
                              const float *x, int64_t ldx, int n, int dim)
 {
     for (int i = 0; i < n; i++) eng_cpu_axpy(be, y + rows[i] * ldy, a ? a[i] : 1.0f, x + i * ldx, dim);
@@ -232,7 +232,7 @@ static int argmax_free(const float *v, const unsigned char *taken, int n)
     return best;
 }
 
-void eng_be_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
+void eng_cpu_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
                        const float *bias, int n, int32_t *idx, float *wt)
 {
     int E = r->n_experts, G = r->n_group, per = E / G;
@@ -344,7 +344,7 @@ static inline const unsigned char *cache_row(const eng_be_cache *c, int64_t slot
     return (const unsigned char *)c->data + (size_t)slot * c->row_bytes;
 }
 
-void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,
+void eng_cpu_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,
                         const float *src, int64_t lds)
 {
     (void)be;
@@ -355,7 +355,7 @@ void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *s
     }
 }
 
-void eng_be_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, float *out)
+void eng_cpu_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, float *out)
 {
     (void)be;
     pthread_once(&g_e4m3_once, e4m3_init);
@@ -497,7 +497,7 @@ static float *shared_f(eng_backend *be, size_t nf)
     return p;
 }
 
-void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
+void eng_cpu_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
                        int n_heads, const eng_be_cache *cache, const eng_be_keys *keys, int n,
                        int topk, int32_t *out, int *n_out)
 {
@@ -681,7 +681,7 @@ static void att_fold_task(void *p, int i, int thread)
     }
 }
 
-void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
+void eng_cpu_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
                        int64_t hsqp, const eng_be_cache *cache, int lat, int n_heads, float scale,
                        const eng_be_keys *keys, int n, float *o, int64_t ldo)
 {
