@@ -7,6 +7,7 @@
 #   make run        build, create the embedded default model, serve it on 127.0.0.1:8000 (glm-serve)
 #   make install    binaries to $(PREFIX)/bin, systemd units, /etc/glmpipe/glmpipe.env (docs/deploy.md)
 #   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
+#   make bench-peer glm-engine against llama.cpp, side by side (tools/bench-peer; downloads llama.cpp)
 #   make fuzz       the wire-protocol fuzzer against every stage for FUZZ_SECONDS (default 60);
 #                   FUZZ_BUILD=build-asan runs it on the sanitizer build (docs/reliability.md)
 #   make fuzz-libfuzzer  clang libFuzzer targets (tests/fuzz/fuzz_*.c), FUZZ_SECONDS in all
@@ -29,6 +30,25 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-paramete
                -g $(OPT) -pthread -I. -Icommon -Ilib $(shell pkg-config --cflags $(PKGS))
 CFLAGS  += $(CFLAGS_BASE) $(EXTRA_CFLAGS)
 LDLIBS  += $(shell pkg-config --libs $(PKGS)) $(NOPC_LIBS) -lm -pthread $(EXTRA_LDFLAGS)
+
+# ---- CUDA backend (engine/cuda/*.cu, docs/engine.md "Backends"): built by
+# nvcc whenever nvcc is found (CUDA=0 forces a CPU-only build; the sanitizer
+# build uses it). sm_90a (wgmma/TMA-capable Hopper code) plus compute_90 PTX
+# that newer cards JIT. The runtime is linked statically (cudart_static):
+# binaries run on machines without a driver and find no device there.
+NVCC      ?= $(firstword $(shell command -v nvcc 2>/dev/null) $(wildcard /usr/local/cuda/bin/nvcc))
+CUDA      ?= $(if $(NVCC),1,0)
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_GENCODE := -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=compute_90
+NVCCFLAGS ?= -O2 -g -std=c++17 $(CUDA_GENCODE) -Werror all-warnings \
+             -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -I. -Icommon -Ilib
+CUDA_SRC  := $(wildcard engine/cuda/*.cu)
+ifeq ($(CUDA),1)
+CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.cu.o)
+LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+else
+CUDA_OBJ  := $(BUILD)/obj/engine/cuda/none.o
+endif
 
 # binary name -> folder
 BIN_DIRS := glm-msg:tools/msg glm-tokenize:tokenize glm-detok:detok \
@@ -64,7 +84,7 @@ TEST_BINS := $(TEST_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC  := $(wildcard tests/bench/bench_*.c)
 BENCH_BINS := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all test asan asan-test clean deps run bench install fuzz fuzz-libfuzzer lf-targets
+.PHONY: all test asan asan-test clean deps run bench install fuzz fuzz-libfuzzer lf-targets cuda gpu-check
 .SECONDARY:
 
 all: $(BINS) $(TEST_BINS)
@@ -77,13 +97,28 @@ $(COMMON_LIB): $(COMMON_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+$(BUILD)/obj/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCCFLAGS) -MMD -MP -c $< -o $@
+
+# `make cuda`: only the CUDA backend's objects (CI's compile check of the kernels).
+cuda:
+	@if [ "$(CUDA)" != 1 ]; then echo "make cuda: no nvcc found (set NVCC=/path/to/nvcc)"; exit 1; fi
+	@$(MAKE) --no-print-directory $(CUDA_OBJ)
+
+# `make gpu-check`: on a machine with a CUDA device, build and run the
+# CUDA-vs-CPU parity checks and a short decode benchmark (tests/gpu/gpu_check.sh);
+# without one it says so and exits 0.
+gpu-check:
+	@bash tests/gpu/gpu_check.sh
+
 $(BUILD)/lib/libglm%.a: $$(patsubst $$(pc),$(BUILD)/obj/$$(po),$$(wildcard lib/$$*/*.c))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
 # lib<folder>.a for each binary folder (may be empty: ar needs no members then)
 define LIB_RULES
-$(call libname,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(1)))
+$(call libname,$(1)): $(patsubst %.c,$(BUILD)/obj/%.o,$(call dirsrc,$(1))) $(if $(filter engine,$(1)),$(CUDA_OBJ))
 	@mkdir -p $$(dir $$@)
 	rm -f $$@ && ar rcs $$@ $$^
 endef
@@ -107,6 +142,12 @@ $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(STAGE_LIBS) $(SHARED_LIBS) $(CO
 
 bench: $(BENCH_BINS)
 	@for s in tests/bench/*.sh; do BUILD=$(BUILD) bash $$s || exit 1; done
+
+# glm-engine against llama.cpp on the same weights (downloads and builds llama.cpp from the
+# llama-cpp-python sdist in PEER_DIR, default /tmp/glmpipe-peer; not part of CI): tools/bench-peer.
+.PHONY: bench-peer
+bench-peer: all
+	BUILD=$(BUILD) tools/bench-peer
 
 # test and run install what they need first, then re-enter make so the
 # pkg-config flags are computed with the packages present.
@@ -132,7 +173,7 @@ install: all
 	[ -e $(DESTDIR)/etc/glmpipe/glmpipe.env ] || install -m 640 systemd/glmpipe.env $(DESTDIR)/etc/glmpipe/glmpipe.env
 
 asan:
-	$(MAKE) BUILD=build-asan OPT=-O1 \
+	$(MAKE) BUILD=build-asan OPT=-O1 CUDA=0 \
 	  EXTRA_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	  EXTRA_LDFLAGS="-fsanitize=address,undefined"
 

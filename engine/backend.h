@@ -28,6 +28,44 @@ int  eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errle
 void eng_be_free(eng_backend *be);
 int  eng_be_threads(const eng_backend *be);
 
+/* ===== device backends (engine/cuda; docs/engine.md "Backends") =====
+ *
+ * A device backend is the CPU backend's host side (its threads serve
+ * eng_be_parallel) plus a device that runs every op below. Its buffers
+ * (eng_be_alloc) are device memory: the host reaches them only through
+ * eng_be_upload/download. Weights stay host views (eng_tensor); the device
+ * holds a copy of each tensor handed to eng_be_tensor_upload and ops find it
+ * by the view's host address. The CUDA runtime is linked statically and
+ * probed at run time, so a binary built with CUDA runs on a machine without
+ * a driver (eng_be_cuda_available() == 0 there). */
+enum eng_be_kind { ENG_BE_CPU = 0, ENG_BE_CUDA = 1, ENG_BE_AUTO = 2 };
+
+/* Number of usable CUDA devices; 0 when built without CUDA or without a driver. */
+int  eng_be_cuda_available(void);
+/* CUDA device `device` with n_threads host threads. PL_ERR_UNSUPPORTED when
+ * this build has no CUDA or no device is usable. */
+int  eng_be_cuda_create(int n_threads, int device, eng_backend **out, char *err, size_t errlen);
+/* kind ENG_BE_AUTO: CUDA when a device is present, else the CPU. */
+int  eng_be_create(enum eng_be_kind kind, int n_threads, eng_backend **out, char *err, size_t errlen);
+enum eng_be_kind eng_be_kind_of(const eng_backend *be);
+const char *eng_be_describe(const eng_backend *be);   /* "cpu (8 threads)", "cuda:0 NVIDIA H200 ..." */
+/* 1 when eng_be_alloc memory is host memory the caller may read and write
+ * directly (the CPU backend): the model then skips staging copies. */
+int  eng_be_host_memory(const eng_backend *be);
+/* Copies between host memory and eng_be_alloc memory (memcpy on the CPU;
+ * a no-op when dst == src). They order with the ops: a download returns
+ * after every op before it has finished. */
+void eng_be_upload(eng_backend *be, void *dst, const void *src, size_t bytes);
+void eng_be_download(eng_backend *be, void *dst, const void *src, size_t bytes);
+/* Make t's data (and FP8 scales) resident on the device (no-op on the
+ * CPU). Views may share storage only if their byte ranges do not overlap. */
+int  eng_be_tensor_upload(eng_backend *be, const eng_tensor *t, char *err, size_t errlen);
+/* (free, total) device bytes; the CPU reports 0, 0. */
+void eng_be_mem_info(eng_backend *be, size_t *free_b, size_t *total_b);
+/* Wait for the device and report the first error since the last call
+ * (file:line of the failed call in err); 0 on the CPU. */
+int  eng_be_sync(eng_backend *be, char *err, size_t errlen);
+
 /* fn(ctx, task, thread) for every task in [0, n_tasks) on the backend's
  * worker threads (thread < eng_be_threads), returning when all are done:
  * host work outside the model that splits by sequence (sampling a batch).
@@ -99,6 +137,9 @@ void eng_be_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int3
 void eng_be_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
                              const float *x, int64_t ldx, int n, int dim);
 
+/* x[i] *= a for i < n (n values of one buffer). */
+void eng_be_scale(eng_backend *be, float *x, int64_t n, float a);
+
 /* ===== routing ===== */
 
 typedef struct eng_be_route {
@@ -112,6 +153,30 @@ typedef struct eng_be_route {
  * renormalised, times routed_scaling. idx/wt: [n, top_k], ascending expert id. */
 void eng_be_route_topk(eng_backend *be, const eng_be_route *r, const float *logits, int64_t ldl,
                        const float *bias, int n, int32_t *idx, float *wt);
+
+/* MoE over the routed tokens of experts [e0, e1) (expert parallelism runs
+ * a rank's range; one process runs [0, n_experts)): out[i] = sum over k of
+ * wt[i][k] * expert_{idx[i][k]}(x[i]) for the idx[i][k] in range, added in
+ * ascending k (= ascending expert id), starting from 0. An expert is
+ * down(silu(gate x) * up x). Tokens routed to no expert of the range get 0.
+ * The work buffers are the CPU backend's (one expert's tokens at a time);
+ * a device backend permutes tokens into per-expert segments on the device
+ * in buffers of its own. */
+typedef struct eng_be_moe {
+    const eng_tensor *experts;  /* [n_experts * ENG_EXP_COUNT] views */
+    int n_experts, top_k, hidden, inter;
+    int n;                      /* tokens */
+    const float *x;             /* [n, hidden] */
+    const int32_t *idx;         /* [n, top_k] ascending per token (eng_be_route_topk) */
+    const float *wt;            /* [n, top_k] */
+    float *out;                 /* [n, hidden] */
+    /* CPU work buffers, [n, ...] from eng_be_alloc */
+    int32_t *rows;              /* [n] */
+    float *rwt;                 /* [n] */
+    float *xg, *y;              /* [n, hidden] */
+    float *gate, *up, *act;     /* [n, inter] */
+} eng_be_moe;
+void eng_be_moe_experts(eng_backend *be, const eng_be_moe *a, int e0, int e1);
 
 /* ===== paged cache and attention ===== */
 
@@ -166,6 +231,32 @@ void eng_be_cache_load(eng_backend *be, const eng_be_cache *c, int64_t slot, flo
 void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
                        int n_heads, const eng_be_cache *cache, const eng_be_keys *keys, int n,
                        int topk, int32_t *out, int *n_out);
+
+/* Point key set i at its indexer selection once its context outgrows it:
+ * keys[i].sel = sel + i*ld and n_sel = n_sel_i[i] when keys[i].n_ctx > topk,
+ * else sel = NULL (dense causal). keys live in step memory (below). */
+void eng_be_keys_select(eng_backend *be, eng_be_keys *keys, int n, const int32_t *sel, int64_t ld,
+                        const int *n_sel, int topk);
+
+/* ===== step metadata =====
+ * What a step's ops read besides activations, built on the host once per
+ * step and uploaded in one copy: token ids, positions, cache slots, key sets
+ * (their block_table pointers point into block_tables) and the rows whose
+ * logits are wanted. eng_be_step_upload returns in *dev the same arrays as
+ * the ops must see them: on the CPU the host arrays themselves, on a device
+ * backend copies in its own memory (valid until the next upload) with every
+ * block_table rebased. The host arrays may be reused once it returns. */
+typedef struct eng_be_step {
+    int n;                          /* tokens */
+    const int32_t *ids, *pos;       /* [n] */
+    const int64_t *slot;            /* [n] */
+    eng_be_keys *keys;              /* [n] */
+    const int32_t *block_tables;    /* every sequence's table, packed */
+    int n_block_ints;
+    const int32_t *lrows;           /* [n_lrows] */
+    int n_lrows;
+} eng_be_step;
+int eng_be_step_upload(eng_backend *be, const eng_be_step *host, eng_be_step *dev, char *err, size_t errlen);
 
 /* Absorbed MLA (MQA over the latent cache). Cache rows are [c (lat) | k_pe (rope)],
  * cache->dim = lat + rope.

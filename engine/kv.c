@@ -372,3 +372,12 @@ int eng_kv_table_share(eng_kv_pool *p, const eng_kv_table *src, int n_blocks, en
     dst->n = n_blocks;
     return PL_OK;
 }
+
+/* ===== device sizing ===== */
+
+size_t eng_kv_device_budget(size_t free_b, size_t total_b, double util, size_t reserve)
+{
+    if (free_b > total_b || !(util > 0 && util <= 1)) return 0;
+    double target = util * (double)total_b, used = (double)(total_b - free_b) + (double)reserve;
+    return target > used ? (size_t)(target - used) : 0;
+}

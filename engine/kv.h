@@ -129,4 +129,10 @@ const eng_be_cache *eng_kv_layer_v(eng_kv_pool *p, int layer);
 int    eng_kv_n_layers(const eng_kv_pool *p);
 enum eng_cache_dtype eng_kv_dtype(const eng_kv_pool *p);
 
+/* KV pool budget on a device: util * total minus what is already in use
+ * (total - free: weights, scratch, the runtime) minus reserve (the ops'
+ * work buffers that grow during the first steps); 0 when nothing is left. */
+#define ENG_KV_DEVICE_RESERVE ((size_t)1 << 30)
+size_t eng_kv_device_budget(size_t free_b, size_t total_b, double util, size_t reserve);
+
 #endif

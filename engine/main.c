@@ -17,7 +17,7 @@
 static void usage(FILE *f)
 {
     fputs("usage: glm-engine --model DIR [options]\n"
-          "  --backend cpu                     compute backend (only cpu in this build)\n"
+          "  --backend cpu|cuda|auto           compute backend (default auto: cuda when a CUDA device is present)\n"
           "  --max-num-seqs N                  sequences in a step at most (default 256)\n"
           "  --max-model-len L                 prompt + output tokens (default: the model's max_position_embeddings)\n"
           "  --max-num-batched-tokens T        tokens computed per step at most (default 2048; 2k, 2K accepted)\n"
@@ -35,7 +35,8 @@ static void usage(FILE *f)
           "  --speculative-config.num_speculative_tokens K\n"
           "  --tensor-parallel-size N, -tp N   1 only in this build (larger sizes are refused by name)\n"
           "  --[no-]enable-expert-parallel     accepted: one rank holds every expert\n"
-          "  --gpu-memory-utilization F        refused with the cpu backend (size its pool with --kv-cache-memory-bytes)\n"
+          "  --gpu-memory-utilization F        cuda: fraction of device memory for weights + KV pool (default 0.9);\n"
+          "                                    refused with the cpu backend (size its pool with --kv-cache-memory-bytes)\n"
           PL_STAGE_IO_HELP, f);
 }
 
@@ -190,7 +191,8 @@ int main(int argc, char **argv)
     pl_stage_opts_default(&so);
     so.drain_ms = 20000;   /* before the text stages' 25 s: its errors still get through them */
     if (pl_stage_opts_take(&so, "glm-engine", &argc, argv)) return 2;
-    const char *dir = NULL, *backend = "cpu";
+    const char *dir = NULL, *backend = "auto";
+    int kv_sized = 0;       /* --kv-cache-memory-bytes or --num-gpu-blocks-override given */
     eng_serve_cfg cfg;
     eng_serve_cfg_defaults(&cfg);
     int64_t threads = 0;
@@ -213,8 +215,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--max-model-len") && !pl_parse_i64(v, 2, 1 << 30, &n)) cfg.max_model_len = (int)n;
         else if (!strcmp(a, "--max-num-batched-tokens") && !pl_parse_human_i64(v, 1, 1 << 24, &n)) cfg.max_num_batched_tokens = (int)n;
         else if (!strcmp(a, "--block-size") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.block_size = (int)n;
-        else if (!strcmp(a, "--num-gpu-blocks-override") && !pl_parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n;
-        else if (!strcmp(a, "--kv-cache-memory-bytes") && !pl_parse_human_i64(v, 1, INT64_MAX, &n)) cfg.kv_cache_bytes = (size_t)n;
+        else if (!strcmp(a, "--num-gpu-blocks-override") && !pl_parse_i64(v, 1, INT32_MAX, &n)) cfg.num_blocks = (int)n, kv_sized = 1;
+        else if (!strcmp(a, "--kv-cache-memory-bytes") && !pl_parse_human_i64(v, 1, INT64_MAX, &n)) cfg.kv_cache_bytes = (size_t)n, kv_sized = 1;
         else if (!strcmp(a, "--speculative-config") && v) {
             if (spec_parse_json(&spec, v, err, sizeof err)) { fprintf(stderr, "glm-engine: %s\n", err); return 2; }
         } else if (!strncmp(a, "--speculative-config.", 21) && v) {
@@ -235,17 +237,26 @@ int main(int argc, char **argv)
         i++;
     }
     if (!dir) { usage(stderr); return 2; }
-    if (strcmp(backend, "cpu")) {
-        fprintf(stderr, "glm-engine: backend '%s' is not in this build (cpu only)\n", backend);
+    enum eng_be_kind kind;
+    if (!strcmp(backend, "cpu")) kind = ENG_BE_CPU;
+    else if (!strcmp(backend, "cuda")) kind = ENG_BE_CUDA;
+    else if (!strcmp(backend, "auto")) kind = eng_be_cuda_available() > 0 ? ENG_BE_CUDA : ENG_BE_CPU;
+    else {
+        fprintf(stderr, "glm-engine: --backend %s: expected cpu, cuda or auto\n", backend);
         return 2;
     }
-    if (ff.gpu_util) {
+    if (kind == ENG_BE_CUDA && !eng_be_cuda_available()) {
+        fprintf(stderr, "glm-engine: --backend cuda: no usable CUDA device (or this build has no CUDA)\n");
+        return 2;
+    }
+    if (ff.gpu_util && kind == ENG_BE_CPU) {
         refuse("--gpu-memory-utilization", "needs a GPU backend; the cpu backend sizes its KV cache with --kv-cache-memory-bytes");
         return 2;
     }
 
     eng_model_opts mo = {
         .n_threads = (int)threads,
+        .backend = kind,
         .max_batch_tokens = cfg.max_num_batched_tokens,
         .max_model_len = cfg.max_model_len,
         .load = { .prefault = 1 },
@@ -256,6 +267,18 @@ int main(int argc, char **argv)
         return 1;
     }
     const eng_config *mc = eng_model_config(model);
+    eng_backend *be = eng_model_backend(model);
+    pl_log(PL_LOG_INFO, NULL, 0, "backend %s", eng_be_describe(be));
+    if (kind == ENG_BE_CUDA && !kv_sized) {
+        /* Weights and scratch are resident now: the pool gets what the
+         * utilisation target leaves after them and the ops' work buffers. */
+        size_t fr, tot;
+        eng_be_mem_info(be, &fr, &tot);
+        cfg.kv_cache_bytes = eng_kv_device_budget(fr, tot, ff.gpu_util ? strtod(ff.gpu_util, NULL) : 0.9,
+                                                  ENG_KV_DEVICE_RESERVE);
+        pl_log(PL_LOG_INFO, NULL, 0, "device memory: %.1f GiB total, %.1f GiB free after weights; KV pool %.2f GiB",
+               (double)tot / (1 << 30), (double)fr / (1 << 30), (double)cfg.kv_cache_bytes / (1 << 30));
+    }
     pl_log(PL_LOG_INFO, NULL, 0, "model %s: %s, %d layers%s, %s attention, %s weights", dir, eng_arch_class(mc->arch),
            mc->num_hidden_layers, eng_model_has_mtp(model) ? " + MTP" : "",
            mc->attn_gqa ? (mc->use_qk_norm ? "GQA (q/k norm)" : "GQA") : mc->has_indexer ? "MLA + DSA indexer" : "dense MLA",

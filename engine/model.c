@@ -32,6 +32,14 @@ struct eng_model {
     int64_t *slot;
     eng_be_keys *keys;
     int32_t *lrows;             /* rows whose logits are asked for */
+    /* Step metadata: pos, slot, keys, lrows above and ids, bt here are host
+     * arrays (malloc) that prepare() fills; step holds what the ops read
+     * (eng_be_step_upload: the same arrays on the CPU, device copies else). */
+    int32_t *ids;               /* [T] */
+    int32_t *bt;                /* every sequence's block table, packed; [bt_cap] */
+    int bt_cap;
+    eng_be_step step;
+    float *dlogits, *dhin;      /* device backends only: logits rows, MTP hidden_in */
     /* GQA (Glm4MoeForCausalLM) scratch: q and attention output [T, heads *
      * head_dim], k and v [T, kv_heads * head_dim]; zero-sized for MLA models */
     float *gq, *gk, *gv, *go;
@@ -72,9 +80,11 @@ void eng_model_close(eng_model *m)
     if (!m) return;
     void *bufs[] = { m->inv_freq, m->h, m->x, m->qr, m->q, m->ckv, m->q_lat, m->o_lat, m->o_v, m->tmp_h,
                      m->qi, m->ki, m->iw, m->gate, m->up, m->act, m->rlogits, m->rwt, m->ridx, m->erows,
-                     m->ewt, m->ex, m->eout, m->u, m->topk, m->n_topk, m->pos, m->slot, m->keys, m->lrows,
+                     m->ewt, m->ex, m->eout, m->u, m->topk, m->n_topk, m->dlogits, m->dhin,
                      m->gq, m->gk, m->gv, m->go };
-    for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) eng_be_dealloc(m->be, bufs[i]);
+    for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) if (m->be) eng_be_dealloc(m->be, bufs[i]);
+    void *host[] = { m->pos, m->slot, m->keys, m->lrows, m->ids, m->bt };
+    for (size_t i = 0; i < PL_ARRAY_LEN(host); i++) free(host[i]);
     eng_be_free(m->be);
     eng_weights_free(m->w);
     free(m);
@@ -108,19 +118,47 @@ static int alloc_scratch(eng_model *m)
         { (void **)&m->erows, T * sizeof(int32_t) }, { (void **)&m->ewt, T * F },
         { (void **)&m->ex, T * H * F }, { (void **)&m->eout, T * H * F }, { (void **)&m->u, T * 2 * H * F },
         { (void **)&m->topk, T * (size_t)c->index_topk * sizeof(int32_t) }, { (void **)&m->n_topk, T * sizeof(int) },
-        { (void **)&m->pos, T * sizeof(int32_t) }, { (void **)&m->slot, T * sizeof(int64_t) },
-        { (void **)&m->keys, T * sizeof(eng_be_keys) }, { (void **)&m->lrows, T * sizeof(int32_t) },
         { (void **)&m->gq, T * gqd * F }, { (void **)&m->go, T * gqd * F },
         { (void **)&m->gk, T * gkvd * F }, { (void **)&m->gv, T * gkvd * F },
     };
     for (size_t i = 0; i < PL_ARRAY_LEN(a); i++)
         if (!(*a[i].p = eng_be_alloc(m->be, a[i].bytes))) return PL_ERR_NOMEM;
+    if (!eng_be_host_memory(m->be)) {   /* staging for the caller's host buffers */
+        if (!(m->dlogits = eng_be_alloc(m->be, T * (size_t)c->vocab_size * F))) return PL_ERR_NOMEM;
+        if (!(m->dhin = eng_be_alloc(m->be, T * H * F))) return PL_ERR_NOMEM;
+    }
+    if (!(m->pos = calloc(T, sizeof *m->pos)) || !(m->slot = calloc(T, sizeof *m->slot)) ||
+        !(m->keys = calloc(T, sizeof *m->keys)) || !(m->lrows = calloc(T, sizeof *m->lrows)) ||
+        !(m->ids = calloc(T, sizeof *m->ids)))
+        return PL_ERR_NOMEM;
     /* inv_freq[j] = theta^(-2j/rope), computed as transformers does, in f32. */
+    float *inv = malloc((size_t)c->qk_rope_head_dim / 2 * F + F);
+    if (!inv) return PL_ERR_NOMEM;
     for (int j = 0; j < c->qk_rope_head_dim / 2; j++) {
         float e = (float)(2 * j) / (float)c->qk_rope_head_dim;
-        m->inv_freq[j] = 1.0f / powf((float)c->rope_theta, e);
+        inv[j] = 1.0f / powf((float)c->rope_theta, e);
     }
+    eng_be_upload(m->be, m->inv_freq, inv, (size_t)c->qk_rope_head_dim / 2 * F);
+    free(inv);
     return 0;
+}
+
+/* Every weight view onto the device (no-op on the CPU). */
+static int upload_weights(eng_model *m, char *err, size_t errlen)
+{
+    const eng_config *c = &m->cfg;
+    const eng_tensor *top[] = { eng_weights_embed(m->w), eng_weights_final_norm(m->w), eng_weights_lm_head(m->w) };
+    int rc = 0;
+    for (size_t i = 0; i < PL_ARRAY_LEN(top) && !rc; i++) if (top[i]->data) rc = eng_be_tensor_upload(m->be, top[i], err, errlen);
+    for (int l = 0; l < eng_config_n_layers_total(c) && !rc; l++) {
+        const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+        if (l == c->num_hidden_layers && !c->has_mtp_weights) break;
+        for (int s = 0; s < ENG_W_LAYER_COUNT && !rc; s++)
+            if (lw->w[s].data) rc = eng_be_tensor_upload(m->be, &lw->w[s], err, errlen);
+        for (int e = 0; lw->experts && e < c->n_routed_experts * ENG_EXP_COUNT && !rc; e++)
+            rc = eng_be_tensor_upload(m->be, &lw->experts[e], err, errlen);
+    }
+    return rc;
 }
 
 int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, char *err, size_t errlen)
@@ -129,7 +167,13 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
     eng_model *m = calloc(1, sizeof *m);
     if (!m) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     int rc = eng_weights_load(dir, &o->load, &m->cfg, &m->w, err, errlen);
-    if (!rc) rc = eng_be_cpu_create(o->n_threads, &m->be, err, errlen);
+    if (!rc) rc = eng_be_create(o->backend, o->n_threads, &m->be, err, errlen);
+    /* The GQA ops (eng_be_gqa_attend, _rope_neox, _add_bias) have CPU
+     * bodies only so far: refuse rather than let a device run CPU code. */
+    if (!rc && m->cfg.attn_gqa && eng_be_kind_of(m->be) != ENG_BE_CPU)
+        rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s (grouped-query attention) runs on the CPU backend only "
+                       "so far: no device kernels for its attention yet", eng_arch_class(m->cfg.arch));
+    if (!rc) rc = upload_weights(m, err, errlen);
     if (!rc) {
         m->max_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : 512;
         m->max_len = o->max_model_len > 0 ? o->max_model_len : m->cfg.max_position_embeddings;
@@ -160,14 +204,14 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     eng_be_linear(be, &lw->w[ENG_W_Q_A], 0, ql, m->x, T, H, m->qr, ql);
     eng_be_rmsnorm(be, &lw->w[ENG_W_Q_A_NORM], m->qr, T, ql, ql, latent_eps, m->qr, ql);
     eng_be_linear(be, &lw->w[ENG_W_Q_B], 0, (int64_t)nh * qk, m->qr, T, ql, m->q, (int64_t)nh * qk);
-    eng_be_rope(be, m->q, T, (int64_t)nh * qk, nh, qk, nope, rope, m->pos, m->inv_freq);
+    eng_be_rope(be, m->q, T, (int64_t)nh * qk, nh, qk, nope, rope, m->step.pos, m->inv_freq);
 
     /* kv path: [c | k_pe] = x Wkva; c normalized, k_pe roped (not normalized). */
     eng_be_linear(be, &lw->w[ENG_W_KV_A], 0, kvw, m->x, T, H, m->ckv, kvw);
     eng_be_rmsnorm(be, &lw->w[ENG_W_KV_A_NORM], m->ckv, T, kvw, lat, latent_eps, m->ckv, kvw);
-    eng_be_rope(be, m->ckv, T, kvw, 1, 0, lat, rope, m->pos, m->inv_freq);
+    eng_be_rope(be, m->ckv, T, kvw, 1, 0, lat, rope, m->step.pos, m->inv_freq);
     const eng_be_cache *mla_cache = eng_kv_layer_mla(kv, l);
-    eng_be_cache_store(be, mla_cache, m->slot, T, m->ckv, kvw);
+    eng_be_cache_store(be, mla_cache, m->step.slot, T, m->ckv, kvw);
 
     /* DSA indexer on full layers; shared layers keep the previous selection.
      * Without an indexer (GLM-4.7-Flash) no layer is full and every key set
@@ -175,24 +219,20 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     if (c->layer_index_full[l]) {
         int ih = c->index_n_heads, id = c->index_head_dim;
         eng_be_linear(be, &lw->w[ENG_W_IDX_WQ_B], 0, (int64_t)ih * id, m->qr, T, ql, m->qi, (int64_t)ih * id);
-        eng_be_rope(be, m->qi, T, (int64_t)ih * id, ih, id, 0, rope, m->pos, m->inv_freq);
+        eng_be_rope(be, m->qi, T, (int64_t)ih * id, ih, id, 0, rope, m->step.pos, m->inv_freq);
         eng_be_linear(be, &lw->w[ENG_W_IDX_WK], 0, id, m->x, T, H, m->ki, id);
         eng_be_layernorm(be, &lw->w[ENG_W_IDX_KNORM_W], &lw->w[ENG_W_IDX_KNORM_B], m->ki, T, id, id,
                          (float)c->indexer_norm_eps);
-        eng_be_rope(be, m->ki, T, id, 1, 0, 0, rope, m->pos, m->inv_freq);
+        eng_be_rope(be, m->ki, T, id, 1, 0, 0, rope, m->step.pos, m->inv_freq);
         const eng_be_cache *icache = eng_kv_layer_index(kv, l);
-        eng_be_cache_store(be, icache, m->slot, T, m->ki, id);
+        eng_be_cache_store(be, icache, m->step.slot, T, m->ki, id);
         /* Head weights in f32, with both scales folded in: relu(s*a) = s*relu(a). */
         eng_be_linear(be, &lw->w[ENG_W_IDX_WPROJ], 0, ih, m->x, T, H, m->iw, ih);
         float ws = 1.0f / sqrtf((float)ih) / sqrtf((float)id);
-        for (int64_t i = 0; i < (int64_t)T * ih; i++) m->iw[i] *= ws;
-        eng_be_index_topk(be, m->qi, (int64_t)ih * id, m->iw, ih, ih, icache, m->keys, T, c->index_topk,
+        eng_be_scale(be, m->iw, (int64_t)T * ih, ws);
+        eng_be_index_topk(be, m->qi, (int64_t)ih * id, m->iw, ih, ih, icache, m->step.keys, T, c->index_topk,
                           m->topk, m->n_topk);
-        for (int i = 0; i < T; i++) {
-            int sparse = m->keys[i].n_ctx > c->index_topk;
-            m->keys[i].sel = sparse ? m->topk + (int64_t)i * c->index_topk : NULL;
-            m->keys[i].n_sel = sparse ? m->n_topk[i] : 0;
-        }
+        eng_be_keys_select(be, m->step.keys, T, m->topk, c->index_topk, m->n_topk, c->index_topk);
     }
 
     /* Absorbed attention: q_lat[h] = W_UK[h]^T q_nope[h]; attend over [c | k_pe];
@@ -201,7 +241,7 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     eng_be_heads hq = { nh, nope + vd, qk, lat };
     eng_be_linear_t_heads(be, kvb, 0, nope, &hq, m->q, T, (int64_t)nh * qk, m->q_lat, (int64_t)nh * lat);
     eng_be_mla_attend(be, m->q_lat, (int64_t)nh * lat, m->q + nope, (int64_t)nh * qk, qk, mla_cache, lat, nh,
-                      1.0f / sqrtf((float)qk), m->keys, T, m->o_lat, (int64_t)nh * lat);
+                      1.0f / sqrtf((float)qk), m->step.keys, T, m->o_lat, (int64_t)nh * lat);
     eng_be_heads ho = { nh, nope + vd, lat, vd };
     eng_be_linear_heads(be, kvb, nope, vd, &ho, m->o_lat, T, (int64_t)nh * lat, m->o_v, (int64_t)nh * vd);
     eng_be_linear(be, &lw->w[ENG_W_O], 0, H, m->o_v, T, (int64_t)nh * vd, m->tmp_h, H);
@@ -232,12 +272,12 @@ static void attention_gqa(eng_model *m, eng_kv_pool *kv, int l, int T)
         eng_be_rmsnorm(be, &lw->w[ENG_W_Q_NORM], m->gq, T * nh, hd, hd, eps, m->gq, hd);
         eng_be_rmsnorm(be, &lw->w[ENG_W_K_NORM], m->gk, T * nkv, hd, hd, eps, m->gk, hd);
     }
-    eng_be_rope_neox(be, m->gq, T, qd, nh, hd, 0, c->qk_rope_head_dim, m->pos, m->inv_freq);
-    eng_be_rope_neox(be, m->gk, T, kvd, nkv, hd, 0, c->qk_rope_head_dim, m->pos, m->inv_freq);
+    eng_be_rope_neox(be, m->gq, T, qd, nh, hd, 0, c->qk_rope_head_dim, m->step.pos, m->inv_freq);
+    eng_be_rope_neox(be, m->gk, T, kvd, nkv, hd, 0, c->qk_rope_head_dim, m->step.pos, m->inv_freq);
     const eng_be_cache *kc = eng_kv_layer_k(kv, l), *vc = eng_kv_layer_v(kv, l);
-    eng_be_cache_store(be, kc, m->slot, T, m->gk, kvd);
-    eng_be_cache_store(be, vc, m->slot, T, m->gv, kvd);
-    eng_be_gqa_attend(be, m->gq, qd, nh, nkv, hd, kc, vc, 1.0f / sqrtf((float)hd), m->keys, T, m->go, qd);
+    eng_be_cache_store(be, kc, m->step.slot, T, m->gk, kvd);
+    eng_be_cache_store(be, vc, m->step.slot, T, m->gv, kvd);
+    eng_be_gqa_attend(be, m->gq, qd, nh, nkv, hd, kc, vc, 1.0f / sqrtf((float)hd), m->step.keys, T, m->go, qd);
     eng_be_linear(be, &lw->w[ENG_W_O], 0, H, m->go, T, qd, m->tmp_h, H);
 }
 
@@ -264,18 +304,9 @@ static void moe(eng_model *m, int l, int T)
     eng_be_linear(be, &lw->w[ENG_W_ROUTER], 0, E, m->x, T, H, m->rlogits, E);
     eng_be_route r = { E, K, c->n_group, c->topk_group, c->norm_topk_prob, (float)c->routed_scaling_factor };
     eng_be_route_topk(be, &r, m->rlogits, E, (const float *)lw->w[ENG_W_ROUTER_BIAS].data, T, m->ridx, m->rwt);
-    memset(m->tmp_h, 0, (size_t)T * (size_t)H * sizeof(float));
-    for (int e = 0; e < E; e++) {
-        int n = 0;
-        for (int i = 0; i < T; i++)
-            for (int k = 0; k < K; k++)
-                if (m->ridx[i * K + k] == e) { m->erows[n] = i; m->ewt[n] = m->rwt[i * K + k]; n++; }
-        if (!n) continue;
-        const eng_tensor *ex = &lw->experts[e * ENG_EXP_COUNT];
-        eng_be_gather_rows(be, m->x, H, m->erows, n, H, m->ex, H);
-        swiglu(m, &ex[ENG_EXP_GATE], &ex[ENG_EXP_UP], &ex[ENG_EXP_DOWN], m->ex, n, m->eout);
-        eng_be_scatter_add_rows(be, m->tmp_h, H, m->erows, m->ewt, m->eout, H, n, H);
-    }
+    eng_be_moe a = { lw->experts, E, K, H, c->moe_intermediate_size, T, m->x, m->ridx, m->rwt, m->tmp_h,
+                     m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act };
+    eng_be_moe_experts(be, &a, 0, E);
     if (c->n_shared_experts > 0) {         /* shared expert: added unscaled */
         swiglu(m, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], m->x, T, m->eout);
         eng_be_add_scaled(be, m->tmp_h, H, m->eout, H, NULL, T, H);
@@ -317,7 +348,7 @@ static int prepare(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seq
                    char *err, size_t errlen)
 {
     const eng_config *c = &m->cfg;
-    int bs = eng_kv_block_size(kv), nb = eng_kv_n_blocks(kv), T = 0, nl = 0;
+    int bs = eng_kv_block_size(kv), nb = eng_kv_n_blocks(kv), T = 0, nl = 0, nbt = 0;
     if (n_seqs < 1) return pl_seterr(err, errlen, PL_ERR_INVALID, "empty batch");
     if (eng_kv_n_layers(kv) < eng_config_n_layers_total(c))
         return pl_seterr(err, errlen, PL_ERR_INVALID, "KV pool has %d layers, the model %d",
@@ -334,24 +365,39 @@ static int prepare(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seq
         if ((int64_t)q->n_blocks * bs < (int64_t)q->pos0 + q->n_tokens)
             return pl_seterr(err, errlen, PL_ERR_RANGE, "sequence %d: %d blocks of %d do not cover %d positions",
                              s, q->n_blocks, bs, q->pos0 + q->n_tokens);
-        for (int b = 0; b < (q->pos0 + q->n_tokens + bs - 1) / bs; b++)
+        int used = (q->pos0 + q->n_tokens + bs - 1) / bs;
+        for (int b = 0; b < used; b++)
             if (q->block_table[b] < 0 || q->block_table[b] >= nb)
                 return pl_seterr(err, errlen, PL_ERR_RANGE, "sequence %d: block %d outside the pool", s, q->block_table[b]);
+        if (used > m->bt_cap - nbt) {   /* grows only when a step needs more than ever before */
+            int cap = nbt + used + 1024;
+            int32_t *bt = realloc(m->bt, (size_t)cap * sizeof *bt);
+            if (!bt) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for block tables");
+            for (int k = 0; k < T; k++) m->keys[k].block_table = bt + (m->keys[k].block_table - m->bt);
+            m->bt = bt;
+            m->bt_cap = cap;
+        }
+        int32_t *btab = m->bt + nbt;
+        memcpy(btab, q->block_table, (size_t)used * sizeof *btab);
+        nbt += used;
         for (int i = 0; i < q->n_tokens; i++) {
             if (q->tokens[i] < 0 || q->tokens[i] >= c->vocab_size)
                 return pl_seterr(err, errlen, PL_ERR_RANGE, "sequence %d: token id %d outside the vocabulary (%d)",
                                  s, q->tokens[i], c->vocab_size);
             int p = q->pos0 + i;
+            m->ids[T] = q->tokens[i];
             m->pos[T] = p;
-            m->slot[T] = (int64_t)q->block_table[p / bs] * bs + p % bs;
-            m->keys[T] = (eng_be_keys){ q->block_table, bs, p + 1, NULL, 0 };
+            m->slot[T] = (int64_t)btab[p / bs] * bs + p % bs;
+            m->keys[T] = (eng_be_keys){ btab, bs, p + 1, NULL, 0 };
             if (q->logits == ENG_LOGITS_ALL || (q->logits == ENG_LOGITS_LAST && i == q->n_tokens - 1))
                 m->lrows[nl++] = T;
             T++;
         }
     }
     *n_lrows = nl;
-    return T;
+    eng_be_step host = { T, m->ids, m->pos, m->slot, m->keys, m->bt, nbt, m->lrows, nl };
+    int rc = eng_be_step_upload(m->be, &host, &m->step, err, errlen);
+    return rc ? rc : T;
 }
 
 /* Gather the asked rows of normalized hidden states and apply lm_head. */
@@ -359,17 +405,15 @@ static void head(eng_model *m, const float *hn, int nl, float *logits)
 {
     const eng_config *c = &m->cfg;
     if (!nl || !logits) return;
-    eng_be_gather_rows(m->be, hn, c->hidden_size, m->lrows, nl, c->hidden_size, m->ex, c->hidden_size);
-    eng_be_linear(m->be, eng_weights_lm_head(m->w), 0, c->vocab_size, m->ex, nl, c->hidden_size, logits, c->vocab_size);
+    float *lo = m->dlogits ? m->dlogits : logits;
+    eng_be_gather_rows(m->be, hn, c->hidden_size, m->step.lrows, nl, c->hidden_size, m->ex, c->hidden_size);
+    eng_be_linear(m->be, eng_weights_lm_head(m->w), 0, c->vocab_size, m->ex, nl, c->hidden_size, lo, c->vocab_size);
+    eng_be_download(m->be, logits, lo, (size_t)nl * (size_t)c->vocab_size * sizeof(float));
 }
 
-static void embed_tokens(eng_model *m, const eng_seq *seqs, int n_seqs, float *out)
+static void embed_tokens(eng_model *m, float *out)
 {
-    int H = m->cfg.hidden_size, T = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        eng_be_embed(m->be, eng_weights_embed(m->w), seqs[s].tokens, seqs[s].n_tokens, out + (int64_t)T * H, H);
-        T += seqs[s].n_tokens;
-    }
+    eng_be_embed(m->be, eng_weights_embed(m->w), m->step.ids, m->step.n, out, m->cfg.hidden_size);
 }
 
 int eng_model_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs,
@@ -379,13 +423,13 @@ int eng_model_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_
     int nl, T = prepare(m, kv, seqs, n_seqs, &nl, err, errlen);
     if (T < 0) return T;
     int H = c->hidden_size;
-    embed_tokens(m, seqs, n_seqs, m->h);
+    embed_tokens(m, m->h);
     for (int l = 0; l < c->num_hidden_layers; l++) layer_forward(m, kv, l, m->h, T);
     /* Final norm on every row (in place): the MTP wants all of them. */
     eng_be_rmsnorm(m->be, eng_weights_final_norm(m->w), m->h, T, H, H, (float)c->rms_norm_eps, m->h, H);
-    if (hidden) memcpy(hidden, m->h, (size_t)T * (size_t)H * sizeof(float));
+    if (hidden) eng_be_download(m->be, hidden, m->h, (size_t)T * (size_t)H * sizeof(float));
     head(m, m->h, nl, logits);
-    return 0;
+    return eng_be_sync(m->be, err, errlen);
 }
 
 int eng_model_mtp_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs,
@@ -400,13 +444,17 @@ int eng_model_mtp_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, in
     const eng_layer_weights *lw = eng_weights_layer(m->w, L);
     float eps = (float)c->rms_norm_eps;
     /* u = [RMSNorm(embed(token_{p+1}); enorm) | RMSNorm(g_p; hnorm)] — embedding first. */
-    embed_tokens(m, seqs, n_seqs, m->x);
+    embed_tokens(m, m->x);
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_ENORM], m->x, T, H, H, eps, m->u, 2 * H);
+    if (m->dhin) {                  /* the caller's rows onto the device */
+        eng_be_upload(m->be, m->dhin, hidden_in, (size_t)T * (size_t)H * sizeof(float));
+        hidden_in = m->dhin;
+    }
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_HNORM], hidden_in, T, H, H, eps, m->u + H, 2 * H);
     eng_be_linear(m->be, &lw->w[ENG_W_MTP_EH], 0, H, m->u, T, 2 * H, m->h, H);
     layer_forward(m, kv, L, m->h, T);
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_HEAD_NORM], m->h, T, H, H, eps, m->h, H);
-    if (hidden_out) memcpy(hidden_out, m->h, (size_t)T * (size_t)H * sizeof(float));
+    if (hidden_out) eng_be_download(m->be, hidden_out, m->h, (size_t)T * (size_t)H * sizeof(float));
     head(m, m->h, nl, logits);
-    return 0;
+    return eng_be_sync(m->be, err, errlen);
 }

@@ -1,5 +1,6 @@
-/* gqa.c — the CPU backend's grouped-query attention ops (Glm4MoeForCausalLM):
- * NeoX partial RoPE, projection bias, and attention over paged K/V rows. */
+/* gqa.c — the CPU bodies of the grouped-query attention ops
+ * (Glm4MoeForCausalLM; backend.c dispatches eng_be_* to them): NeoX partial
+ * RoPE, projection bias, and attention over paged K/V rows. */
 #include "cpu.h"
 
 #include <math.h>
@@ -7,8 +8,8 @@
 
 /* ===== element-wise ===== */
 
-void eng_be_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
-                      int off, int dim, const int32_t *pos, const float *inv_freq)
+void eng_cpu_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                       int off, int dim, const int32_t *pos, const float *inv_freq)
 {
     (void)be;
     int half = dim / 2;
@@ -27,7 +28,7 @@ void eng_be_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads
         }
 }
 
-void eng_be_add_bias(eng_backend *be, float *y, int64_t ldy, const eng_tensor *b, int n, int dim)
+void eng_cpu_add_bias(eng_backend *be, float *y, int64_t ldy, const eng_tensor *b, int n, int dim)
 {
     (void)be;
     for (int i = 0; i < n; i++) {
@@ -95,9 +96,9 @@ static void gqa_task(void *p, int task, int thread)
     }
 }
 
-void eng_be_gqa_attend(eng_backend *be, const float *q, int64_t ldq, int n_heads, int n_kv_heads, int head_dim,
-                       const eng_be_cache *kc, const eng_be_cache *vc, float scale, const eng_be_keys *keys,
-                       int n, float *o, int64_t ldo)
+void eng_cpu_gqa_attend(eng_backend *be, const float *q, int64_t ldq, int n_heads, int n_kv_heads, int head_dim,
+                        const eng_be_cache *kc, const eng_be_cache *vc, float scale, const eng_be_keys *keys,
+                        int n, float *o, int64_t ldo)
 {
     eng_cpu_fp8_init();
     struct gqa_ctx c = { be, q, ldq, ldo, n_heads, n_kv_heads, head_dim, n_heads / n_kv_heads, kc, vc, scale,

@@ -141,8 +141,11 @@ def tiny_seed1(tmp_path_factory):
 
 
 def engine_cmd(model, *extra):
-    """glm-engine on one thread (the suite shares two cores), 256 positions."""
-    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256", *extra]
+    """glm-engine on one thread (the suite shares two cores), 256 positions,
+    on the CPU backend unless GLM_ENGINE_BACKEND names another (make gpu-check
+    runs the pipe tests with cuda)."""
+    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256",
+            "--backend", os.environ.get("GLM_ENGINE_BACKEND", "cpu"), *extra]
 
 
 @contextlib.contextmanager
