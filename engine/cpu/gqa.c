@@ -59,10 +59,22 @@ static inline int64_t pos_slot(const eng_be_keys *k, int j)
     return (int64_t)k->block_table[p / k->block_size] * k->block_size + p % k->block_size;
 }
 
-/* Query token i, KV head g: the group's query heads read each K and V row
- * (one head's span of it) once for all of them, rows outer, heads inner.
- * Every head's arithmetic (its dot per row, softmax, axpy in row order) is
- * the same whatever the batch: batch invariant. */
+#define GQA_BLOCK 256     /* rows per register-tiled pass */
+
+/* The K or V spans [a, b) of keys [j0, j1) of k: pointers into F32 rows,
+ * or FP8 spans dequantized into buf ((j1 - j0) x (b - a) floats). */
+static void gqa_spans(const eng_be_cache *c, const eng_be_keys *k, int j0, int j1, int a, int b, float *buf,
+                      const float **rows)
+{
+    for (int j = j0; j < j1; j++) rows[j - j0] = eng_cpu_cache_span(c, pos_slot(k, j), a, b, buf + (size_t)(j - j0) * (size_t)(b - a));
+}
+
+/* Query token i, KV head g: the group's G query heads against blocks of
+ * GQA_BLOCK rows of the head's K span (register tiles of heads x rows,
+ * eng_cpu_dots_rows), softmax per head in f32 over all keys, then the V
+ * spans summed block by block (eng_cpu_wsum) and the blocks added in
+ * order. Every head's arithmetic is fixed by its own keys, whatever the
+ * batch or the thread: batch invariant. */
 static void gqa_task(void *p, int task, int thread)
 {
     struct gqa_ctx *c = p;
@@ -72,27 +84,31 @@ static void gqa_task(void *p, int task, int thread)
     float *o = c->o + i * c->ldo + (int64_t)g * G * hd;
     memset(o, 0, (size_t)G * (size_t)hd * sizeof(float));
     if (nk <= 0) return;
-    /* scores [G, nk], one dequantized K or V span, the row's dots [G] */
-    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (size_t)G + (size_t)hd + (size_t)G);
+    /* scores [G, nk], one block of dequantized spans, one block's sums [G, hd] */
+    size_t blk = (size_t)GQA_BLOCK * (size_t)hd;
+    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (size_t)G + blk + (size_t)G * (size_t)hd);
     if (!sc) return;
-    float *buf = sc + (size_t)nk * (size_t)G, *d = buf + hd;
+    float *buf = sc + (size_t)nk * (size_t)G, *u = buf + blk;
+    const float *rows[GQA_BLOCK];
     const float *q = c->q + i * c->ldq + (int64_t)g * G * hd;
     int a = g * hd, b = a + hd;
-    for (int j = 0; j < nk; j++) {
-        const float *kr = eng_cpu_cache_span(c->kc, pos_slot(k, j), a, b, buf);
-        eng_cpu_dots(c->be, q, hd, G, kr, hd, d);
-        for (int h = 0; h < G; h++) sc[(size_t)h * nk + j] = c->scale * d[h];
+    for (int j0 = 0; j0 < nk; j0 += GQA_BLOCK) {
+        int j1 = j0 + GQA_BLOCK < nk ? j0 + GQA_BLOCK : nk;
+        gqa_spans(c->kc, k, j0, j1, a, b, buf, rows);
+        eng_cpu_dots_rows(c->be, q, hd, G, rows, j1 - j0, hd, sc + j0, nk);
     }
     for (int h = 0; h < G; h++) {                   /* softmax per head, in f32 */
         float *s_h = sc + (size_t)h * nk, mx = -INFINITY, sum = 0;
-        for (int j = 0; j < nk; j++) if (s_h[j] > mx) mx = s_h[j];
+        for (int j = 0; j < nk; j++) { s_h[j] *= c->scale; if (s_h[j] > mx) mx = s_h[j]; }
         for (int j = 0; j < nk; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
         float inv = 1.0f / sum;
         for (int j = 0; j < nk; j++) s_h[j] *= inv;
     }
-    for (int j = 0; j < nk; j++) {
-        const float *vr = eng_cpu_cache_span(c->vc, pos_slot(k, j), a, b, buf);
-        for (int h = 0; h < G; h++) eng_cpu_axpy(c->be, o + (int64_t)h * hd, sc[(size_t)h * nk + j], vr, hd);
+    for (int j0 = 0; j0 < nk; j0 += GQA_BLOCK) {
+        int j1 = j0 + GQA_BLOCK < nk ? j0 + GQA_BLOCK : nk;
+        gqa_spans(c->vc, k, j0, j1, a, b, buf, rows);
+        eng_cpu_wsum(c->be, sc + j0, nk, G, rows, j1 - j0, hd, j0 ? u : o, hd);
+        if (j0) for (int h = 0; h < G; h++) eng_cpu_axpy(c->be, o + (int64_t)h * hd, 1.0f, u + (int64_t)h * hd, hd);
     }
 }
 

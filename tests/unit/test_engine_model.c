@@ -493,14 +493,19 @@ TEST(gqa_attend_matches_naive)
     gqa_fill();
     eng_be_cache kc, vc;
     gqa_caches(be, ENG_CACHE_F32, &kc, &vc);
-    eng_be_keys keys[GNQ] = { { g_gbt, 16, 64, NULL, 0 }, { g_gbt, 16, 30, NULL, 0 }, { g_gbt, 16, 64, g_gsel, GSEL } };
+    /* the third query's 600 selected keys (positions repeat: the op does not
+     * care) span three row blocks of the kernel's 256 */
+    static int32_t longsel[600];
+    for (int j = 0; j < 600; j++) longsel[j] = (j * 7) % 64;
+    eng_be_keys keys[GNQ] = { { g_gbt, 16, 64, NULL, 0 }, { g_gbt, 16, 30, NULL, 0 }, { g_gbt, 16, 64, longsel, 600 } };
     static float o[GNQ][GH * GD];
     eng_be_gqa_attend(be, g_gq[0], GH * GD, GH, GKV, GD, &kc, &vc, 0.15f, keys, GNQ, o[0], GH * GD);
     double worst = 0;
     for (int i = 0; i < GNQ; i++)
         for (int h = 0; h < GH; h++) {
             int g = h / (GH / GKV), nk = keys[i].sel ? keys[i].n_sel : keys[i].n_ctx;
-            double s[GROWS], mx = -1e300, z = 0;
+            static double s[600];
+            double mx = -1e300, z = 0;
             for (int j = 0; j < nk; j++) {
                 int p = keys[i].sel ? keys[i].sel[j] : j, row = g_gbt[p / 16] * 16 + p % 16;
                 double d = 0;
