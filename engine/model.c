@@ -40,6 +40,7 @@ struct eng_model {
     unsigned char *meta;        /* step metadata as received (followers), grows */
     size_t meta_cap;
     eng_kv_pool *fkv;           /* a follower's own KV pool */
+    int opened;                 /* eng_model_open succeeded: rank 0's close tells the followers to stop */
 };
 
 #define TP_HEAD_ROWS 64         /* lm_head rows gathered at a time */
@@ -157,10 +158,21 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
     int rc = eng_weights_load(dir, &lo, &m->cfg, &m->w, err, errlen);
     if (!rc && tp) {
         m->comm = o->comm;
-        rc = eng_shard_create(m->w, &m->cfg, eng_comm_rank(o->comm), eng_comm_size(o->comm), o->expert_parallel,
-                              &m->shard, err, errlen);
+        /* Every rank must shard the same way: a mismatch would give wrong
+         * numbers, not an error, so it is checked here. */
+        int32_t mine[2] = { o->expert_parallel != 0, eng_comm_size(o->comm) }, all[2 * 64];
+        if (eng_comm_size(o->comm) > 64 || eng_comm_all_gather(o->comm, mine, sizeof mine, all))
+            rc = pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel ranks could not meet (a rank failed)");
+        for (int r = 0; !rc && r < eng_comm_size(o->comm); r++)
+            if (all[2 * r] != mine[0] || all[2 * r + 1] != mine[1])
+                rc = pl_seterr(err, errlen, PL_ERR_INVALID, "tensor-parallel rank %d was started with other sharding "
+                               "options (expert parallel %d, size %d) than rank %d", r, all[2 * r], all[2 * r + 1],
+                               eng_comm_rank(o->comm));
+        if (!rc)
+            rc = eng_shard_create(m->w, &m->cfg, eng_comm_rank(o->comm), eng_comm_size(o->comm), o->expert_parallel,
+                                  &m->shard, err, errlen);
         if (!rc && o->load.prefault) eng_shard_prefault(m->shard);
-        size_t vm = (size_t)eng_shard_vocab_max(m->shard) * TP_HEAD_ROWS;
+        size_t vm = rc ? 0 : (size_t)eng_shard_vocab_max(m->shard) * TP_HEAD_ROWS;
         if (!rc && (!(m->lloc = malloc(vm * sizeof(float))) ||
                     !(m->lgat = malloc(vm * (size_t)eng_comm_size(o->comm) * sizeof(float)))))
             rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
@@ -174,6 +186,7 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
             rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "cannot allocate scratch for %d tokens per step", m->max_tokens);
     }
     if (rc) { eng_model_close(m); return rc; }
+    m->opened = 1;
     *out = m;
     return 0;
 }
@@ -515,7 +528,7 @@ static int tp_send(eng_model *m, eng_kv_pool *kv, int op, const eng_seq *seqs, i
 
 static void tp_stop(eng_model *m)
 {
-    if (!m->comm || eng_comm_rank(m->comm) != 0 || m->comm_rc) return;
+    if (!m->comm || !m->opened || eng_comm_rank(m->comm) != 0 || m->comm_rc) return;
     tp_meta h = { .op = TP_OP_STOP };
     if (eng_comm_broadcast(m->comm, &h, sizeof h, 0)) m->comm_rc = PL_ERR_IO;
 }

@@ -39,8 +39,8 @@ static int check_cut(const eng_shard *s, const eng_tensor *t, const char *what, 
 {
     if (b >= e)
         return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED,
-                         "%s: %s %lld of rank %d's share is empty (tensor-parallel size %d%s): use a smaller "
-                         "--tensor-parallel-size", t->name ? t->name : "?", what, (long long)n, s->rank, s->size,
+                         "%s: rank %d of %d would get none of its %lld %s%s: use a smaller "
+                         "--tensor-parallel-size", t->name ? t->name : "?", s->rank, s->size, (long long)n, what,
                          t->dtype == ENG_DT_F8E4M3 ? ", FP8 widths are split in whole 128-wide blocks" : "");
     if (t->dtype == ENG_DT_F8E4M3 && b % ENG_FP8_BLOCK)
         return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED,

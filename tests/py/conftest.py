@@ -141,8 +141,12 @@ def tiny_seed1(tmp_path_factory):
 
 
 def engine_cmd(model, *extra):
-    """glm-engine on one thread (the suite shares two cores), 256 positions."""
-    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256", *extra]
+    """glm-engine on one thread (the suite shares two cores), 256 positions.
+    GLM_ENGINE_TP=N runs it with --tensor-parallel-size N (test_engine_tp.py
+    reruns the pipe tests that way)."""
+    tp = os.environ.get("GLM_ENGINE_TP")
+    tpa = ["--tensor-parallel-size", tp] if tp else []
+    return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256", *tpa, *extra]
 
 
 @contextlib.contextmanager
