@@ -72,6 +72,24 @@ int  eng_comm_shm_attach(eng_shm_group *g, int rank, eng_comm **out, char *err, 
 /* Whether the group was aborted (a rank died or gave up). */
 int  eng_shm_group_dead(const eng_shm_group *g);
 
+/* ===== NCCL (GPU ranks, one or many nodes)
+ *
+ * Defined only in the CUDA build (engine/comm_nccl.cu, nvcc, linked with
+ * -lnccl -lcudart; `make nccl-check`). Rank 0 of the group makes the id and
+ * the launcher hands it to every rank (on other nodes through
+ * --master-addr/--master-port); each rank then creates its communicator on
+ * its device. Buffers may be device or host memory (host buffers are staged
+ * through a device copy). all_reduce_sum keeps the rank-order sum: it
+ * all-gathers the partials and adds them in rank order on the device
+ * (ncclAllReduce's ring order moves with the message size, which would
+ * break batch invariance). A collective fails with PL_ERR_IO when NCCL
+ * reports an asynchronous error (a peer gone) or after timeout_s seconds
+ * (0: no limit), and aborts the communicator. */
+#define ENG_NCCL_ID_BYTES 128
+int eng_comm_nccl_unique_id(unsigned char id[ENG_NCCL_ID_BYTES], char *err, size_t errlen);
+int eng_comm_nccl_create(const unsigned char id[ENG_NCCL_ID_BYTES], int rank, int size, int device, double timeout_s,
+                         eng_comm **out, char *err, size_t errlen);
+
 /* Micro-benchmark: median seconds of one all_reduce_sum of n floats over
  * the group's size ranks as threads (iters rounds each). */
 double eng_comm_shm_bench(int size, size_t n, int iters);

@@ -152,7 +152,10 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
     *out = NULL;
     eng_model *m = calloc(1, sizeof *m);
     if (!m) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
-    int tp = o->comm && eng_comm_size(o->comm) > 1;
+    /* A communicator of size 1 still takes the sharded path (whole-range
+     * views, one-rank collectives): TP = 1 through a communicator must
+     * equal the plain path bit for bit (the NCCL check on one GPU). */
+    int tp = o->comm != NULL;
     eng_load_opts lo = o->load;
     if (tp) lo.prefault = 0;    /* a rank touches only its shard, below */
     int rc = eng_weights_load(dir, &lo, &m->cfg, &m->w, err, errlen);

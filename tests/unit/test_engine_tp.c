@@ -252,12 +252,14 @@ static void *rank_main(void *p)
     return NULL;
 }
 
+/* N = 0: the plain path (no communicator); N >= 1: N ranks. */
 static void run_tp(const char *dir, int N, int ep, result *res)
 {
     memset(res, 0, sizeof *res);
     eng_shm_group *g = NULL;
     char err[256];
-    if (N > 1 && eng_shm_group_create(N, 1 << 18, &g, err, sizeof err)) return;
+    if (N >= 1 && eng_shm_group_create(N, 1 << 18, &g, err, sizeof err)) return;
+    if (N == 0) N = 1;
     rank_ctx a[8];
     pthread_t th[8];
     for (int r = 0; r < N; r++) a[r] = (rank_ctx){ dir, g, r, ep, r == 0 ? res : NULL, 0 };
@@ -299,7 +301,7 @@ static void check_same_as_tp1(const char *name, const int (*cfgs)[2], int n_cfgs
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", g_dir, name);
     result ref;
-    run_tp(dir, 1, 0, &ref);
+    run_tp(dir, 0, 0, &ref);
     CHECK(ref.ok);
     for (int k = 0; ref.ok && k < n_cfgs; k++) {
         result r;
@@ -358,6 +360,25 @@ TEST(fp8_block_breaking_split_refused)
     eng_weights_free(w);
 }
 
+/* TP = 1 through a communicator takes the sharded code path over one rank:
+ * the same bits as the plain path. */
+TEST(tp1_through_communicator_bit_identical)
+{
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/glm5-tiny", g_dir);
+    result a, b;
+    run_tp(dir, 0, 0, &a);
+    run_tp(dir, 1, 0, &b);
+    CHECK(a.ok && b.ok);
+    if (a.ok && b.ok) {
+        CHECK(memcmp(a.lp, b.lp, (size_t)PROMPT * (size_t)a.vocab * sizeof(float)) == 0);
+        CHECK(memcmp(a.mtp, b.mtp, (size_t)a.vocab * sizeof(float)) == 0);
+        CHECK(memcmp(a.greedy, b.greedy, sizeof a.greedy) == 0);
+    }
+    free_result(&a);
+    free_result(&b);
+}
+
 TEST(split_ranges)
 {
     /* 1003 over 4: 250, 251, 250, 252 -- contiguous, covering, differing by at most one. */
@@ -395,6 +416,7 @@ int main(void)
         printf("FAIL could not write the test models\n");
         return 1;
     }
+    RUN(tp1_through_communicator_bit_identical);
     RUN(glm5_tiny_tp2_tp4_ep_equal_tp1);
     RUN(flash_tiny_tp2_tp4_ep_equal_tp1);
     RUN(uneven_heads_experts_vocab_handled);
