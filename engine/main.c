@@ -238,6 +238,8 @@ static int cpus_by_node(int *out, int max)
 static int tp_pin(int rank, int n)
 {
     static int cpus[CPU_SETSIZE];
+    const char *pin = getenv("GLM_ENGINE_TP_PIN");
+    if (pin && !strcmp(pin, "0")) return 0;     /* a shared machine: let the scheduler move ranks */
     int nc = cpus_by_node(cpus, CPU_SETSIZE);
     if (nc < n) return 0;   /* fewer CPUs than ranks: leave the scheduler to it */
     cpu_set_t set;
