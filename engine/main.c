@@ -3,6 +3,7 @@
  * (serve.h): read every message that is already there, run one step, flush,
  * repeat; block on the input only while nothing is running. */
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -261,6 +262,10 @@ static int tp_follower(tp_ranks *t, int rank, const char *dir, eng_model_opts mo
 {
     signal(SIGINT, SIG_IGN);     /* rank 0 drains and tells us to stop */
     signal(SIGTERM, SIG_IGN);
+    /* The pipeline's stdin/stdout are rank 0's: a follower holding the
+     * write end would keep the next stage from seeing EOF. */
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) { dup2(null, 0); dup2(null, 1); if (null > 1) close(null); }
     char err[1024];
     eng_comm *c = NULL;
     eng_model *m = NULL;

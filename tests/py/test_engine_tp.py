@@ -166,6 +166,32 @@ def test_follower_death_while_idle_exits_1(tiny):
     assert "tensor-parallel rank 1" in log and "killed by signal 9" in log
 
 
+def _cpus(pid):
+    with open(f"/proc/{pid}/status") as f:
+        line = next(ln for ln in f if ln.startswith("Cpus_allowed_list:"))
+    out = set()
+    for part in line.split(":")[1].strip().split(","):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
+def test_ranks_pinned_to_disjoint_cpus(tiny):
+    mine = os.sched_getaffinity(0)
+    if len(mine) < 2:
+        pytest.skip("one CPU: ranks are not pinned")
+    e = Engine(engine(tiny, "-tp", "2"))
+    try:
+        e.send({"type": "stats", "id": "s"})
+        e.wait_for(lambda m: m["type"] == "stats")
+        (follower,) = _children(e.proc.pid)
+        a, b = _cpus(e.proc.pid), _cpus(follower)
+        assert a and b and not (a & b) and (a | b) <= mine
+        assert abs(len(a) - len(b)) <= 1
+    finally:
+        e.stop()
+
+
 def test_rank0_death_takes_the_followers(tiny):
     e = Engine(engine(tiny, "-tp", "3"))
     try:
