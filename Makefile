@@ -7,6 +7,7 @@
 #   make run        build, create the embedded default model, serve it on 127.0.0.1:8000 (glm-serve)
 #   make install    binaries to $(PREFIX)/bin, systemd units, /etc/glmpipe/glmpipe.env (docs/deploy.md)
 #   make bench      benchmarks against their references (tests/bench/*.sh); numbers go to docs/perf.md
+#   make bench-peer glm-engine against llama.cpp, side by side (tools/bench-peer; downloads llama.cpp)
 #   make fuzz       the wire-protocol fuzzer against every stage for FUZZ_SECONDS (default 60);
 #                   FUZZ_BUILD=build-asan runs it on the sanitizer build (docs/reliability.md)
 #   make fuzz-libfuzzer  clang libFuzzer targets (tests/fuzz/fuzz_*.c), FUZZ_SECONDS in all
@@ -107,6 +108,12 @@ $(BUILD)/bench/%: $(BUILD)/obj/tests/bench/%.o $(STAGE_LIBS) $(SHARED_LIBS) $(CO
 
 bench: $(BENCH_BINS)
 	@for s in tests/bench/*.sh; do BUILD=$(BUILD) bash $$s || exit 1; done
+
+# glm-engine against llama.cpp on the same weights (downloads and builds llama.cpp from the
+# llama-cpp-python sdist in PEER_DIR, default /tmp/glmpipe-peer; not part of CI): tools/bench-peer.
+.PHONY: bench-peer
+bench-peer: all
+	BUILD=$(BUILD) tools/bench-peer
 
 # test and run install what they need first, then re-enter make so the
 # pkg-config flags are computed with the packages present.

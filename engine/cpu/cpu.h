@@ -43,7 +43,17 @@ struct eng_backend {
     eng_cpu_run_desc desc[2];       /* [gen & 1] */
     eng_cpu_scratch *scratch;       /* [n_threads] */
     int avx2;                       /* AVX2 + FMA + F16C kernels usable */
+    int avx512;                     /* AVX-512F+BW+VL row tiles (GLM_ENGINE_AVX512=1) */
+    int bf16dp;                     /* BF16 linears with AVX512-BF16 hi/lo products (GLM_ENGINE_BF16DP=1) */
+    /* Scratch shared by all threads of one run (split attention partials,
+     * split indexer scores): grown on the caller's thread between runs. */
+    float *shared_f;
+    size_t cap_shared_f;
 };
+
+/* Attention and the indexer split one query's keys across threads only
+ * for batches of fewer queries than threads, at most this many. */
+#define ENG_CPU_SPLIT_MAX_Q 64
 
 void eng_cpu_run(eng_backend *be, eng_cpu_task fn, void *ctx, int n_tasks);
 int  eng_cpu_pool_start(eng_backend *be);
@@ -58,6 +68,14 @@ float eng_cpu_dot(const eng_backend *be, const float *a, const float *b, int n);
 /* out[h] = eng_cpu_dot(a + h * lda, b, n) for h < na, bit for bit, with the
  * heads' FMA chains interleaved (one load of b serves up to 8 of them). */
 void  eng_cpu_dots(const eng_backend *be, const float *a, int64_t lda, int na, const float *b, int n, float *out);
+/* out[h * ldo + j] = eng_cpu_dot(a + h * lda, rows[j], n) for h < na, j < nr,
+ * bit for bit (register tiles over heads x rows). */
+void  eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int na, const float *const *rows,
+                        int nr, int n, float *out, int64_t ldo);
+/* u[h][0..n) = sum_j p[h * ldp + j] * rows[j][0..n) for h < nh, bit for bit
+ * what zeroing u and eng_cpu_axpy per row in j order give (register-blocked). */
+void  eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, const float *const *rows, int nr,
+                   int n, float *u, int64_t ldu);
 /* y += a * x */
 void  eng_cpu_axpy(const eng_backend *be, float *y, float a, const float *x, int n);
 

@@ -48,6 +48,23 @@ AVX2 INL __m256 ld8_fp8(const uint8_t *p)
     __m128i h = _mm_and_si128(_mm_srai_epi16(b, 1), _mm_set1_epi16((short)0xbfff));
     return _mm256_cvtph_ps(h);
 }
+/* 16 weights as two vectors (the value of ld8 at p and at p + 8). FP8
+ * converts the 16 bytes with one 256-bit sign extension to 16-bit lanes
+ * (s s eeee mmm... after << 7: the sign lands in bits 15 and 14), one
+ * shift and one AND that clears bit 14, then F16C per half: the integer
+ * work of two ld8_fp8 in half the instructions. Measured alone (one
+ * thread, a 2048-wide row dot from L2, 2026-12-04): 16.3 G weights/s
+ * against 14.0 for two ld8_fp8, 14.4 for 128-bit unpack lo/hi, 3.0 for a
+ * 256-entry table with vpgatherdd; same values for all 256 bytes. */
+AVX2 INL void ld16_f32(const float *p, __m256 *a, __m256 *b) { *a = ld8_f32(p); *b = ld8_f32(p + 8); }
+AVX2 INL void ld16_bf16(const uint16_t *p, __m256 *a, __m256 *b) { *a = ld8_bf16(p); *b = ld8_bf16(p + 8); }
+AVX2 INL void ld16_fp8(const uint8_t *p, __m256 *a, __m256 *b)
+{
+    __m256i w = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+    w = _mm256_and_si256(_mm256_slli_epi16(w, 7), _mm256_set1_epi16((short)0xbfff));
+    *a = _mm256_cvtph_ps(_mm256_castsi256_si128(w));
+    *b = _mm256_cvtph_ps(_mm256_extracti128_si256(w, 1));
+}
 AVX2 INL float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -82,22 +99,28 @@ AVX2 INL float sum_chains(__m256 c0, __m256 c1, __m256 c2, __m256 c3)
 /* Tokens per weight pass in batches: 3 x 4 accumulators + weight + x fit the 16 AVX registers. */
 #define TILE_NT 3
 #define UNROLL _Pragma("GCC unroll 4")
-#define DEF_KERNELS(SUF, T)                                                                        \
-AVX2 INL void tile_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64_t ldx,         \
-                                 float *y, int64_t ldy, const int NT)                           \
+/* The row tile, instantiated for AVX2 (16 registers: up to TILE_NT tokens)
+ * and for AVX-512VL (32 registers: up to TILE512_NT, below) with the same
+ * FMA chains, combine and tails, so both give a token the same bits. */
+#define DEF_TILE_N(NAME, ATTR, SUF, T, MAXNT)                                                    \
+ATTR INL void NAME(const T *w, int64_t cols, const float *x, int64_t ldx, float *y, int64_t ldy,  \
+                   const int NT)                                                                \
 {                                                                                               \
-    __m256 acc[TILE_NT][4];                                                                     \
-    UNROLL for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps(); \
+    __m256 acc[MAXNT][4];                                                                       \
+    UNROLL_NT for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm256_setzero_ps(); \
     int64_t c32 = cols & ~(int64_t)31, c8 = cols & ~(int64_t)7, k = 0;                          \
     for (; k < c32; k += 32)                                                                    \
-        UNROLL for (int j = 0; j < 4; j++) {                                                    \
-            __m256 wv = ld8_##SUF(w + k + 8 * j);                                               \
-            UNROLL for (int t = 0; t < NT; t++)                                                 \
-                acc[t][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k + 8 * j), acc[t][j]); \
+        UNROLL for (int j = 0; j < 4; j += 2) {                                                 \
+            __m256 w0, w1;                                                                      \
+            ld16_##SUF(w + k + 8 * j, &w0, &w1);                                                \
+            UNROLL_NT for (int t = 0; t < NT; t++) {                                            \
+                acc[t][j] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(x + t * ldx + k + 8 * j), acc[t][j]); \
+                acc[t][j + 1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(x + t * ldx + k + 8 * j + 8), acc[t][j + 1]); \
+            }                                                                                   \
         }                                                                                       \
     for (; k < c8; k += 8) {                                                                    \
         __m256 wv = ld8_##SUF(w + k);                                                           \
-        UNROLL for (int t = 0; t < NT; t++)                                                     \
+        UNROLL_NT for (int t = 0; t < NT; t++)                                                  \
             acc[t][0] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * ldx + k), acc[t][0]);       \
     }                                                                                           \
     for (int t = 0; t < NT; t++) {                                                              \
@@ -105,7 +128,10 @@ AVX2 INL void tile_avx_##SUF##_n(const T *w, int64_t cols, const float *x, int64
         for (k = c8; k < cols; k++) s += ld1_##SUF(w, k) * x[t * ldx + k];                      \
         y[t * ldy] = s;                                                                         \
     }                                                                                           \
-}                                                                                               \
+}
+#define UNROLL_NT _Pragma("GCC unroll 8")
+#define DEF_KERNELS(SUF, T)                                                                        \
+DEF_TILE_N(tile_avx_##SUF##_n, AVX2, SUF, T, TILE_NT)                                             \
 AVX2 static void tile_avx_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,       \
                                 float *y, int64_t ldy, int nt)                                  \
 {                                                                                               \
@@ -222,11 +248,131 @@ DEF_WIDE(f32, float)
 DEF_WIDE(bf16, uint16_t)
 DEF_WIDE(fp8, uint8_t)
 
+/* ===== AVX-512VL tiles: the AVX2 tile's arithmetic in 32 registers =====
+ *
+ * The 3-token tile stops at 3 because four chains per token fill the 16
+ * AVX2 registers. With AVX-512VL the same 8-wide FMAs can use 32 ymm
+ * registers, so this tile runs up to 6 tokens per converted weight vector
+ * (24 accumulators) with exactly the AVX2 tile's FMA chains, chain combine
+ * and tails: a token gets the same bits from either kernel and in any
+ * group, so batch invariance does not depend on the CPU or the grouping
+ * (DEF_TILE_N above is the one body of both). Opt-in (GLM_ENGINE_AVX512=1, and the
+ * CPU has AVX-512F+BW+VL): on the Zen 4 VM it was built on it measured no
+ * faster than the AVX2 tiles at batch 1 or 16 (docs/perf.md), so it is not
+ * the default; test_engine_model compares it with the AVX2 tile bit for bit
+ * (and skips visibly on CPUs without AVX-512). */
+#define AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
+#define TILE512_NT 6
+#define DEF_TILE512(SUF, T)                                                                       \
+DEF_TILE_N(tile512_##SUF##_n, AVX512, SUF, T, TILE512_NT)                                         \
+/* Any nt from 1 to TILE512_NT. */                                                                \
+AVX512 static void tile512_##SUF(const void *w, int64_t cols, const float *x, int64_t ldx,        \
+                                 float *y, int64_t ldy, int nt)                                   \
+{                                                                                                 \
+    switch (nt) {                                                                                 \
+    case 6: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 6); break;                                 \
+    case 5: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 5); break;                                 \
+    case 4: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 4); break;                                 \
+    case 3: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 3); break;                                 \
+    case 2: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 2); break;                                 \
+    default: tile512_##SUF##_n(w, cols, x, ldx, y, ldy, 1); break;                                \
+    }                                                                                             \
+}
+DEF_TILE512(f32, float)
+DEF_TILE512(bf16, uint16_t)
+DEF_TILE512(fp8, uint8_t)
+
+/* ===== BF16 weights with AVX512-BF16: exact-class dot products =====
+ *
+ * vdpbf16ps multiplies BF16 pairs exactly and accumulates in f32, twice the
+ * work of an 8-wide FP32 FMA per instruction slot and without converting
+ * the weights. llama.cpp feeds it activations rounded to BF16 (~1e-3
+ * relative error); here each activation is split x = hi + lo, both BF16
+ * (lo = the rounding error of hi, so hi + lo carries 16 significant bits),
+ * and every weight pair is multiplied by both: error ~2e-6 relative, the
+ * FP32 path's class, measured 1.3x faster per core (docs/perf.md).
+ *
+ * One kernel for every token count (1 to DP_NT per call, decode and
+ * prefill alike): per token four chains (32-weight block b goes to chain
+ * b % 4; hi then lo into the same accumulator), combined (c0+c1)+(c2+c3),
+ * the 512-bit sum folded to 256 and hsum8, then the columns past the last
+ * 32 in FP32 with the exact x. So a token's bits never depend on the
+ * grouping: batch invariance holds. Results differ from the AVX2 path's by
+ * rounding only (goldens: 1e-4). Opt-in (GLM_ENGINE_BF16DP=1): the model
+ * A/B could not be measured on a quiet machine yet (docs/perf.md). */
+#define BF16DP __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512bf16")))
+#define DP_NT 6
+#define DP_PAD 32      /* bf16 between rows: rows 2 KiB multiples apart alias in L1 otherwise */
+
+/* x[0..n) → hi[0..n), lo[0..n) (n a multiple of 16; callers pass cols & ~31). */
+BF16DP static void dp_split(const float *x, int64_t n, uint16_t *hi, uint16_t *lo)
+{
+    for (int64_t k = 0; k < n; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k);
+        __m256i h = (__m256i)_mm512_cvtneps_pbh(v);
+        __m512 hf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        __m256i l = (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hf));
+        _mm256_storeu_si256((__m256i *)(hi + k), h);
+        _mm256_storeu_si256((__m256i *)(lo + k), l);
+    }
+}
+
+/* y[t] for NT tokens: xb + t * 2 * ldb holds token t's hi, + ldb its lo. */
+BF16DP INL void dp_tile_n(const uint16_t *w, int64_t cols, const uint16_t *xb, int64_t ldb, const float *x,
+                          int64_t ldx, float *y, int64_t ldy, const int NT)
+{
+    __m512 acc[DP_NT][4];
+    UNROLL_NT for (int t = 0; t < NT; t++) UNROLL for (int j = 0; j < 4; j++) acc[t][j] = _mm512_setzero_ps();
+    int64_t c128 = cols & ~(int64_t)127, c32 = cols & ~(int64_t)31, k = 0;
+/* block k + OFF into chain J */
+#define DP_STEP(J, OFF)                                                                                   \
+    do {                                                                                                  \
+        __m512bh wv = (__m512bh)_mm512_loadu_si512(w + k + (OFF));                                        \
+        UNROLL_NT for (int t = 0; t < NT; t++) {                                                          \
+            const uint16_t *xh = xb + 2 * t * ldb + k + (OFF);                                            \
+            acc[t][J] = _mm512_dpbf16_ps(acc[t][J], wv, (__m512bh)_mm512_loadu_si512(xh));                 \
+            acc[t][J] = _mm512_dpbf16_ps(acc[t][J], wv, (__m512bh)_mm512_loadu_si512(xh + ldb));           \
+        }                                                                                                 \
+    } while (0)
+    for (; k < c128; k += 128) { DP_STEP(0, 0); DP_STEP(1, 32); DP_STEP(2, 64); DP_STEP(3, 96); }
+    if (k < c32) { DP_STEP(0, 0); k += 32; }
+    if (k < c32) { DP_STEP(1, 0); k += 32; }
+    if (k < c32) { DP_STEP(2, 0); k += 32; }
+#undef DP_STEP
+    for (int t = 0; t < NT; t++) {
+        __m512 s = _mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]), _mm512_add_ps(acc[t][2], acc[t][3]));
+        __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1)));
+        float r = hsum8(h);
+        for (k = c32; k < cols; k++) r += ld1_bf16(w, k) * x[t * ldx + k];
+        y[t * ldy] = r;
+    }
+}
+
+BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, int64_t ldb, const float *x,
+                           int64_t ldx, float *y, int64_t ldy, int nt)
+{
+    switch (nt) {
+    case 6: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 6); break;
+    case 5: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 5); break;
+    case 4: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 4); break;
+    case 3: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 3); break;
+    case 2: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 2); break;
+    default: dp_tile_n(w, cols, xb, ldb, x, ldx, y, ldy, 1); break;
+    }
+}
+
 typedef void (*tile_fn)(const void *, int64_t, const float *, int64_t, float *, int64_t, int);
 typedef void (*colacc_fn)(const void *, int64_t, int64_t, const float *, const float *, int64_t, int, float *);
 
 static tile_fn pick_tile(const eng_backend *be, enum eng_dtype dt)
 {
+    if (be->avx512)
+        switch (dt) {
+        case ENG_DT_BF16:   return tile512_bf16;
+        case ENG_DT_F8E4M3: return tile512_fp8;
+        default:            return tile512_f32;
+        }
     switch (dt) {
     case ENG_DT_BF16:   return be->avx2 ? tile_avx_bf16 : tile_ref_bf16;
     case ENG_DT_F8E4M3: return be->avx2 ? tile_avx_fp8 : tile_ref_fp8;
@@ -268,6 +414,8 @@ struct lin_ctx {
     int64_t ldy;
     tile_fn tile;
     tile_fn wide;               /* NULL without AVX2 */
+    int tile_nt;                /* tokens per tile call: TILE512_NT (any count up to it) or TILE_NT */
+    int bf16dp;                 /* BF16 weights through dp_tile (AVX512-BF16) */
     eng_backend *be;
 };
 
@@ -285,8 +433,12 @@ static void lin_row_tokens(const struct lin_ctx *c, const char *w, int64_t i, in
             c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, WIDE_MAX);
         if (t1 - t >= 4) { c->wide(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 4); t += 4; }
     }
-    for (; t + TILE_NT <= t1; t += TILE_NT)
-        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, TILE_NT);
+    for (; t + c->tile_nt <= t1; t += c->tile_nt)
+        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, c->tile_nt);
+    if (c->tile_nt == TILE512_NT && t < t1) {       /* the AVX-512 tile takes any remainder at once */
+        c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, t1 - t);
+        t = t1;
+    }
     for (; t < t1; t++)
         c->tile(w, cols, x + t * ldx, ldx, y + t * c->ldy + i, c->ldy, 1);
 }
@@ -325,6 +477,35 @@ static void lin_rows(const struct lin_ctx *c, const char *w0, int64_t r, int64_t
     }
 }
 
+/* Rows [r0, r1) of a BF16 weight through dp_tile: every token's x split
+ * into BF16 hi/lo once per task, then blocks of ~128 KiB of weight rows,
+ * each run over the tokens in groups of DP_NT (then the remainder at once),
+ * token blocks of ~24 KiB of hi/lo kept in L1/L2. */
+static void lin_task_dp(const struct lin_ctx *c, const void *wdata, int64_t base, int64_t r0, int64_t r1,
+                        const float *x, int thread, float *y)
+{
+    const eng_tensor *W = c->W;
+    int64_t cols = W->cols, c32 = cols & ~(int64_t)31, ldb = c32 + DP_PAD;
+    uint16_t *xb = (uint16_t *)eng_cpu_scratch_f(c->be, thread, (size_t)c->n * (size_t)ldb);
+    if (!xb) return;
+    for (int t = 0; t < c->n; t++) dp_split(x + t * c->ldx, c32, xb + 2 * t * ldb, xb + 2 * t * ldb + ldb);
+    const uint16_t *w0 = (const uint16_t *)wdata + base * cols;
+    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)cols * 2));
+    if (rblk < 1) rblk = 1;
+    int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)ldb * 4)) / DP_NT * DP_NT;
+    if (tblk < DP_NT) tblk = DP_NT;
+    for (int64_t rr = r0; rr < r1; rr += rblk) {
+        int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+        for (int tb = 0; tb < c->n; tb += tblk) {
+            int te = tb + tblk < c->n ? tb + tblk : c->n;
+            for (int64_t i = rr; i < re; i++)
+                for (int t = tb; t < te; t += DP_NT)
+                    dp_tile(w0 + i * cols, cols, xb + 2 * t * ldb, ldb, x + t * c->ldx, c->ldx, y + t * c->ldy + i,
+                            c->ldy, te - t < DP_NT ? te - t : DP_NT);
+        }
+    }
+}
+
 static void lin_task(void *p, int task, int thread)
 {
     struct lin_ctx *c = p;
@@ -339,6 +520,7 @@ static void lin_task(void *p, int task, int thread)
      * floats. Rows a multiple of 4 KiB apart (hidden 1024, 6144, ...) all map
      * to the same L1 sets, and a wide tile's 12 rows then evict each other
      * (measured: 3-4x slower from 12 tokens on). A copy is exact. */
+    if (c->bf16dp) { lin_task_dp(c, W->data, base, r0, r1, x, thread, y); return; }
     int pack = c->wide && c->n >= WIDE_MIN_N;
     int64_t lds = pack ? W->cols + X_PAD : W->cols;
     if (!W->scale) {
@@ -383,7 +565,8 @@ void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
     struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype),
-                          pick_wide(be, W->dtype), be };
+                          pick_wide(be, W->dtype), be->avx512 ? TILE512_NT : TILE_NT,
+                          be->bf16dp && W->dtype == ENG_DT_BF16 && !W->scale, be };
     eng_cpu_run(be, lin_task, &c, chunks * hs->n);
 }
 
@@ -512,4 +695,130 @@ void eng_cpu_axpy(const eng_backend *be, float *y, float a, const float *x, int 
 {
     if (be->avx2) { axpy_avx(y, a, x, n); return; }
     for (int k = 0; k < n; k++) y[k] += a * x[k];
+}
+
+/* u[h][0..n) = sum over j < nr of p[h * ldp + j] * rows[j][0..n), for
+ * h < nh: the value pass of attention. Each element is one FMA chain over
+ * j in order starting from 0 (the scalar tail: multiply then add), exactly
+ * what zeroing u and calling eng_cpu_axpy once per row in j order gives,
+ * so the bits are those of that loop; but blocks of heads x columns stay
+ * in registers while the rows stream by, instead of every row's axpy
+ * loading and storing all of u (nh x n floats, more than L1 holds). */
+#define WSUM_NH 4
+#define WSUM_NV 3
+AVX2 INL void wsum_blk(const float *p, int64_t ldp, const float *const *rows, int nr, int64_t c,
+                       float *u, int64_t ldu, const int NH, const int NV)
+{
+    __m256 acc[WSUM_NH][WSUM_NV];
+    UNROLL for (int h = 0; h < NH; h++) UNROLL for (int v = 0; v < NV; v++) acc[h][v] = _mm256_setzero_ps();
+    for (int j = 0; j < nr; j++) {
+        __m256 x[WSUM_NV];
+        UNROLL for (int v = 0; v < NV; v++) x[v] = _mm256_loadu_ps(rows[j] + c + 8 * v);
+        UNROLL for (int h = 0; h < NH; h++) {
+            __m256 a = _mm256_broadcast_ss(p + h * ldp + j);
+            UNROLL for (int v = 0; v < NV; v++) acc[h][v] = _mm256_fmadd_ps(a, x[v], acc[h][v]);
+        }
+    }
+    UNROLL for (int h = 0; h < NH; h++) UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(u + h * ldu + c + 8 * v, acc[h][v]);
+}
+
+#define WSUM_NVS(NH_)                                                                            \
+    do {                                                                                         \
+        int64_t c = 0;                                                                           \
+        for (; c + 24 <= n8; c += 24) wsum_blk(ph, ldp, rows, nr, c, uh, ldu, NH_, 3);           \
+        if (c + 16 <= n8) { wsum_blk(ph, ldp, rows, nr, c, uh, ldu, NH_, 2); c += 16; }          \
+        if (c + 8 <= n8) wsum_blk(ph, ldp, rows, nr, c, uh, ldu, NH_, 1);                        \
+    } while (0)
+
+AVX2 static void wsum_avx(const float *p, int64_t ldp, int nh, const float *const *rows, int nr, int n,
+                          float *u, int64_t ldu)
+{
+    int64_t n8 = n & ~7;
+    for (int h0 = 0; h0 < nh; h0 += WSUM_NH) {
+        const float *ph = p + h0 * ldp;
+        float *uh = u + h0 * ldu;
+        switch (nh - h0 < WSUM_NH ? nh - h0 : WSUM_NH) {
+        case 4: WSUM_NVS(4); break;
+        case 3: WSUM_NVS(3); break;
+        case 2: WSUM_NVS(2); break;
+        default: WSUM_NVS(1); break;
+        }
+    }
+    for (int h = 0; h < nh; h++)
+        for (int64_t k = n8; k < n; k++) {
+            float y = 0;
+            for (int j = 0; j < nr; j++) y += p[h * ldp + j] * rows[j][k];
+            u[h * ldu + k] = y;
+        }
+}
+#undef WSUM_NVS
+
+void eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, const float *const *rows, int nr,
+                  int n, float *u, int64_t ldu)
+{
+    if (be->avx2) { wsum_avx(p, ldp, nh, rows, nr, n, u, ldu); return; }
+    for (int h = 0; h < nh; h++) {
+        memset(u + h * ldu, 0, (size_t)n * sizeof *u);
+        for (int j = 0; j < nr; j++) eng_cpu_axpy(be, u + h * ldu, p[h * ldp + j], rows[j], n);
+    }
+}
+
+/* out[h * ldo + j] = eng_cpu_dot(a + h * lda, rows[j], n) for h < na, j < nr,
+ * bit for bit (each pair is one FMA chain over k, then hsum8 and the scalar
+ * tail, as dot_avx), in tiles of 4 heads x 3 rows: 7 loads per 12 FMAs
+ * instead of the 9 per 8 of eng_cpu_dots over one row. */
+#define DR_NH 4
+#define DR_NR 3
+AVX2 INL void dots_rows_blk(const float *a, int64_t lda, const float *const *rows, int n, float *out, int64_t ldo,
+                            const int NH, const int NR)
+{
+    __m256 acc[DR_NH][DR_NR];
+    UNROLL for (int h = 0; h < NH; h++) UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 x[DR_NR];
+        UNROLL for (int r = 0; r < NR; r++) x[r] = _mm256_loadu_ps(rows[r] + k);
+        UNROLL for (int h = 0; h < NH; h++) {
+            __m256 av = _mm256_loadu_ps(a + h * lda + k);
+            UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_fmadd_ps(av, x[r], acc[h][r]);
+        }
+    }
+    for (int h = 0; h < NH; h++)
+        for (int r = 0; r < NR; r++) {
+            float s = hsum8(acc[h][r]);
+            for (int kk = k; kk < n; kk++) s += a[h * lda + kk] * rows[r][kk];
+            out[h * ldo + r] = s;
+        }
+}
+
+#define DR_ROWS(NH_)                                                                             \
+    do {                                                                                         \
+        int j = 0;                                                                               \
+        for (; j + 3 <= nr; j += 3) dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 3);    \
+        if (j + 2 <= nr) { dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 2); j += 2; }   \
+        if (j < nr) dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 1);                    \
+    } while (0)
+
+AVX2 static void dots_rows_avx(const float *a, int64_t lda, int na, const float *const *rows, int nr, int n,
+                               float *out, int64_t ldo)
+{
+    for (int h0 = 0; h0 < na; h0 += DR_NH) {
+        const float *ah = a + h0 * lda;
+        float *oh = out + h0 * ldo;
+        switch (na - h0 < DR_NH ? na - h0 : DR_NH) {
+        case 4: DR_ROWS(4); break;
+        case 3: DR_ROWS(3); break;
+        case 2: DR_ROWS(2); break;
+        default: DR_ROWS(1); break;
+        }
+    }
+}
+#undef DR_ROWS
+
+void eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int na, const float *const *rows, int nr,
+                       int n, float *out, int64_t ldo)
+{
+    if (be->avx2) { dots_rows_avx(a, lda, na, rows, nr, n, out, ldo); return; }
+    for (int h = 0; h < na; h++)
+        for (int j = 0; j < nr; j++) out[h * ldo + j] = eng_cpu_dot(be, a + h * lda, rows[j], n);
 }

@@ -28,6 +28,17 @@ int eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen
     const char *portable = getenv("GLM_ENGINE_PORTABLE");
     be->avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
                __builtin_cpu_supports("f16c") && !(portable && *portable == '1');
+    /* AVX-512VL row tiles (same bits as AVX2, see matmul.c): opt-in with GLM_ENGINE_AVX512=1,
+     * they measured no faster than AVX2 on this Zen 4 VM (docs/perf.md). */
+    const char *a512 = getenv("GLM_ENGINE_AVX512");
+    be->avx512 = be->avx2 && a512 && *a512 == '1' && __builtin_cpu_supports("avx512f") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
+    /* BF16 weights through vdpbf16ps with split activations (matmul.c): opt-in with
+     * GLM_ENGINE_BF16DP=1 until it is measured on a quiet machine (docs/perf.md). */
+    const char *dp = getenv("GLM_ENGINE_BF16DP");
+    be->bf16dp = be->avx2 && dp && *dp == '1' && __builtin_cpu_supports("avx512f") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512bf16");
     be->scratch = calloc((size_t)n_threads, sizeof *be->scratch);
     if (!be->scratch || eng_cpu_pool_start(be)) {
         eng_be_free(be);
@@ -44,6 +55,7 @@ void eng_be_free(eng_backend *be)
     if (be->scratch)
         for (int i = 0; i < be->n_threads; i++) { free(be->scratch[i].f); free(be->scratch[i].i); }
     free(be->scratch);
+    free(be->shared_f);
     free(be);
 }
 
@@ -368,6 +380,9 @@ static inline const float *key_row(const eng_be_cache *c, const eng_be_keys *k, 
 
 /* ===== DSA indexer ===== */
 
+/* Keys per scoring task when one query's keys are split across threads. */
+#define IDX_CHUNK 512
+
 struct idx_ctx {
     eng_backend *be;
     const float *q, *w;
@@ -377,6 +392,11 @@ struct idx_ctx {
     const eng_be_keys *keys;
     int32_t *out;
     int *n_out;
+    /* Split mode (few queries, long contexts): phase 1 scores key chunks
+     * into scores[i * ld_scores ...], phase 2 selects per query. */
+    float *scores;
+    int64_t ld_scores;
+    int *chunk0;                /* [n + 1]: first chunk task of query i */
 };
 
 /* Heap order: "a before b" when a is the worse candidate (lower score;
@@ -401,6 +421,37 @@ static int cmp_i32(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* sc[t - t0] = I(t) for keys [t0, t1) of query i. Each key's score is a
+ * function of that key alone (heads summed in head order), so any split
+ * of the keys across tasks gives the same scores bit for bit. buf: one
+ * dequantized key plus n_heads dots. */
+static void idx_score(const struct idx_ctx *c, int i, int t0, int t1, float *sc, float *buf)
+{
+    const eng_be_keys *k = &c->keys[i];
+    int dim = c->cache->dim, nh = c->n_heads;
+    float *d = buf + dim;
+    const float *q = c->q + i * c->ldq, *w = c->w + i * c->ldw;
+    for (int t = t0; t < t1; t++) {
+        const float *kt = key_row(c->cache, k, t, buf);
+        eng_cpu_dots(c->be, q, dim, nh, kt, dim, d);    /* each d[h] bit-identical to eng_cpu_dot */
+        float s = 0;
+        for (int h = 0; h < nh; h++)
+            if (d[h] > 0) s += w[h] * d[h];
+        sc[t - t0] = s;
+    }
+}
+
+/* The K best of sc[0..n) into out (ascending positions). */
+static void idx_select(const float *sc, int n, int K, int32_t *out)
+{
+    /* Keep the K best in a heap whose root is the worst kept. */
+    for (int t = 0; t < K; t++) out[t] = t;
+    for (int j = K / 2 - 1; j >= 0; j--) sift_down(out, K, j, sc);
+    for (int t = K; t < n; t++)
+        if (worse(sc, out[0], t)) { out[0] = t; sift_down(out, K, 0, sc); }
+    qsort(out, (size_t)K, sizeof *out, cmp_i32);
+}
+
 static void idx_task(void *p, int i, int thread)
 {
     struct idx_ctx *c = p;
@@ -412,27 +463,38 @@ static void idx_task(void *p, int i, int thread)
         c->n_out[i] = n;
         return;
     }
-    int dim = c->cache->dim;
-    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)n + (size_t)dim);
-    if (!sc) { c->n_out[i] = 0; return; }
-    float *buf = sc + n;        /* one dequantized key (FP8) */
-    const float *q = c->q + i * c->ldq, *w = c->w + i * c->ldw;
-    for (int t = 0; t < n; t++) {
-        const float *kt = key_row(c->cache, k, t, buf);
-        float s = 0;
-        for (int h = 0; h < c->n_heads; h++) {
-            float d = eng_cpu_dot(c->be, q + h * dim, kt, dim);
-            if (d > 0) s += w[h] * d;
-        }
-        sc[t] = s;
+    float *sc;
+    if (c->scores) sc = c->scores + i * c->ld_scores;       /* scored by idx_chunk_task */
+    else {
+        int dim = c->cache->dim;
+        sc = eng_cpu_scratch_f(c->be, thread, (size_t)n + (size_t)dim + (size_t)c->n_heads);
+        if (!sc) { c->n_out[i] = 0; return; }
+        idx_score(c, i, 0, n, sc, sc + n);
     }
-    /* Keep the K best in a heap whose root is the worst kept. */
-    for (int t = 0; t < K; t++) out[t] = t;
-    for (int j = K / 2 - 1; j >= 0; j--) sift_down(out, K, j, sc);
-    for (int t = K; t < n; t++)
-        if (worse(sc, out[0], t)) { out[0] = t; sift_down(out, K, 0, sc); }
-    qsort(out, (size_t)K, sizeof *out, cmp_i32);
+    idx_select(sc, n, K, out);
     c->n_out[i] = K;
+}
+
+static void idx_chunk_task(void *p, int task, int thread)
+{
+    struct idx_ctx *c = p;
+    int i = 0;
+    while (task >= c->chunk0[i + 1]) i++;
+    int t0 = (task - c->chunk0[i]) * IDX_CHUNK, t1 = t0 + IDX_CHUNK;
+    if (t1 > c->keys[i].n_ctx) t1 = c->keys[i].n_ctx;
+    float *buf = eng_cpu_scratch_f(c->be, thread, (size_t)c->cache->dim + (size_t)c->n_heads);
+    if (!buf) { for (int t = t0; t < t1; t++) c->scores[i * c->ld_scores + t] = -INFINITY; return; }
+    idx_score(c, i, t0, t1, c->scores + i * c->ld_scores + t0, buf);
+}
+
+/* Shared (not per-thread) scratch of the split modes, grown on the
+ * caller's thread before a run; NULL on OOM (callers then run unsplit,
+ * which gives the same bits). */
+static float *shared_f(eng_backend *be, size_t nf)
+{
+    float *p = scratch_grow(be->shared_f, &be->cap_shared_f, nf, sizeof *p);
+    if (p) be->shared_f = p;
+    return p;
 }
 
 void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float *w, int64_t ldw,
@@ -440,11 +502,38 @@ void eng_be_index_topk(eng_backend *be, const float *q, int64_t ldq, const float
                        int topk, int32_t *out, int *n_out)
 {
     pthread_once(&g_e4m3_once, e4m3_init);
-    struct idx_ctx c = { be, q, w, cache, ldq, ldw, n_heads, topk, keys, out, n_out };
+    struct idx_ctx c = { be, q, w, cache, ldq, ldw, n_heads, topk, keys, out, n_out, NULL, 0, NULL };
+    /* Fewer queries than threads (decode): one query per task would leave
+     * threads idle while the indexer scores every key of a long context,
+     * so the keys are scored in chunks across threads first. */
+    int max_ctx = 0;
+    for (int i = 0; i < n; i++) if (keys[i].n_ctx > max_ctx) max_ctx = keys[i].n_ctx;
+    int chunk0[ENG_CPU_SPLIT_MAX_Q + 1];
+    if (n < be->n_threads && n <= ENG_CPU_SPLIT_MAX_Q && max_ctx > topk && max_ctx > IDX_CHUNK &&
+        (c.scores = shared_f(be, (size_t)n * (size_t)max_ctx)) != NULL) {
+        c.ld_scores = max_ctx;
+        c.chunk0 = chunk0;
+        chunk0[0] = 0;
+        for (int i = 0; i < n; i++)
+            chunk0[i + 1] = chunk0[i] + (keys[i].n_ctx > topk ? (keys[i].n_ctx + IDX_CHUNK - 1) / IDX_CHUNK : 0);
+        eng_cpu_run(be, idx_chunk_task, &c, chunk0[n]);
+    }
     eng_cpu_run(be, idx_task, &c, n);
 }
 
-/* ===== absorbed MLA attention ===== */
+/* ===== absorbed MLA attention =====
+ *
+ * Keys are cut into fixed chunks of ATT_CHUNK positions (position j of
+ * the query's key list, whatever the batch). Per head and chunk: scores,
+ * m = their max, p = exp(s - m), l = sum p, u = sum p * c (row order):
+ * a partial. Partials are folded in chunk order, (M, L, U) ⊕ (m, l, u) =
+ * (max, L a + l b, U a + u b) with a = exp(M - max), b = exp(m - max),
+ * and o = U / L. A chunk's partial depends only on the query and the
+ * chunk's rows, and the fold always runs chunk 0, 1, 2, ... with the same
+ * code, so computing the chunks in one task or in many (decode at batch 1:
+ * chunks spread over the threads, partials kept, then folded) gives the
+ * same bits: batch invariance holds whatever the grouping. */
+#define ATT_CHUNK 256
 
 struct att_ctx {
     eng_backend *be;
@@ -455,51 +544,141 @@ struct att_ctx {
     float scale;
     const eng_be_keys *keys;
     float *o;
+    /* Split mode: part[((chunk0[i] + ch) * n_heads + h) * (lat + 2) ...] =
+     * (m, l, u[lat]) of chunk ch of query i, head h. */
+    float *part;
+    int *chunk0;                /* [n + 1] */
 };
 
-/* Heads [h0, h1) of query i. All heads read the same cache rows (MQA over
- * the latent), so the loops run rows outer, heads inner: each row is read
- * (or, FP8, dequantized into a one-row buffer) once per pass for all the
- * task's heads while it sits in L1, instead of once per head; at 8k
- * context without an indexer that is 20x less cache traffic. Each head's
- * arithmetic (its dot per row, its softmax, its axpy in row order) is
- * exactly what a task of one head computes, whatever the grouping. */
+static inline int att_nk(const eng_be_keys *k) { return k->sel ? k->n_sel : k->n_ctx; }
+
+/* Partials of heads [h0, h0 + nh) of query i over keys [j0, j1):
+ * m[h], l[h], u[h * ldu ...]. The chunk's rows (FP8: dequantized once
+ * into the chunk buffer) are scored in register tiles of heads x rows,
+ * then summed in the value pass, blocked by eng_cpu_wsum: every row is
+ * read from L1/L2 a few times instead of each head re-reading it, and
+ * every per-head dot and sum keeps the one order it has alone.
+ * ws: att_ws(c, nh) floats. */
+static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, int j1, float *ws,
+                      float *m, float *l, float *u, int64_t ldu)
+{
+    const eng_be_keys *k = &c->keys[i];
+    const eng_be_cache *cache = c->cache;
+    int nj = j1 - j0, dim = c->lat + c->rope;
+    bool fp8 = cache->dtype == ENG_CACHE_FP8;
+    float *sc = ws, *sr = sc + (size_t)nh * ATT_CHUNK, *rbuf = sr + (size_t)nh * ATT_CHUNK;
+    const float *rows[ATT_CHUNK], *ropes[ATT_CHUNK];
+    const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
+    for (int j = j0; j < j1; j++) {
+        const unsigned char *raw = cache_row(cache, key_slot(k, k->sel ? k->sel[j] : j));
+        const float *row = (const float *)raw;
+        if (fp8) {              /* dequantized once, kept for the value pass */
+            float *b = rbuf + (size_t)(j - j0) * dim;
+            fp8_row_load(cache, raw, b);
+            row = b;
+        }
+        rows[j - j0] = row;
+        ropes[j - j0] = row + c->lat;
+    }
+    /* s = scale * (q_lat . c + q_pe . k_pe), each dot bit-identical to eng_cpu_dot */
+    eng_cpu_dots_rows(c->be, ql0, c->lat, nh, rows, nj, c->lat, sc, ATT_CHUNK);
+    eng_cpu_dots_rows(c->be, qp0, c->hsqp, nh, ropes, nj, c->rope, sr, ATT_CHUNK);
+    for (int h = 0; h < nh; h++)
+        for (int j = 0; j < nj; j++) sc[h * ATT_CHUNK + j] = c->scale * (sc[h * ATT_CHUNK + j] + sr[h * ATT_CHUNK + j]);
+    for (int h = 0; h < nh; h++) {                  /* the chunk's softmax numerators per head, in f32 */
+        float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY, sum = 0;
+        for (int j = 0; j < nj; j++) if (s_h[j] > mx) mx = s_h[j];
+        for (int j = 0; j < nj; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
+        m[h] = mx;
+        l[h] = sum;
+    }
+    eng_cpu_wsum(c->be, sc, ATT_CHUNK, nh, rows, nj, c->lat, u, ldu);
+}
+
+/* Floats of att_chunk's ws for nh heads. */
+static size_t att_ws(const struct att_ctx *c, int nh)
+{
+    size_t dim = (size_t)(c->lat + c->rope);
+    return 2 * (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
+}
+
+/* (M, L, U) ⊕= (m, l, u) for one head; first: the state is empty. */
+static void att_fold(float *M, float *L, float *U, float m, float l, const float *u, int lat, bool first)
+{
+    if (first) {
+        *M = m;
+        *L = l;
+        memcpy(U, u, (size_t)lat * sizeof *U);
+        return;
+    }
+    float mx = m > *M ? m : *M, a = expf(*M - mx), b = expf(m - mx);
+    *L = *L * a + l * b;
+    for (int k = 0; k < lat; k++) U[k] = U[k] * a + u[k] * b;
+    *M = mx;
+}
+
+static void att_finish(float *U, float L, int lat)
+{
+    float inv = 1.0f / L;
+    for (int k = 0; k < lat; k++) U[k] *= inv;
+}
+
+/* Heads [h0, h1) of query i, every chunk in order, folded as they come
+ * (U accumulates in o itself). */
 static void att_task(void *p, int task, int thread)
 {
     struct att_ctx *c = p;
     int i = task / c->tasks_per_token, h0 = task % c->tasks_per_token * c->heads_per_task;
     int h1 = h0 + c->heads_per_task < c->n_heads ? h0 + c->heads_per_task : c->n_heads;
-    const eng_be_keys *k = &c->keys[i];
-    int nk = k->sel ? k->n_sel : k->n_ctx, dim = c->lat + c->rope, nh = h1 - h0;
-    bool fp8 = c->cache->dtype == ENG_CACHE_FP8;
-    for (int h = h0; h < h1; h++) memset(c->o + i * c->ldo + h * c->lat, 0, (size_t)c->lat * sizeof(float));
-    if (nk <= 0) return;
-    /* scores [nh, nk], one dequantized row, the row's latent and rope dots [2, nh] */
-    float *sc = eng_cpu_scratch_f(c->be, thread, (size_t)nk * (size_t)nh + (size_t)dim + 2 * (size_t)nh);
-    if (!sc) return;
-    float *buf = sc + (size_t)nk * (size_t)nh, *dl = buf + dim, *dr = dl + nh;
-    const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
-#define ATT_ROW(j) (fp8 ? (fp8_row_load(c->cache, cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : (j))), buf), buf) \
-                        : (const float *)cache_row(c->cache, key_slot(k, k->sel ? k->sel[j] : (j))))
-    for (int j = 0; j < nk; j++) {
-        const float *row = ATT_ROW(j);
-        eng_cpu_dots(c->be, ql0, c->lat, nh, row, c->lat, dl);
-        eng_cpu_dots(c->be, qp0, c->hsqp, nh, row + c->lat, c->rope, dr);
-        for (int h = 0; h < nh; h++) sc[(size_t)h * nk + j] = c->scale * (dl[h] + dr[h]);
+    int nk = att_nk(&c->keys[i]), nh = h1 - h0;
+    float *o = c->o + i * c->ldo + h0 * c->lat;
+    if (nk <= 0) { memset(o, 0, (size_t)nh * c->lat * sizeof *o); return; }
+    size_t nws = att_ws(c, nh);
+    float *ws = eng_cpu_scratch_f(c->be, thread, nws + (size_t)nh * (c->lat + 4));
+    if (!ws) { memset(o, 0, (size_t)nh * c->lat * sizeof *o); return; }
+    float *m = ws + nws, *l = m + nh, *M = l + nh, *L = M + nh, *u = L + nh;
+    for (int j0 = 0; j0 < nk; j0 += ATT_CHUNK) {
+        int j1 = j0 + ATT_CHUNK < nk ? j0 + ATT_CHUNK : nk;
+        att_chunk(c, i, h0, nh, j0, j1, ws, m, l, u, c->lat);
+        for (int h = 0; h < nh; h++) att_fold(&M[h], &L[h], o + h * c->lat, m[h], l[h], u + h * c->lat, c->lat, j0 == 0);
     }
-    for (int h = 0; h < nh; h++) {                  /* softmax per head, in f32, then folded into the weights */
-        float *s_h = sc + (size_t)h * nk, mx = -INFINITY, sum = 0;
-        for (int j = 0; j < nk; j++) if (s_h[j] > mx) mx = s_h[j];
-        for (int j = 0; j < nk; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
-        float inv = 1.0f / sum;
-        for (int j = 0; j < nk; j++) s_h[j] *= inv;
+    for (int h = 0; h < nh; h++) att_finish(o + h * c->lat, L[h], c->lat);
+}
+
+/* Split mode, phase 1: one chunk of one query, all heads. */
+static void att_chunk_task(void *p, int task, int thread)
+{
+    struct att_ctx *c = p;
+    int i = 0;
+    while (task >= c->chunk0[i + 1]) i++;
+    int nk = att_nk(&c->keys[i]), j0 = (task - c->chunk0[i]) * ATT_CHUNK;
+    int j1 = j0 + ATT_CHUNK < nk ? j0 + ATT_CHUNK : nk, nh = c->n_heads, st = c->lat + 2;
+    float *pt = c->part + (size_t)task * nh * st;
+    float *ws = eng_cpu_scratch_f(c->be, thread, att_ws(c, nh) + 2 * (size_t)nh);
+    if (!ws) {                      /* OOM: a partial that contributes nothing */
+        for (int h = 0; h < nh; h++) { pt[h * st] = -INFINITY; pt[h * st + 1] = 0; memset(pt + h * st + 2, 0, (size_t)c->lat * sizeof *pt); }
+        return;
     }
-    for (int j = 0; j < nk; j++) {
-        const float *row = ATT_ROW(j);
-        for (int h = h0; h < h1; h++)
-            eng_cpu_axpy(c->be, c->o + i * c->ldo + h * c->lat, sc[(size_t)(h - h0) * nk + j], row, c->lat);
+    float *m = ws + att_ws(c, nh), *l = m + nh;
+    att_chunk(c, i, 0, nh, j0, j1, ws, m, l, pt + 2, st);
+    for (int h = 0; h < nh; h++) { pt[h * st] = m[h]; pt[h * st + 1] = l[h]; }
+}
+
+/* Split mode, phase 2: query i's partials folded in chunk order. */
+static void att_fold_task(void *p, int i, int thread)
+{
+    struct att_ctx *c = p;
+    int nh = c->n_heads, st = c->lat + 2, nch = c->chunk0[i + 1] - c->chunk0[i];
+    float *o = c->o + i * c->ldo;
+    if (nch == 0) { memset(o, 0, (size_t)nh * c->lat * sizeof *o); return; }
+    for (int h = 0; h < nh; h++) {
+        float M = 0, L = 0, *U = o + h * c->lat;
+        for (int ch = 0; ch < nch; ch++) {
+            const float *pt = c->part + ((size_t)(c->chunk0[i] + ch) * nh + h) * st;
+            att_fold(&M, &L, U, pt[0], pt[1], pt + 2, c->lat, ch == 0);
+        }
+        att_finish(U, L, c->lat);
     }
-#undef ATT_ROW
 }
 
 void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
@@ -507,14 +686,30 @@ void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const 
                        const eng_be_keys *keys, int n, float *o, int64_t ldo)
 {
     pthread_once(&g_e4m3_once, e4m3_init);
-    /* Heads grouped so each task reads its rows once for all its heads,
-     * with enough tasks to keep every thread busy. */
+    struct att_ctx c = { be, q_lat, q_pe, cache, ldql, ldqp, hsqp, ldo, lat, cache->dim - lat, n_heads, n_heads, 1,
+                         scale, keys, o, NULL, NULL };
+    /* Fewer queries than threads with long key lists (decode at batch 1):
+     * chunks across the threads, all heads per task (each row read once). */
+    int max_nk = 0;
+    for (int i = 0; i < n; i++) if (att_nk(&keys[i]) > max_nk) max_nk = att_nk(&keys[i]);
+    if (n < be->n_threads && n <= ENG_CPU_SPLIT_MAX_Q && max_nk > ATT_CHUNK) {
+        int chunk0[ENG_CPU_SPLIT_MAX_Q + 1];
+        chunk0[0] = 0;
+        for (int i = 0; i < n; i++) chunk0[i + 1] = chunk0[i] + (att_nk(&keys[i]) + ATT_CHUNK - 1) / ATT_CHUNK;
+        c.part = shared_f(be, (size_t)chunk0[n] * (size_t)n_heads * (size_t)(lat + 2));
+        if (c.part) {
+            c.chunk0 = chunk0;
+            eng_cpu_run(be, att_chunk_task, &c, chunk0[n]);
+            eng_cpu_run(be, att_fold_task, &c, n);
+            return;
+        }
+    }
+    /* Otherwise heads grouped so each task reads its rows once for all its
+     * heads, with enough tasks to keep every thread busy. */
     int groups = (be->n_threads + n - 1) / n;
     if (groups > n_heads) groups = n_heads;
     if (groups < 1) groups = 1;
-    int hpt = (n_heads + groups - 1) / groups;
-    int tpt = (n_heads + hpt - 1) / hpt;
-    struct att_ctx c = { be, q_lat, q_pe, cache, ldql, ldqp, hsqp, ldo, lat, cache->dim - lat, n_heads, hpt, tpt,
-                         scale, keys, o };
-    eng_cpu_run(be, att_task, &c, n * tpt);
+    c.heads_per_task = (n_heads + groups - 1) / groups;
+    c.tasks_per_token = (n_heads + c.heads_per_task - 1) / c.heads_per_task;
+    eng_cpu_run(be, att_task, &c, n * c.tasks_per_token);
 }

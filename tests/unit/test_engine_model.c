@@ -415,6 +415,159 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
     fixture_close(&f);
 }
 
+/* The AVX-512VL row tiles (up to 6 tokens per weight pass; opt-in with
+ * GLM_ENGINE_AVX512=1 where the CPU has AVX-512F+BW+VL) must give the AVX2
+ * tiles' bits, for BF16, FP8 and F32, every token count of a decode batch
+ * and every K tail. Skipped (visibly) on CPUs without them. */
+TEST(avx512_tiles_equal_avx2)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx2")) {
+        test_skip("no AVX-512F+BW+VL on this CPU: the AVX-512 row tiles cannot run here");
+        return;
+    }
+    enum { ROWS = 40, COLS = 1061, N = 17, SLD = (COLS + 127) / 128 };
+    static uint8_t w8[ROWS * COLS];
+    static uint16_t wb[ROWS * COLS];
+    static float wf[ROWS * COLS], sc[SLD], x[N * COLS], ya[N * ROWS], yb[N * ROWS];
+    uint64_t z = 3;
+    for (int i = 0; i < ROWS * COLS; i++) {
+        z = z * 6364136223846793005ull + 1;
+        w8[i] = (uint8_t)(z >> 56);
+        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;
+        wf[i] = (float)(z >> 40) / (1 << 24) - 0.5f;
+        uint32_t bits;
+        memcpy(&bits, &wf[i], 4);
+        wb[i] = (uint16_t)(bits >> 16);
+    }
+    for (int i = 0; i < SLD; i++) sc[i] = 0.02f + 0.001f * (float)i;
+    for (int i = 0; i < N * COLS; i++) { z = z * 6364136223846793005ull + 1; x[i] = (float)(z >> 40) / (1 << 24) - 0.5f; }
+    eng_tensor ws[3] = { { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" }, { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
+                         { ENG_DT_F32, ROWS, COLS, wf, NULL, 0, "wf" } };
+    eng_backend *a = NULL, *b = NULL;
+    char err[256];
+    unsetenv("GLM_ENGINE_AVX512");
+    CHECK(eng_be_cpu_create(2, &a, err, sizeof err) == 0);
+    setenv("GLM_ENGINE_AVX512", "1", 1);
+    CHECK(eng_be_cpu_create(2, &b, err, sizeof err) == 0);
+    unsetenv("GLM_ENGINE_AVX512");
+    int bad = 0;
+    if (a && b)
+        for (int d = 0; d < 3; d++)
+            for (int n = 1; n <= N; n++) {
+                eng_be_linear(a, &ws[d], 0, ROWS, x, n, COLS, ya, ROWS);
+                eng_be_linear(b, &ws[d], 0, ROWS, x, n, COLS, yb, ROWS);
+                bad += memcmp(ya, yb, sizeof(float) * (size_t)n * ROWS) != 0;
+            }
+    CHECK_EQ_INT(bad, 0);
+    eng_be_free(a);
+    eng_be_free(b);
+}
+
+/* Long key lists: attention cuts them into fixed chunks whose partial
+ * softmaxes fold in chunk order, and spreads one query's chunks (and the
+ * indexer's key scores) over the threads when there are fewer queries than
+ * threads. The result must not depend on that: a query alone on 2 threads
+ * (split), inside a batch of 3 (heads grouped, chunks in one task) and on
+ * 1 thread give the same bits, for f32 and FP8 rows, dense and sparse key
+ * lists; and it must be softmax attention (double-precision reference). */
+TEST(attention_split_context_bit_identical)
+{
+    enum { LAT = 64, ROPE = 16, DIM = LAT + ROPE, NH = 5, IH = 8, ID = 64, ROWS = 1296, NQ = 3, TOPK = 300 };
+    eng_backend *b2 = NULL, *b1 = NULL;
+    char err[256];
+    if (eng_be_cpu_create(2, &b2, err, sizeof err) || eng_be_cpu_create(1, &b1, err, sizeof err)) { CHECK(0); return; }
+    static float src[ROWS * DIM], isrc[ROWS * ID], ql[NQ][NH * LAT], qp[NQ][NH * ROPE], iq[NQ][IH * ID], iw[NQ][IH];
+    static int64_t slot[ROWS];
+    static int32_t bt[ROWS / 16], sel[TOPK];
+    uint64_t z = 9;
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (int r = 0; r < ROWS; r++) slot[r] = r;
+    for (int i = 0; i < ROWS / 16; i++) bt[i] = (i * 37) % (ROWS / 16);   /* 37 coprime with 81 */
+    for (int i = 0; i < ROWS * DIM; i++) src[i] = RND();
+    for (int i = 0; i < ROWS * ID; i++) isrc[i] = RND();
+    for (int i = 0; i < NQ; i++) {
+        for (int k = 0; k < NH * LAT; k++) ql[i][k] = RND();
+        for (int k = 0; k < NH * ROPE; k++) qp[i][k] = RND();
+        for (int k = 0; k < IH * ID; k++) iq[i][k] = RND();
+        for (int k = 0; k < IH; k++) iw[i][k] = 0.1f * (float)(k + 1);
+    }
+#undef RND
+    for (int t = 0; t < TOPK; t++) sel[t] = (t * 7) % ROWS;
+    int bad = 0, badi = 0;
+    double worst = 0;
+    for (int dt = 0; dt < 2; dt++) {
+        enum eng_cache_dtype cd = dt ? ENG_CACHE_FP8 : ENG_CACHE_F32;
+        eng_be_cache q = { NULL, cd, DIM, LAT, eng_be_cache_row_bytes(cd, DIM, LAT) };
+        eng_be_cache ic = { NULL, cd, ID, ID, eng_be_cache_row_bytes(cd, ID, ID) };
+        q.data = eng_be_alloc(b2, ROWS * q.row_bytes);
+        ic.data = eng_be_alloc(b2, ROWS * ic.row_bytes);
+        eng_be_cache_store(b2, &q, slot, ROWS, src, DIM);
+        eng_be_cache_store(b2, &ic, slot, ROWS, isrc, ID);
+        /* query 0 dense over all rows, 1 dense over a prefix ending mid-chunk, 2 sparse */
+        eng_be_keys keys[NQ] = { { bt, 16, ROWS, NULL, 0 }, { bt, 16, 700, NULL, 0 }, { bt, 16, ROWS, sel, TOPK } };
+        for (int qi = 0; qi < NQ; qi++) {
+            static float batch[NQ][NH * LAT], alone[NH * LAT], one[NH * LAT];
+            eng_be_keys kb[NQ] = { keys[(qi + 1) % NQ], keys[qi], keys[(qi + 2) % NQ] };
+            static float qlb[NQ][NH * LAT], qpb[NQ][NH * ROPE];
+            memcpy(qlb[0], ql[(qi + 1) % NQ], sizeof qlb[0]); memcpy(qlb[1], ql[qi], sizeof qlb[0]);
+            memcpy(qlb[2], ql[(qi + 2) % NQ], sizeof qlb[0]);
+            memcpy(qpb[0], qp[(qi + 1) % NQ], sizeof qpb[0]); memcpy(qpb[1], qp[qi], sizeof qpb[0]);
+            memcpy(qpb[2], qp[(qi + 2) % NQ], sizeof qpb[0]);
+            eng_be_mla_attend(b2, qlb[0], NH * LAT, qpb[0], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, kb, NQ, batch[0], NH * LAT);
+            eng_be_mla_attend(b2, ql[qi], NH * LAT, qp[qi], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, &keys[qi], 1, alone, NH * LAT);
+            eng_be_mla_attend(b1, ql[qi], NH * LAT, qp[qi], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, &keys[qi], 1, one, NH * LAT);
+            bad += memcmp(alone, batch[1], sizeof alone) != 0;
+            bad += memcmp(alone, one, sizeof alone) != 0;
+            /* reference over the rows as stored (dequantized for FP8) */
+            const eng_be_keys *k = &keys[qi];
+            int nk = k->sel ? k->n_sel : k->n_ctx;
+            for (int h = 0; h < NH; h++) {
+                static double s[ROWS], acc[LAT];
+                static float row[DIM];
+                double mx = -1e300, sum = 0;
+                memset(acc, 0, sizeof acc);
+                for (int j = 0; j < nk; j++) {
+                    int pos = k->sel ? k->sel[j] : j;
+                    eng_be_cache_load(b2, &q, (int64_t)bt[pos / 16] * 16 + pos % 16, row);
+                    double d = 0;
+                    for (int c = 0; c < LAT; c++) d += (double)ql[qi][h * LAT + c] * row[c];
+                    for (int c = 0; c < ROPE; c++) d += (double)qp[qi][h * ROPE + c] * row[LAT + c];
+                    s[j] = 0.1 * d;
+                    if (s[j] > mx) mx = s[j];
+                }
+                for (int j = 0; j < nk; j++) {
+                    int pos = k->sel ? k->sel[j] : j;
+                    eng_be_cache_load(b2, &q, (int64_t)bt[pos / 16] * 16 + pos % 16, row);
+                    double p = exp(s[j] - mx);
+                    sum += p;
+                    for (int c = 0; c < LAT; c++) acc[c] += p * row[c];
+                }
+                for (int c = 0; c < LAT; c++) {
+                    double e = fabs(acc[c] / sum - alone[h * LAT + c]);
+                    if (e > worst) worst = e;
+                }
+            }
+        }
+        /* indexer: query 0 alone (keys scored in chunks on both threads) against a batch of 3 and 1 thread */
+        int32_t tb[NQ * TOPK], ta[TOPK], t1[TOPK];
+        int nb[NQ], na, n1;
+        eng_be_keys ik[NQ] = { keys[0], keys[1], keys[0] };
+        eng_be_index_topk(b2, iq[0], IH * ID, iw[0], IH, IH, &ic, ik, NQ, TOPK, tb, nb);
+        eng_be_index_topk(b2, iq[0], IH * ID, iw[0], IH, IH, &ic, ik, 1, TOPK, ta, &na);
+        eng_be_index_topk(b1, iq[0], IH * ID, iw[0], IH, IH, &ic, ik, 1, TOPK, t1, &n1);
+        badi += na != TOPK || nb[0] != TOPK || n1 != TOPK || memcmp(ta, tb, sizeof ta) || memcmp(ta, t1, sizeof ta);
+        eng_be_dealloc(b2, q.data);
+        eng_be_dealloc(b2, ic.data);
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(badi, 0);
+    CHECK(worst < 1e-5);
+    eng_be_free(b2);
+    eng_be_free(b1);
+}
+
 /* log_softmax of every row of a prompt through a pool of dtype. */
 /* The linear kernels group tokens (wide tiles of 12/8/6/4, 3-token tiles,
  * single tokens) and block rows and tokens for the caches; whatever the
@@ -461,6 +614,25 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
         }
     CHECK_EQ_INT(bad, 0);
     eng_be_free(be);
+}
+
+/* BF16 weights through AVX512-BF16 with split activations (opt-in,
+ * GLM_ENGINE_BF16DP=1): the goldens within tolerance, chunked prefill, batch
+ * invariance and every token grouping of the linear kernels bit for bit.
+ * Skipped (visibly) on CPUs without AVX512-BF16. */
+TEST(bf16_dot_product_kernels)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx2")) {
+        test_skip("no AVX512-BF16 on this CPU: the BF16 dot-product kernels cannot run here");
+        return;
+    }
+    setenv("GLM_ENGINE_BF16DP", "1", 1);
+    check_cases("bf16", 2, 5);
+    check_batch_invariance(ENG_CACHE_F32);
+    linear_tokens_bit_identical_alone_or_grouped();
+    unsetenv("GLM_ENGINE_BF16DP");
 }
 
 static int prompt_logprobs(fixture *f, const int32_t *ids, int n, float *lp)
@@ -575,6 +747,9 @@ int main(void)
             RUN(fp8_cache_rows_round_trip);
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
+            RUN(attention_split_context_bit_identical);
+            RUN(avx512_tiles_equal_avx2);
+            RUN(bf16_dot_product_kernels);
         }
         RUN(fp8_kv_close_to_f32);
         printf("     %s max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",
