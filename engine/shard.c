@@ -147,6 +147,11 @@ int eng_shard_create(const eng_weights *w, const eng_config *c, int rank, int si
     *out = NULL;
     if (size < 1 || rank < 0 || rank >= size)
         return pl_seterr(err, errlen, PL_ERR_RANGE, "rank %d of a tensor-parallel group of %d", rank, size);
+    /* Only the MLA architectures are sharded; any other attention kind added
+     * later is refused here until it is (never silently computed whole). */
+    if (c->arch != ENG_ARCH_GLM_MOE_DSA && c->arch != ENG_ARCH_GLM4_MOE_LITE)
+        return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "tensor parallelism is not implemented for %s",
+                         eng_arch_class(c->arch));
     if (c->num_attention_heads < size)
         return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%d attention heads cannot be split over %d ranks",
                          c->num_attention_heads, size);
