@@ -9,7 +9,7 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite] --preset tiny|small --out DIR [--seed N]\n"
+    fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite] --preset tiny|small|uneven --out DIR [--seed N]\n"
           "                   [--dtype bf16|fp8]\n"
           "       glm-mkmodel [--arch A] --real-shapes --layers N --out DIR [--seed N] [--dtype bf16|fp8]\n"
           "options: --arch glm-moe-dsa (GLM-5, the default) or glm4-moe-lite (GLM-4.7-Flash: no indexer,\n"
