@@ -210,3 +210,22 @@ clean:
 	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# ---- NCCL communicator (engine/comm_nccl.cu): CUDA toolkit + libnccl only,
+# never part of the CPU build. nccl-check compiles and links it with its GPU
+# check program (no device needed); nccl-run runs that program (needs a GPU;
+# GLM_NCCL_RANKS=N also checks TP = N over N cards).
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+NCCL_OBJ  := $(BUILD)/obj/engine/comm_nccl.o
+.PHONY: nccl-check nccl-run
+$(NCCL_OBJ): engine/comm_nccl.cu engine/comm.h common/pl.h
+	@mkdir -p $(dir $@)
+	$(NVCC) -std=c++17 -O2 -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter -I. -Icommon -Iengine -c $< -o $@
+$(BUILD)/gpu/nccl_check: tests/gpu/nccl_check.c $(NCCL_OBJ) $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(NCCL_OBJ) $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB) \
+	  -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnccl -lcudart -lstdc++ $(LDLIBS)
+nccl-check: $(BUILD)/gpu/nccl_check
+nccl-run: nccl-check
+	$(BUILD)/gpu/nccl_check

@@ -3,9 +3,15 @@
  * (serve.h): read every message that is already there, run one step, flush,
  * repeat; block on the input only while nothing is running. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "json.h"
 #include "model.h"
@@ -33,8 +39,11 @@ static void usage(FILE *f)
           "  --speculative-config JSON         e.g. '{\"method\":\"mtp\",\"num_speculative_tokens\":3}' (K = 1..5)\n"
           "  --speculative-config.method mtp   the same, dotted (vLLM's form)\n"
           "  --speculative-config.num_speculative_tokens K\n"
-          "  --tensor-parallel-size N, -tp N   1 only in this build (larger sizes are refused by name)\n"
-          "  --[no-]enable-expert-parallel     accepted: one rank holds every expert\n"
+          "  --tensor-parallel-size N, -tp N   engine ranks (processes on this host, pinned to cores/NUMA nodes; default 1;\n"
+          "                                    cpu backend only in this build)\n"
+          "  --[no-]enable-expert-parallel     routed experts split whole across the ranks (default: each expert by FFN width)\n"
+          "  --nnodes N, --node-rank R         multi-node groups: NCCL (CUDA build) only; the cpu backend takes 1 / 0\n"
+          "  --master-addr A, --master-port P  rank 0's address for multi-node groups (NCCL only)\n"
           "  --gpu-memory-utilization F        cuda: fraction of device memory for weights + KV pool (default 0.9);\n"
           "                                    refused with the cpu backend (size its pool with --kv-cache-memory-bytes)\n"
           PL_STAGE_IO_HELP, f);
@@ -48,6 +57,10 @@ static void usage(FILE *f)
 
 typedef struct feat_flags {
     const char *gpu_util;   /* --gpu-memory-utilization, checked against the backend */
+    int tp, ep;             /* --tensor-parallel-size, --enable-expert-parallel */
+    int64_t nnodes, node_rank;
+    const char *master_addr;
+    int64_t master_port;
 } feat_flags;
 
 static int refuse(const char *flag, const char *why)
@@ -61,11 +74,25 @@ static int refuse(const char *flag, const char *why)
 static int feature_flag(const char *a, const char *v, feat_flags *ff)
 {
     int64_t n;
-    if (!strcmp(a, "--enable-expert-parallel") || !strcmp(a, "--no-enable-expert-parallel"))
-        return 1;   /* expert parallelism over one rank is the whole model */
+    if (!strcmp(a, "--enable-expert-parallel") || !strcmp(a, "--no-enable-expert-parallel")) {
+        ff->ep = !strcmp(a, "--enable-expert-parallel");
+        return 1;
+    }
     if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) {
         if (pl_parse_i64(v, 1, 1 << 16, &n)) return refuse(a, "expected a positive integer");
-        if (n > 1) return refuse(a, "tensor parallelism is not implemented in this glm-engine yet (1 only)");
+        if (n > 64) return refuse(a, "at most 64 ranks on one host");
+        ff->tp = (int)n;
+        return 2;
+    }
+    if (!strcmp(a, "--nnodes") || !strcmp(a, "--node-rank") || !strcmp(a, "--master-port")) {
+        if (pl_parse_i64(v, !strcmp(a, "--node-rank") ? 0 : 1, !strcmp(a, "--master-port") ? 65535 : 1 << 16, &n))
+            return refuse(a, "expected an integer in range");
+        *(!strcmp(a, "--nnodes") ? &ff->nnodes : !strcmp(a, "--node-rank") ? &ff->node_rank : &ff->master_port) = n;
+        return 2;
+    }
+    if (!strcmp(a, "--master-addr")) {
+        if (!v || !*v) return refuse(a, "expected an address");
+        ff->master_addr = v;
         return 2;
     }
     if (!strcmp(a, "--gpu-memory-utilization")) {
@@ -154,9 +181,181 @@ static int spec_resolve(const spec_opts *o, const eng_model *m, char *err, size_
     return (int)k;
 }
 
+/* ================================================================ tensor-parallel ranks
+ *
+ * Ranks are processes (docs/engine.md, "Tensor and expert parallelism"):
+ * rank 0 is this process and runs the serving loop; ranks 1..N-1 are
+ * forked before anything else starts (no threads, no ZeroMQ context yet),
+ * share one MAP_SHARED region for the collectives (comm.h), and each loads
+ * only its shard. A follower dies with rank 0 (PR_SET_PDEATHSIG); rank 0
+ * notices a dead follower in the next collective, or between steps through
+ * waitpid, fails what is in flight and exits 1 for the supervisor to restart
+ * the engine. */
+
+typedef struct tp_ranks {
+    int n;
+    eng_shm_group *g;
+    eng_comm *comm;
+    pid_t pid[64];          /* [0] unused: rank 0 is this process */
+    int died;               /* a follower is gone */
+} tp_ranks;
+
+/* This host's CPUs in NUMA-node order (node 0's allowed CPUs, then node
+ * 1's, ...; the plain allowed list without node information). Returns the
+ * count. */
+static int cpus_by_node(int *out, int max)
+{
+    cpu_set_t allowed;
+    int n = 0;
+    if (sched_getaffinity(0, sizeof allowed, &allowed)) return 0;
+    cpu_set_t seen;
+    CPU_ZERO(&seen);
+    for (int node = 0; node < 1024 && n < max; node++) {
+        char path[96], buf[4096];
+        snprintf(path, sizeof path, "/sys/devices/system/node/node%d/cpulist", node);
+        FILE *f = fopen(path, "r");
+        if (!f) { if (node > 0) break; else continue; }
+        size_t len = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[len] = 0;
+        for (char *p = buf; *p && n < max;) {       /* "0-3,8-11\n" */
+            char *e;
+            long a = strtol(p, &e, 10), b = a;
+            if (e == p) break;
+            if (*e == '-') { p = e + 1; b = strtol(p, &e, 10); }
+            for (long c = a; c <= b && c < CPU_SETSIZE && n < max; c++)
+                if (CPU_ISSET(c, &allowed) && !CPU_ISSET(c, &seen)) { CPU_SET(c, &seen); out[n++] = (int)c; }
+            p = *e == ',' ? e + 1 : e;
+            if (*p == '\n') break;
+        }
+    }
+    for (int c = 0; c < CPU_SETSIZE && n < max; c++)     /* CPUs no node listed (or no /sys) */
+        if (CPU_ISSET(c, &allowed) && !CPU_ISSET(c, &seen)) out[n++] = c;
+    return n;
+}
+
+/* Pin the calling process to its contiguous share of the node-ordered CPUs:
+ * with N a multiple of the node count every rank stays on one node, and the
+ * weight pages it faults in (and the column slices it copies) are allocated
+ * there. Returns the number of CPUs it got (0: not pinned). */
+static int tp_pin(int rank, int n)
+{
+    static int cpus[CPU_SETSIZE];
+    const char *pin = getenv("GLM_ENGINE_TP_PIN");
+    if (pin && !strcmp(pin, "0")) return 0;     /* a shared machine: let the scheduler move ranks */
+    int nc = cpus_by_node(cpus, CPU_SETSIZE);
+    if (nc < n) return 0;   /* fewer CPUs than ranks: leave the scheduler to it */
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int b = nc * rank / n, e = nc * (rank + 1) / n;
+    for (int i = b; i < e; i++) CPU_SET(cpus[i], &set);
+    return sched_setaffinity(0, sizeof set, &set) ? 0 : e - b;
+}
+
+static int rank_threads(int64_t threads, int rank, int n, int pinned)
+{
+    if (threads > 0) return (int)(threads / n > 0 ? threads / n : 1);
+    (void)rank;
+    return pinned > 0 ? pinned : 0;
+}
+
+/* A follower's whole life, in the forked child. */
+static int tp_follower(tp_ranks *t, int rank, const char *dir, eng_model_opts mo, int64_t threads)
+{
+    signal(SIGINT, SIG_IGN);     /* rank 0 drains and tells us to stop */
+    signal(SIGTERM, SIG_IGN);
+    /* The pipeline's stdin/stdout are rank 0's: a follower holding the
+     * write end would keep the next stage from seeing EOF. */
+    int null = open("/dev/null", O_RDWR);
+    if (null >= 0) { dup2(null, 0); dup2(null, 1); if (null > 1) close(null); }
+    char err[1024];
+    eng_comm *c = NULL;
+    eng_model *m = NULL;
+    eng_shm_group_set_pid(t->g, rank, getpid());
+    int rc = eng_comm_shm_attach(t->g, rank, &c, err, sizeof err);
+    mo.n_threads = rank_threads(threads, rank, t->n, tp_pin(rank, t->n));
+    mo.comm = c;
+    mo.load.prefault = 1;
+    mo.load.quiet = 1;
+    if (!rc) rc = eng_model_open(dir, &mo, &m, err, sizeof err);
+    if (rc) pl_log(PL_LOG_ERROR, NULL, 0, "tensor-parallel rank %d: %s", rank, err);
+    if (rc) eng_comm_abort(c);
+    else if ((rc = eng_comm_barrier(c)) == 0 && (rc = eng_model_follow(m, err, sizeof err)))
+        pl_log(PL_LOG_ERROR, NULL, 0, "tensor-parallel rank %d: %s", rank, err);
+    eng_model_close(m);
+    eng_comm_free(c);
+    return rc ? 1 : 0;
+}
+
+/* Fork ranks 1..n-1 (each returns through _exit, never here). */
+static int tp_start(tp_ranks *t, int n, const char *dir, const eng_model_opts *mo, int64_t threads, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    t->n = n;
+    if (n <= 1) return 0;
+    int rc = eng_shm_group_create(n, 1 << 20, &t->g, err, errlen);
+    if (rc) return rc;
+    eng_shm_group_set_pid(t->g, 0, getpid());
+    fflush(NULL);
+    pid_t parent = getpid();
+    for (int r = 1; r < n; r++) {
+        pid_t p = fork();
+        if (p < 0) return pl_seterr(err, errlen, PL_ERR_IO, "fork for tensor-parallel rank %d: %s", r, strerror(errno));
+        if (p == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            if (getppid() != parent) _exit(1);     /* rank 0 died before the line above */
+            _exit(tp_follower(t, r, dir, *mo, threads));
+        }
+        t->pid[r] = p;
+        eng_shm_group_set_pid(t->g, r, p);
+    }
+    return eng_comm_shm_attach(t->g, 0, &t->comm, err, errlen);
+}
+
+/* Between steps: has a follower exited? (The collectives see it too; this
+ * catches it while idle, so the engine does not wait for a request.) */
+static int tp_check(tp_ranks *t)
+{
+    for (int r = 1; r < t->n && !t->died; r++) {
+        int st;
+        if (t->pid[r] > 0 && waitpid(t->pid[r], &st, WNOHANG) == t->pid[r]) {
+            pl_log(PL_LOG_ERROR, NULL, 0, "tensor-parallel rank %d (pid %d) %s %d", r, (int)t->pid[r],
+                   WIFSIGNALED(st) ? "was killed by signal" : "exited with status",
+                   WIFSIGNALED(st) ? WTERMSIG(st) : WEXITSTATUS(st));
+            t->pid[r] = 0;
+            t->died = 1;
+            eng_comm_abort(t->comm);
+        }
+    }
+    return t->died;
+}
+
+/* After rank 0 closed its model (which told the followers to stop): reap
+ * them. After a failure they get 2 s to notice the dead group and say why
+ * (a rank that is still loading does not look), then SIGKILL. Returns
+ * nonzero when one failed. */
+static int tp_finish(tp_ranks *t)
+{
+    int bad = t->died;
+    for (int r = 1; r < t->n; r++) {
+        int st;
+        if (t->pid[r] <= 0) continue;
+        pid_t w = 0;
+        for (int i = 0; bad && i < 200 && (w = waitpid(t->pid[r], &st, WNOHANG)) == 0; i++) usleep(10000);
+        if (bad && w == 0) kill(t->pid[r], SIGKILL);
+        if (w != t->pid[r]) w = waitpid(t->pid[r], &st, 0);
+        if (w == t->pid[r] && !(WIFEXITED(st) && WEXITSTATUS(st) == 0)) bad = 1;
+    }
+    eng_comm_free(t->comm);
+    eng_shm_group_free(t->g);
+    return bad;
+}
+
 typedef struct {
     eng_serve *serve;
     pl_stage  *st;
+    tp_ranks  *tp;
+    eng_model *model;
 } loop_ctx;
 
 static void on_msg(pl_stage *st, const msgpack_object *msg, const char *id, size_t idlen, void *ud)
@@ -174,10 +373,39 @@ static int sink_send(void *ud, const char *data, size_t len)
  * when idle), step, flush; after EOF finish what runs; after a stop signal
  * also refuse new `generate`s and answer what is unfinished at
  * --drain-timeout with an error. */
-static size_t loop_live(void *ud) { return eng_serve_busy(((loop_ctx *)ud)->serve); }
-static int loop_step(pl_stage *st, void *ud) { (void)st; return eng_serve_step(((loop_ctx *)ud)->serve); }
-static int loop_wait_ms(void *ud) { return eng_serve_wait_ms(((loop_ctx *)ud)->serve); }   /* next stats beat */
-static void loop_tick(pl_stage *st, void *ud) { (void)st; eng_serve_tick(((loop_ctx *)ud)->serve); }
+/* A dead rank counts as live work, so the loop steps once more: that step
+ * fails everything in flight and ends the loop with an error. */
+static size_t loop_live(void *ud)
+{
+    loop_ctx *c = ud;
+    return eng_serve_busy(c->serve) + (c->tp->died || eng_model_comm_failed(c->model));
+}
+static int loop_step(pl_stage *st, void *ud)
+{
+    (void)st;
+    loop_ctx *c = ud;
+    int rc = c->tp->died || eng_model_comm_failed(c->model) ? 0 : eng_serve_step(c->serve);
+    if (!rc && (tp_check(c->tp) || eng_model_comm_failed(c->model))) {
+        eng_serve_fail_all(c->serve, 500, "a tensor-parallel engine rank died: the engine restarts");
+        pl_log(PL_LOG_ERROR, NULL, 0, "a tensor-parallel rank died: failing every request, exiting");
+        c->tp->died = 1;
+        rc = PL_ERR_IO;
+    }
+    return rc;
+}
+static int loop_wait_ms(void *ud)   /* next stats beat; with followers, look at them every 200 ms */
+{
+    loop_ctx *c = ud;
+    int ms = eng_serve_wait_ms(c->serve);
+    return c->tp->n > 1 && (ms < 0 || ms > 200) ? 200 : ms;
+}
+static void loop_tick(pl_stage *st, void *ud)
+{
+    (void)st;
+    loop_ctx *c = ud;
+    eng_serve_tick(c->serve);
+    if (c->tp->n > 1) tp_check(c->tp);
+}
 static void loop_fail(pl_stage *st, void *ud, int code, const char *err_type, const char *why)
 {
     (void)st; (void)err_type;
@@ -253,6 +481,22 @@ int main(int argc, char **argv)
         refuse("--gpu-memory-utilization", "needs a GPU backend; the cpu backend sizes its KV cache with --kv-cache-memory-bytes");
         return 2;
     }
+    if (ff.nnodes > 1 || ff.node_rank > 0) {
+        refuse(ff.nnodes > 1 ? "--nnodes" : "--node-rank", "multi-node groups need the NCCL communicator of the CUDA "
+               "build; the cpu backend runs every tensor-parallel rank on this host (--nnodes 1)");
+        return 2;
+    }
+    if (!ff.tp) ff.tp = 1;
+    /* Tensor-parallel ranks on devices need the NCCL communicator wired into
+     * the CUDA backend, which this build does not have yet: auto falls back
+     * to the CPU ranks, an explicit cuda is refused. */
+    if (ff.tp > 1 && kind == ENG_BE_CUDA) {
+        if (!strcmp(backend, "cuda")) {
+            refuse("--tensor-parallel-size", "above 1 runs on the cpu backend only in this build (--backend cpu)");
+            return 2;
+        }
+        kind = ENG_BE_CPU;
+    }
 
     eng_model_opts mo = {
         .n_threads = (int)threads,
@@ -261,9 +505,34 @@ int main(int argc, char **argv)
         .max_model_len = cfg.max_model_len,
         .load = { .prefault = 1 },
     };
-    eng_model *model = NULL;
-    if (eng_model_open(dir, &mo, &model, err, sizeof err)) {
+    tp_ranks tp;
+    mo.expert_parallel = ff.ep;     /* before the fork: every rank must agree */
+    if (tp_start(&tp, ff.tp, dir, &mo, threads, err, sizeof err)) {
         pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+        tp.died = 1;    /* kill the ranks already forked */
+        tp_finish(&tp);
+        return 1;
+    }
+    if (tp.n > 1) {
+        int pinned = tp_pin(0, tp.n);
+        mo.n_threads = rank_threads(threads, 0, tp.n, pinned);
+        mo.comm = tp.comm;
+        pl_log(PL_LOG_INFO, NULL, 0, "tensor parallel: %d ranks (processes)%s, %s; rank 0 on %d CPUs", tp.n,
+               ff.ep ? ", expert parallel" : "", pinned ? "pinned by NUMA node order" : "not pinned (fewer CPUs than ranks)",
+               pinned);
+    }
+    eng_model *model = NULL;
+    int orc = eng_model_open(dir, &mo, &model, err, sizeof err);
+    if (orc) pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+    if (orc && tp.comm) eng_comm_abort(tp.comm);
+    if (!orc && tp.comm && eng_comm_barrier(tp.comm)) {   /* every rank loaded its shard */
+        pl_log(PL_LOG_ERROR, NULL, 0, "a tensor-parallel rank failed to load its shard (see its message above)");
+        orc = PL_ERR_IO;
+    }
+    if (orc) {
+        eng_model_close(model);
+        tp.died = tp.n > 1;
+        tp_finish(&tp);
         return 1;
     }
     const eng_config *mc = eng_model_config(model);
@@ -288,19 +557,21 @@ int main(int argc, char **argv)
         if (k < 0) {
             pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
             eng_model_close(model);
+            tp_finish(&tp);
             return 2;
         }
         cfg.num_spec_tokens = k;
     }
     eng_lm lm;
     eng_lm_from_model(&lm, model);
-    loop_ctx c = { 0 };
+    loop_ctx c = { .tp = &tp, .model = model };
     int rc = pl_stage_open_opts(&c.st, &so, err, sizeof err);
     if (!rc) rc = eng_serve_init(&c.serve, &lm, &cfg, (eng_serve_sink){ sink_send, &c }, err, sizeof err);
     if (rc) {
         pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
         pl_stage_close(c.st);
         eng_model_close(model);
+        tp_finish(&tp);
         return 1;
     }
     static const pl_stage_ops ops = {
@@ -315,7 +586,13 @@ int main(int argc, char **argv)
            (unsigned long long)s.preemptions);
     eng_serve_free(c.serve);
     pl_stage_close(c.st);
+    int dead = tp.died || eng_model_comm_failed(model);
     eng_model_close(model);
+    if (tp_finish(&tp) && !dead) {
+        pl_log(PL_LOG_ERROR, NULL, 0, "a tensor-parallel rank failed");
+        dead = 1;
+    }
+    if (dead) return 1;
     if (rc) pl_log(PL_LOG_ERROR, NULL, 0, "output failed: %s", pl_strerror(rc));
     return rc ? 1 : 0;
 }

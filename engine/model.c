@@ -4,6 +4,7 @@
  * GLM-4.5/4.6/4.7 (Glm4MoeForCausalLM) swap MLA for grouped-query attention
  * (attention_gqa) around the same MoE, norms and MTP layer. */
 #include "model.h"
+#include "shard.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -43,7 +44,32 @@ struct eng_model {
     /* GQA (Glm4MoeForCausalLM) scratch: q and attention output [T, heads *
      * head_dim], k and v [T, kv_heads * head_dim]; zero-sized for MLA models */
     float *gq, *gk, *gv, *go;
+
+    /* tensor parallelism (NULL comm: one rank, the whole model) */
+    eng_comm *comm;
+    eng_shard *shard;           /* this rank's views of the weights */
+    int comm_rc;                /* first failed collective (sticky) */
+    float *lloc, *lgat;         /* lm_head: [TP_HEAD_ROWS, vocab_max], [size, TP_HEAD_ROWS, vocab_max] */
+    unsigned char *meta;        /* step metadata as received (followers), grows */
+    size_t meta_cap;
+    eng_kv_pool *fkv;           /* a follower's own KV pool */
+    int opened;                 /* eng_model_open succeeded: rank 0's close tells the followers to stop */
 };
+
+#define TP_HEAD_ROWS 64         /* lm_head rows gathered at a time */
+
+/* The layer's weights as this rank holds them. */
+static const eng_layer_weights *layer_w(const eng_model *m, int l)
+{
+    return m->shard ? eng_shard_layer(m->shard, l) : eng_weights_layer(m->w, l);
+}
+
+/* Sum partial rows over the ranks (no-op on one rank); a failure sticks and
+ * fails the step. */
+static void tp_sum(eng_model *m, float *x, size_t n)
+{
+    if (m->comm && !m->comm_rc) m->comm_rc = eng_comm_all_reduce_sum(m->comm, x, n);
+}
 
 /* ===== open / close ===== */
 
@@ -75,6 +101,8 @@ uint64_t eng_model_active_bytes(const eng_model *m)
     return b;
 }
 
+static void tp_stop(eng_model *m);
+
 void eng_model_close(eng_model *m)
 {
     if (!m) return;
@@ -85,6 +113,12 @@ void eng_model_close(eng_model *m)
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) if (m->be) eng_be_dealloc(m->be, bufs[i]);
     void *host[] = { m->pos, m->slot, m->keys, m->lrows, m->ids, m->bt };
     for (size_t i = 0; i < PL_ARRAY_LEN(host); i++) free(host[i]);
+    tp_stop(m);
+    eng_kv_pool_free(m->fkv);
+    free(m->meta);
+    free(m->lloc);
+    free(m->lgat);
+    eng_shard_free(m->shard);
     eng_be_free(m->be);
     eng_weights_free(m->w);
     free(m);
@@ -166,14 +200,46 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
     *out = NULL;
     eng_model *m = calloc(1, sizeof *m);
     if (!m) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
-    int rc = eng_weights_load(dir, &o->load, &m->cfg, &m->w, err, errlen);
+    /* A communicator of size 1 still takes the sharded path (whole-range
+     * views, one-rank collectives): TP = 1 through a communicator must
+     * equal the plain path bit for bit (the NCCL check on one GPU). */
+    int tp = o->comm != NULL;
+    eng_load_opts lo = o->load;
+    if (tp) lo.prefault = 0;    /* a rank touches only its shard, below */
+    int rc = eng_weights_load(dir, &lo, &m->cfg, &m->w, err, errlen);
+    if (!rc && tp) {
+        m->comm = o->comm;
+        /* Every rank must shard the same way: a mismatch would give wrong
+         * numbers, not an error, so it is checked here. */
+        int32_t mine[2] = { o->expert_parallel != 0, eng_comm_size(o->comm) }, all[2 * 64];
+        if (eng_comm_size(o->comm) > 64 || eng_comm_all_gather(o->comm, mine, sizeof mine, all))
+            rc = pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel ranks could not meet (a rank failed)");
+        for (int r = 0; !rc && r < eng_comm_size(o->comm); r++)
+            if (all[2 * r] != mine[0] || all[2 * r + 1] != mine[1])
+                rc = pl_seterr(err, errlen, PL_ERR_INVALID, "tensor-parallel rank %d was started with other sharding "
+                               "options (expert parallel %d, size %d) than rank %d", r, all[2 * r], all[2 * r + 1],
+                               eng_comm_rank(o->comm));
+        if (!rc)
+            rc = eng_shard_create(m->w, &m->cfg, eng_comm_rank(o->comm), eng_comm_size(o->comm), o->expert_parallel,
+                                  &m->shard, err, errlen);
+        if (!rc && o->load.prefault) eng_shard_prefault(m->shard);
+        size_t vm = rc ? 0 : (size_t)eng_shard_vocab_max(m->shard) * TP_HEAD_ROWS;
+        if (!rc && (!(m->lloc = malloc(vm * sizeof(float))) ||
+                    !(m->lgat = malloc(vm * (size_t)eng_comm_size(o->comm) * sizeof(float)))))
+            rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+    }
     if (!rc) rc = eng_be_create(o->backend, o->n_threads, &m->be, err, errlen);
     /* The GQA ops (eng_be_gqa_attend, _rope_neox, _add_bias) have CPU
      * bodies only so far: refuse rather than let a device run CPU code. */
     if (!rc && m->cfg.attn_gqa && eng_be_kind_of(m->be) != ENG_BE_CPU)
         rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s (grouped-query attention) runs on the CPU backend only "
                        "so far: no device kernels for its attention yet", eng_arch_class(m->cfg.arch));
-    if (!rc) rc = upload_weights(m, err, errlen);
+    /* A rank's views are host copies/slices (shard.c); putting them on a
+     * device is the NCCL half of tensor parallelism, not built yet. */
+    if (!rc && m->shard && !eng_be_host_memory(m->be))
+        rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "tensor parallelism runs on the cpu backend only in this "
+                       "build (use --backend cpu)");
+    if (!rc && !m->shard) rc = upload_weights(m, err, errlen);
     if (!rc) {
         m->max_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : 512;
         m->max_len = o->max_model_len > 0 ? o->max_model_len : m->cfg.max_position_embeddings;
@@ -182,6 +248,7 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
             rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "cannot allocate scratch for %d tokens per step", m->max_tokens);
     }
     if (rc) { eng_model_close(m); return rc; }
+    m->opened = 1;
     *out = m;
     return 0;
 }
@@ -193,9 +260,12 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
 static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
 {
     const eng_config *c = &m->cfg;
-    const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+    const eng_layer_weights *lw = layer_w(m, l);
     eng_backend *be = m->be;
-    int H = c->hidden_size, nh = c->num_attention_heads, nope = c->qk_nope_head_dim, rope = c->qk_rope_head_dim;
+    /* Tensor parallel: this rank's heads only (q_b, kv_b rows and o_proj
+     * columns sliced); the latent path and the indexer are replicated. */
+    eng_shard_range hr = m->shard ? eng_shard_heads(m->shard) : (eng_shard_range){ 0, c->num_attention_heads };
+    int H = c->hidden_size, nh = (int)(hr.end - hr.begin), nope = c->qk_nope_head_dim, rope = c->qk_rope_head_dim;
     int qk = nope + rope, lat = c->kv_lora_rank, vd = c->v_head_dim, ql = c->q_lora_rank;
     int kvw = lat + rope;
     float latent_eps = (float)c->latent_norm_eps;
@@ -245,6 +315,7 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     eng_be_heads ho = { nh, nope + vd, lat, vd };
     eng_be_linear_heads(be, kvb, nope, vd, &ho, m->o_lat, T, (int64_t)nh * lat, m->o_v, (int64_t)nh * vd);
     eng_be_linear(be, &lw->w[ENG_W_O], 0, H, m->o_v, T, (int64_t)nh * vd, m->tmp_h, H);
+    tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
 }
 
 /* Grouped-query attention (Glm4MoeForCausalLM, transformers'
@@ -255,7 +326,7 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
 static void attention_gqa(eng_model *m, eng_kv_pool *kv, int l, int T)
 {
     const eng_config *c = &m->cfg;
-    const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+    const eng_layer_weights *lw = layer_w(m, l);
     eng_backend *be = m->be;
     int H = c->hidden_size, nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
     int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
@@ -298,26 +369,33 @@ static void swiglu(eng_model *m, const eng_tensor *g, const eng_tensor *u, const
 static void moe(eng_model *m, int l, int T)
 {
     const eng_config *c = &m->cfg;
-    const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+    const eng_layer_weights *lw = layer_w(m, l);
     eng_backend *be = m->be;
     int H = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
     eng_be_linear(be, &lw->w[ENG_W_ROUTER], 0, E, m->x, T, H, m->rlogits, E);
     eng_be_route r = { E, K, c->n_group, c->topk_group, c->norm_topk_prob, (float)c->routed_scaling_factor };
     eng_be_route_topk(be, &r, m->rlogits, E, (const float *)lw->w[ENG_W_ROUTER_BIAS].data, T, m->ridx, m->rwt);
-    eng_be_moe a = { lw->experts, E, K, H, c->moe_intermediate_size, T, m->x, m->ridx, m->rwt, m->tmp_h,
+    /* Expert parallel: this rank's experts [e0, e1), whole; otherwise every
+     * expert, each sliced by FFN width (inter: this rank's width). Either way
+     * the partial sums (with the shared expert's) are added over the ranks
+     * once, below. */
+    eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, E };
+    int inter = er.end > er.begin ? (int)lw->experts[er.begin * ENG_EXP_COUNT + ENG_EXP_GATE].rows : 0;
+    eng_be_moe a = { lw->experts, E, K, H, inter, T, m->x, m->ridx, m->rwt, m->tmp_h,
                      m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act };
-    eng_be_moe_experts(be, &a, 0, E);
+    eng_be_moe_experts(be, &a, (int)er.begin, (int)er.end);
     if (c->n_shared_experts > 0) {         /* shared expert: added unscaled */
         swiglu(m, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], m->x, T, m->eout);
         eng_be_add_scaled(be, m->tmp_h, H, m->eout, H, NULL, T, H);
     }
+    tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
 }
 
 /* Pre-norm residual block (doc §3.2) on hidden rows h. */
 static void layer_forward(eng_model *m, eng_kv_pool *kv, int l, float *h, int T)
 {
     const eng_config *c = &m->cfg;
-    const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+    const eng_layer_weights *lw = layer_w(m, l);
     int H = c->hidden_size;
     float eps = (float)c->rms_norm_eps;
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_INPUT_NORM], h, T, H, H, eps, m->x, H);
@@ -325,9 +403,10 @@ static void layer_forward(eng_model *m, eng_kv_pool *kv, int l, float *h, int T)
     else attention(m, kv, l, T);
     eng_be_add_scaled(m->be, h, H, m->tmp_h, H, NULL, T, H);
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_POST_NORM], h, T, H, H, eps, m->x, H);
-    if (c->layer_dense[l])
+    if (c->layer_dense[l]) {
         swiglu(m, &lw->w[ENG_W_MLP_GATE], &lw->w[ENG_W_MLP_UP], &lw->w[ENG_W_MLP_DOWN], m->x, T, m->tmp_h);
-    else
+        tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
+    } else
         moe(m, l, T);
     eng_be_add_scaled(m->be, h, H, m->tmp_h, H, NULL, T, H);
 }
@@ -400,35 +479,241 @@ static int prepare(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seq
     return rc ? rc : T;
 }
 
-/* Gather the asked rows of normalized hidden states and apply lm_head. */
-static void head(eng_model *m, const float *hn, int nl, float *logits)
+/* Gather the asked rows of normalized hidden states and apply lm_head.
+ * Tensor parallel: each rank scores its vocabulary rows, TP_HEAD_ROWS rows
+ * at a time padded to the widest rank's range, and an all-gather puts the
+ * pieces side by side (want: the logits are asked for; logits is NULL on
+ * the followers, which only contribute). */
+static void head(eng_model *m, const float *hn, int nl, int want, float *logits)
 {
     const eng_config *c = &m->cfg;
-    if (!nl || !logits) return;
-    float *lo = m->dlogits ? m->dlogits : logits;
-    eng_be_gather_rows(m->be, hn, c->hidden_size, m->step.lrows, nl, c->hidden_size, m->ex, c->hidden_size);
-    eng_be_linear(m->be, eng_weights_lm_head(m->w), 0, c->vocab_size, m->ex, nl, c->hidden_size, lo, c->vocab_size);
-    eng_be_download(m->be, logits, lo, (size_t)nl * (size_t)c->vocab_size * sizeof(float));
+    int H = c->hidden_size, V = c->vocab_size;
+    if (!nl || !want) return;
+    eng_be_gather_rows(m->be, hn, H, m->step.lrows, nl, H, m->ex, H);
+    if (!m->shard) {
+        float *lo = m->dlogits ? m->dlogits : logits;
+        eng_be_linear(m->be, eng_weights_lm_head(m->w), 0, V, m->ex, nl, H, lo, V);
+        eng_be_download(m->be, logits, lo, (size_t)nl * (size_t)V * sizeof(float));
+        return;
+    }
+    /* Sharded: host memory only (eng_model_open refuses a device backend). */
+    int N = eng_comm_size(m->comm);
+    eng_shard_range v = eng_shard_vocab(m->shard);
+    int64_t vm = eng_shard_vocab_max(m->shard);
+    for (int r0 = 0; r0 < nl && !m->comm_rc; r0 += TP_HEAD_ROWS) {
+        int rows = nl - r0 < TP_HEAD_ROWS ? nl - r0 : TP_HEAD_ROWS;
+        eng_be_linear(m->be, eng_shard_lm_head(m->shard), 0, v.end - v.begin, m->ex + (int64_t)r0 * H, rows, H,
+                      m->lloc, vm);
+        m->comm_rc = eng_comm_all_gather(m->comm, m->lloc, (size_t)rows * (size_t)vm * sizeof(float), m->lgat);
+        for (int q = 0; logits && !m->comm_rc && q < N; q++) {
+            eng_shard_range vq = eng_shard_split(V, 1, q, N);
+            for (int i = 0; i < rows; i++)
+                memcpy(logits + (int64_t)(r0 + i) * V + vq.begin, m->lgat + ((int64_t)q * rows + i) * vm,
+                       (size_t)(vq.end - vq.begin) * sizeof(float));
+        }
+    }
 }
 
-static void embed_tokens(eng_model *m, float *out)
+/* Tensor parallel (vocab-parallel embedding): a rank embeds the tokens of
+ * its vocabulary range, zeros elsewhere, and the sum over ranks is exact
+ * (one non-zero term per element). */
+static void embed_tokens(eng_model *m, const eng_seq *seqs, int n_seqs, float *out)
 {
-    eng_be_embed(m->be, eng_weights_embed(m->w), m->step.ids, m->step.n, out, m->cfg.hidden_size);
+    int H = m->cfg.hidden_size, T = 0;
+    if (!m->shard) {
+        eng_be_embed(m->be, eng_weights_embed(m->w), m->step.ids, m->step.n, out, H);
+        return;
+    }
+    eng_shard_range v = eng_shard_vocab(m->shard);
+    for (int s = 0; s < n_seqs; s++)
+        for (int i = 0; i < seqs[s].n_tokens; i++, T++) {
+            int32_t id = seqs[s].tokens[i];
+            if (id >= v.begin && id < v.end) {
+                int32_t lid = id - (int32_t)v.begin;
+                eng_be_embed(m->be, eng_shard_embed(m->shard), &lid, 1, out + (int64_t)T * H, H);
+            } else {
+                memset(out + (int64_t)T * H, 0, (size_t)H * sizeof(float));
+            }
+        }
+    tp_sum(m, out, (size_t)T * (size_t)H);
+}
+
+/* The step after prepare(), on every rank. */
+static int forward_local(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, int T, int nl,
+                         int want_logits, float *logits, float *hidden)
+{
+    const eng_config *c = &m->cfg;
+    int H = c->hidden_size;
+    embed_tokens(m, seqs, n_seqs, m->h);
+    for (int l = 0; l < c->num_hidden_layers && !m->comm_rc; l++) layer_forward(m, kv, l, m->h, T);
+    /* Final norm on every row (in place): the MTP wants all of them. */
+    eng_be_rmsnorm(m->be, eng_weights_final_norm(m->w), m->h, T, H, H, (float)c->rms_norm_eps, m->h, H);
+    if (hidden) eng_be_download(m->be, hidden, m->h, (size_t)T * (size_t)H * sizeof(float));
+    head(m, m->h, nl, want_logits, logits);
+    return m->comm_rc;
+}
+
+static int mtp_local(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs, int T, int nl,
+                     const float *hidden_in, int want_logits, float *logits, float *hidden_out)
+{
+    const eng_config *c = &m->cfg;
+    int H = c->hidden_size, L = c->num_hidden_layers;
+    const eng_layer_weights *lw = layer_w(m, L);
+    float eps = (float)c->rms_norm_eps;
+    /* u = [RMSNorm(embed(token_{p+1}); enorm) | RMSNorm(g_p; hnorm)] — embedding first. */
+    embed_tokens(m, seqs, n_seqs, m->x);
+    eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_ENORM], m->x, T, H, H, eps, m->u, 2 * H);
+    if (m->dhin) {                  /* the caller's rows onto the device */
+        eng_be_upload(m->be, m->dhin, hidden_in, (size_t)T * (size_t)H * sizeof(float));
+        hidden_in = m->dhin;
+    }
+    eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_HNORM], hidden_in, T, H, H, eps, m->u + H, 2 * H);
+    eng_be_linear(m->be, &lw->w[ENG_W_MTP_EH], 0, H, m->u, T, 2 * H, m->h, H);
+    layer_forward(m, kv, L, m->h, T);
+    eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_HEAD_NORM], m->h, T, H, H, eps, m->h, H);
+    if (hidden_out) eng_be_download(m->be, hidden_out, m->h, (size_t)T * (size_t)H * sizeof(float));
+    head(m, m->h, nl, want_logits, logits);
+    return m->comm_rc;
+}
+
+/* ===== tensor parallel: step metadata
+ *
+ * Rank 0 broadcasts a fixed header, then the payload: per sequence
+ * {n_tokens, pos0, n_blocks, logits}, every token, the block tables (only
+ * the blocks the step covers) and, for the MTP, hidden_in. The followers
+ * rebuild the eng_seq batch from it: every rank runs the same batch. */
+
+enum { TP_OP_FORWARD = 1, TP_OP_MTP = 2, TP_OP_STOP = 3 };
+
+typedef struct tp_meta {
+    int32_t op, n_seqs, n_tokens, n_table, want_logits;
+    int32_t kv_blocks, kv_block_size, kv_dtype;     /* rank 0's pool geometry */
+    uint64_t payload_bytes;
+} tp_meta;
+
+static int comm_error(eng_model *m, char *err, size_t errlen)
+{
+    return pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel rank %d: a collective failed (a rank died or gave up)",
+                     m->comm ? eng_comm_rank(m->comm) : 0);
+}
+
+static int tp_send(eng_model *m, eng_kv_pool *kv, int op, const eng_seq *seqs, int n_seqs, int T,
+                   const float *hidden_in, int want_logits, char *err, size_t errlen)
+{
+    int bs = eng_kv_block_size(kv), H = m->cfg.hidden_size;
+    tp_meta h = { op, n_seqs, T, 0, want_logits, eng_kv_n_blocks(kv), bs, (int32_t)eng_kv_dtype(kv), 0 };
+    for (int s = 0; s < n_seqs; s++) h.n_table += (seqs[s].pos0 + seqs[s].n_tokens + bs - 1) / bs;
+    size_t bytes = ((size_t)n_seqs * 4 + (size_t)T + (size_t)h.n_table) * sizeof(int32_t);
+    if (hidden_in) bytes += (size_t)T * (size_t)H * sizeof(float);
+    h.payload_bytes = bytes;
+    if (bytes > m->meta_cap) {
+        unsigned char *p = realloc(m->meta, bytes);
+        if (!p) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for the step metadata");
+        m->meta = p;
+        m->meta_cap = bytes;
+    }
+    int32_t *q = (int32_t *)m->meta;
+    for (int s = 0; s < n_seqs; s++) {
+        *q++ = seqs[s].n_tokens; *q++ = seqs[s].pos0;
+        *q++ = (seqs[s].pos0 + seqs[s].n_tokens + bs - 1) / bs; *q++ = seqs[s].logits;
+    }
+    for (int s = 0; s < n_seqs; s++) { memcpy(q, seqs[s].tokens, (size_t)seqs[s].n_tokens * 4); q += seqs[s].n_tokens; }
+    for (int s = 0; s < n_seqs; s++) {
+        int nb = (seqs[s].pos0 + seqs[s].n_tokens + bs - 1) / bs;
+        memcpy(q, seqs[s].block_table, (size_t)nb * 4);
+        q += nb;
+    }
+    if (hidden_in) memcpy(q, hidden_in, (size_t)T * (size_t)H * sizeof(float));
+    if (eng_comm_broadcast(m->comm, &h, sizeof h, 0) || eng_comm_broadcast(m->comm, m->meta, bytes, 0)) {
+        m->comm_rc = PL_ERR_IO;
+        return comm_error(m, err, errlen);
+    }
+    return 0;
+}
+
+static void tp_stop(eng_model *m)
+{
+    if (!m->comm || !m->opened || eng_comm_rank(m->comm) != 0 || m->comm_rc) return;
+    tp_meta h = { .op = TP_OP_STOP };
+    if (eng_comm_broadcast(m->comm, &h, sizeof h, 0)) m->comm_rc = PL_ERR_IO;
+}
+
+int eng_model_comm_failed(const eng_model *m) { return m->comm_rc != 0; }
+int eng_model_tp_size(const eng_model *m) { return m->comm ? eng_comm_size(m->comm) : 1; }
+
+int eng_model_follow(eng_model *m, char *err, size_t errlen)
+{
+    if (!m->comm || eng_comm_rank(m->comm) == 0)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "eng_model_follow is for tensor-parallel ranks above 0");
+    eng_seq *seqs = NULL;
+    int cap_seqs = 0, rc = 0;
+    for (;;) {
+        tp_meta h;
+        if (eng_comm_broadcast(m->comm, &h, sizeof h, 0)) { rc = PL_ERR_IO; break; }
+        if (h.op == TP_OP_STOP) break;
+        /* The header comes from rank 0 of the same binary: a mismatch is a bug, and the group gives up. */
+        int H = m->cfg.hidden_size;
+        uint64_t need = ((uint64_t)h.n_seqs * 4 + (uint64_t)h.n_tokens + (uint64_t)h.n_table) * 4 +
+                        (h.op == TP_OP_MTP ? (uint64_t)h.n_tokens * (uint64_t)H * 4 : 0);
+        if ((h.op != TP_OP_FORWARD && h.op != TP_OP_MTP) || h.n_seqs < 1 || h.n_tokens < 1 ||
+            h.n_tokens > m->max_tokens || h.n_table < 0 || need != h.payload_bytes) {
+            rc = pl_seterr(err, errlen, PL_ERR_INTERNAL, "tensor-parallel rank %d: bad step metadata", eng_comm_rank(m->comm));
+            break;
+        }
+        if (need > m->meta_cap) {
+            unsigned char *p = realloc(m->meta, need);
+            if (!p) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory for the step metadata"); break; }
+            m->meta = p;
+            m->meta_cap = need;
+        }
+        if (h.n_seqs > cap_seqs) {
+            eng_seq *p = realloc(seqs, (size_t)h.n_seqs * sizeof *p);
+            if (!p) { rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory"); break; }
+            seqs = p;
+            cap_seqs = h.n_seqs;
+        }
+        if (eng_comm_broadcast(m->comm, m->meta, need, 0)) { rc = PL_ERR_IO; break; }
+        if (!m->fkv || eng_kv_n_blocks(m->fkv) != h.kv_blocks || eng_kv_block_size(m->fkv) != h.kv_block_size ||
+            (int)eng_kv_dtype(m->fkv) != h.kv_dtype) {
+            eng_kv_pool_free(m->fkv);
+            m->fkv = NULL;
+            if ((rc = eng_kv_pool_create(m->be, &m->cfg, (enum eng_cache_dtype)h.kv_dtype, h.kv_blocks, h.kv_block_size,
+                                         &m->fkv, err, errlen)))
+                break;
+        }
+        const int32_t *q = (const int32_t *)m->meta, *tok = q + 4 * h.n_seqs, *tab = tok + h.n_tokens;
+        int64_t tt = 0, tb = 0;
+        for (int s = 0; s < h.n_seqs; s++) {
+            seqs[s] = (eng_seq){ tok + tt, q[4 * s], q[4 * s + 1], tab + tb, q[4 * s + 2], q[4 * s + 3] };
+            tt += q[4 * s];
+            tb += q[4 * s + 2];
+        }
+        if (tt != h.n_tokens || tb != h.n_table) {
+            rc = pl_seterr(err, errlen, PL_ERR_INTERNAL, "tensor-parallel rank %d: bad step metadata", eng_comm_rank(m->comm));
+            break;
+        }
+        int nl, T = prepare(m, m->fkv, seqs, h.n_seqs, &nl, err, errlen);
+        if (T < 0) { rc = T; break; }
+        rc = h.op == TP_OP_FORWARD ? forward_local(m, m->fkv, seqs, h.n_seqs, T, nl, h.want_logits, NULL, NULL)
+                                   : mtp_local(m, m->fkv, seqs, h.n_seqs, T, nl, (const float *)(tab + tb),
+                                               h.want_logits, NULL, NULL);
+        if (rc) { comm_error(m, err, errlen); break; }
+    }
+    /* A follower that leaves on its own (not at rank 0's stop) takes the group down with it. */
+    if (rc && rc != PL_ERR_IO) eng_comm_abort(m->comm);
+    if (rc) m->comm_rc = m->comm_rc ? m->comm_rc : rc;
+    free(seqs);
+    return rc;
 }
 
 int eng_model_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs,
                       float *logits, float *hidden, char *err, size_t errlen)
 {
-    const eng_config *c = &m->cfg;
     int nl, T = prepare(m, kv, seqs, n_seqs, &nl, err, errlen);
     if (T < 0) return T;
-    int H = c->hidden_size;
-    embed_tokens(m, m->h);
-    for (int l = 0; l < c->num_hidden_layers; l++) layer_forward(m, kv, l, m->h, T);
-    /* Final norm on every row (in place): the MTP wants all of them. */
-    eng_be_rmsnorm(m->be, eng_weights_final_norm(m->w), m->h, T, H, H, (float)c->rms_norm_eps, m->h, H);
-    if (hidden) eng_be_download(m->be, hidden, m->h, (size_t)T * (size_t)H * sizeof(float));
-    head(m, m->h, nl, logits);
+    if (m->comm_rc) return comm_error(m, err, errlen);
+    if (m->comm && tp_send(m, kv, TP_OP_FORWARD, seqs, n_seqs, T, NULL, logits != NULL, err, errlen)) return PL_ERR_IO;
+    if (forward_local(m, kv, seqs, n_seqs, T, nl, logits != NULL, logits, hidden)) return comm_error(m, err, errlen);
     return eng_be_sync(m->be, err, errlen);
 }
 
@@ -440,21 +725,9 @@ int eng_model_mtp_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, in
     if (!c->has_mtp_weights) return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "the checkpoint has no MTP layer");
     int nl, T = prepare(m, kv, seqs, n_seqs, &nl, err, errlen);
     if (T < 0) return T;
-    int H = c->hidden_size, L = c->num_hidden_layers;
-    const eng_layer_weights *lw = eng_weights_layer(m->w, L);
-    float eps = (float)c->rms_norm_eps;
-    /* u = [RMSNorm(embed(token_{p+1}); enorm) | RMSNorm(g_p; hnorm)] — embedding first. */
-    embed_tokens(m, m->x);
-    eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_ENORM], m->x, T, H, H, eps, m->u, 2 * H);
-    if (m->dhin) {                  /* the caller's rows onto the device */
-        eng_be_upload(m->be, m->dhin, hidden_in, (size_t)T * (size_t)H * sizeof(float));
-        hidden_in = m->dhin;
-    }
-    eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_HNORM], hidden_in, T, H, H, eps, m->u + H, 2 * H);
-    eng_be_linear(m->be, &lw->w[ENG_W_MTP_EH], 0, H, m->u, T, 2 * H, m->h, H);
-    layer_forward(m, kv, L, m->h, T);
-    eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_HEAD_NORM], m->h, T, H, H, eps, m->h, H);
-    if (hidden_out) eng_be_download(m->be, hidden_out, m->h, (size_t)T * (size_t)H * sizeof(float));
-    head(m, m->h, nl, logits);
+    if (m->comm_rc) return comm_error(m, err, errlen);
+    if (m->comm && tp_send(m, kv, TP_OP_MTP, seqs, n_seqs, T, hidden_in, logits != NULL, err, errlen)) return PL_ERR_IO;
+    if (mtp_local(m, kv, seqs, n_seqs, T, nl, hidden_in, logits != NULL, logits, hidden_out))
+        return comm_error(m, err, errlen);
     return eng_be_sync(m->be, err, errlen);
 }

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "backend.h"
+#include "comm.h"
 #include "kv.h"
 #include "loader.h"
 
@@ -27,6 +28,11 @@ typedef struct eng_model_opts {
     int max_batch_tokens;   /* most new tokens in one step (all sequences) */
     int max_model_len;      /* longest sequence (positions); <= 0: max_position_embeddings */
     eng_load_opts load;
+    /* Tensor parallelism: this model is rank eng_comm_rank(comm) of
+     * eng_comm_size(comm) (NULL or size 1: the whole model). The model keeps
+     * the pointer, the caller frees it after eng_model_close. */
+    eng_comm *comm;
+    int expert_parallel;    /* routed experts split whole across ranks instead of by FFN width */
 } eng_model_opts;
 
 int  eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, char *err, size_t errlen);
@@ -70,5 +76,20 @@ int eng_model_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_
 int eng_model_mtp_forward(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_seqs,
                           const float *hidden_in, float *logits, float *hidden_out,
                           char *err, size_t errlen);
+
+/* ===== tensor parallelism (docs/engine.md)
+ *
+ * Rank 0 runs the serving loop: its eng_model_forward / _mtp_forward
+ * check the batch, broadcast it (the step metadata) and compute their
+ * share; every other rank sits in eng_model_follow, which receives each
+ * step, computes its share on its own KV pool (created at the first step
+ * with rank 0's pool geometry; block ids are rank 0's) and takes part in
+ * the collectives. eng_model_close on rank 0 tells the followers to stop. */
+
+/* Follow rank 0's steps until it stops (0) or the group dies (PL_ERR_IO). */
+int eng_model_follow(eng_model *m, char *err, size_t errlen);
+/* Nonzero once a collective failed: a rank died; the engine must exit. */
+int eng_model_comm_failed(const eng_model *m);
+int eng_model_tp_size(const eng_model *m);
 
 #endif

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Decode throughput of glm-engine at a given batch size (test tooling).
 
-    tests/bench/engine_decode.py --model DIR [--batch 16] [--tokens 64] [--threads N]
+    tests/bench/engine_decode.py --model DIR [--batch 16] [--tokens 64] [--threads N] [--engine-args "-tp 2"]
 
 Runs the engine twice on the same batch of B requests (distinct 16-token
 prompts, greedy, ignore_eos): once with max_tokens 1 (load + prefill + one
@@ -19,7 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.environ.get("GLM_BIN", os.path.join(ROOT, "build", "bin"))
 
 
-def run(model, batch, max_tokens, threads, vocab):
+def run(model, batch, max_tokens, threads, vocab, extra=()):
     import msgpack
     msgs = [{"type": "generate", "id": f"b{i}", "prompt_ids": [(i * 131 + j * 7) % vocab for j in range(16)],
              "sampling": {"temperature": 0, "max_tokens": max_tokens, "ignore_eos": True}} for i in range(batch)]
@@ -28,6 +28,7 @@ def run(model, batch, max_tokens, threads, vocab):
            "--max-num-seqs", str(max(batch, 1)), "--num-gpu-blocks-override", str(batch * 32 + 8)]
     if threads:
         cmd += ["--threads", str(threads)]
+    cmd += list(extra)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, input=data, capture_output=True, check=True)
     dt = time.perf_counter() - t0
@@ -45,10 +46,12 @@ def main():
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--engine-args", default="", help="more glm-engine flags, e.g. '-tp 2'")
     a = ap.parse_args()
+    extra = a.engine_args.split()
     vocab = json.load(open(os.path.join(a.model, "config.json")))["vocab_size"]
-    t1 = min(run(a.model, a.batch, 1, a.threads, vocab) for _ in range(a.repeat))
-    t2 = min(run(a.model, a.batch, 1 + a.tokens, a.threads, vocab) for _ in range(a.repeat))
+    t1 = min(run(a.model, a.batch, 1, a.threads, vocab, extra) for _ in range(a.repeat))
+    t2 = min(run(a.model, a.batch, 1 + a.tokens, a.threads, vocab, extra) for _ in range(a.repeat))
     step = (t2 - t1) / a.tokens
     print(f"batch {a.batch}: {a.tokens} decode steps in {t2 - t1:.3f} s -> {step * 1e3:.2f} ms/step, "
           f"{a.batch / step:.1f} tokens/s (prefill+load run {t1:.3f} s)")

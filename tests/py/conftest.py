@@ -143,9 +143,12 @@ def tiny_seed1(tmp_path_factory):
 def engine_cmd(model, *extra):
     """glm-engine on one thread (the suite shares two cores), 256 positions,
     on the CPU backend unless GLM_ENGINE_BACKEND names another (make gpu-check
-    runs the pipe tests with cuda)."""
+    runs the pipe tests with cuda). GLM_ENGINE_TP=N runs it with
+    --tensor-parallel-size N (test_engine_tp.py reruns the pipe tests that way)."""
+    tp = os.environ.get("GLM_ENGINE_TP")
+    tpa = ["--tensor-parallel-size", tp] if tp else []
     return [binpath("glm-engine"), "--model", str(model), "--threads", "1", "--max-model-len", "256",
-            "--backend", os.environ.get("GLM_ENGINE_BACKEND", "cpu"), *extra]
+            "--backend", os.environ.get("GLM_ENGINE_BACKEND", "cpu"), *tpa, *extra]
 
 
 @contextlib.contextmanager

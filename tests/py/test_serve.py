@@ -321,7 +321,7 @@ REFUSED = [
     (["--speculative-config", '{"method": "eagle"}'], "engine", "speculative method 'eagle' is not supported"),
     (["--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "9"], "engine",
      "num_speculative_tokens 9 is not supported"),
-    (["--tensor-parallel-size", "8"], "engine", "--tensor-parallel-size: tensor parallelism is not implemented"),
+    (["--tensor-parallel-size", "2", "--nnodes", "2"], "engine", "--nnodes: multi-node groups need the NCCL communicator"),
     (["--gpu-memory-utilization", "0.9"], "engine", "--gpu-memory-utilization: needs a GPU backend"),
     (["--tool-call-parser", "hermes"], "parse-tools", "unknown --tool-call-parser 'hermes'"),
     (["--reasoning-parser", "deepseek_r1"], "parse-reasoning", "unknown --reasoning-parser 'deepseek_r1'"),
@@ -352,8 +352,8 @@ def test_seed_serving_features_start(serve, tiny_model):
 
 def test_accepted_engine_flags_start(serve, tiny_model):
     """What this engine has is accepted under vLLM's names (and the real
-    engine, tokenizer and parsers come up from glm-serve)."""
-    s = serve(tiny_model, "--kv-cache-dtype", "auto", "--no-enable-prefix-caching", "-tp", "1",
+    engine, with 2 tensor-parallel ranks, tokenizer and parsers come up from glm-serve)."""
+    s = serve(tiny_model, "--kv-cache-dtype", "auto", "--no-enable-prefix-caching", "-tp", "2",
               "--enable-expert-parallel", "--max-num-seqs", "4", "--max-num-batched-tokens", "1k",
               "--kv-cache-memory-bytes", "64M", "--block-size", "16", "--seed", "3", "--max-model-len", "2k",
               "--generation-config", "vllm", "--uvicorn-log-level", "debug",

@@ -16,6 +16,7 @@ typedef struct bench_opts {
     int threads, tokens, prompt, repeat;
     int cached;                 /* prefix: leading tokens cached */
     int batch;                  /* sample: sequences per step */
+    int ranks;                  /* allreduce, tp: tensor-parallel ranks */
 } bench_opts;
 
 double bench_now(void);
@@ -26,5 +27,7 @@ int bench_mtp(const bench_opts *o);
 int bench_kverr(const bench_opts *o);
 int bench_sample(const bench_opts *o);
 int bench_linear(const bench_opts *o);
+int bench_allreduce(const bench_opts *o);     /* tp.c */
+int bench_tp(const bench_opts *o);
 
 #endif

@@ -1,10 +1,12 @@
 /* glm-engine-bench — CPU decode speed against the memory-bandwidth roofline.
  *
  *   glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B]
- *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr|sample|linear]
+ *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr|sample|linear|allreduce|tp]
+ *                    [--ranks N (allreduce, tp)]
  *
  * Modes other than decode (the default, below) are in features.h; sample and
- * linear need no --model (synthetic logits and weights).
+ * linear need no --model (synthetic logits and weights); allreduce and tp are
+ * in tp.c (allreduce needs no --model either).
  * 1. Streaming-read bandwidth of this machine: every thread sums its share
  *    of a buffer much larger than the caches (best of several passes).
  * 2. Decode: prefill a prompt (or, with --context N, write N synthetic
@@ -157,7 +159,7 @@ int main(int argc, char **argv)
     pl_log_init("glm-engine-bench");
     pl_log_set_level(PL_LOG_WARN);
     const char *dir = NULL, *mode = "decode";
-    int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0, context = 0;
+    int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0, context = 0, ranks = 2;
     enum eng_cache_dtype kvdt = ENG_CACHE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -172,25 +174,29 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--mode")) mode = v;
         else if (!strcmp(a, "--cached")) cached = atoi(v);
         else if (!strcmp(a, "--context")) context = atoi(v);
+        else if (!strcmp(a, "--ranks")) ranks = atoi(v);
         else if (!strcmp(a, "--kv-cache-dtype") && (!strcmp(v, "auto") || !strcmp(v, "fp8")))
             kvdt = !strcmp(v, "fp8") ? ENG_CACHE_FP8 : ENG_CACHE_F32;
         else { fprintf(stderr, "glm-engine-bench: unknown option %s\n", a); return 2; }
         i++;
     }
-    if ((!dir && strcmp(mode, "sample") && strcmp(mode, "linear")) || tokens < 1 || prompt < 1 || batch < 1 ||
-        batch > 64 || bw_mb < 64 || repeat < 1 || context < 0 || context > (1 << 20)) {
+    if ((!dir && strcmp(mode, "sample") && strcmp(mode, "linear") && strcmp(mode, "allreduce")) || tokens < 1 || prompt < 1 || batch < 1 ||
+        batch > 64 || bw_mb < 64 || repeat < 1 || context < 0 || context > (1 << 20) || ranks < 1 || ranks > 64) {
         fputs("usage: glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B<=64]\n"
               "                        [--repeat N] [--bw-mb MB] [--kv-cache-dtype auto|fp8]\n"
               "                        [--context N (decode after N synthetic cache rows, no prefill)]\n"
-              "                        [--mode decode|prefix|mtp|kverr|sample|linear] [--cached N (prefix)]\n", stderr);
+              "                        [--mode decode|prefix|mtp|kverr|sample|linear|allreduce|tp] [--cached N (prefix)]\n"
+              "                        [--ranks N (allreduce, tp; default 2)]\n", stderr);
         return 2;
     }
-    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached, batch };
+    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached, batch, ranks };
     if (!strcmp(mode, "prefix")) return bench_prefix(&bo);
     if (!strcmp(mode, "mtp")) return bench_mtp(&bo);
     if (!strcmp(mode, "kverr")) return bench_kverr(&bo);
     if (!strcmp(mode, "sample")) return bench_sample(&bo);
     if (!strcmp(mode, "linear")) return bench_linear(&bo);
+    if (!strcmp(mode, "allreduce")) return bench_allreduce(&bo);
+    if (!strcmp(mode, "tp")) return bench_tp(&bo);
     if (strcmp(mode, "decode")) { fprintf(stderr, "glm-engine-bench: unknown mode %s\n", mode); return 2; }
     char err[512];
     eng_model *m;

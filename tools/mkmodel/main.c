@@ -9,7 +9,7 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite|glm4-moe] --preset tiny|small --out DIR\n"
+    fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite|glm4-moe] --preset tiny|small|uneven --out DIR\n"
           "                   [--seed N] [--dtype bf16|fp8]\n"
           "       glm-mkmodel [--arch A] --real-shapes --layers N --out DIR [--seed N] [--dtype bf16|fp8]\n"
           "         --arch glm4-moe (GLM-4.5 family, GQA): presets tiny, tiny-air, small; with --real-shapes\n"

@@ -58,6 +58,11 @@ static const struct preset k_presets[] = {
     /* GLM-4.7-Flash small: GLM-5 small's sizes without the indexer. */
     { "small", ENG_ARCH_GLM4_MOE_LITE, 32768, 1024, 2816, 512, 8, 8, 384, 256, 64, 32, 64, 16, 4, 32768,
       0, 0, 0, 0, 0 },
+    /* "uneven": tensor-parallel tests. Nothing divides evenly over 4 ranks
+     * (6 heads, 6 experts, vocabulary 1003, FFN widths 510 and 90), so the
+     * shards differ in size; 3 layers (dense, MoE, MoE) + MTP. */
+    { "uneven", ENG_ARCH_GLM_MOE_DSA, 1003, 256, 510, 90, 3, 6, 128, 64, 48, 16, 64, 6, 2, 4096, 8, 64, 8, 2, 2 },
+    { "uneven", ENG_ARCH_GLM4_MOE_LITE, 1003, 256, 510, 90, 3, 6, 96, 64, 32, 16, 48, 6, 2, 4096, 0, 0, 0, 0, 0 },
 };
 
 static void preset_apply(eng_config *c, const struct preset *p)
@@ -157,7 +162,7 @@ int eng_mk_preset(const char *name, int real_layers, enum eng_arch arch, eng_con
         const struct preset *p = NULL;
         for (size_t i = 0; !p && i < PL_ARRAY_LEN(k_presets); i++)
             if (k_presets[i].arch == arch && !strcmp(k_presets[i].name, name)) p = &k_presets[i];
-        if (!p) return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown preset \"%s\" (tiny, small)", name);
+        if (!p) return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown preset \"%s\" (tiny, small, uneven)", name);
         preset_apply(c, p);
     }
     if (!c->has_indexer) c->head_dim_key = c->qk_rope_head_dim;
