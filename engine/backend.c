@@ -220,3 +220,23 @@ void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const 
 {
     DISPATCH(mla_attend, q_lat, ldql, q_pe, ldqp, hsqp, cache, lat, n_heads, scale, keys, n, o, ldo);
 }
+
+/* ===== grouped-query attention (GLM-4.5 family) ===== */
+
+void eng_be_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                      int off, int dim, const int32_t *pos, const float *inv_freq)
+{
+    DISPATCH(rope_neox, x, n, ldx, n_heads, hstride, off, dim, pos, inv_freq);
+}
+
+void eng_be_add_bias(eng_backend *be, float *y, int64_t ldy, const eng_tensor *b, int n, int dim)
+{
+    DISPATCH(add_bias, y, ldy, b, n, dim);
+}
+
+void eng_be_gqa_attend(eng_backend *be, const float *q, int64_t ldq, int n_heads, int n_kv_heads, int head_dim,
+                       const eng_be_cache *kc, const eng_be_cache *vc, float scale, const eng_be_keys *keys,
+                       int n, float *o, int64_t ldo)
+{
+    DISPATCH(gqa_attend, q, ldq, n_heads, n_kv_heads, head_dim, kc, vc, scale, keys, n, o, ldo);
+}

@@ -113,6 +113,16 @@ void eng_be_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b,
 void eng_be_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
                  int off, int dim, const int32_t *pos, const float *inv_freq);
 
+/* NeoX (rotate-half) RoPE in place, as transformers' apply_rotary_pos_emb
+ * for GQA models: for token i, head h, with p = x + i*ldx + h*hstride + off,
+ * the pairs (p[j], p[j + dim/2]) rotate by pos[i]*inv_freq[j], j < dim/2;
+ * values past dim (partial rotary) are untouched. */
+void eng_be_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                      int off, int dim, const int32_t *pos, const float *inv_freq);
+
+/* y[i][j] += b[j]  (j < dim; b a 1-D weight view: a projection's bias) */
+void eng_be_add_bias(eng_backend *be, float *y, int64_t ldy, const eng_tensor *b, int n, int dim);
+
 /* out[i][j] = silu(gate[i][j]) * up[i][j]   (j < dim) */
 void eng_be_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
                      int n, int dim, float *out, int64_t ldo);
@@ -256,5 +266,14 @@ int eng_be_step_upload(eng_backend *be, const eng_be_step *host, eng_be_step *de
 void eng_be_mla_attend(eng_backend *be, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
                        int64_t hsqp, const eng_be_cache *cache, int lat, int n_heads, float scale,
                        const eng_be_keys *keys, int n, float *o, int64_t ldo);
+
+/* Grouped-query attention over paged K and V rows (kc, vc: rows of
+ * n_kv_heads * head_dim, the layout of eng_kv_layer_k/v). Query i's head h
+ * (q + i*ldq + h*head_dim) reads KV head g = h / (n_heads / n_kv_heads):
+ * s_t = scale * q[h] . K_t[g] over the keys of keys[i]; p = softmax(s);
+ * o[i][h] = sum_t p_t V_t[g]  (o + i*ldo + h*head_dim). */
+void eng_be_gqa_attend(eng_backend *be, const float *q, int64_t ldq, int n_heads, int n_kv_heads, int head_dim,
+                       const eng_be_cache *kc, const eng_be_cache *vc, float scale, const eng_be_keys *keys,
+                       int n, float *o, int64_t ldo);
 
 #endif

@@ -62,6 +62,14 @@ typedef struct eng_dev_ops {
     void (*mla_attend)(eng_dev *d, const float *q_lat, int64_t ldql, const float *q_pe, int64_t ldqp,
                        int64_t hsqp, const eng_be_cache *cache, int lat, int n_heads, float scale,
                        const eng_be_keys *keys, int n, float *o, int64_t ldo);
+    /* GQA (GLM-4.5 family): no device implements these yet (NULL in the
+     * CUDA table); eng_model_open refuses GQA models on a device backend. */
+    void (*rope_neox)(eng_dev *d, float *x, int n, int64_t ldx, int n_heads, int64_t hstride, int off, int dim,
+                      const int32_t *pos, const float *inv_freq);
+    void (*add_bias)(eng_dev *d, float *y, int64_t ldy, const eng_tensor *b, int n, int dim);
+    void (*gqa_attend)(eng_dev *d, const float *q, int64_t ldq, int n_heads, int n_kv_heads, int head_dim,
+                       const eng_be_cache *kc, const eng_be_cache *vc, float scale, const eng_be_keys *keys,
+                       int n, float *o, int64_t ldo);
 } eng_dev_ops;
 
 /* Number of usable devices (0 without a driver). */

@@ -11,6 +11,7 @@ struct eng_kv_pool {
     int n_layers, n_blocks, block_size;
     enum eng_cache_dtype dtype;
     eng_be_cache *mla, *idx;    /* [n_layers]; n_layers is 0 without storage; idx data NULL on shared layers */
+    eng_be_cache *k, *v;        /* [n_layers], GQA models only (then mla data is NULL) */
     int32_t *refs;              /* [n_blocks]; 0 = free or evictable */
     int32_t *free_list;         /* stack of free blocks that hold no cache entry */
     int n_free;
@@ -45,9 +46,18 @@ static eng_be_cache idx_desc(const eng_config *c, enum eng_cache_dtype dt)
     return (eng_be_cache){ NULL, dt, dim, dim, eng_be_cache_row_bytes(dt, dim, dim) };
 }
 
+/* GQA: one K and one V row per token and layer, [kv_heads * head_dim]
+ * each, one FP8 tiling range (tiles of 128 = one head at head_dim 128). */
+static eng_be_cache gqa_desc(const eng_config *c, enum eng_cache_dtype dt)
+{
+    int dim = c->num_key_value_heads * c->head_dim;
+    return (eng_be_cache){ NULL, dt, dim, dim, eng_be_cache_row_bytes(dt, dim, dim) };
+}
+
 size_t eng_kv_bytes_per_token(const eng_config *c, enum eng_cache_dtype dt)
 {
     size_t n = 0;
+    if (c->attn_gqa) return (size_t)eng_config_n_layers_total(c) * 2 * gqa_desc(c, dt).row_bytes;
     for (int l = 0; l < eng_config_n_layers_total(c); l++)
         n += mla_desc(c, dt).row_bytes + (c->layer_index_full[l] ? idx_desc(c, dt).row_bytes : 0);
     return n;
@@ -60,6 +70,17 @@ static int alloc_storage(eng_kv_pool *p, const eng_config *c)
     p->idx = calloc((size_t)p->n_layers, sizeof *p->idx);
     if (!p->mla || !p->idx) return 0;
     size_t rows = (size_t)p->n_blocks * (size_t)p->block_size;
+    if (c->attn_gqa) {
+        p->k = calloc((size_t)p->n_layers, sizeof *p->k);
+        p->v = calloc((size_t)p->n_layers, sizeof *p->v);
+        if (!p->k || !p->v) return 0;
+        for (int l = 0; l < p->n_layers; l++) {
+            p->k[l] = p->v[l] = gqa_desc(c, p->dtype);
+            if (!(p->k[l].data = eng_be_alloc(p->be, rows * p->k[l].row_bytes))) return 0;
+            if (!(p->v[l].data = eng_be_alloc(p->be, rows * p->v[l].row_bytes))) return 0;
+        }
+        return 1;
+    }
     for (int l = 0; l < p->n_layers; l++) {
         p->mla[l] = mla_desc(c, p->dtype);
         if (!(p->mla[l].data = eng_be_alloc(p->be, rows * p->mla[l].row_bytes))) return 0;
@@ -103,7 +124,11 @@ void eng_kv_pool_free(eng_kv_pool *p)
     for (int l = 0; l < p->n_layers; l++) {
         if (p->mla) eng_be_dealloc(p->be, p->mla[l].data);
         if (p->idx) eng_be_dealloc(p->be, p->idx[l].data);
+        if (p->k) eng_be_dealloc(p->be, p->k[l].data);
+        if (p->v) eng_be_dealloc(p->be, p->v[l].data);
     }
+    free(p->k);
+    free(p->v);
     free(p->mla);
     free(p->idx);
     free(p->refs);
@@ -132,6 +157,16 @@ const eng_be_cache *eng_kv_layer_mla(eng_kv_pool *p, int layer)
 const eng_be_cache *eng_kv_layer_index(eng_kv_pool *p, int layer)
 {
     return layer < p->n_layers && p->idx[layer].data ? &p->idx[layer] : NULL;
+}
+
+const eng_be_cache *eng_kv_layer_k(eng_kv_pool *p, int layer)
+{
+    return p->k && layer < p->n_layers ? &p->k[layer] : NULL;
+}
+
+const eng_be_cache *eng_kv_layer_v(eng_kv_pool *p, int layer)
+{
+    return p->v && layer < p->n_layers ? &p->v[layer] : NULL;
 }
 
 enum eng_cache_dtype eng_kv_dtype(const eng_kv_pool *p) { return p->dtype; }

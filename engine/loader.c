@@ -107,17 +107,55 @@ void eng_config_defaults(eng_config *c)
 
 const char *eng_arch_class(enum eng_arch a)
 {
-    return a == ENG_ARCH_GLM4_MOE_LITE ? "Glm4MoeLiteForCausalLM" : "GlmMoeDsaForCausalLM";
+    return a == ENG_ARCH_GLM4_MOE_LITE ? "Glm4MoeLiteForCausalLM" :
+           a == ENG_ARCH_GLM4_MOE ? "Glm4MoeForCausalLM" : "GlmMoeDsaForCausalLM";
 }
 
 const char *eng_arch_model_type(enum eng_arch a)
 {
-    return a == ENG_ARCH_GLM4_MOE_LITE ? "glm4_moe_lite" : "glm_moe_dsa";
+    return a == ENG_ARCH_GLM4_MOE_LITE ? "glm4_moe_lite" : a == ENG_ARCH_GLM4_MOE ? "glm4_moe" : "glm_moe_dsa";
+}
+
+/* Architectures without a DSA indexer: no indexer keys, tensors or rows. */
+static void defaults_no_indexer(eng_config *c)
+{
+    c->has_indexer = 0;
+    c->index_n_heads = 0; c->index_head_dim = 0; c->index_topk = 0;
+    c->index_share_for_mtp_iteration = 0;
+    c->indexer_norm_eps = 0;
+}
+
+/* transformers' Glm4MoeConfig defaults (the GLM-4.5-Air shapes), written
+ * over GLM-5's where they differ, with head_dim 128 (what every published
+ * GLM-4.5/4.6/4.7 config sets; without "head_dim" transformers derives
+ * hidden/heads, and so does eng_config_parse). MLA fields are 0;
+ * qk_rope_head_dim holds the rotary width (head_dim x 0.5). */
+static void defaults_glm4_moe(eng_config *c)
+{
+    c->arch = ENG_ARCH_GLM4_MOE;
+    c->attn_gqa = 1;
+    defaults_no_indexer(c);
+    c->vocab_size = 151552; c->hidden_size = 4096; c->intermediate_size = 10944;
+    c->moe_intermediate_size = 1408; c->num_hidden_layers = 46;
+    c->num_attention_heads = 96; c->num_key_value_heads = 8;
+    c->head_dim = 128; c->head_dim_key = 128; c->attention_bias = 0; c->use_qk_norm = 0;
+    c->q_lora_rank = 0; c->kv_lora_rank = 0; c->qk_nope_head_dim = 0;
+    c->qk_rope_head_dim = 64; c->v_head_dim = 128;
+    c->n_routed_experts = 128; c->first_k_dense_replace = 1;
+    c->routed_scaling_factor = 1.0;
+    c->rope_theta = 10000.0; c->rope_interleave = 0; c->indexer_rope_interleave = 0;
+    c->max_position_embeddings = 131072;
+    c->eos_token_id[0] = 151329; c->eos_token_id[1] = 151336; c->eos_token_id[2] = 151338;
+    c->pad_token_id = 151329;
 }
 
 void eng_config_defaults_arch(eng_config *c, enum eng_arch arch)
 {
     eng_config_defaults(c);
+    if (arch == ENG_ARCH_GLM4_MOE) {
+        defaults_glm4_moe(c);
+        return;
+    }
     if (arch != ENG_ARCH_GLM4_MOE_LITE) return;
     /* transformers' Glm4MoeLiteConfig defaults (= GLM-4.7-Flash). Its
      * mlp_layer_types default, ["dense"] + ["sparse"] * (n - 1), is
@@ -125,7 +163,7 @@ void eng_config_defaults_arch(eng_config *c, enum eng_arch arch)
      * GLM-5's: the same tokenizer. Latent norms: transformers builds
      * q_a_layernorm/kv_a_layernorm with the RMSNorm default 1e-6 here too. */
     c->arch = ENG_ARCH_GLM4_MOE_LITE;
-    c->has_indexer = 0;
+    defaults_no_indexer(c);
     c->hidden_size = 2048; c->intermediate_size = 10240; c->moe_intermediate_size = 1536;
     c->num_hidden_layers = 47; c->num_attention_heads = 20; c->num_key_value_heads = 20;
     c->q_lora_rank = 768; c->kv_lora_rank = 512;
@@ -134,9 +172,6 @@ void eng_config_defaults_arch(eng_config *c, enum eng_arch arch)
     c->n_routed_experts = 64; c->num_experts_per_tok = 4; c->n_shared_experts = 1;
     c->first_k_dense_replace = 1;
     c->routed_scaling_factor = 1.8;
-    c->index_n_heads = 0; c->index_head_dim = 0; c->index_topk = 0;
-    c->index_share_for_mtp_iteration = 0;
-    c->indexer_norm_eps = 0;
 }
 
 int eng_config_n_layers_total(const eng_config *c)
@@ -165,12 +200,22 @@ int eng_config_finish(eng_config *c, char *err, size_t errlen)
     NEED(c->vocab_size >= 1 && c->vocab_size <= (1 << 24), "vocab_size %d out of range", c->vocab_size);
     NEED(c->hidden_size >= 1 && c->hidden_size <= 65536, "hidden_size %d out of range", c->hidden_size);
     NEED(c->num_attention_heads >= 1 && c->num_attention_heads <= 1024, "num_attention_heads out of range");
-    NEED(c->q_lora_rank >= 1 && c->q_lora_rank <= 65536, "q_lora_rank %d out of range (q compression is required)", c->q_lora_rank);
-    NEED(c->kv_lora_rank >= 1 && c->kv_lora_rank <= 65536, "kv_lora_rank out of range");
-    NEED(c->qk_nope_head_dim >= 1 && c->qk_nope_head_dim <= 4096, "qk_nope_head_dim out of range");
-    NEED(c->qk_rope_head_dim >= 2 && c->qk_rope_head_dim <= 4096 && c->qk_rope_head_dim % 2 == 0,
-         "qk_rope_head_dim must be even and >= 2");
-    NEED(c->v_head_dim >= 1 && c->v_head_dim <= 4096, "v_head_dim out of range");
+    if (c->attn_gqa) {
+        NEED(c->num_key_value_heads >= 1 && c->num_attention_heads % c->num_key_value_heads == 0,
+             "num_key_value_heads %d must divide num_attention_heads %d", c->num_key_value_heads,
+             c->num_attention_heads);
+        NEED(c->head_dim >= 2 && c->head_dim <= 4096, "head_dim %d out of range", c->head_dim);
+        NEED(c->qk_rope_head_dim >= 2 && c->qk_rope_head_dim <= c->head_dim && c->qk_rope_head_dim % 2 == 0,
+             "rotary dims %d (head_dim x partial_rotary_factor) must be even, 2..head_dim", c->qk_rope_head_dim);
+        c->v_head_dim = c->head_dim;
+    } else {
+        NEED(c->q_lora_rank >= 1 && c->q_lora_rank <= 65536, "q_lora_rank %d out of range (q compression is required)", c->q_lora_rank);
+        NEED(c->kv_lora_rank >= 1 && c->kv_lora_rank <= 65536, "kv_lora_rank out of range");
+        NEED(c->qk_nope_head_dim >= 1 && c->qk_nope_head_dim <= 4096, "qk_nope_head_dim out of range");
+        NEED(c->qk_rope_head_dim >= 2 && c->qk_rope_head_dim <= 4096 && c->qk_rope_head_dim % 2 == 0,
+             "qk_rope_head_dim must be even and >= 2");
+        NEED(c->v_head_dim >= 1 && c->v_head_dim <= 4096, "v_head_dim out of range");
+    }
     NEED(c->intermediate_size >= 1 && c->intermediate_size <= 1 << 20, "intermediate_size out of range");
     NEED(c->moe_intermediate_size >= 1 && c->moe_intermediate_size <= 1 << 20, "moe_intermediate_size out of range");
     NEED(c->n_routed_experts >= 1 && c->n_routed_experts <= 4096, "n_routed_experts out of range");
@@ -200,7 +245,7 @@ int eng_config_finish(eng_config *c, char *err, size_t errlen)
     NEED(c->rms_norm_eps > 0 && c->rms_norm_eps < 1, "rms_norm_eps out of range");
     NEED(c->routed_scaling_factor > 0 && isfinite(c->routed_scaling_factor), "routed_scaling_factor out of range");
     NEED(c->max_position_embeddings >= 1, "max_position_embeddings must be >= 1");
-    NEED(c->rope_interleave && (c->indexer_rope_interleave || !c->has_indexer),
+    NEED(c->attn_gqa || (c->rope_interleave && (c->indexer_rope_interleave || !c->has_indexer)),
          "non-interleaved RoPE is not GLM (rope_interleave/indexer_rope_interleave must be true)");
 #undef NEED
     int n = c->num_hidden_layers;
@@ -312,7 +357,7 @@ static int parse_ids(const cJSON *o, const char *key, int *dst, int max, int *n,
  * given; model_type alone is enough. */
 static int parse_arch(const cJSON *root, enum eng_arch *out, struct cfgctx *x)
 {
-    static const enum eng_arch known[] = { ENG_ARCH_GLM_MOE_DSA, ENG_ARCH_GLM4_MOE_LITE };
+    static const enum eng_arch known[] = { ENG_ARCH_GLM_MOE_DSA, ENG_ARCH_GLM4_MOE_LITE, ENG_ARCH_GLM4_MOE };
     const cJSON *arch = cJSON_GetObjectItemCaseSensitive(root, "architectures");
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
     int found = -1;
@@ -336,8 +381,9 @@ static int parse_arch(const cJSON *root, enum eng_arch *out, struct cfgctx *x)
     if (found < 0)
         return pl_seterr(x->err, x->errlen, PL_ERR_UNSUPPORTED,
                          "%s: unsupported architecture %s: glm-engine runs GlmMoeDsaForCausalLM "
-                         "(model_type glm_moe_dsa: GLM-5, GLM-5.1, GLM-5.2) and Glm4MoeLiteForCausalLM "
-                         "(model_type glm4_moe_lite: GLM-4.7-Flash)", x->path, seen);
+                         "(model_type glm_moe_dsa: GLM-5, GLM-5.1, GLM-5.2), Glm4MoeLiteForCausalLM "
+                         "(model_type glm4_moe_lite: GLM-4.7-Flash) and Glm4MoeForCausalLM "
+                         "(model_type glm4_moe: GLM-4.5, GLM-4.5-Air, GLM-4.6, GLM-4.7)", x->path, seen);
     *out = known[found];
     return 0;
 }
@@ -382,12 +428,24 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
     /* Glm4MoeLiteConfig maps "head_dim" onto qk_rope_head_dim (its
      * attribute_map): a different value would silently change the RoPE
      * width there, so refuse what we cannot read one way only. */
-    if (!rc && !c->has_indexer && cJSON_GetObjectItemCaseSensitive(root, "head_dim") &&
+    if (!rc && !c->has_indexer && !c->attn_gqa && cJSON_GetObjectItemCaseSensitive(root, "head_dim") &&
         c->head_dim_key != c->qk_rope_head_dim)
         rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED,
                        "%s: head_dim %d differs from qk_rope_head_dim %d (%s reads head_dim as qk_rope_head_dim)",
                        path, c->head_dim_key, c->qk_rope_head_dim, eng_arch_class(c->arch));
-    double prf = 1.0;
+    /* Glm4MoeForCausalLM: head_dim as transformers reads it (getattr with
+     * hidden/heads as fallback), q/k/v bias and q/k norms; rope_interleave,
+     * moe_layer_freq and mlp_layer_types mean nothing to Glm4MoeConfig
+     * (NeoX RoPE, MoE from first_k_dense_replace on), so they are ignored. */
+    if (!rc && c->attn_gqa) {
+        c->head_dim = cJSON_GetObjectItemCaseSensitive(root, "head_dim") ? c->head_dim_key
+                      : c->hidden_size / (c->num_attention_heads > 0 ? c->num_attention_heads : 1);
+        c->rope_interleave = 0;
+        c->moe_layer_freq = 1;
+        rc = get_int(root, "attention_bias", &c->attention_bias, &x);
+        if (!rc) rc = get_int(root, "use_qk_norm", &c->use_qk_norm, &x);
+    }
+    double prf = c->attn_gqa ? 0.5 : 1.0;      /* Glm4MoeConfig's default 0.5 */
     if (!rc) rc = get_dbl(root, "partial_rotary_factor", &prf, &x);
     if (!rc) rc = get_dbl(root, "routed_scaling_factor", &c->routed_scaling_factor, &x);
     if (!rc) rc = get_dbl(root, "rms_norm_eps", &c->rms_norm_eps, &x);
@@ -403,8 +461,16 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
         if (!rc) rc = get_dbl(rp, "rope_theta", &c->rope_theta, &x);
         if (!rc) rc = get_dbl(rp, "partial_rotary_factor", &prf, &x);
     }
-    /* RoPE runs over all qk_rope_head_dim dims (transformers: head_dim * factor). */
-    if (!rc && prf != 1.0)
+    /* GQA: RoPE on the first int(head_dim * factor) dims of each head
+     * (transformers' rotary embedding); eng_config_finish checks the width. */
+    if (!rc && c->attn_gqa) {
+        if (!(prf > 0 && prf <= 1))
+            rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s: partial_rotary_factor %g out of (0, 1]", path, prf);
+        else
+            c->qk_rope_head_dim = (int)((double)c->head_dim * prf);
+    }
+    /* MLA: RoPE runs over all qk_rope_head_dim dims (transformers: head_dim * factor). */
+    else if (!rc && prf != 1.0)
         rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s: partial_rotary_factor %g unsupported (GLM uses 1.0)",
                        path, prf);
     if (!rc) {
@@ -418,9 +484,9 @@ int eng_config_parse(eng_config *c, const char *json, size_t len, const char *pa
     if (!rc) {
         /* Explicit per-layer lists win over the formulas (filled by
          * eng_config_finish), as in transformers. */
-        int n = c->num_hidden_layers, found;
+        int n = c->num_hidden_layers, found = 0;
         unsigned char tmp[ENG_MAX_LAYERS];
-        rc = get_layer_list(root, "mlp_layer_types", "dense", "sparse", tmp, n, &found, &x);
+        if (!c->attn_gqa) rc = get_layer_list(root, "mlp_layer_types", "dense", "sparse", tmp, n, &found, &x);
         if (!rc && found) memcpy(c->layer_dense, tmp, (size_t)n);
         found = 0;
         if (!rc && c->has_indexer) rc = get_layer_list(root, "indexer_types", "full", "shared", tmp, n, &found, &x);
@@ -469,7 +535,8 @@ static void put_json_head(const eng_config *c, pl_buf *o)
 {
     pl_buf_printf(o, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n",
                   eng_arch_class(c->arch), eng_arch_model_type(c->arch));
-    pl_buf_puts(o, "  \"attention_bias\": false,\n  \"attention_dropout\": 0.0,\n");
+    pl_buf_printf(o, "  \"attention_bias\": %s,\n  \"attention_dropout\": 0.0,\n",
+                  c->attention_bias ? "true" : "false");
     pl_buf_printf(o, "  \"bos_token_id\": %d,\n", c->bos_token_id < 0 ? 0 : c->bos_token_id);
     pl_buf_puts(o, "  \"dtype\": \"bfloat16\",\n  \"eos_token_id\": [");
     for (int i = 0; i < c->n_eos; i++) pl_buf_printf(o, "%s%d", i ? ", " : "", c->eos_token_id[i]);
@@ -483,14 +550,32 @@ static void put_json_tail(const eng_config *c, pl_buf *o, const char *transforme
         pl_buf_puts(o, "  \"quantization_config\": {\n    \"activation_scheme\": \"dynamic\",\n"
                        "    \"fmt\": \"e4m3\",\n    \"quant_method\": \"fp8\",\n"
                        "    \"weight_block_size\": [128, 128]\n  },\n");
-    pl_buf_printf(o, "  \"rms_norm_eps\": %g,\n  \"rope_interleave\": true,\n"
+    pl_buf_printf(o, "  \"rms_norm_eps\": %g,\n%s"
                   "  \"rope_parameters\": {\"rope_theta\": %.1f, \"rope_type\": \"default\"},\n",
-                  c->rms_norm_eps, c->rope_theta);
-    pl_buf_printf(o, "  \"routed_scaling_factor\": %g,\n  \"scoring_func\": \"sigmoid\",\n"
+                  c->rms_norm_eps, c->attn_gqa ? "" : "  \"rope_interleave\": true,\n", c->rope_theta);
+    /* a float even when integral: transformers' strict configs refuse an int here */
+    pl_buf_printf(o, c->routed_scaling_factor == floor(c->routed_scaling_factor)
+                     ? "  \"routed_scaling_factor\": %.1f,\n  \"scoring_func\": \"sigmoid\",\n"
+                     : "  \"routed_scaling_factor\": %g,\n  \"scoring_func\": \"sigmoid\",\n"
                   "  \"tie_word_embeddings\": %s,\n  \"topk_group\": %d,\n  \"topk_method\": \"noaux_tc\",\n",
                   c->routed_scaling_factor, c->tie_word_embeddings ? "true" : "false", c->topk_group);
-    pl_buf_printf(o, "  \"transformers_version\": \"%s\",\n  \"use_cache\": true,\n  \"v_head_dim\": %d,\n"
-                  "  \"vocab_size\": %d\n}\n", transformers_version, c->v_head_dim, c->vocab_size);
+    pl_buf_printf(o, "  \"transformers_version\": \"%s\",\n  \"use_cache\": true,\n", transformers_version);
+    if (c->attn_gqa) pl_buf_printf(o, "  \"use_qk_norm\": %s,\n", c->use_qk_norm ? "true" : "false");
+    else pl_buf_printf(o, "  \"v_head_dim\": %d,\n", c->v_head_dim);
+    pl_buf_printf(o, "  \"vocab_size\": %d\n}\n", c->vocab_size);
+}
+
+/* moe_intermediate_size .. num_nextn_predict_layers, as GLM-4.7-Flash's
+ * and GLM-4.5's configs write them (GLM-5's adds moe_layer_freq between). */
+static void put_json_moe_heads(const eng_config *c, pl_buf *o)
+{
+    pl_buf_printf(o, "  \"moe_intermediate_size\": %d,\n  \"n_group\": %d,\n  \"n_routed_experts\": %d,\n"
+                  "  \"n_shared_experts\": %d,\n  \"norm_topk_prob\": %s,\n  \"num_attention_heads\": %d,\n"
+                  "  \"num_experts_per_tok\": %d,\n",
+                  c->moe_intermediate_size, c->n_group, c->n_routed_experts, c->n_shared_experts,
+                  c->norm_topk_prob ? "true" : "false", c->num_attention_heads, c->num_experts_per_tok);
+    pl_buf_printf(o, "  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n  \"num_nextn_predict_layers\": %d,\n",
+                  c->num_hidden_layers, c->num_key_value_heads, c->num_nextn_predict_layers);
 }
 
 /* GLM-4.7-Flash's config.json keys (no indexer keys, no head_dim: its
@@ -507,22 +592,35 @@ static void write_json_lite(const eng_config *c, pl_buf *o)
                   "  \"max_position_embeddings\": %d,\n",
                   c->intermediate_size, c->kv_lora_rank, c->max_position_embeddings);
     put_layer_list(o, "mlp_layer_types", c->layer_dense, n, "dense", "sparse");
-    pl_buf_printf(o, "  \"moe_intermediate_size\": %d,\n  \"n_group\": %d,\n  \"n_routed_experts\": %d,\n"
-                  "  \"n_shared_experts\": %d,\n  \"norm_topk_prob\": %s,\n  \"num_attention_heads\": %d,\n"
-                  "  \"num_experts_per_tok\": %d,\n",
-                  c->moe_intermediate_size, c->n_group, c->n_routed_experts, c->n_shared_experts,
-                  c->norm_topk_prob ? "true" : "false", c->num_attention_heads, c->num_experts_per_tok);
-    pl_buf_printf(o, "  \"num_hidden_layers\": %d,\n  \"num_key_value_heads\": %d,\n  \"num_nextn_predict_layers\": %d,\n",
-                  n, c->num_key_value_heads, c->num_nextn_predict_layers);
+    put_json_moe_heads(c, o);
     pl_buf_printf(o, "  \"pad_token_id\": %d,\n  \"partial_rotary_factor\": 1.0,\n  \"pretraining_tp\": 1,\n"
                   "  \"q_lora_rank\": %d,\n  \"qk_nope_head_dim\": %d,\n  \"qk_rope_head_dim\": %d,\n",
                   c->pad_token_id, c->q_lora_rank, c->qk_nope_head_dim, c->qk_rope_head_dim);
     put_json_tail(c, o, "5.20.2");
 }
 
+/* GLM-4.5's config.json keys (Glm4MoeConfig: head_dim explicit, the
+ * partial_rotary_factor top-level as the official repos write it). */
+static void write_json_gqa(const eng_config *c, pl_buf *o)
+{
+    put_json_head(c, o);
+    pl_buf_printf(o, "  \"first_k_dense_replace\": %d,\n  \"head_dim\": %d,\n  \"hidden_act\": \"silu\",\n"
+                  "  \"hidden_size\": %d,\n", c->first_k_dense_replace, c->head_dim, c->hidden_size);
+    pl_buf_printf(o, "  \"initializer_range\": 0.02,\n  \"intermediate_size\": %d,\n"
+                  "  \"max_position_embeddings\": %d,\n", c->intermediate_size, c->max_position_embeddings);
+    put_json_moe_heads(c, o);
+    pl_buf_printf(o, "  \"pad_token_id\": %d,\n  \"partial_rotary_factor\": %.17g,\n",
+                  c->pad_token_id, (double)c->qk_rope_head_dim / (double)c->head_dim);
+    put_json_tail(c, o, "5.20.2");
+}
+
 void eng_config_write_json(const eng_config *c, pl_buf *o)
 {
     int n = c->num_hidden_layers;
+    if (c->attn_gqa) {
+        write_json_gqa(c, o);
+        return;
+    }
     if (!c->has_indexer) {
         write_json_lite(c, o);
         return;
@@ -576,6 +674,21 @@ static const struct slotdef k_attn[] = {
     { ENG_W_KV_B, "self_attn.kv_b_proj.weight", ENG_TC_LINEAR },
     { ENG_W_O, "self_attn.o_proj.weight", ENG_TC_LINEAR },
 };
+/* Glm4MoeForCausalLM's attention: biased q/k/v (attention_bias), plain o,
+ * per-head q/k norms (use_qk_norm). */
+static const struct slotdef k_gqa[] = {
+    { ENG_W_INPUT_NORM, "input_layernorm.weight", ENG_TC_NORM },
+    { ENG_W_POST_NORM, "post_attention_layernorm.weight", ENG_TC_NORM },
+    { ENG_W_Q_PROJ, "self_attn.q_proj.weight", ENG_TC_LINEAR },
+    { ENG_W_Q_BIAS, "self_attn.q_proj.bias", ENG_TC_LINEAR_BIAS },
+    { ENG_W_K_PROJ, "self_attn.k_proj.weight", ENG_TC_LINEAR },
+    { ENG_W_K_BIAS, "self_attn.k_proj.bias", ENG_TC_LINEAR_BIAS },
+    { ENG_W_V_PROJ, "self_attn.v_proj.weight", ENG_TC_LINEAR },
+    { ENG_W_V_BIAS, "self_attn.v_proj.bias", ENG_TC_LINEAR_BIAS },
+    { ENG_W_O, "self_attn.o_proj.weight", ENG_TC_LINEAR },
+    { ENG_W_Q_NORM, "self_attn.q_norm.weight", ENG_TC_NORM },
+    { ENG_W_K_NORM, "self_attn.k_norm.weight", ENG_TC_NORM },
+};
 static const struct slotdef k_index[] = {
     { ENG_W_IDX_WQ_B, "self_attn.indexer.wq_b.weight", ENG_TC_LINEAR },
     { ENG_W_IDX_WK, "self_attn.indexer.wk.weight", ENG_TC_LINEAR },
@@ -617,7 +730,7 @@ static void slot_shape(const eng_config *c, int slot, int64_t *r, int64_t *k)
     case ENG_W_KV_A:         *r = c->kv_lora_rank + c->qk_rope_head_dim; *k = H; break;
     case ENG_W_KV_A_NORM:    *k = c->kv_lora_rank; break;
     case ENG_W_KV_B:         *r = nh * (c->qk_nope_head_dim + c->v_head_dim); *k = c->kv_lora_rank; break;
-    case ENG_W_O:            *r = H; *k = nh * c->v_head_dim; break;
+    case ENG_W_O:            *r = H; *k = nh * (c->attn_gqa ? c->head_dim : c->v_head_dim); break;
     case ENG_W_IDX_WQ_B:     *r = (int64_t)c->index_n_heads * c->index_head_dim; *k = c->q_lora_rank; break;
     case ENG_W_IDX_WK:       *r = c->index_head_dim; *k = H; break;
     case ENG_W_IDX_KNORM_W: case ENG_W_IDX_KNORM_B: *k = c->index_head_dim; break;
@@ -629,6 +742,11 @@ static void slot_shape(const eng_config *c, int slot, int64_t *r, int64_t *k)
     case ENG_W_SH_GATE: case ENG_W_SH_UP: *r = sh; *k = H; break;
     case ENG_W_SH_DOWN:      *r = H; *k = sh; break;
     case ENG_W_MTP_EH:       *r = H; *k = 2 * H; break;
+    case ENG_W_Q_PROJ:       *r = nh * c->head_dim; *k = H; break;
+    case ENG_W_Q_BIAS:       *k = nh * c->head_dim; break;
+    case ENG_W_K_PROJ: case ENG_W_V_PROJ: *r = (int64_t)c->num_key_value_heads * c->head_dim; *k = H; break;
+    case ENG_W_K_BIAS: case ENG_W_V_BIAS: *k = (int64_t)c->num_key_value_heads * c->head_dim; break;
+    case ENG_W_Q_NORM: case ENG_W_K_NORM: *k = c->head_dim; break;
     default:                 *k = 0; break;
     }
 }
@@ -645,12 +763,17 @@ static int emit_slots(const eng_config *c, int layer, const struct slotdef *defs
         if ((defs[i].slot == ENG_W_SH_GATE || defs[i].slot == ENG_W_SH_UP || defs[i].slot == ENG_W_SH_DOWN) &&
             c->n_shared_experts == 0)
             continue;
+        if (((defs[i].slot == ENG_W_Q_BIAS || defs[i].slot == ENG_W_K_BIAS || defs[i].slot == ENG_W_V_BIAS) &&
+             !c->attention_bias) ||
+            ((defs[i].slot == ENG_W_Q_NORM || defs[i].slot == ENG_W_K_NORM) && !c->use_qk_norm))
+            continue;
         eng_tdesc d = { .layer = layer, .slot = defs[i].slot, .expert = -1, .proj = -1, .top = -1,
                         .cls = defs[i].cls };
         snprintf(d.name, sizeof d.name, "model.layers.%d.%s", layer, defs[i].suffix);
         int64_t r, k;
         slot_shape(c, defs[i].slot, &r, &k);
-        if (defs[i].cls == ENG_TC_NORM || defs[i].cls == ENG_TC_NORM_BIAS || defs[i].cls == ENG_TC_BIAS_F32) {
+        if (defs[i].cls == ENG_TC_NORM || defs[i].cls == ENG_TC_NORM_BIAS || defs[i].cls == ENG_TC_BIAS_F32 ||
+            defs[i].cls == ENG_TC_LINEAR_BIAS) {
             d.ndim = 1; d.shape[0] = k;
         } else {
             d.ndim = 2; d.shape[0] = r; d.shape[1] = k;
@@ -677,7 +800,8 @@ int eng_config_foreach_tensor(const eng_config *c, int with_mtp,
     }
     int nl = c->num_hidden_layers + (with_mtp ? 1 : 0);
     for (int l = 0; l < nl; l++) {
-        int rc = emit_slots(c, l, k_attn, PL_ARRAY_LEN(k_attn), fn, ctx);
+        int rc = c->attn_gqa ? emit_slots(c, l, k_gqa, PL_ARRAY_LEN(k_gqa), fn, ctx)
+                             : emit_slots(c, l, k_attn, PL_ARRAY_LEN(k_attn), fn, ctx);
         if (!rc && c->layer_index_full[l]) rc = emit_slots(c, l, k_index, PL_ARRAY_LEN(k_index), fn, ctx);
         if (!rc && c->layer_dense[l]) rc = emit_slots(c, l, k_dense, PL_ARRAY_LEN(k_dense), fn, ctx);
         if (!rc && !c->layer_dense[l]) {

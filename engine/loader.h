@@ -1,8 +1,10 @@
 /* loader.h — GLM checkpoints: config.json, the tensor catalogue the
- * architecture implies, and memory-mapped safetensors. Two architectures:
- * GLM-5 (GlmMoeDsaForCausalLM: MLA + DSA indexer) and GLM-4.7-Flash
+ * architecture implies, and memory-mapped safetensors. Three architectures:
+ * GLM-5 (GlmMoeDsaForCausalLM: MLA + DSA indexer), GLM-4.7-Flash
  * (Glm4MoeLiteForCausalLM: the same MLA + MoE network without an indexer,
- * dense causal attention on every layer).
+ * dense causal attention on every layer) and GLM-4.5/4.6/4.7
+ * (Glm4MoeForCausalLM: grouped-query attention with biased q/k/v, optional
+ * q/k norms and partial NeoX RoPE, the same MoE).
  *
  * One table (eng_config_foreach_tensor) says which tensors a config implies,
  * with their shapes and allowed dtypes. The loader checks a checkpoint
@@ -30,6 +32,7 @@
 enum eng_arch {
     ENG_ARCH_GLM_MOE_DSA = 0,       /* GlmMoeDsaForCausalLM, glm_moe_dsa: GLM-5, 5.1, 5.2 */
     ENG_ARCH_GLM4_MOE_LITE = 1,     /* Glm4MoeLiteForCausalLM, glm4_moe_lite: GLM-4.7-Flash */
+    ENG_ARCH_GLM4_MOE = 2,          /* Glm4MoeForCausalLM, glm4_moe: GLM-4.5, 4.5-Air, 4.6, 4.7 (GQA) */
 };
 /* Spellings: HF class name, model_type, glm-mkmodel's --arch. */
 const char *eng_arch_class(enum eng_arch a);
@@ -68,6 +71,16 @@ typedef struct eng_config {
     /* per layer, index 0..num_hidden_layers (the last is the MTP layer) */
     unsigned char layer_dense[ENG_MAX_LAYERS];     /* dense MLP (else MoE) */
     unsigned char layer_index_full[ENG_MAX_LAYERS];/* runs its own DSA indexer (all 0 without one) */
+    /* Grouped-query attention (Glm4MoeForCausalLM) instead of MLA: q/k/v
+     * projections of num_attention_heads / num_key_value_heads heads of
+     * head_dim, NeoX (rotate-half) RoPE on the first qk_rope_head_dim dims of
+     * each head (= int(head_dim * partial_rotary_factor)); the MLA fields
+     * (q_lora_rank, kv_lora_rank, qk_nope_head_dim) are 0, v_head_dim =
+     * head_dim. */
+    int attn_gqa;
+    int head_dim;                   /* config "head_dim" (transformers: hidden/heads when absent) */
+    int attention_bias;             /* q/k/v projections carry a bias (o_proj never) */
+    int use_qk_norm;                /* per-head RMSNorm on q and k before RoPE */
 } eng_config;
 
 /* Defaults = GLM-5's values (transformers' GlmMoeDsaConfig defaults). */
@@ -105,6 +118,8 @@ enum eng_wslot {
     ENG_W_ROUTER, ENG_W_ROUTER_BIAS,
     ENG_W_SH_GATE, ENG_W_SH_UP, ENG_W_SH_DOWN,              /* shared expert */
     ENG_W_MTP_ENORM, ENG_W_MTP_HNORM, ENG_W_MTP_EH, ENG_W_MTP_HEAD_NORM,
+    ENG_W_Q_PROJ, ENG_W_Q_BIAS, ENG_W_K_PROJ, ENG_W_K_BIAS, ENG_W_V_PROJ, ENG_W_V_BIAS,   /* GQA */
+    ENG_W_Q_NORM, ENG_W_K_NORM,                             /* GQA with use_qk_norm: [head_dim] */
     ENG_W_LAYER_COUNT
 };
 enum eng_expert_proj { ENG_EXP_GATE, ENG_EXP_UP, ENG_EXP_DOWN, ENG_EXP_COUNT };
@@ -117,6 +132,7 @@ enum eng_tclass {
     ENG_TC_LINEAR_KEEP, /* projection kept in BF16 even in FP8 repos (router, weights_proj, eh_proj) */
     ENG_TC_EMBED,       /* embed_tokens, lm_head */
     ENG_TC_BIAS_F32,    /* e_score_correction_bias: F32 only */
+    ENG_TC_LINEAR_BIAS, /* q/k/v_proj.bias (GQA): BF16 or F32, kept unquantized in FP8 repos */
 };
 
 typedef struct eng_tdesc {

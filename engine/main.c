@@ -550,7 +550,8 @@ int main(int argc, char **argv)
     }
     pl_log(PL_LOG_INFO, NULL, 0, "model %s: %s, %d layers%s, %s attention, %s weights", dir, eng_arch_class(mc->arch),
            mc->num_hidden_layers, eng_model_has_mtp(model) ? " + MTP" : "",
-           mc->has_indexer ? "MLA + DSA indexer" : "dense MLA", mc->fp8 ? "fp8" : "bf16");
+           mc->attn_gqa ? (mc->use_qk_norm ? "GQA (q/k norm)" : "GQA") : mc->has_indexer ? "MLA + DSA indexer" : "dense MLA",
+           mc->fp8 ? "fp8" : "bf16");
     if (spec.set) {
         int k = spec_resolve(&spec, model, err, sizeof err);
         if (k < 0) {

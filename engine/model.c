@@ -1,6 +1,8 @@
-/* model.c — GLM-5 / GLM-4.7-Flash forward pass on backend ops (doc
+/* model.c — GLM-5 / GLM-4.7-Flash / GLM-4.5 forward pass on backend ops (doc
  * glm5-architecture §3, §4.2). GLM-4.7-Flash is the same graph without the
- * DSA indexer: every layer (and the MTP layer) attends densely and causally. */
+ * DSA indexer: every layer (and the MTP layer) attends densely and causally.
+ * GLM-4.5/4.6/4.7 (Glm4MoeForCausalLM) swap MLA for grouped-query attention
+ * (attention_gqa) around the same MoE, norms and MTP layer. */
 #include "model.h"
 #include "shard.h"
 
@@ -39,6 +41,9 @@ struct eng_model {
     int bt_cap;
     eng_be_step step;
     float *dlogits, *dhin;      /* device backends only: logits rows, MTP hidden_in */
+    /* GQA (Glm4MoeForCausalLM) scratch: q and attention output [T, heads *
+     * head_dim], k and v [T, kv_heads * head_dim]; zero-sized for MLA models */
+    float *gq, *gk, *gv, *go;
 
     /* tensor parallelism (NULL comm: one rank, the whole model) */
     eng_comm *comm;
@@ -103,7 +108,8 @@ void eng_model_close(eng_model *m)
     if (!m) return;
     void *bufs[] = { m->inv_freq, m->h, m->x, m->qr, m->q, m->ckv, m->q_lat, m->o_lat, m->o_v, m->tmp_h,
                      m->qi, m->ki, m->iw, m->gate, m->up, m->act, m->rlogits, m->rwt, m->ridx, m->erows,
-                     m->ewt, m->ex, m->eout, m->u, m->topk, m->n_topk, m->dlogits, m->dhin };
+                     m->ewt, m->ex, m->eout, m->u, m->topk, m->n_topk, m->dlogits, m->dhin,
+                     m->gq, m->gk, m->gv, m->go };
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) if (m->be) eng_be_dealloc(m->be, bufs[i]);
     void *host[] = { m->pos, m->slot, m->keys, m->lrows, m->ids, m->bt };
     for (size_t i = 0; i < PL_ARRAY_LEN(host); i++) free(host[i]);
@@ -127,6 +133,8 @@ static int alloc_scratch(eng_model *m)
     if (sh > inter) inter = sh;
     if ((size_t)c->moe_intermediate_size > inter) inter = (size_t)c->moe_intermediate_size;
     size_t F = sizeof(float);
+    size_t gqd = c->attn_gqa ? nh * (size_t)c->head_dim : 0;
+    size_t gkvd = c->attn_gqa ? (size_t)c->num_key_value_heads * (size_t)c->head_dim : 0;
     struct { void **p; size_t bytes; } a[] = {
         { (void **)&m->inv_freq, (size_t)c->qk_rope_head_dim / 2 * F },
         { (void **)&m->h, T * H * F }, { (void **)&m->x, T * H * F }, { (void **)&m->tmp_h, T * H * F },
@@ -144,6 +152,8 @@ static int alloc_scratch(eng_model *m)
         { (void **)&m->erows, T * sizeof(int32_t) }, { (void **)&m->ewt, T * F },
         { (void **)&m->ex, T * H * F }, { (void **)&m->eout, T * H * F }, { (void **)&m->u, T * 2 * H * F },
         { (void **)&m->topk, T * (size_t)c->index_topk * sizeof(int32_t) }, { (void **)&m->n_topk, T * sizeof(int) },
+        { (void **)&m->gq, T * gqd * F }, { (void **)&m->go, T * gqd * F },
+        { (void **)&m->gk, T * gkvd * F }, { (void **)&m->gv, T * gkvd * F },
     };
     for (size_t i = 0; i < PL_ARRAY_LEN(a); i++)
         if (!(*a[i].p = eng_be_alloc(m->be, a[i].bytes))) return PL_ERR_NOMEM;
@@ -219,6 +229,11 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
             rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     }
     if (!rc) rc = eng_be_create(o->backend, o->n_threads, &m->be, err, errlen);
+    /* The GQA ops (eng_be_gqa_attend, _rope_neox, _add_bias) have CPU
+     * bodies only so far: refuse rather than let a device run CPU code. */
+    if (!rc && m->cfg.attn_gqa && eng_be_kind_of(m->be) != ENG_BE_CPU)
+        rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s (grouped-query attention) runs on the CPU backend only "
+                       "so far: no device kernels for its attention yet", eng_arch_class(m->cfg.arch));
     /* A rank's views are host copies/slices (shard.c); putting them on a
      * device is the NCCL half of tensor parallelism, not built yet. */
     if (!rc && m->shard && !eng_be_host_memory(m->be))
@@ -303,6 +318,40 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
 }
 
+/* Grouped-query attention (Glm4MoeForCausalLM, transformers'
+ * Glm4MoeAttention) on the normalized input m->x; output in m->tmp_h.
+ * q/k/v = x W (+ bias); optional per-head RMSNorm on q and k; NeoX RoPE on
+ * the first qk_rope_head_dim dims of each head; K and V rows into the
+ * cache; each query head attends with its group's KV head; o_proj. */
+static void attention_gqa(eng_model *m, eng_kv_pool *kv, int l, int T)
+{
+    const eng_config *c = &m->cfg;
+    const eng_layer_weights *lw = layer_w(m, l);
+    eng_backend *be = m->be;
+    int H = c->hidden_size, nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
+    int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
+    eng_be_linear(be, &lw->w[ENG_W_Q_PROJ], 0, qd, m->x, T, H, m->gq, qd);
+    eng_be_linear(be, &lw->w[ENG_W_K_PROJ], 0, kvd, m->x, T, H, m->gk, kvd);
+    eng_be_linear(be, &lw->w[ENG_W_V_PROJ], 0, kvd, m->x, T, H, m->gv, kvd);
+    if (c->attention_bias) {
+        eng_be_add_bias(be, m->gq, qd, &lw->w[ENG_W_Q_BIAS], T, (int)qd);
+        eng_be_add_bias(be, m->gk, kvd, &lw->w[ENG_W_K_BIAS], T, (int)kvd);
+        eng_be_add_bias(be, m->gv, kvd, &lw->w[ENG_W_V_BIAS], T, (int)kvd);
+    }
+    float eps = (float)c->rms_norm_eps;
+    if (c->use_qk_norm) {   /* rows of one head: [T * heads, head_dim] */
+        eng_be_rmsnorm(be, &lw->w[ENG_W_Q_NORM], m->gq, T * nh, hd, hd, eps, m->gq, hd);
+        eng_be_rmsnorm(be, &lw->w[ENG_W_K_NORM], m->gk, T * nkv, hd, hd, eps, m->gk, hd);
+    }
+    eng_be_rope_neox(be, m->gq, T, qd, nh, hd, 0, c->qk_rope_head_dim, m->step.pos, m->inv_freq);
+    eng_be_rope_neox(be, m->gk, T, kvd, nkv, hd, 0, c->qk_rope_head_dim, m->step.pos, m->inv_freq);
+    const eng_be_cache *kc = eng_kv_layer_k(kv, l), *vc = eng_kv_layer_v(kv, l);
+    eng_be_cache_store(be, kc, m->step.slot, T, m->gk, kvd);
+    eng_be_cache_store(be, vc, m->step.slot, T, m->gv, kvd);
+    eng_be_gqa_attend(be, m->gq, qd, nh, nkv, hd, kc, vc, 1.0f / sqrtf((float)hd), m->step.keys, T, m->go, qd);
+    eng_be_linear(be, &lw->w[ENG_W_O], 0, H, m->go, T, qd, m->tmp_h, H);
+}
+
 /* SwiGLU: out[T, H] = down(silu(gate x) * up x). */
 static void swiglu(eng_model *m, const eng_tensor *g, const eng_tensor *u, const eng_tensor *d,
                    const float *x, int T, float *out)
@@ -350,7 +399,8 @@ static void layer_forward(eng_model *m, eng_kv_pool *kv, int l, float *h, int T)
     int H = c->hidden_size;
     float eps = (float)c->rms_norm_eps;
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_INPUT_NORM], h, T, H, H, eps, m->x, H);
-    attention(m, kv, l, T);
+    if (c->attn_gqa) attention_gqa(m, kv, l, T);
+    else attention(m, kv, l, T);
     eng_be_add_scaled(m->be, h, H, m->tmp_h, H, NULL, T, H);
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_POST_NORM], h, T, H, H, eps, m->x, H);
     if (c->layer_dense[l]) {

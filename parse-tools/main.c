@@ -235,7 +235,9 @@ int main(int argc, char **argv)
         .choice_new = choice_new, .choice_free = choice_free,
         .on_input = on_input, .on_flush = on_flush,
     };
-    static const char *const parsers[] = {"glm47", NULL};
+    /* vLLM 0.33 maps both names to one class (Glm47MoeModelToolParser):
+     * GLM-4.5/4.6 deployments pass glm45. */
+    static const char *const parsers[] = {"glm47", "glm45", NULL};
     tcl_delta_init(&g_out);
     int rc = pl_chstage_main(argc, argv, "glm-parse-tools", "--tool-call-parser", parsers, &ops);
     tcl_delta_free(&g_out);

@@ -123,6 +123,19 @@ void  eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int 
  * what zeroing u and eng_cpu_axpy per row in j order give (register-blocked). */
 void  eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, const float *const *rows, int nr,
                    int n, float *u, int64_t ldu);
+/* GQA ops (gqa.c): the CPU bodies of backend.h's eng_be_rope_neox,
+ * eng_be_add_bias, eng_be_gqa_attend. */
+void eng_cpu_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
+                       int off, int dim, const int32_t *pos, const float *inv_freq);
+void eng_cpu_add_bias(eng_backend *be, float *y, int64_t ldy, const eng_tensor *b, int n, int dim);
+void eng_cpu_gqa_attend(eng_backend *be, const float *q, int64_t ldq, int n_heads, int n_kv_heads, int head_dim,
+                        const eng_be_cache *kc, const eng_be_cache *vc, float scale, const eng_be_keys *keys,
+                        int n, float *o, int64_t ldo);
+/* The e4m3 table eng_cpu_cache_span reads: call once before a run. */
+void  eng_cpu_fp8_init(void);
+/* Values [a, b) of cache row slot: a pointer into an F32 row, or buf
+ * (b - a floats) filled from an FP8 row (each value times its tile's scale). */
+const float *eng_cpu_cache_span(const eng_be_cache *c, int64_t slot, int a, int b, float *buf);
 /* y += a * x */
 void  eng_cpu_axpy(const eng_backend *be, float *y, float a, const float *x, int n);
 

@@ -378,6 +378,26 @@ static inline const float *key_row(const eng_be_cache *c, const eng_be_keys *k, 
     return buf;
 }
 
+void eng_cpu_fp8_init(void) { pthread_once(&g_e4m3_once, e4m3_init); }
+
+const float *eng_cpu_cache_span(const eng_be_cache *c, int64_t slot, int a, int b, float *buf)
+{
+    const unsigned char *row = cache_row(c, slot);
+    if (c->dtype != ENG_CACHE_FP8) return (const float *)row + a;
+    const float *sc = (const float *)(row + fp8_scales_at(c->dim));
+    const int T = ENG_CACHE_FP8_TILE;
+    int t0 = (c->split + T - 1) / T;
+    for (int k = a; k < b;) {           /* tile by tile: one scale per run of values */
+        int lo = k < c->split ? 0 : c->split, hi = k < c->split ? c->split : c->dim;
+        int t = (k - lo) / T, end = lo + (t + 1) * T;
+        if (end > hi) end = hi;
+        if (end > b) end = b;
+        float s = sc[lo ? t0 + t : t];
+        for (; k < end; k++) buf[k - a] = g_e4m3[row[k]] * s;
+    }
+    return buf;
+}
+
 /* ===== DSA indexer ===== */
 
 /* Keys per scoring task when one query's keys are split across threads. */

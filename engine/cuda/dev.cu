@@ -301,6 +301,7 @@ static const eng_dev_ops k_ops = {
     cu_embed, cu_linear, cu_linear_heads, cu_linear_t_heads, cu_rmsnorm, cu_layernorm, cu_rope, cu_silu_mul,
     cu_add_scaled, cu_gather_rows, cu_scatter_add_rows, cu_scale, cu_route_topk, cu_moe_experts, cu_cache_store,
     cu_cache_load, cu_index_topk, cu_keys_select, cu_mla_attend,
+    nullptr, nullptr, nullptr,      /* GQA ops: no kernels yet (eng_model_open refuses GQA models here) */
 };
 
 extern "C" int eng_cuda_open(int device, const eng_dev_ops **ops, eng_dev **out, char *err, size_t errlen)

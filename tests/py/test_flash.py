@@ -95,21 +95,26 @@ def _requests():
     return msgs
 
 
-@pytest.mark.parametrize("kv", ["auto", "fp8"])
-def test_mtp_and_prefix_cache_change_nothing(flash, kv):
+def check_mtp_and_prefix_cache_change_nothing(model, kv):
     """MTP K=3 and the prefix cache give outputs identical to plain decoding
-    on the Flash checkpoint, with f32 and FP8 cache rows (no indexer key in
-    the rows)."""
+    (_requests) on model with kv cache rows (also used by test_gqa.py)."""
     msgs = _requests() + [{"type": "stats", "id": "st"}]
-    plain, _ = run_stage(engine(flash, "--kv-cache-dtype", kv, "--no-enable-prefix-caching",
+    plain, _ = run_stage(engine(model, "--kv-cache-dtype", kv, "--no-enable-prefix-caching",
                                 "--max-num-batched-tokens", "48"), msgs)
-    both, err = run_stage(engine(flash, "--kv-cache-dtype", kv, "--max-num-batched-tokens", "48", *MTP), msgs)
+    both, err = run_stage(engine(model, "--kv-cache-dtype", kv, "--max-num-batched-tokens", "48", *MTP), msgs)
     assert "3 draft tokens per step" in err
     a, b = by_choice(plain), by_choice(both)
     assert a == b and len(a) == 6 and all(len(v["ids"]) == 10 for v in a.values())
     st = next(m for m in both if m["type"] == "stats")     # answered before the first step: fields only
     assert "prefix_cache_hits" in st and "spec_decode_num_drafts" in st
     assert any(m["type"] == "start" and m["cached_tokens"] > 0 for m in both)
+
+
+@pytest.mark.parametrize("kv", ["auto", "fp8"])
+def test_mtp_and_prefix_cache_change_nothing(flash, kv):
+    """On the Flash checkpoint, with f32 and FP8 cache rows (no indexer key
+    in the rows)."""
+    check_mtp_and_prefix_cache_change_nothing(flash, kv)
 
 
 # ------------------------------------------------------ full chat request
@@ -147,25 +152,31 @@ def _patch_bf16(path, tensors):
     path.write_bytes(bytes(raw))
 
 
-@pytest.fixture(scope="module")
-def scripted_flash(flash, tmp_path_factory):
-    """The tiny Flash checkpoint made a bigram machine on one token chain:
+def script_bigram(d, chain, vocab):
+    """Make the BF16 checkpoint in d a bigram machine on one token chain:
     embed(t) = 30 * u_t (u_t random +-1 rows), lm_head row of chain[i+1] =
     u_{chain[i]}, other rows 0. The layers still run; their output is small
     next to the scaled embedding, so after the final norm the next token is
-    chain's successor of the current one by a wide margin."""
-    d = tmp_path_factory.mktemp("flash_scripted") / "m"
-    shutil.copytree(flash, d)
-    chain = [_encode(d, "<think>")[0]] + _encode(d, OUTPUT[len("<think>"):])
+    chain's successor of the current one by a wide margin. (Also used by
+    test_gqa.py.)"""
     assert len(set(chain)) == len(chain), chain      # a bigram chain needs distinct tokens
     H = json.loads((d / "config.json").read_text())["hidden_size"]
     rng = random.Random(5)
-    u = [[rng.choice((-1.0, 1.0)) for _ in range(H)] for _ in range(VOCAB)]
+    u = [[rng.choice((-1.0, 1.0)) for _ in range(H)] for _ in range(vocab)]
     embed = [30.0 * v for row in u for v in row]
-    head = [0.0] * (VOCAB * H)
+    head = [0.0] * (vocab * H)
     for a, b in zip(chain, chain[1:]):
         head[b * H:(b + 1) * H] = u[a]
     _patch_bf16(d / "model.safetensors", {"model.embed_tokens.weight": embed, "lm_head.weight": head})
+
+
+@pytest.fixture(scope="module")
+def scripted_flash(flash, tmp_path_factory):
+    """The tiny Flash checkpoint made a bigram machine writing OUTPUT after
+    the generation prompt's <think> (script_bigram)."""
+    d = tmp_path_factory.mktemp("flash_scripted") / "m"
+    shutil.copytree(flash, d)
+    script_bigram(d, [_encode(d, "<think>")[0]] + _encode(d, OUTPUT[len("<think>"):]), VOCAB)
     return d
 
 
@@ -179,6 +190,33 @@ def official_template_flash(scripted_flash, tmp_path_factory):
     return d
 
 
+def ask_weather(client):
+    """The weather request with tools and thinking on a scripted checkpoint
+    (also used by test_gqa.py): non-streaming, reasoning + one tool call."""
+    kw = dict(model="tiny", messages=MESSAGES, tools=TOOLS, temperature=0, max_tokens=64)
+    r = client.chat.completions.create(**kw)
+    c = r.choices[0]
+    assert c.finish_reason == "tool_calls"
+    assert c.message.model_extra["reasoning"] == REASONING
+    assert c.message.content is None
+    (tc,) = c.message.tool_calls
+    assert tc.function.name == "get_weather" and json.loads(tc.function.arguments) == {"city": "Paris"}
+    return r, kw
+
+
+def ask_weather_streaming(client, kw):
+    """Streaming gives the same reasoning and call."""
+    chunks = list(client.chat.completions.create(stream=True, **kw))
+    reasoning = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning") or ""
+                        for ch in chunks if ch.choices)
+    calls = [t for ch in chunks if ch.choices for t in (ch.choices[0].delta.tool_calls or [])]
+    assert reasoning == REASONING
+    assert calls[0].function.name == "get_weather"
+    assert json.loads("".join(t.function.arguments or "" for t in calls)) == {"city": "Paris"}
+    assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] \
+        == ["tool_calls"]
+
+
 @pytest.mark.parametrize("model,extra", [("scripted_flash", []),
                                          ("scripted_flash", MTP + ["--kv-cache-dtype", "fp8"]),
                                          ("official_template_flash", [])],
@@ -187,14 +225,7 @@ def test_chat_with_tools_and_thinking(request, tmp_path, model, extra):
     scripted_flash = request.getfixturevalue(model)
     with GatewayStack(tmp_path, str(scripted_flash), real_engine(str(scripted_flash), *extra)) as gw:
         client = gw.openai()
-        kw = dict(model="tiny", messages=MESSAGES, tools=TOOLS, temperature=0, max_tokens=64)
-        r = client.chat.completions.create(**kw)
-        c = r.choices[0]
-        assert c.finish_reason == "tool_calls"
-        assert c.message.model_extra["reasoning"] == REASONING
-        assert c.message.content is None
-        (tc,) = c.message.tool_calls
-        assert tc.function.name == "get_weather" and json.loads(tc.function.arguments) == {"city": "Paris"}
+        r, kw = ask_weather(client)
         # the prompt is the model directory's GLM-4.7 render: tools dumped whole, no
         # reasoning-effort line, generation prompt <|assistant|><think>
         prompt = render_env().from_string((scripted_flash / "chat_template.jinja").read_text()).render(
@@ -203,16 +234,7 @@ def test_chat_with_tools_and_thinking(request, tmp_path, model, extra):
         assert prompt.endswith("<|assistant|><think>")
         assert r.usage.prompt_tokens == len(_encode(scripted_flash, prompt))
         assert r.usage.completion_tokens == len(_encode(scripted_flash, OUTPUT)) - 1   # <think> was the prompt's
-        # streaming gives the same reasoning and call
-        chunks = list(client.chat.completions.create(stream=True, **kw))
-        reasoning = "".join((ch.choices[0].delta.model_extra or {}).get("reasoning") or ""
-                            for ch in chunks if ch.choices)
-        calls = [t for ch in chunks if ch.choices for t in (ch.choices[0].delta.tool_calls or [])]
-        assert reasoning == REASONING
-        assert calls[0].function.name == "get_weather"
-        assert json.loads("".join(t.function.arguments or "" for t in calls)) == {"city": "Paris"}
-        assert [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason] \
-            == ["tool_calls"]
+        ask_weather_streaming(client, kw)
         # thinking off: GLM-4.7 closes the block itself ('</think>'), the model answers
         # from there (our chain has no successor for '</think>' other than <tool_call>)
         r2 = client.chat.completions.create(extra_body={"chat_template_kwargs": {"enable_thinking": False}}, **kw)

@@ -12,7 +12,15 @@ tests/reference/README.md.
 
 With --arch glm4-moe-lite (GLM-4.7-Flash) the model has no indexer: every
 prompt length runs dense causal attention, and the MTP block is a plain
-Glm4MoeLiteDecoderLayer.
+Glm4MoeLiteDecoderLayer. With --arch glm4-moe (GLM-4.5 family, GQA) and
+--preset tiny (q/k norms, 4 query heads per KV head) or tiny-air (no norms,
+groups of 2) the reference is Glm4MoeForCausalLM, the MTP block a
+Glm4MoeDecoderLayer:
+
+    python tests/reference/glm5_reference.py --arch glm4-moe --preset tiny \
+        --mkmodel build/bin/glm-mkmodel --out tests/reference/goldens/glm45_tiny.json
+    python tests/reference/glm5_reference.py --arch glm4-moe --preset tiny-air \
+        --mkmodel build/bin/glm-mkmodel --out tests/reference/goldens/glm45air_tiny.json
 
 What it does:
   1. glm-mkmodel --preset tiny --seed 1 writes the checkpoint (bf16, and fp8).
@@ -43,7 +51,8 @@ import tempfile
 import torch
 import transformers
 from safetensors.torch import load_file, save_file
-from transformers import Glm4MoeLiteForCausalLM, GlmMoeDsaForCausalLM
+from transformers import Glm4MoeForCausalLM, Glm4MoeLiteForCausalLM, GlmMoeDsaForCausalLM
+from transformers.models.glm4_moe import modeling_glm4_moe as mod_gqa
 from transformers.models.glm4_moe_lite import modeling_glm4_moe_lite as mod_lite
 from transformers.models.glm_moe_dsa import modeling_glm_moe_dsa as mod_dsa
 
@@ -52,6 +61,9 @@ from transformers.models.glm_moe_dsa import modeling_glm_moe_dsa as mod_dsa
 ARCHS = {
     "glm-moe-dsa": (GlmMoeDsaForCausalLM, mod_dsa, "GlmMoeDsaDecoderLayer"),
     "glm4-moe-lite": (Glm4MoeLiteForCausalLM, mod_lite, "Glm4MoeLiteDecoderLayer"),
+    # GLM-4.5 family: grouped-query attention (biased q/k/v, optional q/k
+    # norms, partial NeoX RoPE) around the same MoE.
+    "glm4-moe": (Glm4MoeForCausalLM, mod_gqa, "Glm4MoeDecoderLayer"),
 }
 CLS, mod, LAYER = ARCHS["glm-moe-dsa"]
 
@@ -64,6 +76,13 @@ def check_sources():
     """The doc's §9 warning: RoPE and indexer changed across 5.x. Refuse a
     transformers whose GLM-5 code is not the interleaved / ReLU / IndexShare one.
     GLM-4.7-Flash: interleaved RoPE, no indexer, layer kinds from mlp_layer_types."""
+    if mod is mod_gqa:
+        rope = inspect.getsource(mod.apply_rotary_pos_emb)
+        att = inspect.getsource(mod.Glm4MoeAttention)
+        if not ("rotate_half" in rope and "rotary_dim" in rope and "use_qk_norm" in att and
+                "num_key_value_groups" in att and "first_k_dense_replace" in inspect.getsource(mod.Glm4MoeDecoderLayer)):
+            sys.exit("installed transformers GLM-4.5 code is not the partial-NeoX-RoPE GQA version")
+        return
     rope = inspect.getsource(mod.apply_rotary_pos_emb_interleave)
     if mod is mod_lite:
         att = inspect.getsource(mod.Glm4MoeLiteAttention)
@@ -161,7 +180,8 @@ def mtp_block(model, src_dir):
     c2.num_hidden_layers = L + 1
     if hasattr(cfg, "indexer_types"):
         c2.indexer_types = list(cfg.indexer_types) + ["full"]
-    c2.mlp_layer_types = list(cfg.mlp_layer_types) + ["sparse"]
+    if hasattr(cfg, "mlp_layer_types"):           # GLM-4.5: MoE from first_k_dense_replace on
+        c2.mlp_layer_types = list(cfg.mlp_layer_types) + ["sparse"]
     c2._attn_implementation = "eager"
     try:
         c2._experts_implementation = "eager"
@@ -230,6 +250,7 @@ def main():
     ap.add_argument("--mkmodel", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--arch", choices=sorted(ARCHS), default="glm-moe-dsa")
+    ap.add_argument("--preset", default="tiny", help="glm-mkmodel preset (glm4-moe: tiny, tiny-air)")
     a = ap.parse_args()
     global CLS, mod, LAYER
     CLS, mod, LAYER = ARCHS[a.arch]
@@ -238,7 +259,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         d_bf16, d_fp8, d_deq = (os.path.join(tmp, n) for n in ("bf16", "fp8", "fp8-deq"))
         for d, dt in ((d_bf16, "bf16"), (d_fp8, "fp8")):
-            subprocess.run([a.mkmodel, "--arch", a.arch, "--preset", "tiny", "--seed", str(SEED), "--dtype", dt,
+            subprocess.run([a.mkmodel, "--arch", a.arch, "--preset", a.preset, "--seed", str(SEED), "--dtype", dt,
                             "--out", d],
                            check=True, stderr=subprocess.DEVNULL)
         dequantize_fp8(d_fp8, d_deq)
@@ -251,7 +272,7 @@ def main():
         cases += [logits_case(mq, f"fp8_len{len(p)}", "fp8", p) for p in ps[1:]]
     res = {"generator": "tests/reference/glm5_reference.py",
            "transformers": transformers.__version__, "torch": torch.__version__,
-           "arch": a.arch, "class": CLS.__name__, "preset": "tiny", "seed": SEED,
+           "arch": a.arch, "class": CLS.__name__, "preset": a.preset, "seed": SEED,
            "cases": cases, "greedy": g, "mtp": mtp}
     if hasattr(m.config, "indexer_types"):
         res["index_topk"] = m.config.index_topk

@@ -3,8 +3,9 @@
  * The tiny checkpoint is rebuilt here with glm-mkmodel's code (same preset
  * and seed as tests/reference/glm5_reference.py), so nothing large is
  * committed; the goldens (tests/reference/goldens/glm5_tiny.json,
- * glm47flash_tiny.json) come from transformers' GlmMoeDsaForCausalLM /
- * Glm4MoeLiteForCausalLM in fp32 (MTP: our own torch version of doc §4.2
+ * glm47flash_tiny.json, glm45_tiny.json, glm45air_tiny.json) come from
+ * transformers' GlmMoeDsaForCausalLM / Glm4MoeLiteForCausalLM /
+ * Glm4MoeForCausalLM in fp32 (MTP: our own torch version of doc §4.2
  * around their decoder layer, transformers has none). */
 #include "test.h"
 #include "test_msg.h"
@@ -24,11 +25,17 @@
 /* Both architectures run the same checks against their own goldens:
  * GLM-5 (sparse DSA past index_topk) and GLM-4.7-Flash (no indexer: dense
  * causal attention at every length; transformers' Glm4MoeLiteForCausalLM). */
-static const struct { enum eng_arch arch; const char *goldens; } k_suites[] = {
-    { ENG_ARCH_GLM_MOE_DSA, "tests/reference/goldens/glm5_tiny.json" },
-    { ENG_ARCH_GLM4_MOE_LITE, "tests/reference/goldens/glm47flash_tiny.json" },
+static const struct { enum eng_arch arch; const char *preset, *goldens; } k_suites[] = {
+    { ENG_ARCH_GLM_MOE_DSA, "tiny", "tests/reference/goldens/glm5_tiny.json" },
+    { ENG_ARCH_GLM4_MOE_LITE, "tiny", "tests/reference/goldens/glm47flash_tiny.json" },
+    /* GLM-4.5 family (Glm4MoeForCausalLM, GQA): q/k norms with 4 query heads
+     * per KV head, and no norms with groups of 2 (head_dim 40: partial FP8
+     * blocks in the K/V projections). */
+    { ENG_ARCH_GLM4_MOE, "tiny", "tests/reference/goldens/glm45_tiny.json" },
+    { ENG_ARCH_GLM4_MOE, "tiny-air", "tests/reference/goldens/glm45air_tiny.json" },
 };
 static enum eng_arch g_arch;
+static const char *g_preset = "tiny";
 static char g_dir[256];
 static cJSON *g_gold;
 
@@ -40,7 +47,7 @@ static int make_models(void)
     for (int i = 0; i < 2; i++) {
         char out[512], err[256];
         snprintf(out, sizeof out, "%s/%s", g_dir, dts[i]);
-        eng_mk_opts o = { .arch = g_arch, .preset = "tiny", .out_dir = out, .seed = 1, .fp8 = i == 1, .mtp = 1,
+        eng_mk_opts o = { .arch = g_arch, .preset = g_preset, .out_dir = out, .seed = 1, .fp8 = i == 1, .mtp = 1,
                           .quiet = 1 };
         if (eng_mk_write(&o, err, sizeof err)) { fprintf(stderr, "mkmodel: %s\n", err); return -1; }
     }
@@ -415,6 +422,157 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
     fixture_close(&f);
 }
 
+/* ===== GQA backend ops ===== */
+
+enum { GH = 8, GKV = 4, GD = 40, GROWS = 64, GNQ = 3, GSEL = 8 };   /* K/V rows of 160: head 3 straddles the 128-value FP8 tile edge */
+static float g_gk[GROWS][GKV * GD], g_gv[GROWS][GKV * GD], g_gq[GNQ][GH * GD];
+
+static void gqa_fill(void)
+{
+    uint64_t z = 99;
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 4 - 2)
+    for (int r = 0; r < GROWS; r++)
+        for (int k = 0; k < GKV * GD; k++) { g_gk[r][k] = RND(); g_gv[r][k] = RND() * (k >= GD ? 30 : 1); }
+    for (int i = 0; i < GNQ; i++) for (int k = 0; k < GH * GD; k++) g_gq[i][k] = RND();
+#undef RND
+}
+
+static int32_t g_gbt[GROWS / 16] = { 2, 0, 3, 1 }, g_gsel[GSEL] = { 1, 5, 9, 20, 33, 40, 41, 60 };
+
+/* K and V caches of dtype holding g_gk / g_gv at slots 0..GROWS-1. */
+static void gqa_caches(eng_backend *be, enum eng_cache_dtype dt, eng_be_cache *kc, eng_be_cache *vc)
+{
+    int D = GKV * GD;
+    *kc = (eng_be_cache){ NULL, dt, D, D, eng_be_cache_row_bytes(dt, D, D) };
+    *vc = *kc;
+    kc->data = eng_be_alloc(be, GROWS * kc->row_bytes);
+    vc->data = eng_be_alloc(be, GROWS * vc->row_bytes);
+    int64_t slot[GROWS];
+    for (int r = 0; r < GROWS; r++) slot[r] = r;
+    eng_be_cache_store(be, kc, slot, GROWS, g_gk[0], D);
+    eng_be_cache_store(be, vc, slot, GROWS, g_gv[0], D);
+}
+
+/* FP8 K/V rows (tiles of 128 across the heads' spans: KV head 3's values
+ * 120..159 straddle a tile edge, V's heads 1-3 are 30x larger) read exactly
+ * what was stored: the op over FP8 rows equals the op over f32 rows
+ * holding the dequantized values, bit for bit. */
+TEST(gqa_fp8_attend_equals_f32_on_dequantized_rows)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    eng_backend *be = eng_model_backend(f.m);
+    gqa_fill();
+    eng_be_cache k8, v8, k32, v32;
+    gqa_caches(be, ENG_CACHE_FP8, &k8, &v8);
+    for (int r = 0; r < GROWS; r++) {           /* g_gk / g_gv become the dequantized rows */
+        eng_be_cache_load(be, &k8, r, g_gk[r]);
+        eng_be_cache_load(be, &v8, r, g_gv[r]);
+    }
+    gqa_caches(be, ENG_CACHE_F32, &k32, &v32);
+    eng_be_cache *cs[4] = { &k8, &v8, &k32, &v32 };
+    eng_be_keys keys[GNQ] = { { g_gbt, 16, 64, NULL, 0 }, { g_gbt, 16, 30, NULL, 0 }, { g_gbt, 16, 64, g_gsel, GSEL } };
+    static float o8[GNQ][GH * GD], o32[GNQ][GH * GD];
+    for (int n = 1; n <= GNQ; n++) {
+        eng_be_gqa_attend(be, g_gq[0], GH * GD, GH, GKV, GD, &k8, &v8, 0.15f, keys, n, o8[0], GH * GD);
+        eng_be_gqa_attend(be, g_gq[0], GH * GD, GH, GKV, GD, &k32, &v32, 0.15f, keys, n, o32[0], GH * GD);
+        CHECK(memcmp(o8, o32, sizeof(float) * (size_t)n * GH * GD) == 0);
+    }
+    for (int i = 0; i < 4; i++) eng_be_dealloc(be, cs[i]->data);
+    fixture_close(&f);
+}
+
+/* The op against a plain double-precision softmax attention written out
+ * here: each query head h reads KV head h / (GH / GKV), paged rows, dense
+ * and selected keys. */
+TEST(gqa_attend_matches_naive)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    eng_backend *be = eng_model_backend(f.m);
+    gqa_fill();
+    eng_be_cache kc, vc;
+    gqa_caches(be, ENG_CACHE_F32, &kc, &vc);
+    /* the third query's 600 selected keys (positions repeat: the op does not
+     * care) span three row blocks of the kernel's 256 */
+    static int32_t longsel[600];
+    for (int j = 0; j < 600; j++) longsel[j] = (j * 7) % 64;
+    eng_be_keys keys[GNQ] = { { g_gbt, 16, 64, NULL, 0 }, { g_gbt, 16, 30, NULL, 0 }, { g_gbt, 16, 64, longsel, 600 } };
+    static float o[GNQ][GH * GD];
+    eng_be_gqa_attend(be, g_gq[0], GH * GD, GH, GKV, GD, &kc, &vc, 0.15f, keys, GNQ, o[0], GH * GD);
+    double worst = 0;
+    for (int i = 0; i < GNQ; i++)
+        for (int h = 0; h < GH; h++) {
+            int g = h / (GH / GKV), nk = keys[i].sel ? keys[i].n_sel : keys[i].n_ctx;
+            static double s[600];
+            double mx = -1e300, z = 0;
+            for (int j = 0; j < nk; j++) {
+                int p = keys[i].sel ? keys[i].sel[j] : j, row = g_gbt[p / 16] * 16 + p % 16;
+                double d = 0;
+                for (int k = 0; k < GD; k++) d += (double)g_gq[i][h * GD + k] * g_gk[row][g * GD + k];
+                s[j] = 0.15 * d;
+                if (s[j] > mx) mx = s[j];
+            }
+            for (int j = 0; j < nk; j++) { s[j] = exp(s[j] - mx); z += s[j]; }
+            for (int k = 0; k < GD; k++) {
+                double acc = 0;
+                for (int j = 0; j < nk; j++) {
+                    int p = keys[i].sel ? keys[i].sel[j] : j, row = g_gbt[p / 16] * 16 + p % 16;
+                    acc += s[j] / z * g_gv[row][g * GD + k];
+                }
+                double e = fabs(acc - o[i][h * GD + k]) / 30.0;
+                if (e > worst) worst = e;
+            }
+        }
+    CHECK(worst < 1e-5);
+    eng_be_dealloc(be, kc.data);
+    eng_be_dealloc(be, vc.data);
+    fixture_close(&f);
+}
+
+/* NeoX layout: pair (j, j + dim/2) rotates; dims past dim stay. */
+TEST(rope_neox_rotates_half_pairs)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 1)) { CHECK(0); return; }
+    float x[2][12], inv[2] = { 1.0f, 0.25f };
+    int32_t pos[2] = { 0, 3 };
+    for (int i = 0; i < 2; i++) for (int k = 0; k < 12; k++) x[i][k] = (float)(k + 1);
+    eng_be_rope_neox(eng_model_backend(f.m), x[0], 2, 12, 2, 6, 0, 4, pos, inv);
+    for (int k = 0; k < 12; k++) CHECK(x[0][k] == (float)(k + 1));    /* position 0: identity */
+    for (int h = 0; h < 2; h++) {
+        float *p = x[1] + h * 6, a0 = (float)(h * 6 + 1), a1 = (float)(h * 6 + 2), b0 = (float)(h * 6 + 3),
+              b1 = (float)(h * 6 + 4);
+        CHECK(fabsf(p[0] - (a0 * cosf(3.0f) - b0 * sinf(3.0f))) < 1e-5f);
+        CHECK(fabsf(p[2] - (b0 * cosf(3.0f) + a0 * sinf(3.0f))) < 1e-5f);
+        CHECK(fabsf(p[1] - (a1 * cosf(0.75f) - b1 * sinf(0.75f))) < 1e-5f);
+        CHECK(fabsf(p[3] - (b1 * cosf(0.75f) + a1 * sinf(0.75f))) < 1e-5f);
+        CHECK(p[4] == (float)(h * 6 + 5) && p[5] == (float)(h * 6 + 6));   /* partial: untouched */
+    }
+    fixture_close(&f);
+}
+
+/* The pool holds a K and a V row of kv_heads * head_dim per layer (MTP
+ * included) and no MLA rows; bytes per token follow. */
+TEST(gqa_kv_pool_rows)
+{
+    fixture f;
+    if (fixture_open_kv(&f, "bf16", 1, ENG_CACHE_FP8)) { CHECK(0); return; }
+    const eng_config *c = eng_model_config(f.m);
+    int L = eng_config_n_layers_total(c), D = c->num_key_value_heads * c->head_dim;
+    CHECK_EQ_INT(L, 5);
+    CHECK_EQ_INT(D, 64);
+    for (int l = 0; l < L; l++) {
+        const eng_be_cache *k = eng_kv_layer_k(f.kv, l), *v = eng_kv_layer_v(f.kv, l);
+        CHECK(k && v && k->data && v->data && k->dim == D && v->dim == D);
+        CHECK(eng_kv_layer_index(f.kv, l) == NULL);
+    }
+    CHECK(eng_kv_layer_k(f.kv, L) == NULL);
+    CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_FP8), (size_t)L * 2 * (64 + 4));
+    CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_F32), (size_t)L * 2 * 64 * 4);
+    fixture_close(&f);
+}
+
 /* The AVX-512VL row tiles (up to 6 tokens per weight pass; opt-in with
  * GLM_ENGINE_AVX512=1 where the CPU has AVX-512F+BW+VL) must give the AVX2
  * tiles' bits, for BF16, FP8 and F32, every token count of a decode batch
@@ -724,9 +882,10 @@ int main(void)
     pl_log_init("test_engine_model");
     for (size_t k = 0; k < PL_ARRAY_LEN(k_suites); k++) {
         g_arch = k_suites[k].arch;
+        g_preset = k_suites[k].preset;
         g_max_rel[0] = g_max_rel[1] = 0;
         g_gold = test_json_file(k_suites[k].goldens);
-        printf("== %s (%s)\n", eng_arch_class(g_arch), k_suites[k].goldens);
+        printf("== %s %s (%s)\n", eng_arch_class(g_arch), g_preset, k_suites[k].goldens);
         const char *cls = g_gold ? cJSON_GetStringValue(cJSON_GetObjectItem(g_gold, "class")) : NULL;
         if (!g_gold || strcmp(cls ? cls : "GlmMoeDsaForCausalLM", eng_arch_class(g_arch)) || make_models()) {
             fprintf(stderr, "cannot load %s (for %s) or build the tiny model\n", k_suites[k].goldens,
@@ -750,6 +909,12 @@ int main(void)
             RUN(attention_split_context_bit_identical);
             RUN(avx512_tiles_equal_avx2);
             RUN(bf16_dot_product_kernels);
+        }
+        if (g_arch == ENG_ARCH_GLM4_MOE && !strcmp(g_preset, "tiny")) {
+            RUN(gqa_fp8_attend_equals_f32_on_dequantized_rows);
+            RUN(gqa_attend_matches_naive);
+            RUN(rope_neox_rotates_half_pairs);
+            RUN(gqa_kv_pool_rows);
         }
         RUN(fp8_kv_close_to_f32);
         printf("     %s max relative error vs reference: bf16 %.3g, fp8 %.3g (tolerance %.0e)\n",

@@ -106,9 +106,10 @@ static void fill_context(eng_backend *be, eng_kv_pool *kv, const int32_t *bt, in
     int bs = eng_kv_block_size(kv);
     int64_t slot[CHUNK];
     for (int l = 0; l < eng_kv_n_layers(kv); l++)
-        for (int which = 0; which < 2; which++) {
-            const eng_be_cache *c = which ? eng_kv_layer_index(kv, l) : eng_kv_layer_mla(kv, l);
-            if (!c) continue;
+        for (int which = 0; which < 4; which++) {      /* MLA, indexer; GQA: K, V */
+            const eng_be_cache *c = which == 0 ? eng_kv_layer_mla(kv, l) : which == 1 ? eng_kv_layer_index(kv, l)
+                                  : which == 2 ? eng_kv_layer_k(kv, l) : eng_kv_layer_v(kv, l);
+            if (!c || !c->data) continue;
             float *rows = malloc((size_t)CHUNK * (size_t)c->dim * sizeof *rows);
             if (!rows) return;
             uint32_t x = 2463534242u + (uint32_t)l * 977u + (uint32_t)which;
@@ -127,11 +128,17 @@ static void fill_context(eng_backend *be, eng_kv_pool *kv, const int32_t *bt, in
 
 /* Cache bytes one decode token at context n reads: every indexer key of
  * the full-indexer layers, and the MLA rows attention reads (all n without
- * an indexer; at most index_topk with one). The MTP layer does not run. */
+ * an indexer; at most index_topk with one); GQA: all n K and V rows. The
+ * MTP layer does not run. */
 static uint64_t kv_read_bytes(eng_kv_pool *kv, const eng_config *c, int n)
 {
     uint64_t b = 0;
     int sel = c->has_indexer && c->index_topk < n ? c->index_topk : n;
+    if (c->attn_gqa) {
+        for (int l = 0; l < c->num_hidden_layers; l++)
+            b += (uint64_t)n * (eng_kv_layer_k(kv, l)->row_bytes + eng_kv_layer_v(kv, l)->row_bytes);
+        return b;
+    }
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const eng_be_cache *idx = eng_kv_layer_index(kv, l);
         b += (uint64_t)sel * eng_kv_layer_mla(kv, l)->row_bytes;

@@ -1,4 +1,4 @@
-/* glm-mkmodel — write a GLM-5- or GLM-4.7-Flash-architecture model directory with
+/* glm-mkmodel — write a GLM-5-, GLM-4.7-Flash- or GLM-4.5-architecture model directory with
  * deterministic random weights. See mkmodel.h. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,9 +9,11 @@
 
 static void usage(FILE *f)
 {
-    fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite] --preset tiny|small|uneven --out DIR [--seed N]\n"
-          "                   [--dtype bf16|fp8]\n"
+    fputs("usage: glm-mkmodel [--arch glm-moe-dsa|glm4-moe-lite|glm4-moe] --preset tiny|small|uneven --out DIR\n"
+          "                   [--seed N] [--dtype bf16|fp8]\n"
           "       glm-mkmodel [--arch A] --real-shapes --layers N --out DIR [--seed N] [--dtype bf16|fp8]\n"
+          "         --arch glm4-moe (GLM-4.5 family, GQA): presets tiny, tiny-air, small; with --real-shapes\n"
+          "         --preset air (GLM-4.5-Air, the default) or 355b (GLM-4.5/4.6/4.7); GLM-4.7's chat template\n"
           "options: --arch glm-moe-dsa (GLM-5, the default) or glm4-moe-lite (GLM-4.7-Flash: no indexer,\n"
           "         GLM-4.7's chat template; --real-shapes gives GLM-4.7-Flash's dimensions),\n"
           "         --no-mtp (omit the MTP layer), --fused-experts (transformers 5.x expert names),\n"
@@ -48,7 +50,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(stdout); return 0; }
         else { fprintf(stderr, "glm-mkmodel: bad argument %s\n", a); usage(stderr); return 2; }
     }
-    if (!o.out_dir || (!o.preset && !o.real_shapes) || (o.real_shapes && (!o.layers || o.preset))) {
+    if (!o.out_dir || (!o.preset && !o.real_shapes) || (o.real_shapes && (!o.layers || (o.preset && o.arch != ENG_ARCH_GLM4_MOE)))) {
         usage(stderr);
         return 2;
     }

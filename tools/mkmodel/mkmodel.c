@@ -26,6 +26,7 @@ int eng_mk_arch_parse(const char *s, enum eng_arch *out)
 {
     if (!strcmp(s, "glm-moe-dsa") || !strcmp(s, "glm5")) *out = ENG_ARCH_GLM_MOE_DSA;
     else if (!strcmp(s, "glm4-moe-lite") || !strcmp(s, "glm-4.7-flash")) *out = ENG_ARCH_GLM4_MOE_LITE;
+    else if (!strcmp(s, "glm4-moe") || !strcmp(s, "glm-4.5")) *out = ENG_ARCH_GLM4_MOE;
     else return PL_ERR_INVALID;
     return 0;
 }
@@ -81,9 +82,63 @@ static void preset_apply(eng_config *c, const struct preset *p)
     set_special_ids(c, p->vocab - 64);
 }
 
+/* GLM-4.5 family (Glm4MoeForCausalLM, GQA). Real shapes: GLM-4.5-Air
+ * ("air", the default) and GLM-4.5/4.6/4.7 355B ("355b"), from their
+ * config.json. Test presets: 1 dense + 3 MoE layers + MTP;
+ * tiny has q/k norms and groups of 4 query heads per KV head, tiny-air none
+ * and groups of 2, with a head_dim (40) whose K/V projections (80 rows) end
+ * in a partial FP8 block; small is for CPU speed work. */
+struct preset_gqa {
+    const char *name;
+    int real;
+    int vocab, hidden, inter, moe_inter, layers, heads, kv_heads, head_dim, experts, top_k, dense;
+    int qk_norm, max_pos;
+    double scaling;
+};
+
+static const struct preset_gqa k_presets_gqa[] = {
+    { "air", 1, 151552, 4096, 10944, 1408, 46, 96, 8, 128, 128, 8, 1, 0, 131072, 1.0 },
+    { "355b", 1, 151552, 5120, 12288, 1536, 92, 96, 8, 128, 160, 8, 3, 1, 131072, 2.5 },
+    { "tiny", 0, 1024, 256, 512, 96, 4, 8, 2, 32, 8, 2, 1, 1, 4096, 2.5 },
+    { "tiny-air", 0, 1024, 256, 512, 96, 4, 4, 2, 40, 8, 2, 1, 0, 4096, 1.0 },
+    { "small", 0, 32768, 1024, 2816, 512, 8, 16, 4, 64, 16, 4, 1, 1, 32768, 2.5 },
+};
+
+static int preset_gqa(const char *name, int real_layers, eng_config *c, char *err, size_t errlen)
+{
+    eng_config_defaults_arch(c, ENG_ARCH_GLM4_MOE);
+    if (real_layers > 0 && !strcmp(name, "tiny")) name = "air";    /* --real-shapes without --preset */
+    const struct preset_gqa *p = NULL;
+    for (size_t i = 0; !p && i < PL_ARRAY_LEN(k_presets_gqa); i++)
+        if (k_presets_gqa[i].real == (real_layers > 0) && !strcmp(k_presets_gqa[i].name, name)) p = &k_presets_gqa[i];
+    if (!p)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown %s \"%s\" for glm4-moe (%s)",
+                         real_layers > 0 ? "real shape" : "preset", name,
+                         real_layers > 0 ? "air, 355b" : "tiny, tiny-air, small");
+    if (real_layers >= ENG_MAX_LAYERS)
+        return pl_seterr(err, errlen, PL_ERR_RANGE, "--layers %d too large", real_layers);
+    c->vocab_size = p->vocab; c->hidden_size = p->hidden; c->intermediate_size = p->inter;
+    c->moe_intermediate_size = p->moe_inter;
+    c->num_hidden_layers = real_layers > 0 ? real_layers : p->layers;
+    c->num_attention_heads = p->heads; c->num_key_value_heads = p->kv_heads;
+    c->head_dim = c->head_dim_key = c->v_head_dim = p->head_dim;
+    c->qk_rope_head_dim = p->head_dim / 2;          /* partial_rotary_factor 0.5 */
+    c->n_routed_experts = p->experts; c->num_experts_per_tok = p->top_k; c->n_shared_experts = 1;
+    c->first_k_dense_replace = p->dense < c->num_hidden_layers ? p->dense : c->num_hidden_layers - 1;
+    if (c->first_k_dense_replace < 0 || c->num_hidden_layers == 1) c->first_k_dense_replace = c->num_hidden_layers > 1 ? 1 : 0;
+    c->use_qk_norm = p->qk_norm; c->attention_bias = 1;
+    c->routed_scaling_factor = p->scaling;
+    c->rope_theta = 1000000.0;
+    c->max_position_embeddings = p->max_pos;
+    c->num_nextn_predict_layers = 1;
+    set_special_ids(c, real_layers > 0 ? 151329 : p->vocab - 64);
+    return eng_config_finish(c, err, errlen);
+}
+
 int eng_mk_preset(const char *name, int real_layers, enum eng_arch arch, eng_config *c,
                   char *err, size_t errlen)
 {
+    if (arch == ENG_ARCH_GLM4_MOE) return preset_gqa(name, real_layers, c, err, errlen);
     eng_config_defaults_arch(c, arch);   /* the real shapes: GLM-5(.2) or GLM-4.7-Flash */
     c->num_nextn_predict_layers = 1;
     if (arch == ENG_ARCH_GLM_MOE_DSA) {
@@ -149,6 +204,7 @@ static void class_init(const eng_tdesc *d, float *mean, float *std)
     case ENG_TC_NORM:        *mean = 1.0f; *std = 0.1f; break;
     case ENG_TC_NORM_BIAS:   *std = 0.1f; break;
     case ENG_TC_BIAS_F32:    *std = 0.05f; break;
+    case ENG_TC_LINEAR_BIAS: *std = 0.2f; break;
     case ENG_TC_EMBED:       *std = d->top == 0 ? 1.0f : 1.0f / sqrtf((float)in); break;
     default:                 *std = 1.0f / sqrtf((float)in); break;
     }

@@ -821,7 +821,7 @@ int eng_mk_text_files_write(const char *dir, int base_vocab, enum eng_arch arch,
     size_t clen, tlen;
     const char *corpus = eng_mk_corpus(&clen);
     /* GLM-4.7-Flash's own repo ships GLM-4.7's template: its format, not GLM-5.2's */
-    const char *tpl = arch == ENG_ARCH_GLM4_MOE_LITE ? eng_mk_chat_template_glm47(&tlen) : eng_mk_chat_template(&tlen);
+    const char *tpl = arch != ENG_ARCH_GLM_MOE_DSA ? eng_mk_chat_template_glm47(&tlen) : eng_mk_chat_template(&tlen);
     eng_mk_bpe *bpe;
     int rc = eng_mk_bpe_train(&bpe, base_vocab, corpus, clen, err, errlen);
     if (rc) return rc;
