@@ -329,7 +329,7 @@ TEST(fp8_cache_rows_round_trip)
     if (fixture_open(&f, "bf16", 1)) { CHECK(0); return; }
     eng_backend *be = eng_model_backend(f.m);
     enum { DIM = 300, SPLIT = 256 };
-    eng_be_cache c = { NULL, ENG_CACHE_FP8, DIM, SPLIT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, SPLIT) };
+    eng_be_cache c = { NULL, ENG_CACHE_FP8, DIM, SPLIT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, SPLIT), 0 };
     CHECK_EQ_INT(c.row_bytes, 300 + 4 * 3);                 /* tiles [0,128) [128,256) [256,300) */
     CHECK_EQ_INT(eng_be_cache_row_bytes(ENG_CACHE_F32, DIM, SPLIT), DIM * 4);
     c.data = eng_be_alloc(be, 4 * c.row_bytes);
@@ -372,10 +372,10 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
     if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
     eng_backend *be = eng_model_backend(f.m);
     enum { LAT = 64, ROPE = 16, DIM = LAT + ROPE, NH = 4, IH = 8, ID = 64, ROWS = 64, NQ = 3, TOPK = 8 };
-    eng_be_cache q8 = { NULL, ENG_CACHE_FP8, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, LAT) };
-    eng_be_cache q32 = { NULL, ENG_CACHE_F32, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_F32, DIM, LAT) };
-    eng_be_cache i8 = { NULL, ENG_CACHE_FP8, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_FP8, ID, ID) };
-    eng_be_cache i32 = { NULL, ENG_CACHE_F32, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_F32, ID, ID) };
+    eng_be_cache q8 = { NULL, ENG_CACHE_FP8, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, LAT), 0 };
+    eng_be_cache q32 = { NULL, ENG_CACHE_F32, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_F32, DIM, LAT), 0 };
+    eng_be_cache i8 = { NULL, ENG_CACHE_FP8, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_FP8, ID, ID), 0 };
+    eng_be_cache i32 = { NULL, ENG_CACHE_F32, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_F32, ID, ID), 0 };
     q8.data = eng_be_alloc(be, ROWS * q8.row_bytes);
     q32.data = eng_be_alloc(be, ROWS * q32.row_bytes);
     i8.data = eng_be_alloc(be, ROWS * i8.row_bytes);
@@ -443,7 +443,7 @@ static int32_t g_gbt[GROWS / 16] = { 2, 0, 3, 1 }, g_gsel[GSEL] = { 1, 5, 9, 20,
 static void gqa_caches(eng_backend *be, enum eng_cache_dtype dt, eng_be_cache *kc, eng_be_cache *vc)
 {
     int D = GKV * GD;
-    *kc = (eng_be_cache){ NULL, dt, D, D, eng_be_cache_row_bytes(dt, D, D) };
+    *kc = (eng_be_cache){ NULL, dt, D, D, eng_be_cache_row_bytes(dt, D, D), 0 };
     *vc = *kc;
     kc->data = eng_be_alloc(be, GROWS * kc->row_bytes);
     vc->data = eng_be_alloc(be, GROWS * vc->row_bytes);
@@ -568,7 +568,7 @@ TEST(gqa_kv_pool_rows)
         CHECK(eng_kv_layer_index(f.kv, l) == NULL);
     }
     CHECK(eng_kv_layer_k(f.kv, L) == NULL);
-    CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_FP8), (size_t)L * 2 * (64 + 4));
+    CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_FP8), (size_t)L * 2 * (64 + 2 * 4));   /* a tile per head */
     CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_F32), (size_t)L * 2 * 64 * 4);
     fixture_close(&f);
 }
@@ -657,8 +657,8 @@ TEST(attention_split_context_bit_identical)
     double worst = 0;
     for (int dt = 0; dt < 2; dt++) {
         enum eng_cache_dtype cd = dt ? ENG_CACHE_FP8 : ENG_CACHE_F32;
-        eng_be_cache q = { NULL, cd, DIM, LAT, eng_be_cache_row_bytes(cd, DIM, LAT) };
-        eng_be_cache ic = { NULL, cd, ID, ID, eng_be_cache_row_bytes(cd, ID, ID) };
+        eng_be_cache q = { NULL, cd, DIM, LAT, eng_be_cache_row_bytes(cd, DIM, LAT), 0 };
+        eng_be_cache ic = { NULL, cd, ID, ID, eng_be_cache_row_bytes(cd, ID, ID), 0 };
         q.data = eng_be_alloc(b2, ROWS * q.row_bytes);
         ic.data = eng_be_alloc(b2, ROWS * ic.row_bytes);
         eng_be_cache_store(b2, &q, slot, ROWS, src, DIM);
