@@ -6,7 +6,9 @@ without expert parallel, give TP 1's prompt logprobs and greedy tokens; a
 rank that dies fails the requests in flight with an error and the engine
 exits 1 (busy or idle), a dead rank 0 takes its followers with it, and
 refusals (multi-node on the CPU, too many ranks, FP8 splits that break a
-block) are clear and never hang.
+block, GQA splits that straddle KV groups) are clear and never hang. The
+GLM-4.5 family (GQA) gives TP 1's numbers at TP 2 (KV heads split) and TP 4
+(replicated), with expert parallel, FP8 K/V rows and MTP.
 """
 import os
 import select
@@ -75,6 +77,45 @@ def test_same_logprobs_and_greedy_as_tp1(tiny, flags):
         worst = max(worst, abs(a["logprob"] - b["logprob"]) / max(abs(b["logprob"]), 1.0))
         assert [t for t, _ in a["top"]] == [t for t, _ in b["top"]]
     assert worst <= 1e-4
+
+
+# GLM-4.5 family (GQA): tiny (q/k norms, groups of 4) and tiny-air (no norms,
+# groups of 2), 2 KV heads each: split at TP 2, replicated at TP 4; FP8 K/V
+# rows and MTP drafting (its block is GQA) on both sides of the comparison.
+MTP = ["--speculative-config", '{"method":"mtp","num_speculative_tokens":3}']
+
+
+@pytest.fixture(scope="module")
+def gqa(tmp_path_factory):
+    out = {}
+    for preset in ("tiny", "tiny-air"):
+        d = tmp_path_factory.mktemp(f"gqa-{preset}") / "m"
+        subprocess.run([binpath("glm-mkmodel"), "--arch", "glm4-moe", "--preset", preset, "--seed", "1",
+                        "--out", str(d)], check=True, capture_output=True, timeout=120)
+        out[preset] = d
+    return out
+
+
+@pytest.mark.parametrize("flags,common", [(["-tp", "2"], []), (["-tp", "4", "--enable-expert-parallel"], []),
+                                          (["-tp", "4"], ["--kv-cache-dtype", "fp8"] + MTP)],
+                         ids=["tp2", "tp4-ep", "tp4-fp8kv-mtp"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-air"])
+def test_gqa_same_logprobs_and_greedy_as_tp1(gqa, preset, flags, common):
+    ref_lp, ref_toks, _ = _run(gqa[preset], *common)
+    lp, toks, err = _run(gqa[preset], *flags, *common)
+    assert f"tensor parallel: {flags[1]} ranks" in err
+    assert toks == ref_toks
+    worst = 0.0
+    for a, b in zip(lp[1:], ref_lp[1:]):
+        assert a["token_id"] == b["token_id"] and a["rank"] == b["rank"]
+        worst = max(worst, abs(a["logprob"] - b["logprob"]) / max(abs(b["logprob"]), 1.0))
+    assert worst <= 1e-4
+
+
+def test_gqa_straddling_split_refused(gqa):
+    rc, err = _refused(engine(gqa["tiny"], "-tp", "3"))
+    assert rc == 1
+    assert "8 query heads in 2 KV-head groups of 4 cannot be split over 3 ranks" in err
 
 
 # ================================================================ rank death

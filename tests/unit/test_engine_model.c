@@ -361,6 +361,53 @@ TEST(fp8_cache_rows_round_trip)
     fixture_close(&f);
 }
 
+/* GQA rows tile per head (eng_be_cache.head): no tile spans two heads, so
+ * a row holding only heads [1, 3) (a tensor-parallel rank's) stores and
+ * reads back the very bits those heads have in the whole row, through
+ * cache_load and through the spans attention reads. head_dim 160: tiles of
+ * 128 + 32 per head. */
+TEST(fp8_gqa_rows_tile_per_head)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 1)) { CHECK(0); return; }
+    eng_backend *be = eng_model_backend(f.m);
+    enum { HD = 160, NKV = 4, D = NKV * HD, DR = 2 * HD, R = 5 };
+    eng_be_cache w = { NULL, ENG_CACHE_FP8, D, D, eng_be_cache_row_bytes_heads(ENG_CACHE_FP8, D, HD), HD };
+    eng_be_cache r = { NULL, ENG_CACHE_FP8, DR, DR, eng_be_cache_row_bytes_heads(ENG_CACHE_FP8, DR, HD), HD };
+    CHECK_EQ_INT(w.row_bytes, D + 4 * 2 * NKV);
+    CHECK_EQ_INT(r.row_bytes, DR + 4 * 2 * 2);
+    CHECK_EQ_INT(eng_be_cache_row_bytes_heads(ENG_CACHE_F32, D, HD), D * 4);
+    eng_be_cache wv = w, rv = r;
+    w.data = eng_be_alloc(be, R * w.row_bytes);
+    r.data = eng_be_alloc(be, R * r.row_bytes);
+    wv.data = eng_be_alloc(be, R * w.row_bytes);
+    rv.data = eng_be_alloc(be, R * r.row_bytes);
+    static float x[R][D], v[R][D], yw[D], yr[DR], q[D], ow[D], orr[DR];
+    for (int i = 0; i < R; i++)
+        for (int k = 0; k < D; k++) {   /* heads of different ranges */
+            x[i][k] = sinf((float)(k + 31 * i) * 0.29f) * (float)(1 + 7 * (k / HD));
+            v[i][k] = cosf((float)(k * 3 + i) * 0.17f) * (float)(1 + 5 * (k / HD));
+        }
+    for (int k = 0; k < D; k++) q[k] = sinf((float)k * 0.11f);
+    int64_t slot[R] = { 0, 1, 2, 3, 4 };
+    eng_be_cache_store(be, &w, slot, R, x[0], D);
+    eng_be_cache_store(be, &r, slot, R, x[0] + HD, D);
+    eng_be_cache_store(be, &wv, slot, R, v[0], D);
+    eng_be_cache_store(be, &rv, slot, R, v[0] + HD, D);
+    eng_be_cache_load(be, &w, 2, yw);
+    eng_be_cache_load(be, &r, 2, yr);
+    CHECK(memcmp(yw + HD, yr, sizeof yr) == 0);
+    /* attention reads the same spans: heads 1-2 of the whole rows = the rank's heads */
+    int32_t bt[1] = { 0 };
+    eng_be_keys keys = { bt, 16, R, NULL, 0 };
+    eng_be_gqa_attend(be, q, D, NKV, NKV, HD, &w, &wv, 0.1f, &keys, 1, ow, D);
+    eng_be_gqa_attend(be, q + HD, DR, 2, 2, HD, &r, &rv, 0.1f, &keys, 1, orr, DR);
+    CHECK(memcmp(ow + HD, orr, sizeof orr) == 0);
+    void *bufs[] = { w.data, r.data, wv.data, rv.data };
+    for (int i = 0; i < 4; i++) eng_be_dealloc(be, bufs[i]);
+    fixture_close(&f);
+}
+
 /* The FP8 path reads exactly the values it stored: attention and the
  * indexer over an FP8 cache give bit-identical results to the same ops over
  * an f32 cache holding the dequantized rows (dense and sparse keys, several
@@ -904,6 +951,7 @@ int main(void)
         RUN(bad_batches_rejected);
         if (g_arch == ENG_ARCH_GLM_MOE_DSA) {   /* backend ops: once is enough */
             RUN(fp8_cache_rows_round_trip);
+            RUN(fp8_gqa_rows_tile_per_head);
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
             RUN(attention_split_context_bit_identical);
