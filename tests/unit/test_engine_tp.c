@@ -333,6 +333,17 @@ static void check_same_as_tp1(const char *name, const int (*cfgs)[2], int n_cfgs
     free_result(&ref);
 }
 
+/* The weights of test model name (no model object: shard checks only). */
+static int load(const char *name, eng_config *c, eng_weights **w)
+{
+    char dir[512], err[512];
+    eng_load_opts lo = { .quiet = 1 };
+    snprintf(dir, sizeof dir, "%s/%s", g_dir, name);
+    int rc = eng_weights_load(dir, &lo, c, w, err, sizeof err);
+    if (rc) fprintf(stderr, "  %s\n", err);
+    return rc;
+}
+
 static const int k_all[][2] = { { 2, 0 }, { 2, 1 }, { 4, 0 }, { 4, 1 } };
 static const int k_two[][2] = { { 2, 0 }, { 2, 1 } };
 
@@ -367,12 +378,10 @@ TEST(gqa_fp8_kv_tp2_tp4_equal_tp1)
  * straddle two KV groups, leave a rank none, or break an FP8 block refused. */
 TEST(gqa_head_ranges_and_refusals)
 {
-    char dir[512], err[512];
-    snprintf(dir, sizeof dir, "%s/gqa-tiny", g_dir);
+    char err[512];
     eng_config c;
     eng_weights *w;
-    eng_load_opts lo = { .quiet = 1 };
-    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK(load("gqa-tiny", &c, &w) == 0);
     CHECK_EQ_INT(c.num_attention_heads, 8);
     CHECK_EQ_INT(c.num_key_value_heads, 2);
     static const struct { int size, rank, h0, h1, k0, k1; } want[] = {
@@ -405,13 +414,11 @@ TEST(gqa_head_ranges_and_refusals)
     CHECK(eng_shard_create(w, &c, 0, 10, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
     eng_weights_free(w);
     /* tiny-air (groups of 2) over 8: more ranks than query heads. */
-    snprintf(dir, sizeof dir, "%s/gqa-air", g_dir);
-    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK(load("gqa-air", &c, &w) == 0);
     CHECK(eng_shard_create(w, &c, 0, 8, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
     eng_weights_free(w);
     /* tiny-air FP8: head_dim 40, so rank 1 of 2 starts q_proj at row 80, inside a block. */
-    snprintf(dir, sizeof dir, "%s/gqa-air-fp8", g_dir);
-    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK(load("gqa-air-fp8", &c, &w) == 0);
     err[0] = 0;
     CHECK(eng_shard_create(w, &c, 1, 2, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
     CHECK(strstr(err, "q_proj") && strstr(err, "128x128 FP8 block"));
@@ -423,12 +430,10 @@ TEST(gqa_head_ranges_and_refusals)
  * the tensor; a group too large for the heads or experts likewise. */
 TEST(fp8_block_breaking_split_refused)
 {
-    char dir[512], err[512];
-    snprintf(dir, sizeof dir, "%s/glm5-tiny-fp8", g_dir);
+    char err[512];
     eng_config c;
     eng_weights *w;
-    eng_load_opts lo = { .quiet = 1 };
-    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK(load("glm5-tiny-fp8", &c, &w) == 0);
     eng_shard *s = NULL;
     /* tiny: kv_b has 48 + 64 = 112 rows per head: rank 1 of 2 would start at row 224. */
     err[0] = 0;
@@ -440,8 +445,7 @@ TEST(fp8_block_breaking_split_refused)
     CHECK(eng_shard_create(w, &c, 0, 16, 1, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
     eng_weights_free(w);
     /* small fp8, TP 4: 2 heads x 96 q_b rows = 192, inside a block. */
-    snprintf(dir, sizeof dir, "%s/glm5-small-fp8", g_dir);
-    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK(load("glm5-small-fp8", &c, &w) == 0);
     CHECK(eng_shard_create(w, &c, 1, 4, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
     CHECK(strstr(err, "q_b_proj") != NULL);
     CHECK(eng_shard_create(w, &c, 1, 2, 0, &s, err, sizeof err) == 0);
