@@ -214,9 +214,16 @@ typedef struct eng_be_cache {
     int    dim;                 /* values per row */
     int    split;               /* FP8 tiling restarts here (0 < split <= dim) */
     size_t row_bytes;
+    /* > 0 (with split == dim, dim a multiple): FP8 tiling restarts every head
+     * values instead (GQA K/V rows: no tile spans two KV heads, so a
+     * tensor-parallel rank's rows of its own heads quantize exactly as those
+     * heads do in the whole row). 0: the two ranges above. CPU backend only
+     * (GQA runs on the CPU). */
+    int    head;
 } eng_be_cache;
 
 size_t eng_be_cache_row_bytes(enum eng_cache_dtype dt, int dim, int split);
+size_t eng_be_cache_row_bytes_heads(enum eng_cache_dtype dt, int dim, int head);
 
 /* Row slot[i] = src[i][0..dim) for each i (quantized for FP8). */
 void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,

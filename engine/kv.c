@@ -37,21 +37,23 @@ struct eng_kv_pool {
 static eng_be_cache mla_desc(const eng_config *c, enum eng_cache_dtype dt)
 {
     int dim = c->kv_lora_rank + c->qk_rope_head_dim;
-    return (eng_be_cache){ NULL, dt, dim, c->kv_lora_rank, eng_be_cache_row_bytes(dt, dim, c->kv_lora_rank) };
+    return (eng_be_cache){ NULL, dt, dim, c->kv_lora_rank, eng_be_cache_row_bytes(dt, dim, c->kv_lora_rank), 0 };
 }
 
 static eng_be_cache idx_desc(const eng_config *c, enum eng_cache_dtype dt)
 {
     int dim = c->index_head_dim;
-    return (eng_be_cache){ NULL, dt, dim, dim, eng_be_cache_row_bytes(dt, dim, dim) };
+    return (eng_be_cache){ NULL, dt, dim, dim, eng_be_cache_row_bytes(dt, dim, dim), 0 };
 }
 
 /* GQA: one K and one V row per token and layer, [kv_heads * head_dim]
- * each, one FP8 tiling range (tiles of 128 = one head at head_dim 128). */
+ * each (a tensor-parallel rank's own KV heads only: kv_heads_rank), FP8
+ * tiles of up to 128 restarting at every head (one tile per head at
+ * head_dim 128): a rank's rows quantize as the whole row would. */
 static eng_be_cache gqa_desc(const eng_config *c, enum eng_cache_dtype dt)
 {
-    int dim = c->num_key_value_heads * c->head_dim;
-    return (eng_be_cache){ NULL, dt, dim, dim, eng_be_cache_row_bytes(dt, dim, dim) };
+    int dim = (c->kv_heads_rank > 0 ? c->kv_heads_rank : c->num_key_value_heads) * c->head_dim;
+    return (eng_be_cache){ NULL, dt, dim, dim, eng_be_cache_row_bytes_heads(dt, dim, c->head_dim), c->head_dim };
 }
 
 size_t eng_kv_bytes_per_token(const eng_config *c, enum eng_cache_dtype dt)

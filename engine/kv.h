@@ -15,7 +15,8 @@
  *    [normalized kv latent (kv_lora_rank) | RoPE'd k_pe (qk_rope_head_dim)]
  *    and, on layers that run their own DSA indexer, the indexer key
  *    (index_head_dim) — or, for GQA models (Glm4MoeForCausalLM), a K row and a
- *    V row of kv_heads * head_dim each — as f32 rows or FP8 e4m3 rows with per-token tile
+ *    V row of kv_heads * head_dim each (a tensor-parallel rank: its own KV
+ *    heads) — as f32 rows or FP8 e4m3 rows with per-token tile
  *    scales (eng_be_cache, backend.h: --kv-cache-dtype fp8). Block b covers rows b*block_size .. +block_size-1 of
  *    every layer, so one block table per sequence serves all layers (the MTP
  *    layer included). model.c reads it through the layer accessors.
@@ -122,8 +123,10 @@ int      eng_kv_n_cached(const eng_kv_pool *p);                  /* registered a
 /* Cache rows of one layer: n_blocks*block_size rows. NULL without storage. */
 const eng_be_cache *eng_kv_layer_mla(eng_kv_pool *p, int layer);     /* dim lat + rope, split lat */
 const eng_be_cache *eng_kv_layer_index(eng_kv_pool *p, int layer);   /* NULL on shared-indexer layers */
-/* GQA models (cfg->attn_gqa): the K and V rows, dim kv_heads * head_dim,
- * one tiling range; NULL for MLA models (whose mla rows are then absent). */
+/* GQA models (cfg->attn_gqa): the K and V rows, dim kv_heads * head_dim
+ * (cfg->kv_heads_rank under tensor parallelism: the rank's own KV heads),
+ * FP8 tiles restarting per head (head = head_dim); NULL for MLA models
+ * (whose mla rows are then absent). */
 const eng_be_cache *eng_kv_layer_k(eng_kv_pool *p, int layer);
 const eng_be_cache *eng_kv_layer_v(eng_kv_pool *p, int layer);
 int    eng_kv_n_layers(const eng_kv_pool *p);

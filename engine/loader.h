@@ -81,6 +81,11 @@ typedef struct eng_config {
     int head_dim;                   /* config "head_dim" (transformers: hidden/heads when absent) */
     int attention_bias;             /* q/k/v projections carry a bias (o_proj never) */
     int use_qk_norm;                /* per-head RMSNorm on q and k before RoPE */
+    /* Not from config.json: the KV heads one tensor-parallel rank computes
+     * and caches (eng_model_open sets it on the model's copy, so a pool made
+     * from eng_model_config holds that rank's K/V rows only); 0 = all
+     * num_key_value_heads. */
+    int kv_heads_rank;
 } eng_config;
 
 /* Defaults = GLM-5's values (transformers' GlmMoeDsaConfig defaults). */

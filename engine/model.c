@@ -223,6 +223,10 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
             rc = eng_shard_create(m->w, &m->cfg, eng_comm_rank(o->comm), eng_comm_size(o->comm), o->expert_parallel,
                                   &m->shard, err, errlen);
         if (!rc && o->load.prefault) eng_shard_prefault(m->shard);
+        if (!rc && m->cfg.attn_gqa) {   /* this rank's pools hold its KV heads only */
+            eng_shard_range kvh = eng_shard_kv_heads(m->shard);
+            m->cfg.kv_heads_rank = (int)(kvh.end - kvh.begin);
+        }
         size_t vm = rc ? 0 : (size_t)eng_shard_vocab_max(m->shard) * TP_HEAD_ROWS;
         if (!rc && (!(m->lloc = malloc(vm * sizeof(float))) ||
                     !(m->lgat = malloc(vm * (size_t)eng_comm_size(o->comm) * sizeof(float)))))
@@ -328,7 +332,13 @@ static void attention_gqa(eng_model *m, eng_kv_pool *kv, int l, int T)
     const eng_config *c = &m->cfg;
     const eng_layer_weights *lw = layer_w(m, l);
     eng_backend *be = m->be;
-    int H = c->hidden_size, nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
+    /* Tensor parallel: this rank's query heads and the KV heads they read
+     * (shard.c: whole groups, or one group's KV head replicated), so the
+     * local heads are again nh / nkv per KV head; o_proj columns sliced,
+     * partial sums added over the ranks. */
+    eng_shard_range hr = m->shard ? eng_shard_heads(m->shard) : (eng_shard_range){ 0, c->num_attention_heads };
+    eng_shard_range kr = m->shard ? eng_shard_kv_heads(m->shard) : (eng_shard_range){ 0, c->num_key_value_heads };
+    int H = c->hidden_size, nh = (int)(hr.end - hr.begin), nkv = (int)(kr.end - kr.begin), hd = c->head_dim;
     int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
     eng_be_linear(be, &lw->w[ENG_W_Q_PROJ], 0, qd, m->x, T, H, m->gq, qd);
     eng_be_linear(be, &lw->w[ENG_W_K_PROJ], 0, kvd, m->x, T, H, m->gk, kvd);
@@ -350,6 +360,7 @@ static void attention_gqa(eng_model *m, eng_kv_pool *kv, int l, int T)
     eng_be_cache_store(be, vc, m->step.slot, T, m->gv, kvd);
     eng_be_gqa_attend(be, m->gq, qd, nh, nkv, hd, kc, vc, 1.0f / sqrtf((float)hd), m->step.keys, T, m->go, qd);
     eng_be_linear(be, &lw->w[ENG_W_O], 0, H, m->go, T, qd, m->tmp_h, H);
+    tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
 }
 
 /* SwiGLU: out[T, H] = down(silu(gate x) * up x). */

@@ -10,6 +10,7 @@ struct eng_shard {
     eng_tensor *experts;            /* [n_layers * n_routed_experts * ENG_EXP_COUNT] backing layers[].experts */
     eng_tensor embed, lm_head;
     eng_shard_range heads, vocab, exp;
+    eng_shard_range kv_heads;       /* GQA: the KV heads this rank computes and caches; MLA: all (unused) */
     int64_t vocab_max;
     void **owned;                   /* column-slice copies */
     size_t n_owned, cap_owned;
@@ -78,6 +79,18 @@ static void *own(eng_shard *s, size_t bytes)
     return s->owned[s->n_owned++] = p;
 }
 
+/* Elements [b, e) of a 1-D tensor (rows = 1: a bias): contiguous, so a
+ * view. Biases are never FP8 (the catalogue keeps them BF16/F32). */
+static int vec_slice(eng_shard *s, eng_tensor *t, int64_t b, int64_t e, char *err, size_t errlen)
+{
+    if (!t->data) return 0;
+    int rc = check_cut(s, t, "values", b, e, t->cols, err, errlen);
+    if (rc) return rc;
+    t->data = (const char *)t->data + (size_t)b * eng_dtype_size(t->dtype);
+    t->cols = e - b;
+    return 0;
+}
+
 /* Columns [b, e): rows are not contiguous there, so the slice is copied
  * (with its block-scale columns) into memory this rank owns. */
 static int col_slice(eng_shard *s, eng_tensor *t, int64_t b, int64_t e, char *err, size_t errlen)
@@ -119,13 +132,38 @@ static int ffn_slice(eng_shard *s, eng_tensor *g, eng_tensor *u, eng_tensor *d, 
 
 /* ===== the whole model */
 
-static int layer_slice(eng_shard *s, const eng_config *c, eng_layer_weights *lw, char *err, size_t errlen)
+/* MLA: q_b and kv_b rows and o_proj columns of this rank's heads; the
+ * latent path (q_a, kv_a, their norms) and the indexer stay whole. */
+static int attn_slice_mla(eng_shard *s, const eng_config *c, eng_layer_weights *lw, char *err, size_t errlen)
 {
     int64_t h0 = s->heads.begin, h1 = s->heads.end, qk = c->qk_nope_head_dim + c->qk_rope_head_dim;
     int64_t kvh = c->qk_nope_head_dim + c->v_head_dim, vd = c->v_head_dim;
     int rc = row_slice(s, &lw->w[ENG_W_Q_B], h0 * qk, h1 * qk, err, errlen);
     if (!rc) rc = row_slice(s, &lw->w[ENG_W_KV_B], h0 * kvh, h1 * kvh, err, errlen);
     if (!rc) rc = col_slice(s, &lw->w[ENG_W_O], h0 * vd, h1 * vd, err, errlen);
+    return rc;
+}
+
+/* GQA: q_proj rows and bias of this rank's query heads, k/v_proj rows and
+ * biases of the KV heads they read, o_proj columns of its query heads.
+ * q_norm/k_norm act per head on head_dim values: whole on every rank. */
+static int attn_slice_gqa(eng_shard *s, const eng_config *c, eng_layer_weights *lw, char *err, size_t errlen)
+{
+    int64_t hd = c->head_dim, q0 = s->heads.begin * hd, q1 = s->heads.end * hd;
+    int64_t k0 = s->kv_heads.begin * hd, k1 = s->kv_heads.end * hd;
+    int rc = row_slice(s, &lw->w[ENG_W_Q_PROJ], q0, q1, err, errlen);
+    if (!rc) rc = vec_slice(s, &lw->w[ENG_W_Q_BIAS], q0, q1, err, errlen);
+    if (!rc) rc = row_slice(s, &lw->w[ENG_W_K_PROJ], k0, k1, err, errlen);
+    if (!rc) rc = vec_slice(s, &lw->w[ENG_W_K_BIAS], k0, k1, err, errlen);
+    if (!rc) rc = row_slice(s, &lw->w[ENG_W_V_PROJ], k0, k1, err, errlen);
+    if (!rc) rc = vec_slice(s, &lw->w[ENG_W_V_BIAS], k0, k1, err, errlen);
+    if (!rc) rc = col_slice(s, &lw->w[ENG_W_O], q0, q1, err, errlen);
+    return rc;
+}
+
+static int layer_slice(eng_shard *s, const eng_config *c, eng_layer_weights *lw, char *err, size_t errlen)
+{
+    int rc = c->attn_gqa ? attn_slice_gqa(s, c, lw, err, errlen) : attn_slice_mla(s, c, lw, err, errlen);
     if (!rc) rc = ffn_slice(s, &lw->w[ENG_W_MLP_GATE], &lw->w[ENG_W_MLP_UP], &lw->w[ENG_W_MLP_DOWN], err, errlen);
     if (!rc) rc = ffn_slice(s, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], err, errlen);
     for (int e = 0; !rc && lw->experts && e < c->n_routed_experts; e++) {
@@ -141,20 +179,60 @@ static int layer_slice(eng_shard *s, const eng_config *c, eng_layer_weights *lw,
     return rc;
 }
 
+/* A rank's query heads and the KV heads they read. MLA: query heads in
+ * ranges differing by at most one (the latent cache is whole on every
+ * rank). GQA (group g = heads / kv_heads query heads per KV head):
+ *  - size <= kv_heads: the KV heads are split (ranges differing by at most
+ *    one) and a rank takes the query heads of its groups, whole groups;
+ *  - size > kv_heads: size must be a multiple of kv_heads; the size /
+ *    kv_heads ranks of one group share its g query heads (ranges differing by
+ *    at most one) and each computes and caches that one KV head itself
+ *    (replicated: a KV head's projection is cheap, an exchange would not be).
+ * Either way a rank's query heads never straddle two groups. */
+static int attn_heads(const eng_config *c, int rank, int size, eng_shard_range *heads, eng_shard_range *kvh,
+                      char *err, size_t errlen)
+{
+    int nh = c->num_attention_heads, nkv = c->num_key_value_heads;
+    if (!c->attn_gqa) {
+        *heads = eng_shard_split(nh, 1, rank, size);
+        *kvh = (eng_shard_range){ 0, nkv };
+        return 0;
+    }
+    int g = nh / nkv;
+    if (size <= nkv) {
+        *kvh = eng_shard_split(nkv, 1, rank, size);
+        *heads = (eng_shard_range){ kvh->begin * g, kvh->end * g };
+        return 0;
+    }
+    int per = size / nkv;
+    if (size % nkv)     /* (size <= nh was checked: a rank gets at least one head) */
+        return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%d query heads in %d KV-head groups of %d cannot be split "
+                         "over %d ranks without a rank's query heads straddling two groups: use a tensor-parallel "
+                         "size up to %d that divides %d or is a multiple of it", nh, nkv, g, size, nh, nkv);
+    int kv = rank / per;
+    eng_shard_range q = eng_shard_split(g, 1, rank % per, per);
+    *kvh = (eng_shard_range){ kv, kv + 1 };
+    *heads = (eng_shard_range){ (int64_t)kv * g + q.begin, (int64_t)kv * g + q.end };
+    return 0;
+}
+
 int eng_shard_create(const eng_weights *w, const eng_config *c, int rank, int size, int expert_parallel,
                      eng_shard **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (size < 1 || rank < 0 || rank >= size)
         return pl_seterr(err, errlen, PL_ERR_RANGE, "rank %d of a tensor-parallel group of %d", rank, size);
-    /* Only the MLA architectures are sharded; any other attention kind added
-     * later is refused here until it is (never silently computed whole). */
-    if (c->arch != ENG_ARCH_GLM_MOE_DSA && c->arch != ENG_ARCH_GLM4_MOE_LITE)
+    /* The MLA architectures and GQA are sharded; any other attention kind
+     * added later is refused here until it is (never silently computed whole). */
+    if (c->arch != ENG_ARCH_GLM_MOE_DSA && c->arch != ENG_ARCH_GLM4_MOE_LITE && c->arch != ENG_ARCH_GLM4_MOE)
         return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "tensor parallelism is not implemented for %s",
                          eng_arch_class(c->arch));
     if (c->num_attention_heads < size)
         return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%d attention heads cannot be split over %d ranks",
                          c->num_attention_heads, size);
+    eng_shard_range heads, kvh;
+    int rc = attn_heads(c, rank, size, &heads, &kvh, err, errlen);
+    if (rc) return rc;
     if (expert_parallel && c->n_routed_experts < size)
         return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%d routed experts cannot be split over %d expert-parallel ranks",
                          c->n_routed_experts, size);
@@ -164,7 +242,8 @@ int eng_shard_create(const eng_weights *w, const eng_config *c, int rank, int si
     s->size = size;
     s->ep = expert_parallel;
     s->n_layers = eng_config_n_layers_total(c);
-    s->heads = eng_shard_split(c->num_attention_heads, 1, rank, size);
+    s->heads = heads;
+    s->kv_heads = kvh;
     s->vocab = eng_shard_split(c->vocab_size, 1, rank, size);
     for (int r = 0; r < size; r++) {
         eng_shard_range v = eng_shard_split(c->vocab_size, 1, r, size);
@@ -175,7 +254,7 @@ int eng_shard_create(const eng_weights *w, const eng_config *c, int rank, int si
     size_t ne = (size_t)c->n_routed_experts * ENG_EXP_COUNT;
     s->layers = calloc((size_t)s->n_layers, sizeof *s->layers);
     s->experts = calloc((size_t)s->n_layers * (ne ? ne : 1), sizeof *s->experts);
-    int rc = s->layers && s->experts ? 0 : pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+    rc = s->layers && s->experts ? 0 : pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     for (int l = 0; !rc && l < s->n_layers; l++) {
         const eng_layer_weights *src = eng_weights_layer(w, l);
         s->layers[l] = *src;
@@ -211,6 +290,7 @@ const eng_layer_weights *eng_shard_layer(const eng_shard *s, int layer) { return
 const eng_tensor *eng_shard_embed(const eng_shard *s) { return &s->embed; }
 const eng_tensor *eng_shard_lm_head(const eng_shard *s) { return &s->lm_head; }
 eng_shard_range eng_shard_heads(const eng_shard *s) { return s->heads; }
+eng_shard_range eng_shard_kv_heads(const eng_shard *s) { return s->kv_heads; }
 eng_shard_range eng_shard_vocab(const eng_shard *s) { return s->vocab; }
 eng_shard_range eng_shard_experts(const eng_shard *s) { return s->exp; }
 int64_t eng_shard_vocab_max(const eng_shard *s) { return s->vocab_max; }

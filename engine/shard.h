@@ -12,6 +12,15 @@
  * Everything else (norms, q_a/kv_a, the indexer, the router, eh_proj) is
  * replicated: the same views on every rank.
  *
+ * Grouped-query attention (Glm4MoeForCausalLM): q_proj rows and bias and
+ * o_proj columns by query head; k_proj/v_proj rows and biases by KV head.
+ * When the size divides into the KV heads each rank holds whole groups (its
+ * KV heads and their query heads); when it exceeds them (a multiple of
+ * kv_heads) the ranks of one group split its query heads and each computes
+ * that group's one KV head (replicated). A rank's KV cache rows hold only
+ * its KV heads. q_norm/k_norm (per head_dim) are replicated. A split that
+ * would put a rank's query heads in two groups is refused.
+ *
  * Splits: heads, FFN widths, experts and the vocabulary are cut into
  * contiguous ranges that differ by at most one unit (uneven splits are
  * handled). FP8 weights are cut only on 128x128 block boundaries (a width is
@@ -40,7 +49,8 @@ void eng_shard_free(eng_shard *s);
 const eng_layer_weights *eng_shard_layer(const eng_shard *s, int layer);
 const eng_tensor        *eng_shard_embed(const eng_shard *s);     /* rows [vocab.begin, vocab.end) */
 const eng_tensor        *eng_shard_lm_head(const eng_shard *s);   /* the same rows */
-eng_shard_range eng_shard_heads(const eng_shard *s);
+eng_shard_range eng_shard_heads(const eng_shard *s);            /* query heads */
+eng_shard_range eng_shard_kv_heads(const eng_shard *s);         /* GQA: the KV heads those read; MLA: all */
 eng_shard_range eng_shard_vocab(const eng_shard *s);
 eng_shard_range eng_shard_experts(const eng_shard *s);          /* the routed experts this rank runs */
 int64_t         eng_shard_vocab_max(const eng_shard *s);        /* widest rank's vocabulary range */

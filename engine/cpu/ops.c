@@ -290,25 +290,51 @@ static void e4m3_init(void)
     for (int i = 0; i < 256; i++) g_e4m3[i] = eng_fp8_to_f32((uint8_t)i);
 }
 
-static int fp8_tiles(int dim, int split)
+/* A row's tiling ranges: [0, split) and [split, dim) or, with head > 0,
+ * every [j * head, (j + 1) * head); tiles of ENG_CACHE_FP8_TILE restart at
+ * each range. */
+static int tiles_in(int n) { return (n + ENG_CACHE_FP8_TILE - 1) / ENG_CACHE_FP8_TILE; }
+
+static int fp8_tiles(int dim, int split, int head)
 {
-    const int T = ENG_CACHE_FP8_TILE;
-    return (split + T - 1) / T + (dim - split + T - 1) / T;
+    return head > 0 ? dim / head * tiles_in(head) : tiles_in(split) + tiles_in(dim - split);
+}
+
+static int n_ranges(const eng_be_cache *c) { return c->head > 0 ? c->dim / c->head : 2; }
+
+/* Range r: [*lo, *hi), its first tile's index returned. */
+static int range_at(const eng_be_cache *c, int r, int *lo, int *hi)
+{
+    if (c->head > 0) {
+        *lo = r * c->head;
+        *hi = *lo + c->head;
+        return r * tiles_in(c->head);
+    }
+    *lo = r ? c->split : 0;
+    *hi = r ? c->dim : c->split;
+    return r ? tiles_in(c->split) : 0;
 }
 
 static size_t fp8_scales_at(int dim) { return ((size_t)dim + 3) & ~(size_t)3; }
 
 size_t eng_be_cache_row_bytes(enum eng_cache_dtype dt, int dim, int split)
 {
-    if (dt == ENG_CACHE_FP8) return fp8_scales_at(dim) + 4 * (size_t)fp8_tiles(dim, split);
+    if (dt == ENG_CACHE_FP8) return fp8_scales_at(dim) + 4 * (size_t)fp8_tiles(dim, split, 0);
     return (size_t)dim * sizeof(float);
 }
 
-/* Tiles [a, b) over [0, split) then over [split, dim); fn(a, b, tile index). */
+size_t eng_be_cache_row_bytes_heads(enum eng_cache_dtype dt, int dim, int head)
+{
+    if (dt == ENG_CACHE_FP8) return fp8_scales_at(dim) + 4 * (size_t)fp8_tiles(dim, dim, head);
+    return (size_t)dim * sizeof(float);
+}
+
+/* Tiles [a, b) range by range; t: the tile's index. */
 #define FOR_TILES(c, a, b, t, body) do {                                                    \
     int t = 0;                                                                              \
-    for (int r_ = 0; r_ < 2; r_++) {                                                        \
-        int lo_ = r_ ? (c)->split : 0, hi_ = r_ ? (c)->dim : (c)->split;                    \
+    for (int r_ = 0; r_ < n_ranges(c); r_++) {                                              \
+        int lo_, hi_;                                                                       \
+        range_at((c), r_, &lo_, &hi_);                                                      \
         for (int a = lo_; a < hi_; a += ENG_CACHE_FP8_TILE, t++) {                          \
             int b = a + ENG_CACHE_FP8_TILE < hi_ ? a + ENG_CACHE_FP8_TILE : hi_;            \
             body                                                                            \
@@ -386,13 +412,12 @@ const float *eng_cpu_cache_span(const eng_be_cache *c, int64_t slot, int a, int 
     if (c->dtype != ENG_CACHE_FP8) return (const float *)row + a;
     const float *sc = (const float *)(row + fp8_scales_at(c->dim));
     const int T = ENG_CACHE_FP8_TILE;
-    int t0 = (c->split + T - 1) / T;
     for (int k = a; k < b;) {           /* tile by tile: one scale per run of values */
-        int lo = k < c->split ? 0 : c->split, hi = k < c->split ? c->split : c->dim;
+        int lo, hi, t0 = range_at(c, c->head > 0 ? k / c->head : k >= c->split, &lo, &hi);
         int t = (k - lo) / T, end = lo + (t + 1) * T;
         if (end > hi) end = hi;
         if (end > b) end = b;
-        float s = sc[lo ? t0 + t : t];
+        float s = sc[t0 + t];
         for (; k < end; k++) buf[k - a] = g_e4m3[row[k]] * s;
     }
     return buf;

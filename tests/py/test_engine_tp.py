@@ -6,7 +6,9 @@ without expert parallel, give TP 1's prompt logprobs and greedy tokens; a
 rank that dies fails the requests in flight with an error and the engine
 exits 1 (busy or idle), a dead rank 0 takes its followers with it, and
 refusals (multi-node on the CPU, too many ranks, FP8 splits that break a
-block) are clear and never hang.
+block, GQA splits that straddle KV groups) are clear and never hang. The
+GLM-4.5 family (GQA) gives TP 1's numbers at TP 2 (KV heads split) and TP 4
+(replicated), with expert parallel, FP8 K/V rows and MTP.
 """
 import os
 import select
@@ -65,8 +67,14 @@ def _run(model, *flags):
 @pytest.mark.parametrize("flags", [["-tp", "2"], ["-tp", "2", "--enable-expert-parallel"], ["-tp", "4"],
                                    ["-tp", "4", "--enable-expert-parallel"]], ids=["tp2", "tp2-ep", "tp4", "tp4-ep"])
 def test_same_logprobs_and_greedy_as_tp1(tiny, flags):
-    ref_lp, ref_toks, _ = _run(tiny)
-    lp, toks, err = _run(tiny, *flags)
+    _check_same_as_tp1(tiny, flags)
+
+
+def _check_same_as_tp1(model, flags, common=()):
+    """flags (-tp N ...) against none, both with common: TP 1's greedy tokens,
+    prompt logprobs within 1e-4 relative, the same top tokens."""
+    ref_lp, ref_toks, _ = _run(model, *common)
+    lp, toks, err = _run(model, *flags, *common)
     assert f"tensor parallel: {flags[1]} ranks" in err
     assert toks == ref_toks
     worst = 0.0
@@ -75,6 +83,37 @@ def test_same_logprobs_and_greedy_as_tp1(tiny, flags):
         worst = max(worst, abs(a["logprob"] - b["logprob"]) / max(abs(b["logprob"]), 1.0))
         assert [t for t, _ in a["top"]] == [t for t, _ in b["top"]]
     assert worst <= 1e-4
+
+
+# GLM-4.5 family (GQA): tiny (q/k norms, groups of 4) and tiny-air (no norms,
+# groups of 2), 2 KV heads each: split at TP 2, replicated at TP 4; FP8 K/V
+# rows and MTP drafting (its block is GQA) on both sides of the comparison.
+MTP = ["--speculative-config", '{"method":"mtp","num_speculative_tokens":3}']
+
+
+@pytest.fixture(scope="module")
+def gqa(tmp_path_factory):
+    out = {}
+    for preset in ("tiny", "tiny-air"):
+        d = tmp_path_factory.mktemp(f"gqa-{preset}") / "m"
+        subprocess.run([binpath("glm-mkmodel"), "--arch", "glm4-moe", "--preset", preset, "--seed", "1",
+                        "--out", str(d)], check=True, capture_output=True, timeout=120)
+        out[preset] = d
+    return out
+
+
+@pytest.mark.parametrize("flags,common", [(["-tp", "2"], []), (["-tp", "4", "--enable-expert-parallel"], []),
+                                          (["-tp", "4"], ["--kv-cache-dtype", "fp8"] + MTP)],
+                         ids=["tp2", "tp4-ep", "tp4-fp8kv-mtp"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-air"])
+def test_gqa_same_logprobs_and_greedy_as_tp1(gqa, preset, flags, common):
+    _check_same_as_tp1(gqa[preset], flags, common)
+
+
+def test_gqa_straddling_split_refused(gqa):
+    rc, err = _refused(engine(gqa["tiny"], "-tp", "3"))
+    assert rc == 1
+    assert "8 query heads in 2 KV-head groups of 4 cannot be split over 3 ranks" in err
 
 
 # ================================================================ rank death

@@ -541,8 +541,8 @@ static void att_make(att_fx *f, enum eng_cache_dtype dt, int dim, int split)
     for (int b = 0; b < NBLK; b++) f->bt[b] = (b * 7 + 3) % NBLK;   /* a permutation (NBLK = 39) */
     for (int p = 0; p < CTX; p++) f->slot[p] = (int64_t)f->bt[p / BS] * BS + p % BS;
     size_t rb = eng_be_cache_row_bytes(dt, dim, split), bytes = (size_t)NBLK * BS * rb;
-    f->c = (eng_be_cache){ eng_be_alloc(g_cpu, bytes), dt, dim, split, rb };
-    f->g = (eng_be_cache){ eng_be_alloc(g_gpu, bytes), dt, dim, split, rb };
+    f->c = (eng_be_cache){ eng_be_alloc(g_cpu, bytes), dt, dim, split, rb, 0 };
+    f->g = (eng_be_cache){ eng_be_alloc(g_gpu, bytes), dt, dim, split, rb, 0 };
     float *rowsrc = malloc((size_t)CTX * dim * 4);
     fill(rowsrc, (size_t)CTX * dim, 2);
     eng_be_cache_store(g_cpu, &f->c, f->slot, CTX, rowsrc, dim);

@@ -329,7 +329,7 @@ TEST(fp8_cache_rows_round_trip)
     if (fixture_open(&f, "bf16", 1)) { CHECK(0); return; }
     eng_backend *be = eng_model_backend(f.m);
     enum { DIM = 300, SPLIT = 256 };
-    eng_be_cache c = { NULL, ENG_CACHE_FP8, DIM, SPLIT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, SPLIT) };
+    eng_be_cache c = { NULL, ENG_CACHE_FP8, DIM, SPLIT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, SPLIT), 0 };
     CHECK_EQ_INT(c.row_bytes, 300 + 4 * 3);                 /* tiles [0,128) [128,256) [256,300) */
     CHECK_EQ_INT(eng_be_cache_row_bytes(ENG_CACHE_F32, DIM, SPLIT), DIM * 4);
     c.data = eng_be_alloc(be, 4 * c.row_bytes);
@@ -361,6 +361,53 @@ TEST(fp8_cache_rows_round_trip)
     fixture_close(&f);
 }
 
+/* GQA rows tile per head (eng_be_cache.head): no tile spans two heads, so
+ * a row holding only heads [1, 3) (a tensor-parallel rank's) stores and
+ * reads back the very bits those heads have in the whole row, through
+ * cache_load and through the spans attention reads. head_dim 160: tiles of
+ * 128 + 32 per head. */
+TEST(fp8_gqa_rows_tile_per_head)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 1)) { CHECK(0); return; }
+    eng_backend *be = eng_model_backend(f.m);
+    enum { HD = 160, NKV = 4, D = NKV * HD, DR = 2 * HD, R = 5 };
+    eng_be_cache w = { NULL, ENG_CACHE_FP8, D, D, eng_be_cache_row_bytes_heads(ENG_CACHE_FP8, D, HD), HD };
+    eng_be_cache r = { NULL, ENG_CACHE_FP8, DR, DR, eng_be_cache_row_bytes_heads(ENG_CACHE_FP8, DR, HD), HD };
+    CHECK_EQ_INT(w.row_bytes, D + 4 * 2 * NKV);
+    CHECK_EQ_INT(r.row_bytes, DR + 4 * 2 * 2);
+    CHECK_EQ_INT(eng_be_cache_row_bytes_heads(ENG_CACHE_F32, D, HD), D * 4);
+    eng_be_cache wv = w, rv = r;
+    w.data = eng_be_alloc(be, R * w.row_bytes);
+    r.data = eng_be_alloc(be, R * r.row_bytes);
+    wv.data = eng_be_alloc(be, R * w.row_bytes);
+    rv.data = eng_be_alloc(be, R * r.row_bytes);
+    static float x[R][D], v[R][D], yw[D], yr[DR], q[D], ow[D], orr[DR];
+    for (int i = 0; i < R; i++)
+        for (int k = 0; k < D; k++) {   /* heads of different ranges */
+            x[i][k] = sinf((float)(k + 31 * i) * 0.29f) * (float)(1 + 7 * (k / HD));
+            v[i][k] = cosf((float)(k * 3 + i) * 0.17f) * (float)(1 + 5 * (k / HD));
+        }
+    for (int k = 0; k < D; k++) q[k] = sinf((float)k * 0.11f);
+    int64_t slot[R] = { 0, 1, 2, 3, 4 };
+    eng_be_cache_store(be, &w, slot, R, x[0], D);
+    eng_be_cache_store(be, &r, slot, R, x[0] + HD, D);
+    eng_be_cache_store(be, &wv, slot, R, v[0], D);
+    eng_be_cache_store(be, &rv, slot, R, v[0] + HD, D);
+    eng_be_cache_load(be, &w, 2, yw);
+    eng_be_cache_load(be, &r, 2, yr);
+    CHECK(memcmp(yw + HD, yr, sizeof yr) == 0);
+    /* attention reads the same spans: heads 1-2 of the whole rows = the rank's heads */
+    int32_t bt[1] = { 0 };
+    eng_be_keys keys = { bt, 16, R, NULL, 0 };
+    eng_be_gqa_attend(be, q, D, NKV, NKV, HD, &w, &wv, 0.1f, &keys, 1, ow, D);
+    eng_be_gqa_attend(be, q + HD, DR, 2, 2, HD, &r, &rv, 0.1f, &keys, 1, orr, DR);
+    CHECK(memcmp(ow + HD, orr, sizeof orr) == 0);
+    void *bufs[] = { w.data, r.data, wv.data, rv.data };
+    for (int i = 0; i < 4; i++) eng_be_dealloc(be, bufs[i]);
+    fixture_close(&f);
+}
+
 /* The FP8 path reads exactly the values it stored: attention and the
  * indexer over an FP8 cache give bit-identical results to the same ops over
  * an f32 cache holding the dequantized rows (dense and sparse keys, several
@@ -372,10 +419,10 @@ TEST(fp8_ops_equal_f32_on_dequantized_rows)
     if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
     eng_backend *be = eng_model_backend(f.m);
     enum { LAT = 64, ROPE = 16, DIM = LAT + ROPE, NH = 4, IH = 8, ID = 64, ROWS = 64, NQ = 3, TOPK = 8 };
-    eng_be_cache q8 = { NULL, ENG_CACHE_FP8, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, LAT) };
-    eng_be_cache q32 = { NULL, ENG_CACHE_F32, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_F32, DIM, LAT) };
-    eng_be_cache i8 = { NULL, ENG_CACHE_FP8, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_FP8, ID, ID) };
-    eng_be_cache i32 = { NULL, ENG_CACHE_F32, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_F32, ID, ID) };
+    eng_be_cache q8 = { NULL, ENG_CACHE_FP8, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_FP8, DIM, LAT), 0 };
+    eng_be_cache q32 = { NULL, ENG_CACHE_F32, DIM, LAT, eng_be_cache_row_bytes(ENG_CACHE_F32, DIM, LAT), 0 };
+    eng_be_cache i8 = { NULL, ENG_CACHE_FP8, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_FP8, ID, ID), 0 };
+    eng_be_cache i32 = { NULL, ENG_CACHE_F32, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_F32, ID, ID), 0 };
     q8.data = eng_be_alloc(be, ROWS * q8.row_bytes);
     q32.data = eng_be_alloc(be, ROWS * q32.row_bytes);
     i8.data = eng_be_alloc(be, ROWS * i8.row_bytes);
@@ -443,7 +490,7 @@ static int32_t g_gbt[GROWS / 16] = { 2, 0, 3, 1 }, g_gsel[GSEL] = { 1, 5, 9, 20,
 static void gqa_caches(eng_backend *be, enum eng_cache_dtype dt, eng_be_cache *kc, eng_be_cache *vc)
 {
     int D = GKV * GD;
-    *kc = (eng_be_cache){ NULL, dt, D, D, eng_be_cache_row_bytes(dt, D, D) };
+    *kc = (eng_be_cache){ NULL, dt, D, D, eng_be_cache_row_bytes(dt, D, D), 0 };
     *vc = *kc;
     kc->data = eng_be_alloc(be, GROWS * kc->row_bytes);
     vc->data = eng_be_alloc(be, GROWS * vc->row_bytes);
@@ -568,7 +615,7 @@ TEST(gqa_kv_pool_rows)
         CHECK(eng_kv_layer_index(f.kv, l) == NULL);
     }
     CHECK(eng_kv_layer_k(f.kv, L) == NULL);
-    CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_FP8), (size_t)L * 2 * (64 + 4));
+    CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_FP8), (size_t)L * 2 * (64 + 2 * 4));   /* a tile per head */
     CHECK_EQ_INT(eng_kv_bytes_per_token(c, ENG_CACHE_F32), (size_t)L * 2 * 64 * 4);
     fixture_close(&f);
 }
@@ -657,8 +704,8 @@ TEST(attention_split_context_bit_identical)
     double worst = 0;
     for (int dt = 0; dt < 2; dt++) {
         enum eng_cache_dtype cd = dt ? ENG_CACHE_FP8 : ENG_CACHE_F32;
-        eng_be_cache q = { NULL, cd, DIM, LAT, eng_be_cache_row_bytes(cd, DIM, LAT) };
-        eng_be_cache ic = { NULL, cd, ID, ID, eng_be_cache_row_bytes(cd, ID, ID) };
+        eng_be_cache q = { NULL, cd, DIM, LAT, eng_be_cache_row_bytes(cd, DIM, LAT), 0 };
+        eng_be_cache ic = { NULL, cd, ID, ID, eng_be_cache_row_bytes(cd, ID, ID), 0 };
         q.data = eng_be_alloc(b2, ROWS * q.row_bytes);
         ic.data = eng_be_alloc(b2, ROWS * ic.row_bytes);
         eng_be_cache_store(b2, &q, slot, ROWS, src, DIM);
@@ -904,6 +951,7 @@ int main(void)
         RUN(bad_batches_rejected);
         if (g_arch == ENG_ARCH_GLM_MOE_DSA) {   /* backend ops: once is enough */
             RUN(fp8_cache_rows_round_trip);
+            RUN(fp8_gqa_rows_tile_per_head);
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
             RUN(attention_split_context_bit_identical);

@@ -8,8 +8,10 @@
  * parallel, give the prompt logprobs of TP = 1 within 1e-4 relative and the
  * same greedy tokens (prefill, decode through the paged cache, the MTP
  * layer), on the tiny presets of both architectures, the small preset (TP 2)
- * and the "uneven" preset (6 heads, 6 experts, vocabulary 1003: handled).
- * FP8 splits that break a 128x128 block are refused, naming the tensor. */
+ * and the "uneven" preset (6 heads, 6 experts, vocabulary 1003: handled);
+ * on the GLM-4.5 family (GQA: KV heads split at TP 2, replicated at TP 4),
+ * also with FP8 K/V rows. FP8 splits that break a 128x128 block, and GQA
+ * splits that would straddle KV groups, are refused, naming the tensor. */
 #include "test.h"
 
 #include <math.h>
@@ -157,8 +159,11 @@ typedef struct result {
     float *lp;              /* [PROMPT, vocab] */
     int32_t greedy[DECODE];
     float *mtp;             /* [vocab] */
+    int kv_dim;             /* GQA: rank 0's K row width (its KV heads x head_dim) */
     int ok;
 } result;
+
+static enum eng_cache_dtype g_kvdt = ENG_CACHE_F32;
 
 static void log_softmax(float *row, int n)
 {
@@ -183,10 +188,12 @@ static void drive(eng_model *m, result *res)
     int V = c->vocab_size, H = c->hidden_size;
     char err[256];
     eng_kv_pool *kv;
-    if (eng_kv_pool_create(eng_model_backend(m), c, ENG_CACHE_F32, 8, BS, &kv, err, sizeof err)) {
+    if (eng_kv_pool_create(eng_model_backend(m), c, g_kvdt, 8, BS, &kv, err, sizeof err)) {
         fprintf(stderr, "kv: %s\n", err);
         return;
     }
+    const eng_be_cache *kc = eng_kv_layer_k(kv, 0);
+    res->kv_dim = kc ? kc->dim : 0;
     int32_t bt[8], ids[PROMPT + DECODE];
     for (int i = 0; i < 8; i++) bt[i] = 7 - i;  /* not in order: the tables travel as given */
     for (int i = 0; i < PROMPT; i++) ids[i] = (int32_t)((i * 131 + 7) % (V - 70));
@@ -273,6 +280,7 @@ static void run_tp(const char *dir, int N, int ep, result *res)
 }
 
 static double g_worst;
+static int g_gqa_kv_heads = 2;      /* both GQA test presets */
 
 /* max |a - b| / max |ref| per row, worst row. */
 static double rows_rel(const float *got, const float *ref, int rows, int n)
@@ -316,9 +324,24 @@ static void check_same_as_tp1(const char *name, const int (*cfgs)[2], int n_cfgs
         CHECK(e <= 1e-4);
         CHECK(em <= 1e-4);
         CHECK(memcmp(r.greedy, ref.greedy, sizeof r.greedy) == 0);
+        if (ref.kv_dim) {   /* GQA: rank 0 caches its KV heads only (split, or one when replicated) */
+            int N = cfgs[k][0], nkv = g_gqa_kv_heads, hd = ref.kv_dim / nkv;
+            CHECK_EQ_INT(r.kv_dim, (N <= nkv ? nkv / N : 1) * hd);
+        }
         free_result(&r);
     }
     free_result(&ref);
+}
+
+/* The weights of test model name (no model object: shard checks only). */
+static int load(const char *name, eng_config *c, eng_weights **w)
+{
+    char dir[512], err[512];
+    eng_load_opts lo = { .quiet = 1 };
+    snprintf(dir, sizeof dir, "%s/%s", g_dir, name);
+    int rc = eng_weights_load(dir, &lo, c, w, err, sizeof err);
+    if (rc) fprintf(stderr, "  %s\n", err);
+    return rc;
 }
 
 static const int k_all[][2] = { { 2, 0 }, { 2, 1 }, { 4, 0 }, { 4, 1 } };
@@ -330,16 +353,87 @@ TEST(uneven_heads_experts_vocab_handled) { check_same_as_tp1("glm5-uneven", k_al
 TEST(glm5_small_tp2_equal_tp1) { check_same_as_tp1("glm5-small", k_two, 2); }
 TEST(glm5_small_fp8_tp2_equal_tp1) { check_same_as_tp1("glm5-small-fp8", k_two, 1); }
 
+/* GLM-4.5 family (GQA): tiny has q/k norms and 4 query heads per KV head,
+ * tiny-air no norms and groups of 2; both 2 KV heads, so TP = 2 splits them
+ * and TP = 4 replicates each over 2 ranks. The MTP block is GQA too. */
+TEST(gqa_tiny_tp2_tp4_ep_equal_tp1)
+{
+    static const int six[][2] = { { 6, 0 } };   /* each group's 4 query heads over 3 ranks: 1, 1, 2 */
+    check_same_as_tp1("gqa-tiny", k_all, 4);
+    check_same_as_tp1("gqa-tiny", six, 1);
+}
+TEST(gqa_tiny_air_tp2_tp4_ep_equal_tp1) { check_same_as_tp1("gqa-air", k_all, 4); }
+
+/* FP8 K/V rows tile per head, so a rank's rows quantize as in TP = 1. */
+TEST(gqa_fp8_kv_tp2_tp4_equal_tp1)
+{
+    static const int cfgs[][2] = { { 2, 0 }, { 4, 1 } };
+    g_kvdt = ENG_CACHE_FP8;
+    check_same_as_tp1("gqa-tiny", cfgs, 2);
+    check_same_as_tp1("gqa-air", cfgs, 2);
+    g_kvdt = ENG_CACHE_F32;
+}
+
+/* Query and KV head ranges per rank; splits whose query heads would
+ * straddle two KV groups, leave a rank none, or break an FP8 block refused. */
+TEST(gqa_head_ranges_and_refusals)
+{
+    char err[512];
+    eng_config c;
+    eng_weights *w;
+    CHECK(load("gqa-tiny", &c, &w) == 0);
+    CHECK_EQ_INT(c.num_attention_heads, 8);
+    CHECK_EQ_INT(c.num_key_value_heads, 2);
+    static const struct { int size, rank, h0, h1, k0, k1; } want[] = {
+        { 2, 0, 0, 4, 0, 1 }, { 2, 1, 4, 8, 1, 2 },                          /* split: whole groups */
+        { 4, 1, 2, 4, 0, 1 }, { 4, 2, 4, 6, 1, 2 },                          /* replicated over 2 ranks */
+        { 6, 2, 2, 4, 0, 1 }, { 6, 3, 4, 5, 1, 2 },                          /* a group's 4 over 3: 1, 1, 2 */
+        { 8, 5, 5, 6, 1, 2 },
+    };
+    for (size_t i = 0; i < PL_ARRAY_LEN(want); i++) {
+        eng_shard *s = NULL;
+        CHECK(eng_shard_create(w, &c, want[i].rank, want[i].size, 0, &s, err, sizeof err) == 0);
+        if (!s) { fprintf(stderr, "  %s\n", err); continue; }
+        eng_shard_range h = eng_shard_heads(s), k = eng_shard_kv_heads(s);
+        CHECK(h.begin == want[i].h0 && h.end == want[i].h1 && k.begin == want[i].k0 && k.end == want[i].k1);
+        const eng_layer_weights *lw = eng_shard_layer(s, 0);
+        int hd = c.head_dim;
+        CHECK_EQ_INT(lw->w[ENG_W_Q_PROJ].rows, (want[i].h1 - want[i].h0) * hd);
+        CHECK_EQ_INT(lw->w[ENG_W_Q_BIAS].cols, (want[i].h1 - want[i].h0) * hd);
+        CHECK_EQ_INT(lw->w[ENG_W_K_PROJ].rows, (want[i].k1 - want[i].k0) * hd);
+        CHECK_EQ_INT(lw->w[ENG_W_V_BIAS].cols, (want[i].k1 - want[i].k0) * hd);
+        CHECK_EQ_INT(lw->w[ENG_W_O].cols, (want[i].h1 - want[i].h0) * hd);
+        CHECK_EQ_INT(lw->w[ENG_W_Q_NORM].cols, hd);     /* replicated */
+        eng_shard_free(s);
+    }
+    eng_shard *s = NULL;
+    err[0] = 0;   /* 3 ranks over 2 groups of 4: rank 1 would hold heads of both */
+    CHECK(eng_shard_create(w, &c, 1, 3, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
+    CHECK(strstr(err, "straddling") != NULL);
+    printf("  %s\n", err);
+    CHECK(eng_shard_create(w, &c, 0, 10, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
+    eng_weights_free(w);
+    /* tiny-air (groups of 2) over 8: more ranks than query heads. */
+    CHECK(load("gqa-air", &c, &w) == 0);
+    CHECK(eng_shard_create(w, &c, 0, 8, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
+    eng_weights_free(w);
+    /* tiny-air FP8: head_dim 40, so rank 1 of 2 starts q_proj at row 80, inside a block. */
+    CHECK(load("gqa-air-fp8", &c, &w) == 0);
+    err[0] = 0;
+    CHECK(eng_shard_create(w, &c, 1, 2, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
+    CHECK(strstr(err, "q_proj") && strstr(err, "128x128 FP8 block"));
+    printf("  %s\n", err);
+    eng_weights_free(w);
+}
+
 /* FP8: a rank whose slice starts inside a 128x128 block is refused, naming
  * the tensor; a group too large for the heads or experts likewise. */
 TEST(fp8_block_breaking_split_refused)
 {
-    char dir[512], err[512];
-    snprintf(dir, sizeof dir, "%s/glm5-tiny-fp8", g_dir);
+    char err[512];
     eng_config c;
     eng_weights *w;
-    eng_load_opts lo = { .quiet = 1 };
-    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK(load("glm5-tiny-fp8", &c, &w) == 0);
     eng_shard *s = NULL;
     /* tiny: kv_b has 48 + 64 = 112 rows per head: rank 1 of 2 would start at row 224. */
     err[0] = 0;
@@ -351,8 +445,7 @@ TEST(fp8_block_breaking_split_refused)
     CHECK(eng_shard_create(w, &c, 0, 16, 1, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
     eng_weights_free(w);
     /* small fp8, TP 4: 2 heads x 96 q_b rows = 192, inside a block. */
-    snprintf(dir, sizeof dir, "%s/glm5-small-fp8", g_dir);
-    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    CHECK(load("glm5-small-fp8", &c, &w) == 0);
     CHECK(eng_shard_create(w, &c, 1, 4, 0, &s, err, sizeof err) == PL_ERR_UNSUPPORTED);
     CHECK(strstr(err, "q_b_proj") != NULL);
     CHECK(eng_shard_create(w, &c, 1, 2, 0, &s, err, sizeof err) == 0);
@@ -412,7 +505,10 @@ int main(void)
         make_model("glm5-uneven", ENG_ARCH_GLM_MOE_DSA, "uneven", 0) ||
         make_model("flash-uneven", ENG_ARCH_GLM4_MOE_LITE, "uneven", 0) ||
         make_model("glm5-small", ENG_ARCH_GLM_MOE_DSA, "small", 0) ||
-        make_model("glm5-small-fp8", ENG_ARCH_GLM_MOE_DSA, "small", 1)) {
+        make_model("glm5-small-fp8", ENG_ARCH_GLM_MOE_DSA, "small", 1) ||
+        make_model("gqa-tiny", ENG_ARCH_GLM4_MOE, "tiny", 0) ||
+        make_model("gqa-air", ENG_ARCH_GLM4_MOE, "tiny-air", 0) ||
+        make_model("gqa-air-fp8", ENG_ARCH_GLM4_MOE, "tiny-air", 1)) {
         printf("FAIL could not write the test models\n");
         return 1;
     }
@@ -423,6 +519,10 @@ int main(void)
     RUN(glm5_small_tp2_equal_tp1);
     RUN(glm5_small_fp8_tp2_equal_tp1);
     RUN(fp8_block_breaking_split_refused);
+    RUN(gqa_head_ranges_and_refusals);
+    RUN(gqa_tiny_tp2_tp4_ep_equal_tp1);
+    RUN(gqa_tiny_air_tp2_tp4_ep_equal_tp1);
+    RUN(gqa_fp8_kv_tp2_tp4_equal_tp1);
     printf("  worst relative difference to TP=1: %.2e (limit 1e-4)\n", g_worst);
     char cmd[512];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
