@@ -1332,7 +1332,8 @@ int eng_weights_load(const char *dir, const eng_load_opts *opts, eng_config *cfg
             if (!first) first = w->recs[i].name;
         }
         if (unused && !opts->quiet)
-            pl_log(PL_LOG_WARN, NULL, 0, "%s: %zu tensors not used by GLM-5 (first: %s)", dir, unused, first);
+            pl_log(PL_LOG_WARN, NULL, 0, "%s: %zu tensors not used by %s (first: %s)", dir, unused,
+                   eng_arch_class(cfg->arch), first);
         if (cfg->num_nextn_predict_layers > 0 && !cfg->has_mtp_weights && !opts->quiet)
             pl_log(PL_LOG_INFO, NULL, 0, "%s: no MTP layer %d in the checkpoint; speculative decoding unavailable",
                    dir, cfg->num_hidden_layers);
