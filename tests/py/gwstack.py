@@ -151,7 +151,12 @@ class GatewayStack:
             if not p:
                 continue
             try:
-                rc = p.wait(timeout=15)
+                # All stages get SIGTERM at once, so the gateway may leave
+                # before the last stage has handed it everything; that stage
+                # then waits out its linger (30 s by default, common/io.c)
+                # for a downstream that may come back, as it should under a
+                # supervisor. Wait longer than that before calling it hung.
+                rc = p.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 p.kill()
                 rc = p.wait()
