@@ -54,4 +54,16 @@ static inline const char *test_shared_dir(void)
     return e ? e : "../shared";
 }
 
+/* Remove a scratch directory a test made with mkdtemp (and all it holds);
+ * a failure is reported and returned (-1), never fatal. */
+static inline int test_rmtree(const char *dir)
+{
+    char cmd[4200];
+    if (!dir || !dir[0]) return 0;
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (!system(cmd)) return 0;
+    fprintf(stderr, "could not remove %s\n", dir);
+    return -1;
+}
+
 #endif

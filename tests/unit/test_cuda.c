@@ -909,9 +909,7 @@ int main(void)
     RUN(cuda_cache_index_attention);
     RUN(gpu_step_parity);
     RUN(gpu_decode_bench);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+    test_rmtree(g_dir);
     eng_be_free(g_gpu);
     eng_be_free(g_cpu);
     keep_free_all();

@@ -505,9 +505,7 @@ TEST(glm47_flash_roundtrip_and_load)
     eng_kv_pool_free(kv);
     eng_be_free(be);
     eng_weights_free(w);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
-    CHECK(system(cmd) == 0);
+    CHECK(test_rmtree(out) == 0);
 }
 
 /* GLM-4.5 family (Glm4MoeForCausalLM): GLM-4.5-Air's public config.json,
@@ -660,9 +658,7 @@ TEST(glm45_roundtrip_and_load)
     CHECK_EQ_INT(eng_weights_load(out, &lo, &b, &w, err, sizeof err), PL_ERR_NOTFOUND);
     CHECK(strstr(err, "self_attn.q_norm.weight") != NULL);
     eng_weights_free(w);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", out);
-    CHECK(system(cmd) == 0);
+    CHECK(test_rmtree(out) == 0);
 }
 
 /* ===== number formats and the block pool ===== */
@@ -739,8 +735,6 @@ int main(void)
     RUN(glm45_roundtrip_and_load);
     RUN(fp8_and_bf16_conversions);
     RUN(kv_block_refcounts);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+    test_rmtree(g_dir);
     return test_report();
 }

@@ -56,10 +56,7 @@ static int make_models(void)
 
 static void remove_models(void)
 {
-    char cmd[512];
-    if (!g_dir[0]) return;
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+    test_rmtree(g_dir);
 }
 
 

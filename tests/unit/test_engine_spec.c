@@ -440,11 +440,7 @@ int main(void)
     g_gold = test_json_file(GOLDENS);
     RUN(spec_real_oracle_accepts_all);
     RUN(spec_real_chain_matches_reference);
-    if (g_dir[0]) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-        if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
-    }
+    test_rmtree(g_dir);
     cJSON_Delete(g_gold);
     return test_report();
 }

@@ -524,8 +524,6 @@ int main(void)
     RUN(gqa_tiny_air_tp2_tp4_ep_equal_tp1);
     RUN(gqa_fp8_kv_tp2_tp4_equal_tp1);
     printf("  worst relative difference to TP=1: %.2e (limit 1e-4)\n", g_worst);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_dir);
-    if (system(cmd)) fprintf(stderr, "could not remove %s\n", g_dir);
+    test_rmtree(g_dir);
     return test_report();
 }
