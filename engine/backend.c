@@ -47,11 +47,23 @@ const char *eng_be_describe(const eng_backend *be)
 {
     eng_backend *b = (eng_backend *)be;
     if (be->dev_ops) return be->dev_ops->describe(be->dev);
-    snprintf(b->name_buf, sizeof b->name_buf, "cpu (%d threads%s)", be->n_threads, be->avx2 ? ", avx2" : "");
+    snprintf(b->name_buf, sizeof b->name_buf, "cpu (%d threads%s%s)", be->n_threads, be->avx2 ? ", avx2" : "",
+             !be->compute_bf16 ? "" : be->avx512bf16 ? ", bfloat16 compute: avx512bf16" : ", bfloat16 compute: portable");
     return be->name_buf;
 }
 
 int eng_be_host_memory(const eng_backend *be) { return !be->dev_ops; }
+
+int eng_be_set_compute(eng_backend *be, enum eng_be_compute c, char *err, size_t errlen)
+{
+    if (c != ENG_BE_COMPUTE_F32 && c != ENG_BE_COMPUTE_BF16)
+        return pl_seterr(err, errlen, PL_ERR_INVALID, "unknown compute dtype %d", (int)c);
+    if (c == ENG_BE_COMPUTE_BF16 && be->dev_ops)
+        return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "--dtype bfloat16 runs on the cpu backend only in this "
+                         "build (the device kernels compute in float32)");
+    be->compute_bf16 = c == ENG_BE_COMPUTE_BF16;
+    return 0;
+}
 
 /* ===== memory ===== */
 
@@ -118,6 +130,14 @@ void eng_be_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t n
                    const float *x, int n, int64_t ldx, float *y, int64_t ldy)
 {
     DISPATCH(linear, W, row0, nrows, x, n, ldx, y, ldy);
+}
+
+/* Devices compute in f32 only (eng_be_set_compute refuses bfloat16 there). */
+void eng_be_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                       const float *x, int n, int64_t ldx, float *y, int64_t ldy)
+{
+    if (be->dev_ops) be->dev_ops->linear(be->dev, W, row0, nrows, x, n, ldx, y, ldy);
+    else eng_cpu_linear_f32(be, W, row0, nrows, x, n, ldx, y, ldy);
 }
 
 void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,

@@ -28,6 +28,17 @@ int  eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errle
 void eng_be_free(eng_backend *be);
 int  eng_be_threads(const eng_backend *be);
 
+/* Compute dtype of the linear products (glm-engine --dtype; docs/engine.md
+ * "Compute dtype"). F32 (the default, --dtype auto/float32): activations
+ * stay f32, every product is f32 (goldens at 1e-4). BF16 (--dtype
+ * bfloat16): linears over BF16 and FP8 weights round each activation row
+ * to BF16 (nearest even) and accumulate in f32, with vdpbf16ps where the
+ * CPU has AVX512-BF16; attention, norms, the router, softmax and sampling
+ * stay f32. Set before the first op. PL_ERR_UNSUPPORTED on device backends
+ * (they compute in f32 only so far). */
+enum eng_be_compute { ENG_BE_COMPUTE_F32 = 0, ENG_BE_COMPUTE_BF16 = 1 };
+int  eng_be_set_compute(eng_backend *be, enum eng_be_compute c, char *err, size_t errlen);
+
 /* ===== device backends (engine/cuda; docs/engine.md "Backends") =====
  *
  * A device backend is the CPU backend's host side (its threads serve
@@ -82,9 +93,15 @@ void  eng_be_dealloc(eng_backend *be, void *p);
 /* out[i] = f32(emb row ids[i]); ids were range-checked by the caller. */
 void eng_be_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo);
 
-/* y[i][r] = sum_k W[row0 + r][k] * x[i][k]   (r < nrows, k < W->cols) */
+/* y[i][r] = sum_k W[row0 + r][k] * x[i][k]   (r < nrows, k < W->cols).
+ * The compute dtype (eng_be_set_compute) decides the activations'
+ * precision for BF16 and FP8 weights; F32 weights always multiply f32. */
 void eng_be_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                    const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+/* eng_be_linear with f32 activations whatever the compute dtype: the MoE
+ * router, whose top-k must not move with the activations' rounding. */
+void eng_be_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                       const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 
 /* The same product for n_heads row blocks of one weight in one call (the
  * absorbed MLA's per-head slices of kv_b_proj): head h uses rows

@@ -35,6 +35,8 @@ static void usage(FILE *f)
           "  --log-stats-interval S            seconds between stats log lines (default 10)\n"
           "  --disable-log-stats               no stats log lines\n"
           "  --[no-]enable-prefix-caching      reuse cached KV blocks of shared prefixes (default on)\n"
+          "  --dtype auto|float32|bfloat16     linear-layer compute: auto = float32 (FP32 activations; not vLLM's\n"
+          "                                    checkpoint dtype), bfloat16 = activations rounded to BF16 (vdpbf16ps)\n"
           "  --kv-cache-dtype auto|fp8         KV cache rows in f32 (auto) or FP8 e4m3 with per-token scales (fp8 = fp8_e4m3)\n"
           "  --speculative-config JSON         e.g. '{\"method\":\"mtp\",\"num_speculative_tokens\":3}' (K = 1..5)\n"
           "  --speculative-config.method mtp   the same, dotted (vLLM's form)\n"
@@ -424,6 +426,7 @@ int main(int argc, char **argv)
     eng_serve_cfg cfg;
     eng_serve_cfg_defaults(&cfg);
     int64_t threads = 0;
+    int compute = ENG_BE_COMPUTE_F32;
     feat_flags ff = { 0 };
     spec_opts spec = { .k = -1 };
     char err[1024];
@@ -449,6 +452,16 @@ int main(int argc, char **argv)
             if (spec_parse_json(&spec, v, err, sizeof err)) { fprintf(stderr, "glm-engine: %s\n", err); return 2; }
         } else if (!strncmp(a, "--speculative-config.", 21) && v) {
             if (spec_set(&spec, a + 21, v, NULL, err, sizeof err)) { fprintf(stderr, "glm-engine: %s\n", err); return 2; }
+        }
+        else if (!strcmp(a, "--dtype") && v) {
+            /* vLLM's flag; auto = float32 here, not the checkpoint's dtype:
+             * the CPU engine keeps FP32-class logits unless asked. */
+            if (!strcmp(v, "auto") || !strcmp(v, "float32") || !strcmp(v, "float")) compute = ENG_BE_COMPUTE_F32;
+            else if (!strcmp(v, "bfloat16")) compute = ENG_BE_COMPUTE_BF16;
+            else {
+                fprintf(stderr, "glm-engine: --dtype %s is not supported (auto, float32, bfloat16)\n", v);
+                return 2;
+            }
         }
         else if (!strcmp(a, "--kv-cache-dtype") && v) {
             if (!strcmp(v, "auto")) cfg.kv_cache_dtype = ENG_CACHE_F32;
@@ -501,6 +514,7 @@ int main(int argc, char **argv)
     eng_model_opts mo = {
         .n_threads = (int)threads,
         .backend = kind,
+        .compute_dtype = compute,
         .max_batch_tokens = cfg.max_num_batched_tokens,
         .max_model_len = cfg.max_model_len,
         .load = { .prefault = 1 },

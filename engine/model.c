@@ -233,6 +233,7 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
             rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     }
     if (!rc) rc = eng_be_create(o->backend, o->n_threads, &m->be, err, errlen);
+    if (!rc) rc = eng_be_set_compute(m->be, (enum eng_be_compute)o->compute_dtype, err, errlen);
     /* The GQA ops (eng_be_gqa_attend, _rope_neox, _add_bias) have CPU
      * bodies only so far: refuse rather than let a device run CPU code. */
     if (!rc && m->cfg.attn_gqa && eng_be_kind_of(m->be) != ENG_BE_CPU)
@@ -383,7 +384,7 @@ static void moe(eng_model *m, int l, int T)
     const eng_layer_weights *lw = layer_w(m, l);
     eng_backend *be = m->be;
     int H = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
-    eng_be_linear(be, &lw->w[ENG_W_ROUTER], 0, E, m->x, T, H, m->rlogits, E);
+    eng_be_linear_f32(be, &lw->w[ENG_W_ROUTER], 0, E, m->x, T, H, m->rlogits, E);   /* f32 in any --dtype */
     eng_be_route r = { E, K, c->n_group, c->topk_group, c->norm_topk_prob, (float)c->routed_scaling_factor };
     eng_be_route_topk(be, &r, m->rlogits, E, (const float *)lw->w[ENG_W_ROUTER_BIAS].data, T, m->ridx, m->rwt);
     /* Expert parallel: this rank's experts [e0, e1), whole; otherwise every

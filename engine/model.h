@@ -25,6 +25,7 @@ typedef struct eng_model eng_model;
 typedef struct eng_model_opts {
     int n_threads;          /* CPU threads (<= 0: all online CPUs) */
     int backend;            /* enum eng_be_kind: ENG_BE_CPU (0, the default), ENG_BE_CUDA, ENG_BE_AUTO */
+    int compute_dtype;      /* enum eng_be_compute: ENG_BE_COMPUTE_F32 (0, the default) or _BF16 (--dtype) */
     int max_batch_tokens;   /* most new tokens in one step (all sequences) */
     int max_model_len;      /* longest sequence (positions); <= 0: max_position_embeddings */
     eng_load_opts load;

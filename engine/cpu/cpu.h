@@ -46,6 +46,8 @@ struct eng_backend {
     int avx2;                       /* AVX2 + FMA + F16C kernels usable */
     int avx512;                     /* AVX-512F+BW+VL row tiles (GLM_ENGINE_AVX512=1) */
     int bf16dp;                     /* BF16 linears with AVX512-BF16 hi/lo products (GLM_ENGINE_BF16DP=1) */
+    int compute_bf16;               /* --dtype bfloat16 (eng_be_set_compute): BF16 / FP8 linears on BF16 activations */
+    int avx512bf16;                 /* ... through vdpbf16ps (the CPU has it and GLM_ENGINE_NO_AVX512BF16 is unset) */
     /* Scratch shared by all threads of one run (split attention partials,
      * split indexer scores): grown on the caller's thread between runs. */
     float *shared_f;
@@ -68,6 +70,12 @@ void  eng_cpu_dealloc(eng_backend *be, void *p);
 void eng_cpu_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo);
 void eng_cpu_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                     const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+void eng_cpu_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                        const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+/* f32 -> bf16 bits, round to nearest even with vcvtneps2bf16's rules:
+ * denormals become a signed zero, NaN stays a (quiet) NaN, inf stays inf,
+ * finite values past the bf16 range become inf. */
+uint16_t eng_cpu_bf16_round(float f);
 void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                           const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,

@@ -362,6 +362,143 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
     }
 }
 
+/* ===== --dtype bfloat16: activations rounded to BF16, vdpbf16ps =====
+ *
+ * The reduced-precision compute mode (docs/engine.md "Compute dtype"):
+ * linears over BF16 and FP8 weights round each activation row to BF16 once
+ * (round to nearest even, vcvtneps2bf16's rules, as llama.cpp's conversion)
+ * and multiply with vdpbf16ps, accumulating in FP32. FP8 E4M3 weights
+ * become BF16 exactly (3 mantissa bits): their F16 decoding (value / 256,
+ * see ld16_fp8) converted once per weight block; the block scales (x 256)
+ * are folded into the activations before they are rounded.
+ *
+ * Register tile: MR weight rows x NT tokens, one 16-lane accumulator per
+ * output. Each output is one chain over K in 32-column blocks, ascending
+ * (the last block masked to zero past the row), then the same 16 -> 8 -> 1
+ * sum: its bits do not depend on MR, NT, the token grouping or the thread,
+ * so batch invariance holds and K is never split. MR shrinks as NT grows
+ * so MR x NT accumulators + NT activation vectors + a weight vector fit the
+ * 32 zmm registers. */
+#define BX_NT 6
+/* Rows per tile for 1..6 tokens (measured on the Zen 4 VM, one core, 1 and
+ * 3 tokens: 6/8/8 within noise of 8/8/8, both ahead of 4/4/4 by ~15 %). */
+#define BX_MR1 6
+#define BX_MR2 8
+#define BX_MR3 8
+#define BX_MR4 6
+#define BX_MR5 4
+#define BX_MR6 4
+static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR5, BX_MR6 };
+#define BX_MR 8
+#define BX_PAD 32       /* bf16 between activation rows: rows 2 KiB multiples apart alias in L1 */
+
+uint16_t eng_cpu_bf16_round(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7f800000u) == 0x7f800000u)           /* inf stays inf; NaN quiet, top payload kept */
+        return (uint16_t)((u >> 16) | ((u & 0x007fffffu) ? 0x40u : 0u));
+    if ((u & 0x7f800000u) == 0) return (uint16_t)((u >> 16) & 0x8000u);  /* zero, denormal: signed zero */
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);          /* RNE; past the range: inf */
+}
+
+/* bf16 bits of 16 floats (vcvtneps2bf16). */
+BF16DP INL __m256i bx_round16(__m512 v) { return (__m256i)_mm512_cvtneps_pbh(v); }
+
+/* x[0..cols) times m (1, or an FP8 block's scale x 256 per 128 columns) rounded
+ * into xb[0..kp), zeros past cols (kp: cols rounded up to 32). */
+BF16DP static void bx_round_row(const float *x, int64_t cols, const float *sc, int64_t kp, uint16_t *xb)
+{
+    int64_t k = 0, c16 = cols & ~(int64_t)15;
+    for (; k < c16; k += 16) {
+        __m512 v = _mm512_loadu_ps(x + k);
+        if (sc) v = _mm512_mul_ps(v, _mm512_set1_ps(sc[k / ENG_FP8_BLOCK] * 256.0f));
+        _mm256_storeu_si256((__m256i *)(xb + k), bx_round16(v));
+    }
+    if (k < cols) {
+        __mmask16 m = (__mmask16)((1u << (cols - k)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + k);
+        if (sc) v = _mm512_mul_ps(v, _mm512_set1_ps(sc[k / ENG_FP8_BLOCK] * 256.0f));
+        _mm256_storeu_si256((__m256i *)(xb + k), bx_round16(v));
+        k += 16;
+    }
+    for (; k < kp; k++) xb[k] = 0;
+}
+
+/* 32 FP8 weights → BF16 bits of value / 256 (exact): ld16_fp8's F16 route. */
+BF16DP INL __m512i bx_fp8_32(const uint8_t *p)
+{
+    __m512i w = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
+    w = _mm512_and_si512(_mm512_slli_epi16(w, 7), _mm512_set1_epi16((short)0xbfff));
+    __m512 lo = _mm512_cvtph_ps(_mm512_castsi512_si256(w)), hi = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(w, 1));
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* One FP8 row (cols bytes) → BF16 (value / 256) into wb. */
+BF16DP static void bx_fp8_row(const uint8_t *w, int64_t cols, uint16_t *wb)
+{
+    int64_t k = 0, c32 = cols & ~(int64_t)31;
+    for (; k < c32; k += 32) _mm512_storeu_si512(wb + k, bx_fp8_32(w + k));
+    for (; k < cols; k++) {
+        float f = ld1_fp8(w, k);
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        wb[k] = (uint16_t)(u >> 16);        /* exact: 3 mantissa bits */
+    }
+}
+
+/* The fixed 16 -> 8 -> 1 sum of an output's accumulator. */
+BF16DP INL float bx_hsum(__m512 s)
+{
+    return hsum8(_mm256_add_ps(_mm512_castps512_ps256(s), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(s), 1))));
+}
+
+/* y[t * ldy + r] = W row r . xb row t for r < mr (rows ldw apart), t < NT;
+ * rows past mr repeat row mr - 1 (computed, not stored). */
+BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, const uint16_t *xb, int64_t ldb,
+                          float *y, int64_t ldy, const int MR, const int NT)
+{
+    const uint16_t *wr[BX_MR];
+    __m512 acc[BX_MR][BX_NT];
+    UNROLL_NT for (int r = 0; r < MR; r++) {
+        wr[r] = w + (r < mr ? r : mr - 1) * ldw;
+        UNROLL_NT for (int t = 0; t < NT; t++) acc[r][t] = _mm512_setzero_ps();
+    }
+    int64_t c32 = cols & ~(int64_t)31, k = 0;
+    for (; k < c32; k += 32) {
+        __m512bh xv[BX_NT];
+        UNROLL_NT for (int t = 0; t < NT; t++) xv[t] = (__m512bh)_mm512_loadu_si512(xb + t * ldb + k);
+        UNROLL_NT for (int r = 0; r < MR; r++) {
+            __m512bh wv = (__m512bh)_mm512_loadu_si512(wr[r] + k);
+            UNROLL_NT for (int t = 0; t < NT; t++) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv, xv[t]);
+        }
+    }
+    if (k < cols) {             /* the last block: weights masked to zero past the row */
+        __mmask32 m = (__mmask32)((1ull << (cols - k)) - 1);
+        __m512bh xv[BX_NT];
+        UNROLL_NT for (int t = 0; t < NT; t++) xv[t] = (__m512bh)_mm512_loadu_si512(xb + t * ldb + k);
+        UNROLL_NT for (int r = 0; r < MR; r++) {
+            __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, wr[r] + k);
+            UNROLL_NT for (int t = 0; t < NT; t++) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv, xv[t]);
+        }
+    }
+    UNROLL_NT for (int r = 0; r < MR; r++)
+        if (r < mr) UNROLL_NT for (int t = 0; t < NT; t++) y[t * ldy + r] = bx_hsum(acc[r][t]);
+}
+
+BF16DP static void bx_tile(const uint16_t *w, int64_t ldw, int mr, int64_t cols, const uint16_t *xb, int64_t ldb,
+                           float *y, int64_t ldy, int nt)
+{
+    switch (nt) {
+    case 6: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR6, 6); break;
+    case 5: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR5, 5); break;
+    case 4: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR4, 4); break;
+    case 3: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR3, 3); break;
+    case 2: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR2, 2); break;
+    default: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR1, 1); break;
+    }
+}
+
 typedef void (*tile_fn)(const void *, int64_t, const float *, int64_t, float *, int64_t, int);
 typedef void (*colacc_fn)(const void *, int64_t, int64_t, const float *, const float *, int64_t, int, float *);
 
@@ -416,6 +553,8 @@ struct lin_ctx {
     tile_fn wide;               /* NULL without AVX2 */
     int tile_nt;                /* tokens per tile call: TILE512_NT (any count up to it) or TILE_NT */
     int bf16dp;                 /* BF16 weights through dp_tile (AVX512-BF16) */
+    int bf16;                   /* --dtype bfloat16: activations rounded to BF16 (BF16 / FP8 weights) */
+    int bx;                     /* ... multiplied by bx_tile (AVX512-BF16); else the FP32 tiles */
     eng_backend *be;
 };
 
@@ -506,6 +645,77 @@ static void lin_task_dp(const struct lin_ctx *c, const void *wdata, int64_t base
     }
 }
 
+/* Rows [r, r1) of W (ldw elements apart, BF16) against the rounded
+ * activations xb (n rows, ldb apart): weight-row blocks of ~128 KiB reused
+ * from L2 by token blocks of ~24 KiB of xb; inside, groups of BX_NT tokens
+ * (the remainder at once) against k_bx_mr[nt] rows at a time. */
+static void bx_rows(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int64_t r, int64_t r1,
+                    const uint16_t *xb, int64_t ldb, float *y)
+{
+    int64_t cols = c->W->cols;
+    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)cols * 2)) / BX_MR * BX_MR;
+    if (rblk < BX_MR) rblk = BX_MR;
+    int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)ldb * 2)) / BX_NT * BX_NT;
+    if (tblk < BX_NT) tblk = BX_NT;
+    for (int64_t rr = r; rr < r1; rr += rblk) {
+        int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+        for (int tb = 0; tb < c->n; tb += tblk) {
+            int te = tb + tblk < c->n ? tb + tblk : c->n;
+            for (int t = tb; t < te; t += BX_NT) {
+                int nt = te - t < BX_NT ? te - t : BX_NT, mr = k_bx_mr[nt];
+                for (int64_t i = rr; i < re; i += mr)
+                    bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, cols, xb + t * ldb, ldb,
+                            y + t * c->ldy + i, c->ldy, nt);
+            }
+        }
+    }
+}
+
+/* Rows [r0, r1) in bfloat16 mode through vdpbf16ps. BF16 weights: every
+ * token rounded once, then the rows straight from the weights. FP8: per
+ * 128-row scale block, the tokens scaled and rounded, then sub-blocks of
+ * rows converted to BF16 (~128 KiB) and run over all tokens. */
+static void lin_task_bx(const struct lin_ctx *c, int64_t base, int64_t r0, int64_t r1, const float *x, int thread,
+                        float *y)
+{
+    const eng_tensor *W = c->W;
+    int64_t cols = W->cols, kp = (cols + 31) & ~(int64_t)31, ldb = kp + BX_PAD;
+    int64_t wrows = W->scale ? (int64_t)(LIN_WBLOCK_BYTES / ((size_t)kp * 2)) / BX_MR * BX_MR : 0;
+    if (W->scale && wrows < BX_MR) wrows = BX_MR;
+    size_t nxb = (size_t)c->n * (size_t)ldb, nwb = (size_t)wrows * (size_t)kp;
+    uint16_t *xb = (uint16_t *)eng_cpu_scratch_f(c->be, thread, (nxb + nwb + 1) / 2 + 16);
+    if (!xb) return;
+    uint16_t *wb = xb + ((nxb + 31) & ~(size_t)31);
+    if (!W->scale) {
+        for (int t = 0; t < c->n; t++) bx_round_row(x + t * c->ldx, cols, NULL, kp, xb + t * ldb);
+        bx_rows(c, (const uint16_t *)W->data + (size_t)(base + r0) * (size_t)cols, cols, r0, r1, xb, ldb, y);
+        return;
+    }
+    const uint8_t *w8 = W->data;
+    for (int64_t r = r0; r < r1;) {
+        int64_t wr = base + r, rend = r + (ENG_FP8_BLOCK - wr % ENG_FP8_BLOCK);
+        if (rend > r1) rend = r1;
+        const float *sc = W->scale + (wr / ENG_FP8_BLOCK) * W->scale_ld;
+        for (int t = 0; t < c->n; t++) bx_round_row(x + t * c->ldx, cols, sc, kp, xb + t * ldb);
+        for (int64_t s = r; s < rend; s += wrows) {
+            int64_t se = s + wrows < rend ? s + wrows : rend;
+            for (int64_t i = s; i < se; i++) bx_fp8_row(w8 + (size_t)(base + i) * (size_t)cols, cols, wb + (i - s) * kp);
+            bx_rows(c, wb, kp, s, se, xb, ldb, y);
+        }
+        r = rend;
+    }
+}
+
+/* The portable bfloat16 path: x (times the FP8 scales) rounded to BF16
+ * values kept as floats, for the FP32 tiles. */
+static void bx_round_portable(const float *x, int64_t cols, const float *sc, float *xr)
+{
+    for (int64_t k = 0; k < cols; k++) {
+        float v = sc ? x[k] * (sc[k / ENG_FP8_BLOCK] * 256.0f) : x[k];
+        xr[k] = eng_bf16_to_f32(eng_cpu_bf16_round(v));
+    }
+}
+
 static void lin_task(void *p, int task, int thread)
 {
     struct lin_ctx *c = p;
@@ -521,7 +731,8 @@ static void lin_task(void *p, int task, int thread)
      * to the same L1 sets, and a wide tile's 12 rows then evict each other
      * (measured: 3-4x slower from 12 tokens on). A copy is exact. */
     if (c->bf16dp) { lin_task_dp(c, W->data, base, r0, r1, x, thread, y); return; }
-    int pack = c->wide && c->n >= WIDE_MIN_N;
+    if (c->bx) { lin_task_bx(c, base, r0, r1, x, thread, y); return; }
+    int pack = c->bf16 || (c->wide && c->n >= WIDE_MIN_N);
     int64_t lds = pack ? W->cols + X_PAD : W->cols;
     if (!W->scale) {
         const float *xr = x;
@@ -529,7 +740,9 @@ static void lin_task(void *p, int task, int thread)
         if (pack) {
             float *xp = eng_cpu_scratch_f(c->be, thread, (size_t)c->n * (size_t)lds);
             if (!xp) return;
-            for (int t = 0; t < c->n; t++) memcpy(xp + t * lds, x + t * c->ldx, (size_t)W->cols * sizeof *xp);
+            for (int t = 0; t < c->n; t++)
+                if (c->bf16) bx_round_portable(x + t * c->ldx, W->cols, NULL, xp + t * lds);
+                else memcpy(xp + t * lds, x + t * c->ldx, (size_t)W->cols * sizeof *xp);
             xr = xp;
             ldr = lds;
         }
@@ -545,15 +758,18 @@ static void lin_task(void *p, int task, int thread)
         if (rend > r1) rend = r1;
         const float *sc = W->scale + (wr / ENG_FP8_BLOCK) * W->scale_ld;
         for (int t = 0; t < c->n; t++)
-            for (int64_t k = 0; k < W->cols; k++)
-                xs[t * lds + k] = x[t * c->ldx + k] * (sc[k / ENG_FP8_BLOCK] * 256.0f);
+            if (c->bf16) bx_round_portable(x + t * c->ldx, W->cols, sc, xs + t * lds);
+            else
+                for (int64_t k = 0; k < W->cols; k++)
+                    xs[t * lds + k] = x[t * c->ldx + k] * (sc[k / ENG_FP8_BLOCK] * 256.0f);
         lin_rows(c, (const char *)W->data + (size_t)wr * rb, r, rend, xs, lds, y);
         r = rend;
     }
 }
 
-void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
-                         const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy)
+/* f32: FP32 activations whatever the compute dtype (eng_be_linear_f32). */
+static void lin_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,
+                      const float *x, int n, int64_t ldx, float *y, int64_t ldy, int f32)
 {
     pthread_once(&g_lut_once, lut_init);
     if (n <= 0 || nrows <= 0 || hs->n <= 0) return;
@@ -564,17 +780,32 @@ void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, in
     if (chunk < 16) chunk = 16;
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
+    int bf16 = !f32 && be->compute_bf16 && (W->dtype == ENG_DT_BF16 || W->dtype == ENG_DT_F8E4M3);
     struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype),
                           pick_wide(be, W->dtype), be->avx512 ? TILE512_NT : TILE_NT,
-                          be->bf16dp && W->dtype == ENG_DT_BF16 && !W->scale, be };
+                          !bf16 && be->bf16dp && W->dtype == ENG_DT_BF16 && !W->scale, bf16,
+                          bf16 && be->avx512bf16, be };
     eng_cpu_run(be, lin_task, &c, chunks * hs->n);
+}
+
+void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                         const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy)
+{
+    lin_heads(be, W, row0, nrows, hs, x, n, ldx, y, ldy, 0);
 }
 
 void eng_cpu_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                    const float *x, int n, int64_t ldx, float *y, int64_t ldy)
 {
     eng_be_heads one = { 1, 0, 0, 0 };
-    eng_cpu_linear_heads(be, W, row0, nrows, &one, x, n, ldx, y, ldy);
+    lin_heads(be, W, row0, nrows, &one, x, n, ldx, y, ldy, 0);
+}
+
+void eng_cpu_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                       const float *x, int n, int64_t ldx, float *y, int64_t ldy)
+{
+    eng_be_heads one = { 1, 0, 0, 0 };
+    lin_heads(be, W, row0, nrows, &one, x, n, ldx, y, ldy, 1);
 }
 
 /* ===== linear_t: y = x W[rows] (transposed) ===== */

@@ -39,6 +39,12 @@ int eng_be_cpu_create(int n_threads, eng_backend **out, char *err, size_t errlen
     be->bf16dp = be->avx2 && dp && *dp == '1' && __builtin_cpu_supports("avx512f") &&
                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
                  __builtin_cpu_supports("avx512bf16");
+    /* vdpbf16ps for --dtype bfloat16; GLM_ENGINE_NO_AVX512BF16=1 forces the
+     * portable path (BF16-rounded activations through the FP32 tiles). */
+    const char *nobf = getenv("GLM_ENGINE_NO_AVX512BF16");
+    be->avx512bf16 = be->avx2 && !(nobf && *nobf == '1') && __builtin_cpu_supports("avx512f") &&
+                     __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                     __builtin_cpu_supports("avx512bf16");
     be->scratch = calloc((size_t)n_threads, sizeof *be->scratch);
     if (!be->scratch || eng_cpu_pool_start(be)) {
         eng_cpu_free(be);

@@ -108,6 +108,24 @@ def test_batch_invariance(tiny, sampling):
     assert sorted(m["id"] for m in batch if m["type"] == "end") == sorted(["t"] + [f"o{k}" for k in range(15)])
 
 
+def test_dtype_flag(tiny):
+    """--dtype bfloat16 (BF16-rounded activations in the linears): batch
+    invariant too, logprobs bit for bit; float32 is auto; float16 refused."""
+    prompt = [(i * 29 + 5) % VOCAB for i in range(40)]
+    target = gen("t", prompt, max_tokens=16, ignore_eos=True, temperature=0.9, seed=1234, top_p=0.95, logprobs=3)
+    alone, err = run_stage(engine(tiny, "--dtype", "bfloat16"), [target])
+    assert "bfloat16 compute" in err
+    batch, _ = run_stage(engine(tiny, "--dtype", "bfloat16", "--max-num-batched-tokens", "64"), _mixed_batch(target))
+    lp = lambda out: [e for m in out if m["type"] == "tokens" and m["id"] == "t" for e in m["logprobs"]]
+    assert tokens_by_choice(alone, "t") == tokens_by_choice(batch, "t") and len(lp(alone)) == 16
+    assert lp(alone) == lp(batch)
+    f32, _ = run_stage(engine(tiny, "--dtype", "float32"), [target])
+    auto, _ = run_stage(engine(tiny), [target])
+    assert lp(f32) == lp(auto) and lp(f32) != lp(alone)
+    p = subprocess.run(engine(tiny, "--dtype", "float16"), input=b"", capture_output=True, timeout=30)
+    assert p.returncode == 2 and b"not supported" in p.stderr
+
+
 def test_n_choices_and_prompt_logprobs(tiny):
     out, _ = run_stage(engine(tiny), [gen("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17],
                                           temperature=1.0, seed=3, max_tokens=5, ignore_eos=True, prompt_logprobs=1)

@@ -38,6 +38,7 @@ static enum eng_arch g_arch;
 static const char *g_preset = "tiny";
 static char g_dir[256];
 static cJSON *g_gold;
+static int g_compute;           /* enum eng_be_compute of the fixtures (--dtype) */
 
 static int make_models(void)
 {
@@ -71,8 +72,8 @@ static int fixture_open_kv(fixture *f, const char *dtype, int threads, enum eng_
 {
     char dir[512], err[512];
     snprintf(dir, sizeof dir, "%s/%s", g_dir, dtype);
-    eng_model_opts o = { .n_threads = threads, .max_batch_tokens = 256, .max_model_len = 1024,
-                         .load = { .quiet = 1 } };
+    eng_model_opts o = { .n_threads = threads, .compute_dtype = g_compute, .max_batch_tokens = 256,
+                         .max_model_len = 1024, .load = { .quiet = 1 } };
     memset(f, 0, sizeof *f);
     if (eng_model_open(dir, &o, &f->m, err, sizeof err)) { fprintf(stderr, "open: %s\n", err); return -1; }
     if (eng_kv_pool_create(eng_model_backend(f->m), eng_model_config(f->m), kvdt, 64, 16, &f->kv, err, sizeof err)) {
@@ -161,13 +162,18 @@ static int run_prompt(fixture *f, const int32_t *ids, int n, int chunk, float *l
 
 static double g_max_rel[2];     /* bf16, fp8 */
 
-static void check_cases(const char *dtype, int threads, int chunk)
+/* Worst relative error of the cases of dtype against the goldens; tol:
+ * the bound each case must meet, tol_sparse the bound of cases longer
+ * than the DSA indexer's top-k (sparse attention). */
+static double check_cases_tol(const char *dtype, int threads, int chunk, double tol, double tol_sparse)
 {
     fixture f;
-    if (fixture_open(&f, dtype, threads)) { CHECK(0); return; }
+    if (fixture_open(&f, dtype, threads)) { CHECK(0); return 1e9; }
     int V = eng_model_config(f.m)->vocab_size;
     const cJSON *cs;
     int seen = 0;
+    double all = 0;
+    const eng_config *mc = eng_model_config(f.m);
     cJSON_ArrayForEach(cs, cJSON_GetObjectItem(g_gold, "cases")) {
         if (strcmp(cJSON_GetObjectItem(cs, "dtype")->valuestring, dtype)) continue;
         int32_t ids[256];
@@ -181,16 +187,23 @@ static void check_cases(const char *dtype, int threads, int chunk)
             double e = rel_err(lg + (size_t)r * V, cJSON_GetArrayItem(ref, k), V);
             if (e > worst) worst = e;
         }
-        double *mx = &g_max_rel[!strcmp(dtype, "fp8")];
-        if (worst > *mx) *mx = worst;
-        if (worst > TOL) fprintf(stderr, "  %s: max relative error %.3g\n", cJSON_GetObjectItem(cs, "name")->valuestring, worst);
-        CHECK(worst <= TOL);
+        if (tol == TOL) {
+            double *mx = &g_max_rel[!strcmp(dtype, "fp8")];
+            if (worst > *mx) *mx = worst;
+        }
+        if (worst > all) all = worst;
+        double t = mc->has_indexer && n > mc->index_topk ? tol_sparse : tol;
+        if (worst > t) fprintf(stderr, "  %s: max relative error %.3g\n", cJSON_GetObjectItem(cs, "name")->valuestring, worst);
+        CHECK(worst <= t);
         free(lg);
         seen++;
     }
     CHECK(seen > 0);
     fixture_close(&f);
+    return all;
 }
+
+static void check_cases(const char *dtype, int threads, int chunk) { check_cases_tol(dtype, threads, chunk, TOL, TOL); }
 
 TEST(logits_bf16_match_transformers) { check_cases("bf16", 2, 1 << 20); }
 TEST(logits_fp8_match_dequantized_reference) { check_cases("fp8", 2, 1 << 20); }
@@ -837,6 +850,48 @@ TEST(bf16_dot_product_kernels)
     unsetenv("GLM_ENGINE_BF16DP");
 }
 
+/* --dtype bfloat16: linears over BF16 / FP8 weights on BF16-rounded
+ * activations. BF16 rounding moves each activation by up to 2^-9
+ * relative; through the tiny random models' layers (which amplify: their
+ * weights are not trained) that measured 5e-3 to 3.6e-2 of the largest
+ * logit with dense attention (docs/perf.md), so the bound is TOL_BF16 =
+ * 6e-2. Past the DSA indexer's top-k (GLM-5, 24 and 40 tokens) the
+ * selected keys flip on small score changes, as with FP8 KV rows, and
+ * logits then move by up to ~0.6 of the largest: those cases get a bound
+ * of 1 (a broken path costs many times the largest logit). The error must
+ * also be well above the f32 goldens' class: the mode did run. Both the
+ * vdpbf16ps tiles and the portable path (GLM_ENGINE_NO_AVX512BF16=1);
+ * batch invariance in both. */
+#define TOL_BF16 6e-2
+#define TOL_BF16_SPARSE 1.0
+static void check_bfloat16_mode(int portable)
+{
+    if (portable) setenv("GLM_ENGINE_NO_AVX512BF16", "1", 1);
+    g_compute = ENG_BE_COMPUTE_BF16;
+    double eb = check_cases_tol("bf16", 2, 1 << 20, TOL_BF16, TOL_BF16_SPARSE);
+    double e8 = check_cases_tol("fp8", 2, 7, TOL_BF16, TOL_BF16_SPARSE);
+    printf("     bfloat16 compute (%s): max relative error bf16 %.3g, fp8 %.3g (tolerance %.0e; %.0f past the DSA top-k)\n",
+           portable ? "portable" : "vdpbf16ps", eb, e8, TOL_BF16, TOL_BF16_SPARSE);
+    CHECK(eb > 10 * TOL && e8 > 10 * TOL);
+    check_batch_invariance(ENG_CACHE_F32);
+    check_batch_invariance(ENG_CACHE_FP8);
+    g_compute = ENG_BE_COMPUTE_F32;
+    unsetenv("GLM_ENGINE_NO_AVX512BF16");
+}
+
+TEST(bfloat16_compute_vdpbf16ps)
+{
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") ||
+        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx2")) {
+        test_skip("no AVX512-BF16 on this CPU: --dtype bfloat16 runs the portable path here (tested below)");
+        return;
+    }
+    check_bfloat16_mode(0);
+}
+
+TEST(bfloat16_compute_portable) { check_bfloat16_mode(1); }
+
 static int prompt_logprobs(fixture *f, const int32_t *ids, int n, float *lp)
 {
     int V = eng_model_config(f->m)->vocab_size;
@@ -945,6 +1000,8 @@ int main(void)
         RUN(batch_invariance);
         RUN(batch_invariance_fp8_kv);
         RUN(mtp_matches_reference);
+        RUN(bfloat16_compute_vdpbf16ps);
+        RUN(bfloat16_compute_portable);
         RUN(bad_batches_rejected);
         if (g_arch == ENG_ARCH_GLM_MOE_DSA) {   /* backend ops: once is enough */
             RUN(fp8_cache_rows_round_trip);

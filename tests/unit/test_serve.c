@@ -65,7 +65,7 @@ TEST(flags_reach_their_stage)
     srv_plan p;
     int rc = parse(&c, g_model, "--max-num-seqs", "8", "--max-num-batched-tokens", "4k", "--block-size", "32",
                    "--gpu-memory-utilization", "0.9", "--kv-cache-memory-bytes", "1G", "--kv-cache-dtype", "fp8",
-                   "--enable-prefix-caching", "--speculative-config", "{\"method\":\"mtp\"}",
+                   "--dtype", "bfloat16", "--enable-prefix-caching", "--speculative-config", "{\"method\":\"mtp\"}",
                    "--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "3",
                    "-tp", "1", "--enable-expert-parallel", "--seed", "7", "--backend", "cpu",
                    "--chat-template", "t.jinja", "--default-chat-template-kwargs", "{\"enable_thinking\":false}",
@@ -74,7 +74,7 @@ TEST(flags_reach_their_stage)
     CHECK_EQ_INT(rc, 0);
     CHECK_EQ_INT(plan(&p, &c), 0);
     static const char *const engine[] = {"--max-num-seqs", "--max-num-batched-tokens", "--block-size",
-        "--gpu-memory-utilization", "--kv-cache-memory-bytes", "--kv-cache-dtype", "--enable-prefix-caching",
+        "--gpu-memory-utilization", "--kv-cache-memory-bytes", "--kv-cache-dtype", "--dtype", "--enable-prefix-caching",
         "--speculative-config", "--speculative-config.method", "--speculative-config.num_speculative_tokens",
         "--tensor-parallel-size", "--enable-expert-parallel", "--seed", "--backend"};
     for (size_t i = 0; i < PL_ARRAY_LEN(engine); i++) {
@@ -82,6 +82,7 @@ TEST(flags_reach_their_stage)
         CHECK(only_in(&p, SRV_ENGINE, engine[i]));
     }
     CHECK_EQ_STR(arg_after(&p, SRV_ENGINE, "--max-num-batched-tokens"), "4k");   /* the engine parses its own values */
+    CHECK_EQ_STR(arg_after(&p, SRV_ENGINE, "--dtype"), "bfloat16");
     CHECK_EQ_STR(arg_after(&p, SRV_ENGINE, "--speculative-config.num_speculative_tokens"), "3");
     CHECK_EQ_STR(arg_after(&p, SRV_ENGINE, "--tensor-parallel-size"), "1");      /* -tp under its long name */
     static const char *const tok[] = {"--chat-template", "--default-chat-template-kwargs", "--generation-config",

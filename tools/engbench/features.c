@@ -3,6 +3,7 @@
  * the GLM-5 model, so they time exactly what glm-engine runs, minus pipes. */
 #include "features.h"
 
+#include <immintrin.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -35,8 +36,8 @@ static eng_model *open_model(const bench_opts *o, int max_tokens, int max_len)
 {
     char err[512];
     eng_model *m = NULL;
-    eng_model_opts mo = { .n_threads = o->threads, .max_batch_tokens = max_tokens, .max_model_len = max_len,
-                          .load = { .prefault = 1, .quiet = 1 } };
+    eng_model_opts mo = { .n_threads = o->threads, .compute_dtype = o->compute, .max_batch_tokens = max_tokens,
+                          .max_model_len = max_len, .load = { .prefault = 1, .quiet = 1 } };
     if (eng_model_open(o->dir, &mo, &m, err, sizeof err)) fprintf(stderr, "glm-engine-bench: %s\n", err);
     return m;
 }
@@ -317,7 +318,7 @@ static void log_softmax(float *row, int V)
 
 /* Teacher-forced logprobs of text[1..n) through a pool of dtype dt (chunks
  * of 128 positions), into lp[n-1][V]. */
-static int teacher_forced(eng_model *m, enum eng_cache_dtype dt, const int32_t *text, int n, float *lp)
+static int teacher_forced(eng_model *m, enum eng_cache_dtype dt, const int32_t *text, int n, float *lp, float *raw)
 {
     const eng_config *c = eng_model_config(m);
     char err[512];
@@ -333,6 +334,7 @@ static int teacher_forced(eng_model *m, enum eng_cache_dtype dt, const int32_t *
         eng_seq s = { text + p, k, p, bt, nb, ENG_LOGITS_ALL };
         if ((rc = eng_model_forward(m, kv, &s, 1, buf, NULL, err, sizeof err))) fprintf(stderr, "%s\n", err);
         for (int i = 0; i < k && !rc; i++) {
+            if (raw) memcpy(raw + (size_t)(p + i) * c->vocab_size, buf + (size_t)i * c->vocab_size, sizeof *buf * (size_t)c->vocab_size);
             log_softmax(buf + (size_t)i * c->vocab_size, c->vocab_size);
             memcpy(lp + (size_t)(p + i) * c->vocab_size, buf + (size_t)i * c->vocab_size, sizeof *buf * (size_t)c->vocab_size);
         }
@@ -367,6 +369,27 @@ static int greedy(eng_model *m, enum eng_cache_dtype dt, const int32_t *prompt, 
     return rc;
 }
 
+/* The text: the project's own corpus (tools/mkmodel/corpus.c) through the
+ * model's tokenizer, at least n + 8 * 64 ids (free them); NULL on error. */
+static int32_t *corpus_ids(const bench_opts *o, int n)
+{
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", o->dir);
+    pl_tokenizer *tok;
+    if (pl_tokenizer_load(&tok, path, err, sizeof err)) { fprintf(stderr, "glm-engine-bench: %s\n", err); return NULL; }
+    size_t clen, nids;
+    const char *corpus = eng_mk_corpus(&clen);
+    int32_t *ids = NULL;
+    int rc = pl_tokenizer_encode(tok, corpus, clen, &ids, &nids);
+    pl_tokenizer_free(tok);
+    if (rc || nids < (size_t)n + 8 * 64) {
+        fprintf(stderr, "glm-engine-bench: cannot encode enough corpus text\n");
+        free(ids);
+        return NULL;
+    }
+    return ids;
+}
+
 int bench_kverr(const bench_opts *o)
 {
     int n = o->prompt + 1, G = o->tokens;
@@ -374,22 +397,10 @@ int bench_kverr(const bench_opts *o)
     if (!m) return 1;
     const eng_config *c = eng_model_config(m);
     int V = c->vocab_size;
-    /* the text: the project's own corpus (tools/mkmodel/corpus.c) through the model's tokenizer */
-    char path[1024], err[512];
-    snprintf(path, sizeof path, "%s/tokenizer.json", o->dir);
-    pl_tokenizer *tok;
-    if (pl_tokenizer_load(&tok, path, err, sizeof err)) { fprintf(stderr, "glm-engine-bench: %s\n", err); return 1; }
-    size_t clen;
-    const char *corpus = eng_mk_corpus(&clen);
-    int32_t *ids;
-    size_t nids;
-    if (pl_tokenizer_encode(tok, corpus, clen, &ids, &nids) || nids < (size_t)n + 8 * 64) {
-        fprintf(stderr, "glm-engine-bench: cannot encode enough corpus text\n");
-        return 1;
-    }
-    pl_tokenizer_free(tok);
+    int32_t *ids = corpus_ids(o, n);
+    if (!ids) return 1;
     float *la = malloc(sizeof *la * (size_t)(n - 1) * V), *lq = malloc(sizeof *lq * (size_t)(n - 1) * V);
-    if (teacher_forced(m, ENG_CACHE_F32, ids, n, la) || teacher_forced(m, ENG_CACHE_FP8, ids, n, lq)) return 1;
+    if (teacher_forced(m, ENG_CACHE_F32, ids, n, la, NULL) || teacher_forced(m, ENG_CACHE_FP8, ids, n, lq, NULL)) return 1;
     double mx = 0, mean = 0, mx_all = 0;
     int top1 = 0;
     for (int p = 0; p < n - 1; p++) {
@@ -421,6 +432,67 @@ int bench_kverr(const bench_opts *o)
            (double)eng_kv_bytes_per_token(c, ENG_CACHE_F32) / (double)eng_kv_bytes_per_token(c, ENG_CACHE_FP8));
     free(la); free(lq); free(ga); free(gq); free(ids);
     eng_model_close(m);
+    return 0;
+}
+
+/* ===== --dtype bfloat16 against float32 compute =====
+ *
+ * The same text teacher-forced through two models of one checkpoint, one
+ * per compute dtype (o->compute against float32): max and mean relative
+ * logit error per position (max |a - b| / max |a| over the vocabulary),
+ * |delta logprob| of the next token, argmax agreement; then greedy
+ * agreement over 8 prompts. */
+int bench_dtypeerr(const bench_opts *o)
+{
+    int n = o->prompt + 1, G = o->tokens;
+    bench_opts of = *o;
+    of.compute = ENG_BE_COMPUTE_F32;
+    eng_model *m = open_model(&of, 256, n + G + 64), *q = open_model(o, 256, n + G + 64);
+    if (!m || !q) return 1;
+    int V = eng_model_config(m)->vocab_size;
+    int32_t *ids = corpus_ids(o, n);
+    if (!ids) return 1;
+    size_t nv = (size_t)(n - 1) * V;
+    float *la = malloc(sizeof *la * nv), *lq = malloc(sizeof *lq * nv), *ra = malloc(sizeof *ra * nv),
+          *rq = malloc(sizeof *rq * nv);
+    if (!la || !lq || !ra || !rq) { fprintf(stderr, "out of memory\n"); return 1; }
+    if (teacher_forced(m, ENG_CACHE_F32, ids, n, la, ra) || teacher_forced(q, ENG_CACHE_F32, ids, n, lq, rq)) return 1;
+    double rmax = 0, rmean = 0, dmax = 0, dmean = 0;
+    int top1 = 0;
+    for (int p = 0; p < n - 1; p++) {
+        const float *a = ra + (size_t)p * V, *b = rq + (size_t)p * V;
+        double md = 0, ma = 0;
+        for (int v = 0; v < V; v++) {
+            if (fabs(a[v]) > ma) ma = fabs(a[v]);
+            if (fabs(a[v] - b[v]) > md) md = fabs(a[v] - b[v]);
+        }
+        double r = ma > 0 ? md / ma : 0, d = fabs(la[(size_t)p * V + ids[p + 1]] - lq[(size_t)p * V + ids[p + 1]]);
+        rmean += r / (n - 1);
+        if (r > rmax) rmax = r;
+        dmean += d / (n - 1);
+        if (d > dmax) dmax = d;
+        top1 += eng_sample_argmax(a, V) == eng_sample_argmax(b, V);
+    }
+    printf("%s vs %s, teacher-forced %d tokens of corpus text:\n", eng_be_describe(eng_model_backend(q)),
+           eng_be_describe(eng_model_backend(m)), n - 1);
+    printf("  relative logit error (max |d| / max |logit| per position): max %.3g, mean %.3g\n", rmax, rmean);
+    printf("  |delta logprob| of the next token: max %.4f, mean %.4f; same argmax at %d of %d positions\n", dmax,
+           dmean, top1, n - 1);
+    int agree_pos = 0, prefix_sum = 0;
+    int32_t *ga = malloc(sizeof *ga * (size_t)G), *gq = malloc(sizeof *gq * (size_t)G);
+    for (int k = 0; k < 8; k++) {
+        const int32_t *pr = ids + (size_t)k * 64;
+        if (greedy(m, ENG_CACHE_F32, pr, 64, G, ga) || greedy(q, ENG_CACHE_F32, pr, 64, G, gq)) return 1;
+        int pre = 0;
+        while (pre < G && ga[pre] == gq[pre]) pre++;
+        for (int t = 0; t < G; t++) agree_pos += ga[t] == gq[t];
+        prefix_sum += pre;
+    }
+    printf("  greedy over 8 prompts x %d tokens: identical prefix %.1f tokens on average, %d of %d positions equal\n",
+           G, prefix_sum / 8.0, agree_pos, 8 * G);
+    free(la); free(lq); free(ra); free(rq); free(ga); free(gq); free(ids);
+    eng_model_close(m);
+    eng_model_close(q);
     return 0;
 }
 
@@ -505,11 +577,62 @@ done:
  * 1024 x 512: attention and expert projections) for 1 to 512 token rows
  * (activations [n, cols] packed, as the model passes them); best of
  * `repeat` (at least 5) calls, so a preempted call does not decide it. */
+/* Register-only peaks of one core: 24 independent accumulators, no loads,
+ * so the loop is bound by the arithmetic units alone (the ceiling the
+ * kernels are measured against). 8-wide FP32 FMA: 16 FLOP/instruction;
+ * vdpbf16ps on zmm: 32 products + 32 adds = 64 FLOP/instruction. */
+#define PEAK_ITERS 10000000
+#define PEAK_ACC 24
+#define PEAK_UNROLL _Pragma("GCC unroll 24")
+__attribute__((target("avx2,fma"))) static double peak_fma(void)
+{
+    __m256 a[PEAK_ACC], m = _mm256_set1_ps(0.999f), c = _mm256_set1_ps(1e-3f);
+    for (int j = 0; j < PEAK_ACC; j++) a[j] = _mm256_set1_ps((float)j);
+    double t = bench_now();
+    for (int i = 0; i < PEAK_ITERS; i++)
+        PEAK_UNROLL for (int j = 0; j < PEAK_ACC; j++) a[j] = _mm256_fmadd_ps(a[j], m, c);
+    t = bench_now() - t;
+    float s = 0, v[8];
+    for (int j = 0; j < PEAK_ACC; j++) { _mm256_storeu_ps(v, a[j]); s += v[0]; }
+    if (s == 12345.0f) puts("");        /* keep the results live */
+    return 16.0 * PEAK_ACC * PEAK_ITERS / t / 1e9;
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static double peak_dpbf16(void)
+{
+    __m512 a[PEAK_ACC];
+    __m512bh w = (__m512bh)_mm512_set1_epi16(0x3f80), x = (__m512bh)_mm512_set1_epi16(0x3a80);
+    for (int j = 0; j < PEAK_ACC; j++) a[j] = _mm512_set1_ps((float)j);
+    double t = bench_now();
+    for (int i = 0; i < PEAK_ITERS; i++)
+        PEAK_UNROLL for (int j = 0; j < PEAK_ACC; j++) a[j] = _mm512_dpbf16_ps(a[j], w, x);
+    t = bench_now() - t;
+    float s = 0, v[16];
+    for (int j = 0; j < PEAK_ACC; j++) { _mm512_storeu_ps(v, a[j]); s += v[0]; }
+    if (s == 12345.0f) puts("");
+    return 64.0 * PEAK_ACC * PEAK_ITERS / t / 1e9;
+}
+
 int bench_linear(const bench_opts *o)
 {
     char err[256];
     eng_backend *be;
     if (eng_be_cpu_create(o->threads, &be, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    if (eng_be_set_compute(be, (enum eng_be_compute)o->compute, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        eng_be_free(be);
+        return 1;
+    }
+    __builtin_cpu_init();
+    printf("register-only peak, one core (best of 3): FP32 FMA ");
+    double pf = 0, pd = 0;
+    for (int r = 0; r < 3; r++) { double v = peak_fma(); if (v > pf) pf = v; }
+    printf("%.1f GFLOP/s", pf);
+    if (__builtin_cpu_supports("avx512bf16")) {
+        for (int r = 0; r < 3; r++) { double v = peak_dpbf16(); if (v > pd) pd = v; }
+        printf(", vdpbf16ps %.1f GFLOP/s (%.2fx)", pd, pd / pf);
+    }
+    printf("\n");
     static const int shapes[][2] = { { 512, 1024 }, { 1024, 512 }, { 2048, 1024 } };
     static const int ns[] = { 1, 3, 4, 6, 16, 128, 512 };
     int R = o->repeat < 5 ? 5 : o->repeat, rc = 0;
@@ -523,7 +646,7 @@ int bench_linear(const bench_opts *o)
         w[i] = (uint16_t)(0x3c00 | (z >> 56)) ^ (uint16_t)((z >> 40) & 0x8000);
     }
     for (size_t i = 0; i < 512 * 1024; i++) x[i] = (float)(i % 29) * 0.03f - 0.4f;
-    printf("eng_be_linear, BF16 weights, %d threads (best of %d calls):\n", eng_be_threads(be), R);
+    printf("eng_be_linear, BF16 weights, %s (best of %d calls):\n", eng_be_describe(be), R);
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) {
         int rows = shapes[s][0], cols = shapes[s][1];
         eng_tensor W = { ENG_DT_BF16, rows, cols, w, NULL, 0, "w" };

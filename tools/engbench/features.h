@@ -6,6 +6,9 @@
  *                   and decode tokens/s with oracle drafts at K = 1..5
  *   --mode kverr    FP8 KV against f32 KV: |delta logprob| over a
  *                   teacher-forced text and greedy agreement
+ *   --mode dtypeerr --dtype bfloat16 against float32 compute: relative
+ *                   logit error and |delta logprob| over the same text,
+ *                   greedy agreement
  * (the default mode, decode against the roofline, is in main.c; its
  * --kv-cache-dtype option gives the FP8 decode speed at long context). */
 #ifndef ENG_BENCH_FEATURES_H
@@ -17,6 +20,7 @@ typedef struct bench_opts {
     int cached;                 /* prefix: leading tokens cached */
     int batch;                  /* sample: sequences per step */
     int ranks;                  /* allreduce, tp: tensor-parallel ranks */
+    int compute;                /* enum eng_be_compute (--dtype) */
 } bench_opts;
 
 double bench_now(void);
@@ -25,6 +29,7 @@ double bench_median(double *v, int n);
 int bench_prefix(const bench_opts *o);
 int bench_mtp(const bench_opts *o);
 int bench_kverr(const bench_opts *o);
+int bench_dtypeerr(const bench_opts *o);
 int bench_sample(const bench_opts *o);
 int bench_linear(const bench_opts *o);
 int bench_allreduce(const bench_opts *o);     /* tp.c */

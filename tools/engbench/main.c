@@ -1,7 +1,8 @@
 /* glm-engine-bench — CPU decode speed against the memory-bandwidth roofline.
  *
  *   glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B]
- *                    [--kv-cache-dtype auto|fp8] [--mode decode|prefix|mtp|kverr|sample|linear|allreduce|tp]
+ *                    [--kv-cache-dtype auto|fp8] [--dtype auto|float32|bfloat16]
+ *                    [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|allreduce|tp]
  *                    [--ranks N (allreduce, tp)]
  *
  * Modes other than decode (the default, below) are in features.h; sample and
@@ -161,6 +162,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *mode = "decode";
     int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0, context = 0, ranks = 2;
     enum eng_cache_dtype kvdt = ENG_CACHE_F32;
+    int compute = ENG_BE_COMPUTE_F32;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "glm-engine-bench: %s needs a value\n", a); return 2; }
@@ -177,6 +179,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--ranks")) ranks = atoi(v);
         else if (!strcmp(a, "--kv-cache-dtype") && (!strcmp(v, "auto") || !strcmp(v, "fp8")))
             kvdt = !strcmp(v, "fp8") ? ENG_CACHE_FP8 : ENG_CACHE_F32;
+        else if (!strcmp(a, "--dtype") && (!strcmp(v, "auto") || !strcmp(v, "float32") || !strcmp(v, "bfloat16")))
+            compute = !strcmp(v, "bfloat16") ? ENG_BE_COMPUTE_BF16 : ENG_BE_COMPUTE_F32;
         else { fprintf(stderr, "glm-engine-bench: unknown option %s\n", a); return 2; }
         i++;
     }
@@ -184,15 +188,18 @@ int main(int argc, char **argv)
         batch > 64 || bw_mb < 64 || repeat < 1 || context < 0 || context > (1 << 20) || ranks < 1 || ranks > 64) {
         fputs("usage: glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B<=64]\n"
               "                        [--repeat N] [--bw-mb MB] [--kv-cache-dtype auto|fp8]\n"
+              "                        [--dtype auto|float32|bfloat16 (linear compute, as glm-engine)]\n"
               "                        [--context N (decode after N synthetic cache rows, no prefill)]\n"
-              "                        [--mode decode|prefix|mtp|kverr|sample|linear|allreduce|tp] [--cached N (prefix)]\n"
+              "                        [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|allreduce|tp]\n"
+              "                        [--cached N (prefix)]\n"
               "                        [--ranks N (allreduce, tp; default 2)]\n", stderr);
         return 2;
     }
-    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached, batch, ranks };
+    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached, batch, ranks, compute };
     if (!strcmp(mode, "prefix")) return bench_prefix(&bo);
     if (!strcmp(mode, "mtp")) return bench_mtp(&bo);
     if (!strcmp(mode, "kverr")) return bench_kverr(&bo);
+    if (!strcmp(mode, "dtypeerr")) return bench_dtypeerr(&bo);
     if (!strcmp(mode, "sample")) return bench_sample(&bo);
     if (!strcmp(mode, "linear")) return bench_linear(&bo);
     if (!strcmp(mode, "allreduce")) return bench_allreduce(&bo);
@@ -201,7 +208,7 @@ int main(int argc, char **argv)
     char err[512];
     eng_model *m;
     if (context) prompt = context;     /* the context takes the prompt's positions, without its prefill */
-    eng_model_opts o = { .n_threads = threads,
+    eng_model_opts o = { .n_threads = threads, .compute_dtype = compute,
                          .max_batch_tokens = context ? 64 : prompt * batch > 64 ? prompt * batch : 64,
                          .max_model_len = prompt + tokens + 1, .load = { .prefault = 1, .quiet = 1 } };
     if (eng_model_open(dir, &o, &m, err, sizeof err)) { fprintf(stderr, "glm-engine-bench: %s\n", err); return 1; }
@@ -266,8 +273,8 @@ int main(int argc, char **argv)
     double roof = bw * 1e9 / (double)act;
     printf("model %s: %d layers, hidden %d, %d experts top-%d, %s weights\n", dir, c->num_hidden_layers,
            c->hidden_size, c->n_routed_experts, c->num_experts_per_tok, c->fp8 ? "fp8" : "bf16");
-    printf("threads %d, KV cache %s, best of %d medians: streaming read bandwidth %.2f GB/s\n", nt,
-           kvdt == ENG_CACHE_FP8 ? "fp8" : "auto (f32)", repeat, bw);
+    printf("threads %d, KV cache %s, %s, best of %d medians: streaming read bandwidth %.2f GB/s\n", nt,
+           kvdt == ENG_CACHE_FP8 ? "fp8" : "auto (f32)", eng_be_describe(eng_model_backend(m)), repeat, bw);
     if (context) printf("context %d synthetic cache rows per sequence (no prefill)\n", context);
     else printf("prefill %d x %d tokens: %.1f tokens/s\n", batch, prompt, prompt * batch / t_prefill);
     printf("decode batch %d, %d steps: %.2f tokens/s (median step %.2f ms)\n", batch, tokens, tps, t_dec / tokens * 1e3);

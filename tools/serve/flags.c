@@ -103,6 +103,7 @@ static const opt OPTS[] = {
     {"--block-size", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "tokens per KV block"},
     {"--gpu-memory-utilization", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "GPU memory fraction (GPU backends)"},
     {"--kv-cache-memory-bytes", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "KV cache budget in bytes (4G, 512M ...)"},
+    {"--dtype", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "auto | float32 | bfloat16: linear compute (auto = float32 here)"},
     {"--kv-cache-dtype", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "auto | fp8"},
     {"--enable-prefix-caching", NULL, K_BOOL, TO(SRV_ENGINE), S_NONE, "prefix-caching", "prefix caching on"},
     {"--no-enable-prefix-caching", NULL, K_BOOL, TO(SRV_ENGINE), S_NONE, "prefix-caching", "prefix caching off"},
