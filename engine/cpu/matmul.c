@@ -390,6 +390,9 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
 #define BX_MR6 4
 static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR5, BX_MR6 };
 #define BX_MR 8
+#ifndef BX_PREFETCH
+#define BX_PREFETCH 1
+#endif
 #define BX_PAD 32       /* bf16 between activation rows: rows 2 KiB multiples apart alias in L1 */
 
 uint16_t eng_cpu_bf16_round(float f)
@@ -470,6 +473,11 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
         UNROLL_NT for (int t = 0; t < NT; t++) xv[t] = (__m512bh)_mm512_loadu_si512(xb + t * ldb + k);
         UNROLL_NT for (int r = 0; r < MR; r++) {
             __m512bh wv = (__m512bh)_mm512_loadu_si512(wr[r] + k);
+            /* The same line of the next tile's rows (they follow these
+             * in memory): MR interleaved row streams defeat the hardware
+             * prefetcher on weights from DRAM (decode measured 3x slower
+             * without this); a prefetch past the tensor never faults. */
+            if (BX_PREFETCH) _mm_prefetch((const char *)(wr[r] + k + MR * ldw), _MM_HINT_T0);
             UNROLL_NT for (int t = 0; t < NT; t++) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv, xv[t]);
         }
     }
