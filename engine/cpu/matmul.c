@@ -380,11 +380,13 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
  * so MR x NT accumulators + NT activation vectors + a weight vector fit the
  * 32 zmm registers. */
 #define BX_NT 6
-/* Rows per tile for 1..6 tokens (measured on the Zen 4 VM, one core, 1 and
- * 3 tokens: 6/8/8 within noise of 8/8/8, both ahead of 4/4/4 by ~15 %). */
+/* Rows per tile for 1..6 tokens (measured on the Zen 4 VM, one core: for
+ * 1 token 6 rows ~15 % ahead of 4; for 2 tokens 4 rows 126-135 GFLOP/s,
+ * 6 rows 110-141, 8 rows 89-137; for 3 tokens 4 rows 157-172 against
+ * 125-152 for 8). */
 #define BX_MR1 6
-#define BX_MR2 8
-#define BX_MR3 8
+#define BX_MR2 4
+#define BX_MR3 4
 #define BX_MR4 6
 #define BX_MR5 4
 #define BX_MR6 4

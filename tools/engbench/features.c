@@ -634,7 +634,7 @@ int bench_linear(const bench_opts *o)
     }
     printf("\n");
     static const int shapes[][2] = { { 512, 1024 }, { 1024, 512 }, { 2048, 1024 } };
-    static const int ns[] = { 1, 3, 4, 6, 16, 128, 512 };
+    static const int ns[] = { 1, 2, 3, 4, 6, 16, 128, 512 };
     int R = o->repeat < 5 ? 5 : o->repeat, rc = 0;
     size_t maxw = 2048 * 1024;
     uint16_t *w = malloc(sizeof *w * maxw);
