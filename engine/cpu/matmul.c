@@ -391,7 +391,7 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
 #define BX_MR5 4
 #define BX_MR6 4
 static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR5, BX_MR6 };
-#define BX_MR 8
+#define BX_MR 6
 #ifndef BX_PREFETCH
 #define BX_PREFETCH 1
 #endif
