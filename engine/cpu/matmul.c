@@ -381,10 +381,11 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
  * 32 zmm registers. */
 #define BX_NT 6
 /* Rows per tile for 1..6 tokens (measured on the Zen 4 VM, one core: for
- * 1 token 6 rows ~15 % ahead of 4; for 2 tokens 4 rows 126-135 GFLOP/s,
+ * 1 token, decode of the small preset from DRAM, 4 rows 79-87 tokens/s,
+ * 2 rows 79-80, 6 rows 74-80, 8 rows 74; for 2 tokens 4 rows 126-135 GFLOP/s,
  * 6 rows 110-141, 8 rows 89-137; for 3 tokens 4 rows 157-172 against
  * 125-152 for 8). */
-#define BX_MR1 6
+#define BX_MR1 4
 #define BX_MR2 4
 #define BX_MR3 4
 #define BX_MR4 6
@@ -394,6 +395,12 @@ static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR
 #define BX_MR 6
 #ifndef BX_PREFETCH
 #define BX_PREFETCH 1
+#endif
+#ifndef BX_PF_TILES
+#define BX_PF_TILES 2
+#endif
+#ifndef BX_PF_HINT
+#define BX_PF_HINT _MM_HINT_T1
 #endif
 #define BX_PAD 32       /* bf16 between activation rows: rows 2 KiB multiples apart alias in L1 */
 
@@ -475,11 +482,14 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
         UNROLL_NT for (int t = 0; t < NT; t++) xv[t] = (__m512bh)_mm512_loadu_si512(xb + t * ldb + k);
         UNROLL_NT for (int r = 0; r < MR; r++) {
             __m512bh wv = (__m512bh)_mm512_loadu_si512(wr[r] + k);
-            /* The same line of the next tile's rows (they follow these
-             * in memory): MR interleaved row streams defeat the hardware
-             * prefetcher on weights from DRAM (decode measured 3x slower
-             * without this); a prefetch past the tensor never faults. */
-            if (BX_PREFETCH) _mm_prefetch((const char *)(wr[r] + k + MR * ldw), _MM_HINT_T0);
+            /* The same line two tiles ahead (rows follow each other in
+             * memory), into L2: MR interleaved row streams from DRAM are
+             * more than the hardware prefetcher keeps up with. One-core
+             * decode of the small preset: 44-53 tokens/s without, the
+             * same with a T0 prefetch one tile ahead, 76-84 with T1 one
+             * to eight tiles ahead (FP32 path: 80-91). A prefetch past
+             * the tensor never faults. */
+            if (BX_PREFETCH) _mm_prefetch((const char *)(wr[r] + k + BX_PF_TILES * MR * ldw), BX_PF_HINT);
             UNROLL_NT for (int t = 0; t < NT; t++) acc[r][t] = _mm512_dpbf16_ps(acc[r][t], wv, xv[t]);
         }
     }

@@ -831,15 +831,20 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
     eng_be_free(be);
 }
 
+static int cpu_has_avx512bf16(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx2");
+}
+
 /* BF16 weights through AVX512-BF16 with split activations (opt-in,
  * GLM_ENGINE_BF16DP=1): the goldens within tolerance, chunked prefill, batch
  * invariance and every token grouping of the linear kernels bit for bit.
  * Skipped (visibly) on CPUs without AVX512-BF16. */
 TEST(bf16_dot_product_kernels)
 {
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") ||
-        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx2")) {
+    if (!cpu_has_avx512bf16()) {
         test_skip("no AVX512-BF16 on this CPU: the BF16 dot-product kernels cannot run here");
         return;
     }
@@ -881,9 +886,7 @@ static void check_bfloat16_mode(int portable)
 
 TEST(bfloat16_compute_vdpbf16ps)
 {
-    __builtin_cpu_init();
-    if (!__builtin_cpu_supports("avx512bf16") || !__builtin_cpu_supports("avx512bw") ||
-        !__builtin_cpu_supports("avx512vl") || !__builtin_cpu_supports("avx2")) {
+    if (!cpu_has_avx512bf16()) {
         test_skip("no AVX512-BF16 on this CPU: --dtype bfloat16 runs the portable path here (tested below)");
         return;
     }

@@ -369,6 +369,29 @@ static int greedy(eng_model *m, enum eng_cache_dtype dt, const int32_t *prompt, 
     return rc;
 }
 
+/* Greedy agreement of (a, KV dtype da) and (b, db): 8 prompts of 64 corpus
+ * tokens, G tokens each; one line after indent. */
+static int greedy_agreement(eng_model *a, enum eng_cache_dtype da, eng_model *b, enum eng_cache_dtype db,
+                            const int32_t *ids, int G, const char *indent)
+{
+    int agree_pos = 0, prefix_sum = 0, rc = 0;
+    int32_t *ga = malloc(sizeof *ga * (size_t)G), *gb = malloc(sizeof *gb * (size_t)G);
+    for (int k = 0; k < 8 && !rc; k++) {
+        const int32_t *pr = ids + (size_t)k * 64;
+        if (!ga || !gb || greedy(a, da, pr, 64, G, ga) || greedy(b, db, pr, 64, G, gb)) { rc = -1; break; }
+        int pre = 0;
+        while (pre < G && ga[pre] == gb[pre]) pre++;
+        for (int t = 0; t < G; t++) agree_pos += ga[t] == gb[t];
+        prefix_sum += pre;
+    }
+    if (!rc)
+        printf("%sgreedy over 8 prompts x %d tokens: identical prefix %.1f tokens on average, %d of %d positions equal\n",
+               indent, G, prefix_sum / 8.0, agree_pos, 8 * G);
+    free(ga);
+    free(gb);
+    return rc;
+}
+
 /* The text: the project's own corpus (tools/mkmodel/corpus.c) through the
  * model's tokenizer, at least n + 8 * 64 ids (free them); NULL on error. */
 static int32_t *corpus_ids(const bench_opts *o, int n)
@@ -414,23 +437,11 @@ int bench_kverr(const bench_opts *o)
     printf("teacher-forced %d tokens of corpus text: |delta logprob| of the next token max %.4f, mean %.4f; "
            "max over all tokens with logprob > -30: %.4f; same argmax at %d of %d positions\n",
            n - 1, mx, mean, mx_all, top1, n - 1);
-    /* greedy agreement: 8 prompts of 64 corpus tokens, G tokens each */
-    int agree_pos = 0, prefix_sum = 0;
-    int32_t *ga = malloc(sizeof *ga * (size_t)G), *gq = malloc(sizeof *gq * (size_t)G);
-    for (int k = 0; k < 8; k++) {
-        const int32_t *pr = ids + (size_t)k * 64;
-        if (greedy(m, ENG_CACHE_F32, pr, 64, G, ga) || greedy(m, ENG_CACHE_FP8, pr, 64, G, gq)) return 1;
-        int pre = 0;
-        while (pre < G && ga[pre] == gq[pre]) pre++;
-        for (int t = 0; t < G; t++) agree_pos += ga[t] == gq[t];
-        prefix_sum += pre;
-    }
-    printf("greedy over 8 prompts x %d tokens: identical prefix %.1f tokens on average, %d of %d positions equal\n",
-           G, prefix_sum / 8.0, agree_pos, 8 * G);
+    if (greedy_agreement(m, ENG_CACHE_F32, m, ENG_CACHE_FP8, ids, G, "")) return 1;
     printf("KV bytes per token (all layers): auto (f32) %zu, fp8 %zu: %.2fx the tokens per GiB\n",
            eng_kv_bytes_per_token(c, ENG_CACHE_F32), eng_kv_bytes_per_token(c, ENG_CACHE_FP8),
            (double)eng_kv_bytes_per_token(c, ENG_CACHE_F32) / (double)eng_kv_bytes_per_token(c, ENG_CACHE_FP8));
-    free(la); free(lq); free(ga); free(gq); free(ids);
+    free(la); free(lq); free(ids);
     eng_model_close(m);
     return 0;
 }
@@ -478,19 +489,8 @@ int bench_dtypeerr(const bench_opts *o)
     printf("  relative logit error (max |d| / max |logit| per position): max %.3g, mean %.3g\n", rmax, rmean);
     printf("  |delta logprob| of the next token: max %.4f, mean %.4f; same argmax at %d of %d positions\n", dmax,
            dmean, top1, n - 1);
-    int agree_pos = 0, prefix_sum = 0;
-    int32_t *ga = malloc(sizeof *ga * (size_t)G), *gq = malloc(sizeof *gq * (size_t)G);
-    for (int k = 0; k < 8; k++) {
-        const int32_t *pr = ids + (size_t)k * 64;
-        if (greedy(m, ENG_CACHE_F32, pr, 64, G, ga) || greedy(q, ENG_CACHE_F32, pr, 64, G, gq)) return 1;
-        int pre = 0;
-        while (pre < G && ga[pre] == gq[pre]) pre++;
-        for (int t = 0; t < G; t++) agree_pos += ga[t] == gq[t];
-        prefix_sum += pre;
-    }
-    printf("  greedy over 8 prompts x %d tokens: identical prefix %.1f tokens on average, %d of %d positions equal\n",
-           G, prefix_sum / 8.0, agree_pos, 8 * G);
-    free(la); free(lq); free(ra); free(rq); free(ga); free(gq); free(ids);
+    if (greedy_agreement(m, ENG_CACHE_F32, q, ENG_CACHE_F32, ids, G, "  ")) return 1;
+    free(la); free(lq); free(ra); free(rq); free(ids);
     eng_model_close(m);
     eng_model_close(q);
     return 0;
