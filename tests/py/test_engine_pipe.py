@@ -110,7 +110,8 @@ def test_batch_invariance(tiny, sampling):
 
 def test_dtype_flag(tiny):
     """--dtype bfloat16 (BF16-rounded activations in the linears): batch
-    invariant too, logprobs bit for bit; float32 is auto; float16 refused."""
+    invariant too and MTP equals plain decode, logprobs bit for bit; float32
+    is auto; float16 refused."""
     prompt = [(i * 29 + 5) % VOCAB for i in range(40)]
     target = gen("t", prompt, max_tokens=16, ignore_eos=True, temperature=0.9, seed=1234, top_p=0.95, logprobs=3)
     alone, err = run_stage(engine(tiny, "--dtype", "bfloat16"), [target])
@@ -119,6 +120,9 @@ def test_dtype_flag(tiny):
     lp = lambda out: [e for m in out if m["type"] == "tokens" and m["id"] == "t" for e in m["logprobs"]]
     assert tokens_by_choice(alone, "t") == tokens_by_choice(batch, "t") and len(lp(alone)) == 16
     assert lp(alone) == lp(batch)
+    mtp, _ = run_stage(engine(tiny, "--dtype", "bfloat16", "--speculative-config.method", "mtp",
+                              "--speculative-config.num_speculative_tokens", "3"), [target])
+    assert lp(mtp) == lp(alone)                         # verification = plain decode, bit for bit
     f32, _ = run_stage(engine(tiny, "--dtype", "float32"), [target])
     auto, _ = run_stage(engine(tiny), [target])
     assert lp(f32) == lp(auto) and lp(f32) != lp(alone)
