@@ -54,6 +54,7 @@ struct eng_model {
     size_t meta_cap;
     eng_kv_pool *fkv;           /* a follower's own KV pool */
     int opened;                 /* eng_model_open succeeded: rank 0's close tells the followers to stop */
+    uint64_t moe_calls, moe_experts;    /* eng_model_moe_reads */
 };
 
 #define TP_HEAD_ROWS 64         /* lm_head rows gathered at a time */
@@ -99,6 +100,12 @@ uint64_t eng_model_active_bytes(const eng_model *m)
                 b += (uint64_t)c->num_experts_per_tok * tensor_bytes(&lw->experts[p]);
     }
     return b;
+}
+
+void eng_model_moe_reads(const eng_model *m, uint64_t *calls, uint64_t *experts)
+{
+    *calls = m->moe_calls;
+    *experts = m->moe_experts;
 }
 
 static void tp_stop(eng_model *m);
@@ -386,6 +393,15 @@ static void moe(eng_model *m, int l, int T)
     eng_be_linear(be, &lw->w[ENG_W_ROUTER], 0, E, m->x, T, H, m->rlogits, E);
     eng_be_route r = { E, K, c->n_group, c->topk_group, c->norm_topk_prob, (float)c->routed_scaling_factor };
     eng_be_route_topk(be, &r, m->rlogits, E, (const float *)lw->w[ENG_W_ROUTER_BIAS].data, T, m->ridx, m->rwt);
+    if (eng_be_host_memory(be)) {       /* eng_model_moe_reads; E <= 4096 (loader) */
+        uint8_t seen[4096 / 8] = { 0 };
+        for (int i = 0; i < T * K; i++) {
+            int e = m->ridx[i];
+            m->moe_experts += !(seen[e >> 3] >> (e & 7) & 1);
+            seen[e >> 3] |= (uint8_t)(1u << (e & 7));
+        }
+        m->moe_calls++;
+    }
     /* Expert parallel: this rank's experts [e0, e1), whole; otherwise every
      * expert, each sliced by FFN width (inter: this rank's width). Either way
      * the partial sums (with the shared expert's) are added over the ranks
@@ -393,7 +409,7 @@ static void moe(eng_model *m, int l, int T)
     eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, E };
     int inter = er.end > er.begin ? (int)lw->experts[er.begin * ENG_EXP_COUNT + ENG_EXP_GATE].rows : 0;
     eng_be_moe a = { lw->experts, E, K, H, inter, T, m->x, m->ridx, m->rwt, m->tmp_h,
-                     m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act };
+                     m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act, m->max_tokens };
     eng_be_moe_experts(be, &a, (int)er.begin, (int)er.end);
     if (c->n_shared_experts > 0) {         /* shared expert: added unscaled */
         swiglu(m, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], m->x, T, m->eout);

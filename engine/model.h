@@ -44,6 +44,12 @@ int               eng_model_has_mtp(const eng_model *m);
 /* Bytes of weights one decode token reads at batch 1 (embedding row, the
  * attention/indexer/dense weights, top-k + shared experts, router, lm_head). */
 uint64_t          eng_model_active_bytes(const eng_model *m);
+/* Routed-expert reads since open: MoE layer calls and, summed over them,
+ * the distinct experts their tokens were routed to (each is read once per
+ * call, whatever its token count). What a multi-token step (MTP
+ * verification) really reads; counted on backends with host memory only
+ * (0 and 0 on a device). */
+void              eng_model_moe_reads(const eng_model *m, uint64_t *calls, uint64_t *experts);
 
 enum eng_logits_mode { ENG_LOGITS_NONE = 0, ENG_LOGITS_LAST = 1, ENG_LOGITS_ALL = 2 };
 
