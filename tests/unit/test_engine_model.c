@@ -818,6 +818,36 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
     eng_be_free(be);
 }
 
+/* eng_model_moe_reads: one call per MoE layer per step; a one-token step
+ * reads exactly top_k experts per layer, n tokens between top_k and
+ * min(E, n * top_k). */
+TEST(moe_reads_count_distinct_experts)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    const eng_config *c = eng_model_config(f.m);
+    int moe_layers = 0, K = c->num_experts_per_tok, E = c->n_routed_experts;
+    for (int l = 0; l < c->num_hidden_layers; l++) moe_layers += !c->layer_dense[l];
+    int32_t ids[8] = { 5, 17, 99, 3, 250, 61, 7, 8 };
+    int nb = alloc_blocks(&f, f.bt, 8);
+    char err[256];
+    uint64_t c0, e0, c1, e1;
+    eng_model_moe_reads(f.m, &c0, &e0);
+    eng_seq pre = { ids, 6, 0, f.bt, nb, ENG_LOGITS_NONE };
+    CHECK(eng_model_forward(f.m, f.kv, &pre, 1, NULL, NULL, err, sizeof err) == 0);
+    eng_model_moe_reads(f.m, &c1, &e1);
+    CHECK_EQ_INT((int)(c1 - c0), moe_layers);
+    int most = 6 * K < E ? 6 * K : E;
+    CHECK(e1 - e0 >= (uint64_t)(moe_layers * K) && e1 - e0 <= (uint64_t)(moe_layers * most));
+    eng_seq d = { ids + 6, 1, 6, f.bt, nb, ENG_LOGITS_NONE };
+    CHECK(eng_model_forward(f.m, f.kv, &d, 1, NULL, NULL, err, sizeof err) == 0);
+    eng_model_moe_reads(f.m, &c0, &e0);
+    CHECK_EQ_INT((int)(c0 - c1), moe_layers);
+    CHECK_EQ_INT((int)(e0 - e1), moe_layers * K);
+    free_blocks(&f, f.bt, nb);
+    fixture_close(&f);
+}
+
 /* The MoE op runs few tokens (decode, MTP verification) as two pool runs
  * over all routed experts (row slices, then column slices of the output),
  * many tokens one expert at a time: both must give the same bits for every
@@ -1018,6 +1048,7 @@ int main(void)
         RUN(batch_invariance_fp8_kv);
         RUN(mtp_matches_reference);
         RUN(bad_batches_rejected);
+        RUN(moe_reads_count_distinct_experts);
         if (g_arch == ENG_ARCH_GLM_MOE_DSA) {   /* backend ops: once is enough */
             RUN(fp8_cache_rows_round_trip);
             RUN(fp8_gqa_rows_tile_per_head);
