@@ -108,6 +108,18 @@ void eng_model_moe_reads(const eng_model *m, uint64_t *calls, uint64_t *experts)
     *experts = m->moe_experts;
 }
 
+uint64_t eng_model_expert_bytes(const eng_model *m)
+{
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+        if (!lw->experts) continue;
+        uint64_t b = 0;
+        for (int p = 0; p < ENG_EXP_COUNT; p++) b += tensor_bytes(&lw->experts[p]);
+        return b;
+    }
+    return 0;
+}
+
 static void tp_stop(eng_model *m);
 
 void eng_model_close(eng_model *m)

@@ -50,6 +50,9 @@ uint64_t          eng_model_active_bytes(const eng_model *m);
  * verification) really reads; counted on backends with host memory only
  * (0 and 0 on a device). */
 void              eng_model_moe_reads(const eng_model *m, uint64_t *calls, uint64_t *experts);
+/* Bytes of one routed expert (gate, up, down, FP8 scales included; the
+ * first MoE layer's expert 0: all are the same size); 0 without MoE. */
+uint64_t          eng_model_expert_bytes(const eng_model *m);
 
 enum eng_logits_mode { ENG_LOGITS_NONE = 0, ENG_LOGITS_LAST = 1, ENG_LOGITS_ALL = 2 };
 

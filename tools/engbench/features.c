@@ -250,6 +250,16 @@ int bench_mtp(const bench_opts *o)
                c->n_routed_experts, k, k > 1 ? "s" : "", med[C_FIRST + k - 1] * 1e3, rat[C_FIRST + k - 1]);
     printf("  one chained MTP draft step (1 position): %.2f ms = %.2fx; drafting K tokens costs one first pass + "
            "K-1 chained steps\n", med[C_MTP] * 1e3, rat[C_MTP]);
+    /* The read bound (docs/perf.md): every weight once per step, routed
+     * experts once per distinct expert; a plain step reads top_k per layer. */
+    double act = (double)eng_model_active_bytes(m), eb = (double)eng_model_expert_bytes(m);
+    double moe_layers = reps ? (double)moe_calls[0] / reps : 0;
+    printf("weights read per step (plain %.1f MB; verification: distinct routed experts as measured), the bound if "
+           "reads were all that counted:\n", act / 1e6);
+    for (int k = 1; k <= ENG_SPEC_MAX && moe_layers > 0; k++) {
+        double b = act + eb * ((double)moe_exp[k - 1] / reps - moe_layers * c->num_experts_per_tok);
+        printf("  K=%d: %.1f MB = %.2fx plain -> oracle speedup <= %.2fx\n", k, b / 1e6, b / act, (k + 1) / (b / act));
+    }
     eng_kv_pool_free(kv);
 
     /* 2. The serving loop, batch 1, greedy: plain, then oracle drafts (free,
