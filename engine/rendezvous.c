@@ -63,7 +63,7 @@ static void reply_encode(unsigned char r[REPLY_BYTES], uint32_t status, const un
     put32(r + 4, ENG_RDZV_VERSION);
     put32(r + 8, status);
     if (id) memcpy(r + REPLY_ID_OFF, id, ENG_RDZV_ID_BYTES);
-    if (msg) snprintf((char *)r + REPLY_MSG_OFF, REPLY_MSG_BYTES, "%s", msg);
+    if (msg) memcpy(r + REPLY_MSG_OFF, msg, strnlen(msg, REPLY_MSG_BYTES - 1));    /* cut; r is zeroed: NUL-ended */
 }
 
 /* ===== sockets with deadlines ===== */
@@ -305,7 +305,7 @@ int eng_rdzv_serve(eng_rdzv_server *s, const unsigned char id[ENG_RDZV_ID_BYTES]
                     reply_send(p->fd, ST_MISMATCH, NULL, why, now + 1);
                     rc = pl_seterr(err, errlen, PL_ERR_INVALID, "rendezvous: %s", why);
                 } else if (hello_check(&s->me, &pi, why, sizeof why), why[0]) {
-                    char msg[REPLY_MSG_BYTES];
+                    char msg[512];      /* the reply carries its first 191 bytes */
                     snprintf(msg, sizeof msg, "node %u (%s) was launched with %s", pi.node_rank, p->peer, why);
                     reply_send(p->fd, ST_MISMATCH, NULL, msg, now + 1);
                     rc = pl_seterr(err, errlen, PL_ERR_INVALID, "rendezvous: %s", msg);
@@ -350,8 +350,8 @@ int eng_rdzv_serve(eng_rdzv_server *s, const unsigned char id[ENG_RDZV_ID_BYTES]
             if (send_all(joined[k], r, sizeof r, d))
                 rc = pl_seterr(err, errlen, PL_ERR_IO, "rendezvous: sending the id to node %u failed", k);
         } else {
-            char msg[REPLY_MSG_BYTES];
-            snprintf(msg, sizeof msg, "node 0 gave up: %s", err);
+            char msg[512];
+            snprintf(msg, sizeof msg, "node 0 gave up: %s", err ? err : "");
             reply_send(joined[k], ST_ABORT, NULL, msg, d);
         }
         close(joined[k]);
