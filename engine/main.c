@@ -658,8 +658,13 @@ int main(int argc, char **argv)
         } else if (kind == ENG_BE_AUTO && !multi) {
             pl_log(PL_LOG_INFO, NULL, 0, "--backend auto: tensor-parallel ranks on the cpu backend (%s)", why);
             kind = ENG_BE_CPU;
+        } else if (multi) {
+            char m[700];
+            snprintf(m, sizeof m, "multi-node groups need the NCCL communicator on CUDA devices: %s", why);
+            refuse(ff.nnodes > 1 ? "--nnodes" : "--node-rank", m);
+            return 2;
         } else {
-            refuse(multi ? (ff.nnodes > 1 ? "--nnodes" : "--node-rank") : "--tensor-parallel-size", why);
+            refuse("--tensor-parallel-size", why);
             return 2;
         }
     } else if (kind == ENG_BE_AUTO) {

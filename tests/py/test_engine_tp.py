@@ -313,7 +313,8 @@ def test_multi_node_needs_gpus_with_auto(tiny):
     if _gpus() >= 1:
         pytest.skip("this machine has a GPU: the refusal cannot be seen")
     rc, err = _refused(_engine_on(tiny, "auto", "-tp", "2", "--nnodes", "2", "--master-addr", "127.0.0.1"))
-    assert rc == 2 and "--nnodes: needs 1 CUDA device on this host (one per rank), found 0" in err, err
+    assert rc == 2 and ("--nnodes: multi-node groups need the NCCL communicator on CUDA devices: needs 1 CUDA device on this "
+                         "host (one per rank), found 0") in err, err
 
 
 def test_auto_runs_tp_on_the_cpu_without_gpus(tiny):
