@@ -146,13 +146,17 @@ static int is_device(const void *p)
     return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
+/* scratch = size + 1 slots of cap bytes: [size] gathered parts, then one
+ * staging slot for a host buffer. Always that many slots, whichever call
+ * grows it (a broadcast needs one slot, but a later all-reduce of no more
+ * bytes relies on the whole layout). */
 static int ensure_scratch(nccl_comm *n, int size, size_t bytes)
 {
     if (bytes <= n->cap) return 0;
     if (n->scratch) cudaFree(n->scratch);
     n->scratch = NULL;
     n->cap = 0;
-    if (cudaMalloc(&n->scratch, bytes * (size_t)size) != cudaSuccess) return PL_ERR_NOMEM;
+    if (cudaMalloc(&n->scratch, bytes * (size_t)(size + 1)) != cudaSuccess) { (void)cudaGetLastError(); return PL_ERR_NOMEM; }
     n->cap = bytes;
     return 0;
 }
@@ -181,7 +185,7 @@ static int nc_all_reduce(eng_comm *c, float *buf, size_t count)
     if (n->dead) return PL_ERR_IO;
     if (!count) return 0;
     /* scratch: [size] gathered partials, plus one more slot for a host buffer's staging copy */
-    if (ensure_scratch(n, c->size + 1, bytes)) return PL_ERR_NOMEM;
+    if (ensure_scratch(n, c->size, bytes)) return PL_ERR_NOMEM;
     char *parts = (char *)n->scratch, *stage = parts + (size_t)c->size * n->cap;
     int dev = is_device(buf);
     float *dbuf = dev ? buf : (float *)stage;
@@ -205,7 +209,7 @@ static int nc_all_gather(eng_comm *c, const void *send, size_t bytes, void *recv
         if (nc_gather_dev(c, send, bytes, recv)) return PL_ERR_IO;
         return nc_wait(c);
     }
-    if (ensure_scratch(n, c->size + 1, bytes)) return PL_ERR_NOMEM;
+    if (ensure_scratch(n, c->size, bytes)) return PL_ERR_NOMEM;
     char *parts = (char *)n->scratch, *stage = parts + (size_t)c->size * n->cap;
     if (cudaMemcpyAsync(stage, send, bytes, cudaMemcpyDefault, n->stream) != cudaSuccess) return PL_ERR_IO;
     if (nc_gather_dev(c, stage, bytes, parts)) return PL_ERR_IO;
@@ -223,7 +227,7 @@ static int nc_broadcast(eng_comm *c, void *buf, size_t bytes, int root)
     int dev = is_device(buf);
     void *d = buf;
     if (!dev) {
-        if (ensure_scratch(n, 1, bytes)) return PL_ERR_NOMEM;
+        if (ensure_scratch(n, c->size, bytes)) return PL_ERR_NOMEM;
         d = n->scratch;
         if (c->rank == root && cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, n->stream) != cudaSuccess)
             return PL_ERR_IO;
