@@ -695,6 +695,9 @@ int main(int argc, char **argv)
                   .expert_parallel = (uint32_t)ff.ep, .max_batch_tokens = (uint32_t)cfg.max_num_batched_tokens,
                   .max_model_len = (uint32_t)cfg.max_model_len },
     };
+    if (ff.nnodes > 1 && !ff.master_addr)
+        pl_log(PL_LOG_WARN, NULL, 0, "--nnodes %d without --master-addr: node 0 is 127.0.0.1, which other hosts cannot "
+               "reach", (int)ff.nnodes);
     if (ff.nnodes > 1 && eng_rdzv_fingerprint(dir, &L.info.fingerprint, err, sizeof err)) {
         pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
         return 1;
