@@ -12,7 +12,8 @@
 #      plain path bit for bit (CPU and CUDA backends); with >= 2 cards TP = 2 over NCCL
 #      within 1e-4 of TP = 1, then glm-engine --backend cuda -tp 2 against -tp 1 through
 #      the pipe (tests/py/test_engine_tp.py: logprobs, greedy tokens, expert parallel,
-#      a follower killed busy and idle). Without libnccl on the machine (the bundle
+#      a follower killed busy and idle, and two "nodes" on this host, one card each,
+#      meeting through the multi-node rendezvous). Without libnccl on the machine (the bundle
 #      cannot carry its ~200 MB) this step says SKIP in the summary: the NCCL path did
 #      not run, and no PASS line claims it did;
 #   6. a summary. Exit status: 0 only when every step that ran passed.
@@ -94,7 +95,7 @@ else
     if [ "$NGPU" -ge 2 ]; then
         say "== glm-engine --backend cuda -tp 2 vs -tp 1 (tests/py/test_engine_tp.py)"
         if GLM_ENGINE_BACKEND=cuda GLM_ENGINE_TP_PIN=0 timeout 180 $PY -m pytest -q \
-             -k "(same_logprobs_and_greedy_as_tp1 and tp2 and not gqa) or follower_death" \
+             -k "(same_logprobs_and_greedy_as_tp1 and tp2 and not gqa) or follower_death or two_nodes" \
              tests/py/test_engine_tp.py >"$log" 2>&1; then
             tail -n 3 "$log"; nccl_state="$nccl_state; glm-engine -tp 2 on cuda: $(tail -n 1 "$log")"
         else

@@ -14,6 +14,7 @@ import os
 import shutil
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -77,6 +78,10 @@ def _check_same_as_tp1(model, flags, common=()):
     ref_lp, ref_toks, _ = _run(model, *common)
     lp, toks, err = _run(model, *flags, *common)
     assert f"tensor parallel: {flags[1]} ranks" in err
+    _assert_same(lp, toks, ref_lp, ref_toks)
+
+
+def _assert_same(lp, toks, ref_lp, ref_toks):
     assert toks == ref_toks
     worst = 0.0
     for a, b in zip(lp[1:], ref_lp[1:]):
@@ -325,3 +330,36 @@ def test_auto_runs_tp_on_the_cpu_without_gpus(tiny):
     assert p.returncode == 0, err
     assert "--backend auto: tensor-parallel ranks on the cpu backend (needs 2 CUDA devices" in err
     assert "tensor parallel: 2 ranks (processes, shared memory)" in err
+
+
+def _free_port():
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def test_two_nodes_on_one_host_equal_tp1(tiny, monkeypatch):
+    """The multi-node path on one machine with two GPUs: node 0 and node 1
+    as two glm-engines each seeing one card (CUDA_VISIBLE_DEVICES), meeting
+    through the rendezvous on 127.0.0.1, NCCL between them as between
+    hosts; TP 1's greedy tokens and logprobs. Runs under
+    GLM_ENGINE_BACKEND=cuda (tests/gpu/gpu_check.sh) on >= 2 GPUs."""
+    if os.environ.get("GLM_ENGINE_BACKEND") != "cuda" or _gpus() < 2:
+        pytest.skip("needs two GPUs and GLM_ENGINE_BACKEND=cuda")
+    ref_lp, ref_toks, _ = _run(tiny)
+    group = ["-tp", "2", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+             "--rendezvous-timeout", "60"]
+    node1 = subprocess.Popen(engine(tiny, *group, "--node-rank", "1"), env=dict(os.environ, CUDA_VISIBLE_DEVICES="1"),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+        lp, toks, err = _run(tiny, *group, "--node-rank", "0")
+        _, log1 = node1.communicate(timeout=60)     # node 0 stopped the group: node 1 exits 0
+        assert node1.returncode == 0, log1.decode(errors="replace")
+    finally:
+        if node1.poll() is None:
+            node1.kill()
+            node1.wait()
+    assert "tensor parallel: 2 ranks (processes, one per GPU, NCCL, over several nodes)" in err
+    assert "rendezvous: node 1 joined" in err
+    _assert_same(lp, toks, ref_lp, ref_toks)
