@@ -56,6 +56,13 @@ static void *join_main(void *p)
     return NULL;
 }
 
+/* A node that got node 0's id. */
+static void expect_id(const join_arg *ja)
+{
+    CHECK_EQ_INT(ja->rc, 0);
+    CHECK(!memcmp(ja->id, g_id, sizeof g_id));
+}
+
 static int start_server(uint32_t nnodes, serve_arg *sa, pthread_t *th, double timeout)
 {
     eng_rdzv_info me = info(nnodes, 0);
@@ -118,10 +125,7 @@ TEST(three_nodes_get_the_id)
     for (int k = 0; k < 2; k++) pthread_join(tj[k], NULL);
     pthread_join(ts, NULL);
     CHECK_EQ_INT(sa.rc, 0);
-    for (int k = 0; k < 2; k++) {
-        CHECK_EQ_INT(ja[k].rc, 0);
-        CHECK(!memcmp(ja[k].id, g_id, sizeof g_id));
-    }
+    for (int k = 0; k < 2; k++) expect_id(&ja[k]);
     eng_rdzv_server_free(sa.s);
 }
 
@@ -173,8 +177,7 @@ TEST(node_that_starts_first_retries_until_node0_listens)
     CHECK_EQ_INT(lrc, 0);
     if (!lrc) CHECK_EQ_INT(eng_rdzv_serve(s, g_id, 10, 2, err, sizeof err), 0);
     pthread_join(tj, NULL);
-    CHECK_EQ_INT(ja.rc, 0);
-    CHECK(!memcmp(ja.id, g_id, sizeof g_id));
+    expect_id(&ja);
     if (!lrc) eng_rdzv_server_free(s);
 }
 
@@ -295,8 +298,7 @@ TEST(bad_peers_are_dropped_and_the_real_node_joins)
     pthread_join(tj, NULL);
     pthread_join(ts, NULL);
     CHECK_EQ_INT(sa.rc, 0);
-    CHECK_EQ_INT(ja.rc, 0);
-    CHECK(!memcmp(ja.id, g_id, sizeof g_id));
+    expect_id(&ja);
     eng_rdzv_server_free(sa.s);
 }
 
@@ -320,8 +322,7 @@ TEST(duplicate_node_rank_is_refused)
     pthread_join(ts, NULL);
     CHECK_EQ_INT(sa.rc, 0);
     CHECK_EQ_INT(first.rc, 0);
-    CHECK_EQ_INT(two.rc, 0);
-    CHECK(!memcmp(two.id, g_id, sizeof g_id));
+    expect_id(&two);
     eng_rdzv_server_free(sa.s);
 }
 
