@@ -25,6 +25,7 @@ typedef struct eng_model eng_model;
 typedef struct eng_model_opts {
     int n_threads;          /* CPU threads (<= 0: all online CPUs) */
     int backend;            /* enum eng_be_kind: ENG_BE_CPU (0, the default), ENG_BE_CUDA, ENG_BE_AUTO */
+    int device;             /* ENG_BE_CUDA: the CUDA device (a tensor-parallel rank's local rank); default 0 */
     int max_batch_tokens;   /* most new tokens in one step (all sequences) */
     int max_model_len;      /* longest sequence (positions); <= 0: max_position_embeddings */
     eng_load_opts load;
