@@ -42,12 +42,22 @@ CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_GENCODE := -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=compute_90
 NVCCFLAGS ?= -O2 -g -std=c++17 $(CUDA_GENCODE) -Werror all-warnings \
              -Xcompiler -Wall,-Wextra,-Wno-unused-parameter -I. -Icommon -Ilib
+# The NCCL communicator (engine/cuda/comm_nccl.cu) needs nccl.h beside the
+# toolkit (or in /usr/include); libnccl itself is opened at run time, never
+# linked. Without the header, or without nvcc, nccl_none.c stands in.
 CUDA_SRC  := $(wildcard engine/cuda/*.cu)
+NCCL_H    ?= $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h /usr/local/include/nccl.h))
 ifeq ($(CUDA),1)
+ifeq ($(NCCL_H),)
+CUDA_SRC  := $(filter-out engine/cuda/comm_nccl.cu,$(CUDA_SRC))
+CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.cu.o) $(BUILD)/obj/engine/cuda/nccl_none.o
+else
 CUDA_OBJ  := $(CUDA_SRC:%.cu=$(BUILD)/obj/%.cu.o)
+NVCCFLAGS += -I$(dir $(NCCL_H))
+endif
 LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 else
-CUDA_OBJ  := $(BUILD)/obj/engine/cuda/none.o
+CUDA_OBJ  := $(BUILD)/obj/engine/cuda/none.o $(BUILD)/obj/engine/cuda/nccl_none.o
 endif
 
 # binary name -> folder
@@ -211,21 +221,15 @@ clean:
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
-# ---- NCCL communicator (engine/comm_nccl.cu): CUDA toolkit + libnccl only,
-# never part of the CPU build. nccl-check compiles and links it with its GPU
-# check program (no device needed); nccl-run runs that program (needs a GPU;
-# GLM_NCCL_RANKS=N also checks TP = N over N cards).
-CUDA_HOME ?= /usr/local/cuda
-NVCC      ?= $(CUDA_HOME)/bin/nvcc
-NCCL_OBJ  := $(BUILD)/obj/engine/comm_nccl.o
+# ---- NCCL communicator on a GPU machine: tests/gpu/nccl_check.c (needs a
+# CUDA device, so never part of make test). nccl-check builds it with the
+# engine library of the CUDA build (comm_nccl.cu inside, libnccl dlopen'ed);
+# nccl-run runs it (GLM_NCCL_RANKS=N also checks TP = N over N cards).
 .PHONY: nccl-check nccl-run
-$(NCCL_OBJ): engine/comm_nccl.cu engine/comm.h common/pl.h
+$(BUILD)/gpu/nccl_check: tests/gpu/nccl_check.c $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB)
+	@if [ "$(CUDA)" != 1 ] || [ -z "$(NCCL_H)" ]; then echo "nccl-check: needs nvcc and nccl.h"; exit 1; fi
 	@mkdir -p $(dir $@)
-	$(NVCC) -std=c++17 -O2 -Xcompiler -Wall,-Wextra,-Werror,-Wno-unused-parameter -I. -Icommon -Iengine -c $< -o $@
-$(BUILD)/gpu/nccl_check: tests/gpu/nccl_check.c $(NCCL_OBJ) $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(NCCL_OBJ) $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB) \
-	  -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lnccl -lcudart -lstdc++ $(LDLIBS)
+	$(CC) $(CFLAGS) -I$(CUDA_HOME)/include -o $@ $< $(STAGE_LIBS) $(SHARED_LIBS) $(COMMON_LIB) $(LDLIBS)
 nccl-check: $(BUILD)/gpu/nccl_check
 nccl-run: nccl-check
 	$(BUILD)/gpu/nccl_check

@@ -187,11 +187,16 @@ typedef struct eng_be_moe {
     const int32_t *idx;         /* [n, top_k] ascending per token (eng_be_route_topk) */
     const float *wt;            /* [n, top_k] */
     float *out;                 /* [n, hidden] */
-    /* CPU work buffers, [n, ...] from eng_be_alloc */
-    int32_t *rows;              /* [n] */
-    float *rwt;                 /* [n] */
-    float *xg, *y;              /* [n, hidden] */
-    float *gate, *up, *act;     /* [n, inter] */
+    /* CPU work buffers, [cap, ...] from eng_be_alloc */
+    int32_t *rows;              /* [cap] */
+    float *rwt;                 /* [cap] */
+    float *xg, *y;              /* [cap, hidden] */
+    float *gate, *up, *act;     /* [cap, inter] */
+    /* Rows the work buffers hold (>= n). When n * top_k <= cap and n is
+     * small (decode, verification) the CPU runs all the routed experts in
+     * two pool runs, one row per token slot (cpu/moe.c); 0: one expert at
+     * a time (needs only n rows). */
+    int cap;
 } eng_be_moe;
 void eng_be_moe_experts(eng_backend *be, const eng_be_moe *a, int e0, int e1);
 

@@ -3,7 +3,7 @@
  * One interface, two implementations:
  *  - shared memory (comm_shm.c): CPU ranks on one host, as processes forked
  *    by glm-engine or as threads (tests); every rank maps one region;
- *  - NCCL (comm_nccl.cu, CUDA build only): GPU ranks on one or many nodes.
+ *  - NCCL (cuda/comm_nccl.cu, CUDA build only): GPU ranks on one or many nodes.
  *
  * Every collective is called by every rank in the same order with the same
  * sizes. all_reduce_sum adds the ranks' buffers in rank order
@@ -74,21 +74,33 @@ int  eng_shm_group_dead(const eng_shm_group *g);
 
 /* ===== NCCL (GPU ranks, one or many nodes)
  *
- * Defined only in the CUDA build (engine/comm_nccl.cu, nvcc, linked with
- * -lnccl -lcudart; `make nccl-check`). Rank 0 of the group makes the id and
- * the launcher hands it to every rank (on other nodes through
- * --master-addr/--master-port); each rank then creates its communicator on
- * its device. Buffers may be device or host memory (host buffers are staged
- * through a device copy). all_reduce_sum keeps the rank-order sum: it
- * all-gathers the partials and adds them in rank order on the device
- * (ncclAllReduce's ring order moves with the message size, which would
- * break batch invariance). A collective fails with PL_ERR_IO when NCCL
- * reports an asynchronous error (a peer gone) or after timeout_s seconds
- * (0: no limit), and aborts the communicator. */
+ * Implemented in the CUDA build (engine/cuda/comm_nccl.cu, libnccl opened
+ * at run time); a build without nvcc or nccl.h has stubs that return
+ * PL_ERR_UNSUPPORTED (engine/cuda/nccl_none.c). Global rank 0 makes the id
+ * and the launcher hands it to every rank (glm-engine: pipes to its forked
+ * ranks, engine/rendezvous.h to other nodes); each rank then creates its
+ * communicator on its device. Buffers may be device or host memory (host
+ * buffers are staged through a device copy); a device buffer must be
+ * complete when the call is made (the caller synchronises the stream that
+ * wrote it) and is complete when the call returns. all_reduce_sum keeps
+ * the rank-order sum: it all-gathers the partials and adds them in rank
+ * order on the device (ncclAllReduce's ring order moves with the message
+ * size, which would break batch invariance). A collective fails with
+ * PL_ERR_IO when NCCL reports an asynchronous error (a peer gone), when a
+ * watched process exits, or after timeout_s seconds (0: no limit), and
+ * aborts the communicator. */
 #define ENG_NCCL_ID_BYTES 128
-int eng_comm_nccl_unique_id(unsigned char id[ENG_NCCL_ID_BYTES], char *err, size_t errlen);
-int eng_comm_nccl_create(const unsigned char id[ENG_NCCL_ID_BYTES], int rank, int size, int device, double timeout_s,
-                         eng_comm **out, char *err, size_t errlen);
+/* 0 when libnccl can be loaded (else PL_ERR_UNSUPPORTED and why). */
+int  eng_comm_nccl_available(char *err, size_t errlen);
+int  eng_comm_nccl_unique_id(unsigned char id[ENG_NCCL_ID_BYTES], char *err, size_t errlen);
+/* Selects device (cudaSetDevice) for the calling thread, then joins the group. */
+int  eng_comm_nccl_create(const unsigned char id[ENG_NCCL_ID_BYTES], int rank, int size, int device, double timeout_s,
+                          eng_comm **out, char *err, size_t errlen);
+/* Processes on this host whose exit fails a waiting collective (rank 0
+ * watches the ranks it forked: NCCL does not notice a peer on the same
+ * node that died, its shared-memory transport just waits). At most 64. */
+void eng_comm_nccl_watch(eng_comm *c, const pid_t *pids, int n);
+void eng_comm_nccl_set_timeout(eng_comm *c, double timeout_s);
 
 /* Micro-benchmark: median seconds of one all_reduce_sum of n floats over
  * the group's size ranks as threads (iters rounds each). */

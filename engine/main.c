@@ -4,6 +4,7 @@
  * repeat; block on the input only while nothing is running. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +18,7 @@
 #include "model.h"
 #include "notify.h"
 #include "pl.h"
+#include "rendezvous.h"
 #include "serve.h"
 #include "stage.h"
 
@@ -41,11 +43,13 @@ static void usage(FILE *f)
           "  --speculative-config JSON         e.g. '{\"method\":\"mtp\",\"num_speculative_tokens\":3}' (K = 1..5)\n"
           "  --speculative-config.method mtp   the same, dotted (vLLM's form)\n"
           "  --speculative-config.num_speculative_tokens K\n"
-          "  --tensor-parallel-size N, -tp N   engine ranks (processes on this host, pinned to cores/NUMA nodes; default 1;\n"
-          "                                    cpu backend only in this build)\n"
+          "  --tensor-parallel-size N, -tp N   engine ranks in all (default 1): processes, one per GPU with cuda (NCCL),\n"
+          "                                    pinned to cores/NUMA nodes with cpu (shared memory)\n"
           "  --[no-]enable-expert-parallel     routed experts split whole across the ranks (default: each expert by FFN width)\n"
-          "  --nnodes N, --node-rank R         multi-node groups: NCCL (CUDA build) only; the cpu backend takes 1 / 0\n"
-          "  --master-addr A, --master-port P  rank 0's address for multi-node groups (NCCL only)\n"
+          "  --nnodes N, --node-rank R         multi-node groups (cuda + NCCL only): N hosts, this one is R (default 1, 0);\n"
+          "                                    each runs N/nnodes ranks; nodes above 0 only compute\n"
+          "  --master-addr A, --master-port P  node 0's rendezvous address (default 127.0.0.1, 29501)\n"
+          "  --rendezvous-timeout S            seconds for every node to arrive (default 300)\n"
           "  --gpu-memory-utilization F        cuda: fraction of device memory for weights + KV pool (default 0.9);\n"
           "                                    refused with the cpu backend (size its pool with --kv-cache-memory-bytes)\n"
           PL_STAGE_IO_HELP, f);
@@ -63,6 +67,7 @@ typedef struct feat_flags {
     int64_t nnodes, node_rank;
     const char *master_addr;
     int64_t master_port;
+    double rdzv_timeout;
 } feat_flags;
 
 static int refuse(const char *flag, const char *why)
@@ -82,7 +87,7 @@ static int feature_flag(const char *a, const char *v, feat_flags *ff)
     }
     if (!strcmp(a, "--tensor-parallel-size") || !strcmp(a, "-tp")) {
         if (pl_parse_i64(v, 1, 1 << 16, &n)) return refuse(a, "expected a positive integer");
-        if (n > 64) return refuse(a, "at most 64 ranks on one host");
+        if (n > 4096) return refuse(a, "at most 4096 ranks (64 on one host)");
         ff->tp = (int)n;
         return 2;
     }
@@ -90,6 +95,11 @@ static int feature_flag(const char *a, const char *v, feat_flags *ff)
         if (pl_parse_i64(v, !strcmp(a, "--node-rank") ? 0 : 1, !strcmp(a, "--master-port") ? 65535 : 1 << 16, &n))
             return refuse(a, "expected an integer in range");
         *(!strcmp(a, "--nnodes") ? &ff->nnodes : !strcmp(a, "--node-rank") ? &ff->node_rank : &ff->master_port) = n;
+        return 2;
+    }
+    if (!strcmp(a, "--rendezvous-timeout")) {
+        if (pl_parse_i64(v, 1, 86400, &n)) return refuse(a, "expected seconds (1 to 86400)");
+        ff->rdzv_timeout = (double)n;
         return 2;
     }
     if (!strcmp(a, "--master-addr")) {
@@ -195,12 +205,28 @@ static int spec_resolve(const spec_opts *o, const eng_model *m, char *err, size_
  * the engine. */
 
 typedef struct tp_ranks {
-    int n;
+    int n;                  /* ranks on this host (local ranks) */
+    int gpu;                /* NCCL ranks, local rank r on CUDA device r; else shared memory */
+    int nnodes, node_rank;  /* gpu: global rank = node_rank * n + local rank */
     eng_shm_group *g;
-    eng_comm *comm;
-    pid_t pid[64];          /* [0] unused: rank 0 is this process */
+    eng_comm *comm;         /* this process's: local rank 0 */
+    pid_t pid[64];          /* [0] unused: local rank 0 is this process */
     int died;               /* a follower is gone */
 } tp_ranks;
+
+/* How a GPU group meets: the rendezvous with other nodes (rendezvous.h). */
+typedef struct tp_launch {
+    int gpu;
+    const char *addr;
+    int port;
+    double timeout_s;       /* every node arrives within it */
+    eng_rdzv_info info;     /* this node's launch, as node 0 checks it */
+} tp_launch;
+
+/* Node 0 waits this long in a collective before it calls the group dead
+ * (once every rank has loaded: loading has no limit). A step's collectives
+ * wait for the slowest rank's share of the step, never for a request. */
+#define TP_GPU_COMM_TIMEOUT_S 300.0
 
 /* This host's CPUs in NUMA-node order (node 0's allowed CPUs, then node
  * 1's, ...; the plain allowed list without node information). Returns the
@@ -261,8 +287,88 @@ static int rank_threads(int64_t threads, int rank, int n, int pinned)
     return pinned > 0 ? pinned : 0;
 }
 
+/* Can this host run n GPU ranks? Asked in a forked child, which may
+ * initialise CUDA (this process must not: it forks the ranks). 0, or -1
+ * with the reason in why. */
+static int gpu_probe(int n, char *why, size_t whylen)
+{
+    struct { int count, nccl; char err[500]; } r = { 0, 0, "" };
+    int pp[2];
+    if (pipe(pp)) return snprintf(why, whylen, "pipe: %s", strerror(errno)), -1;
+    fflush(NULL);
+    pid_t p = fork();
+    if (p < 0) {
+        close(pp[0]); close(pp[1]);
+        return snprintf(why, whylen, "fork: %s", strerror(errno)), -1;
+    }
+    if (p == 0) {
+        close(pp[0]);
+        r.count = eng_be_cuda_available();
+        if (r.count > 0) r.nccl = eng_comm_nccl_available(r.err, sizeof r.err);
+        _exit(write(pp[1], &r, sizeof r) == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(pp[1]);
+    struct pollfd pf = { pp[0], POLLIN, 0 };
+    ssize_t got = poll(&pf, 1, 60000) > 0 ? read(pp[0], &r, sizeof r) : -1;
+    close(pp[0]);
+    if (got != (ssize_t)sizeof r) kill(p, SIGKILL);
+    waitpid(p, NULL, 0);
+    r.err[sizeof r.err - 1] = 0;
+    if (got != (ssize_t)sizeof r) return snprintf(why, whylen, "probing the CUDA devices failed"), -1;
+    if (r.count < n)
+        return snprintf(why, whylen, "needs %d CUDA device%s on this host (one per rank), found %d", n, n > 1 ? "s" : "",
+                        r.count), -1;
+    if (r.nccl) return snprintf(why, whylen, "%s", r.err), -1;
+    return 0;
+}
+
+/* A follower's life once it has its communicator: pin, load its shard,
+ * meet the others, follow rank 0's steps. Returns the exit status. */
+static int tp_follow(tp_ranks *t, int lr, eng_comm *c, const char *dir, eng_model_opts mo, int64_t threads)
+{
+    char err[1024];
+    eng_model *m = NULL;
+    int rank = eng_comm_rank(c);
+    mo.n_threads = rank_threads(threads, lr, t->n, tp_pin(lr, t->n));
+    mo.comm = c;
+    mo.device = t->gpu ? lr : 0;
+    mo.load.prefault = 1;
+    mo.load.quiet = 1;
+    int rc = eng_model_open(dir, &mo, &m, err, sizeof err);
+    if (rc) pl_log(PL_LOG_ERROR, NULL, 0, "tensor-parallel rank %d: %s", rank, err);
+    if (rc) eng_comm_abort(c);
+    else if ((rc = eng_comm_barrier(c)) == 0 && (rc = eng_model_follow(m, err, sizeof err)))
+        pl_log(PL_LOG_ERROR, NULL, 0, "tensor-parallel rank %d: %s", rank, err);
+    eng_model_close(m);
+    return rc ? 1 : 0;
+}
+
+/* A GPU rank's NCCL id, from local rank 0 over the pipe fd (EOF: local
+ * rank 0 gave up), then its communicator on CUDA device lr. */
+static int gpu_comm_join(const tp_ranks *t, int lr, int fd, double wait_s, eng_comm **c, char *err, size_t errlen)
+{
+    unsigned char id[ENG_NCCL_ID_BYTES];
+    size_t got = 0;
+    double deadline = pl_mono_s() + wait_s;
+    int rank = t->node_rank * t->n + lr;
+    while (got < sizeof id) {
+        double left = deadline - pl_mono_s();
+        if (left <= 0)
+            return pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel rank %d: no NCCL id within %.0f s", rank, wait_s);
+        struct pollfd pf = { fd, POLLIN, 0 };
+        if (poll(&pf, 1, (int)(left * 1000) + 1) <= 0) continue;
+        ssize_t r = read(fd, id + got, sizeof id - got);
+        if (r == 0) return pl_seterr(err, errlen, PL_ERR_EOF, "tensor-parallel rank %d: the group was not formed", rank);
+        if (r < 0 && errno != EINTR)
+            return pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel rank %d: reading the NCCL id: %s", rank, strerror(errno));
+        if (r > 0) got += (size_t)r;
+    }
+    close(fd);
+    return eng_comm_nccl_create(id, rank, t->n * t->nnodes, lr, 0, c, err, errlen);
+}
+
 /* A follower's whole life, in the forked child. */
-static int tp_follower(tp_ranks *t, int rank, const char *dir, eng_model_opts mo, int64_t threads)
+static int tp_follower(tp_ranks *t, int lr, const char *dir, eng_model_opts mo, int64_t threads, int idfd, double wait_s)
 {
     signal(SIGINT, SIG_IGN);     /* rank 0 drains and tells us to stop */
     signal(SIGTERM, SIG_IGN);
@@ -272,46 +378,97 @@ static int tp_follower(tp_ranks *t, int rank, const char *dir, eng_model_opts mo
     if (null >= 0) { dup2(null, 0); dup2(null, 1); if (null > 1) close(null); }
     char err[1024];
     eng_comm *c = NULL;
-    eng_model *m = NULL;
-    eng_shm_group_set_pid(t->g, rank, getpid());
-    int rc = eng_comm_shm_attach(t->g, rank, &c, err, sizeof err);
-    mo.n_threads = rank_threads(threads, rank, t->n, tp_pin(rank, t->n));
-    mo.comm = c;
-    mo.load.prefault = 1;
-    mo.load.quiet = 1;
-    if (!rc) rc = eng_model_open(dir, &mo, &m, err, sizeof err);
-    if (rc) pl_log(PL_LOG_ERROR, NULL, 0, "tensor-parallel rank %d: %s", rank, err);
-    if (rc) eng_comm_abort(c);
-    else if ((rc = eng_comm_barrier(c)) == 0 && (rc = eng_model_follow(m, err, sizeof err)))
-        pl_log(PL_LOG_ERROR, NULL, 0, "tensor-parallel rank %d: %s", rank, err);
-    eng_model_close(m);
+    int rc;
+    if (t->gpu) {
+        rc = gpu_comm_join(t, lr, idfd, wait_s, &c, err, sizeof err);
+        if (rc == PL_ERR_EOF) return 1;     /* local rank 0 says why */
+    } else {
+        eng_shm_group_set_pid(t->g, lr, getpid());
+        rc = eng_comm_shm_attach(t->g, lr, &c, err, sizeof err);
+    }
+    if (rc) {
+        pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+        return 1;
+    }
+    rc = tp_follow(t, lr, c, dir, mo, threads);
     eng_comm_free(c);
-    return rc ? 1 : 0;
+    return rc;
 }
 
-/* Fork ranks 1..n-1 (each returns through _exit, never here). */
-static int tp_start(tp_ranks *t, int n, const char *dir, const eng_model_opts *mo, int64_t threads, char *err, size_t errlen)
+/* The NCCL id for this node's ranks: made here on node 0 (after the fork:
+ * ncclGetUniqueId may initialise CUDA, which a forked rank could not use
+ * then), given to the other nodes through the rendezvous; fetched from
+ * node 0 elsewhere. */
+static int gpu_group_id(const tp_ranks *t, const tp_launch *L, unsigned char id[ENG_NCCL_ID_BYTES], char *err,
+                        size_t errlen)
+{
+    if (t->node_rank > 0) {
+        pl_log(PL_LOG_INFO, NULL, 0, "node %d of %d: joining node 0 at %s:%d", t->node_rank, t->nnodes, L->addr, L->port);
+        return eng_rdzv_join(L->addr, L->port, &L->info, L->timeout_s, id, err, errlen);
+    }
+    int rc = eng_comm_nccl_unique_id(id, err, errlen);
+    if (rc || t->nnodes == 1) return rc;
+    eng_rdzv_server *srv;
+    if ((rc = eng_rdzv_listen(L->addr, L->port, &L->info, &srv, err, errlen))) return rc;
+    pl_log(PL_LOG_INFO, NULL, 0, "node 0 of %d: waiting up to %.0f s on %s:%d for the other nodes", t->nnodes,
+           L->timeout_s, L->addr, eng_rdzv_port(srv));
+    rc = eng_rdzv_serve(srv, id, L->timeout_s, 0, err, errlen);
+    eng_rdzv_server_free(srv);
+    return rc;
+}
+
+/* Fork local ranks 1..n-1 (each returns through _exit, never here), then
+ * give this process its communicator. */
+static int tp_start(tp_ranks *t, int n, const char *dir, const eng_model_opts *mo, int64_t threads,
+                    const tp_launch *L, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
     t->n = n;
-    if (n <= 1) return 0;
-    int rc = eng_shm_group_create(n, 1 << 20, &t->g, err, errlen);
-    if (rc) return rc;
-    eng_shm_group_set_pid(t->g, 0, getpid());
+    t->gpu = L->gpu;
+    t->nnodes = L->gpu ? (int)L->info.nnodes : 1;
+    t->node_rank = L->gpu ? (int)L->info.node_rank : 0;
+    if (n * t->nnodes <= 1) return 0;
+    int rc = 0, idfd[64];
+    for (int r = 0; r < 64; r++) idfd[r] = -1;
+    if (!t->gpu) {
+        if ((rc = eng_shm_group_create(n, 1 << 20, &t->g, err, errlen))) return rc;
+        eng_shm_group_set_pid(t->g, 0, getpid());
+    }
     fflush(NULL);
     pid_t parent = getpid();
     for (int r = 1; r < n; r++) {
+        int pp[2] = { -1, -1 };
+        if (t->gpu && pipe2(pp, O_CLOEXEC))
+            return pl_seterr(err, errlen, PL_ERR_IO, "pipe for tensor-parallel rank %d: %s", r, strerror(errno));
         pid_t p = fork();
         if (p < 0) return pl_seterr(err, errlen, PL_ERR_IO, "fork for tensor-parallel rank %d: %s", r, strerror(errno));
         if (p == 0) {
             prctl(PR_SET_PDEATHSIG, SIGKILL);
             if (getppid() != parent) _exit(1);     /* rank 0 died before the line above */
-            _exit(tp_follower(t, r, dir, *mo, threads));
+            for (int q = 1; q < r && t->gpu; q++) close(idfd[q]);     /* only local rank 0 writes ids */
+            if (t->gpu) close(pp[1]);
+            _exit(tp_follower(t, r, dir, *mo, threads, pp[0], L->timeout_s + 60));
         }
         t->pid[r] = p;
-        eng_shm_group_set_pid(t->g, r, p);
+        if (t->gpu) {
+            close(pp[0]);
+            idfd[r] = pp[1];
+        } else {
+            eng_shm_group_set_pid(t->g, r, p);
+        }
     }
-    return eng_comm_shm_attach(t->g, 0, &t->comm, err, errlen);
+    if (!t->gpu) return eng_comm_shm_attach(t->g, 0, &t->comm, err, errlen);
+    unsigned char id[ENG_NCCL_ID_BYTES];
+    rc = gpu_group_id(t, L, id, err, errlen);
+    /* The ranks get the id, or EOF (the group is not formed: they exit). */
+    for (int r = 1; r < n; r++) {
+        if (!rc && write(idfd[r], id, sizeof id) != (ssize_t)sizeof id)
+            rc = pl_seterr(err, errlen, PL_ERR_IO, "handing the NCCL id to local rank %d: %s", r, strerror(errno));
+        close(idfd[r]);
+    }
+    if (!rc) rc = eng_comm_nccl_create(id, t->node_rank * n, n * t->nnodes, 0, 0, &t->comm, err, errlen);
+    if (!rc) eng_comm_nccl_watch(t->comm, t->pid + 1, n - 1);
+    return rc;
 }
 
 /* Between steps: has a follower exited? (The collectives see it too; this
@@ -481,34 +638,58 @@ int main(int argc, char **argv)
     enum eng_be_kind kind;
     if (!strcmp(backend, "cpu")) kind = ENG_BE_CPU;
     else if (!strcmp(backend, "cuda")) kind = ENG_BE_CUDA;
-    else if (!strcmp(backend, "auto")) kind = eng_be_cuda_available() > 0 ? ENG_BE_CUDA : ENG_BE_CPU;
+    else if (!strcmp(backend, "auto")) kind = ENG_BE_AUTO;
     else {
         fprintf(stderr, "glm-engine: --backend %s: expected cpu, cuda or auto\n", backend);
         return 2;
     }
-    if (kind == ENG_BE_CUDA && !eng_be_cuda_available()) {
+    if (!ff.tp) ff.tp = 1;
+    if (!ff.nnodes) ff.nnodes = 1;
+    int multi = ff.nnodes > 1 || ff.node_rank > 0;
+    if (multi && kind == ENG_BE_CPU) {
+        refuse(ff.nnodes > 1 ? "--nnodes" : "--node-rank", "multi-node groups need the NCCL communicator of the CUDA "
+               "build; the cpu backend runs every tensor-parallel rank on this host (--nnodes 1)");
+        return 2;
+    }
+    if (ff.node_rank >= ff.nnodes) { refuse("--node-rank", "must be below --nnodes (nodes are 0 .. N-1)"); return 2; }
+    if (ff.tp % ff.nnodes) {
+        refuse("--tensor-parallel-size", "must be a multiple of --nnodes (every node runs the same number of ranks)");
+        return 2;
+    }
+    int local = (int)(ff.tp / ff.nnodes);
+    if (local > 64) { refuse("--tensor-parallel-size", "at most 64 ranks on one host"); return 2; }
+    int gpu_ranks = 0;
+    if (kind != ENG_BE_CPU && (local > 1 || multi)) {
+        /* GPU ranks: one process per device, NCCL between them. This
+         * process forks them, so it must not initialise CUDA first (a
+         * forked child cannot use its parent's CUDA state): a child counts
+         * the devices and tries libnccl. */
+        char why[600];
+        if (gpu_probe(local, why, sizeof why) == 0) {
+            kind = ENG_BE_CUDA;
+            gpu_ranks = 1;
+        } else if (kind == ENG_BE_AUTO && !multi) {
+            pl_log(PL_LOG_INFO, NULL, 0, "--backend auto: tensor-parallel ranks on the cpu backend (%s)", why);
+            kind = ENG_BE_CPU;
+        } else if (multi) {
+            char m[700];
+            snprintf(m, sizeof m, "multi-node groups need the NCCL communicator on CUDA devices: %s", why);
+            refuse(ff.nnodes > 1 ? "--nnodes" : "--node-rank", m);
+            return 2;
+        } else {
+            refuse("--tensor-parallel-size", why);
+            return 2;
+        }
+    } else if (kind == ENG_BE_AUTO) {
+        kind = eng_be_cuda_available() > 0 ? ENG_BE_CUDA : ENG_BE_CPU;
+    }
+    if (kind == ENG_BE_CUDA && !gpu_ranks && !eng_be_cuda_available()) {
         fprintf(stderr, "glm-engine: --backend cuda: no usable CUDA device (or this build has no CUDA)\n");
         return 2;
     }
     if (ff.gpu_util && kind == ENG_BE_CPU) {
         refuse("--gpu-memory-utilization", "needs a GPU backend; the cpu backend sizes its KV cache with --kv-cache-memory-bytes");
         return 2;
-    }
-    if (ff.nnodes > 1 || ff.node_rank > 0) {
-        refuse(ff.nnodes > 1 ? "--nnodes" : "--node-rank", "multi-node groups need the NCCL communicator of the CUDA "
-               "build; the cpu backend runs every tensor-parallel rank on this host (--nnodes 1)");
-        return 2;
-    }
-    if (!ff.tp) ff.tp = 1;
-    /* Tensor-parallel ranks on devices need the NCCL communicator wired into
-     * the CUDA backend, which this build does not have yet: auto falls back
-     * to the CPU ranks, an explicit cuda is refused. */
-    if (ff.tp > 1 && kind == ENG_BE_CUDA) {
-        if (!strcmp(backend, "cuda")) {
-            refuse("--tensor-parallel-size", "above 1 runs on the cpu backend only in this build (--backend cpu)");
-            return 2;
-        }
-        kind = ENG_BE_CPU;
     }
 
     eng_model_opts mo = {
@@ -521,19 +702,43 @@ int main(int argc, char **argv)
     };
     tp_ranks tp;
     mo.expert_parallel = ff.ep;     /* before the fork: every rank must agree */
-    if (tp_start(&tp, ff.tp, dir, &mo, threads, err, sizeof err)) {
+    tp_launch L = {
+        .gpu = gpu_ranks, .addr = ff.master_addr ? ff.master_addr : "127.0.0.1",
+        .port = ff.master_port ? (int)ff.master_port : 29501, .timeout_s = ff.rdzv_timeout > 0 ? ff.rdzv_timeout : 300,
+        .info = { .nnodes = (uint32_t)ff.nnodes, .node_rank = (uint32_t)ff.node_rank, .local_ranks = (uint32_t)local,
+                  .expert_parallel = (uint32_t)ff.ep, .max_batch_tokens = (uint32_t)cfg.max_num_batched_tokens,
+                  .max_model_len = (uint32_t)cfg.max_model_len },
+    };
+    if (ff.nnodes > 1 && !ff.master_addr)
+        pl_log(PL_LOG_WARN, NULL, 0, "--nnodes %d without --master-addr: node 0 is 127.0.0.1, which other hosts cannot "
+               "reach", (int)ff.nnodes);
+    if (ff.nnodes > 1 && eng_rdzv_fingerprint(dir, &L.info.fingerprint, err, sizeof err)) {
+        pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
+        return 1;
+    }
+    if (tp_start(&tp, local, dir, &mo, threads, &L, err, sizeof err)) {
         pl_log(PL_LOG_ERROR, NULL, 0, "%s", err);
         tp.died = 1;    /* kill the ranks already forked */
         tp_finish(&tp);
         return 1;
     }
-    if (tp.n > 1) {
+    if (ff.node_rank > 0) {
+        /* Nodes above 0 only compute: this process is one more follower
+         * (no pipeline stage, no serving loop). */
+        pl_log(PL_LOG_INFO, NULL, 0, "node %d of %d: ranks %d..%d of %d on this host's GPUs", (int)ff.node_rank,
+               (int)ff.nnodes, (int)ff.node_rank * local, (int)ff.node_rank * local + local - 1, (int)ff.tp);
+        int bad = tp_follow(&tp, 0, tp.comm, dir, mo, threads);
+        tp.died |= bad;
+        return tp_finish(&tp) || bad ? 1 : 0;
+    }
+    if (tp.comm) {
         int pinned = tp_pin(0, tp.n);
         mo.n_threads = rank_threads(threads, 0, tp.n, pinned);
         mo.comm = tp.comm;
-        pl_log(PL_LOG_INFO, NULL, 0, "tensor parallel: %d ranks (processes)%s, %s; rank 0 on %d CPUs", tp.n,
-               ff.ep ? ", expert parallel" : "", pinned ? "pinned by NUMA node order" : "not pinned (fewer CPUs than ranks)",
-               pinned);
+        pl_log(PL_LOG_INFO, NULL, 0, "tensor parallel: %d ranks (processes%s%s)%s, %s; rank 0 on %d CPUs",
+               eng_comm_size(tp.comm), tp.gpu ? ", one per GPU, NCCL" : ", shared memory",
+               tp.nnodes > 1 ? ", over several nodes" : "", ff.ep ? ", expert parallel" : "",
+               pinned ? "pinned by NUMA node order" : "not pinned (fewer CPUs than ranks)", pinned);
     }
     eng_model *model = NULL;
     int orc = eng_model_open(dir, &mo, &model, err, sizeof err);
@@ -543,9 +748,10 @@ int main(int argc, char **argv)
         pl_log(PL_LOG_ERROR, NULL, 0, "a tensor-parallel rank failed to load its shard (see its message above)");
         orc = PL_ERR_IO;
     }
+    if (!orc && tp.gpu) eng_comm_nccl_set_timeout(tp.comm, TP_GPU_COMM_TIMEOUT_S);
     if (orc) {
         eng_model_close(model);
-        tp.died = tp.n > 1;
+        tp.died = tp.comm != NULL;
         tp_finish(&tp);
         return 1;
     }

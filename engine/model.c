@@ -49,11 +49,19 @@ struct eng_model {
     eng_comm *comm;
     eng_shard *shard;           /* this rank's views of the weights */
     int comm_rc;                /* first failed collective (sticky) */
-    float *lloc, *lgat;         /* lm_head: [TP_HEAD_ROWS, vocab_max], [size, TP_HEAD_ROWS, vocab_max] */
+    /* lm_head (eng_be_alloc): [TP_HEAD_ROWS, vocab_max], [size, TP_HEAD_ROWS, vocab_max];
+     * lgat_h: lgat's host copy on a device backend (NULL on the CPU) */
+    float *lloc, *lgat, *lgat_h;
+    /* vocab-parallel embedding: [max_tokens + 1, hidden] rows (the last one
+     * stays zero), and per token its local id and the row it takes;
+     * device (eng_be_alloc) and host twins */
+    float *temb;
+    int32_t *tlid, *trow, *tlid_h, *trow_h;
     unsigned char *meta;        /* step metadata as received (followers), grows */
     size_t meta_cap;
     eng_kv_pool *fkv;           /* a follower's own KV pool */
     int opened;                 /* eng_model_open succeeded: rank 0's close tells the followers to stop */
+    uint64_t moe_calls, moe_experts;    /* eng_model_moe_reads */
 };
 
 #define TP_HEAD_ROWS 64         /* lm_head rows gathered at a time */
@@ -68,7 +76,13 @@ static const eng_layer_weights *layer_w(const eng_model *m, int l)
  * fails the step. */
 static void tp_sum(eng_model *m, float *x, size_t n)
 {
-    if (m->comm && !m->comm_rc) m->comm_rc = eng_comm_all_reduce_sum(m->comm, x, n);
+    if (!m->comm || m->comm_rc) return;
+    /* A device buffer must be complete before the communicator (its own
+     * stream) reads it; the collective has finished when it returns, so
+     * the ops enqueued after it see the sum. A failed op shows up in the
+     * step's final eng_be_sync. */
+    if (!eng_be_host_memory(m->be)) eng_be_sync(m->be, NULL, 0);
+    m->comm_rc = eng_comm_all_reduce_sum(m->comm, x, n);
 }
 
 /* ===== open / close ===== */
@@ -101,6 +115,24 @@ uint64_t eng_model_active_bytes(const eng_model *m)
     return b;
 }
 
+void eng_model_moe_reads(const eng_model *m, uint64_t *calls, uint64_t *experts)
+{
+    *calls = m->moe_calls;
+    *experts = m->moe_experts;
+}
+
+uint64_t eng_model_expert_bytes(const eng_model *m)
+{
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+        if (!lw->experts) continue;
+        uint64_t b = 0;
+        for (int p = 0; p < ENG_EXP_COUNT; p++) b += tensor_bytes(&lw->experts[p]);
+        return b;
+    }
+    return 0;
+}
+
 static void tp_stop(eng_model *m);
 
 void eng_model_close(eng_model *m)
@@ -109,15 +141,16 @@ void eng_model_close(eng_model *m)
     void *bufs[] = { m->inv_freq, m->h, m->x, m->qr, m->q, m->ckv, m->q_lat, m->o_lat, m->o_v, m->tmp_h,
                      m->qi, m->ki, m->iw, m->gate, m->up, m->act, m->rlogits, m->rwt, m->ridx, m->erows,
                      m->ewt, m->ex, m->eout, m->u, m->topk, m->n_topk, m->dlogits, m->dhin,
-                     m->gq, m->gk, m->gv, m->go };
+                     m->gq, m->gk, m->gv, m->go, m->lloc, m->lgat, m->temb, m->tlid, m->trow };
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) if (m->be) eng_be_dealloc(m->be, bufs[i]);
     void *host[] = { m->pos, m->slot, m->keys, m->lrows, m->ids, m->bt };
     for (size_t i = 0; i < PL_ARRAY_LEN(host); i++) free(host[i]);
     tp_stop(m);
     eng_kv_pool_free(m->fkv);
     free(m->meta);
-    free(m->lloc);
-    free(m->lgat);
+    free(m->lgat_h);
+    free(m->tlid_h);
+    free(m->trow_h);
     eng_shard_free(m->shard);
     eng_be_free(m->be);
     eng_weights_free(m->w);
@@ -161,6 +194,15 @@ static int alloc_scratch(eng_model *m)
         if (!(m->dlogits = eng_be_alloc(m->be, T * (size_t)c->vocab_size * F))) return PL_ERR_NOMEM;
         if (!(m->dhin = eng_be_alloc(m->be, T * H * F))) return PL_ERR_NOMEM;
     }
+    if (m->shard) {     /* tensor parallel: lm_head pieces, vocab-parallel embedding */
+        int N = eng_comm_size(m->comm);
+        size_t vm = (size_t)eng_shard_vocab_max(m->shard) * TP_HEAD_ROWS;
+        if (!(m->lloc = eng_be_alloc(m->be, vm * F)) || !(m->lgat = eng_be_alloc(m->be, vm * (size_t)N * F)) ||
+            !(m->temb = eng_be_alloc(m->be, (T + 1) * H * F)) || !(m->tlid = eng_be_alloc(m->be, T * 4)) ||
+            !(m->trow = eng_be_alloc(m->be, T * 4)) || !(m->tlid_h = malloc(T * 4)) || !(m->trow_h = malloc(T * 4)))
+            return PL_ERR_NOMEM;
+        if (!eng_be_host_memory(m->be) && !(m->lgat_h = malloc(vm * (size_t)N * F))) return PL_ERR_NOMEM;
+    }
     if (!(m->pos = calloc(T, sizeof *m->pos)) || !(m->slot = calloc(T, sizeof *m->slot)) ||
         !(m->keys = calloc(T, sizeof *m->keys)) || !(m->lrows = calloc(T, sizeof *m->lrows)) ||
         !(m->ids = calloc(T, sizeof *m->ids)))
@@ -177,19 +219,24 @@ static int alloc_scratch(eng_model *m)
     return 0;
 }
 
-/* Every weight view onto the device (no-op on the CPU). */
+/* Every weight view this rank uses onto the device (no-op on the CPU): the
+ * whole model, or a tensor-parallel rank's shard (its slices, the
+ * replicated tensors, and under expert parallelism its experts only). */
 static int upload_weights(eng_model *m, char *err, size_t errlen)
 {
     const eng_config *c = &m->cfg;
-    const eng_tensor *top[] = { eng_weights_embed(m->w), eng_weights_final_norm(m->w), eng_weights_lm_head(m->w) };
+    const eng_tensor *top[] = { m->shard ? eng_shard_embed(m->shard) : eng_weights_embed(m->w),
+                                eng_weights_final_norm(m->w),
+                                m->shard ? eng_shard_lm_head(m->shard) : eng_weights_lm_head(m->w) };
+    eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, c->n_routed_experts };
     int rc = 0;
     for (size_t i = 0; i < PL_ARRAY_LEN(top) && !rc; i++) if (top[i]->data) rc = eng_be_tensor_upload(m->be, top[i], err, errlen);
     for (int l = 0; l < eng_config_n_layers_total(c) && !rc; l++) {
-        const eng_layer_weights *lw = eng_weights_layer(m->w, l);
+        const eng_layer_weights *lw = layer_w(m, l);
         if (l == c->num_hidden_layers && !c->has_mtp_weights) break;
         for (int s = 0; s < ENG_W_LAYER_COUNT && !rc; s++)
             if (lw->w[s].data) rc = eng_be_tensor_upload(m->be, &lw->w[s], err, errlen);
-        for (int e = 0; lw->experts && e < c->n_routed_experts * ENG_EXP_COUNT && !rc; e++)
+        for (int64_t e = er.begin * ENG_EXP_COUNT; lw->experts && e < er.end * ENG_EXP_COUNT && !rc; e++)
             rc = eng_be_tensor_upload(m->be, &lw->experts[e], err, errlen);
     }
     return rc;
@@ -227,24 +274,19 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
             eng_shard_range kvh = eng_shard_kv_heads(m->shard);
             m->cfg.kv_heads_rank = (int)(kvh.end - kvh.begin);
         }
-        size_t vm = rc ? 0 : (size_t)eng_shard_vocab_max(m->shard) * TP_HEAD_ROWS;
-        if (!rc && (!(m->lloc = malloc(vm * sizeof(float))) ||
-                    !(m->lgat = malloc(vm * (size_t)eng_comm_size(o->comm) * sizeof(float)))))
-            rc = pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
     }
-    if (!rc) rc = eng_be_create(o->backend, o->n_threads, &m->be, err, errlen);
+    if (!rc)
+        rc = o->backend == ENG_BE_CUDA ? eng_be_cuda_create(o->n_threads, o->device, &m->be, err, errlen)
+                                       : eng_be_create(o->backend, o->n_threads, &m->be, err, errlen);
     if (!rc) rc = eng_be_set_compute(m->be, (enum eng_be_compute)o->compute_dtype, err, errlen);
     /* The GQA ops (eng_be_gqa_attend, _rope_neox, _add_bias) have CPU
      * bodies only so far: refuse rather than let a device run CPU code. */
     if (!rc && m->cfg.attn_gqa && eng_be_kind_of(m->be) != ENG_BE_CPU)
         rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "%s (grouped-query attention) runs on the CPU backend only "
                        "so far: no device kernels for its attention yet", eng_arch_class(m->cfg.arch));
-    /* A rank's views are host copies/slices (shard.c); putting them on a
-     * device is the NCCL half of tensor parallelism, not built yet. */
-    if (!rc && m->shard && !eng_be_host_memory(m->be))
-        rc = pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "tensor parallelism runs on the cpu backend only in this "
-                       "build (use --backend cpu)");
-    if (!rc && !m->shard) rc = upload_weights(m, err, errlen);
+    /* A rank's views (shard.c) are host slices and copies like the whole
+     * model's: a device backend uploads those this rank uses. */
+    if (!rc) rc = upload_weights(m, err, errlen);
     if (!rc) {
         m->max_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : 512;
         m->max_len = o->max_model_len > 0 ? o->max_model_len : m->cfg.max_position_embeddings;
@@ -387,6 +429,15 @@ static void moe(eng_model *m, int l, int T)
     eng_be_linear_f32(be, &lw->w[ENG_W_ROUTER], 0, E, m->x, T, H, m->rlogits, E);   /* f32 in any --dtype */
     eng_be_route r = { E, K, c->n_group, c->topk_group, c->norm_topk_prob, (float)c->routed_scaling_factor };
     eng_be_route_topk(be, &r, m->rlogits, E, (const float *)lw->w[ENG_W_ROUTER_BIAS].data, T, m->ridx, m->rwt);
+    if (eng_be_host_memory(be)) {       /* eng_model_moe_reads; E <= 4096 (loader) */
+        uint8_t seen[4096 / 8] = { 0 };
+        for (int i = 0; i < T * K; i++) {
+            int e = m->ridx[i];
+            m->moe_experts += !(seen[e >> 3] >> (e & 7) & 1);
+            seen[e >> 3] |= (uint8_t)(1u << (e & 7));
+        }
+        m->moe_calls++;
+    }
     /* Expert parallel: this rank's experts [e0, e1), whole; otherwise every
      * expert, each sliced by FFN width (inter: this rank's width). Either way
      * the partial sums (with the shared expert's) are added over the ranks
@@ -394,7 +445,7 @@ static void moe(eng_model *m, int l, int T)
     eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, E };
     int inter = er.end > er.begin ? (int)lw->experts[er.begin * ENG_EXP_COUNT + ENG_EXP_GATE].rows : 0;
     eng_be_moe a = { lw->experts, E, K, H, inter, T, m->x, m->ridx, m->rwt, m->tmp_h,
-                     m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act };
+                     m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act, m->max_tokens };
     eng_be_moe_experts(be, &a, (int)er.begin, (int)er.end);
     if (c->n_shared_experts > 0) {         /* shared expert: added unscaled */
         swiglu(m, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], m->x, T, m->eout);
@@ -508,19 +559,28 @@ static void head(eng_model *m, const float *hn, int nl, int want, float *logits)
         eng_be_download(m->be, logits, lo, (size_t)nl * (size_t)V * sizeof(float));
         return;
     }
-    /* Sharded: host memory only (eng_model_open refuses a device backend). */
+    /* Sharded: lloc and lgat are backend memory; the pieces are laid side
+     * by side on the host (rank 0 only: the followers pass logits NULL). */
     int N = eng_comm_size(m->comm);
     eng_shard_range v = eng_shard_vocab(m->shard);
     int64_t vm = eng_shard_vocab_max(m->shard);
     for (int r0 = 0; r0 < nl && !m->comm_rc; r0 += TP_HEAD_ROWS) {
         int rows = nl - r0 < TP_HEAD_ROWS ? nl - r0 : TP_HEAD_ROWS;
+        size_t bytes = (size_t)rows * (size_t)vm * sizeof(float);
         eng_be_linear(m->be, eng_shard_lm_head(m->shard), 0, v.end - v.begin, m->ex + (int64_t)r0 * H, rows, H,
                       m->lloc, vm);
-        m->comm_rc = eng_comm_all_gather(m->comm, m->lloc, (size_t)rows * (size_t)vm * sizeof(float), m->lgat);
-        for (int q = 0; logits && !m->comm_rc && q < N; q++) {
+        if (!eng_be_host_memory(m->be)) eng_be_sync(m->be, NULL, 0);   /* lloc complete: see tp_sum */
+        m->comm_rc = eng_comm_all_gather(m->comm, m->lloc, bytes, m->lgat);
+        if (!logits || m->comm_rc) continue;
+        const float *g = m->lgat;
+        if (m->lgat_h) {
+            eng_be_download(m->be, m->lgat_h, m->lgat, bytes * (size_t)N);
+            g = m->lgat_h;
+        }
+        for (int q = 0; q < N; q++) {
             eng_shard_range vq = eng_shard_split(V, 1, q, N);
             for (int i = 0; i < rows; i++)
-                memcpy(logits + (int64_t)(r0 + i) * V + vq.begin, m->lgat + ((int64_t)q * rows + i) * vm,
+                memcpy(logits + (int64_t)(r0 + i) * V + vq.begin, g + ((int64_t)q * rows + i) * vm,
                        (size_t)(vq.end - vq.begin) * sizeof(float));
         }
     }
@@ -528,25 +588,27 @@ static void head(eng_model *m, const float *hn, int nl, int want, float *logits)
 
 /* Tensor parallel (vocab-parallel embedding): a rank embeds the tokens of
  * its vocabulary range, zeros elsewhere, and the sum over ranks is exact
- * (one non-zero term per element). */
-static void embed_tokens(eng_model *m, const eng_seq *seqs, int n_seqs, float *out)
+ * (one non-zero term per element). As backend ops, so that it runs on a
+ * device too: embed every token with its local id (0 for the others) into
+ * temb, then gather each token's row, or temb's last row (never written,
+ * zero from eng_be_alloc) for a token another rank holds. */
+static void embed_tokens(eng_model *m, float *out)
 {
-    int H = m->cfg.hidden_size, T = 0;
+    int H = m->cfg.hidden_size, T = m->step.n;
     if (!m->shard) {
-        eng_be_embed(m->be, eng_weights_embed(m->w), m->step.ids, m->step.n, out, H);
+        eng_be_embed(m->be, eng_weights_embed(m->w), m->step.ids, T, out, H);
         return;
     }
     eng_shard_range v = eng_shard_vocab(m->shard);
-    for (int s = 0; s < n_seqs; s++)
-        for (int i = 0; i < seqs[s].n_tokens; i++, T++) {
-            int32_t id = seqs[s].tokens[i];
-            if (id >= v.begin && id < v.end) {
-                int32_t lid = id - (int32_t)v.begin;
-                eng_be_embed(m->be, eng_shard_embed(m->shard), &lid, 1, out + (int64_t)T * H, H);
-            } else {
-                memset(out + (int64_t)T * H, 0, (size_t)H * sizeof(float));
-            }
-        }
+    for (int t = 0; t < T; t++) {       /* m->ids: the step's token ids on the host (prepare) */
+        int in = m->ids[t] >= v.begin && m->ids[t] < v.end;
+        m->tlid_h[t] = in ? m->ids[t] - (int32_t)v.begin : 0;
+        m->trow_h[t] = in ? t : m->max_tokens;
+    }
+    eng_be_upload(m->be, m->tlid, m->tlid_h, (size_t)T * sizeof(int32_t));
+    eng_be_upload(m->be, m->trow, m->trow_h, (size_t)T * sizeof(int32_t));
+    eng_be_embed(m->be, eng_shard_embed(m->shard), m->tlid, T, m->temb, H);
+    eng_be_gather_rows(m->be, m->temb, H, m->trow, T, H, out, H);
     tp_sum(m, out, (size_t)T * (size_t)H);
 }
 
@@ -556,7 +618,7 @@ static int forward_local(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int
 {
     const eng_config *c = &m->cfg;
     int H = c->hidden_size;
-    embed_tokens(m, seqs, n_seqs, m->h);
+    embed_tokens(m, m->h);
     for (int l = 0; l < c->num_hidden_layers && !m->comm_rc; l++) layer_forward(m, kv, l, m->h, T);
     /* Final norm on every row (in place): the MTP wants all of them. */
     eng_be_rmsnorm(m->be, eng_weights_final_norm(m->w), m->h, T, H, H, (float)c->rms_norm_eps, m->h, H);
@@ -573,7 +635,7 @@ static int mtp_local(eng_model *m, eng_kv_pool *kv, const eng_seq *seqs, int n_s
     const eng_layer_weights *lw = layer_w(m, L);
     float eps = (float)c->rms_norm_eps;
     /* u = [RMSNorm(embed(token_{p+1}); enorm) | RMSNorm(g_p; hnorm)] — embedding first. */
-    embed_tokens(m, seqs, n_seqs, m->x);
+    embed_tokens(m, m->x);
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_MTP_ENORM], m->x, T, H, H, eps, m->u, 2 * H);
     if (m->dhin) {                  /* the caller's rows onto the device */
         eng_be_upload(m->be, m->dhin, hidden_in, (size_t)T * (size_t)H * sizeof(float));

@@ -25,6 +25,7 @@ typedef struct eng_model eng_model;
 typedef struct eng_model_opts {
     int n_threads;          /* CPU threads (<= 0: all online CPUs) */
     int backend;            /* enum eng_be_kind: ENG_BE_CPU (0, the default), ENG_BE_CUDA, ENG_BE_AUTO */
+    int device;             /* ENG_BE_CUDA: the CUDA device (a tensor-parallel rank's local rank); default 0 */
     int compute_dtype;      /* enum eng_be_compute: ENG_BE_COMPUTE_F32 (0, the default) or _BF16 (--dtype) */
     int max_batch_tokens;   /* most new tokens in one step (all sequences) */
     int max_model_len;      /* longest sequence (positions); <= 0: max_position_embeddings */
@@ -45,6 +46,15 @@ int               eng_model_has_mtp(const eng_model *m);
 /* Bytes of weights one decode token reads at batch 1 (embedding row, the
  * attention/indexer/dense weights, top-k + shared experts, router, lm_head). */
 uint64_t          eng_model_active_bytes(const eng_model *m);
+/* Routed-expert reads since open: MoE layer calls and, summed over them,
+ * the distinct experts their tokens were routed to (each is read once per
+ * call, whatever its token count). What a multi-token step (MTP
+ * verification) really reads; counted on backends with host memory only
+ * (0 and 0 on a device). */
+void              eng_model_moe_reads(const eng_model *m, uint64_t *calls, uint64_t *experts);
+/* Bytes of one routed expert (gate, up, down, FP8 scales included; the
+ * first MoE layer's expert 0: all are the same size); 0 without MoE. */
+uint64_t          eng_model_expert_bytes(const eng_model *m);
 
 enum eng_logits_mode { ENG_LOGITS_NONE = 0, ENG_LOGITS_LAST = 1, ENG_LOGITS_ALL = 2 };
 

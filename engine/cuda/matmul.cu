@@ -148,15 +148,16 @@ __global__ void k_moe_gather(const float *x, int H, int K, moe_plan p, int ne, f
 }
 
 /* Per expert segment: y[s][r] = sum_k W_e[proj][r][k] * xin[s][k] for the
- * segment's rows s. grid (row blocks, experts in range, token tiles). */
-__global__ void k_moe_linear(const cu_w *wd, int proj, int e0, moe_plan p, const float *xin, int64_t ldx, float *y,
+ * segment's rows s. grid (row blocks, experts in range, token tiles); wd:
+ * the range's descriptors, [e1 - e0][ENG_EXP_COUNT]. */
+__global__ void k_moe_linear(const cu_w *wd, int proj, moe_plan p, const float *xin, int64_t ldx, float *y,
                              int64_t ldy, int64_t nrows)
 {
     int j = blockIdx.y;
     int s0 = p.seg[j], cnt = p.seg[j + 1] - s0, t0 = blockIdx.z * TOK;
     int64_t r = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     if (t0 >= cnt || r >= nrows) return;
-    const cu_w w = wd[(int64_t)(e0 + j) * ENG_EXP_COUNT + proj];
+    const cu_w w = wd[(int64_t)j * ENG_EXP_COUNT + proj];
     int nt = cnt - t0 < TOK ? cnt - t0 : TOK;
     float acc[TOK];
     warp_row_dot(w, r, xin + (int64_t)(s0 + t0) * ldx, ldx, nt, acc);
@@ -191,9 +192,9 @@ __global__ void k_moe_combine(const float *y, int H, int K, const float *wt, moe
  * kept (the host views never move while the weights live). */
 static const cu_w *moe_descs(eng_dev *d, const eng_tensor *ex, int n_experts)
 {
-    for (size_t i = 0; i < d->n_moe_cache; i++)
-        if (d->moe_cache[i].key == ex) return (const cu_w *)d->moe_cache[i].dev;
     int n = n_experts * ENG_EXP_COUNT;
+    for (size_t i = 0; i < d->n_moe_cache; i++)
+        if (d->moe_cache[i].key == ex && d->moe_cache[i].n == n) return (const cu_w *)d->moe_cache[i].dev;
     cu_w *h = (cu_w *)malloc((size_t)n * sizeof *h);
     void *grown = realloc(d->moe_cache, (d->n_moe_cache + 1) * sizeof *d->moe_cache);
     if (!h || !grown) {
@@ -231,7 +232,9 @@ void cu_moe_experts(eng_dev *d, const eng_be_moe *a, int e0, int e1)
         cu_fail(d, __FILE__, __LINE__, "moe: expert range outside [0, n_experts) or over 1024", cudaSuccess);
         return;
     }
-    const cu_w *wd = moe_descs(d, a->experts, a->n_experts);
+    /* Only the range's experts need be resident (an expert-parallel rank
+     * uploads its own experts only). */
+    const cu_w *wd = moe_descs(d, a->experts + (size_t)e0 * ENG_EXP_COUNT, ne);
     char *pl = (char *)cu_buf_get(d, &d->moe_perm, ((size_t)ne + 1 + 2 * (size_t)nk) * sizeof(int32_t));
     float *xp = (float *)cu_buf_get(d, &d->moe_x, (size_t)nk * H * sizeof(float));
     float *g = (float *)cu_buf_get(d, &d->moe_g, (size_t)nk * I * sizeof(float));
@@ -242,11 +245,11 @@ void cu_moe_experts(eng_dev *d, const eng_be_moe *a, int e0, int e1)
     k_moe_plan<<<1, 1024, 0, d->stream>>>(a->idx, nk, e0, ne, p);
     k_moe_gather<<<(unsigned)nk, 256, 0, d->stream>>>(a->x, H, K, p, ne, xp);
     dim3 gi(cu_blocks(I, WARPS), (unsigned)ne, cu_blocks(n, TOK));
-    k_moe_linear<<<gi, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_GATE, e0, p, xp, H, g, I, I);
-    k_moe_linear<<<gi, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_UP, e0, p, xp, H, u, I, I);
+    k_moe_linear<<<gi, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_GATE, p, xp, H, g, I, I);
+    k_moe_linear<<<gi, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_UP, p, xp, H, u, I, I);
     k_moe_swiglu<<<(unsigned)nk, 256, 0, d->stream>>>(g, u, I, p, ne, g);   /* act over gate, in place */
     dim3 gd(cu_blocks(H, WARPS), (unsigned)ne, cu_blocks(n, TOK));
-    k_moe_linear<<<gd, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_DOWN, e0, p, g, I, y, H, H);
+    k_moe_linear<<<gd, WARPS * 32, 0, d->stream>>>(wd, ENG_EXP_DOWN, p, g, I, y, H, H);
     dim3 gc(cu_blocks(H, 256) < 16 ? cu_blocks(H, 256) : 16, (unsigned)n);
     k_moe_combine<<<gc, 256, 0, d->stream>>>(y, H, K, a->wt, p, a->out);
     CU_LAUNCHED(d);

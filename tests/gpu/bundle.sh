@@ -9,10 +9,11 @@ set -eu
 cd "$(dirname "$0")/../.."
 D=${1:-.gpu}
 make -j2 all >/dev/null
+make -s nccl-check >/dev/null
 ls build/obj/engine/cuda/*.cu.o >/dev/null 2>&1 || { echo "bundle: this build has no CUDA objects (no nvcc?)" >&2; exit 1; }
 rm -rf "$D"; mkdir -p "$D/bin" "$D/tests" "$D/lib"
 cp build/bin/glm-engine build/bin/glm-msg build/bin/glm-mkmodel "$D/bin/"
-cp build/tests/test_cuda "$D/tests/"
+cp build/tests/test_cuda build/gpu/nccl_check "$D/tests/"
 for f in "$D"/bin/* "$D"/tests/*; do
     ldd "$f" | awk '$3 ~ /^\// {print $3}'
 done | sort -u | while read -r lib; do

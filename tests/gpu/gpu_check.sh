@@ -8,7 +8,15 @@
 #      f32/fp8 KV: prompt logits error, greedy agreement, free-run continuations),
 #      decode timing at batch 1/8/64;
 #   4. the engine's pipe tests (tests/py/test_engine_pipe.py) with --backend cuda;
-#   5. a summary. Exit status: 0 only when every step passed.
+#   5. the NCCL communicator (tests/gpu/nccl_check): TP = 1 through NCCL equals the
+#      plain path bit for bit (CPU and CUDA backends); with >= 2 cards TP = 2 over NCCL
+#      within 1e-4 of TP = 1, then glm-engine --backend cuda -tp 2 against -tp 1 through
+#      the pipe (tests/py/test_engine_tp.py: logprobs, greedy tokens, expert parallel,
+#      a follower killed busy and idle, and two "nodes" on this host, one card each,
+#      meeting through the multi-node rendezvous). Without libnccl on the machine (the bundle
+#      cannot carry its ~200 MB) this step says SKIP in the summary: the NCCL path did
+#      not run, and no PASS line claims it did;
+#   6. a summary. Exit status: 0 only when every step that ran passed.
 # Budget: ~5 minutes on one H200 (each step has its own timeout).
 set -u
 cd "$(dirname "$0")/../.."
@@ -26,6 +34,7 @@ if [ -n "${GLM_GPU_PREBUILT:-}" ]; then
     B=$GLM_GPU_PREBUILT
     export LD_LIBRARY_PATH="$PWD/$B/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
     TEST="$B/tests/test_cuda"
+    NCCL_CHECK="$B/tests/nccl_check"
     export GLM_BIN="$PWD/$B/bin"
     say "using the prebuilt bundle in $B"
 else
@@ -37,6 +46,8 @@ else
         { say "FAIL: the build has no CUDA objects (is nvcc on PATH?)"; exit 1; }
     say "build: $(( $(date +%s) - t )) s"
     TEST=build/tests/test_cuda
+    NCCL_CHECK=build/gpu/nccl_check
+    make -s nccl-check >>/tmp/gpu-check-build.log 2>&1 || { tail -n 20 /tmp/gpu-check-build.log; say "FAIL: make nccl-check"; exit 1; }
     export GLM_BIN="$PWD/build/bin"
 fi
 
@@ -67,9 +78,38 @@ else
     tail -n 60 "$log"; say "FAIL: pipe tests"; fails=$((fails + 1))
 fi
 
+NGPU=$(nvidia-smi -L | grep -c '^GPU ')
+nccl_state="not run"
+say "== NCCL communicator ($NGPU card(s)): TP = 1 through NCCL vs the plain path (and TP = 2 with >= 2 cards)"
+nlog=$(mktemp); trap 'rm -f "$log" "$tlog" "$nlog"' EXIT
+NR=""; [ "$NGPU" -ge 2 ] && NR=2
+GLM_NCCL_RANKS=$NR timeout 120 "$NCCL_CHECK" >"$nlog" 2>&1; nrc=$?
+cat "$nlog"
+if [ $nrc -eq 2 ]; then
+    nccl_state="SKIP: $(grep -m1 -E 'NCCL unavailable|no CUDA device' "$nlog") -- the NCCL path did NOT run"
+    say "$nccl_state"
+elif [ $nrc -ne 0 ]; then
+    nccl_state="FAIL (nccl_check exited $nrc)"; say "$nccl_state"; fails=$((fails + 1))
+else
+    nccl_state="PASS (nccl_check: $(tail -n 1 "$nlog"))"
+    if [ "$NGPU" -ge 2 ]; then
+        say "== glm-engine --backend cuda -tp 2 vs -tp 1 (tests/py/test_engine_tp.py)"
+        if GLM_ENGINE_BACKEND=cuda GLM_ENGINE_TP_PIN=0 timeout 180 $PY -m pytest -q \
+             -k "(same_logprobs_and_greedy_as_tp1 and tp2 and not gqa) or follower_death or two_nodes" \
+             tests/py/test_engine_tp.py >"$log" 2>&1; then
+            tail -n 3 "$log"; nccl_state="$nccl_state; glm-engine -tp 2 on cuda: $(tail -n 1 "$log")"
+        else
+            tail -n 60 "$log"; say "FAIL: glm-engine -tp 2 on cuda"; fails=$((fails + 1))
+            nccl_state="$nccl_state; glm-engine -tp 2 on cuda: FAIL"
+        fi
+    fi
+fi
+
 say "== summary ($(( $(date +%s) - T0 )) s)"
 say "card: $CARD"
 grep -E '^\|' "$tlog"
-[ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$tlog" "$OUT/test_cuda.log"
+say "NCCL: $nccl_state"
+grep -E '^cuda (vs|backend)' "$nlog"
+[ -n "${OUT:-}" ] && [ -d "${OUT:-}" ] && cp "$tlog" "$OUT/test_cuda.log" && cp "$nlog" "$OUT/nccl_check.log"
 if [ $fails -eq 0 ]; then say "PASS"; else say "FAIL ($fails)"; fi
 [ $fails -eq 0 ]

@@ -9,6 +9,7 @@ kill()/restart() let a test take one stage down and bring it back. When
 glm-serve exists, start() can launch it instead; the tests only use url,
 openai(), kill(), restart() and stop().
 """
+import json
 import os
 import pathlib
 import re
@@ -22,6 +23,13 @@ from conftest import binpath
 # stage name -> (binary, input endpoint name); each --out goes to the next --in
 ORDER = ["tokenize", "engine", "detok", "reasoning", "tools", "gateway"]
 ENGINE_ARGS = ["--kv-cache-memory-bytes", "64M", "--threads", "1"]
+
+
+def write_script(path, rows):
+    """glm-replay's script (one JSON object per line) at path; returns path."""
+    path = pathlib.Path(path)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
 
 
 def replay_engine(model, script, chunk=1):

@@ -11,8 +11,10 @@ GLM-4.5 family (GQA) gives TP 1's numbers at TP 2 (KV heads split) and TP 4
 (replicated), with expert parallel, FP8 K/V rows and MTP.
 """
 import os
+import shutil
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +78,10 @@ def _check_same_as_tp1(model, flags, common=()):
     ref_lp, ref_toks, _ = _run(model, *common)
     lp, toks, err = _run(model, *flags, *common)
     assert f"tensor parallel: {flags[1]} ranks" in err
+    _assert_same(lp, toks, ref_lp, ref_toks)
+
+
+def _assert_same(lp, toks, ref_lp, ref_toks):
     assert toks == ref_toks
     worst = 0.0
     for a, b in zip(lp[1:], ref_lp[1:]):
@@ -269,3 +275,91 @@ def test_fp8_split_inside_a_block_refused(tiny_fp8):
     assert "kv_b_proj.weight: rank 1 of 2 would take rows [224, 448) of 448, which starts inside a 128x128 FP8 block" in err
     # rank 0's own share fails too: the 96-wide shared expert is one FP8 block, all on rank 1
     assert "shared_experts.gate_proj.weight: rank 0 of 2 would get none of its 96 rows" in err
+
+
+# GPU ranks (NCCL) and multi-node launches: what this machine can check
+# without a GPU is the flag validation and the refusals, all before loading.
+
+def _gpus():
+    smi = shutil.which("nvidia-smi")
+    if not smi:
+        return 0
+    p = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+    return sum(ln.startswith("GPU ") for ln in p.stdout.splitlines()) if p.returncode == 0 else 0
+
+
+def _engine_on(model, backend, *extra):
+    cmd = engine(model, *extra)
+    cmd[cmd.index("--backend") + 1] = backend
+    return cmd
+
+
+@pytest.mark.parametrize("extra,flag,why", [
+    (["-tp", "2", "--nnodes", "2", "--node-rank", "2"], "--node-rank", "must be below --nnodes"),
+    (["--node-rank", "1"], "--node-rank", "must be below --nnodes"),
+    (["-tp", "3", "--nnodes", "2"], "--tensor-parallel-size", "must be a multiple of --nnodes"),
+    (["-tp", "130", "--nnodes", "2"], "--tensor-parallel-size", "at most 64 ranks on one host"),
+    (["--rendezvous-timeout", "0"], "--rendezvous-timeout", "expected seconds"),
+    (["--master-port", "70000"], "--master-port", "expected an integer in range"),
+], ids=["node-rank-past-nnodes", "node-rank-alone", "tp-not-multiple", "too-many-local", "timeout", "port"])
+def test_gpu_group_flags_refused(tiny, extra, flag, why):
+    rc, err = _refused(_engine_on(tiny, "cuda", *extra))
+    assert rc == 2 and f"glm-engine: {flag}: {why}" in err, err
+
+
+def test_gpu_ranks_need_a_device_per_rank(tiny):
+    if _gpus() >= 2:
+        pytest.skip("this machine has the GPUs: the refusal cannot be seen")
+    rc, err = _refused(_engine_on(tiny, "cuda", "-tp", "2"))
+    assert rc == 2 and "--tensor-parallel-size: needs 2 CUDA devices on this host (one per rank), found" in err, err
+
+
+def test_multi_node_needs_gpus_with_auto(tiny):
+    if _gpus() >= 1:
+        pytest.skip("this machine has a GPU: the refusal cannot be seen")
+    rc, err = _refused(_engine_on(tiny, "auto", "-tp", "2", "--nnodes", "2", "--master-addr", "127.0.0.1"))
+    assert rc == 2 and ("--nnodes: multi-node groups need the NCCL communicator on CUDA devices: needs 1 CUDA device on this "
+                         "host (one per rank), found 0") in err, err
+
+
+def test_auto_runs_tp_on_the_cpu_without_gpus(tiny):
+    if _gpus() >= 2:
+        pytest.skip("this machine has the GPUs: auto takes them")
+    p = subprocess.run(_engine_on(tiny, "auto", "-tp", "2"), input=b"", capture_output=True, timeout=60)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0, err
+    assert "--backend auto: tensor-parallel ranks on the cpu backend (needs 2 CUDA devices" in err
+    assert "tensor parallel: 2 ranks (processes, shared memory)" in err
+
+
+def _free_port():
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        return sk.getsockname()[1]
+
+
+def test_two_nodes_on_one_host_equal_tp1(tiny, monkeypatch):
+    """The multi-node path on one machine with two GPUs: node 0 and node 1
+    as two glm-engines each seeing one card (CUDA_VISIBLE_DEVICES), meeting
+    through the rendezvous on 127.0.0.1, NCCL between them as between
+    hosts; TP 1's greedy tokens and logprobs. Runs under
+    GLM_ENGINE_BACKEND=cuda (tests/gpu/gpu_check.sh) on >= 2 GPUs."""
+    if os.environ.get("GLM_ENGINE_BACKEND") != "cuda" or _gpus() < 2:
+        pytest.skip("needs two GPUs and GLM_ENGINE_BACKEND=cuda")
+    ref_lp, ref_toks, _ = _run(tiny)
+    group = ["-tp", "2", "--nnodes", "2", "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+             "--rendezvous-timeout", "60"]
+    node1 = subprocess.Popen(engine(tiny, *group, "--node-rank", "1"), env=dict(os.environ, CUDA_VISIBLE_DEVICES="1"),
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")
+        lp, toks, err = _run(tiny, *group, "--node-rank", "0")
+        _, log1 = node1.communicate(timeout=60)     # node 0 stopped the group: node 1 exits 0
+        assert node1.returncode == 0, log1.decode(errors="replace")
+    finally:
+        if node1.poll() is None:
+            node1.kill()
+            node1.wait()
+    assert "tensor parallel: 2 ranks (processes, one per GPU, NCCL, over several nodes)" in err
+    assert "rendezvous: node 1 joined" in err
+    _assert_same(lp, toks, ref_lp, ref_toks)

@@ -10,7 +10,7 @@ import urllib.request
 import anthropic
 import pytest
 
-from gwstack import GatewayStack, replay_engine
+from gwstack import GatewayStack, replay_engine, write_script
 
 KEY = "sk-test-anthropic"
 SCRIPT = [
@@ -30,8 +30,7 @@ TOOLS = [{"name": "get_weather", "description": "Weather for a city",
 @pytest.fixture(scope="module")
 def gw(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("gwa")
-    script = d / "script.jsonl"
-    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    script = write_script(d / "script.jsonl", SCRIPT)
     with GatewayStack(d, tiny_model, replay_engine(tiny_model, script), gateway_args=("--api-key", KEY)) as s:
         yield s
 
@@ -261,8 +260,7 @@ def test_through_glm_serve(tiny_model, tmp_path):
     API with the openai SDK on the same server."""
     import openai
     from test_glm_bench import glm_serve
-    script = tmp_path / "s.jsonl"
-    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    script = write_script(tmp_path / "s.jsonl", SCRIPT)
     flags = ("--reasoning-parser", "glm45", "--tool-call-parser", "glm47", "--enable-auto-tool-choice",
              "--api-key", KEY,
              "--stage", f"engine=glm-replay --script {script}")

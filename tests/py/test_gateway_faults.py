@@ -14,7 +14,7 @@ import urllib.request
 import openai
 import pytest
 
-from gwstack import GatewayStack, replay_engine
+from gwstack import GatewayStack, replay_engine, write_script
 
 LONG = " ".join(f"w{i}" for i in range(300))
 SCRIPT = [{"match": "long", "output": LONG}, {"output": "short answer"}]
@@ -22,8 +22,7 @@ FAST = ["--ping-interval", "0.2", "--stage-timeout", "1", "--health-timeout", "1
 
 
 def make_stack(tiny_model, tmp_path, gateway_args=(), step_ms=20):
-    script = tmp_path / "script.jsonl"
-    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    script = write_script(tmp_path / "script.jsonl", SCRIPT)
     log = tmp_path / "emit.log"
     eng = replay_engine(tiny_model, script) + ["--step-ms", str(step_ms), "--emit-log", str(log)]
     return GatewayStack(tmp_path, tiny_model, eng, gateway_args=list(gateway_args)), log

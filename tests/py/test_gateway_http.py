@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from gwstack import GatewayStack, replay_engine
+from gwstack import GatewayStack, replay_engine, write_script
 
 SCRIPT = [
     {"match": "pace", "output": "one two three four five six seven eight nine ten eleven twelve"},
@@ -20,8 +20,7 @@ SCRIPT = [
 @pytest.fixture(scope="module")
 def gw(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("gwh")
-    script = d / "script.jsonl"
-    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    script = write_script(d / "script.jsonl", SCRIPT)
     args = ["--max-request-bytes", "4096", "--max-header-bytes", "2048", "--max-headers", "20",
             "--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "1"]
     # paced like an engine (a step every 40 ms), so streams overlap in time
@@ -223,8 +222,7 @@ def test_expect_continue(gw):
 
 
 def test_max_connections(tiny_model, tmp_path):
-    script = tmp_path / "s.jsonl"
-    script.write_text(json.dumps({"output": "ok"}) + "\n")
+    script = write_script(tmp_path / "s.jsonl", [{"output": "ok"}])
     with GatewayStack(tmp_path, tiny_model, replay_engine(tiny_model, script),
                       gateway_args=["--max-connections", "4", "--keepalive-timeout", "30"]) as gw:
         held = [gw.connect() for _ in range(4)]

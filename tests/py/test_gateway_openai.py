@@ -9,7 +9,7 @@ import urllib.request
 import openai
 import pytest
 
-from gwstack import GatewayStack, replay_engine
+from gwstack import GatewayStack, replay_engine, write_script
 
 SCRIPT = [
     {"match": "weather in Paris", "chunk": 2,
@@ -31,8 +31,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": 
 @pytest.fixture(scope="module")
 def gw(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("gw")
-    script = d / "script.jsonl"
-    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    script = write_script(d / "script.jsonl", SCRIPT)
     with GatewayStack(d, tiny_model, replay_engine(tiny_model, script)) as s:
         yield s
 
@@ -279,8 +278,7 @@ def test_other_endpoints(gw, client):
 
 
 def test_api_key(tiny_model, tmp_path):
-    script = tmp_path / "s.jsonl"
-    script.write_text(json.dumps({"output": "ok"}) + "\n")
+    script = write_script(tmp_path / "s.jsonl", [{"output": "ok"}])
     with GatewayStack(tmp_path, tiny_model, replay_engine(tiny_model, script),
                       gateway_args=["--api-key", "k1"], env={"GLMPIPE_API_KEY": "k2"}) as s:
         with pytest.raises(openai.AuthenticationError):
@@ -298,8 +296,7 @@ def test_auto_tool_choice_needs_the_server_flag(tiny_model, tmp_path):
     glm-serve) a request with tools is refused by the client library as an
     HTTP 400 with vLLM's words, streaming or not; tool_choice "none" still
     works and reports no calls."""
-    script = tmp_path / "script.jsonl"
-    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    script = write_script(tmp_path / "script.jsonl", SCRIPT)
     with GatewayStack(tmp_path / "s", tiny_model, replay_engine(tiny_model, script), tokenize_args=()) as s:
         client = s.openai()
         for stream in (False, True):
@@ -329,8 +326,7 @@ def test_deep_pipeline_message_is_read(tiny_model, tmp_path):
     import threading
     import msgpack
     import zmq
-    script = tmp_path / "script.jsonl"
-    script.write_text(json.dumps({"output": "word " * 40}) + "\n")
+    script = write_script(tmp_path / "script.jsonl", [{"output": "word " * 40}])
     engine = replay_engine(tiny_model, script) + ["--step-ms", "10"]
     with GatewayStack(tmp_path / "s", tiny_model, engine) as s:
         client = s.openai(max_retries=0)

@@ -7,7 +7,7 @@ import json
 import openai
 import pytest
 
-from gwstack import GatewayStack, replay_engine
+from gwstack import GatewayStack, replay_engine, write_script
 
 SCRIPT = [
     {"match": "sunny, 22C", "output": "Summing up.</think>It is sunny in Paris.", "chunk": 2},
@@ -26,8 +26,7 @@ TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for
 @pytest.fixture(scope="module")
 def gw(tiny_model, tmp_path_factory):
     d = tmp_path_factory.mktemp("gwr")
-    script = d / "script.jsonl"
-    script.write_text("".join(json.dumps(r) + "\n" for r in SCRIPT))
+    script = write_script(d / "script.jsonl", SCRIPT)
     with GatewayStack(d, tiny_model, replay_engine(tiny_model, script)) as s:
         yield s
 

@@ -831,6 +831,108 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
     eng_be_free(be);
 }
 
+/* eng_model_moe_reads: one call per MoE layer per step; a one-token step
+ * reads exactly top_k experts per layer, n tokens between top_k and
+ * min(E, n * top_k). */
+TEST(moe_reads_count_distinct_experts)
+{
+    fixture f;
+    if (fixture_open(&f, "bf16", 2)) { CHECK(0); return; }
+    const eng_config *c = eng_model_config(f.m);
+    int moe_layers = 0, K = c->num_experts_per_tok, E = c->n_routed_experts;
+    for (int l = 0; l < c->num_hidden_layers; l++) moe_layers += !c->layer_dense[l];
+    int32_t ids[8] = { 5, 17, 99, 3, 250, 61, 7, 8 };
+    int nb = alloc_blocks(&f, f.bt, 8);
+    char err[256];
+    uint64_t c0, e0, c1, e1;
+    eng_model_moe_reads(f.m, &c0, &e0);
+    eng_seq pre = { ids, 6, 0, f.bt, nb, ENG_LOGITS_NONE };
+    CHECK(eng_model_forward(f.m, f.kv, &pre, 1, NULL, NULL, err, sizeof err) == 0);
+    eng_model_moe_reads(f.m, &c1, &e1);
+    CHECK_EQ_INT((int)(c1 - c0), moe_layers);
+    int most = 6 * K < E ? 6 * K : E;
+    CHECK(e1 - e0 >= (uint64_t)(moe_layers * K) && e1 - e0 <= (uint64_t)(moe_layers * most));
+    eng_seq d = { ids + 6, 1, 6, f.bt, nb, ENG_LOGITS_NONE };
+    CHECK(eng_model_forward(f.m, f.kv, &d, 1, NULL, NULL, err, sizeof err) == 0);
+    eng_model_moe_reads(f.m, &c0, &e0);
+    CHECK_EQ_INT((int)(c0 - c1), moe_layers);
+    CHECK_EQ_INT((int)(e0 - e1), moe_layers * K);
+    free_blocks(&f, f.bt, nb);
+    fixture_close(&f);
+}
+
+/* The MoE op runs few tokens (decode, MTP verification) as two pool runs
+ * over all routed experts (row slices, then column slices of the output),
+ * many tokens one expert at a time: both must give the same bits for every
+ * token count, weight dtype and thread count. A hidden size that is not a
+ * multiple of 8 puts elements in the scalar tails; 3 threads make uneven
+ * slices. cap = 0 forces one expert at a time. */
+TEST(moe_few_token_path_bit_identical)
+{
+    enum { E = 12, K = 3, H = 203, I = 150, NMAX = 16, SLH = (H + 127) / 128, SLI = (I + 127) / 128 };
+    static uint16_t wb[E * 3][H * I];
+    static uint8_t w8[E * 3][H * I];
+    static float sc[E * 3][2 * SLH * SLI], x[NMAX * H], wt[NMAX * K], o1[NMAX * H], o2[NMAX * H];
+    static float rwt[NMAX * K], xg[NMAX * K * H], y[NMAX * K * H], gate[NMAX * K * I], up[NMAX * K * I],
+                 act[NMAX * K * I];
+    static int32_t idx[NMAX * K], rows[NMAX * K];
+    uint64_t z = 11;
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (int e = 0; e < E * 3; e++) {
+        for (int i = 0; i < H * I; i++) {
+            float v = RND() * 0.2f;
+            uint32_t b;
+            memcpy(&b, &v, 4);
+            wb[e][i] = (uint16_t)(b >> 16);
+            w8[e][i] = (uint8_t)((z >> 30) & 0x5f) | (uint8_t)(z >> 63 << 7);
+        }
+        for (int i = 0; i < 2 * SLH * SLI; i++) sc[e][i] = 0.001f * (float)(1 + (i + e) % 7);
+    }
+    for (int i = 0; i < NMAX * H; i++) x[i] = RND();
+    for (int i = 0; i < NMAX; i++) {       /* K distinct experts per token, ascending */
+        int e0 = (int)((z = z * 6364136223846793005ull + 1) >> 60) % (E - K + 1);
+        for (int k = 0; k < K; k++) { idx[i * K + k] = e0 + k * ((E - e0) / K > 1 && i % 2 ? 2 : 1); wt[i * K + k] = 0.3f + RND() * 0.2f; }
+    }
+#undef RND
+    int bad = 0, runs = 0;
+    for (int dt = 0; dt < 2; dt++) {
+        eng_tensor ex[E * 3];
+        for (int e = 0; e < E; e++)
+            for (int p = 0; p < 3; p++) {
+                int r = p == ENG_EXP_DOWN ? H : I, c = p == ENG_EXP_DOWN ? I : H;
+                int q = e * 3 + p;
+                ex[q] = dt ? (eng_tensor){ ENG_DT_F8E4M3, r, c, w8[q], sc[q], (c + 127) / 128, "w8" }
+                           : (eng_tensor){ ENG_DT_BF16, r, c, wb[q], NULL, 0, "wb" };
+            }
+        for (int th = 1; th <= 3; th++) {
+            eng_backend *be = NULL;
+            char err[256];
+            if (eng_be_cpu_create(th, &be, err, sizeof err) ||
+                eng_be_set_compute(be, (enum eng_be_compute)g_compute, err, sizeof err)) { CHECK(0); return; }
+            for (int n = 1; n <= NMAX; n++) {
+                eng_be_moe a = { ex, E, K, H, I, n, x, idx, wt, o1, rows, rwt, xg, y, gate, up, act, 0 };
+                eng_be_moe_experts(be, &a, 0, E);
+                a.out = o2;
+                a.cap = NMAX * K;
+                eng_be_moe_experts(be, &a, 0, E);
+                bad += memcmp(o1, o2, (size_t)n * H * sizeof *o1) != 0;
+                /* an expert range (expert parallelism) too */
+                a.out = o1;
+                a.cap = 0;
+                eng_be_moe_experts(be, &a, 3, 9);
+                a.out = o2;
+                a.cap = NMAX * K;
+                eng_be_moe_experts(be, &a, 3, 9);
+                bad += memcmp(o1, o2, (size_t)n * H * sizeof *o1) != 0;
+                runs += 2;
+            }
+            eng_be_free(be);
+        }
+    }
+    CHECK_EQ_INT(runs, 2 * 3 * NMAX * 2);
+    CHECK_EQ_INT(bad, 0);
+}
+
 static int cpu_has_avx512bf16(void)
 {
     __builtin_cpu_init();
@@ -852,6 +954,7 @@ TEST(bf16_dot_product_kernels)
     check_cases("bf16", 2, 5);
     check_batch_invariance(ENG_CACHE_F32);
     linear_tokens_bit_identical_alone_or_grouped();
+    moe_few_token_path_bit_identical();
     unsetenv("GLM_ENGINE_BF16DP");
 }
 
@@ -880,6 +983,7 @@ static void check_bfloat16_mode(int portable)
     CHECK(eb > 10 * TOL && e8 > 10 * TOL);
     check_batch_invariance(ENG_CACHE_F32);
     check_batch_invariance(ENG_CACHE_FP8);
+    moe_few_token_path_bit_identical();         /* the few-token MoE path: the same bits too */
     g_compute = ENG_BE_COMPUTE_F32;
     unsetenv("GLM_ENGINE_NO_AVX512BF16");
 }
@@ -1006,11 +1110,13 @@ int main(void)
         RUN(bfloat16_compute_vdpbf16ps);
         RUN(bfloat16_compute_portable);
         RUN(bad_batches_rejected);
+        RUN(moe_reads_count_distinct_experts);
         if (g_arch == ENG_ARCH_GLM_MOE_DSA) {   /* backend ops: once is enough */
             RUN(fp8_cache_rows_round_trip);
             RUN(fp8_gqa_rows_tile_per_head);
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
+            RUN(moe_few_token_path_bit_identical);
             RUN(attention_split_context_bit_identical);
             RUN(avx512_tiles_equal_avx2);
             RUN(bf16_dot_product_kernels);

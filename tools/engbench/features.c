@@ -207,6 +207,7 @@ int bench_mtp(const bench_opts *o)
      * all alike; reported: medians, and medians of the per-round ratios */
     enum { C_DEC, C_VER, C_FIRST = C_VER + ENG_SPEC_MAX, C_MTP = C_FIRST + ENG_SPEC_MAX, C_N };
     static double t[C_N][32];
+    uint64_t moe_calls[ENG_SPEC_MAX] = { 0 }, moe_exp[ENG_SPEC_MAX] = { 0 };  /* verification's routed-expert reads */
     for (int r = 0; r < reps; r++) {
         double t0 = bench_now();
         eng_seq d1 = { ids + P, 1, P, bt, nb, ENG_LOGITS_LAST };
@@ -214,9 +215,14 @@ int bench_mtp(const bench_opts *o)
         t[C_DEC][r] = bench_now() - t0;
         for (int k = 1; k <= ENG_SPEC_MAX; k++) {
             eng_seq v = { ids + P, k + 1, P, bt, nb, ENG_LOGITS_ALL };
+            uint64_t c0, e0, c1, e1;
+            eng_model_moe_reads(m, &c0, &e0);
             t0 = bench_now();
             rc |= eng_model_forward(m, kv, &v, 1, lg, NULL, err, sizeof err);
             t[C_VER + k - 1][r] = bench_now() - t0;
+            eng_model_moe_reads(m, &c1, &e1);
+            moe_calls[k - 1] += c1 - c0;
+            moe_exp[k - 1] += e1 - e0;
             /* the first pass after a verification that accepted k - 1 drafts: k positions */
             eng_seq f = { ids + P, k, P - k, bt, nb, ENG_LOGITS_LAST };
             t0 = bench_now();
@@ -238,11 +244,23 @@ int bench_mtp(const bench_opts *o)
     printf("model calls at context %d (medians of %d interleaved rounds; x = median ratio to the decode step):\n", P, reps);
     printf("  plain decode step (1 position): %.2f ms\n", med[C_DEC] * 1e3);
     for (int k = 1; k <= ENG_SPEC_MAX; k++)
-        printf("  K=%d: verification (%d positions, all rows' logits) %.2f ms = %.2fx; MTP first pass over %d "
-               "position%s %.2f ms = %.2fx\n", k, k + 1, med[C_VER + k - 1] * 1e3, rat[C_VER + k - 1], k, k > 1 ? "s" : "",
-               med[C_FIRST + k - 1] * 1e3, rat[C_FIRST + k - 1]);
+        printf("  K=%d: verification (%d positions, all rows' logits) %.2f ms = %.2fx, %.2f distinct routed experts "
+               "per MoE layer (top-%d of %d); MTP first pass over %d position%s %.2f ms = %.2fx\n", k, k + 1,
+               med[C_VER + k - 1] * 1e3, rat[C_VER + k - 1],
+               moe_calls[k - 1] ? (double)moe_exp[k - 1] / (double)moe_calls[k - 1] : 0.0, c->num_experts_per_tok,
+               c->n_routed_experts, k, k > 1 ? "s" : "", med[C_FIRST + k - 1] * 1e3, rat[C_FIRST + k - 1]);
     printf("  one chained MTP draft step (1 position): %.2f ms = %.2fx; drafting K tokens costs one first pass + "
            "K-1 chained steps\n", med[C_MTP] * 1e3, rat[C_MTP]);
+    /* The read bound (docs/perf.md): every weight once per step, routed
+     * experts once per distinct expert; a plain step reads top_k per layer. */
+    double act = (double)eng_model_active_bytes(m), eb = (double)eng_model_expert_bytes(m);
+    double moe_layers = reps ? (double)moe_calls[0] / reps : 0;
+    printf("weights read per step (plain %.1f MB; verification: distinct routed experts as measured), the bound if "
+           "reads were all that counted:\n", act / 1e6);
+    for (int k = 1; k <= ENG_SPEC_MAX && moe_layers > 0; k++) {
+        double b = act + eb * ((double)moe_exp[k - 1] / reps - moe_layers * c->num_experts_per_tok);
+        printf("  K=%d: %.1f MB = %.2fx plain -> oracle speedup <= %.2fx\n", k, b / 1e6, b / act, (k + 1) / (b / act));
+    }
     eng_kv_pool_free(kv);
 
     /* 2. The serving loop, batch 1, greedy: plain, then oracle drafts (free,

@@ -3,7 +3,9 @@
  *   --mode prefix   time to first token of a long prompt whose leading part
  *                   is in the prefix cache, against the cache off
  *   --mode mtp      verification and draft cost against a plain decode step,
- *                   and decode tokens/s with oracle drafts at K = 1..5
+ *                   the distinct routed experts a verification reads and
+ *                   the read bound they set, and decode tokens/s with
+ *                   oracle drafts at K = 1..5
  *   --mode kverr    FP8 KV against f32 KV: |delta logprob| over a
  *                   teacher-forced text and greedy agreement
  *   --mode dtypeerr --dtype bfloat16 against float32 compute: relative

@@ -113,10 +113,11 @@ static const opt OPTS[] = {
     {"--tensor-parallel-size", "-tp", K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "ranks per layer"},
     {"--enable-expert-parallel", "-ep", K_BOOL, TO(SRV_ENGINE), S_NONE, "expert-parallel", "experts spread over the ranks"},
     {"--no-enable-expert-parallel", NULL, K_BOOL, TO(SRV_ENGINE), S_NONE, "expert-parallel", "experts sliced per rank"},
-    {"--nnodes", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "nodes of a multi-node group (NCCL build; cpu: 1)"},
+    {"--nnodes", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "nodes of a multi-node group (cuda + NCCL; cpu: 1)"},
     {"--node-rank", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "this node's rank in a multi-node group"},
     {"--master-addr", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "multi-node rendezvous address (node 0)"},
     {"--master-port", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "multi-node rendezvous port"},
+    {"--rendezvous-timeout", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "seconds for every node to arrive (glmpipe; default 300)"},
     {"--seed", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "RNG seed for requests without their own"},
     {"--backend", NULL, K_VALUE, TO(SRV_ENGINE), S_NONE, NULL, "glm-engine compute backend (glmpipe; default cpu)"},
     /* glm-tokenize */

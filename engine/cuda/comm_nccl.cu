@@ -3,24 +3,84 @@
  * One communicator per rank on its own device and stream. Every call is
  * synchronous for the caller (the interface returns when the result is in
  * place): it enqueues on the rank's stream and polls until the stream is
- * done, checking ncclCommGetAsyncError between polls, so a peer that died
- * turns into PL_ERR_IO (and an aborted communicator) instead of a hang.
+ * done, checking ncclCommGetAsyncError and the watched local processes
+ * between polls, so a peer that died turns into PL_ERR_IO (and an aborted
+ * communicator) instead of a hang. The caller orders the communicator's
+ * stream with its own work: model.c synchronises the backend's stream
+ * before each collective on device buffers, and the collective has finished
+ * when it returns.
  *
  * all_reduce_sum = ncclAllGather of the partials + a kernel that adds them in
  * rank order: every element is ((p0 + p1) + p2) + ..., whatever the message
  * size, so the results stay batch invariant and equal to the shared-memory
  * implementation's order. It receives (N-1)x more bytes than a ring
  * all-reduce; for decode-sized messages (T x hidden floats) the cost is
- * latency, not bandwidth. */
+ * latency, not bandwidth.
+ *
+ * libnccl is opened at run time (dlopen), not linked: it is ~200 MB, only
+ * tensor-parallel GPU runs need it, and glm-engine must still start (CPU,
+ * one GPU) on machines without it. nccl.h gives the types and signatures;
+ * GLM_NCCL_LIBRARY names the library file (default libnccl.so.2, found
+ * through the usual loader paths). */
 #include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <nccl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 
 extern "C" {
-#include "comm.h"
+#include "../comm.h"
 #include "pl.h"
+}
+
+/* ===== the library ===== */
+
+static struct nccl_api {
+    int loaded;
+    decltype(&ncclGetVersion) GetVersion;
+    decltype(&ncclGetUniqueId) GetUniqueId;
+    decltype(&ncclCommInitRank) CommInitRank;
+    decltype(&ncclAllGather) AllGather;
+    decltype(&ncclBroadcast) Broadcast;
+    decltype(&ncclCommAbort) CommAbort;
+    decltype(&ncclCommDestroy) CommDestroy;
+    decltype(&ncclCommGetAsyncError) CommGetAsyncError;
+    decltype(&ncclGetErrorString) GetErrorString;
+    int version;
+} api;
+
+static int nccl_load(char *err, size_t errlen)
+{
+    if (api.loaded) return 0;
+    const char *name = getenv("GLM_NCCL_LIBRARY");
+    void *h = dlopen(name && *name ? name : "libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h && !(name && *name)) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+    if (!h)
+        return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "tensor parallelism on GPUs needs NCCL: cannot load %s (%s); "
+                         "install libnccl2 or set GLM_NCCL_LIBRARY to its path", name && *name ? name : "libnccl.so.2",
+                         dlerror());
+    struct { void **fn; const char *sym; } syms[] = {
+        { (void **)&api.GetVersion, "ncclGetVersion" }, { (void **)&api.GetUniqueId, "ncclGetUniqueId" },
+        { (void **)&api.CommInitRank, "ncclCommInitRank" }, { (void **)&api.AllGather, "ncclAllGather" },
+        { (void **)&api.Broadcast, "ncclBroadcast" }, { (void **)&api.CommAbort, "ncclCommAbort" },
+        { (void **)&api.CommDestroy, "ncclCommDestroy" }, { (void **)&api.CommGetAsyncError, "ncclCommGetAsyncError" },
+        { (void **)&api.GetErrorString, "ncclGetErrorString" },
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++)
+        if (!(*syms[i].fn = dlsym(h, syms[i].sym))) {
+            dlclose(h);
+            return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "the NCCL library has no %s (too old?)", syms[i].sym);
+        }
+    /* The id and the calls above are NCCL 2's ABI; 2.x reports 2xxyy. */
+    if (api.GetVersion(&api.version) != ncclSuccess || api.version < 20000 || api.version >= 30000) {
+        dlclose(h);
+        return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "NCCL version %d: NCCL 2 is needed", api.version);
+    }
+    api.loaded = 1;
+    return 0;
 }
 
 typedef struct nccl_comm {
@@ -31,6 +91,8 @@ typedef struct nccl_comm {
     int dead;
     void *scratch;          /* device: [size, cap] bytes for gathers and host staging */
     size_t cap;             /* bytes per rank in scratch */
+    pid_t watch[64];        /* local processes whose exit fails a wait */
+    int n_watch;
 } nccl_comm;
 
 static double now_s(void)
@@ -40,23 +102,40 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
-/* Wait for the stream, watching NCCL's asynchronous errors and the clock. */
+/* Has a watched process exited? (WNOWAIT: the owner still reaps it.) */
+static int watched_exit(nccl_comm *n)
+{
+    for (int i = 0; i < n->n_watch; i++) {
+        siginfo_t si;
+        si.si_pid = 0;
+        int w = waitid(P_PID, (id_t)n->watch[i], &si, WEXITED | WNOHANG | WNOWAIT);
+        if ((w == 0 && si.si_pid == n->watch[i]) || (w < 0 && errno == ECHILD)) return 1;   /* exited, or reaped */
+    }
+    return 0;
+}
+
+/* Wait for the stream, watching NCCL's asynchronous errors, the watched
+ * processes and the clock. Polls every 50 us for the first 10 ms (a decode
+ * step's collectives), then every millisecond (a follower waiting for the
+ * next step while the engine is idle). */
 static int nc_wait(eng_comm *c)
 {
     nccl_comm *n = (nccl_comm *)c->impl;
     double t0 = now_s();
-    for (;;) {
+    for (int i = 0;; i++) {
         cudaError_t q = cudaStreamQuery(n->stream);
         if (q == cudaSuccess) return 0;
         if (q != cudaErrorNotReady) break;
         ncclResult_t ar = ncclSuccess;
-        if (ncclCommGetAsyncError(n->nc, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress)) break;
-        if (n->timeout_s > 0 && now_s() - t0 > n->timeout_s) break;
-        struct timespec ts = { 0, 50 * 1000 };
+        if (api.CommGetAsyncError(n->nc, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress)) break;
+        double t = now_s() - t0;
+        if (n->timeout_s > 0 && t > n->timeout_s) break;
+        if ((i & 63) == 0 && watched_exit(n)) break;
+        struct timespec ts = { 0, t < 0.01 ? 50 * 1000 : 1000 * 1000 };
         nanosleep(&ts, NULL);
     }
     n->dead = 1;
-    ncclCommAbort(n->nc);
+    api.CommAbort(n->nc);
     return PL_ERR_IO;
 }
 
@@ -67,13 +146,17 @@ static int is_device(const void *p)
     return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
+/* scratch = size + 1 slots of cap bytes: [size] gathered parts, then one
+ * staging slot for a host buffer. Always that many slots, whichever call
+ * grows it (a broadcast needs one slot, but a later all-reduce of no more
+ * bytes relies on the whole layout). */
 static int ensure_scratch(nccl_comm *n, int size, size_t bytes)
 {
     if (bytes <= n->cap) return 0;
     if (n->scratch) cudaFree(n->scratch);
     n->scratch = NULL;
     n->cap = 0;
-    if (cudaMalloc(&n->scratch, bytes * (size_t)size) != cudaSuccess) return PL_ERR_NOMEM;
+    if (cudaMalloc(&n->scratch, bytes * (size_t)(size + 1)) != cudaSuccess) { (void)cudaGetLastError(); return PL_ERR_NOMEM; }
     n->cap = bytes;
     return 0;
 }
@@ -91,7 +174,7 @@ __global__ static void sum_rank_order(const float *parts, size_t n, int size, fl
 static int nc_gather_dev(eng_comm *c, const void *dsend, size_t bytes, void *drecv)
 {
     nccl_comm *n = (nccl_comm *)c->impl;
-    if (ncclAllGather(dsend, drecv, bytes, ncclChar, n->nc, n->stream) != ncclSuccess) return PL_ERR_IO;
+    if (api.AllGather(dsend, drecv, bytes, ncclChar, n->nc, n->stream) != ncclSuccess) return PL_ERR_IO;
     return 0;
 }
 
@@ -102,7 +185,7 @@ static int nc_all_reduce(eng_comm *c, float *buf, size_t count)
     if (n->dead) return PL_ERR_IO;
     if (!count) return 0;
     /* scratch: [size] gathered partials, plus one more slot for a host buffer's staging copy */
-    if (ensure_scratch(n, c->size + 1, bytes)) return PL_ERR_NOMEM;
+    if (ensure_scratch(n, c->size, bytes)) return PL_ERR_NOMEM;
     char *parts = (char *)n->scratch, *stage = parts + (size_t)c->size * n->cap;
     int dev = is_device(buf);
     float *dbuf = dev ? buf : (float *)stage;
@@ -126,7 +209,7 @@ static int nc_all_gather(eng_comm *c, const void *send, size_t bytes, void *recv
         if (nc_gather_dev(c, send, bytes, recv)) return PL_ERR_IO;
         return nc_wait(c);
     }
-    if (ensure_scratch(n, c->size + 1, bytes)) return PL_ERR_NOMEM;
+    if (ensure_scratch(n, c->size, bytes)) return PL_ERR_NOMEM;
     char *parts = (char *)n->scratch, *stage = parts + (size_t)c->size * n->cap;
     if (cudaMemcpyAsync(stage, send, bytes, cudaMemcpyDefault, n->stream) != cudaSuccess) return PL_ERR_IO;
     if (nc_gather_dev(c, stage, bytes, parts)) return PL_ERR_IO;
@@ -144,12 +227,12 @@ static int nc_broadcast(eng_comm *c, void *buf, size_t bytes, int root)
     int dev = is_device(buf);
     void *d = buf;
     if (!dev) {
-        if (ensure_scratch(n, 1, bytes)) return PL_ERR_NOMEM;
+        if (ensure_scratch(n, c->size, bytes)) return PL_ERR_NOMEM;
         d = n->scratch;
         if (c->rank == root && cudaMemcpyAsync(d, buf, bytes, cudaMemcpyHostToDevice, n->stream) != cudaSuccess)
             return PL_ERR_IO;
     }
-    if (ncclBroadcast(d, d, bytes, ncclChar, root, n->nc, n->stream) != ncclSuccess) return PL_ERR_IO;
+    if (api.Broadcast(d, d, bytes, ncclChar, root, n->nc, n->stream) != ncclSuccess) return PL_ERR_IO;
     if (!dev && cudaMemcpyAsync(buf, d, bytes, cudaMemcpyDeviceToHost, n->stream) != cudaSuccess) return PL_ERR_IO;
     return nc_wait(c);
 }
@@ -163,14 +246,14 @@ static int nc_barrier(eng_comm *c)
 static void nc_abort(eng_comm *c)
 {
     nccl_comm *n = (nccl_comm *)c->impl;
-    if (!n->dead) ncclCommAbort(n->nc);
+    if (!n->dead) api.CommAbort(n->nc);
     n->dead = 1;
 }
 
 static void nc_free(eng_comm *c)
 {
     nccl_comm *n = (nccl_comm *)c->impl;
-    if (!n->dead) ncclCommDestroy(n->nc);
+    if (!n->dead) api.CommDestroy(n->nc);
     if (n->scratch) cudaFree(n->scratch);
     cudaStreamDestroy(n->stream);
     free(n);
@@ -181,9 +264,11 @@ static const eng_comm_ops nccl_ops = { nc_all_reduce, nc_all_gather, nc_broadcas
 
 extern "C" int eng_comm_nccl_unique_id(unsigned char id[ENG_NCCL_ID_BYTES], char *err, size_t errlen)
 {
+    int rc = nccl_load(err, errlen);
+    if (rc) return rc;
     ncclUniqueId u;
-    ncclResult_t r = ncclGetUniqueId(&u);
-    if (r != ncclSuccess) return pl_seterr(err, errlen, PL_ERR_IO, "ncclGetUniqueId: %s", ncclGetErrorString(r));
+    ncclResult_t r = api.GetUniqueId(&u);
+    if (r != ncclSuccess) return pl_seterr(err, errlen, PL_ERR_IO, "ncclGetUniqueId: %s", api.GetErrorString(r));
     memcpy(id, u.internal, ENG_NCCL_ID_BYTES);
     return 0;
 }
@@ -192,6 +277,8 @@ extern "C" int eng_comm_nccl_create(const unsigned char id[ENG_NCCL_ID_BYTES], i
                                     double timeout_s, eng_comm **out, char *err, size_t errlen)
 {
     *out = NULL;
+    int rc = nccl_load(err, errlen);
+    if (rc) return rc;
     cudaError_t ce = cudaSetDevice(device);
     if (ce != cudaSuccess)
         return pl_seterr(err, errlen, PL_ERR_IO, "rank %d: cudaSetDevice(%d): %s", rank, device, cudaGetErrorString(ce));
@@ -206,11 +293,11 @@ extern "C" int eng_comm_nccl_create(const unsigned char id[ENG_NCCL_ID_BYTES], i
     }
     ncclUniqueId u;
     memcpy(u.internal, id, ENG_NCCL_ID_BYTES);
-    ncclResult_t r = ncclCommInitRank(&n->nc, size, u, rank);
+    ncclResult_t r = api.CommInitRank(&n->nc, size, u, rank);
     if (r != ncclSuccess) {
         cudaStreamDestroy(n->stream);
         free(c); free(n);
-        return pl_seterr(err, errlen, PL_ERR_IO, "rank %d of %d: ncclCommInitRank: %s", rank, size, ncclGetErrorString(r));
+        return pl_seterr(err, errlen, PL_ERR_IO, "rank %d of %d: ncclCommInitRank: %s", rank, size, api.GetErrorString(r));
     }
     c->ops = &nccl_ops;
     c->rank = rank;
@@ -219,3 +306,17 @@ extern "C" int eng_comm_nccl_create(const unsigned char id[ENG_NCCL_ID_BYTES], i
     *out = c;
     return 0;
 }
+
+extern "C" void eng_comm_nccl_watch(eng_comm *c, const pid_t *pids, int n)
+{
+    nccl_comm *nc = (nccl_comm *)c->impl;
+    nc->n_watch = 0;
+    for (int i = 0; i < n && nc->n_watch < 64; i++) if (pids[i] > 0) nc->watch[nc->n_watch++] = pids[i];
+}
+
+extern "C" void eng_comm_nccl_set_timeout(eng_comm *c, double timeout_s)
+{
+    ((nccl_comm *)c->impl)->timeout_s = timeout_s;
+}
+
+extern "C" int eng_comm_nccl_available(char *err, size_t errlen) { return nccl_load(err, errlen); }
