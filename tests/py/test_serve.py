@@ -366,7 +366,7 @@ def test_accepted_engine_flags_start(serve, tiny_model):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--dtype", "bfloat16"], "'--dtype' is not a glm-serve option"),
+    (["--quantization", "fp8"], "'--quantization' is not a glm-serve option"),
     (["--port"], "--port needs a value"),
     (["--enable-auto-tool-choice"], "--enable-auto-tool-choice requires --tool-call-parser"),
     (["--uvicorn-log-level", "verbose"], "--uvicorn-log-level: 'verbose' is not one of"),
