@@ -164,13 +164,13 @@ static void check_against_reference(int portable)
         int cols = colsv[ci];
         eng_tensor ws[2] = { { ENG_DT_BF16, ROWS, cols, g_wb, NULL, 0, "wb" },
                              { ENG_DT_F8E4M3, ROWS, cols, g_w8, g_sc, SLD, "w8" } };
-        for (int d = 0; d < 2; d++) {
-            int n = 1 + (int)(ci * 5 % 17);
-            eng_be_linear(be, &ws[d], 0, ROWS, g_x, n, COLS, y, ROWS);
+        for (int d = 0; d < 4; d++) {       /* each weight with one token (decode tiles) and with several */
+            int n = d < 2 ? 1 : 1 + (int)(ci * 5 % 17);
+            eng_be_linear(be, &ws[d % 2], 0, ROWS, g_x, n, COLS, y, ROWS);
             for (int t = 0; t < n; t++)
                 for (int r = 0; r < ROWS; r++) {
                     double ybf, yf, mag;
-                    reference(&ws[d], r, g_x + (size_t)t * COLS, cols, &ybf, &yf, &mag);
+                    reference(&ws[d % 2], r, g_x + (size_t)t * COLS, cols, &ybf, &yf, &mag);
                     double bound = (cols / 16.0 + 16) * ldexp(mag, -24) + 1e-30;
                     double e = fabs(y[t * ROWS + r] - ybf) / bound;
                     if (e > worst) worst = e;
