@@ -376,9 +376,9 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
  * output. Each output is one chain over K in 32-column blocks, ascending
  * (the last block masked to zero past the row), then the same 16 -> 8 -> 1
  * sum: its bits do not depend on MR, NT, the token grouping or the thread,
- * so batch invariance holds and K is never split. MR shrinks as NT grows
- * so MR x NT accumulators + NT activation vectors + a weight vector fit the
- * 32 zmm registers. */
+ * so batch invariance holds and K is never split. MR x NT accumulators +
+ * NT activation vectors + a weight vector stay within the 32 zmm
+ * registers; MR per NT was measured (below). */
 #define BX_NT 6
 /* Rows per tile for 1..6 tokens (measured on the Zen 4 VM, one core: for
  * 1 token, decode of the small preset from DRAM, 4 rows 79-87 tokens/s,
@@ -393,6 +393,8 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
 #define BX_MR6 4
 static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR5, BX_MR6 };
 #define BX_MR 6
+/* Weight prefetch (see bx_tile_n): on/off, distance in tiles, hint; -D at
+ * build time for measurements. */
 #ifndef BX_PREFETCH
 #define BX_PREFETCH 1
 #endif
