@@ -68,6 +68,8 @@ void  eng_cpu_dealloc(eng_backend *be, void *p);
 void eng_cpu_embed(eng_backend *be, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo);
 void eng_cpu_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                     const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+void eng_cpu_linear_group(eng_backend *be, const eng_be_lin_out *outs, int n_outs, const float *x, int n,
+                          int64_t ldx);
 void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                           const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
