@@ -770,6 +770,26 @@ TEST(attention_split_context_bit_identical)
     eng_be_free(b1);
 }
 
+/* Random weights for the linear tests: wf in [-1, 1), wb its BF16 top
+ * halves, w8 random e4m3 bytes (no NaN), sc FP8 block scales, then x;
+ * one generator in that order (seed z). */
+static void lin_test_fill(float *wf, uint16_t *wb, uint8_t *w8, int nw, float *sc, size_t nsc, float *x, size_t nx,
+                          uint64_t z)
+{
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (int i = 0; i < nw; i++) {
+        wf[i] = RND();
+        uint32_t b;
+        memcpy(&b, &wf[i], 4);
+        wb[i] = (uint16_t)(b >> 16);
+        w8[i] = (uint8_t)((z >> 30) & 0x7f) | (uint8_t)(z >> 63 << 7);
+        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;   /* no NaN */
+    }
+    for (size_t i = 0; i < nsc; i++) sc[i] = 0.01f + 0.001f * (float)i;
+    for (size_t i = 0; i < nx; i++) x[i] = RND();
+#undef RND
+}
+
 /* log_softmax of every row of a prompt through a pool of dtype. */
 /* The linear kernels group tokens (wide tiles of 12/8/6/4, 3-token tiles,
  * single tokens) and block rows and tokens for the caches; whatever the
@@ -785,19 +805,7 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
     static uint16_t wb[ROWS * COLS];
     static uint8_t w8[ROWS * COLS];
     static float wf[ROWS * COLS], sc[((ROWS + 127) / 128) * SLD], x[NMAX * COLS], yn[NMAX * ROWS], y1[ROWS];
-    uint64_t z = 7;
-#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
-    for (int i = 0; i < ROWS * COLS; i++) {
-        wf[i] = RND();
-        uint32_t b;
-        memcpy(&b, &wf[i], 4);
-        wb[i] = (uint16_t)(b >> 16);
-        w8[i] = (uint8_t)((z >> 30) & 0x7f) | (uint8_t)(z >> 63 << 7);
-        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;   /* no NaN */
-    }
-    for (size_t i = 0; i < sizeof sc / sizeof *sc; i++) sc[i] = 0.01f + 0.001f * (float)i;
-    for (int i = 0; i < NMAX * COLS; i++) x[i] = RND();
-#undef RND
+    lin_test_fill(wf, wb, w8, ROWS * COLS, sc, sizeof sc / sizeof *sc, x, sizeof x / sizeof *x, 7);
     eng_tensor ws[3] = {
         { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
         { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" },
@@ -832,19 +840,7 @@ TEST(linear_group_equals_separate_linears)
     static uint8_t w8[ROWS * COLS];
     static float wf[ROWS * COLS], sc[((ROWS + 127) / 128) * SLD], x[NMAX * (COLS + 3)];
     static float ya[NO][NMAX * (ROWS + NO)], yb[NO][NMAX * (ROWS + NO)];
-    uint64_t z = 11;
-#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
-    for (int i = 0; i < ROWS * COLS; i++) {
-        wf[i] = RND();
-        uint32_t b;
-        memcpy(&b, &wf[i], 4);
-        wb[i] = (uint16_t)(b >> 16);
-        w8[i] = (uint8_t)((z >> 30) & 0x7f) | (uint8_t)(z >> 63 << 7);
-        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;   /* no NaN */
-    }
-    for (size_t i = 0; i < sizeof sc / sizeof *sc; i++) sc[i] = 0.01f + 0.001f * (float)i;
-    for (size_t i = 0; i < sizeof x / sizeof *x; i++) x[i] = RND();
-#undef RND
+    lin_test_fill(wf, wb, w8, ROWS * COLS, sc, sizeof sc / sizeof *sc, x, sizeof x / sizeof *x, 11);
     eng_tensor ws[3] = {
         { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
         { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" },
