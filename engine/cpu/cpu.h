@@ -41,6 +41,7 @@ struct eng_backend {
     atomic_int sleepers;
     atomic_int stop;
     unsigned gen;                   /* caller side */
+    int spin_iters;                 /* pauses before a waiting thread sleeps or yields (pool.c) */
     eng_cpu_run_desc desc[2];       /* [gen & 1] */
     eng_cpu_scratch *scratch;       /* [n_threads] */
     int avx2;                       /* AVX2 + FMA + F16C kernels usable */
