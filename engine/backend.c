@@ -140,6 +140,12 @@ void eng_be_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int64
     else eng_cpu_linear_f32(be, W, row0, nrows, x, n, ldx, y, ldy);
 }
 
+void eng_be_linear_group(eng_backend *be, const eng_be_lin_out *outs, int n_outs, const float *x, int n,
+                         int64_t ldx)
+{
+    DISPATCH(linear_group, outs, n_outs, x, n, ldx);
+}
+
 void eng_be_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                          const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy)
 {

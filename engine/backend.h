@@ -103,6 +103,25 @@ void eng_be_linear(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t n
 void eng_be_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                        const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 
+/* Several products of one input x in one call: output j is
+ * y_j[i][r] = sum_k W_j[row0_j + r][k] * x[i][k]  (r < nrows_j, every W_j
+ * as wide as x), bit for bit what eng_be_linear gives for each (every output
+ * element keeps its kernel and reduction order). The CPU splits the rows of
+ * all of them over its threads in one pool run: one barrier instead of one
+ * per weight (q_a + kv_a + the indexer's wk and weights_proj, router + shared
+ * gate/up, GQA q/k/v), which at batch 1 is where the worker pool spent a
+ * tenth of a decode step waiting. At most ENG_BE_LIN_GROUP_MAX outputs. */
+#define ENG_BE_LIN_GROUP_MAX 8
+typedef struct eng_be_lin_out {
+    const eng_tensor *W;
+    int64_t row0, nrows;
+    float *y;                   /* [n, ldy] */
+    int64_t ldy;
+    int f32;                    /* 1: f32 activations whatever the compute dtype (eng_be_linear_f32: the router) */
+} eng_be_lin_out;
+void eng_be_linear_group(eng_backend *be, const eng_be_lin_out *outs, int n_outs, const float *x, int n,
+                         int64_t ldx);
+
 /* The same product for n_heads row blocks of one weight in one call (the
  * absorbed MLA's per-head slices of kv_b_proj): head h uses rows
  * row0 + h*hs->w .. +nrows, reads x + h*hs->x and writes y + h*hs->y. */

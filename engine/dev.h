@@ -29,6 +29,7 @@ typedef struct eng_dev_ops {
     void (*embed)(eng_dev *d, const eng_tensor *emb, const int32_t *ids, int n, float *out, int64_t ldo);
     void (*linear)(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows,
                    const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+    void (*linear_group)(eng_dev *d, const eng_be_lin_out *outs, int n_outs, const float *x, int n, int64_t ldx);
     void (*linear_heads)(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,
                          const float *x, int n, int64_t ldx, float *y, int64_t ldy);
     void (*linear_t_heads)(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,

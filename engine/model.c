@@ -26,6 +26,7 @@ struct eng_model {
     int32_t *ridx;              /* [T, top_k] */
     int32_t *erows;             /* tokens routed to one expert */
     float *ewt, *ex, *eout;     /* their weights, gathered inputs, outputs */
+    float *shx;                 /* [T, H] the shared expert's output, made before the routed experts */
     float *u;                   /* MTP [T, 2H] */
     int32_t *topk;              /* [T, index_topk]: the last full layer's selection */
     int *n_topk;
@@ -140,7 +141,7 @@ void eng_model_close(eng_model *m)
     if (!m) return;
     void *bufs[] = { m->inv_freq, m->h, m->x, m->qr, m->q, m->ckv, m->q_lat, m->o_lat, m->o_v, m->tmp_h,
                      m->qi, m->ki, m->iw, m->gate, m->up, m->act, m->rlogits, m->rwt, m->ridx, m->erows,
-                     m->ewt, m->ex, m->eout, m->u, m->topk, m->n_topk, m->dlogits, m->dhin,
+                     m->ewt, m->ex, m->eout, m->shx, m->u, m->topk, m->n_topk, m->dlogits, m->dhin,
                      m->gq, m->gk, m->gv, m->go, m->lloc, m->lgat, m->temb, m->tlid, m->trow };
     for (size_t i = 0; i < PL_ARRAY_LEN(bufs); i++) if (m->be) eng_be_dealloc(m->be, bufs[i]);
     void *host[] = { m->pos, m->slot, m->keys, m->lrows, m->ids, m->bt };
@@ -184,6 +185,7 @@ static int alloc_scratch(eng_model *m)
         { (void **)&m->ridx, T * (size_t)c->num_experts_per_tok * sizeof(int32_t) },
         { (void **)&m->erows, T * sizeof(int32_t) }, { (void **)&m->ewt, T * F },
         { (void **)&m->ex, T * H * F }, { (void **)&m->eout, T * H * F }, { (void **)&m->u, T * 2 * H * F },
+        { (void **)&m->shx, T * H * F },
         { (void **)&m->topk, T * (size_t)c->index_topk * sizeof(int32_t) }, { (void **)&m->n_topk, T * sizeof(int) },
         { (void **)&m->gq, T * gqd * F }, { (void **)&m->go, T * gqd * F },
         { (void **)&m->gk, T * gkvd * F }, { (void **)&m->gv, T * gkvd * F },
@@ -317,14 +319,29 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     int kvw = lat + rope;
     float latent_eps = (float)c->latent_norm_eps;
 
-    /* q path: qr = RMSNorm(x Wqa) (also the indexer's query input), q = qr Wqb. */
-    eng_be_linear(be, &lw->w[ENG_W_Q_A], 0, ql, m->x, T, H, m->qr, ql);
+    /* Every product of x in one call (eng_be_linear_group: one pool run, the
+     * same bits as one call each): q_a, kv_a and, on full layers, the
+     * indexer's key and head-weight projections. */
+    int full = c->layer_index_full[l], ih = c->index_n_heads, id = c->index_head_dim;
+    eng_be_lin_out xw[4] = {
+        { &lw->w[ENG_W_Q_A], 0, ql, m->qr, ql, 0 },
+        { &lw->w[ENG_W_KV_A], 0, kvw, m->ckv, kvw, 0 },
+        { &lw->w[ENG_W_IDX_WK], 0, id, m->ki, id, 0 },
+        { &lw->w[ENG_W_IDX_WPROJ], 0, ih, m->iw, ih, 0 },
+    };
+    eng_be_linear_group(be, xw, full ? 4 : 2, m->x, T, H);
+
+    /* q path: qr = RMSNorm(x Wqa) (also the indexer's query input), q = qr Wqb
+     * (with the indexer's query qi = qr Wq_b' on full layers: one call). */
     eng_be_rmsnorm(be, &lw->w[ENG_W_Q_A_NORM], m->qr, T, ql, ql, latent_eps, m->qr, ql);
-    eng_be_linear(be, &lw->w[ENG_W_Q_B], 0, (int64_t)nh * qk, m->qr, T, ql, m->q, (int64_t)nh * qk);
+    eng_be_lin_out qw[2] = {
+        { &lw->w[ENG_W_Q_B], 0, (int64_t)nh * qk, m->q, (int64_t)nh * qk, 0 },
+        { &lw->w[ENG_W_IDX_WQ_B], 0, (int64_t)ih * id, m->qi, (int64_t)ih * id, 0 },
+    };
+    eng_be_linear_group(be, qw, full ? 2 : 1, m->qr, T, ql);
     eng_be_rope(be, m->q, T, (int64_t)nh * qk, nh, qk, nope, rope, m->step.pos, m->inv_freq);
 
     /* kv path: [c | k_pe] = x Wkva; c normalized, k_pe roped (not normalized). */
-    eng_be_linear(be, &lw->w[ENG_W_KV_A], 0, kvw, m->x, T, H, m->ckv, kvw);
     eng_be_rmsnorm(be, &lw->w[ENG_W_KV_A_NORM], m->ckv, T, kvw, lat, latent_eps, m->ckv, kvw);
     eng_be_rope(be, m->ckv, T, kvw, 1, 0, lat, rope, m->step.pos, m->inv_freq);
     const eng_be_cache *mla_cache = eng_kv_layer_mla(kv, l);
@@ -333,18 +350,15 @@ static void attention(eng_model *m, eng_kv_pool *kv, int l, int T)
     /* DSA indexer on full layers; shared layers keep the previous selection.
      * Without an indexer (GLM-4.7-Flash) no layer is full and every key set
      * keeps prepare()'s sel == NULL: dense causal attention. */
-    if (c->layer_index_full[l]) {
-        int ih = c->index_n_heads, id = c->index_head_dim;
-        eng_be_linear(be, &lw->w[ENG_W_IDX_WQ_B], 0, (int64_t)ih * id, m->qr, T, ql, m->qi, (int64_t)ih * id);
+    if (full) {
         eng_be_rope(be, m->qi, T, (int64_t)ih * id, ih, id, 0, rope, m->step.pos, m->inv_freq);
-        eng_be_linear(be, &lw->w[ENG_W_IDX_WK], 0, id, m->x, T, H, m->ki, id);
         eng_be_layernorm(be, &lw->w[ENG_W_IDX_KNORM_W], &lw->w[ENG_W_IDX_KNORM_B], m->ki, T, id, id,
                          (float)c->indexer_norm_eps);
         eng_be_rope(be, m->ki, T, id, 1, 0, 0, rope, m->step.pos, m->inv_freq);
         const eng_be_cache *icache = eng_kv_layer_index(kv, l);
         eng_be_cache_store(be, icache, m->step.slot, T, m->ki, id);
-        /* Head weights in f32, with both scales folded in: relu(s*a) = s*relu(a). */
-        eng_be_linear(be, &lw->w[ENG_W_IDX_WPROJ], 0, ih, m->x, T, H, m->iw, ih);
+        /* Head weights (x Wproj, above) in f32, with both scales folded in:
+         * relu(s*a) = s*relu(a). */
         float ws = 1.0f / sqrtf((float)ih) / sqrtf((float)id);
         eng_be_scale(be, m->iw, (int64_t)T * ih, ws);
         eng_be_index_topk(be, m->qi, (int64_t)ih * id, m->iw, ih, ih, icache, m->step.keys, T, c->index_topk,
@@ -383,9 +397,12 @@ static void attention_gqa(eng_model *m, eng_kv_pool *kv, int l, int T)
     eng_shard_range kr = m->shard ? eng_shard_kv_heads(m->shard) : (eng_shard_range){ 0, c->num_key_value_heads };
     int H = c->hidden_size, nh = (int)(hr.end - hr.begin), nkv = (int)(kr.end - kr.begin), hd = c->head_dim;
     int64_t qd = (int64_t)nh * hd, kvd = (int64_t)nkv * hd;
-    eng_be_linear(be, &lw->w[ENG_W_Q_PROJ], 0, qd, m->x, T, H, m->gq, qd);
-    eng_be_linear(be, &lw->w[ENG_W_K_PROJ], 0, kvd, m->x, T, H, m->gk, kvd);
-    eng_be_linear(be, &lw->w[ENG_W_V_PROJ], 0, kvd, m->x, T, H, m->gv, kvd);
+    eng_be_lin_out qkv[3] = {
+        { &lw->w[ENG_W_Q_PROJ], 0, qd, m->gq, qd, 0 },
+        { &lw->w[ENG_W_K_PROJ], 0, kvd, m->gk, kvd, 0 },
+        { &lw->w[ENG_W_V_PROJ], 0, kvd, m->gv, kvd, 0 },
+    };
+    eng_be_linear_group(be, qkv, 3, m->x, T, H);
     if (c->attention_bias) {
         eng_be_add_bias(be, m->gq, qd, &lw->w[ENG_W_Q_BIAS], T, (int)qd);
         eng_be_add_bias(be, m->gk, kvd, &lw->w[ENG_W_K_BIAS], T, (int)kvd);
@@ -406,13 +423,15 @@ static void attention_gqa(eng_model *m, eng_kv_pool *kv, int l, int T)
     tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
 }
 
-/* SwiGLU: out[T, H] = down(silu(gate x) * up x). */
+/* SwiGLU: out[T, H] = down(silu(gate x) * up x). extra: one more product
+ * of x to run with gate and up (the MoE router), or NULL. */
 static void swiglu(eng_model *m, const eng_tensor *g, const eng_tensor *u, const eng_tensor *d,
-                   const float *x, int T, float *out)
+                   const float *x, int T, float *out, const eng_be_lin_out *extra)
 {
     int H = m->cfg.hidden_size, I = (int)g->rows;
-    eng_be_linear(m->be, g, 0, I, x, T, H, m->gate, I);
-    eng_be_linear(m->be, u, 0, I, x, T, H, m->up, I);
+    eng_be_lin_out gu[3] = { { g, 0, I, m->gate, I, 0 }, { u, 0, I, m->up, I, 0 } };
+    if (extra) gu[2] = *extra;
+    eng_be_linear_group(m->be, gu, extra ? 3 : 2, x, T, H);
     eng_be_silu_mul(m->be, m->gate, I, m->up, I, T, I, m->act, I);
     eng_be_linear(m->be, d, 0, H, m->act, T, I, out, H);
 }
@@ -426,7 +445,14 @@ static void moe(eng_model *m, int l, int T)
     const eng_layer_weights *lw = layer_w(m, l);
     eng_backend *be = m->be;
     int H = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
-    eng_be_linear_f32(be, &lw->w[ENG_W_ROUTER], 0, E, m->x, T, H, m->rlogits, E);   /* f32 in any --dtype */
+    /* The shared expert runs first, into its own buffer (the routed experts
+     * use gate/up/act/eout as work space), so its gate and up go with the
+     * router in one call; it is still added after the routed sum. */
+    eng_be_lin_out router = { &lw->w[ENG_W_ROUTER], 0, E, m->rlogits, E, 1 };   /* f32 in any --dtype */
+    if (c->n_shared_experts > 0)
+        swiglu(m, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], m->x, T, m->shx, &router);
+    else
+        eng_be_linear_group(be, &router, 1, m->x, T, H);
     eng_be_route r = { E, K, c->n_group, c->topk_group, c->norm_topk_prob, (float)c->routed_scaling_factor };
     eng_be_route_topk(be, &r, m->rlogits, E, (const float *)lw->w[ENG_W_ROUTER_BIAS].data, T, m->ridx, m->rwt);
     if (eng_be_host_memory(be)) {       /* eng_model_moe_reads; E <= 4096 (loader) */
@@ -447,10 +473,8 @@ static void moe(eng_model *m, int l, int T)
     eng_be_moe a = { lw->experts, E, K, H, inter, T, m->x, m->ridx, m->rwt, m->tmp_h,
                      m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act, m->max_tokens };
     eng_be_moe_experts(be, &a, (int)er.begin, (int)er.end);
-    if (c->n_shared_experts > 0) {         /* shared expert: added unscaled */
-        swiglu(m, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], m->x, T, m->eout);
-        eng_be_add_scaled(be, m->tmp_h, H, m->eout, H, NULL, T, H);
-    }
+    if (c->n_shared_experts > 0)            /* shared expert: added unscaled */
+        eng_be_add_scaled(be, m->tmp_h, H, m->shx, H, NULL, T, H);
     tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
 }
 
@@ -467,7 +491,7 @@ static void layer_forward(eng_model *m, eng_kv_pool *kv, int l, float *h, int T)
     eng_be_add_scaled(m->be, h, H, m->tmp_h, H, NULL, T, H);
     eng_be_rmsnorm(m->be, &lw->w[ENG_W_POST_NORM], h, T, H, H, eps, m->x, H);
     if (c->layer_dense[l]) {
-        swiglu(m, &lw->w[ENG_W_MLP_GATE], &lw->w[ENG_W_MLP_UP], &lw->w[ENG_W_MLP_DOWN], m->x, T, m->tmp_h);
+        swiglu(m, &lw->w[ENG_W_MLP_GATE], &lw->w[ENG_W_MLP_UP], &lw->w[ENG_W_MLP_DOWN], m->x, T, m->tmp_h, NULL);
         tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
     } else
         moe(m, l, T);

@@ -41,6 +41,7 @@ struct eng_backend {
     atomic_int sleepers;
     atomic_int stop;
     unsigned gen;                   /* caller side */
+    int spin_iters;                 /* pauses before a waiting thread sleeps or yields (pool.c) */
     eng_cpu_run_desc desc[2];       /* [gen & 1] */
     eng_cpu_scratch *scratch;       /* [n_threads] */
     int avx2;                       /* AVX2 + FMA + F16C kernels usable */
@@ -76,6 +77,8 @@ void eng_cpu_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int6
  * denormals become a signed zero, NaN stays a (quiet) NaN, inf stays inf,
  * finite values past the bf16 range become inf. */
 uint16_t eng_cpu_bf16_round(float f);
+void eng_cpu_linear_group(eng_backend *be, const eng_be_lin_out *outs, int n_outs, const float *x, int n,
+                          int64_t ldx);
 void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
                           const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,

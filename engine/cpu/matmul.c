@@ -827,12 +827,14 @@ static void lin_task(void *p, int task, int thread)
     }
 }
 
-/* f32: FP32 activations whatever the compute dtype (eng_be_linear_f32). */
-static void lin_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,
-                      const float *x, int n, int64_t ldx, float *y, int64_t ldy, int f32)
+/* One product's run description; returns its number of lin_task tasks
+ * (0: nothing to compute). f32: FP32 activations whatever the compute
+ * dtype (eng_be_linear_f32, a group output marked f32: the router). */
+static int lin_ctx_init(struct lin_ctx *c, eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
+                        const eng_be_heads *hs, const float *x, int n, int64_t ldx, float *y, int64_t ldy, int f32)
 {
     pthread_once(&g_lut_once, lut_init);
-    if (n <= 0 || nrows <= 0 || hs->n <= 0) return;
+    if (n <= 0 || nrows <= 0 || hs->n <= 0) return 0;
     /* One contiguous row range per thread streams best (prefetchers); at
      * least 16 rows per task. */
     int64_t total = nrows * hs->n;
@@ -841,11 +843,19 @@ static void lin_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_
     if (chunk > nrows) chunk = nrows;
     int chunks = (int)((nrows + chunk - 1) / chunk);
     int bf16 = !f32 && be->compute_bf16 && (W->dtype == ENG_DT_BF16 || W->dtype == ENG_DT_F8E4M3);
-    struct lin_ctx c = { W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype),
-                          pick_wide(be, W->dtype), be->avx512 ? TILE512_NT : TILE_NT,
-                          !bf16 && be->bf16dp && W->dtype == ENG_DT_BF16 && !W->scale, bf16,
-                          bf16 && be->avx512bf16, be };
-    eng_cpu_run(be, lin_task, &c, chunks * hs->n);
+    *c = (struct lin_ctx){ W, *hs, chunks, row0, nrows, chunk, x, n, ldx, y, ldy, pick_tile(be, W->dtype),
+                           pick_wide(be, W->dtype), be->avx512 ? TILE512_NT : TILE_NT,
+                           !bf16 && be->bf16dp && W->dtype == ENG_DT_BF16 && !W->scale, bf16,
+                           bf16 && be->avx512bf16, be };
+    return chunks * hs->n;
+}
+
+static void lin_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,
+                      const float *x, int n, int64_t ldx, float *y, int64_t ldy, int f32)
+{
+    struct lin_ctx c;
+    int tasks = lin_ctx_init(&c, be, W, row0, nrows, hs, x, n, ldx, y, ldy, f32);
+    eng_cpu_run(be, lin_task, &c, tasks);
 }
 
 void eng_cpu_linear_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
@@ -866,6 +876,48 @@ void eng_cpu_linear_f32(eng_backend *be, const eng_tensor *W, int64_t row0, int6
 {
     eng_be_heads one = { 1, 0, 0, 0 };
     lin_heads(be, W, row0, nrows, &one, x, n, ldx, y, ldy, 1);
+}
+
+/* ===== linear_group: several weights over one input, one pool run =====
+ *
+ * Each output gets the very tasks eng_cpu_linear would give it (same row
+ * chunks, kernels, FP8 scaling per task), numbered one after another in a
+ * single run: the same bits, one barrier. Tasks claim in order, so the
+ * threads work through the outputs together and the uneven sizes (q_a's
+ * rows against the indexer's 32) balance without planning. */
+struct lin_group_ctx {
+    struct lin_ctx c[ENG_BE_LIN_GROUP_MAX];
+    int first[ENG_BE_LIN_GROUP_MAX + 1];    /* output j's tasks: [first[j], first[j+1]) */
+    int n;
+};
+
+static void lin_group_task(void *p, int task, int thread)
+{
+    struct lin_group_ctx *g = p;
+    int j = 0;
+    while (task >= g->first[j + 1]) j++;
+    lin_task(&g->c[j], task - g->first[j], thread);
+}
+
+void eng_cpu_linear_group(eng_backend *be, const eng_be_lin_out *outs, int n_outs, const float *x, int n,
+                          int64_t ldx)
+{
+    struct lin_group_ctx g;
+    eng_be_heads one = { 1, 0, 0, 0 };
+    g.n = 0;
+    g.first[0] = 0;
+    for (int j = 0; j < n_outs; j++) {
+        if (g.n == ENG_BE_LIN_GROUP_MAX) {          /* more than the header allows: run what we have */
+            eng_cpu_run(be, lin_group_task, &g, g.first[g.n]);
+            g.n = 0;
+        }
+        int tasks = lin_ctx_init(&g.c[g.n], be, outs[j].W, outs[j].row0, outs[j].nrows, &one, x, n, ldx, outs[j].y,
+                                 outs[j].ldy, outs[j].f32);
+        if (tasks == 0) continue;
+        g.first[g.n + 1] = g.first[g.n] + tasks;
+        g.n++;
+    }
+    eng_cpu_run(be, lin_group_task, &g, g.first[g.n]);
 }
 
 /* ===== linear_t: y = x W[rows] (transposed) ===== */

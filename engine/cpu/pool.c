@@ -6,6 +6,7 @@
  * OS has not scheduled (2 cores shared with other processes) costs nothing.
  * Idle workers spin briefly, then sleep on a futex. */
 #include "cpu.h"
+#include "pl.h"
 
 #include <limits.h>
 #include <linux/futex.h>
@@ -15,7 +16,13 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+/* Pauses a waiting thread spins before it sleeps (a worker) or yields (the
+ * caller). GLM_ENGINE_SPIN=N overrides it: on a host where other processes
+ * keep the cores busy, a spinning worker takes CPU time from the caller
+ * (docs/perf.md "Grouped linears": batch-1 decode on 2 loaded cores was
+ * faster with 100 than with 4000, and faster on 1 thread than on 2). */
 #define SPIN_ITERS 4000
+#define SPIN_ITERS_MAX 10000000
 #define MAX_TASKS_PER_RUN 65535
 
 static inline void cpu_relax(void)
@@ -65,7 +72,7 @@ static void *worker(void *p)
     unsigned seen = 0;                  /* runs are numbered from 1 */
     for (;;) {
         unsigned g = w_gen(atomic_load(&be->word));
-        for (int k = 0; k < SPIN_ITERS && g == seen && !atomic_load(&be->stop); k++) {
+        for (int k = 0; k < be->spin_iters && g == seen && !atomic_load(&be->stop); k++) {
             cpu_relax();
             g = w_gen(atomic_load(&be->word));
         }
@@ -91,7 +98,7 @@ static void run_some(eng_backend *be, eng_cpu_task fn, void *ctx, int n_tasks)
     if (atomic_load(&be->sleepers) > 0) futex_wake_all(&be->wake);
     do_tasks(be, g, 0);
     for (unsigned k = 0; atomic_load(&be->done_tasks) < n_tasks; k++) {
-        if (k < SPIN_ITERS) cpu_relax();
+        if ((int)k < be->spin_iters) cpu_relax();
         else sched_yield();             /* a worker holding a task was descheduled */
     }
 }
@@ -120,6 +127,9 @@ void eng_cpu_run(eng_backend *be, eng_cpu_task fn, void *ctx, int n_tasks)
 
 int eng_cpu_pool_start(eng_backend *be)
 {
+    const char *sp = getenv("GLM_ENGINE_SPIN");
+    int64_t v;
+    be->spin_iters = sp && pl_parse_i64(sp, 0, SPIN_ITERS_MAX, &v) == 0 ? (int)v : SPIN_ITERS;
     be->threads = calloc((size_t)be->n_threads, sizeof *be->threads);
     if (!be->threads) return -1;
     for (int i = 1; i < be->n_threads; i++) {

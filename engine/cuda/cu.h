@@ -210,6 +210,7 @@ void cu_cache_load(eng_dev *d, const eng_be_cache *c, int64_t slot, float *out);
 /* matmul.cu */
 void cu_linear(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows,
                const float *x, int n, int64_t ldx, float *y, int64_t ldy);
+void cu_linear_group(eng_dev *d, const eng_be_lin_out *outs, int n_outs, const float *x, int n, int64_t ldx);
 void cu_linear_heads(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,
                      const float *x, int n, int64_t ldx, float *y, int64_t ldy);
 void cu_linear_t_heads(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,

@@ -298,8 +298,8 @@ static int dev_step_upload(eng_dev *d, const eng_be_step *h, eng_be_step *o, cha
 static const eng_dev_ops k_ops = {
     dev_free, dev_describe, dev_alloc, dev_dealloc, dev_upload, dev_download, dev_tensor_upload, dev_mem_info,
     dev_sync, dev_step_upload,
-    cu_embed, cu_linear, cu_linear_heads, cu_linear_t_heads, cu_rmsnorm, cu_layernorm, cu_rope, cu_silu_mul,
-    cu_add_scaled, cu_gather_rows, cu_scatter_add_rows, cu_scale, cu_route_topk, cu_moe_experts, cu_cache_store,
+    cu_embed, cu_linear, cu_linear_group, cu_linear_heads, cu_linear_t_heads, cu_rmsnorm, cu_layernorm, cu_rope,
+    cu_silu_mul, cu_add_scaled, cu_gather_rows, cu_scatter_add_rows, cu_scale, cu_route_topk, cu_moe_experts, cu_cache_store,
     cu_cache_load, cu_index_topk, cu_keys_select, cu_mla_attend,
     nullptr, nullptr, nullptr,      /* GQA ops: no kernels yet (eng_model_open refuses GQA models here) */
 };

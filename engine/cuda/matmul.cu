@@ -62,6 +62,15 @@ void cu_linear(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows, con
     linear_heads(d, W, row0, nrows, eng_be_heads{ 1, 0, 0, 0 }, x, n, ldx, y, ldy);
 }
 
+/* One launch per output: on a stream the launches queue back to back (no
+ * host barrier between them to save, unlike the CPU pool's runs). */
+void cu_linear_group(eng_dev *d, const eng_be_lin_out *outs, int n_outs, const float *x, int n, int64_t ldx)
+{
+    for (int j = 0; j < n_outs; j++)
+        linear_heads(d, outs[j].W, outs[j].row0, outs[j].nrows, eng_be_heads{ 1, 0, 0, 0 }, x, n, ldx, outs[j].y,
+                     outs[j].ldy);
+}
+
 void cu_linear_heads(eng_dev *d, const eng_tensor *W, int64_t row0, int64_t nrows, const eng_be_heads *hs,
                      const float *x, int n, int64_t ldx, float *y, int64_t ldy)
 {

@@ -344,6 +344,21 @@ TEST(cuda_linear)
         REPORT(eng_dtype_name(dts[d]), e);
         CHECK(e < OP_TOL);
 
+        /* two products of x in one linear_group call: each equals its CPU twin */
+        float *yc2 = calloc((size_t)n * 17, 4), *yg2 = calloc((size_t)n * 17, 4), *dy2 = dput(yg2, (size_t)n * 17 * 4);
+        eng_be_lin_out oc[2] = { { &w.t, 5, 280, yc, ldy, 0 }, { &w.t, 0, 17, yc2, 17, 0 } };
+        eng_be_lin_out og[2] = { { &w.t, 5, 280, dy, ldy, 0 }, { &w.t, 0, 17, dy2, 17, 0 } };
+        eng_be_linear_group(g_cpu, oc, 2, x, n, ldx);
+        eng_be_linear_group(g_gpu, og, 2, dx, n, ldx);
+        dget(yg, dy, ny * 4);
+        dget(yg2, dy2, (size_t)n * 17 * 4);
+        CHECK(gpu_ok());
+        double eg = rel_err(yc, yg, ny), eg2 = rel_err(yc2, yg2, (size_t)n * 17);
+        REPORT("linear_group", eg > eg2 ? eg : eg2);
+        CHECK(eg < OP_TOL && eg2 < OP_TOL);
+        eng_be_dealloc(g_gpu, dy2);
+        free(yc2); free(yg2);
+
         /* per head, and transposed per head (the absorbed MLA's shapes) */
         wbuf wh;
         wmake(&wh, dts[d], 300, 64, "heads");

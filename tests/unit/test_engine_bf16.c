@@ -255,8 +255,8 @@ TEST(vdpbf16ps_and_portable_agree)
     eng_be_free(p);
 }
 
-/* F32 weights, and eng_be_linear_f32 on any weight, keep f32 activations in
- * bfloat16 mode: the float32 mode's bits. */
+/* F32 weights, eng_be_linear_f32 on any weight and group outputs marked
+ * f32 keep f32 activations in bfloat16 mode: the float32 mode's bits. */
 TEST(f32_products_unchanged_in_bf16_mode)
 {
     eng_backend *f = NULL, *b = bf16_backend(2, 0);
@@ -273,6 +273,13 @@ TEST(f32_products_unchanged_in_bf16_mode)
     CHECK(memcmp(ya, yb, sizeof ya) == 0);
     eng_be_linear(b, &wb, 0, ROWS, g_x, 8, COLS, yb, ROWS);
     CHECK(memcmp(ya, yb, sizeof ya) != 0);          /* and the mode is on for BF16 */
+    /* a group output marked f32 (the router beside the shared expert) keeps
+     * the float32 bits, its neighbours get the mode's */
+    static float yg[8 * ROWS], yh[8 * ROWS];
+    eng_be_lin_out g[2] = { { &wb, 0, ROWS, yg, ROWS, 1 }, { &wb, 0, ROWS, yh, ROWS, 0 } };
+    eng_be_linear_group(b, g, 2, g_x, 8, COLS);
+    CHECK(memcmp(yg, ya, sizeof ya) == 0);
+    CHECK(memcmp(yh, yb, sizeof yb) == 0);
     CHECK(eng_be_set_compute(f, (enum eng_be_compute)7, err, sizeof err) == PL_ERR_INVALID);
     CHECK(strstr(eng_be_describe(b), "bfloat16") != NULL);
     eng_be_free(f);

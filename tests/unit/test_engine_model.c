@@ -783,6 +783,26 @@ TEST(attention_split_context_bit_identical)
     eng_be_free(b1);
 }
 
+/* Random weights for the linear tests: wf in [-1, 1), wb its BF16 top
+ * halves, w8 random e4m3 bytes (no NaN), sc FP8 block scales, then x;
+ * one generator in that order (seed z). */
+static void lin_test_fill(float *wf, uint16_t *wb, uint8_t *w8, int nw, float *sc, size_t nsc, float *x, size_t nx,
+                          uint64_t z)
+{
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (int i = 0; i < nw; i++) {
+        wf[i] = RND();
+        uint32_t b;
+        memcpy(&b, &wf[i], 4);
+        wb[i] = (uint16_t)(b >> 16);
+        w8[i] = (uint8_t)((z >> 30) & 0x7f) | (uint8_t)(z >> 63 << 7);
+        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;   /* no NaN */
+    }
+    for (size_t i = 0; i < nsc; i++) sc[i] = 0.01f + 0.001f * (float)i;
+    for (size_t i = 0; i < nx; i++) x[i] = RND();
+#undef RND
+}
+
 /* log_softmax of every row of a prompt through a pool of dtype. */
 /* The linear kernels group tokens (wide tiles of 12/8/6/4, 3-token tiles,
  * single tokens) and block rows and tokens for the caches; whatever the
@@ -798,19 +818,7 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
     static uint16_t wb[ROWS * COLS];
     static uint8_t w8[ROWS * COLS];
     static float wf[ROWS * COLS], sc[((ROWS + 127) / 128) * SLD], x[NMAX * COLS], yn[NMAX * ROWS], y1[ROWS];
-    uint64_t z = 7;
-#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
-    for (int i = 0; i < ROWS * COLS; i++) {
-        wf[i] = RND();
-        uint32_t b;
-        memcpy(&b, &wf[i], 4);
-        wb[i] = (uint16_t)(b >> 16);
-        w8[i] = (uint8_t)((z >> 30) & 0x7f) | (uint8_t)(z >> 63 << 7);
-        if ((w8[i] & 0x7f) == 0x7f) w8[i] ^= 1;   /* no NaN */
-    }
-    for (size_t i = 0; i < sizeof sc / sizeof *sc; i++) sc[i] = 0.01f + 0.001f * (float)i;
-    for (int i = 0; i < NMAX * COLS; i++) x[i] = RND();
-#undef RND
+    lin_test_fill(wf, wb, w8, ROWS * COLS, sc, sizeof sc / sizeof *sc, x, sizeof x / sizeof *x, 7);
     eng_tensor ws[3] = {
         { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
         { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" },
@@ -829,6 +837,66 @@ TEST(linear_tokens_bit_identical_alone_or_grouped)
         }
     CHECK_EQ_INT(bad, 0);
     eng_be_free(be);
+}
+
+/* eng_be_linear_group runs several products of one input in one pool run;
+ * each output must be bit for bit what its own eng_be_linear gives: BF16,
+ * FP8 (row ranges starting and ending inside 128-row scale blocks) and F32
+ * weights mixed in one group, 1..9 tokens (single rows, 3-token tiles and
+ * remainders), 1..3 threads, and the default, portable, AVX-512 and
+ * AVX512-BF16 kernel choices; a group longer than ENG_BE_LIN_GROUP_MAX
+ * still computes every output. */
+TEST(linear_group_equals_separate_linears)
+{
+    enum { ROWS = 300, COLS = 261, NMAX = 9, SLD = (COLS + 127) / 128, NO = ENG_BE_LIN_GROUP_MAX + 1 };
+    static uint16_t wb[ROWS * COLS];
+    static uint8_t w8[ROWS * COLS];
+    static float wf[ROWS * COLS], sc[((ROWS + 127) / 128) * SLD], x[NMAX * (COLS + 3)];
+    static float ya[NO][NMAX * (ROWS + NO)], yb[NO][NMAX * (ROWS + NO)];
+    lin_test_fill(wf, wb, w8, ROWS * COLS, sc, sizeof sc / sizeof *sc, x, sizeof x / sizeof *x, 11);
+    eng_tensor ws[3] = {
+        { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
+        { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" },
+        { ENG_DT_F32, ROWS, COLS, wf, NULL, 0, "wf" },
+    };
+    /* (weight, row0, nrows): FP8 ranges across block edges, a 7-row and a
+     * 1-row output (less than a task's 16), one of nothing */
+    static const struct { int d; int64_t row0, nrows; } o[NO] = {
+        { 1, 100, 170 }, { 0, 0, 300 }, { 2, 5, 7 }, { 1, 0, 1 }, { 0, 250, 50 },
+        { 2, 0, 0 }, { 1, 127, 2 }, { 2, 33, 200 }, { 0, 17, 129 },
+    };
+    const char *modes[][2] = { { NULL, NULL }, { "GLM_ENGINE_PORTABLE", "1" }, { "GLM_ENGINE_AVX512", "1" },
+                               { "GLM_ENGINE_BF16DP", "1" } };
+    int bad = 0, runs = 0;
+    char err[256];
+    for (size_t md = 0; md < sizeof modes / sizeof *modes; md++)
+        for (int th = 1; th <= 3; th++) {
+            if (modes[md][0]) setenv(modes[md][0], modes[md][1], 1);
+            eng_backend *be = NULL;
+            int rc = eng_be_cpu_create(th, &be, err, sizeof err);
+            if (modes[md][0]) unsetenv(modes[md][0]);
+            if (rc) { CHECK(0); return; }
+            for (int n = 1; n <= NMAX; n++)
+                for (int no = 1; no <= NO; no += no < 4 ? 1 : NO - 4) {    /* 1, 2, 3, 4 and all NO outputs */
+                    eng_be_lin_out outs[NO];
+                    for (int j = 0; j < no; j++) {
+                        int64_t ldy = o[j].nrows + j;                       /* some padded */
+                        for (int i = 0; i < NMAX * (ROWS + NO); i++) ya[j][i] = yb[j][i] = -7.0f;
+                        eng_be_linear(be, &ws[o[j].d], o[j].row0, o[j].nrows, x, n, COLS + 3, ya[j], ldy);
+                        outs[j] = (eng_be_lin_out){ &ws[o[j].d], o[j].row0, o[j].nrows, yb[j], ldy, 0 };
+                    }
+                    eng_be_linear_group(be, outs, no, x, n, COLS + 3);
+                    for (int j = 0; j < no; j++) bad += memcmp(ya[j], yb[j], sizeof ya[j]) != 0;
+                    runs++;
+                }
+            eng_be_free(be);
+        }
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(runs, 4 * 3 * NMAX * 5);
+    /* and the products are really there (not two equally wrong answers) */
+    double ref = 0;
+    for (int k = 0; k < COLS; k++) ref += (double)wf[(33 + 4) * COLS + k] * x[k];
+    CHECK(fabs(yb[7][4] - ref) < 1e-3);
 }
 
 /* eng_model_moe_reads: one call per MoE layer per step; a one-token step
@@ -1116,6 +1184,7 @@ int main(void)
             RUN(fp8_gqa_rows_tile_per_head);
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
+            RUN(linear_group_equals_separate_linears);
             RUN(moe_few_token_path_bit_identical);
             RUN(attention_split_context_bit_identical);
             RUN(avx512_tiles_equal_avx2);

@@ -589,12 +589,6 @@ done:
     return rc;
 }
 
-/* ===== linear: the CPU linear kernels alone =====
- *
- * eng_be_linear over a BF16 weight of the small preset's shapes (512 x 1024,
- * 1024 x 512: attention and expert projections) for 1 to 512 token rows
- * (activations [n, cols] packed, as the model passes them); best of
- * `repeat` (at least 5) calls, so a preempted call does not decide it. */
 /* Register-only peaks of one core: 24 independent accumulators, no loads,
  * so the loop is bound by the arithmetic units alone (the ceiling the
  * kernels are measured against). 8-wide FP32 FMA: 16 FLOP/instruction;
@@ -631,6 +625,14 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static double pe
     return 64.0 * PEAK_ACC * PEAK_ITERS / t / 1e9;
 }
 
+/* ===== linear: the CPU linear kernels alone =====
+ *
+ * eng_be_linear over a BF16 weight of the small preset's shapes (512 x 1024,
+ * 1024 x 512: attention and expert projections) for 1 to 512 token rows
+ * (activations [n, cols] packed, as the model passes them); best of
+ * `repeat` (at least 5) calls, so a preempted call does not decide it.
+ * Then the attention input's four products as separate calls and as one
+ * eng_be_linear_group (the pool runs it saves). */
 int bench_linear(const bench_opts *o)
 {
     char err[256];
@@ -680,6 +682,39 @@ int bench_linear(const bench_opts *o)
             printf("  %4d x %4d, %3d tokens: %8.3f ms  %7.4f ms/token  %6.1f GFLOP/s\n", rows, cols, n, best * 1e3,
                    best * 1e3 / n, 2.0 * rows * cols * n / best / 1e9);
         }
+    }
+    /* The products of one input a GLM-5 small-preset layer makes (q_a 512,
+     * kv_a 288, the indexer's wk 64 and weights_proj 8 rows, all x 1024),
+     * as four eng_be_linear calls (four pool runs) and as one
+     * eng_be_linear_group call, alternating; best of R each. */
+    static const int grows[] = { 512, 288, 64, 8 };
+    printf("4 products of one input (%d+%d+%d+%d) x 1024, separate calls vs eng_be_linear_group:\n", grows[0],
+           grows[1], grows[2], grows[3]);
+    for (int n = 1; n <= 3; n += 2) {
+        eng_tensor Ws[4];
+        eng_be_lin_out outs[4];
+        int64_t off = 0;
+        for (int j = 0; j < 4; j++) {
+            Ws[j] = (eng_tensor){ ENG_DT_BF16, grows[j], 1024, w + off * 1024, NULL, 0, "w" };
+            outs[j] = (eng_be_lin_out){ &Ws[j], 0, grows[j], y + off * n, grows[j], 0 };
+            off += grows[j];
+        }
+        double *ts = malloc(sizeof *ts * 2 * (size_t)R);
+        if (!ts) { fprintf(stderr, "out of memory\n"); rc = 1; goto done; }
+        for (int r = 0; r < R; r++) {
+            double t = bench_now();
+            for (int j = 0; j < 4; j++) eng_be_linear(be, &Ws[j], 0, grows[j], x, n, 1024, outs[j].y, grows[j]);
+            ts[r] = bench_now() - t;
+            t = bench_now();
+            eng_be_linear_group(be, outs, 4, x, n, 1024);
+            ts[R + r] = bench_now() - t;
+        }
+        qsort(ts, (size_t)R, sizeof *ts, cmp_d);
+        qsort(ts + R, (size_t)R, sizeof *ts, cmp_d);
+        printf("  %d token%s: best separate %6.1f us, grouped %6.1f us (%.2fx); median %6.1f vs %6.1f us (%.2fx)\n",
+               n, n > 1 ? "s" : "", ts[0] * 1e6, ts[R] * 1e6, ts[0] / ts[R], ts[R / 2] * 1e6, ts[R + R / 2] * 1e6,
+               ts[R / 2] / ts[R + R / 2]);
+        free(ts);
     }
 done:
     free(w); free(x); free(y);
