@@ -24,21 +24,10 @@
 #include <uv.h>
 #include <zmq.h>
 
+#include "bench_util.h"
+#include "pl.h"
+
 #define MSG_BYTES 180
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-}
 
 typedef struct {
     void   *zctx;
@@ -64,16 +53,16 @@ static void *sender(void *arg)
     zmq_connect(s, c->ep);
     char buf[MSG_BYTES];
     memset(buf, 'x', sizeof buf);
-    double t0 = now_s();
+    double t0 = pl_mono_s();
     for (long i = 0; i < c->n; i++) {
         if (c->rate > 0) {   /* sleep, not spin: the receiver needs the cores */
-            double wait = t0 + (double)i / c->rate - now_s();
+            double wait = t0 + (double)i / c->rate - pl_mono_s();
             if (wait > 0) {
                 struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
                 nanosleep(&ts, NULL);
             }
         }
-        double t = now_s();
+        double t = pl_mono_s();
         memcpy(buf, &t, sizeof t);
         memcpy(buf + 8, &i, sizeof i);
         zmq_send(s, buf, sizeof buf, 0);
@@ -103,7 +92,7 @@ static void take(recv_ctx *r, const char *data)
 {
     double t;
     memcpy(&t, data, sizeof t);
-    if (r->got < r->want) r->lat[r->got] = now_s() - t;
+    if (r->got < r->want) r->lat[r->got] = pl_mono_s() - t;
     r->got++;
 }
 
@@ -192,11 +181,11 @@ static void run(const char *mode, long n, double rate)
         r.async.data = &r;
         pthread_create(&io, NULL, io_thread, &r);
     }
-    double c0 = cpu_s(), t0 = now_s();
+    double c0 = bench_cpu_s(), t0 = pl_mono_s();
     pthread_create(&snd, NULL, sender, &sc);
     if (poll_mode) on_poll(&r.poll, 0, 0);   /* messages may be queued before the first wake-up */
     uv_run(r.loop, UV_RUN_DEFAULT);
-    double t1 = now_s(), c1 = cpu_s();
+    double t1 = pl_mono_s(), c1 = bench_cpu_s();
     pthread_join(snd, NULL);
     if (io) pthread_join(io, NULL);
     if (poll_mode) { uv_close((uv_handle_t *)&r.poll, NULL); uv_run(r.loop, UV_RUN_DEFAULT); }

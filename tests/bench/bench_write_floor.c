@@ -20,28 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "bench_util.h"
+#include "pl.h"
 
 #define CHUNK_BYTES 200
 #define ROUND_US    50000
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
-}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -104,15 +91,15 @@ int main(int argc, char **argv)
     memset(chunk, 'x', sizeof chunk);
     chunk[CHUNK_BYTES - 2] = chunk[CHUNK_BYTES - 1] = '\n';
 
-    double cpu0 = cpu_s();
+    double cpu0 = bench_cpu_s();
     for (int r = 0; r < rounds; r++) {
-        double t0 = now_s();
+        double t0 = pl_mono_s();
         for (int i = 0; i < n; i++)
             if (write(fd[i], chunk, sizeof chunk) != (ssize_t)sizeof chunk) return perror("write"), 1;
-        burst[r] = now_s() - t0;
+        burst[r] = pl_mono_s() - t0;
         usleep(ROUND_US);
     }
-    double cpu = cpu_s() - cpu0;   /* the sleeps cost no CPU */
+    double cpu = bench_cpu_s() - cpu0;   /* the sleeps cost no CPU */
     qsort(burst, (size_t)rounds, sizeof *burst, cmp_double);
     printf("streams %d, rounds %d: a burst of %d writes takes p50 %.2f ms, p90 %.2f ms, max %.2f ms; "
            "writer CPU %.2f us per write\n", n, rounds, n, burst[rounds / 2] * 1e3, burst[rounds * 9 / 10] * 1e3,
