@@ -299,13 +299,6 @@ typedef struct bench_arg {
     double *times;
 } bench_arg;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 static void *bench_rank(void *p)
 {
     bench_arg *a = p;
@@ -314,9 +307,9 @@ static void *bench_rank(void *p)
     for (int i = 0; i < a->iters; i++) {
         for (size_t k = 0; k < a->n; k++) buf[k] = (float)(k + (size_t)a->c->rank);
         eng_comm_barrier(a->c);
-        double t0 = now_s();
+        double t0 = pl_mono_s();
         eng_comm_all_reduce_sum(a->c, buf, a->n);
-        if (a->times) a->times[i] = now_s() - t0;
+        if (a->times) a->times[i] = pl_mono_s() - t0;
     }
     free(buf);
     return NULL;

@@ -95,13 +95,6 @@ typedef struct nccl_comm {
     int n_watch;
 } nccl_comm;
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* Has a watched process exited? (WNOWAIT: the owner still reaps it.) */
 static int watched_exit(nccl_comm *n)
 {
@@ -121,14 +114,14 @@ static int watched_exit(nccl_comm *n)
 static int nc_wait(eng_comm *c)
 {
     nccl_comm *n = (nccl_comm *)c->impl;
-    double t0 = now_s();
+    double t0 = pl_mono_s();
     for (int i = 0;; i++) {
         cudaError_t q = cudaStreamQuery(n->stream);
         if (q == cudaSuccess) return 0;
         if (q != cudaErrorNotReady) break;
         ncclResult_t ar = ncclSuccess;
         if (api.CommGetAsyncError(n->nc, &ar) != ncclSuccess || (ar != ncclSuccess && ar != ncclInProgress)) break;
-        double t = now_s() - t0;
+        double t = pl_mono_s() - t0;
         if (n->timeout_s > 0 && t > n->timeout_s) break;
         if ((i & 63) == 0 && watched_exit(n)) break;
         struct timespec ts = { 0, t < 0.01 ? 50 * 1000 : 1000 * 1000 };

@@ -18,7 +18,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "../../engine/comm.h"
@@ -97,13 +96,6 @@ static void check_collectives(int N, size_t n, size_t slot)
 TEST(all_reduce_rank_order_bit_identical) { check_collectives(2, 1000, 1 << 16); check_collectives(4, 1000, 1 << 16); }
 TEST(collectives_chunked_over_small_slots) { check_collectives(3, 100003, 4096); check_collectives(4, 70001, 1 << 20); }
 
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
 /* A forked rank that dies (SIGKILL) while rank 0 waits in a collective:
  * the collective fails within a fraction of a second, and so does the next. */
 TEST(dead_process_rank_fails_collectives)
@@ -125,10 +117,10 @@ TEST(dead_process_rank_fails_collectives)
     CHECK(eng_comm_shm_attach(g, 0, &c, err, sizeof err) == 0);
     CHECK_EQ_INT(eng_comm_barrier(c), 0);
     kill(pid, SIGKILL);
-    double t0 = now_s();
+    double t0 = pl_mono_s();
     float x[16] = { 0 };
     CHECK_EQ_INT(eng_comm_all_reduce_sum(c, x, 16), PL_ERR_IO);
-    CHECK(now_s() - t0 < 2.0);
+    CHECK(pl_mono_s() - t0 < 2.0);
     CHECK(eng_shm_group_dead(g));
     CHECK_EQ_INT(eng_comm_barrier(c), PL_ERR_IO);
     int st;
