@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <poll.h>
 #include <pthread.h>
+#include <unistd.h>
 
 /* ================================================================ errors */
 
@@ -135,6 +137,29 @@ int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_
     int rc = pl_stream_read(f, path, b, max_bytes, err, errlen);
     fclose(f);
     return rc;
+}
+
+int pl_fd_read_exact(int fd, void *buf, size_t n, double deadline)
+{
+    unsigned char *p = buf;
+    while (n) {
+        /* poll first, so a blocking descriptor never blocks past the
+         * deadline; a zero wait still takes bytes that are already there */
+        double left = deadline - pl_mono_s();
+        int ms = left <= 0 ? 0 : left > 1e6 ? 1000000000 : (int)(left * 1000) + 1;
+        struct pollfd pf = { fd, POLLIN, 0 };
+        int pr = poll(&pf, 1, ms);
+        if (pr < 0 && errno != EINTR) return PL_ERR_IO;
+        if (pr <= 0) {
+            if (ms == 0) return PL_ERR_AGAIN;
+            continue;
+        }
+        ssize_t r = read(fd, p, n);
+        if (r > 0) { p += r; n -= (size_t)r; continue; }
+        if (r == 0) return PL_ERR_EOF;
+        if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) return PL_ERR_IO;
+    }
+    return 0;
 }
 
 /* ================================================================ numbers */

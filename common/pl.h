@@ -71,6 +71,11 @@ int pl_file_read(const char *path, pl_buf *b, size_t max_bytes, char *err, size_
 /* The same for an open stream (stdin, say) until EOF; name is for messages. */
 int pl_stream_read(FILE *f, const char *name, pl_buf *b, size_t max_bytes, char *err, size_t errlen);
 
+/* Read exactly n bytes from a descriptor (pipe or socket, blocking or not)
+ * by deadline (pl_mono_s() seconds): 0, PL_ERR_EOF (closed early),
+ * PL_ERR_AGAIN (deadline passed) or PL_ERR_IO (errno says why). */
+int pl_fd_read_exact(int fd, void *buf, size_t n, double deadline);
+
 /* ---------------------------------------------------------------- numbers */
 
 /* A whole decimal string (no trailing characters) in [lo, hi]: 0, or -1 for

@@ -348,21 +348,12 @@ static int tp_follow(tp_ranks *t, int lr, eng_comm *c, const char *dir, eng_mode
 static int gpu_comm_join(const tp_ranks *t, int lr, int fd, double wait_s, eng_comm **c, char *err, size_t errlen)
 {
     unsigned char id[ENG_NCCL_ID_BYTES];
-    size_t got = 0;
-    double deadline = pl_mono_s() + wait_s;
     int rank = t->node_rank * t->n + lr;
-    while (got < sizeof id) {
-        double left = deadline - pl_mono_s();
-        if (left <= 0)
-            return pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel rank %d: no NCCL id within %.0f s", rank, wait_s);
-        struct pollfd pf = { fd, POLLIN, 0 };
-        if (poll(&pf, 1, (int)(left * 1000) + 1) <= 0) continue;
-        ssize_t r = read(fd, id + got, sizeof id - got);
-        if (r == 0) return pl_seterr(err, errlen, PL_ERR_EOF, "tensor-parallel rank %d: the group was not formed", rank);
-        if (r < 0 && errno != EINTR)
-            return pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel rank %d: reading the NCCL id: %s", rank, strerror(errno));
-        if (r > 0) got += (size_t)r;
-    }
+    int rc = pl_fd_read_exact(fd, id, sizeof id, pl_mono_s() + wait_s);
+    if (rc == PL_ERR_AGAIN)
+        return pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel rank %d: no NCCL id within %.0f s", rank, wait_s);
+    if (rc == PL_ERR_EOF) return pl_seterr(err, errlen, PL_ERR_EOF, "tensor-parallel rank %d: the group was not formed", rank);
+    if (rc) return pl_seterr(err, errlen, PL_ERR_IO, "tensor-parallel rank %d: reading the NCCL id: %s", rank, strerror(errno));
     close(fd);
     return eng_comm_nccl_create(id, rank, t->n * t->nnodes, lr, 0, c, err, errlen);
 }

@@ -95,24 +95,6 @@ static int send_all(int fd, const unsigned char *p, size_t n, double deadline)
     return 0;
 }
 
-/* Read exactly n bytes by the deadline: 0, PL_ERR_EOF (closed early),
- * PL_ERR_AGAIN (deadline) or PL_ERR_IO. */
-static int recv_all(int fd, unsigned char *p, size_t n, double deadline)
-{
-    while (n) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r > 0) { p += r; n -= (size_t)r; continue; }
-        if (r == 0) return PL_ERR_EOF;
-        if (errno == EINTR) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) return PL_ERR_IO;
-        struct pollfd pf = { fd, POLLIN, 0 };
-        int ms = remaining_ms(deadline);
-        if (!ms) return PL_ERR_AGAIN;
-        if (poll(&pf, 1, ms) < 0 && errno != EINTR) return PL_ERR_IO;
-    }
-    return 0;
-}
-
 static int resolve(const char *addr, int port, int passive, struct addrinfo **res, char *err, size_t errlen)
 {
     char ps[16];
@@ -411,7 +393,7 @@ int eng_rdzv_join(const char *addr, int port, const eng_rdzv_info *me, double ti
     unsigned char h[HELLO_BYTES], r[REPLY_BYTES];
     hello_encode(me, h);
     rc = send_all(fd, h, sizeof h, deadline);
-    if (!rc) rc = recv_all(fd, r, sizeof r, deadline);
+    if (!rc) rc = pl_fd_read_exact(fd, r, sizeof r, deadline);
     close(fd);
     if (rc == PL_ERR_AGAIN)
         return pl_seterr(err, errlen, PL_ERR_IO, "rendezvous: node 0 at %s:%d did not send the id within %.0f s "

@@ -1,5 +1,7 @@
 /* common/: JSON <-> msgpack, message helpers, buffer, file reads. */
 #include "test.h"
+
+#include <unistd.h>
 #include "json.h"
 #include "msg.h"
 #include "pyjson.h"
@@ -284,6 +286,30 @@ TEST(parse_i64_whole_string_in_range)
 
 static void count_one(const char *k, size_t kl, void *v, void *ud) { (void)k; (void)kl; (void)v; (*(size_t *)ud)++; }
 
+/* pl_fd_read_exact: bytes in pieces, early EOF, a deadline on a blocking
+ * pipe that never gets its bytes, and bytes already there past the deadline. */
+TEST(fd_read_exact_pieces_eof_deadline)
+{
+    int pp[2];
+    unsigned char got[8];
+    CHECK(pipe(pp) == 0);
+    CHECK(write(pp[1], "abc", 3) == 3);
+    CHECK(write(pp[1], "defgh", 5) == 5);
+    CHECK_EQ_INT(pl_fd_read_exact(pp[0], got, 8, pl_mono_s() + 5), 0);
+    CHECK(memcmp(got, "abcdefgh", 8) == 0);
+    double t0 = pl_mono_s();
+    CHECK(write(pp[1], "xy", 2) == 2);
+    CHECK_EQ_INT(pl_fd_read_exact(pp[0], got, 4, t0 + 0.2), PL_ERR_AGAIN);
+    CHECK(pl_mono_s() - t0 >= 0.19 && pl_mono_s() - t0 < 3);
+    CHECK(write(pp[1], "zw", 2) == 2);
+    CHECK_EQ_INT(pl_fd_read_exact(pp[0], got, 2, t0 - 1), 0);      /* already there: taken */
+    CHECK(memcmp(got, "zw", 2) == 0);
+    CHECK(write(pp[1], "q", 1) == 1);
+    close(pp[1]);
+    CHECK_EQ_INT(pl_fd_read_exact(pp[0], got, 4, pl_mono_s() + 5), PL_ERR_EOF);
+    close(pp[0]);
+}
+
 TEST(strmap_put_get_take_many)
 {
     pl_strmap *m;
@@ -334,6 +360,7 @@ int main(void)
     RUN(buf_and_files);
     RUN(parse_i64_whole_string_in_range);
     RUN(strmap_put_get_take_many);
+    RUN(fd_read_exact_pieces_eof_deadline);
     test_msg_free(&g_msg);
     return test_report();
 }
