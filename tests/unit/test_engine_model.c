@@ -929,18 +929,43 @@ TEST(moe_reads_count_distinct_experts)
     fixture_close(&f);
 }
 
+/* The MoE op as the plain loop of backend calls it replaced: one expert
+ * at a time, each product over all threads, gather / silu / scatter
+ * between them. */
+static void moe_loop_reference(eng_backend *be, const eng_be_moe *a, int e0, int e1)
+{
+    int H = a->hidden, I = a->inter, K = a->top_k;
+    memset(a->out, 0, (size_t)a->n * (size_t)H * sizeof(float));
+    for (int e = e0; e < e1; e++) {
+        int n = 0;
+        for (int i = 0; i < a->n; i++)
+            for (int k = 0; k < K; k++)
+                if (a->idx[i * K + k] == e) { a->rows[n] = i; a->rwt[n] = a->wt[i * K + k]; n++; }
+        if (!n) continue;
+        const eng_tensor *ex = &a->experts[e * ENG_EXP_COUNT];
+        eng_be_gather_rows(be, a->x, H, a->rows, n, H, a->xg, H);
+        eng_be_linear(be, &ex[ENG_EXP_GATE], 0, I, a->xg, n, H, a->gate, I);
+        eng_be_linear(be, &ex[ENG_EXP_UP], 0, I, a->xg, n, H, a->up, I);
+        eng_be_silu_mul(be, a->gate, I, a->up, I, n, I, a->act, I);
+        eng_be_linear(be, &ex[ENG_EXP_DOWN], 0, H, a->act, n, I, a->y, H);
+        eng_be_scatter_add_rows(be, a->out, H, a->rows, a->rwt, a->y, H, n, H);
+    }
+}
+
 /* The MoE op runs few tokens (decode, MTP verification) as two pool runs
  * over all routed experts (row slices, then column slices of the output),
- * many tokens one expert at a time: both must give the same bits for every
- * token count, weight dtype and thread count. A hidden size that is not a
- * multiple of 8 puts elements in the scalar tails; 3 threads make uneven
- * slices. cap = 0 forces one expert at a time. */
+ * many tokens one expert at a time in two runs per expert: both must give
+ * the bits of the plain loop (moe_loop_reference) for every token count
+ * (1-64: wide tiles from 24 tokens per expert), weight dtype and thread
+ * count. A hidden size that is not a multiple of 8 puts elements in the
+ * scalar tails; 3 threads make uneven slices. cap = 0 forces one expert at
+ * a time. */
 TEST(moe_few_token_path_bit_identical)
 {
-    enum { E = 12, K = 3, H = 203, I = 150, NMAX = 16, SLH = (H + 127) / 128, SLI = (I + 127) / 128 };
+    enum { E = 12, K = 3, H = 203, I = 150, NMAX = 64, NFEW = 16, SLH = (H + 127) / 128, SLI = (I + 127) / 128 };
     static uint16_t wb[E * 3][H * I];
     static uint8_t w8[E * 3][H * I];
-    static float sc[E * 3][2 * SLH * SLI], x[NMAX * H], wt[NMAX * K], o1[NMAX * H], o2[NMAX * H];
+    static float sc[E * 3][2 * SLH * SLI], x[NMAX * H], wt[NMAX * K], o1[NMAX * H], o2[NMAX * H], o0[NMAX * H];
     static float rwt[NMAX * K], xg[NMAX * K * H], y[NMAX * K * H], gate[NMAX * K * I], up[NMAX * K * I],
                  act[NMAX * K * I];
     static int32_t idx[NMAX * K], rows[NMAX * K];
@@ -957,8 +982,8 @@ TEST(moe_few_token_path_bit_identical)
         for (int i = 0; i < 2 * SLH * SLI; i++) sc[e][i] = 0.001f * (float)(1 + (i + e) % 7);
     }
     for (int i = 0; i < NMAX * H; i++) x[i] = RND();
-    for (int i = 0; i < NMAX; i++) {       /* K distinct experts per token, ascending */
-        int e0 = (int)((z = z * 6364136223846793005ull + 1) >> 60) % (E - K + 1);
+    for (int i = 0; i < NMAX; i++) {       /* K distinct experts per token, ascending; expert 0 often */
+        int e0 = i % 3 ? 0 : (int)((z = z * 6364136223846793005ull + 1) >> 60) % (E - K + 1);
         for (int k = 0; k < K; k++) { idx[i * K + k] = e0 + k * ((E - e0) / K > 1 && i % 2 ? 2 : 1); wt[i * K + k] = 0.3f + RND() * 0.2f; }
     }
 #undef RND
@@ -977,27 +1002,28 @@ TEST(moe_few_token_path_bit_identical)
             char err[256];
             if (eng_be_cpu_create(th, &be, err, sizeof err) ||
                 eng_be_set_compute(be, (enum eng_be_compute)g_compute, err, sizeof err)) { CHECK(0); return; }
-            for (int n = 1; n <= NMAX; n++) {
-                eng_be_moe a = { ex, E, K, H, I, n, x, idx, wt, o1, rows, rwt, xg, y, gate, up, act, 0 };
-                eng_be_moe_experts(be, &a, 0, E);
-                a.out = o2;
-                a.cap = NMAX * K;
-                eng_be_moe_experts(be, &a, 0, E);
-                bad += memcmp(o1, o2, (size_t)n * H * sizeof *o1) != 0;
-                /* an expert range (expert parallelism) too */
-                a.out = o1;
-                a.cap = 0;
-                eng_be_moe_experts(be, &a, 3, 9);
-                a.out = o2;
-                a.cap = NMAX * K;
-                eng_be_moe_experts(be, &a, 3, 9);
-                bad += memcmp(o1, o2, (size_t)n * H * sizeof *o1) != 0;
-                runs += 2;
+            for (int n = 1; n <= NMAX; n += n < 20 ? 1 : 11) {
+                /* the whole range, then an expert range (expert parallelism) */
+                for (int r = 0; r < 2; r++) {
+                    int e0 = r ? 3 : 0, e1 = r ? 9 : E;
+                    eng_be_moe a = { ex, E, K, H, I, n, x, idx, wt, o0, rows, rwt, xg, y, gate, up, act, 0 };
+                    moe_loop_reference(be, &a, e0, e1);
+                    a.out = o1;
+                    eng_be_moe_experts(be, &a, e0, e1);
+                    bad += memcmp(o0, o1, (size_t)n * H * sizeof *o1) != 0;
+                    if (n <= NFEW) {
+                        a.out = o2;
+                        a.cap = NMAX * K;
+                        eng_be_moe_experts(be, &a, e0, e1);
+                        bad += memcmp(o0, o2, (size_t)n * H * sizeof *o1) != 0;
+                    }
+                    runs++;
+                }
             }
             eng_be_free(be);
         }
     }
-    CHECK_EQ_INT(runs, 2 * 3 * NMAX * 2);
+    CHECK_EQ_INT(runs, 2 * 3 * 24 * 2);
     CHECK_EQ_INT(bad, 0);
 }
 
