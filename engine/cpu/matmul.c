@@ -744,17 +744,27 @@ static void bx_rows(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int
     if (rblk < BX_MR) rblk = BX_MR;
     int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)ldb * 2)) / BX_NT * BX_NT;
     if (tblk < BX_NT) tblk = BX_NT;
+    /* Token groups of BX_NT, but a last group of 1 or 2 tokens (a batch of
+     * 7, 8, 13, 14, ...; an expert's 7 tokens) would run the weights again
+     * at a third of the tile's rate: then the last two groups share their
+     * tokens (6 + 1 -> 4 + 3, 6 + 2 -> 4 + 4). Which group a token is in
+     * never changes its bits. pair: the first of those two groups' size. */
+    int ng = (c->n + BX_NT - 1) / BX_NT, rem = c->n % BX_NT;
+    int pair = c->n > BX_NT && rem > 0 && rem <= 2 ? (BX_NT + rem + 1) / 2 : 0;
     for (int64_t rr = r; rr < r1; rr += rblk) {
         int64_t re = rr + rblk < r1 ? rr + rblk : r1;
-        for (int tb = 0; tb < c->n; tb += tblk) {
-            int te = tb + tblk < c->n ? tb + tblk : c->n;
-            for (int t = tb; t < te; t += BX_NT) {
-                int nt = te - t < BX_NT ? te - t : BX_NT, mr = k_bx_mr[nt];
+        for (int gb = 0; gb < ng; gb += tblk / BX_NT)
+            for (int g = gb; g < gb + tblk / BX_NT && g < ng; g++) {
+                int t = g * BX_NT, nt = c->n - t < BX_NT ? c->n - t : BX_NT;
+                if (pair && g >= ng - 2) {      /* the last two groups: 4 + 3 or 4 + 4 tokens */
+                    t = (ng - 2) * BX_NT + (g == ng - 1 ? pair : 0);
+                    nt = g == ng - 1 ? c->n - t : pair;
+                }
+                int mr = k_bx_mr[nt];
                 for (int64_t i = rr; i < re; i += mr)
                     bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, cols, xb + t * ldb, ldb,
                             y + t * c->ldy + i, c->ldy, nt);
             }
-        }
     }
 }
 

@@ -195,7 +195,8 @@ TEST(vdpbf16ps_tiles_match_reference)
 TEST(portable_bf16_path_matches_reference) { check_against_reference(1); }
 
 /* A token's outputs are its bits alone whatever the token grouping (1..40
- * rows: every tile width and remainder, several token blocks), the thread
+ * rows: every tile width and remainder, the shared last two groups, several
+ * token blocks), the thread
  * count, and for FP8 whatever the row range (a 128-row scale block split). */
 static void check_grouping(int portable)
 {
@@ -204,9 +205,12 @@ static void check_grouping(int portable)
     eng_tensor ws[2] = { { ENG_DT_BF16, ROWS, COLS, g_wb, NULL, 0, "wb" },
                          { ENG_DT_F8E4M3, ROWS, COLS, g_w8, g_sc, SLD, "w8" } };
     static float yn[NMAX * ROWS], y1[ROWS], yt[NMAX * ROWS];
+    /* 7, 8, 13, 14, 20: the last two token groups share 6 + 1 or 6 + 2 tokens */
+    static const int ns[] = { 1, 2, 3, 4, 5, 6, 7, 8, 13, 14, 15, 20, 22, 29, 36, NMAX };
     int bad = 0;
     for (int d = 0; d < 2; d++)
-        for (int n = 1; n <= NMAX; n += n < 8 ? 1 : 7) {
+        for (size_t a = 0; a < PL_ARRAY_LEN(ns); a++) {
+            int n = ns[a];
             eng_be_linear(b2, &ws[d], 0, ROWS, g_x, n, COLS, yn, ROWS);
             eng_be_linear(b1, &ws[d], 0, ROWS, g_x, n, COLS, yt, ROWS);
             bad += memcmp(yn, yt, sizeof(float) * (size_t)n * ROWS) != 0;
