@@ -132,7 +132,8 @@ static void moe_few(eng_backend *be, const eng_be_moe *a, int e0, int e1)
 /* ===== many tokens: one expert at a time, two pool runs each =====
  *
  * Run A, task = row slice of the expert's inter rows: gate and up for all
- * its tokens, then act = silu(gate) * up for that slice. Run B, task =
+ * its tokens, then act = silu(gate) * up for that slice (few_act over one
+ * expert). Run B, task =
  * column slice of out (multiples of MOE_COL_ALIGN): the down rows of that
  * slice, scattered into out's slice (the first expert zeroes the slice
  * first); the run's last tasks gather the next expert's tokens into xg,
@@ -148,7 +149,7 @@ struct moe_many {
     int next;                   /* run B gathers this expert's tokens into xg; -1: none */
     int zero;                   /* run B zeroes its slice of out first */
     int ncs, ngs;               /* run B: column slices, then gather tasks */
-    int64_t rchunk, cchunk;
+    int64_t cchunk;
 };
 
 /* Slots of expert e: tokens ascending (the order the gather tasks use). */
@@ -162,21 +163,6 @@ static int moe_slots(const eng_be_moe *a, int e, int32_t *rows, float *rwt)
                 n++;
             }
     return n;
-}
-
-static void many_act(void *p, int task, int thread)
-{
-    struct moe_many *f = p;
-    const eng_be_moe *a = f->a;
-    int H = a->hidden, I = a->inter;
-    int64_t i0 = (int64_t)task * f->rchunk, i1 = i0 + f->rchunk < I ? i0 + f->rchunk : I;
-    if (i0 >= i1) return;
-    const eng_tensor *ex = &a->experts[f->e * ENG_EXP_COUNT];
-    eng_backend v;
-    thread_view(f->be, thread, &v);
-    eng_cpu_linear(&v, &ex[ENG_EXP_GATE], i0, i1 - i0, a->xg, f->n, H, a->gate + i0, I);
-    eng_cpu_linear(&v, &ex[ENG_EXP_UP], i0, i1 - i0, a->xg, f->n, H, a->up + i0, I);
-    eng_cpu_silu_mul(&v, a->gate + i0, I, a->up + i0, I, f->n, (int)(i1 - i0), a->act + i0, I);
 }
 
 static void many_down(void *p, int task, int thread)
@@ -208,11 +194,14 @@ static void many_down(void *p, int task, int thread)
 static void moe_many(eng_backend *be, const eng_be_moe *a, int e0, int e1)
 {
     int H = a->hidden, I = a->inter, nt = be->n_threads;
-    struct moe_many f = { be, a, e0, 0, -1, 1, 0, 0, 0, 0 };
-    /* 2 slices per thread in both runs (a late thread's share is taken
-     * over); rows at least 16 per slice, columns multiples of 8. */
-    f.rchunk = (I + 2 * nt - 1) / (2 * nt);
-    if (f.rchunk < 16) f.rchunk = 16;
+    struct moe_many f = { be, a, e0, 0, -1, 1, 0, 0, 0 };
+    /* Run A is the few-token path's run 1 over one expert whose slots
+     * start at 0. 2 slices per thread in both runs (a late thread's share
+     * is taken over); rows at least 16 per slice, columns multiples of 8. */
+    int32_t slot0[2] = { 0, 0 };
+    struct moe_few fa = { be, a, 1, &f.e, slot0, 0, (I + 2 * nt - 1) / (2 * nt), 0 };
+    if (fa.rchunk < 16) fa.rchunk = 16;
+    fa.split = (int)((I + fa.rchunk - 1) / fa.rchunk);
     f.cchunk = ((H + 2 * nt - 1) / (2 * nt) + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN * MOE_COL_ALIGN;
     f.ncs = (int)((H + f.cchunk - 1) / f.cchunk);
     f.ngs = nt;
@@ -223,7 +212,8 @@ static void moe_many(eng_backend *be, const eng_be_moe *a, int e0, int e1)
     }
     eng_cpu_gather_rows(be, a->x, H, a->rows, f.n, H, a->xg, H);
     while (f.e < e1) {
-        eng_cpu_run(be, many_act, &f, (int)((I + f.rchunk - 1) / f.rchunk));
+        slot0[1] = f.n;
+        eng_cpu_run(be, few_act, &fa, fa.split);
         f.next = f.e + 1;
         while (f.next < e1 && !moe_slots(a, f.next, NULL, NULL)) f.next++;
         int more = f.next < e1;
