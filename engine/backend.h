@@ -216,6 +216,15 @@ typedef struct eng_be_moe {
      * two pool runs, one row per token slot (cpu/moe.c); 0: one expert at
      * a time (needs only n rows). */
     int cap;
+    /* The shared expert, or NULL: [ENG_EXP_COUNT] views (gate, up: [sh_inter
+     * <= inter, hidden]; down: [hidden, sh_inter]) run over all n tokens and
+     * added to out after the routed experts, unscaled: the bits of separate
+     * linear / silu_mul / add_scaled ops after this one. The CPU runs it in
+     * the routed experts' pool runs (one barrier, the SiLU and the add
+     * fewer, its compute beside their memory-bound reads); the work buffers
+     * then need n rows more (the few-token path: cap >= n * (top_k + 1)).
+     * Device backends run it as those separate ops. */
+    const eng_tensor *shared;
 } eng_be_moe;
 void eng_be_moe_experts(eng_backend *be, const eng_be_moe *a, int e0, int e1);
 

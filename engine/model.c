@@ -445,12 +445,19 @@ static void moe(eng_model *m, int l, int T)
     const eng_layer_weights *lw = layer_w(m, l);
     eng_backend *be = m->be;
     int H = c->hidden_size, E = c->n_routed_experts, K = c->num_experts_per_tok;
-    /* The shared expert runs first, into its own buffer (the routed experts
-     * use gate/up/act/eout as work space), so its gate and up go with the
-     * router in one call; it is still added after the routed sum. */
     eng_be_lin_out router = { &lw->w[ENG_W_ROUTER], 0, E, m->rlogits, E, 1 };   /* f32 in any --dtype */
-    if (c->n_shared_experts > 0)
-        swiglu(m, &lw->w[ENG_W_SH_GATE], &lw->w[ENG_W_SH_UP], &lw->w[ENG_W_SH_DOWN], m->x, T, m->shx, &router);
+    eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, E };
+    int inter = er.end > er.begin ? (int)lw->experts[er.begin * ENG_EXP_COUNT + ENG_EXP_GATE].rows : 0;
+    /* The shared expert runs inside the MoE op when its rows fit the op's
+     * work buffers (GLM-5: one shared expert as wide as a routed one): on
+     * the CPU in the routed experts' pool runs. Else it runs first, into
+     * its own buffer (the routed experts use gate/up/act/eout as work
+     * space), its gate and up in one call with the router, and is added
+     * after the routed sum. The same bits either way. */
+    const eng_tensor *sh = c->n_shared_experts > 0 ? &lw->w[ENG_W_SH_GATE] : NULL;
+    int sh_in_op = sh && sh[ENG_EXP_GATE].rows <= inter;
+    if (sh && !sh_in_op)
+        swiglu(m, &sh[ENG_EXP_GATE], &sh[ENG_EXP_UP], &sh[ENG_EXP_DOWN], m->x, T, m->shx, &router);
     else
         eng_be_linear_group(be, &router, 1, m->x, T, H);
     eng_be_route r = { E, K, c->n_group, c->topk_group, c->norm_topk_prob, (float)c->routed_scaling_factor };
@@ -468,12 +475,11 @@ static void moe(eng_model *m, int l, int T)
      * expert, each sliced by FFN width (inter: this rank's width). Either way
      * the partial sums (with the shared expert's) are added over the ranks
      * once, below. */
-    eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, E };
-    int inter = er.end > er.begin ? (int)lw->experts[er.begin * ENG_EXP_COUNT + ENG_EXP_GATE].rows : 0;
     eng_be_moe a = { lw->experts, E, K, H, inter, T, m->x, m->ridx, m->rwt, m->tmp_h,
-                     m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act, m->max_tokens };
+                     m->erows, m->ewt, m->ex, m->eout, m->gate, m->up, m->act, m->max_tokens,
+                     sh_in_op ? sh : NULL };
     eng_be_moe_experts(be, &a, (int)er.begin, (int)er.end);
-    if (c->n_shared_experts > 0)            /* shared expert: added unscaled */
+    if (sh && !sh_in_op)                    /* shared expert: added unscaled */
         eng_be_add_scaled(be, m->tmp_h, H, m->shx, H, NULL, T, H);
     tp_sum(m, m->tmp_h, (size_t)T * (size_t)H);
 }

@@ -51,12 +51,29 @@ static void thread_view(const eng_backend *be, int t, eng_backend *v)
 struct moe_few {
     eng_backend *be;
     const eng_be_moe *a;
-    int n_exp;                  /* distinct experts routed to */
+    int n_exp;                  /* distinct experts routed to; the shared expert (a->shared) is expert n_exp */
     int32_t *exp;               /* [n_exp] their ids, ascending */
     int32_t *slot0;             /* [n_exp + 1] their first slot; slot s: token a->rows[s], weight a->rwt[s] */
     int split;                  /* run 1: row slices per expert */
     int64_t rchunk, cchunk;     /* run 1 rows per slice, run 2 columns per slice */
 };
+
+/* Expert j of a run: its weights, its first work-buffer row *s0, token
+ * count *n and input rows *x. j == n_exp is the shared expert: every token,
+ * straight from a->x, in the rows after the routed experts' slots. */
+static const eng_tensor *few_expert(const struct moe_few *f, int j, int *s0, int *n, const float **x)
+{
+    const eng_be_moe *a = f->a;
+    *s0 = f->slot0[j];
+    if (j == f->n_exp) {
+        *n = a->n;
+        *x = a->x;
+        return a->shared;
+    }
+    *n = f->slot0[j + 1] - *s0;
+    *x = a->xg + (int64_t)*s0 * a->hidden;
+    return &a->experts[f->exp[j] * ENG_EXP_COUNT];
+}
 
 /* Run 1, task = (expert, row slice): gate and up rows [i0, i1) for the
  * expert's tokens (gathered into xg by the caller), act = silu(gate) * up. */
@@ -64,14 +81,14 @@ static void few_act(void *p, int task, int thread)
 {
     struct moe_few *f = p;
     const eng_be_moe *a = f->a;
-    int j = task / f->split, H = a->hidden, I = a->inter;
-    int64_t i0 = (int64_t)(task % f->split) * f->rchunk, i1 = i0 + f->rchunk < I ? i0 + f->rchunk : I;
+    int j = task / f->split, H = a->hidden, I = a->inter, s0, n;
+    const float *xg;
+    const eng_tensor *ex = few_expert(f, j, &s0, &n, &xg);
+    int64_t rows = ex[ENG_EXP_GATE].rows;
+    int64_t i0 = (int64_t)(task % f->split) * f->rchunk, i1 = i0 + f->rchunk < rows ? i0 + f->rchunk : rows;
     if (i0 >= i1) return;
-    int s0 = f->slot0[j], n = f->slot0[j + 1] - s0;
-    const eng_tensor *ex = &a->experts[f->exp[j] * ENG_EXP_COUNT];
     eng_backend v;
     thread_view(f->be, thread, &v);
-    const float *xg = a->xg + (int64_t)s0 * H;
     float *g = a->gate + (int64_t)s0 * I + i0, *u = a->up + (int64_t)s0 * I + i0;
     eng_cpu_linear(&v, &ex[ENG_EXP_GATE], i0, i1 - i0, xg, n, H, g, I);
     eng_cpu_linear(&v, &ex[ENG_EXP_UP], i0, i1 - i0, xg, n, H, u, I);
@@ -96,6 +113,12 @@ static void few_down(void *p, int task, int thread)
         float *y = a->y + (int64_t)s0 * H + c0;
         eng_cpu_linear(&v, &ex[ENG_EXP_DOWN], c0, c1 - c0, a->act + (int64_t)s0 * I, n, I, y, H);
         eng_cpu_scatter_add_rows(&v, a->out + c0, H, a->rows + s0, a->rwt + s0, y, H, n, (int)(c1 - c0));
+    }
+    if (a->shared) {            /* after the routed sum, as add_scaled after the op would */
+        int s0 = f->slot0[f->n_exp];
+        float *y = a->y + (int64_t)s0 * H + c0;
+        eng_cpu_linear(&v, &a->shared[ENG_EXP_DOWN], c0, c1 - c0, a->act + (int64_t)s0 * I, a->n, I, y, H);
+        eng_cpu_add_scaled(&v, a->out + c0, H, y, H, NULL, a->n, (int)(c1 - c0));
     }
 }
 
@@ -122,7 +145,8 @@ static void moe_few(eng_backend *be, const eng_be_moe *a, int e0, int e1)
     f.rchunk = (I + nt - 1) / nt;
     if (f.rchunk < 16) f.rchunk = 16;
     f.split = (int)((I + f.rchunk - 1) / f.rchunk);
-    if (f.n_exp) eng_cpu_run(be, few_act, &f, f.n_exp * f.split);
+    int nx = f.n_exp + (a->shared != NULL);
+    if (nx) eng_cpu_run(be, few_act, &f, nx * f.split);
     /* Run 2: 2 slices per thread (a late thread's share is taken over). */
     int ncs = 2 * nt;
     f.cchunk = ((H + ncs - 1) / ncs + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN * MOE_COL_ALIGN;
@@ -148,6 +172,7 @@ struct moe_many {
     int e, n;                   /* the expert of this run pair, its slots (a->rows, a->rwt) */
     int next;                   /* run B gathers this expert's tokens into xg; -1: none */
     int zero;                   /* run B zeroes its slice of out first */
+    int shared;                 /* this run pair is the shared expert's (all tokens, added unscaled) */
     int ncs, ngs;               /* run B: column slices, then gather tasks */
     int64_t cchunk;
 };
@@ -186,15 +211,16 @@ static void many_down(void *p, int task, int thread)
     thread_view(f->be, thread, &v);
     if (f->zero)
         for (int i = 0; i < a->n; i++) memset(a->out + (int64_t)i * H + c0, 0, (size_t)(c1 - c0) * sizeof(float));
-    const eng_tensor *ex = &a->experts[f->e * ENG_EXP_COUNT];
+    const eng_tensor *ex = f->shared ? a->shared : &a->experts[f->e * ENG_EXP_COUNT];
     eng_cpu_linear(&v, &ex[ENG_EXP_DOWN], c0, c1 - c0, a->act, f->n, I, a->y + c0, H);
-    eng_cpu_scatter_add_rows(&v, a->out + c0, H, a->rows, a->rwt, a->y + c0, H, f->n, (int)(c1 - c0));
+    if (f->shared) eng_cpu_add_scaled(&v, a->out + c0, H, a->y + c0, H, NULL, f->n, (int)(c1 - c0));
+    else eng_cpu_scatter_add_rows(&v, a->out + c0, H, a->rows, a->rwt, a->y + c0, H, f->n, (int)(c1 - c0));
 }
 
 static void moe_many(eng_backend *be, const eng_be_moe *a, int e0, int e1)
 {
     int H = a->hidden, I = a->inter, nt = be->n_threads;
-    struct moe_many f = { be, a, e0, 0, -1, 1, 0, 0, 0 };
+    struct moe_many f = { be, a, e0, 0, -1, 1, 0, 0, 0, 0 };
     /* Run A is the few-token path's run 1 over one expert whose slots
      * start at 0. 2 slices per thread in both runs (a late thread's share
      * is taken over); rows at least 16 per slice, columns multiples of 8. */
@@ -206,11 +232,11 @@ static void moe_many(eng_backend *be, const eng_be_moe *a, int e0, int e1)
     f.ncs = (int)((H + f.cchunk - 1) / f.cchunk);
     f.ngs = nt;
     while (f.e < e1 && !(f.n = moe_slots(a, f.e, a->rows, a->rwt))) f.e++;
-    if (f.e >= e1) {
+    if (f.e >= e1 && !a->shared) {
         memset(a->out, 0, (size_t)a->n * (size_t)H * sizeof(float));
         return;
     }
-    eng_cpu_gather_rows(be, a->x, H, a->rows, f.n, H, a->xg, H);
+    if (f.e < e1) eng_cpu_gather_rows(be, a->x, H, a->rows, f.n, H, a->xg, H);
     while (f.e < e1) {
         slot0[1] = f.n;
         eng_cpu_run(be, few_act, &fa, fa.split);
@@ -222,13 +248,22 @@ static void moe_many(eng_backend *be, const eng_be_moe *a, int e0, int e1)
         f.e = f.next;
         if (more) f.n = moe_slots(a, f.e, a->rows, a->rwt);
     }
+    if (a->shared) {            /* the shared expert last: few_act's expert n_exp = 0, all tokens */
+        struct moe_few fs = { be, a, 0, NULL, slot0, fa.split, fa.rchunk, 0 };
+        slot0[0] = 0;
+        eng_cpu_run(be, few_act, &fs, fs.split);
+        f.shared = 1;
+        f.n = a->n;
+        eng_cpu_run(be, many_down, &f, f.ncs);
+    }
 }
 
 /* Experts in ascending id over the tokens routed to them: each token sums
  * its experts in a fixed order whatever else is in the batch. */
 void eng_cpu_moe_experts(eng_backend *be, const eng_be_moe *a, int e0, int e1)
 {
-    if (a->n <= MOE_FEW_TOKENS && a->n * a->top_k <= MOE_FEW_SLOTS && a->n * a->top_k <= a->cap)
+    if (a->n <= MOE_FEW_TOKENS && a->n * a->top_k <= MOE_FEW_SLOTS &&
+        a->n * a->top_k + (a->shared ? a->n : 0) <= a->cap)
         moe_few(be, a, e0, e1);
     else
         moe_many(be, a, e0, e1);

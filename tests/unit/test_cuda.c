@@ -253,7 +253,7 @@ static void moe_make(moe_fx *f, enum eng_dtype dt, int E, int K, int H, int I, i
 static eng_be_moe moe_args(const moe_fx *f, const float *x, const int32_t *idx, const float *wt, float *out)
 {
     return (eng_be_moe){ f->views, f->E, f->K, f->H, f->I, f->n, x, idx, wt, out,
-                         f->rows, f->rwt, f->xg, f->y, f->gate, f->up, f->act, 0 };
+                         f->rows, f->rwt, f->xg, f->y, f->gate, f->up, f->act, 0, NULL };
 }
 
 static void moe_free(moe_fx *f)

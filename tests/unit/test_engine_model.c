@@ -952,26 +952,42 @@ static void moe_loop_reference(eng_backend *be, const eng_be_moe *a, int e0, int
     }
 }
 
+/* The shared expert as the model ran it beside the MoE op: its own
+ * products over all tokens (buffers sg, su, sa, sy), added after the op. */
+static void shared_reference(eng_backend *be, const eng_tensor *sh, const float *x, int n, int H, float *out,
+                             float *sg, float *su, float *sa, float *sy)
+{
+    int I = (int)sh[ENG_EXP_GATE].rows;
+    eng_be_linear(be, &sh[ENG_EXP_GATE], 0, I, x, n, H, sg, I);
+    eng_be_linear(be, &sh[ENG_EXP_UP], 0, I, x, n, H, su, I);
+    eng_be_silu_mul(be, sg, I, su, I, n, I, sa, I);
+    eng_be_linear(be, &sh[ENG_EXP_DOWN], 0, H, sa, n, I, sy, H);
+    eng_be_add_scaled(be, out, H, sy, H, NULL, n, H);
+}
+
 /* The MoE op runs few tokens (decode, MTP verification) as two pool runs
  * over all routed experts (row slices, then column slices of the output),
  * many tokens one expert at a time in two runs per expert: both must give
  * the bits of the plain loop (moe_loop_reference) for every token count
  * (1-64: wide tiles from 24 tokens per expert), weight dtype and thread
- * count. A hidden size that is not a multiple of 8 puts elements in the
- * scalar tails; 3 threads make uneven slices. cap = 0 forces one expert at
- * a time. */
+ * count, with no shared expert, one as wide as a routed expert or a
+ * narrower one inside the op (shared_reference after the loop). A hidden
+ * size that is not a multiple of 8 puts elements in the scalar tails; 3
+ * threads make uneven slices. cap = 0 forces one expert at a time. */
 TEST(moe_few_token_path_bit_identical)
 {
     enum { E = 12, K = 3, H = 203, I = 150, NMAX = 64, NFEW = 16, SLH = (H + 127) / 128, SLI = (I + 127) / 128 };
-    static uint16_t wb[E * 3][H * I];
-    static uint8_t w8[E * 3][H * I];
-    static float sc[E * 3][2 * SLH * SLI], x[NMAX * H], wt[NMAX * K], o1[NMAX * H], o2[NMAX * H], o0[NMAX * H];
+    enum { ISH = 100 };         /* the narrower shared expert's rows */
+    static uint16_t wb[(E + 1) * 3][H * I];
+    static uint8_t w8[(E + 1) * 3][H * I];
+    static float sc[(E + 1) * 3][2 * SLH * SLI], x[NMAX * H], wt[NMAX * K], o1[NMAX * H], o2[NMAX * H], o0[NMAX * H];
+    static float sg[NMAX * I], su[NMAX * I], sa[NMAX * I], sy[NMAX * H];
     static float rwt[NMAX * K], xg[NMAX * K * H], y[NMAX * K * H], gate[NMAX * K * I], up[NMAX * K * I],
                  act[NMAX * K * I];
     static int32_t idx[NMAX * K], rows[NMAX * K];
     uint64_t z = 11;
 #define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
-    for (int e = 0; e < E * 3; e++) {
+    for (int e = 0; e < (E + 1) * 3; e++) {
         for (int i = 0; i < H * I; i++) {
             float v = RND() * 0.2f;
             uint32_t b;
@@ -989,13 +1005,14 @@ TEST(moe_few_token_path_bit_identical)
 #undef RND
     int bad = 0, runs = 0;
     for (int dt = 0; dt < 2; dt++) {
-        eng_tensor ex[E * 3];
-        for (int e = 0; e < E; e++)
+        eng_tensor ex[(E + 2) * 3];     /* E routed, then the shared expert as wide, then narrower */
+        for (int e = 0; e < E + 2; e++)
             for (int p = 0; p < 3; p++) {
-                int r = p == ENG_EXP_DOWN ? H : I, c = p == ENG_EXP_DOWN ? I : H;
-                int q = e * 3 + p;
-                ex[q] = dt ? (eng_tensor){ ENG_DT_F8E4M3, r, c, w8[q], sc[q], (c + 127) / 128, "w8" }
-                           : (eng_tensor){ ENG_DT_BF16, r, c, wb[q], NULL, 0, "wb" };
+                int ie = e == E + 1 ? ISH : I;
+                int r = p == ENG_EXP_DOWN ? H : ie, c = p == ENG_EXP_DOWN ? ie : H;
+                int q = e * 3 + p, qw = (e < E ? e : E) * 3 + p;
+                ex[q] = dt ? (eng_tensor){ ENG_DT_F8E4M3, r, c, w8[qw], sc[qw], (c + 127) / 128, "w8" }
+                           : (eng_tensor){ ENG_DT_BF16, r, c, wb[qw], NULL, 0, "wb" };
             }
         for (int th = 1; th <= 3; th++) {
             eng_backend *be = NULL;
@@ -1003,15 +1020,20 @@ TEST(moe_few_token_path_bit_identical)
             if (eng_be_cpu_create(th, &be, err, sizeof err) ||
                 eng_be_set_compute(be, (enum eng_be_compute)g_compute, err, sizeof err)) { CHECK(0); return; }
             for (int n = 1; n <= NMAX; n += n < 20 ? 1 : 11) {
-                /* the whole range, then an expert range (expert parallelism) */
-                for (int r = 0; r < 2; r++) {
-                    int e0 = r ? 3 : 0, e1 = r ? 9 : E;
-                    eng_be_moe a = { ex, E, K, H, I, n, x, idx, wt, o0, rows, rwt, xg, y, gate, up, act, 0 };
+                /* the whole range, then an expert range (expert parallelism),
+                 * without a shared expert; then the whole range with one as
+                 * wide as a routed expert, the range with a narrower one */
+                for (int r = 0; r < 4; r++) {
+                    int e0 = r % 2 ? 3 : 0, e1 = r % 2 ? 9 : E;
+                    const eng_tensor *sh = r < 2 ? NULL : &ex[(r == 2 ? E : E + 1) * 3];
+                    eng_be_moe a = { ex, E, K, H, I, n, x, idx, wt, o0, rows, rwt, xg, y, gate, up, act, 0, NULL };
                     moe_loop_reference(be, &a, e0, e1);
+                    if (sh) shared_reference(be, sh, x, n, H, o0, sg, su, sa, sy);
+                    a.shared = sh;
                     a.out = o1;
                     eng_be_moe_experts(be, &a, e0, e1);
                     bad += memcmp(o0, o1, (size_t)n * H * sizeof *o1) != 0;
-                    if (n <= NFEW) {
+                    if (n <= NFEW) {    /* cap: n * (K + 1) rows with a shared expert */
                         a.out = o2;
                         a.cap = NMAX * K;
                         eng_be_moe_experts(be, &a, e0, e1);
@@ -1023,7 +1045,7 @@ TEST(moe_few_token_path_bit_identical)
             eng_be_free(be);
         }
     }
-    CHECK_EQ_INT(runs, 2 * 3 * 24 * 2);
+    CHECK_EQ_INT(runs, 2 * 3 * 24 * 4);
     CHECK_EQ_INT(bad, 0);
 }
 
