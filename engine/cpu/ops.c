@@ -1,6 +1,7 @@
 /* ops.c — the CPU backend: lifetime, memory, element-wise ops, routing,
  * paged-cache attention and the DSA indexer. */
 #include "cpu.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -197,15 +198,123 @@ void eng_cpu_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, in
         }
 }
 
+/* ===== SiLU and sigmoid (vmath.h's exp) =====
+ *
+ * silu_mul: out = g / (1 + exp(-g)) * up, evaluated in that order (exp,
+ * add, divide, multiply: each an IEEE operation with one rounding) by the
+ * same element-wise function in every body: the AVX-512 and AVX2 loops run
+ * vmath.h's vector exp, their tails and the portable path eng_vm_exp, all
+ * with the same bits. So an element's value depends on nothing but its
+ * g and up: not on the kernel, the row count, the column offset or the
+ * split over threads below. */
+
+static inline float silu_mul1(float g, float u) { return g / (1.0f + eng_vm_exp(-g)) * u; }
+static inline float sigmoid1(float x) { return 1.0f / (1.0f + eng_vm_exp(-x)); }
+
+static void silu_row_ref(const float *g, const float *u, float *o, int n)
+{
+    for (int k = 0; k < n; k++) o[k] = silu_mul1(g[k], u[k]);
+}
+
+static void sigmoid_row_ref(const float *x, float *o, int n)
+{
+    for (int k = 0; k < n; k++) o[k] = sigmoid1(x[k]);
+}
+
+#ifdef ENG_VM_X86
+ENG_VM_AVX2 static void silu_row_avx2(const float *g, const float *u, float *o, int n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 gv = _mm256_loadu_ps(g + k);
+        __m256 e = eng_vm_exp8(_mm256_xor_ps(gv, neg));
+        _mm256_storeu_ps(o + k, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + k)));
+    }
+    for (; k < n; k++) o[k] = silu_mul1(g[k], u[k]);       /* the same bits as a lane */
+}
+
+ENG_VM_AVX512 static void silu_row_avx512(const float *g, const float *u, float *o, int n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-0.0f);
+    int k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 gv = _mm512_loadu_ps(g + k);
+        __m512 e = eng_vm_exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), _mm512_castps_si512(neg))));
+        _mm512_storeu_ps(o + k, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + k)));
+    }
+    for (; k < n; k++) o[k] = silu_mul1(g[k], u[k]);
+}
+
+ENG_VM_AVX2 static void sigmoid_row_avx2(const float *x, float *o, int n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(o + k, _mm256_div_ps(one, _mm256_add_ps(one, eng_vm_exp8(_mm256_xor_ps(_mm256_loadu_ps(x + k), neg)))));
+    for (; k < n; k++) o[k] = sigmoid1(x[k]);
+}
+#endif
+
+/* One row's [0, n) by the kernel the backend's ISA flags select. */
+static void silu_row(const eng_backend *be, const float *g, const float *u, float *o, int n)
+{
+#ifdef ENG_VM_X86
+    if (be->avx512) { silu_row_avx512(g, u, o, n); return; }
+    if (be->avx2) { silu_row_avx2(g, u, o, n); return; }
+#endif
+    silu_row_ref(g, u, o, n);
+}
+
+/* The router's scores (a few hundred experts: AVX2 at most). */
+static void sigmoid_row(const eng_backend *be, const float *x, float *o, int n)
+{
+#ifdef ENG_VM_X86
+    if (be->avx2) { sigmoid_row_avx2(x, o, n); return; }
+#endif
+    sigmoid_row_ref(x, o, n);
+}
+
+/* Calls of at least SILU_PAR_MIN elements on a backend of several threads
+ * (prefill: the dense/shared SwiGLU and the many-token MoE path, which
+ * otherwise ran this serially between pool runs) are cut into tasks of
+ * whole rows' column blocks: SILU_TASK_COLS columns (a multiple of 16) of
+ * SILU_TASK_COLS / dim rows (at least one). The cut depends only on n and
+ * dim, not on the thread count (and, element-wise, the bits depend on
+ * neither). Below the minimum a pool run costs more than it saves. */
+#define SILU_PAR_MIN (1 << 14)
+#define SILU_TASK_COLS 4096
+
+struct silu_ctx {
+    const eng_backend *be;
+    const float *g, *u;
+    float *o;
+    int64_t ldg, ldu, ldo;
+    int n, dim, rows, cblocks;  /* rows per task, column blocks per row */
+};
+
+static void silu_task(void *p, int task, int thread)
+{
+    (void)thread;
+    const struct silu_ctx *c = p;
+    int i0 = task / c->cblocks * c->rows, c0 = task % c->cblocks * SILU_TASK_COLS;
+    int i1 = i0 + c->rows < c->n ? i0 + c->rows : c->n, w = c->dim - c0 < SILU_TASK_COLS ? c->dim - c0 : SILU_TASK_COLS;
+    for (int i = i0; i < i1; i++)
+        silu_row(c->be, c->g + i * c->ldg + c0, c->u + i * c->ldu + c0, c->o + i * c->ldo + c0, w);
+}
+
 void eng_cpu_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
                      int n, int dim, float *out, int64_t ldo)
 {
-    (void)be;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < dim; k++) {
-            float g = gate[i * ldg + k];
-            out[i * ldo + k] = g / (1.0f + expf(-g)) * up[i * ldu + k];
-        }
+    if (n <= 0 || dim <= 0) return;
+    struct silu_ctx c = { be, gate, up, out, ldg, ldu, ldo, n, dim, 1, 1 };
+    if (be->n_threads > 1 && (int64_t)n * dim >= SILU_PAR_MIN) {
+        c.cblocks = (dim + SILU_TASK_COLS - 1) / SILU_TASK_COLS;
+        c.rows = dim < SILU_TASK_COLS ? SILU_TASK_COLS / dim : 1;
+        eng_cpu_run(be, silu_task, &c, c.cblocks * ((n + c.rows - 1) / c.rows));
+        return;
+    }
+    for (int i = 0; i < n; i++) silu_row(be, gate + i * ldg, up + i * ldu, out + i * ldo, dim);
 }
 
 void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
@@ -247,10 +356,8 @@ void eng_cpu_route_topk(eng_backend *be, const eng_be_route *r, const float *log
     if (!s) return;
     float *c = s + E, *gs = s + 2 * E;
     for (int i = 0; i < n; i++) {
-        for (int e = 0; e < E; e++) {
-            s[e] = 1.0f / (1.0f + expf(-logits[i * ldl + e]));
-            c[e] = s[e] + bias[e];
-        }
+        sigmoid_row(be, logits + i * ldl, s, E);          /* s[e] = 1 / (1 + exp(-logit)) */
+        for (int e = 0; e < E; e++) c[e] = s[e] + bias[e];
         if (G > 1) {
             /* Group score = sum of its two best choice scores; keep topk_group groups. */
             for (int g = 0; g < G; g++) {
