@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "../../engine/model.h"
+#include "../../engine/sample.h"
 #include "features.h"
 #include "pl.h"
 
