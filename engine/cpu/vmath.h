@@ -85,54 +85,42 @@ static inline float eng_vm_exp(float x)
 #define ENG_VM_AVX2   __attribute__((target("avx2,fma,f16c")))
 #define ENG_VM_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl")))
 
+/* The vector body, once for both widths (W = 256 or 512 bits): the scalar
+ * body's steps in the same order, lane for lane; declares y_, exp(x)
+ * before the NaN select. */
+#define ENG_VM_EXP_BODY(W, x)                                                                     \
+    __m##W xc_ = _mm##W##_min_ps(x, _mm##W##_set1_ps(ENG_VM_EXP_HI));                            \
+    xc_ = _mm##W##_max_ps(xc_, _mm##W##_set1_ps(ENG_VM_EXP_LO));                                  \
+    __m##W sh_ = _mm##W##_set1_ps(ENG_VM_SHIFTER);                                                \
+    __m##W t_ = _mm##W##_fmadd_ps(xc_, _mm##W##_set1_ps(ENG_VM_LOG2E), sh_);                      \
+    __m##W kf_ = _mm##W##_sub_ps(t_, sh_);                                                        \
+    __m##W##i k_ = _mm##W##_sub_epi32(_mm##W##_castps_si##W(t_), _mm##W##_set1_epi32(ENG_VM_SHIFTER_BITS)); \
+    __m##W r_ = _mm##W##_fmadd_ps(kf_, _mm##W##_set1_ps(-ENG_VM_LN2_HI), xc_);                    \
+    r_ = _mm##W##_fmadd_ps(kf_, _mm##W##_set1_ps(-ENG_VM_LN2_LO), r_);                            \
+    __m##W p_ = _mm##W##_set1_ps(ENG_VM_C7);                                                      \
+    p_ = _mm##W##_fmadd_ps(p_, r_, _mm##W##_set1_ps(ENG_VM_C6));                                  \
+    p_ = _mm##W##_fmadd_ps(p_, r_, _mm##W##_set1_ps(ENG_VM_C5));                                  \
+    p_ = _mm##W##_fmadd_ps(p_, r_, _mm##W##_set1_ps(ENG_VM_C4));                                  \
+    p_ = _mm##W##_fmadd_ps(p_, r_, _mm##W##_set1_ps(ENG_VM_C3));                                  \
+    p_ = _mm##W##_fmadd_ps(p_, r_, _mm##W##_set1_ps(ENG_VM_C2));                                  \
+    p_ = _mm##W##_fmadd_ps(p_, r_, _mm##W##_set1_ps(1.0f));                                       \
+    p_ = _mm##W##_fmadd_ps(p_, r_, _mm##W##_set1_ps(1.0f));                                       \
+    __m##W##i k1_ = _mm##W##_srai_epi32(k_, 1), k2_ = _mm##W##_sub_epi32(k_, k1_);                \
+    __m##W##i b_ = _mm##W##_set1_epi32(127);                                                      \
+    __m##W s1_ = _mm##W##_castsi##W##_ps(_mm##W##_slli_epi32(_mm##W##_add_epi32(k1_, b_), 23));  \
+    __m##W s2_ = _mm##W##_castsi##W##_ps(_mm##W##_slli_epi32(_mm##W##_add_epi32(k2_, b_), 23));  \
+    __m##W y_ = _mm##W##_mul_ps(_mm##W##_mul_ps(p_, s1_), s2_)
+
 ENG_VM_AVX2 static inline __m256 eng_vm_exp8(__m256 x)
 {
-    __m256 xc = _mm256_min_ps(x, _mm256_set1_ps(ENG_VM_EXP_HI));
-    xc = _mm256_max_ps(xc, _mm256_set1_ps(ENG_VM_EXP_LO));
-    __m256 sh = _mm256_set1_ps(ENG_VM_SHIFTER);
-    __m256 t = _mm256_fmadd_ps(xc, _mm256_set1_ps(ENG_VM_LOG2E), sh);
-    __m256 kf = _mm256_sub_ps(t, sh);
-    __m256i k = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(ENG_VM_SHIFTER_BITS));
-    __m256 r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-ENG_VM_LN2_HI), xc);
-    r = _mm256_fmadd_ps(kf, _mm256_set1_ps(-ENG_VM_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(ENG_VM_C7);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ENG_VM_C6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ENG_VM_C5));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ENG_VM_C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ENG_VM_C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(ENG_VM_C2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i k1 = _mm256_srai_epi32(k, 1), k2 = _mm256_sub_epi32(k, k1), b = _mm256_set1_epi32(127);
-    __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, b), 23));
-    __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, b), 23));
-    __m256 y = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-    return _mm256_blendv_ps(y, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+    ENG_VM_EXP_BODY(256, x);
+    return _mm256_blendv_ps(y_, _mm256_add_ps(x, x), _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
 }
 
 ENG_VM_AVX512 static inline __m512 eng_vm_exp16(__m512 x)
 {
-    __m512 xc = _mm512_min_ps(x, _mm512_set1_ps(ENG_VM_EXP_HI));
-    xc = _mm512_max_ps(xc, _mm512_set1_ps(ENG_VM_EXP_LO));
-    __m512 sh = _mm512_set1_ps(ENG_VM_SHIFTER);
-    __m512 t = _mm512_fmadd_ps(xc, _mm512_set1_ps(ENG_VM_LOG2E), sh);
-    __m512 kf = _mm512_sub_ps(t, sh);
-    __m512i k = _mm512_sub_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(ENG_VM_SHIFTER_BITS));
-    __m512 r = _mm512_fmadd_ps(kf, _mm512_set1_ps(-ENG_VM_LN2_HI), xc);
-    r = _mm512_fmadd_ps(kf, _mm512_set1_ps(-ENG_VM_LN2_LO), r);
-    __m512 p = _mm512_set1_ps(ENG_VM_C7);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ENG_VM_C6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ENG_VM_C5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ENG_VM_C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ENG_VM_C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(ENG_VM_C2));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i k1 = _mm512_srai_epi32(k, 1), k2 = _mm512_sub_epi32(k, k1), b = _mm512_set1_epi32(127);
-    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k1, b), 23));
-    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k2, b), 23));
-    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
-    return _mm512_mask_add_ps(y, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x, x);
+    ENG_VM_EXP_BODY(512, x);
+    return _mm512_mask_add_ps(y_, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x, x);
 }
 #endif
 
