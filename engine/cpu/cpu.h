@@ -134,6 +134,11 @@ void  eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int 
  * what zeroing u and eng_cpu_axpy per row in j order give (register-blocked). */
 void  eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, const float *const *rows, int nr,
                    int n, float *u, int64_t ldu);
+/* s[j] = sum over h < nh in order of (d[h * ldd + j] > 0 ? w[h] * d[h * ldd + j] : 0)
+ * for j < n, multiply then add (the DSA indexer's ReLU-weighted head sum):
+ * the same bits vectorized over j or not. */
+void  eng_cpu_relu_wsum(const eng_backend *be, const float *w, int nh, const float *d, int64_t ldd, int n,
+                        float *s);
 /* GQA ops (gqa.c): the CPU bodies of backend.h's eng_be_rope_neox,
  * eng_be_add_bias, eng_be_gqa_attend. */
 void eng_cpu_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
