@@ -130,6 +130,11 @@ void  eng_cpu_dots(const eng_backend *be, const float *a, int64_t lda, int na, c
  * bit for bit (register tiles over heads x rows). */
 void  eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int na, const float *const *rows,
                         int nr, int n, float *out, int64_t ldo);
+/* out[h * ldo + j] = scale * (eng_cpu_dot(ql + h * ldql, rows[j], lat) +
+ * eng_cpu_dot(qp + h * ldqp, rows[j] + lat, rope)) for h < nh, j < nr, bit
+ * for bit (the MLA scores over [c | k_pe] rows; dots_rows' tiles). */
+void  eng_cpu_mla_scores(const eng_backend *be, const float *ql, int64_t ldql, const float *qp, int64_t ldqp, int nh,
+                         const float *const *rows, int nr, int lat, int rope, float scale, float *out, int64_t ldo);
 /* u[h][0..n) = sum_j p[h * ldp + j] * rows[j][0..n) for h < nh, bit for bit
  * what zeroing u and eng_cpu_axpy per row in j order give (register-blocked). */
 void  eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, const float *const *rows, int nr,

@@ -673,8 +673,8 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
     const eng_be_cache *cache = c->cache;
     int nj = j1 - j0, dim = c->lat + c->rope;
     bool fp8 = cache->dtype == ENG_CACHE_FP8;
-    float *sc = ws, *sr = sc + (size_t)nh * ATT_CHUNK, *rbuf = sr + (size_t)nh * ATT_CHUNK;
-    const float *rows[ATT_CHUNK], *ropes[ATT_CHUNK];
+    float *sc = ws, *rbuf = sc + (size_t)nh * ATT_CHUNK;
+    const float *rows[ATT_CHUNK];
     const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
     for (int j = j0; j < j1; j++) {
         const unsigned char *raw = cache_row(cache, key_slot(k, k->sel ? k->sel[j] : j));
@@ -685,13 +685,9 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
             row = b;
         }
         rows[j - j0] = row;
-        ropes[j - j0] = row + c->lat;
     }
     /* s = scale * (q_lat . c + q_pe . k_pe), each dot bit-identical to eng_cpu_dot */
-    eng_cpu_dots_rows(c->be, ql0, c->lat, nh, rows, nj, c->lat, sc, ATT_CHUNK);
-    eng_cpu_dots_rows(c->be, qp0, c->hsqp, nh, ropes, nj, c->rope, sr, ATT_CHUNK);
-    for (int h = 0; h < nh; h++)
-        for (int j = 0; j < nj; j++) sc[h * ATT_CHUNK + j] = c->scale * (sc[h * ATT_CHUNK + j] + sr[h * ATT_CHUNK + j]);
+    eng_cpu_mla_scores(c->be, ql0, c->lat, qp0, c->hsqp, nh, rows, nj, c->lat, c->rope, c->scale, sc, ATT_CHUNK);
     for (int h = 0; h < nh; h++) {                  /* the chunk's softmax numerators per head, in f32 */
         float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY, sum = 0;
         for (int j = 0; j < nj; j++) if (s_h[j] > mx) mx = s_h[j];
@@ -706,7 +702,7 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
 static size_t att_ws(const struct att_ctx *c, int nh)
 {
     size_t dim = (size_t)(c->lat + c->rope);
-    return 2 * (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
+    return (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
 }
 
 /* (M, L, U) ⊕= (m, l, u) for one head; first: the state is empty. */
