@@ -63,6 +63,47 @@ TEST(sample_greedy_is_argmax)
     CHECK_EQ_INT(draw(&p, l, 99, 5), 3);
 }
 
+/* eng_sample_argmax (vectorised where the CPU allows) against its
+ * definition: the first index of a value > -inf greater than every earlier
+ * one. Lengths around the 8- and 32-wide blocks, NaN and -inf anywhere, ties
+ * (the lowest index), zeros of both signs, +inf, a row of nothing valid. */
+static int32_t argmax_def(const float *l, int n)
+{
+    int32_t b = -1;
+    for (int i = 0; i < n; i++)
+        if (l[i] > -INFINITY && (b < 0 || l[i] > l[b])) b = i;
+    return b;
+}
+
+TEST(sample_argmax_matches_definition)
+{
+    enum { N = 200 };
+    float l[N];
+    uint32_t r = 12345;
+    int bad = 0;
+    for (int iter = 0; iter < 4000; iter++) {
+        int n = iter % 80 + (iter % 7 == 0 ? 120 : 0);
+        for (int i = 0; i < n; i++) {
+            r = r * 1664525u + 1013904223u;
+            int k = (int)(r >> 24) % 16;
+            /* few distinct values so ties are common */
+            l[i] = k == 0 ? NAN : k == 1 ? -INFINITY : k == 2 ? 0.0f : k == 3 ? -0.0f
+                 : (float)((int)(r >> 8) % 9 - 4);
+            if (iter % 13 == 0 && k == 4) l[i] = INFINITY;
+        }
+        if (iter % 11 == 0)     /* nothing valid */
+            for (int i = 0; i < n; i++) l[i] = i % 2 ? NAN : -INFINITY;
+        if (eng_sample_argmax(l, n) != argmax_def(l, n)) bad++;
+    }
+    CHECK_EQ_INT(bad, 0);
+    /* the maximum as the very last element, after a full 32-wide block */
+    for (int i = 0; i < 33; i++) l[i] = (float)i * 0.5f - 20.0f;
+    CHECK_EQ_INT(eng_sample_argmax(l, 33), 32);
+    l[5] = l[32];
+    CHECK_EQ_INT(eng_sample_argmax(l, 33), 5);
+    CHECK_EQ_INT(eng_sample_argmax(l, 0), -1);
+}
+
 /* Empirical frequencies over many counters vs softmax(l / T). */
 TEST(sample_temperature_distribution)
 {
@@ -415,6 +456,7 @@ int main(void)
     char err[128];
     if (eng_sampler_init(&S, V, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     RUN(sample_greedy_is_argmax);
+    RUN(sample_argmax_matches_definition);
     RUN(sample_temperature_distribution);
     RUN(sample_top_k);
     RUN(sample_top_p);

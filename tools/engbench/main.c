@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "../../engine/model.h"
+#include "../../engine/sample.h"
 #include "features.h"
 #include "pl.h"
 
@@ -148,13 +149,6 @@ static uint64_t kv_read_bytes(eng_kv_pool *kv, const eng_config *c, int n)
     return b;
 }
 
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++) if (v[i] > v[b]) b = i;
-    return b;
-}
-
 int main(int argc, char **argv)
 {
     pl_log_init("glm-engine-bench");
@@ -253,7 +247,7 @@ int main(int argc, char **argv)
             double ts = bench_now();
             for (int b = 0; b < batch; b++) {
                 int pos = prompt + t;
-                ids[b * L + pos] = argmax(lg + (size_t)b * c->vocab_size, c->vocab_size);
+                ids[b * L + pos] = eng_sample_argmax(lg + (size_t)b * c->vocab_size, c->vocab_size);
                 s[b] = (eng_seq){ ids + b * L + pos, 1, pos, bt + b * per_seq, per_seq, ENG_LOGITS_LAST };
             }
             if (eng_model_forward(m, kv, s, batch, lg, NULL, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
