@@ -1218,15 +1218,15 @@ AVX2 INL void hsum8x4(__m256 a, __m256 b, __m256 c, __m256 d, float *s)
  * instead of the 9 per 8 of eng_cpu_dots over one row. */
 #define DR_NH 4
 #define DR_NR 3
-AVX2 INL void dots_rows_blk(const float *a, int64_t lda, const float *const *rows, int n, float *out, int64_t ldo,
-                            const int NH, const int NR)
+AVX2 INL void dots_rows_blk(const float *a, int64_t lda, const float *const *rows, int off, int n, float *out,
+                            int64_t ldo, const int NH, const int NR)
 {
     __m256 acc[DR_NH][DR_NR];
     UNROLL for (int h = 0; h < NH; h++) UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= n; k += 8) {
         __m256 x[DR_NR];
-        UNROLL for (int r = 0; r < NR; r++) x[r] = _mm256_loadu_ps(rows[r] + k);
+        UNROLL for (int r = 0; r < NR; r++) x[r] = _mm256_loadu_ps(rows[r] + off + k);
         UNROLL for (int h = 0; h < NH; h++) {
             __m256 av = _mm256_loadu_ps(a + h * lda + k);
             UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_fmadd_ps(av, x[r], acc[h][r]);
@@ -1237,7 +1237,7 @@ AVX2 INL void dots_rows_blk(const float *a, int64_t lda, const float *const *row
         float s[4];
         hsum8x4(acc[0][r], NH > 1 ? acc[1][r] : z, NH > 2 ? acc[2][r] : z, NH > 3 ? acc[3][r] : z, s);
         for (int h = 0; h < NH; h++) {
-            for (int kk = k; kk < n; kk++) s[h] += a[h * lda + kk] * rows[r][kk];
+            for (int kk = k; kk < n; kk++) s[h] += a[h * lda + kk] * rows[r][off + kk];
             out[h * ldo + r] = s[h];
         }
     }
@@ -1246,9 +1246,9 @@ AVX2 INL void dots_rows_blk(const float *a, int64_t lda, const float *const *row
 #define DR_ROWS(NH_)                                                                             \
     do {                                                                                         \
         int j = 0;                                                                               \
-        for (; j + 3 <= nr; j += 3) dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 3);    \
-        if (j + 2 <= nr) { dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 2); j += 2; }   \
-        if (j < nr) dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 1);                    \
+        for (; j + 3 <= nr; j += 3) dots_rows_blk(ah, lda, rows + j, 0, n, oh + j, ldo, NH_, 3); \
+        if (j + 2 <= nr) { dots_rows_blk(ah, lda, rows + j, 0, n, oh + j, ldo, NH_, 2); j += 2; } \
+        if (j < nr) dots_rows_blk(ah, lda, rows + j, 0, n, oh + j, ldo, NH_, 1);                 \
     } while (0)
 
 AVX2 static void dots_rows_avx(const float *a, int64_t lda, int na, const float *const *rows, int nr, int n,
@@ -1282,35 +1282,11 @@ void eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int n
 AVX2 INL void mla_scores_blk(const float *ql, int64_t ldql, const float *qp, int64_t ldqp, const float *const *rows,
                              int lat, int rope, float scale, float *out, int64_t ldo, const int NH, const int NR)
 {
-    float sl[DR_NH][4], sp[DR_NH][4];
-    for (int part = 0; part < 2; part++) {
-        const float *a = part ? qp : ql;
-        int64_t lda = part ? ldqp : ldql;
-        int off = part ? lat : 0, n = part ? rope : lat;
-        float (*s)[4] = part ? sp : sl;
-        __m256 acc[DR_NH][DR_NR];
-        UNROLL for (int h = 0; h < NH; h++) UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_setzero_ps();
-        int k = 0;
-        for (; k + 8 <= n; k += 8) {
-            __m256 x[DR_NR];
-            UNROLL for (int r = 0; r < NR; r++) x[r] = _mm256_loadu_ps(rows[r] + off + k);
-            UNROLL for (int h = 0; h < NH; h++) {
-                __m256 av = _mm256_loadu_ps(a + h * lda + k);
-                UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_fmadd_ps(av, x[r], acc[h][r]);
-            }
-        }
-        UNROLL for (int r = 0; r < NR; r++) {
-            const __m256 z = _mm256_setzero_ps();
-            float t[4];
-            hsum8x4(acc[0][r], NH > 1 ? acc[1][r] : z, NH > 2 ? acc[2][r] : z, NH > 3 ? acc[3][r] : z, t);
-            for (int h = 0; h < NH; h++) {
-                for (int kk = k; kk < n; kk++) t[h] += a[h * lda + kk] * rows[r][off + kk];
-                s[h][r] = t[h];
-            }
-        }
-    }
+    float sl[DR_NH * DR_NR], sp[DR_NH * DR_NR];
+    dots_rows_blk(ql, ldql, rows, 0, lat, sl, DR_NR, NH, NR);
+    dots_rows_blk(qp, ldqp, rows, lat, rope, sp, DR_NR, NH, NR);
     for (int h = 0; h < NH; h++)
-        for (int r = 0; r < NR; r++) out[h * ldo + r] = scale * (sl[h][r] + sp[h][r]);
+        for (int r = 0; r < NR; r++) out[h * ldo + r] = scale * (sl[h * DR_NR + r] + sp[h * DR_NR + r]);
 }
 
 #define MS_ROWS(NH_)                                                                                         \
