@@ -497,7 +497,7 @@ static void idx_score(const struct idx_ctx *c, int i, int t0, int t1, float *sc,
     const float *rows[IDX_TILE];
     for (int ta = t0; ta < t1; ta += IDX_TILE) {
         int nr = t1 - ta < IDX_TILE ? t1 - ta : IDX_TILE;
-        for (int j = 0; j < nr; j++) rows[j] = key_row(c->cache, k, ta + j, buf + (size_t)j * dim);
+        for (int j = 0; j < nr; j++) rows[j] = key_row(c->cache, k, ta + j, fp8 ? buf + (size_t)j * dim : buf);
         eng_cpu_dots_rows(c->be, q, dim, nh, rows, nr, dim, d, IDX_TILE);
         eng_cpu_relu_wsum(c->be, w, nh, d, IDX_TILE, nr, sc + ta - t0);
     }
