@@ -557,6 +557,17 @@ struct idx_ctx {
     int *chunk0;                /* [n + 1]: first chunk task of query i */
 };
 
+/* Keys per scoring tile: one eng_cpu_dots_rows call scores the heads x
+ * IDX_TILE keys from registers (tiles of 4 heads x 3 keys), each key read
+ * from L1 by every head group instead of one head group at a time. */
+#define IDX_TILE 48
+
+/* Floats of idx_score's buf: an FP8 tile's dequantized keys and the dots. */
+static size_t idx_ws(const struct idx_ctx *c)
+{
+    return (size_t)IDX_TILE * ((c->cache->dtype == ENG_CACHE_FP8 ? (size_t)c->cache->dim : 0) + (size_t)c->n_heads);
+}
+
 /* Heap order: "a before b" when a is the worse candidate (lower score;
  * on a tie the later position), so the root is the one to evict. */
 static int worse(const float *sc, int a, int b) { return sc[a] < sc[b] || (sc[a] == sc[b] && a > b); }
@@ -580,27 +591,28 @@ static int cmp_i32(const void *a, const void *b)
 }
 
 /* sc[t - t0] = I(t) for keys [t0, t1) of query i. Each key's score is a
- * function of that key alone (heads summed in head order), so any split
- * of the keys across tasks gives the same scores bit for bit. buf: one
- * dequantized key plus n_heads dots. */
+ * function of that key alone (each head's dot bit-identical to
+ * eng_cpu_dot, heads summed in head order), so any split of the keys
+ * across tasks or tiles gives the same scores bit for bit. buf: idx_ws. */
 static void idx_score(const struct idx_ctx *c, int i, int t0, int t1, float *sc, float *buf)
 {
     const eng_be_keys *k = &c->keys[i];
     int dim = c->cache->dim, nh = c->n_heads;
-    float *d = buf + dim;
+    bool fp8 = c->cache->dtype == ENG_CACHE_FP8;
+    float *d = buf + (fp8 ? (size_t)IDX_TILE * dim : 0);
     const float *q = c->q + i * c->ldq, *w = c->w + i * c->ldw;
-    for (int t = t0; t < t1; t++) {
-        const float *kt = key_row(c->cache, k, t, buf);
-        eng_cpu_dots(c->be, q, dim, nh, kt, dim, d);    /* each d[h] bit-identical to eng_cpu_dot */
-        float s = 0;
-        for (int h = 0; h < nh; h++)
-            if (d[h] > 0) s += w[h] * d[h];
-        sc[t - t0] = s;
+    const float *rows[IDX_TILE];
+    for (int ta = t0; ta < t1; ta += IDX_TILE) {
+        int nr = t1 - ta < IDX_TILE ? t1 - ta : IDX_TILE;
+        for (int j = 0; j < nr; j++) rows[j] = key_row(c->cache, k, ta + j, fp8 ? buf + (size_t)j * dim : buf);
+        eng_cpu_dots_rows(c->be, q, dim, nh, rows, nr, dim, d, IDX_TILE);
+        eng_cpu_relu_wsum(c->be, w, nh, d, IDX_TILE, nr, sc + ta - t0);
     }
 }
 
-/* The K best of sc[0..n) into out (ascending positions). */
-static void idx_select(const float *sc, int n, int K, int32_t *out)
+/* The K best of sc[0..n) by the heap: the reference order (higher score
+ * first, on a tie the earlier position), also right with NaN scores. */
+static void idx_select_heap(const float *sc, int n, int K, int32_t *out)
 {
     /* Keep the K best in a heap whose root is the worst kept. */
     for (int t = 0; t < K; t++) out[t] = t;
@@ -608,6 +620,49 @@ static void idx_select(const float *sc, int n, int K, int32_t *out)
     for (int t = K; t < n; t++)
         if (worse(sc, out[0], t)) { out[0] = t; sift_down(out, K, 0, sc); }
     qsort(out, (size_t)K, sizeof *out, cmp_i32);
+}
+
+/* The K-th largest of v[0..n) into *kth (1 <= K <= n, no NaN; v is
+ * reordered): quickselect, median-of-three pivots. -1 when it needs more
+ * than 64 partitions (adversarial orders: the caller takes the heap). */
+static int kth_largest(float *v, int n, int K, float *kth)
+{
+    int lo = 0, hi = n - 1, k = K - 1;
+    for (int round = 0; lo < hi; round++) {
+        if (round == 64) return -1;
+        float a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi];
+        float p = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int i = lo, j = hi;
+        while (i <= j) {        /* descending: [lo, j] >= p, [i, hi] <= p, between: == p */
+            while (v[i] > p) i++;
+            while (v[j] < p) j--;
+            if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else { *kth = p; return 0; }
+    }
+    *kth = v[k];
+    return 0;
+}
+
+/* The K best of sc[0..n) into out (ascending positions), the heap's set:
+ * with v the K-th largest score, every key scoring above v and the
+ * earliest of those scoring v, in one ascending scan (no sort). tmp: n
+ * floats. */
+static void idx_select(const float *sc, int n, int K, int32_t *out, float *tmp)
+{
+    for (int t = 0; t < n; t++) {
+        if (isnan(sc[t])) { idx_select_heap(sc, n, K, out); return; }
+        tmp[t] = sc[t];
+    }
+    float v;
+    if (kth_largest(tmp, n, K, &v)) { idx_select_heap(sc, n, K, out); return; }
+    int above = 0;
+    for (int t = 0; t < n; t++) above += sc[t] > v;
+    int ties = K - above, m = 0;
+    for (int t = 0; t < n; t++)
+        if (sc[t] > v || (sc[t] == v && ties-- > 0)) out[m++] = t;
 }
 
 static void idx_task(void *p, int i, int thread)
@@ -621,15 +676,16 @@ static void idx_task(void *p, int i, int thread)
         c->n_out[i] = n;
         return;
     }
-    float *sc;
+    /* [scores if unsplit: n][select's copy: n][idx_score's buf] */
+    float *ws = eng_cpu_scratch_f(c->be, thread, 2 * (size_t)n + (c->scores ? 0 : idx_ws(c)));
+    if (!ws) { c->n_out[i] = 0; return; }
+    float *sc, *tmp = ws;
     if (c->scores) sc = c->scores + i * c->ld_scores;       /* scored by idx_chunk_task */
     else {
-        int dim = c->cache->dim;
-        sc = eng_cpu_scratch_f(c->be, thread, (size_t)n + (size_t)dim + (size_t)c->n_heads);
-        if (!sc) { c->n_out[i] = 0; return; }
+        sc = ws + n;
         idx_score(c, i, 0, n, sc, sc + n);
     }
-    idx_select(sc, n, K, out);
+    idx_select(sc, n, K, out, tmp);
     c->n_out[i] = K;
 }
 
@@ -640,7 +696,7 @@ static void idx_chunk_task(void *p, int task, int thread)
     while (task >= c->chunk0[i + 1]) i++;
     int t0 = (task - c->chunk0[i]) * IDX_CHUNK, t1 = t0 + IDX_CHUNK;
     if (t1 > c->keys[i].n_ctx) t1 = c->keys[i].n_ctx;
-    float *buf = eng_cpu_scratch_f(c->be, thread, (size_t)c->cache->dim + (size_t)c->n_heads);
+    float *buf = eng_cpu_scratch_f(c->be, thread, idx_ws(c));
     if (!buf) { for (int t = t0; t < t1; t++) c->scores[i * c->ld_scores + t] = -INFINITY; return; }
     idx_score(c, i, t0, t1, c->scores + i * c->ld_scores + t0, buf);
 }
@@ -724,8 +780,8 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
     const eng_be_cache *cache = c->cache;
     int nj = j1 - j0, dim = c->lat + c->rope;
     bool fp8 = cache->dtype == ENG_CACHE_FP8;
-    float *sc = ws, *sr = sc + (size_t)nh * ATT_CHUNK, *rbuf = sr + (size_t)nh * ATT_CHUNK;
-    const float *rows[ATT_CHUNK], *ropes[ATT_CHUNK];
+    float *sc = ws, *rbuf = sc + (size_t)nh * ATT_CHUNK;
+    const float *rows[ATT_CHUNK];
     const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
     for (int j = j0; j < j1; j++) {
         const unsigned char *raw = cache_row(cache, key_slot(k, k->sel ? k->sel[j] : j));
@@ -736,13 +792,9 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
             row = b;
         }
         rows[j - j0] = row;
-        ropes[j - j0] = row + c->lat;
     }
     /* s = scale * (q_lat . c + q_pe . k_pe), each dot bit-identical to eng_cpu_dot */
-    eng_cpu_dots_rows(c->be, ql0, c->lat, nh, rows, nj, c->lat, sc, ATT_CHUNK);
-    eng_cpu_dots_rows(c->be, qp0, c->hsqp, nh, ropes, nj, c->rope, sr, ATT_CHUNK);
-    for (int h = 0; h < nh; h++)
-        for (int j = 0; j < nj; j++) sc[h * ATT_CHUNK + j] = c->scale * (sc[h * ATT_CHUNK + j] + sr[h * ATT_CHUNK + j]);
+    eng_cpu_mla_scores(c->be, ql0, c->lat, qp0, c->hsqp, nh, rows, nj, c->lat, c->rope, c->scale, sc, ATT_CHUNK);
     for (int h = 0; h < nh; h++) {                  /* the chunk's softmax numerators per head, in f32 */
         float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY, sum = 0;
         for (int j = 0; j < nj; j++) if (s_h[j] > mx) mx = s_h[j];
@@ -757,7 +809,7 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
 static size_t att_ws(const struct att_ctx *c, int nh)
 {
     size_t dim = (size_t)(c->lat + c->rope);
-    return 2 * (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
+    return (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
 }
 
 /* (M, L, U) ⊕= (m, l, u) for one head; first: the state is empty. */
