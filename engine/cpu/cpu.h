@@ -89,6 +89,9 @@ void eng_cpu_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b
                        int64_t ldx, int dim, float eps);
 void eng_cpu_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
                   int off, int dim, const int32_t *pos, const float *inv_freq);
+/* s[j] = exp(s[j] - mx) for j < n (vmath.h's exp, the same bits in every
+ * kernel); returns their sum in j order. */
+float eng_cpu_softmax_num(const eng_backend *be, float *s, int n, float mx);
 void eng_cpu_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
                       int n, int dim, float *out, int64_t ldo);
 void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,

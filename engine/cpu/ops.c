@@ -254,6 +254,13 @@ ENG_VM_AVX2 static void sigmoid_row_avx2(const float *x, float *o, int n)
         _mm256_storeu_ps(o + k, _mm256_div_ps(one, _mm256_add_ps(one, eng_vm_exp8(_mm256_xor_ps(_mm256_loadu_ps(x + k), neg)))));
     for (; k < n; k++) o[k] = sigmoid1(x[k]);
 }
+ENG_VM_AVX2 static void exp_shift_avx2(float *s, int n, float mx)
+{
+    const __m256 m = _mm256_set1_ps(mx);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, eng_vm_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m)));
+    for (; j < n; j++) s[j] = eng_vm_exp(s[j] - mx);      /* the same bits as a lane */
+}
 #endif
 
 /* One row's [0, n) by the kernel the backend's ISA flags select. */
@@ -273,6 +280,22 @@ static void sigmoid_row(const eng_backend *be, const float *x, float *o, int n)
     if (be->avx2) { sigmoid_row_avx2(x, o, n); return; }
 #endif
     sigmoid_row_ref(x, o, n);
+}
+
+/* Softmax numerators: s[j] = exp(s[j] - mx) for j < n, returned summed in
+ * j order (attention's softmax, MLA and GQA). Each element by vmath.h's
+ * exp, whatever the kernel: the same bits in every body and every tail, so
+ * a score's weight depends only on the score and its chunk's maximum. */
+float eng_cpu_softmax_num(const eng_backend *be, float *s, int n, float mx)
+{
+#ifdef ENG_VM_X86
+    if (be->avx2) exp_shift_avx2(s, n, mx);
+    else
+#endif
+        for (int j = 0; j < n; j++) s[j] = eng_vm_exp(s[j] - mx);
+    float sum = 0;
+    for (int j = 0; j < n; j++) sum += s[j];
+    return sum;
 }
 
 /* Calls of at least SILU_PAR_MIN elements on a backend of several threads
@@ -796,11 +819,10 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
     /* s = scale * (q_lat . c + q_pe . k_pe), each dot bit-identical to eng_cpu_dot */
     eng_cpu_mla_scores(c->be, ql0, c->lat, qp0, c->hsqp, nh, rows, nj, c->lat, c->rope, c->scale, sc, ATT_CHUNK);
     for (int h = 0; h < nh; h++) {                  /* the chunk's softmax numerators per head, in f32 */
-        float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY, sum = 0;
+        float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY;
         for (int j = 0; j < nj; j++) if (s_h[j] > mx) mx = s_h[j];
-        for (int j = 0; j < nj; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
         m[h] = mx;
-        l[h] = sum;
+        l[h] = eng_cpu_softmax_num(c->be, s_h, nj, mx);
     }
     eng_cpu_wsum(c->be, sc, ATT_CHUNK, nh, rows, nj, c->lat, u, ldu);
 }
@@ -821,7 +843,7 @@ static void att_fold(float *M, float *L, float *U, float m, float l, const float
         memcpy(U, u, (size_t)lat * sizeof *U);
         return;
     }
-    float mx = m > *M ? m : *M, a = expf(*M - mx), b = expf(m - mx);
+    float mx = m > *M ? m : *M, a = eng_vm_exp(*M - mx), b = eng_vm_exp(m - mx);
     *L = *L * a + l * b;
     for (int k = 0; k < lat; k++) U[k] = U[k] * a + u[k] * b;
     *M = mx;

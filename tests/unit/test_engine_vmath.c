@@ -290,6 +290,36 @@ TEST(route_sigmoid_same_function)
     }
 }
 
+/* Attention's softmax numerators: every element exp(s - mx) with
+ * eng_vm_exp's bits in the vector body, its tail and the portable path,
+ * the sum in element order; lengths across the 8-wide blocks. */
+TEST(softmax_num_same_function)
+{
+    enum { N = 67 };
+    float s0[N], s[N];
+    fill(s0, N, 11);
+    s0[5] = -INFINITY;
+    const char *envs[] = { NULL, "GLM_ENGINE_PORTABLE" };
+    for (int v = 0; v < 2; v++) {
+        eng_backend *be = backend(1, envs[v]);
+        if (!be) continue;
+        for (int n = 0; n <= N; n += (n < 20 ? 1 : 7)) {
+            float mx = -INFINITY;
+            for (int j = 0; j < n; j++) if (s0[j] > mx) mx = s0[j];
+            memcpy(s, s0, sizeof s);
+            float sum = eng_cpu_softmax_num(be, s, n, mx), want = 0;
+            for (int j = 0; j < n; j++) {
+                float e = eng_vm_exp(s0[j] - mx);
+                want += e;
+                CHECK(u_of(s[j]) == u_of(e));
+            }
+            CHECK(u_of(sum) == u_of(want));
+            if (n > 5) CHECK(s[5] == 0.0f);
+        }
+        eng_be_free(be);
+    }
+}
+
 int main(void)
 {
     RUN(vmath_bodies_same_bits);
@@ -297,5 +327,6 @@ int main(void)
     RUN(silu_mul_threads_and_kernels);
     RUN(silu_mul_every_cut);
     RUN(route_sigmoid_same_function);
+    RUN(softmax_num_same_function);
     return test_report();
 }
