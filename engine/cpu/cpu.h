@@ -89,6 +89,9 @@ void eng_cpu_layernorm(eng_backend *be, const eng_tensor *w, const eng_tensor *b
                        int64_t ldx, int dim, float eps);
 void eng_cpu_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,
                   int off, int dim, const int32_t *pos, const float *inv_freq);
+/* s[j] = exp(s[j] - mx) for j < n (vmath.h's exp, the same bits in every
+ * kernel); returns their sum in j order. */
+float eng_cpu_softmax_num(const eng_backend *be, float *s, int n, float mx);
 void eng_cpu_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
                       int n, int dim, float *out, int64_t ldo);
 void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
@@ -130,10 +133,20 @@ void  eng_cpu_dots(const eng_backend *be, const float *a, int64_t lda, int na, c
  * bit for bit (register tiles over heads x rows). */
 void  eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int na, const float *const *rows,
                         int nr, int n, float *out, int64_t ldo);
+/* out[h * ldo + j] = scale * (eng_cpu_dot(ql + h * ldql, rows[j], lat) +
+ * eng_cpu_dot(qp + h * ldqp, rows[j] + lat, rope)) for h < nh, j < nr, bit
+ * for bit (the MLA scores over [c | k_pe] rows; dots_rows' tiles). */
+void  eng_cpu_mla_scores(const eng_backend *be, const float *ql, int64_t ldql, const float *qp, int64_t ldqp, int nh,
+                         const float *const *rows, int nr, int lat, int rope, float scale, float *out, int64_t ldo);
 /* u[h][0..n) = sum_j p[h * ldp + j] * rows[j][0..n) for h < nh, bit for bit
  * what zeroing u and eng_cpu_axpy per row in j order give (register-blocked). */
 void  eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, const float *const *rows, int nr,
                    int n, float *u, int64_t ldu);
+/* s[j] = sum over h < nh in order of (d[h * ldd + j] > 0 ? w[h] * d[h * ldd + j] : 0)
+ * for j < n, multiply then add (the DSA indexer's ReLU-weighted head sum):
+ * the same bits vectorized over j or not. */
+void  eng_cpu_relu_wsum(const eng_backend *be, const float *w, int nh, const float *d, int64_t ldd, int n,
+                        float *s);
 /* GQA ops (gqa.c): the CPU bodies of backend.h's eng_be_rope_neox,
  * eng_be_add_bias, eng_be_gqa_attend. */
 void eng_cpu_rope_neox(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, int64_t hstride,

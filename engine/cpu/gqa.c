@@ -98,10 +98,9 @@ static void gqa_task(void *p, int task, int thread)
         eng_cpu_dots_rows(c->be, q, hd, G, rows, j1 - j0, hd, sc + j0, nk);
     }
     for (int h = 0; h < G; h++) {                   /* softmax per head, in f32 */
-        float *s_h = sc + (size_t)h * nk, mx = -INFINITY, sum = 0;
+        float *s_h = sc + (size_t)h * nk, mx = -INFINITY;
         for (int j = 0; j < nk; j++) { s_h[j] *= c->scale; if (s_h[j] > mx) mx = s_h[j]; }
-        for (int j = 0; j < nk; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
-        float inv = 1.0f / sum;
+        float inv = 1.0f / eng_cpu_softmax_num(c->be, s_h, nk, mx);
         for (int j = 0; j < nk; j++) s_h[j] *= inv;
     }
     for (int j0 = 0; j0 < nk; j0 += GQA_BLOCK) {

@@ -969,6 +969,79 @@ void eng_cpu_linear_group(eng_backend *be, const eng_be_lin_out *outs, int n_out
 
 #define COL_CHUNK 64    /* 8 AVX accumulators; stays inside one 128-wide FP8 block */
 
+/* Token tiles of the transposed product: y[t][c0..c0+nc) for nt tokens,
+ * COLT_NT tokens x COLT_NV column vectors held in registers while the
+ * weight rows stream by, so each converted weight vector serves COLT_NT
+ * tokens (colacc converts it again for every token). a[t * lda + r]: the
+ * row multipliers x[r] * xm[r] of token t. Every y[t][c] is the one chain
+ * colacc runs for that token alone (vector columns: FMAs over r in order
+ * from zero; the scalar tail: multiply then add), so the bits do not
+ * depend on how tokens are tiled or how many share the call. */
+#define COLT_NT 6       /* 6 x 2 accumulators + 2 weight vectors + a broadcast: 15 of the 16 AVX registers */
+#define COLT_NV 2
+typedef void (*colt_fn)(const void *, int64_t, int64_t, const float *, int64_t, int, int, float *, int64_t);
+
+#define DEF_COLT(SUF, T)                                                                           \
+AVX2 INL void colt_blk_##SUF(const T *w, int64_t ld, int64_t nr, const float *a, int64_t lda,    \
+                              float *y, int64_t ldy, const int NT, const int NV)                 \
+{                                                                                                \
+    __m256 acc[COLT_NT][COLT_NV];                                                                \
+    UNROLL_NT for (int t = 0; t < NT; t++) UNROLL for (int v = 0; v < NV; v++) acc[t][v] = _mm256_setzero_ps(); \
+    for (int64_t r = 0; r < nr; r++) {                                                           \
+        __m256 wv[COLT_NV];                                                                      \
+        UNROLL for (int v = 0; v < NV; v++) wv[v] = ld8_##SUF(w + r * ld + 8 * v);               \
+        UNROLL_NT for (int t = 0; t < NT; t++) {                                                 \
+            __m256 av = _mm256_broadcast_ss(a + t * lda + r);                                    \
+            UNROLL for (int v = 0; v < NV; v++) acc[t][v] = _mm256_fmadd_ps(wv[v], av, acc[t][v]); \
+        }                                                                                        \
+    }                                                                                            \
+    UNROLL_NT for (int t = 0; t < NT; t++)                                                       \
+        UNROLL for (int v = 0; v < NV; v++) _mm256_storeu_ps(y + t * ldy + 8 * v, acc[t][v]);     \
+}                                                                                                \
+AVX2 INL void colt_cols_##SUF(const T *w, int64_t ld, int64_t nr, const float *a, int64_t lda,   \
+                               int nc, float *y, int64_t ldy, const int NT)                      \
+{                                                                                                \
+    int c = 0;                                                                                   \
+    for (; c + 16 <= nc; c += 16) colt_blk_##SUF(w + c, ld, nr, a, lda, y + c, ldy, NT, 2);      \
+    if (c + 8 <= nc) { colt_blk_##SUF(w + c, ld, nr, a, lda, y + c, ldy, NT, 1); c += 8; }       \
+    for (int t = 0; t < NT; t++)                                                                 \
+        for (int cc = c; cc < nc; cc++) {                                                        \
+            float s = 0;                                                                         \
+            for (int64_t r = 0; r < nr; r++) s += ld1_##SUF(w + r * ld, cc) * a[t * lda + r];    \
+            y[t * ldy + cc] = s;                                                                 \
+        }                                                                                        \
+}                                                                                                \
+AVX2 static void colt_avx_##SUF(const void *wv, int64_t ld, int64_t nr, const float *a, int64_t lda, \
+                                int nt, int nc, float *y, int64_t ldy)                           \
+{                                                                                                \
+    const T *w = wv;                                                                             \
+    int t = 0;                                                                                   \
+    for (; t + COLT_NT <= nt; t += COLT_NT) colt_cols_##SUF(w, ld, nr, a + t * lda, lda, nc, y + t * ldy, ldy, COLT_NT); \
+    switch (nt - t) {                                                                            \
+    case 5: colt_cols_##SUF(w, ld, nr, a + t * lda, lda, nc, y + t * ldy, ldy, 5); break;       \
+    case 4: colt_cols_##SUF(w, ld, nr, a + t * lda, lda, nc, y + t * ldy, ldy, 4); break;       \
+    case 3: colt_cols_##SUF(w, ld, nr, a + t * lda, lda, nc, y + t * ldy, ldy, 3); break;       \
+    case 2: colt_cols_##SUF(w, ld, nr, a + t * lda, lda, nc, y + t * ldy, ldy, 2); break;       \
+    case 1: colt_cols_##SUF(w, ld, nr, a + t * lda, lda, nc, y + t * ldy, ldy, 1); break;       \
+    default: break;                                                                              \
+    }                                                                                            \
+}
+DEF_COLT(f32, float)
+DEF_COLT(bf16, uint16_t)
+DEF_COLT(fp8, uint8_t)
+#undef DEF_COLT
+
+/* NULL: the portable path (colacc per token). */
+static colt_fn pick_colt(const eng_backend *be, enum eng_dtype dt)
+{
+    if (!be->avx2) return NULL;
+    switch (dt) {
+    case ENG_DT_BF16:   return colt_avx_bf16;
+    case ENG_DT_F8E4M3: return colt_avx_fp8;
+    default:            return colt_avx_f32;
+    }
+}
+
 struct lint_ctx {
     const eng_tensor *W;
     eng_be_heads hs;
@@ -980,6 +1053,7 @@ struct lint_ctx {
     float *y;
     int64_t ldy;
     colacc_fn acc;
+    colt_fn tile;               /* NULL: acc per token */
     eng_backend *be;
 };
 
@@ -991,7 +1065,9 @@ static void lint_task(void *p, int task, int thread)
     int h = task / c->chunks;
     int64_t c0 = (int64_t)(task % c->chunks) * COL_CHUNK, row0 = c->row0 + h * c->hs.w;
     int nc = (int)(W->cols - c0 < COL_CHUNK ? W->cols - c0 : COL_CHUNK);
-    float *xm = eng_cpu_scratch_f(c->be, thread, (size_t)c->nrows);
+    /* FP8 tiles take x pre-multiplied by the scales: nrows per token more. */
+    size_t nxa = c->tile && W->scale ? (size_t)c->n * (size_t)c->nrows : 0;
+    float *xm = eng_cpu_scratch_f(c->be, thread, (size_t)c->nrows + nxa);
     if (!xm) return;
     /* Row multipliers: the FP8 block scale of (row, this column chunk). */
     for (int64_t r = 0; r < c->nrows; r++) {
@@ -999,9 +1075,22 @@ static void lint_task(void *p, int task, int thread)
         xm[r] = W->scale ? W->scale[(wr / ENG_FP8_BLOCK) * W->scale_ld + c0 / ENG_FP8_BLOCK] * 256.0f : 1.0f;
     }
     const char *base = (const char *)W->data + (size_t)row0 * (size_t)W->cols * es;
-    for (int i = 0; i < c->n; i++)
-        c->acc(base, W->cols, c->nrows, c->x + h * c->hs.x + i * c->ldx, xm, c0, nc,
-               c->y + h * c->hs.y + i * c->ldy + c0);
+    const float *x = c->x + h * c->hs.x;
+    float *y = c->y + h * c->hs.y + c0;
+    if (!c->tile) {
+        for (int i = 0; i < c->n; i++) c->acc(base, W->cols, c->nrows, x + i * c->ldx, xm, c0, nc, y + i * c->ldy);
+        return;
+    }
+    const float *a = x;         /* x[r] * 1.0f is x[r]: unscaled weights use x as it is */
+    int64_t lda = c->ldx;
+    if (nxa) {
+        float *xa = xm + c->nrows;
+        for (int i = 0; i < c->n; i++)
+            for (int64_t r = 0; r < c->nrows; r++) xa[i * c->nrows + r] = x[i * c->ldx + r] * xm[r];
+        a = xa;
+        lda = c->nrows;
+    }
+    c->tile(base + (size_t)c0 * es, W->cols, c->nrows, a, lda, c->n, nc, y, c->ldy);
 }
 
 void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, int64_t nrows,
@@ -1010,7 +1099,8 @@ void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, 
     pthread_once(&g_lut_once, lut_init);
     if (n <= 0 || nrows <= 0 || hs->n <= 0) return;
     int chunks = (int)((W->cols + COL_CHUNK - 1) / COL_CHUNK);
-    struct lint_ctx c = { W, *hs, chunks, row0, nrows, x, n, ldx, y, ldy, pick_colacc(be, W->dtype), be };
+    struct lint_ctx c = { W, *hs, chunks, row0, nrows, x, n, ldx, y, ldy, pick_colacc(be, W->dtype),
+                          pick_colt(be, W->dtype), be };
     eng_cpu_run(be, lint_task, &c, chunks * hs->n);
 }
 
@@ -1151,40 +1241,59 @@ void eng_cpu_wsum(const eng_backend *be, const float *p, int64_t ldp, int nh, co
     }
 }
 
+/* s[0..4) = hsum8(a), hsum8(b), hsum8(c), hsum8(d) bit for bit (each lane
+ * pair added in hsum8's order: lo + hi, then lanes 0 + 2 and 1 + 3, then
+ * those two), the four reductions side by side in 11 instructions instead
+ * of four dependent chains of 6: a short dot's tile is mostly reductions. */
+AVX2 INL void hsum8x4(__m256 a, __m256 b, __m256 c, __m256 d, float *s)
+{
+    __m256 ab = _mm256_add_ps(_mm256_permute2f128_ps(a, b, 0x20), _mm256_permute2f128_ps(a, b, 0x31));
+    __m256 cd = _mm256_add_ps(_mm256_permute2f128_ps(c, d, 0x20), _mm256_permute2f128_ps(c, d, 0x31));
+    /* lanes [a0+a2, a1+a3, c0+c2, c1+c3 | b.., d..] of the 4-lane halves */
+    __m256 x = _mm256_add_ps(_mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm256_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 y = _mm256_add_ps(x, _mm256_shuffle_ps(x, x, _MM_SHUFFLE(2, 3, 0, 1)));   /* [a, ., c, . | b, ., d, .] */
+    __m128 lo = _mm256_castps256_ps128(y), hi = _mm256_extractf128_ps(y, 1);
+    _mm_storeu_ps(s, _mm_movelh_ps(_mm_unpacklo_ps(lo, hi), _mm_unpackhi_ps(lo, hi)));
+}
+
 /* out[h * ldo + j] = eng_cpu_dot(a + h * lda, rows[j], n) for h < na, j < nr,
  * bit for bit (each pair is one FMA chain over k, then hsum8 and the scalar
  * tail, as dot_avx), in tiles of 4 heads x 3 rows: 7 loads per 12 FMAs
  * instead of the 9 per 8 of eng_cpu_dots over one row. */
 #define DR_NH 4
 #define DR_NR 3
-AVX2 INL void dots_rows_blk(const float *a, int64_t lda, const float *const *rows, int n, float *out, int64_t ldo,
-                            const int NH, const int NR)
+AVX2 INL void dots_rows_blk(const float *a, int64_t lda, const float *const *rows, int off, int n, float *out,
+                            int64_t ldo, const int NH, const int NR)
 {
     __m256 acc[DR_NH][DR_NR];
     UNROLL for (int h = 0; h < NH; h++) UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_setzero_ps();
     int k = 0;
     for (; k + 8 <= n; k += 8) {
         __m256 x[DR_NR];
-        UNROLL for (int r = 0; r < NR; r++) x[r] = _mm256_loadu_ps(rows[r] + k);
+        UNROLL for (int r = 0; r < NR; r++) x[r] = _mm256_loadu_ps(rows[r] + off + k);
         UNROLL for (int h = 0; h < NH; h++) {
             __m256 av = _mm256_loadu_ps(a + h * lda + k);
             UNROLL for (int r = 0; r < NR; r++) acc[h][r] = _mm256_fmadd_ps(av, x[r], acc[h][r]);
         }
     }
-    for (int h = 0; h < NH; h++)
-        for (int r = 0; r < NR; r++) {
-            float s = hsum8(acc[h][r]);
-            for (int kk = k; kk < n; kk++) s += a[h * lda + kk] * rows[r][kk];
-            out[h * ldo + r] = s;
+    UNROLL for (int r = 0; r < NR; r++) {
+        const __m256 z = _mm256_setzero_ps();
+        float s[4];
+        hsum8x4(acc[0][r], NH > 1 ? acc[1][r] : z, NH > 2 ? acc[2][r] : z, NH > 3 ? acc[3][r] : z, s);
+        for (int h = 0; h < NH; h++) {
+            for (int kk = k; kk < n; kk++) s[h] += a[h * lda + kk] * rows[r][off + kk];
+            out[h * ldo + r] = s[h];
         }
+    }
 }
 
 #define DR_ROWS(NH_)                                                                             \
     do {                                                                                         \
         int j = 0;                                                                               \
-        for (; j + 3 <= nr; j += 3) dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 3);    \
-        if (j + 2 <= nr) { dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 2); j += 2; }   \
-        if (j < nr) dots_rows_blk(ah, lda, rows + j, n, oh + j, ldo, NH_, 1);                    \
+        for (; j + 3 <= nr; j += 3) dots_rows_blk(ah, lda, rows + j, 0, n, oh + j, ldo, NH_, 3); \
+        if (j + 2 <= nr) { dots_rows_blk(ah, lda, rows + j, 0, n, oh + j, ldo, NH_, 2); j += 2; } \
+        if (j < nr) dots_rows_blk(ah, lda, rows + j, 0, n, oh + j, ldo, NH_, 1);                 \
     } while (0)
 
 AVX2 static void dots_rows_avx(const float *a, int64_t lda, int na, const float *const *rows, int nr, int n,
@@ -1209,4 +1318,87 @@ void eng_cpu_dots_rows(const eng_backend *be, const float *a, int64_t lda, int n
     if (be->avx2) { dots_rows_avx(a, lda, na, rows, nr, n, out, ldo); return; }
     for (int h = 0; h < na; h++)
         for (int j = 0; j < nr; j++) out[h * ldo + j] = eng_cpu_dot(be, a + h * lda, rows[j], n);
+}
+
+/* The MLA scores of one tile of NH heads x NR rows: the latent dots, then
+ * the rope dots over the same rows (still in L1), each a dot_avx chain
+ * (hsum8 order, scalar tail), then scale * (lat + rope) as two roundings:
+ * one call and one pass instead of two dots_rows calls and a third pass. */
+AVX2 INL void mla_scores_blk(const float *ql, int64_t ldql, const float *qp, int64_t ldqp, const float *const *rows,
+                             int lat, int rope, float scale, float *out, int64_t ldo, const int NH, const int NR)
+{
+    float sl[DR_NH * DR_NR], sp[DR_NH * DR_NR];
+    dots_rows_blk(ql, ldql, rows, 0, lat, sl, DR_NR, NH, NR);
+    dots_rows_blk(qp, ldqp, rows, lat, rope, sp, DR_NR, NH, NR);
+    for (int h = 0; h < NH; h++)
+        for (int r = 0; r < NR; r++) out[h * ldo + r] = scale * (sl[h * DR_NR + r] + sp[h * DR_NR + r]);
+}
+
+#define MS_ROWS(NH_)                                                                                         \
+    do {                                                                                                     \
+        int j = 0;                                                                                           \
+        for (; j + 3 <= nr; j += 3) mla_scores_blk(qlh, ldql, qph, ldqp, rows + j, lat, rope, scale, oh + j, ldo, NH_, 3); \
+        if (j + 2 <= nr) { mla_scores_blk(qlh, ldql, qph, ldqp, rows + j, lat, rope, scale, oh + j, ldo, NH_, 2); j += 2; } \
+        if (j < nr) mla_scores_blk(qlh, ldql, qph, ldqp, rows + j, lat, rope, scale, oh + j, ldo, NH_, 1);  \
+    } while (0)
+
+AVX2 static void mla_scores_avx(const float *ql, int64_t ldql, const float *qp, int64_t ldqp, int nh,
+                                const float *const *rows, int nr, int lat, int rope, float scale, float *out,
+                                int64_t ldo)
+{
+    for (int h0 = 0; h0 < nh; h0 += DR_NH) {
+        const float *qlh = ql + h0 * ldql, *qph = qp + h0 * ldqp;
+        float *oh = out + h0 * ldo;
+        switch (nh - h0 < DR_NH ? nh - h0 : DR_NH) {
+        case 4: MS_ROWS(4); break;
+        case 3: MS_ROWS(3); break;
+        case 2: MS_ROWS(2); break;
+        default: MS_ROWS(1); break;
+        }
+    }
+}
+#undef MS_ROWS
+
+void eng_cpu_mla_scores(const eng_backend *be, const float *ql, int64_t ldql, const float *qp, int64_t ldqp, int nh,
+                        const float *const *rows, int nr, int lat, int rope, float scale, float *out, int64_t ldo)
+{
+    if (be->avx2) { mla_scores_avx(ql, ldql, qp, ldqp, nh, rows, nr, lat, rope, scale, out, ldo); return; }
+    for (int h = 0; h < nh; h++)
+        for (int j = 0; j < nr; j++)
+            out[h * ldo + j] = scale * (eng_cpu_dot(be, ql + h * ldql, rows[j], lat) +
+                                        eng_cpu_dot(be, qp + h * ldqp, rows[j] + lat, rope));
+}
+
+/* Adding +0 where d <= 0 (or NaN) leaves s as it is, bit for bit: s
+ * starts at +0 and a sum of +0 and -0 is +0, so s is never -0. */
+AVX2 static void relu_wsum_avx(const float *w, int nh, const float *d, int64_t ldd, int n, float *s)
+{
+    int j = 0;
+    const __m256 z = _mm256_setzero_ps();
+    for (; j + 8 <= n; j += 8) {
+        __m256 acc = z;
+        for (int h = 0; h < nh; h++) {
+            __m256 dv = _mm256_loadu_ps(d + h * ldd + j);
+            __m256 p = _mm256_mul_ps(_mm256_set1_ps(w[h]), dv);
+            acc = _mm256_add_ps(acc, _mm256_and_ps(p, _mm256_cmp_ps(dv, z, _CMP_GT_OQ)));
+        }
+        _mm256_storeu_ps(s + j, acc);
+    }
+    for (; j < n; j++) {
+        float a = 0;
+        for (int h = 0; h < nh; h++)
+            if (d[h * ldd + j] > 0) a += w[h] * d[h * ldd + j];
+        s[j] = a;
+    }
+}
+
+void eng_cpu_relu_wsum(const eng_backend *be, const float *w, int nh, const float *d, int64_t ldd, int n, float *s)
+{
+    if (be->avx2) { relu_wsum_avx(w, nh, d, ldd, n, s); return; }
+    for (int j = 0; j < n; j++) {
+        float a = 0;
+        for (int h = 0; h < nh; h++)
+            if (d[h * ldd + j] > 0) a += w[h] * d[h * ldd + j];
+        s[j] = a;
+    }
 }

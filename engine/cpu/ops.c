@@ -1,6 +1,7 @@
 /* ops.c — the CPU backend: lifetime, memory, element-wise ops, routing,
  * paged-cache attention and the DSA indexer. */
 #include "cpu.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -197,15 +198,146 @@ void eng_cpu_rope(eng_backend *be, float *x, int n, int64_t ldx, int n_heads, in
         }
 }
 
+/* ===== SiLU and sigmoid (vmath.h's exp) =====
+ *
+ * silu_mul: out = g / (1 + exp(-g)) * up, evaluated in that order (exp,
+ * add, divide, multiply: each an IEEE operation with one rounding) by the
+ * same element-wise function in every body: the AVX-512 and AVX2 loops run
+ * vmath.h's vector exp, their tails and the portable path eng_vm_exp, all
+ * with the same bits. So an element's value depends on nothing but its
+ * g and up: not on the kernel, the row count, the column offset or the
+ * split over threads below. */
+
+static inline float silu_mul1(float g, float u) { return g / (1.0f + eng_vm_exp(-g)) * u; }
+static inline float sigmoid1(float x) { return 1.0f / (1.0f + eng_vm_exp(-x)); }
+
+static void silu_row_ref(const float *g, const float *u, float *o, int n)
+{
+    for (int k = 0; k < n; k++) o[k] = silu_mul1(g[k], u[k]);
+}
+
+static void sigmoid_row_ref(const float *x, float *o, int n)
+{
+    for (int k = 0; k < n; k++) o[k] = sigmoid1(x[k]);
+}
+
+#ifdef ENG_VM_X86
+ENG_VM_AVX2 static void silu_row_avx2(const float *g, const float *u, float *o, int n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) {
+        __m256 gv = _mm256_loadu_ps(g + k);
+        __m256 e = eng_vm_exp8(_mm256_xor_ps(gv, neg));
+        _mm256_storeu_ps(o + k, _mm256_mul_ps(_mm256_div_ps(gv, _mm256_add_ps(one, e)), _mm256_loadu_ps(u + k)));
+    }
+    for (; k < n; k++) o[k] = silu_mul1(g[k], u[k]);       /* the same bits as a lane */
+}
+
+ENG_VM_AVX512 static void silu_row_avx512(const float *g, const float *u, float *o, int n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f), neg = _mm512_set1_ps(-0.0f);
+    int k = 0;
+    for (; k + 16 <= n; k += 16) {
+        __m512 gv = _mm512_loadu_ps(g + k);
+        __m512 e = eng_vm_exp16(_mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(gv), _mm512_castps_si512(neg))));
+        _mm512_storeu_ps(o + k, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + k)));
+    }
+    for (; k < n; k++) o[k] = silu_mul1(g[k], u[k]);
+}
+
+ENG_VM_AVX2 static void sigmoid_row_avx2(const float *x, float *o, int n)
+{
+    const __m256 one = _mm256_set1_ps(1.0f), neg = _mm256_set1_ps(-0.0f);
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(o + k, _mm256_div_ps(one, _mm256_add_ps(one, eng_vm_exp8(_mm256_xor_ps(_mm256_loadu_ps(x + k), neg)))));
+    for (; k < n; k++) o[k] = sigmoid1(x[k]);
+}
+ENG_VM_AVX2 static void exp_shift_avx2(float *s, int n, float mx)
+{
+    const __m256 m = _mm256_set1_ps(mx);
+    int j = 0;
+    for (; j + 8 <= n; j += 8) _mm256_storeu_ps(s + j, eng_vm_exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m)));
+    for (; j < n; j++) s[j] = eng_vm_exp(s[j] - mx);      /* the same bits as a lane */
+}
+#endif
+
+/* One row's [0, n) by the kernel the backend's ISA flags select. */
+static void silu_row(const eng_backend *be, const float *g, const float *u, float *o, int n)
+{
+#ifdef ENG_VM_X86
+    if (be->avx512) { silu_row_avx512(g, u, o, n); return; }
+    if (be->avx2) { silu_row_avx2(g, u, o, n); return; }
+#endif
+    silu_row_ref(g, u, o, n);
+}
+
+/* The router's scores (a few hundred experts: AVX2 at most). */
+static void sigmoid_row(const eng_backend *be, const float *x, float *o, int n)
+{
+#ifdef ENG_VM_X86
+    if (be->avx2) { sigmoid_row_avx2(x, o, n); return; }
+#endif
+    sigmoid_row_ref(x, o, n);
+}
+
+/* Softmax numerators: s[j] = exp(s[j] - mx) for j < n, returned summed in
+ * j order (attention's softmax, MLA and GQA). Each element by vmath.h's
+ * exp, whatever the kernel: the same bits in every body and every tail, so
+ * a score's weight depends only on the score and its chunk's maximum. */
+float eng_cpu_softmax_num(const eng_backend *be, float *s, int n, float mx)
+{
+#ifdef ENG_VM_X86
+    if (be->avx2) exp_shift_avx2(s, n, mx);
+    else
+#endif
+        for (int j = 0; j < n; j++) s[j] = eng_vm_exp(s[j] - mx);
+    float sum = 0;
+    for (int j = 0; j < n; j++) sum += s[j];
+    return sum;
+}
+
+/* Calls of at least SILU_PAR_MIN elements on a backend of several threads
+ * (prefill: the dense/shared SwiGLU and the many-token MoE path, which
+ * otherwise ran this serially between pool runs) are cut into tasks of
+ * whole rows' column blocks: SILU_TASK_COLS columns (a multiple of 16) of
+ * SILU_TASK_COLS / dim rows (at least one). The cut depends only on n and
+ * dim, not on the thread count (and, element-wise, the bits depend on
+ * neither). Below the minimum a pool run costs more than it saves. */
+#define SILU_PAR_MIN (1 << 14)
+#define SILU_TASK_COLS 4096
+
+struct silu_ctx {
+    const eng_backend *be;
+    const float *g, *u;
+    float *o;
+    int64_t ldg, ldu, ldo;
+    int n, dim, rows, cblocks;  /* rows per task, column blocks per row */
+};
+
+static void silu_task(void *p, int task, int thread)
+{
+    (void)thread;
+    const struct silu_ctx *c = p;
+    int i0 = task / c->cblocks * c->rows, c0 = task % c->cblocks * SILU_TASK_COLS;
+    int i1 = i0 + c->rows < c->n ? i0 + c->rows : c->n, w = c->dim - c0 < SILU_TASK_COLS ? c->dim - c0 : SILU_TASK_COLS;
+    for (int i = i0; i < i1; i++)
+        silu_row(c->be, c->g + i * c->ldg + c0, c->u + i * c->ldu + c0, c->o + i * c->ldo + c0, w);
+}
+
 void eng_cpu_silu_mul(eng_backend *be, const float *gate, int64_t ldg, const float *up, int64_t ldu,
                      int n, int dim, float *out, int64_t ldo)
 {
-    (void)be;
-    for (int i = 0; i < n; i++)
-        for (int k = 0; k < dim; k++) {
-            float g = gate[i * ldg + k];
-            out[i * ldo + k] = g / (1.0f + expf(-g)) * up[i * ldu + k];
-        }
+    if (n <= 0 || dim <= 0) return;
+    struct silu_ctx c = { be, gate, up, out, ldg, ldu, ldo, n, dim, 1, 1 };
+    if (be->n_threads > 1 && (int64_t)n * dim >= SILU_PAR_MIN) {
+        c.cblocks = (dim + SILU_TASK_COLS - 1) / SILU_TASK_COLS;
+        c.rows = dim < SILU_TASK_COLS ? SILU_TASK_COLS / dim : 1;
+        eng_cpu_run(be, silu_task, &c, c.cblocks * ((n + c.rows - 1) / c.rows));
+        return;
+    }
+    for (int i = 0; i < n; i++) silu_row(be, gate + i * ldg, up + i * ldu, out + i * ldo, dim);
 }
 
 void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, int64_t ldx,
@@ -247,10 +379,8 @@ void eng_cpu_route_topk(eng_backend *be, const eng_be_route *r, const float *log
     if (!s) return;
     float *c = s + E, *gs = s + 2 * E;
     for (int i = 0; i < n; i++) {
-        for (int e = 0; e < E; e++) {
-            s[e] = 1.0f / (1.0f + expf(-logits[i * ldl + e]));
-            c[e] = s[e] + bias[e];
-        }
+        sigmoid_row(be, logits + i * ldl, s, E);          /* s[e] = 1 / (1 + exp(-logit)) */
+        for (int e = 0; e < E; e++) c[e] = s[e] + bias[e];
         if (G > 1) {
             /* Group score = sum of its two best choice scores; keep topk_group groups. */
             for (int g = 0; g < G; g++) {
@@ -450,6 +580,17 @@ struct idx_ctx {
     int *chunk0;                /* [n + 1]: first chunk task of query i */
 };
 
+/* Keys per scoring tile: one eng_cpu_dots_rows call scores the heads x
+ * IDX_TILE keys from registers (tiles of 4 heads x 3 keys), each key read
+ * from L1 by every head group instead of one head group at a time. */
+#define IDX_TILE 48
+
+/* Floats of idx_score's buf: an FP8 tile's dequantized keys and the dots. */
+static size_t idx_ws(const struct idx_ctx *c)
+{
+    return (size_t)IDX_TILE * ((c->cache->dtype == ENG_CACHE_FP8 ? (size_t)c->cache->dim : 0) + (size_t)c->n_heads);
+}
+
 /* Heap order: "a before b" when a is the worse candidate (lower score;
  * on a tie the later position), so the root is the one to evict. */
 static int worse(const float *sc, int a, int b) { return sc[a] < sc[b] || (sc[a] == sc[b] && a > b); }
@@ -473,27 +614,28 @@ static int cmp_i32(const void *a, const void *b)
 }
 
 /* sc[t - t0] = I(t) for keys [t0, t1) of query i. Each key's score is a
- * function of that key alone (heads summed in head order), so any split
- * of the keys across tasks gives the same scores bit for bit. buf: one
- * dequantized key plus n_heads dots. */
+ * function of that key alone (each head's dot bit-identical to
+ * eng_cpu_dot, heads summed in head order), so any split of the keys
+ * across tasks or tiles gives the same scores bit for bit. buf: idx_ws. */
 static void idx_score(const struct idx_ctx *c, int i, int t0, int t1, float *sc, float *buf)
 {
     const eng_be_keys *k = &c->keys[i];
     int dim = c->cache->dim, nh = c->n_heads;
-    float *d = buf + dim;
+    bool fp8 = c->cache->dtype == ENG_CACHE_FP8;
+    float *d = buf + (fp8 ? (size_t)IDX_TILE * dim : 0);
     const float *q = c->q + i * c->ldq, *w = c->w + i * c->ldw;
-    for (int t = t0; t < t1; t++) {
-        const float *kt = key_row(c->cache, k, t, buf);
-        eng_cpu_dots(c->be, q, dim, nh, kt, dim, d);    /* each d[h] bit-identical to eng_cpu_dot */
-        float s = 0;
-        for (int h = 0; h < nh; h++)
-            if (d[h] > 0) s += w[h] * d[h];
-        sc[t - t0] = s;
+    const float *rows[IDX_TILE];
+    for (int ta = t0; ta < t1; ta += IDX_TILE) {
+        int nr = t1 - ta < IDX_TILE ? t1 - ta : IDX_TILE;
+        for (int j = 0; j < nr; j++) rows[j] = key_row(c->cache, k, ta + j, fp8 ? buf + (size_t)j * dim : buf);
+        eng_cpu_dots_rows(c->be, q, dim, nh, rows, nr, dim, d, IDX_TILE);
+        eng_cpu_relu_wsum(c->be, w, nh, d, IDX_TILE, nr, sc + ta - t0);
     }
 }
 
-/* The K best of sc[0..n) into out (ascending positions). */
-static void idx_select(const float *sc, int n, int K, int32_t *out)
+/* The K best of sc[0..n) by the heap: the reference order (higher score
+ * first, on a tie the earlier position), also right with NaN scores. */
+static void idx_select_heap(const float *sc, int n, int K, int32_t *out)
 {
     /* Keep the K best in a heap whose root is the worst kept. */
     for (int t = 0; t < K; t++) out[t] = t;
@@ -501,6 +643,49 @@ static void idx_select(const float *sc, int n, int K, int32_t *out)
     for (int t = K; t < n; t++)
         if (worse(sc, out[0], t)) { out[0] = t; sift_down(out, K, 0, sc); }
     qsort(out, (size_t)K, sizeof *out, cmp_i32);
+}
+
+/* The K-th largest of v[0..n) into *kth (1 <= K <= n, no NaN; v is
+ * reordered): quickselect, median-of-three pivots. -1 when it needs more
+ * than 64 partitions (adversarial orders: the caller takes the heap). */
+static int kth_largest(float *v, int n, int K, float *kth)
+{
+    int lo = 0, hi = n - 1, k = K - 1;
+    for (int round = 0; lo < hi; round++) {
+        if (round == 64) return -1;
+        float a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi];
+        float p = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
+        int i = lo, j = hi;
+        while (i <= j) {        /* descending: [lo, j] >= p, [i, hi] <= p, between: == p */
+            while (v[i] > p) i++;
+            while (v[j] < p) j--;
+            if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
+        }
+        if (k <= j) hi = j;
+        else if (k >= i) lo = i;
+        else { *kth = p; return 0; }
+    }
+    *kth = v[k];
+    return 0;
+}
+
+/* The K best of sc[0..n) into out (ascending positions), the heap's set:
+ * with v the K-th largest score, every key scoring above v and the
+ * earliest of those scoring v, in one ascending scan (no sort). tmp: n
+ * floats. */
+static void idx_select(const float *sc, int n, int K, int32_t *out, float *tmp)
+{
+    for (int t = 0; t < n; t++) {
+        if (isnan(sc[t])) { idx_select_heap(sc, n, K, out); return; }
+        tmp[t] = sc[t];
+    }
+    float v;
+    if (kth_largest(tmp, n, K, &v)) { idx_select_heap(sc, n, K, out); return; }
+    int above = 0;
+    for (int t = 0; t < n; t++) above += sc[t] > v;
+    int ties = K - above, m = 0;
+    for (int t = 0; t < n; t++)
+        if (sc[t] > v || (sc[t] == v && ties-- > 0)) out[m++] = t;
 }
 
 static void idx_task(void *p, int i, int thread)
@@ -514,15 +699,16 @@ static void idx_task(void *p, int i, int thread)
         c->n_out[i] = n;
         return;
     }
-    float *sc;
+    /* [scores if unsplit: n][select's copy: n][idx_score's buf] */
+    float *ws = eng_cpu_scratch_f(c->be, thread, 2 * (size_t)n + (c->scores ? 0 : idx_ws(c)));
+    if (!ws) { c->n_out[i] = 0; return; }
+    float *sc, *tmp = ws;
     if (c->scores) sc = c->scores + i * c->ld_scores;       /* scored by idx_chunk_task */
     else {
-        int dim = c->cache->dim;
-        sc = eng_cpu_scratch_f(c->be, thread, (size_t)n + (size_t)dim + (size_t)c->n_heads);
-        if (!sc) { c->n_out[i] = 0; return; }
+        sc = ws + n;
         idx_score(c, i, 0, n, sc, sc + n);
     }
-    idx_select(sc, n, K, out);
+    idx_select(sc, n, K, out, tmp);
     c->n_out[i] = K;
 }
 
@@ -533,7 +719,7 @@ static void idx_chunk_task(void *p, int task, int thread)
     while (task >= c->chunk0[i + 1]) i++;
     int t0 = (task - c->chunk0[i]) * IDX_CHUNK, t1 = t0 + IDX_CHUNK;
     if (t1 > c->keys[i].n_ctx) t1 = c->keys[i].n_ctx;
-    float *buf = eng_cpu_scratch_f(c->be, thread, (size_t)c->cache->dim + (size_t)c->n_heads);
+    float *buf = eng_cpu_scratch_f(c->be, thread, idx_ws(c));
     if (!buf) { for (int t = t0; t < t1; t++) c->scores[i * c->ld_scores + t] = -INFINITY; return; }
     idx_score(c, i, t0, t1, c->scores + i * c->ld_scores + t0, buf);
 }
@@ -617,8 +803,8 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
     const eng_be_cache *cache = c->cache;
     int nj = j1 - j0, dim = c->lat + c->rope;
     bool fp8 = cache->dtype == ENG_CACHE_FP8;
-    float *sc = ws, *sr = sc + (size_t)nh * ATT_CHUNK, *rbuf = sr + (size_t)nh * ATT_CHUNK;
-    const float *rows[ATT_CHUNK], *ropes[ATT_CHUNK];
+    float *sc = ws, *rbuf = sc + (size_t)nh * ATT_CHUNK;
+    const float *rows[ATT_CHUNK];
     const float *ql0 = c->q_lat + i * c->ldql + h0 * c->lat, *qp0 = c->q_pe + i * c->ldqp + h0 * c->hsqp;
     for (int j = j0; j < j1; j++) {
         const unsigned char *raw = cache_row(cache, key_slot(k, k->sel ? k->sel[j] : j));
@@ -629,19 +815,14 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
             row = b;
         }
         rows[j - j0] = row;
-        ropes[j - j0] = row + c->lat;
     }
     /* s = scale * (q_lat . c + q_pe . k_pe), each dot bit-identical to eng_cpu_dot */
-    eng_cpu_dots_rows(c->be, ql0, c->lat, nh, rows, nj, c->lat, sc, ATT_CHUNK);
-    eng_cpu_dots_rows(c->be, qp0, c->hsqp, nh, ropes, nj, c->rope, sr, ATT_CHUNK);
-    for (int h = 0; h < nh; h++)
-        for (int j = 0; j < nj; j++) sc[h * ATT_CHUNK + j] = c->scale * (sc[h * ATT_CHUNK + j] + sr[h * ATT_CHUNK + j]);
+    eng_cpu_mla_scores(c->be, ql0, c->lat, qp0, c->hsqp, nh, rows, nj, c->lat, c->rope, c->scale, sc, ATT_CHUNK);
     for (int h = 0; h < nh; h++) {                  /* the chunk's softmax numerators per head, in f32 */
-        float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY, sum = 0;
+        float *s_h = sc + h * ATT_CHUNK, mx = -INFINITY;
         for (int j = 0; j < nj; j++) if (s_h[j] > mx) mx = s_h[j];
-        for (int j = 0; j < nj; j++) { s_h[j] = expf(s_h[j] - mx); sum += s_h[j]; }
         m[h] = mx;
-        l[h] = sum;
+        l[h] = eng_cpu_softmax_num(c->be, s_h, nj, mx);
     }
     eng_cpu_wsum(c->be, sc, ATT_CHUNK, nh, rows, nj, c->lat, u, ldu);
 }
@@ -650,7 +831,7 @@ static void att_chunk(const struct att_ctx *c, int i, int h0, int nh, int j0, in
 static size_t att_ws(const struct att_ctx *c, int nh)
 {
     size_t dim = (size_t)(c->lat + c->rope);
-    return 2 * (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
+    return (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
 }
 
 /* (M, L, U) ⊕= (m, l, u) for one head; first: the state is empty. */
@@ -662,7 +843,7 @@ static void att_fold(float *M, float *L, float *U, float m, float l, const float
         memcpy(U, u, (size_t)lat * sizeof *U);
         return;
     }
-    float mx = m > *M ? m : *M, a = expf(*M - mx), b = expf(m - mx);
+    float mx = m > *M ? m : *M, a = eng_vm_exp(*M - mx), b = eng_vm_exp(m - mx);
     *L = *L * a + l * b;
     for (int k = 0; k < lat; k++) U[k] = U[k] * a + u[k] * b;
     *M = mx;

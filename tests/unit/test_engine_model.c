@@ -899,6 +899,148 @@ TEST(linear_group_equals_separate_linears)
     CHECK(fabs(yb[7][4] - ref) < 1e-3);
 }
 
+/* eng_be_linear_t_heads (the absorbed MLA query, W^T x per head) tiles
+ * tokens (6 at a time, then 5..1) and columns (16, 8, a scalar tail):
+ * each token's outputs must be the bits it gets alone, on 1 or 2 threads,
+ * and the product must be W^T x (double reference), for the AVX2 and the
+ * portable kernels. 3 heads of 70 rows inside a wider weight (row stride
+ * 75, row0 5) x 141 columns hit every tail; FP8 heads cross 128-row scale
+ * blocks and columns two scale blocks. */
+TEST(linear_t_heads_tokens_bit_identical)
+{
+    enum { NH = 3, HR = 75, NR = 70, R0 = 5, COLS = 141, ROWS = R0 + NH * HR, NMAX = 19, SLD = (COLS + 127) / 128 };
+    static uint16_t wb[ROWS * COLS];
+    static uint8_t w8[ROWS * COLS];
+    static float wf[ROWS * COLS], sc[((ROWS + 127) / 128) * SLD], x[NMAX * NH * NR], yn[NMAX * NH * COLS],
+                 y1[NH * COLS];
+    lin_test_fill(wf, wb, w8, ROWS * COLS, sc, sizeof sc / sizeof *sc, x, sizeof x / sizeof *x, 13);
+    eng_tensor ws[3] = {
+        { ENG_DT_BF16, ROWS, COLS, wb, NULL, 0, "wb" },
+        { ENG_DT_F8E4M3, ROWS, COLS, w8, sc, SLD, "w8" },
+        { ENG_DT_F32, ROWS, COLS, wf, NULL, 0, "wf" },
+    };
+    eng_be_heads hs = { NH, HR, NR, COLS };
+    const int ns[] = { 1, 2, 5, 6, 7, 12, 13, NMAX };
+    int bad = 0;
+    double worst = 0;
+    char err[256];
+    for (int portable = 0; portable < 2; portable++) {
+        eng_backend *b2 = NULL, *b1 = NULL;
+        if (portable) setenv("GLM_ENGINE_PORTABLE", "1", 1);
+        int rc = eng_be_cpu_create(2, &b2, err, sizeof err) || eng_be_cpu_create(1, &b1, err, sizeof err);
+        unsetenv("GLM_ENGINE_PORTABLE");
+        if (rc) { CHECK(0); eng_be_free(b2); return; }
+        for (int d = 0; d < 3; d++)
+            for (size_t a = 0; a < sizeof ns / sizeof *ns; a++) {
+                int n = ns[a];
+                eng_be_linear_t_heads(b2, &ws[d], R0, NR, &hs, x, n, NH * NR, yn, NH * COLS);
+                for (int t = 0; t < n; t++) {
+                    eng_be_linear_t_heads(b1, &ws[d], R0, NR, &hs, x + (size_t)t * NH * NR, 1, NH * NR, y1, NH * COLS);
+                    bad += memcmp(y1, yn + (size_t)t * NH * COLS, sizeof y1) != 0;
+                }
+            }
+        for (int d = 0; d < 3; d++) {                       /* yn: the last n (NMAX) of weight d, recomputed */
+            eng_be_linear_t_heads(b2, &ws[d], R0, NR, &hs, x, NMAX, NH * NR, yn, NH * COLS);
+            for (int t = 0; t < NMAX; t++)
+                for (int h = 0; h < NH; h++)
+                    for (int c = 0; c < COLS; c++) {
+                        double ref = 0, mag = 0;
+                        for (int r = 0; r < NR; r++) {
+                            int64_t wr = R0 + h * HR + r, k = wr * COLS + c;
+                            double w = d == 0 ? eng_bf16_to_f32(wb[k])
+                                     : d == 1 ? eng_fp8_to_f32(w8[k]) * (double)sc[(wr / 128) * SLD + c / 128] : wf[k];
+                            double v = w * x[(size_t)t * NH * NR + h * NR + r];
+                            ref += v;
+                            mag += fabs(v);
+                        }
+                        double e = fabs(yn[(size_t)t * NH * COLS + h * COLS + c] - ref) / (mag + 1e-30);
+                        if (e > worst) worst = e;
+                    }
+        }
+        eng_be_free(b2);
+        eng_be_free(b1);
+    }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(worst < 1e-6);
+}
+
+/* The DSA indexer's top-k keeps the best scores, on a tie the earliest
+ * positions, whatever the selection algorithm: small integer queries,
+ * keys and head weights make every score exact (so ties are real and
+ * many), and the selection must equal a sort of the exact scores by
+ * (score desc, position asc), on 1 and 2 threads, for contexts shorter
+ * and longer than one scoring chunk. */
+TEST(index_topk_ties_match_exact_sort)
+{
+    enum { IH = 5, ID = 20, ROWS = 1200, NQ = 4, TOPK = 37 };
+    static float isrc[ROWS * ID], iq[NQ][IH * ID], iw[NQ][IH];
+    static int64_t slot[ROWS];
+    static int32_t bt[ROWS / 16];
+    static long long exact[ROWS];
+    static int32_t order[ROWS];
+    uint64_t z = 5;
+#define IRND(k) ((int)(((z = z * 6364136223846793005ull + 1) >> 40) % (k)))
+    for (int r = 0; r < ROWS; r++) slot[r] = r;
+    for (int i = 0; i < ROWS / 16; i++) bt[i] = (i * 13) % (ROWS / 16);   /* 13 coprime with 75 */
+    for (int i = 0; i < ROWS * ID; i++) isrc[i] = (float)(IRND(5) - 2);
+    for (int i = 0; i < NQ; i++) {
+        for (int k = 0; k < IH * ID; k++) iq[i][k] = (float)(IRND(3) - 1);
+        for (int k = 0; k < IH; k++) iw[i][k] = (float)(IRND(4) + 1);
+    }
+#undef IRND
+    eng_backend *bes[2] = { NULL, NULL };
+    char err[256];
+    if (eng_be_cpu_create(1, &bes[0], err, sizeof err) || eng_be_cpu_create(2, &bes[1], err, sizeof err)) {
+        CHECK(0);
+        eng_be_free(bes[0]);
+        return;
+    }
+    eng_be_cache ic = { NULL, ENG_CACHE_F32, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_F32, ID, ID), 0 };
+    ic.data = eng_be_alloc(bes[0], ROWS * ic.row_bytes);
+    eng_be_cache_store(bes[0], &ic, slot, ROWS, isrc, ID);
+    eng_be_keys keys[NQ] = { { bt, 16, ROWS, NULL, 0 }, { bt, 16, 700, NULL, 0 }, { bt, 16, 100, NULL, 0 },
+                             { bt, 16, 20, NULL, 0 } };
+    int bad = 0, ties = 0;
+    for (int b = 0; b < 2; b++)
+        for (int n = 1; n <= NQ; n += NQ - 1) {             /* query 0 alone (split scoring on 2 threads), all 4 */
+            int32_t out[NQ * TOPK];
+            int n_out[NQ];
+            eng_be_index_topk(bes[b], iq[0], IH * ID, iw[0], IH, IH, &ic, keys, n, TOPK, out, n_out);
+            for (int i = 0; i < n; i++) {
+                int nc = keys[i].n_ctx, K = nc < TOPK ? nc : TOPK;
+                for (int t = 0; t < nc; t++) {
+                    long long s = 0;
+                    int pos = bt[t / 16] * 16 + t % 16;
+                    for (int h = 0; h < IH; h++) {
+                        long long dd = 0;
+                        for (int k = 0; k < ID; k++) dd += (long long)iq[i][h * ID + k] * (long long)isrc[pos * ID + k];
+                        if (dd > 0) s += (long long)iw[i][h] * dd;
+                    }
+                    exact[t] = s;
+                    order[t] = t;
+                }
+                for (int a = 1; a < nc; a++)                /* insertion sort by (score desc, position asc) */
+                    for (int c = a; c > 0 && exact[order[c]] > exact[order[c - 1]]; c--) {
+                        int32_t tmp = order[c]; order[c] = order[c - 1]; order[c - 1] = tmp;
+                    }
+                if (K < nc && exact[order[K - 1]] == exact[order[K]]) ties++;   /* a tie across the cut */
+                static unsigned char in[ROWS];
+                memset(in, 0, sizeof in);
+                for (int k = 0; k < K; k++) in[order[k]] = 1;
+                bad += n_out[i] != K;
+                for (int k = 0; k < K && k < n_out[i]; k++) {
+                    bad += !in[out[i * TOPK + k]];
+                    bad += k > 0 && out[i * TOPK + k] <= out[i * TOPK + k - 1];  /* ascending */
+                }
+            }
+        }
+    CHECK_EQ_INT(bad, 0);
+    CHECK(ties > 0);                                        /* the test does exercise the tie rule */
+    eng_be_dealloc(bes[0], ic.data);
+    eng_be_free(bes[0]);
+    eng_be_free(bes[1]);
+}
+
 /* eng_model_moe_reads: one call per MoE layer per step; a one-token step
  * reads exactly top_k experts per layer, n tokens between top_k and
  * min(E, n * top_k). */
@@ -1233,6 +1375,8 @@ int main(void)
             RUN(fp8_ops_equal_f32_on_dequantized_rows);
             RUN(linear_tokens_bit_identical_alone_or_grouped);
             RUN(linear_group_equals_separate_linears);
+            RUN(linear_t_heads_tokens_bit_identical);
+            RUN(index_topk_ties_match_exact_sort);
             RUN(moe_few_token_path_bit_identical);
             RUN(attention_split_context_bit_identical);
             RUN(avx512_tiles_equal_avx2);

@@ -721,3 +721,90 @@ done:
     eng_be_free(be);
     return rc;
 }
+
+/* ===== attention ops =====
+ *
+ * The three attention ops of one layer's prefill at the GLM-5 small
+ * preset's shapes (8 heads, latent 256 + rope 32, kv_b 8 x (64 + 64) rows,
+ * indexer 8 x 64, top-256, blocks of 16), synthetic values, --prompt
+ * tokens of one sequence (query i sees keys 0..i; past 256 keys the
+ * indexer's selection): linear_t_heads (the absorbed query), index_topk,
+ * mla_attend. Best and median of --repeat (at least 5) calls each. */
+int bench_attn(const bench_opts *o)
+{
+    enum { NH = 8, NOPE = 64, VD = 64, LAT = 256, ROPE = 32, IH = 8, ID = 64, TOPK = 256, BS = 16 };
+    int T = o->prompt, R = o->repeat < 5 ? 5 : o->repeat, nb = (T + BS - 1) / BS, rc = 1;
+    char err[256];
+    eng_backend *be;
+    if (eng_be_cpu_create(o->threads, &be, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    eng_be_cache mc = { NULL, ENG_CACHE_F32, LAT + ROPE, LAT, eng_be_cache_row_bytes(ENG_CACHE_F32, LAT + ROPE, LAT), 0 };
+    eng_be_cache ic = { NULL, ENG_CACHE_F32, ID, ID, eng_be_cache_row_bytes(ENG_CACHE_F32, ID, ID), 0 };
+    size_t nq = (size_t)T * NH * (NOPE + ROPE), nl = (size_t)T * NH * LAT, niq = (size_t)T * IH * ID;
+    uint16_t *kvb = malloc(sizeof *kvb * NH * (NOPE + VD) * LAT);
+    float *q = malloc(sizeof *q * nq), *ql = malloc(sizeof *ql * nl), *out = malloc(sizeof *out * nl);
+    float *iq = malloc(sizeof *iq * niq), *iw = malloc(sizeof *iw * (size_t)T * IH);
+    float *rows = malloc(sizeof *rows * (size_t)T * (LAT + ROPE)), *irows = malloc(sizeof *irows * (size_t)T * ID);
+    int64_t *slot = malloc(sizeof *slot * (size_t)T);
+    int32_t *bt = malloc(sizeof *bt * (size_t)nb), *sel = malloc(sizeof *sel * (size_t)T * TOPK);
+    int *nsel = malloc(sizeof *nsel * (size_t)T);
+    eng_be_keys *keys = malloc(sizeof *keys * (size_t)T);
+    double *ts = malloc(sizeof *ts * 3 * (size_t)R);
+    mc.data = eng_be_alloc(be, (size_t)T * mc.row_bytes);
+    ic.data = eng_be_alloc(be, (size_t)T * ic.row_bytes);
+    if (!kvb || !q || !ql || !out || !iq || !iw || !rows || !irows || !slot || !bt || !sel || !nsel || !keys || !ts ||
+        !mc.data || !ic.data) {
+        fprintf(stderr, "out of memory\n");
+        goto done;
+    }
+    uint64_t z = 1;
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (int i = 0; i < NH * (NOPE + VD) * LAT; i++) {
+        float f = RND() * 0.1f;
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        kvb[i] = (uint16_t)(u >> 16);
+    }
+    for (size_t i = 0; i < nq; i++) q[i] = RND();
+    for (size_t i = 0; i < niq; i++) iq[i] = RND();
+    for (size_t i = 0; i < (size_t)T * IH; i++) iw[i] = RND() + 1.0f;
+    for (size_t i = 0; i < (size_t)T * (LAT + ROPE); i++) rows[i] = RND();
+    for (size_t i = 0; i < (size_t)T * ID; i++) irows[i] = RND();
+#undef RND
+    for (int i = 0; i < T; i++) slot[i] = i;
+    for (int i = 0; i < nb; i++) bt[i] = i;
+    eng_be_cache_store(be, &mc, slot, T, rows, LAT + ROPE);
+    eng_be_cache_store(be, &ic, slot, T, irows, ID);
+    eng_tensor W = { ENG_DT_BF16, NH * (NOPE + VD), LAT, kvb, NULL, 0, "kv_b" };
+    eng_be_heads hq = { NH, NOPE + VD, NOPE + ROPE, LAT };
+    for (int r = 0; r < R; r++) {
+        for (int i = 0; i < T; i++) keys[i] = (eng_be_keys){ bt, BS, i + 1, NULL, 0 };
+        double t0 = bench_now();
+        eng_be_linear_t_heads(be, &W, 0, NOPE, &hq, q, T, NH * (NOPE + ROPE), ql, NH * LAT);
+        double t1 = bench_now();
+        eng_be_index_topk(be, iq, IH * ID, iw, IH, IH, &ic, keys, T, TOPK, sel, nsel);
+        double t2 = bench_now();
+        for (int i = 0; i < T; i++)
+            if (nsel[i] == TOPK) { keys[i].sel = sel + (size_t)i * TOPK; keys[i].n_sel = TOPK; }
+        eng_be_mla_attend(be, ql, NH * LAT, q + NOPE, NH * (NOPE + ROPE), NOPE + ROPE, &mc, LAT, NH, 0.102f, keys, T,
+                          out, NH * LAT);
+        double t3 = bench_now();
+        ts[r] = t1 - t0;
+        ts[R + r] = t2 - t1;
+        ts[2 * R + r] = t3 - t2;
+    }
+    printf("attention ops of one layer, %d-token prefill, small-preset shapes, %s (best / median of %d calls):\n", T,
+           eng_be_describe(be), R);
+    static const char *names[3] = { "linear_t_heads (absorbed q)", "index_topk (DSA, top-256)", "mla_attend" };
+    for (int k = 0; k < 3; k++) {
+        qsort(ts + k * R, (size_t)R, sizeof *ts, cmp_d);
+        printf("  %-28s %8.3f ms  %8.3f ms\n", names[k], ts[k * R] * 1e3, ts[k * R + R / 2] * 1e3);
+    }
+    rc = 0;
+done:
+    free(kvb); free(q); free(ql); free(out); free(iq); free(iw); free(rows); free(irows); free(slot); free(bt);
+    free(sel); free(nsel); free(keys); free(ts);
+    eng_be_dealloc(be, mc.data);
+    eng_be_dealloc(be, ic.data);
+    eng_be_free(be);
+    return rc;
+}

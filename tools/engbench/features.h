@@ -34,6 +34,7 @@ int bench_kverr(const bench_opts *o);
 int bench_dtypeerr(const bench_opts *o);
 int bench_sample(const bench_opts *o);
 int bench_linear(const bench_opts *o);
+int bench_attn(const bench_opts *o);
 int bench_allreduce(const bench_opts *o);     /* tp.c */
 int bench_tp(const bench_opts *o);
 

@@ -2,11 +2,11 @@
  *
  *   glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B]
  *                    [--kv-cache-dtype auto|fp8] [--dtype auto|float32|bfloat16]
- *                    [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|allreduce|tp]
+ *                    [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|attn|allreduce|tp]
  *                    [--ranks N (allreduce, tp)]
  *
- * Modes other than decode (the default, below) are in features.h; sample and
- * linear need no --model (synthetic logits and weights); allreduce and tp are
+ * Modes other than decode (the default, below) are in features.h; sample,
+ * linear and attn need no --model (synthetic logits and weights); allreduce and tp are
  * in tp.c (allreduce needs no --model either).
  * 1. Streaming-read bandwidth of this machine: every thread sums its share
  *    of a buffer much larger than the caches (best of several passes).
@@ -178,13 +178,13 @@ int main(int argc, char **argv)
         else { fprintf(stderr, "glm-engine-bench: unknown option %s\n", a); return 2; }
         i++;
     }
-    if ((!dir && strcmp(mode, "sample") && strcmp(mode, "linear") && strcmp(mode, "allreduce")) || tokens < 1 || prompt < 1 || batch < 1 ||
+    if ((!dir && strcmp(mode, "sample") && strcmp(mode, "linear") && strcmp(mode, "attn") && strcmp(mode, "allreduce")) || tokens < 1 || prompt < 1 || batch < 1 ||
         batch > 64 || bw_mb < 64 || repeat < 1 || context < 0 || context > (1 << 20) || ranks < 1 || ranks > 64) {
         fputs("usage: glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B<=64]\n"
               "                        [--repeat N] [--bw-mb MB] [--kv-cache-dtype auto|fp8]\n"
               "                        [--dtype auto|float32|bfloat16 (linear compute, as glm-engine)]\n"
               "                        [--context N (decode after N synthetic cache rows, no prefill)]\n"
-              "                        [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|allreduce|tp]\n"
+              "                        [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|attn|allreduce|tp]\n"
               "                        [--cached N (prefix)]\n"
               "                        [--ranks N (allreduce, tp; default 2)]\n", stderr);
         return 2;
@@ -196,6 +196,7 @@ int main(int argc, char **argv)
     if (!strcmp(mode, "dtypeerr")) return bench_dtypeerr(&bo);
     if (!strcmp(mode, "sample")) return bench_sample(&bo);
     if (!strcmp(mode, "linear")) return bench_linear(&bo);
+    if (!strcmp(mode, "attn")) return bench_attn(&bo);
     if (!strcmp(mode, "allreduce")) return bench_allreduce(&bo);
     if (!strcmp(mode, "tp")) return bench_tp(&bo);
     if (strcmp(mode, "decode")) { fprintf(stderr, "glm-engine-bench: unknown mode %s\n", mode); return 2; }
