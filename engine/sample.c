@@ -1,5 +1,6 @@
 /* sample.c — penalties, temperature, min_p/top_k/top_p, seeded draws, logprobs. */
 #include "sample.h"
+#include "select.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -269,32 +270,13 @@ int32_t eng_sample_argmax(const float *w, int n)
 int32_t eng_sample_argmax(const float *w, int n) { return argmax_portable(w, n); }
 #endif
 
-/* k-th largest (k >= 1) of a[0..n), reordering a (Hoare quickselect). */
-static float kth_largest(float *a, int n, int k)
-{
-    int lo = 0, hi = n - 1, want = k - 1;
-    while (lo < hi) {
-        float pivot = a[lo + (hi - lo) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (a[i] > pivot) i++;
-            while (a[j] < pivot) j--;
-            if (i <= j) { float t = a[i]; a[i] = a[j]; a[j] = t; i++; j--; }
-        }
-        if (want <= j) hi = j;
-        else if (want >= i) lo = i;
-        else return a[want];
-    }
-    return a[want];
-}
-
 static void apply_top_k(eng_sampler *s, float *w, int k)
 {
     int n = 0;
     for (int i = 0; i < s->vocab; i++)
         if (w[i] > -INFINITY) s->sel[n++] = w[i];
     if (k >= n) return;
-    float thr = kth_largest(s->sel, n, k);
+    float thr = eng_kth_largest(s->sel, n, k);   /* sel: no NaN (mapped to -inf above) */
     for (int i = 0; i < s->vocab; i++)
         if (w[i] < thr) w[i] = -INFINITY;
 }

@@ -2,6 +2,7 @@
  * paged-cache attention and the DSA indexer. */
 #include "cpu.h"
 #include "vmath.h"
+#include "../select.h"
 
 #include <math.h>
 #include <stdbool.h>
@@ -634,7 +635,8 @@ static void idx_score(const struct idx_ctx *c, int i, int t0, int t1, float *sc,
 }
 
 /* The K best of sc[0..n) by the heap: the reference order (higher score
- * first, on a tie the earlier position), also right with NaN scores. */
+ * first, on a tie the earlier position), also right with NaN scores
+ * (idx_select's path when a score is NaN). */
 static void idx_select_heap(const float *sc, int n, int K, int32_t *out)
 {
     /* Keep the K best in a heap whose root is the worst kept. */
@@ -643,30 +645,6 @@ static void idx_select_heap(const float *sc, int n, int K, int32_t *out)
     for (int t = K; t < n; t++)
         if (worse(sc, out[0], t)) { out[0] = t; sift_down(out, K, 0, sc); }
     qsort(out, (size_t)K, sizeof *out, cmp_i32);
-}
-
-/* The K-th largest of v[0..n) into *kth (1 <= K <= n, no NaN; v is
- * reordered): quickselect, median-of-three pivots. -1 when it needs more
- * than 64 partitions (adversarial orders: the caller takes the heap). */
-static int kth_largest(float *v, int n, int K, float *kth)
-{
-    int lo = 0, hi = n - 1, k = K - 1;
-    for (int round = 0; lo < hi; round++) {
-        if (round == 64) return -1;
-        float a = v[lo], b = v[lo + (hi - lo) / 2], c = v[hi];
-        float p = a < b ? (b < c ? b : (a < c ? c : a)) : (a < c ? a : (b < c ? c : b));
-        int i = lo, j = hi;
-        while (i <= j) {        /* descending: [lo, j] >= p, [i, hi] <= p, between: == p */
-            while (v[i] > p) i++;
-            while (v[j] < p) j--;
-            if (i <= j) { float t = v[i]; v[i] = v[j]; v[j] = t; i++; j--; }
-        }
-        if (k <= j) hi = j;
-        else if (k >= i) lo = i;
-        else { *kth = p; return 0; }
-    }
-    *kth = v[k];
-    return 0;
 }
 
 /* The K best of sc[0..n) into out (ascending positions), the heap's set:
@@ -679,8 +657,7 @@ static void idx_select(const float *sc, int n, int K, int32_t *out, float *tmp)
         if (isnan(sc[t])) { idx_select_heap(sc, n, K, out); return; }
         tmp[t] = sc[t];
     }
-    float v;
-    if (kth_largest(tmp, n, K, &v)) { idx_select_heap(sc, n, K, out); return; }
+    float v = eng_kth_largest(tmp, n, K);
     int above = 0;
     for (int t = 0; t < n; t++) above += sc[t] > v;
     int ties = K - above, m = 0;

@@ -2,8 +2,11 @@
 #include "test.h"
 
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "../../engine/sample.h"
+#include "../../engine/select.h"
 
 #define V 64
 
@@ -102,6 +105,40 @@ TEST(sample_argmax_matches_definition)
     l[5] = l[32];
     CHECK_EQ_INT(eng_sample_argmax(l, 33), 5);
     CHECK_EQ_INT(eng_sample_argmax(l, 0), -1);
+}
+
+/* eng_kth_largest (select.h: the sampler's top_k threshold and the DSA
+ * indexer's top-k) against a sorted copy: many ties, every k, and with the
+ * partition limit 0 and 1 so the sort that bounds adversarial orders runs. */
+static int desc_cmp(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+TEST(kth_largest_matches_sort)
+{
+    enum { N = 97 };
+    float v[N], w[N], sorted[N];
+    uint32_t r = 777;
+    int bad = 0;
+    const int limits[] = { ENG_KTH_ROUNDS, 0, 1 };
+    for (int iter = 0; iter < 60; iter++) {
+        int n = 1 + iter * 7 % N;
+        for (int i = 0; i < n; i++) {
+            r = r * 1664525u + 1013904223u;
+            v[i] = iter % 3 ? (float)((int)(r >> 24) % 11 - 5) : (float)(r >> 8) / 1e6f;
+            if (iter % 5 == 0 && i % 9 == 0) v[i] = i % 2 ? INFINITY : -INFINITY;
+        }
+        memcpy(sorted, v, sizeof(float) * (size_t)n);
+        qsort(sorted, (size_t)n, sizeof *sorted, desc_cmp);
+        for (int li = 0; li < 3; li++)
+            for (int k = 1; k <= n; k++) {
+                memcpy(w, v, sizeof(float) * (size_t)n);
+                if (eng_kth_largest_rounds(w, n, k, limits[li]) != sorted[k - 1]) bad++;
+            }
+    }
+    CHECK_EQ_INT(bad, 0);
 }
 
 /* Empirical frequencies over many counters vs softmax(l / T). */
@@ -457,6 +494,7 @@ int main(void)
     if (eng_sampler_init(&S, V, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
     RUN(sample_greedy_is_argmax);
     RUN(sample_argmax_matches_definition);
+    RUN(kth_largest_matches_sort);
     RUN(sample_temperature_distribution);
     RUN(sample_top_k);
     RUN(sample_top_p);
