@@ -34,6 +34,12 @@
  * scalar tail), so slicing does not change a bit. */
 #define MOE_COL_ALIGN 8
 
+/* Columns per slice when H is cut into about `slices` slices. */
+static int64_t moe_col_chunk(int H, int slices)
+{
+    return ((H + slices - 1) / slices + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN * MOE_COL_ALIGN;
+}
+
 /* A one-thread view of be for ops called inside a pool task of thread t:
  * eng_cpu_run on it runs inline, and the kernels use thread t's scratch. */
 static void thread_view(const eng_backend *be, int t, eng_backend *v)
@@ -122,21 +128,32 @@ static void few_down(void *p, int task, int thread)
     }
 }
 
+/* Slots of expert e: tokens ascending (the order the gather tasks use). */
+static int moe_slots(const eng_be_moe *a, int e, int32_t *rows, float *rwt)
+{
+    int n = 0, K = a->top_k;
+    for (int i = 0; i < a->n; i++)
+        for (int k = 0; k < K; k++)
+            if (a->idx[i * K + k] == e) {
+                if (rows) { rows[n] = i; rwt[n] = a->wt[i * K + k]; }
+                n++;
+            }
+    return n;
+}
+
 static void moe_few(eng_backend *be, const eng_be_moe *a, int e0, int e1)
 {
-    int H = a->hidden, I = a->inter, K = a->top_k, nt = be->n_threads;
+    int H = a->hidden, I = a->inter, nt = be->n_threads;
     int32_t exp[MOE_FEW_SLOTS], slot0[MOE_FEW_SLOTS + 1];   /* distinct experts <= slots */
     struct moe_few f = { be, a, 0, exp, slot0, 0, 0, 0 };
     /* Slots grouped by expert, ascending; within an expert, tokens ascending. */
     int ns = 0;
     for (int e = e0; e < e1; e++) {
-        int s = ns;
-        for (int i = 0; i < a->n; i++)
-            for (int k = 0; k < K; k++)
-                if (a->idx[i * K + k] == e) { a->rows[ns] = i; a->rwt[ns] = a->wt[i * K + k]; ns++; }
-        if (ns == s) continue;
+        int n = moe_slots(a, e, a->rows + ns, a->rwt + ns);
+        if (!n) continue;
         exp[f.n_exp] = e;
-        slot0[f.n_exp++] = s;
+        slot0[f.n_exp++] = ns;
+        ns += n;
     }
     slot0[f.n_exp] = ns;
     eng_cpu_gather_rows(be, a->x, H, a->rows, ns, H, a->xg, H);
@@ -149,7 +166,7 @@ static void moe_few(eng_backend *be, const eng_be_moe *a, int e0, int e1)
     if (nx) eng_cpu_run(be, few_act, &f, nx * f.split);
     /* Run 2: 2 slices per thread (a late thread's share is taken over). */
     int ncs = 2 * nt;
-    f.cchunk = ((H + ncs - 1) / ncs + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN * MOE_COL_ALIGN;
+    f.cchunk = moe_col_chunk(H, ncs);
     eng_cpu_run(be, few_down, &f, (int)((H + f.cchunk - 1) / f.cchunk));
 }
 
@@ -176,19 +193,6 @@ struct moe_many {
     int ncs, ngs;               /* run B: column slices, then gather tasks */
     int64_t cchunk;
 };
-
-/* Slots of expert e: tokens ascending (the order the gather tasks use). */
-static int moe_slots(const eng_be_moe *a, int e, int32_t *rows, float *rwt)
-{
-    int n = 0, K = a->top_k;
-    for (int i = 0; i < a->n; i++)
-        for (int k = 0; k < K; k++)
-            if (a->idx[i * K + k] == e) {
-                if (rows) { rows[n] = i; rwt[n] = a->wt[i * K + k]; }
-                n++;
-            }
-    return n;
-}
 
 static void many_down(void *p, int task, int thread)
 {
@@ -228,7 +232,7 @@ static void moe_many(eng_backend *be, const eng_be_moe *a, int e0, int e1)
     struct moe_few fa = { be, a, 1, &f.e, slot0, 0, (I + 2 * nt - 1) / (2 * nt), 0 };
     if (fa.rchunk < 16) fa.rchunk = 16;
     fa.split = (int)((I + fa.rchunk - 1) / fa.rchunk);
-    f.cchunk = ((H + 2 * nt - 1) / (2 * nt) + MOE_COL_ALIGN - 1) / MOE_COL_ALIGN * MOE_COL_ALIGN;
+    f.cchunk = moe_col_chunk(H, 2 * nt);
     f.ncs = (int)((H + f.cchunk - 1) / f.cchunk);
     f.ngs = nt;
     while (f.e < e1 && !(f.n = moe_slots(a, f.e, a->rows, a->rwt))) f.e++;
