@@ -213,23 +213,7 @@ void eng_be_route_topk(eng_backend *be, const eng_be_route *r, const float *logi
 
 void eng_be_moe_experts(eng_backend *be, const eng_be_moe *a, int e0, int e1)
 {
-    if (!be->dev_ops || !a->shared) {
-        DISPATCH(moe_experts, a, e0, e1);
-        return;
-    }
-    /* A device: the routed experts, then the shared expert as separate ops
-     * in the op's work buffers (stream-ordered after the routed experts). */
-    eng_be_moe r = *a;
-    r.shared = NULL;
-    be->dev_ops->moe_experts(be->dev, &r, e0, e1);
-    const eng_tensor *sh = a->shared;
-    int H = a->hidden, I = a->inter, n = a->n;
-    int64_t si = sh[ENG_EXP_GATE].rows;
-    eng_be_linear(be, &sh[ENG_EXP_GATE], 0, si, a->x, n, H, a->gate, I);
-    eng_be_linear(be, &sh[ENG_EXP_UP], 0, si, a->x, n, H, a->up, I);
-    eng_be_silu_mul(be, a->gate, I, a->up, I, n, (int)si, a->act, I);
-    eng_be_linear(be, &sh[ENG_EXP_DOWN], 0, H, a->act, n, I, a->y, H);
-    eng_be_add_scaled(be, a->out, H, a->y, H, NULL, n, H);
+    DISPATCH(moe_experts, a, e0, e1);
 }
 
 void eng_be_cache_store(eng_backend *be, const eng_be_cache *c, const int64_t *slot, int n,

@@ -223,7 +223,8 @@ typedef struct eng_be_moe {
      * the routed experts' pool runs (one barrier, the SiLU and the add
      * fewer, its compute beside their memory-bound reads); the work buffers
      * then need n rows more (the few-token path: cap >= n * (top_k + 1)).
-     * Device backends run it as those separate ops. */
+     * CPU backend only: on a device backend it must be NULL (the model runs
+     * the shared expert as those separate ops there). */
     const eng_tensor *shared;
 } eng_be_moe;
 void eng_be_moe_experts(eng_backend *be, const eng_be_moe *a, int e0, int e1);

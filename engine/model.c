@@ -448,14 +448,14 @@ static void moe(eng_model *m, int l, int T)
     eng_be_lin_out router = { &lw->w[ENG_W_ROUTER], 0, E, m->rlogits, E, 1 };   /* f32 in any --dtype */
     eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, E };
     int inter = er.end > er.begin ? (int)lw->experts[er.begin * ENG_EXP_COUNT + ENG_EXP_GATE].rows : 0;
-    /* The shared expert runs inside the MoE op when its rows fit the op's
-     * work buffers (GLM-5: one shared expert as wide as a routed one): on
-     * the CPU in the routed experts' pool runs. Else it runs first, into
-     * its own buffer (the routed experts use gate/up/act/eout as work
-     * space), its gate and up in one call with the router, and is added
-     * after the routed sum. The same bits either way. */
+    /* On the CPU the shared expert runs inside the MoE op when its rows fit
+     * the op's work buffers (GLM-5: one shared expert as wide as a routed
+     * one), in the routed experts' pool runs. Else (wider, or a device
+     * backend) it runs first, into its own buffer (the routed experts use
+     * gate/up/act/eout as work space), its gate and up in one call with the
+     * router, and is added after the routed sum. The same bits either way. */
     const eng_tensor *sh = c->n_shared_experts > 0 ? &lw->w[ENG_W_SH_GATE] : NULL;
-    int sh_in_op = sh && sh[ENG_EXP_GATE].rows <= inter;
+    int sh_in_op = sh && sh[ENG_EXP_GATE].rows <= inter && eng_be_host_memory(be);
     if (sh && !sh_in_op)
         swiglu(m, &sh[ENG_EXP_GATE], &sh[ENG_EXP_UP], &sh[ENG_EXP_DOWN], m->x, T, m->shx, &router);
     else
