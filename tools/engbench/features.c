@@ -758,12 +758,7 @@ int bench_attn(const bench_opts *o)
     }
     uint64_t z = 1;
 #define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
-    for (int i = 0; i < NH * (NOPE + VD) * LAT; i++) {
-        float f = RND() * 0.1f;
-        uint32_t u;
-        memcpy(&u, &f, sizeof u);
-        kvb[i] = (uint16_t)(u >> 16);
-    }
+    for (int i = 0; i < NH * (NOPE + VD) * LAT; i++) kvb[i] = eng_f32_to_bf16(RND() * 0.1f);
     for (size_t i = 0; i < nq; i++) q[i] = RND();
     for (size_t i = 0; i < niq; i++) iq[i] = RND();
     for (size_t i = 0; i < (size_t)T * IH; i++) iw[i] = RND() + 1.0f;
