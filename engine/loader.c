@@ -1015,6 +1015,26 @@ static int add_rec(void *vctx, const char *name, enum eng_dtype dt, const char *
     return 0;
 }
 
+/* The file mapped read-only at an address that is a multiple of the huge
+ * page size (HP_ALIGN), so file offset and address agree modulo it: a
+ * whole huge page of the file can later be replaced by an anonymous huge
+ * page at the same address (eng_weights_hugepages). A reservation one
+ * HP_ALIGN longer is trimmed to the mapping. */
+#define HP_ALIGN ((size_t)2 << 20)
+static void *map_aligned(int fd, uint64_t size)
+{
+    size_t len = (size_t)size;
+    unsigned char *r = mmap(NULL, len + HP_ALIGN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (r == MAP_FAILED) return mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    unsigned char *a = (unsigned char *)(((uintptr_t)r + HP_ALIGN - 1) & ~(uintptr_t)(HP_ALIGN - 1));
+    void *m = mmap(a, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    if (m == MAP_FAILED) { munmap(r, len + HP_ALIGN); return m; }
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), end = ((size_t)(a - r) + len + pg - 1) / pg * pg;
+    if (a > r) munmap(r, (size_t)(a - r));
+    if (end < len + HP_ALIGN) munmap(r + end, len + HP_ALIGN - end);
+    return m;
+}
+
 static int map_file(eng_weights *w, const char *dir, const char *fname, char *err, size_t errlen)
 {
     if (!*fname || strchr(fname, '/') || !strcmp(fname, "..") || !strcmp(fname, "."))
@@ -1041,7 +1061,7 @@ static int map_file(eng_weights *w, const char *dir, const char *fname, char *er
     }
     f->size = (uint64_t)st.st_size;
     if (f->size) {
-        void *m = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *m = map_aligned(fd, f->size);
         if (m == MAP_FAILED) {
             close(fd);
             return pl_seterr(err, errlen, PL_ERR_IO, "%s: mmap: %s", f->path, strerror(errno));
@@ -1292,7 +1312,7 @@ static void prefault(eng_weights *w, const eng_load_opts *o)
 int eng_weights_load(const char *dir, const eng_load_opts *opts, eng_config *cfg,
                      eng_weights **out, char *err, size_t errlen)
 {
-    static const eng_load_opts dflt = { 0, 0 };
+    static const eng_load_opts dflt = { 0, 0, 0 };
     if (!opts) opts = &dflt;
     *out = NULL;
     int rc = eng_config_load(cfg, dir, err, errlen);
@@ -1358,6 +1378,131 @@ void eng_weights_free(eng_weights *w)
     free(w->recs);
     free(w->hash);
     free(w);
+}
+
+/* ===== huge pages for the weights a process reads =====
+ *
+ * A batched decode step reads every expert of a layer once and multiplies
+ * it by the tokens routed to it; over 4 KiB pages of the file mapping the
+ * core's TLB misses on nearly every new page of those streams (and the
+ * hardware prefetcher stops at each page's end). The same bytes in 2 MiB
+ * anonymous pages: docs/perf.md "Weights in huge pages". The copy is
+ * mremap()ed over the file pages at the same address, so every view (and
+ * every pointer into a view) stays valid. */
+
+/* 2: "always", 1: "madvise", 0: "never" or no THP in this kernel. */
+static int thp_mode(void)
+{
+    char buf[128] = "";
+    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return strstr(buf, "[always]") ? 2 : strstr(buf, "[madvise]") ? 1 : 0;
+}
+
+static long proc_long(const char *path, long dflt)
+{
+    FILE *f = fopen(path, "r");
+    long v = dflt;
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1) v = dflt;
+        fclose(f);
+    }
+    return v;
+}
+
+static long count_maps(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    if (!f) return -1;
+    long n = 0;
+    int ch;
+    while ((ch = fgetc(f)) != EOF) n += ch == '\n';
+    fclose(f);
+    return n;
+}
+
+/* Mark the huge pages of file f that bytes [p, p + n) touch (whole ones
+ * only: the file's last partial huge page stays a file page). */
+static void hp_mark(const st_file *f, uint8_t *need, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    if (!n || !f->map || b < f->map || b >= f->map + f->size) return;
+    size_t full = (size_t)f->size / HP_ALIGN, c0 = (size_t)(b - f->map) / HP_ALIGN;
+    size_t c1 = ((size_t)(b - f->map) + n - 1) / HP_ALIGN;
+    for (size_t c = c0; c <= c1 && c < full; c++) need[c] = 1;
+}
+
+/* Bytes [off, off + len) of file f (huge-page aligned) replaced by an
+ * anonymous copy. On a failed mremap the file is mapped there again. */
+static int hp_move(const st_file *f, size_t off, size_t len, int madv, char *err, size_t errlen)
+{
+    unsigned char *dst = f->map + off;
+    unsigned char *r = mmap(NULL, len + HP_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (r == MAP_FAILED) return pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: %zu bytes for huge pages: %s", f->path, len,
+                                          strerror(errno));
+    unsigned char *a = (unsigned char *)(((uintptr_t)r + HP_ALIGN - 1) & ~(uintptr_t)(HP_ALIGN - 1));
+    if (a > r) munmap(r, (size_t)(a - r));
+    if (a + len < r + len + HP_ALIGN) munmap(a + len, (size_t)(r + HP_ALIGN - a));
+    if (madv) madvise(a, len, MADV_HUGEPAGE);
+    memcpy(a, dst, len);
+    mprotect(a, len, PROT_READ);
+    if (mremap(a, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, dst) != MAP_FAILED) return 0;
+    int e = errno;
+    munmap(a, len);
+    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+    void *m = fd < 0 ? MAP_FAILED : mmap(dst, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, (off_t)off);
+    if (fd >= 0) close(fd);
+    if (m == MAP_FAILED)        /* the range is unmapped now: the weights are unusable */
+        return pl_seterr(err, errlen, PL_ERR_INTERNAL, "%s: mremap: %s, and mapping the file again failed",
+                         f->path, strerror(e));
+    return pl_seterr(err, errlen, PL_ERR_IO, "%s: mremap: %s (the rest stays in file pages)", f->path, strerror(e));
+}
+
+int eng_weights_hugepages(eng_weights *w, const eng_tensor *const *views, size_t n, uint64_t *bytes,
+                          char *err, size_t errlen)
+{
+    *bytes = 0;
+    int madv = thp_mode();
+    if (!madv) return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "transparent huge pages are off in this kernel "
+                                "(/sys/kernel/mm/transparent_hugepage/enabled)");
+    madv = madv == 1;
+    /* Each moved run can split a file mapping in three: stay far below
+     * vm.max_map_count (a failed mremap would cost the process). */
+    long maps = count_maps(), budget = (proc_long("/proc/sys/vm/max_map_count", 65530) - (maps < 0 ? 0 : maps)) / 2 - 1024;
+    int rc = 0;
+    for (int i = 0; i < w->n_files && !rc; i++) {
+        const st_file *f = &w->files[i];
+        size_t full = (size_t)f->size / HP_ALIGN;
+        if (!full) continue;
+        uint8_t *need = calloc(full, 1);
+        if (!need) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+        for (size_t v = 0; v < n; v++) {
+            const eng_tensor *t = views[v];
+            if (!t || !t->data) continue;
+            hp_mark(f, need, t->data, (size_t)t->rows * (size_t)t->cols * eng_dtype_size(t->dtype));
+            if (t->scale)       /* FP8 block scales: a view off a block boundary spans one row more */
+                hp_mark(f, need, t->scale, (size_t)((t->rows + ENG_FP8_BLOCK - 1) / ENG_FP8_BLOCK + 1) *
+                                           (size_t)t->scale_ld * sizeof(float));
+        }
+        for (size_t c = 0; c < full && !rc;) {
+            if (!need[c]) { c++; continue; }
+            size_t e = c;
+            while (e < full && need[e]) e++;
+            if (budget-- <= 0) {
+                rc = pl_seterr(err, errlen, PL_ERR_RANGE, "%s: too many separate ranges for vm.max_map_count "
+                               "(the rest stays in file pages)", f->path);
+                break;
+            }
+            rc = hp_move(f, c * HP_ALIGN, (e - c) * HP_ALIGN, madv, err, errlen);
+            if (!rc) *bytes += (uint64_t)(e - c) * HP_ALIGN;
+            c = e;
+        }
+        free(need);
+    }
+    return rc;
 }
 
 const eng_tensor *eng_weights_embed(const eng_weights *w) { return &w->embed; }

@@ -183,6 +183,10 @@ typedef struct eng_weights eng_weights;   /* opaque: mappings + tensor index */
 typedef struct eng_load_opts {
     int prefault;           /* read every mapped page once (progress shown) */
     int quiet;              /* no progress output */
+    /* CPU backend: read the weights from the file mapping (4 KiB page-cache
+     * pages, shared with other processes) instead of eng_weights_hugepages
+     * copies of those this process reads (eng_model_open, the default). */
+    int file_pages;
 } eng_load_opts;
 
 /* Load dir/config.json and the safetensors it points at. On success *out
@@ -198,6 +202,20 @@ const eng_tensor        *eng_weights_lm_head(const eng_weights *w);
 const eng_layer_weights *eng_weights_layer(const eng_weights *w, int layer);
 /* Bytes of all mapped tensor data. */
 uint64_t eng_weights_bytes(const eng_weights *w);
+/* The file pages under views[0..n) (data and FP8 scales; views outside the
+ * mappings, such as a shard's copied slices, are skipped) replaced by an
+ * anonymous copy in transparent huge pages at the same addresses: every
+ * view stays valid, and a core reading the weights takes a TLB entry per
+ * 2 MiB instead of per 4 KiB. Whole 2 MiB pages: the ones a view touches
+ * are copied whole, a file's last partial one stays a file page. The copy
+ * is this process's memory, no longer page cache shared with others.
+ * *bytes: what was copied. Errors leave the rest in file pages and say why:
+ * PL_ERR_UNSUPPORTED (huge pages off in the kernel), PL_ERR_RANGE (too many
+ * separate ranges for vm.max_map_count), PL_ERR_NOMEM, PL_ERR_IO; only
+ * PL_ERR_INTERNAL (a range could be neither moved nor mapped again) leaves
+ * the weights unusable. */
+int eng_weights_hugepages(eng_weights *w, const eng_tensor *const *views, size_t n, uint64_t *bytes,
+                          char *err, size_t errlen);
 
 /* ===== safetensors (shared with glm-mkmodel and tests) ===== */
 

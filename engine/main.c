@@ -37,6 +37,8 @@ static void usage(FILE *f)
           "  --log-stats-interval S            seconds between stats log lines (default 10)\n"
           "  --disable-log-stats               no stats log lines\n"
           "  --[no-]enable-prefix-caching      reuse cached KV blocks of shared prefixes (default on)\n"
+          "  --[no-]weights-hugepages          cpu backend: copy the weights a rank reads into 2 MiB transparent huge\n"
+          "                                    pages (default on); off: read the file's shared 4 KiB page-cache pages\n"
           "  --dtype auto|float32|bfloat16     linear-layer compute: auto = float32 (FP32 activations; not vLLM's\n"
           "                                    checkpoint dtype), bfloat16 = activations rounded to BF16 (vdpbf16ps)\n"
           "  --kv-cache-dtype auto|fp8         KV cache rows in f32 (auto) or FP8 e4m3 with per-token scales (fp8 = fp8_e4m3)\n"
@@ -575,6 +577,7 @@ int main(int argc, char **argv)
     eng_serve_cfg_defaults(&cfg);
     int64_t threads = 0;
     int compute = ENG_BE_COMPUTE_F32;
+    int file_pages = 0;     /* --no-weights-hugepages */
     feat_flags ff = { 0 };
     spec_opts spec = { .k = -1 };
     char err[1024];
@@ -588,6 +591,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--disable-log-stats")) { cfg.log_stats_interval = 0; continue; }
         else if (!strcmp(a, "--enable-prefix-caching")) { cfg.prefix_caching = true; continue; }
         else if (!strcmp(a, "--no-enable-prefix-caching")) { cfg.prefix_caching = false; continue; }
+        else if (!strcmp(a, "--weights-hugepages")) { file_pages = 0; continue; }
+        else if (!strcmp(a, "--no-weights-hugepages")) { file_pages = 1; continue; }
         else if (!strcmp(a, "--model") && v) dir = v;
         else if (!strcmp(a, "--backend") && v) backend = v;
         else if (!strcmp(a, "--max-num-seqs") && !pl_parse_i64(v, 1, 1 << 16, &n)) cfg.max_num_seqs = (int)n;
@@ -689,7 +694,7 @@ int main(int argc, char **argv)
         .compute_dtype = compute,
         .max_batch_tokens = cfg.max_num_batched_tokens,
         .max_model_len = cfg.max_model_len,
-        .load = { .prefault = 1 },
+        .load = { .prefault = 1, .file_pages = file_pages },
     };
     tp_ranks tp;
     mo.expert_parallel = ff.ep;     /* before the fork: every rank must agree */

@@ -221,10 +221,10 @@ static int alloc_scratch(eng_model *m)
     return 0;
 }
 
-/* Every weight view this rank uses onto the device (no-op on the CPU): the
- * whole model, or a tensor-parallel rank's shard (its slices, the
- * replicated tensors, and under expert parallelism its experts only). */
-static int upload_weights(eng_model *m, char *err, size_t errlen)
+/* fn on every weight view this rank uses: the whole model, or a
+ * tensor-parallel rank's shard (its slices, the replicated tensors, and
+ * under expert parallelism its experts only). Stops at fn's first nonzero. */
+static int for_each_weight(eng_model *m, int (*fn)(void *ctx, const eng_tensor *t), void *ctx)
 {
     const eng_config *c = &m->cfg;
     const eng_tensor *top[] = { m->shard ? eng_shard_embed(m->shard) : eng_weights_embed(m->w),
@@ -232,16 +232,64 @@ static int upload_weights(eng_model *m, char *err, size_t errlen)
                                 m->shard ? eng_shard_lm_head(m->shard) : eng_weights_lm_head(m->w) };
     eng_shard_range er = m->shard ? eng_shard_experts(m->shard) : (eng_shard_range){ 0, c->n_routed_experts };
     int rc = 0;
-    for (size_t i = 0; i < PL_ARRAY_LEN(top) && !rc; i++) if (top[i]->data) rc = eng_be_tensor_upload(m->be, top[i], err, errlen);
+    for (size_t i = 0; i < PL_ARRAY_LEN(top) && !rc; i++) if (top[i]->data) rc = fn(ctx, top[i]);
     for (int l = 0; l < eng_config_n_layers_total(c) && !rc; l++) {
         const eng_layer_weights *lw = layer_w(m, l);
         if (l == c->num_hidden_layers && !c->has_mtp_weights) break;
         for (int s = 0; s < ENG_W_LAYER_COUNT && !rc; s++)
-            if (lw->w[s].data) rc = eng_be_tensor_upload(m->be, &lw->w[s], err, errlen);
+            if (lw->w[s].data) rc = fn(ctx, &lw->w[s]);
         for (int64_t e = er.begin * ENG_EXP_COUNT; lw->experts && e < er.end * ENG_EXP_COUNT && !rc; e++)
-            rc = eng_be_tensor_upload(m->be, &lw->experts[e], err, errlen);
+            rc = fn(ctx, &lw->experts[e]);
     }
     return rc;
+}
+
+struct upload_ctx { eng_backend *be; char *err; size_t errlen; };
+static int upload_one(void *p, const eng_tensor *t)
+{
+    struct upload_ctx *u = p;
+    return eng_be_tensor_upload(u->be, t, u->err, u->errlen);
+}
+
+/* Every weight view this rank uses onto the device (no-op on the CPU). */
+static int upload_weights(eng_model *m, char *err, size_t errlen)
+{
+    struct upload_ctx u = { m->be, err, errlen };
+    return for_each_weight(m, upload_one, &u);
+}
+
+struct views_ctx { const eng_tensor **v; size_t n, cap; };
+static int collect_one(void *p, const eng_tensor *t)
+{
+    struct views_ctx *c = p;
+    if (c->v) c->v[c->n] = t;
+    c->n++;
+    return 0;
+}
+
+/* The CPU reads the weights straight from host memory: those this rank
+ * uses into huge pages (eng_weights_hugepages), unless the caller keeps
+ * the file pages. Not being able to is no error (the file pages work):
+ * it is said once, unless quiet; only a range left unmapped fails. */
+static int hugepage_weights(eng_model *m, const eng_model_opts *o, char *err, size_t errlen)
+{
+    if (o->load.file_pages || eng_be_kind_of(m->be) != ENG_BE_CPU) return 0;
+    struct views_ctx c = { NULL, 0, 0 };
+    for_each_weight(m, collect_one, &c);
+    c.v = malloc((c.n ? c.n : 1) * sizeof *c.v);
+    if (!c.v) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
+    c.n = 0;
+    for_each_weight(m, collect_one, &c);
+    uint64_t bytes = 0;
+    char why[256] = "";
+    int rc = eng_weights_hugepages(m->w, c.v, c.n, &bytes, why, sizeof why);
+    free(c.v);
+    if (rc == PL_ERR_INTERNAL) return pl_seterr(err, errlen, rc, "%s", why);
+    if (!o->load.quiet) {
+        if (rc) pl_log(PL_LOG_INFO, NULL, 0, "weights stay in 4 KiB file pages: %s", why);
+        else pl_log(PL_LOG_INFO, NULL, 0, "weights: %.1f MB in 2 MiB huge pages", (double)bytes / 1e6);
+    }
+    return 0;
 }
 
 int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, char *err, size_t errlen)
@@ -289,6 +337,7 @@ int eng_model_open(const char *dir, const eng_model_opts *o, eng_model **out, ch
     /* A rank's views (shard.c) are host slices and copies like the whole
      * model's: a device backend uploads those this rank uses. */
     if (!rc) rc = upload_weights(m, err, errlen);
+    if (!rc) rc = hugepage_weights(m, o, err, errlen);
     if (!rc) {
         m->max_tokens = o->max_batch_tokens > 0 ? o->max_batch_tokens : 512;
         m->max_len = o->max_model_len > 0 ? o->max_model_len : m->cfg.max_position_embeddings;

@@ -130,6 +130,21 @@ def test_dtype_flag(tiny):
     assert p.returncode == 2 and b"not supported" in p.stderr
 
 
+def test_weights_hugepages_flag(tiny):
+    """The cpu backend copies the weights into huge pages by default and says
+    so (or why not); --no-weights-hugepages reads the file pages; the tokens
+    and logprobs are the same bits either way."""
+    prompt = [(i * 31 + 7) % VOCAB for i in range(24)]
+    target = gen("h", prompt, max_tokens=12, ignore_eos=True, temperature=0.8, seed=99, logprobs=2)
+    lp = lambda out: [e for m in out if m["type"] == "tokens" and m["id"] == "h" for e in m["logprobs"]]
+    huge, err_h = run_stage(engine(tiny), [target])
+    filep, err_f = run_stage(engine(tiny, "--no-weights-hugepages"), [target])
+    assert "in 2 MiB huge pages" in err_h or "weights stay in 4 KiB file pages" in err_h
+    assert "huge pages" not in err_f and "file pages" not in err_f
+    assert tokens_by_choice(huge, "h") == tokens_by_choice(filep, "h") and len(lp(huge)) == 12
+    assert lp(huge) == lp(filep)
+
+
 def test_n_choices_and_prompt_logprobs(tiny):
     out, _ = run_stage(engine(tiny), [gen("n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17],
                                           temperature=1.0, seed=3, max_tokens=5, ignore_eos=True, prompt_logprobs=1)

@@ -124,6 +124,129 @@ TEST(sharded_and_fused_layouts_load_identically)
     CHECK(memcmp(a, c, sizeof a) == 0);
 }
 
+/* ===== weights in huge pages ===== */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
+    return h;
+}
+
+static uint64_t view_hash(const eng_tensor *t)
+{
+    uint64_t h = fnv(1469598103934665603ull, t->data, (size_t)t->rows * (size_t)t->cols * eng_dtype_size(t->dtype));
+    if (t->scale) h = fnv(h, t->scale, (size_t)((t->rows + 127) / 128) * (size_t)t->scale_ld * sizeof(float));
+    return h;
+}
+
+/* The /proc/self/smaps entry holding p: whether it maps a file, and its
+ * Anonymous and AnonHugePages kB. */
+static int smaps_of(const void *p, int *file, long *anon_kb, long *huge_kb)
+{
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[512];
+    int in = 0, found = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long a, b;
+        char path[256] = "";
+        /* a mapping's line: "start-end perms offset dev inode [path]" (no
+         * "Key:" line parses as hex-hex) */
+        if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %255s", &a, &b, path) >= 2) {
+            if (found) break;
+            in = (uintptr_t)p >= a && (uintptr_t)p < b;
+            if (in) { found = 1; *file = path[0] == '/'; *anon_kb = *huge_kb = 0; }
+            continue;
+        }
+        if (in) {
+            sscanf(line, "Anonymous: %ld kB", anon_kb);
+            sscanf(line, "AnonHugePages: %ld kB", huge_kb);
+        }
+    }
+    fclose(f);
+    return found ? 0 : -1;
+}
+
+TEST(weights_hugepages_same_bytes_same_addresses)
+{
+    CHECK(mk("hp-fp8", 1, 0, 0) == 0);
+    char dir[512], err[512] = "";
+    snprintf(dir, sizeof dir, "%s/hp-fp8", g_dir);
+    eng_config c;
+    eng_weights *w = NULL;
+    eng_load_opts lo = { .quiet = 1 };
+    CHECK(eng_weights_load(dir, &lo, &c, &w, err, sizeof err) == 0);
+    if (!w) return;
+    /* every view of the model, and one that is not in a mapping (a copy) */
+    static const eng_tensor *v[4096];
+    static uint64_t h[4096];
+    size_t n = 0;
+    v[n++] = eng_weights_embed(w);
+    v[n++] = eng_weights_final_norm(w);
+    v[n++] = eng_weights_lm_head(w);
+    for (int l = 0; l < eng_config_n_layers_total(&c); l++) {
+        const eng_layer_weights *lw = eng_weights_layer(w, l);
+        for (int k = 0; k < ENG_W_LAYER_COUNT && n < 4000; k++) if (lw->w[k].data) v[n++] = &lw->w[k];
+        for (int e = 0; lw->experts && e < c.n_routed_experts * ENG_EXP_COUNT && n < 4000; e++) v[n++] = &lw->experts[e];
+    }
+    static float heap_rows[64];
+    eng_tensor copy = { ENG_DT_F32, 4, 16, heap_rows, NULL, 0, "copy" };
+    v[n++] = &copy;
+    CHECK(n < 4000);
+    const void *addr[4096];
+    for (size_t i = 0; i < n; i++) { h[i] = view_hash(v[i]); addr[i] = v[i]->data; }
+    uint64_t bytes = 0;
+    int rc = eng_weights_hugepages(w, v, n, &bytes, err, sizeof err);
+    if (rc == PL_ERR_UNSUPPORTED) {
+        test_skip("transparent huge pages are off in this kernel");
+        eng_weights_free(w);
+        return;
+    }
+    if (rc) fprintf(stderr, "  eng_weights_hugepages: %s\n", err);
+    CHECK_EQ_INT(rc, 0);
+    CHECK(bytes >= (2u << 20));          /* the tiny FP8 checkpoint spans several 2 MiB pages */
+    CHECK(bytes % (2u << 20) == 0);
+    size_t same = 0;
+    for (size_t i = 0; i < n; i++) same += v[i]->data == addr[i] && view_hash(v[i]) == h[i];
+    CHECK_EQ_INT(same, n);
+    /* The embedding starts past the header, in the file's first 2 MiB
+     * page: now anonymous memory, no longer the file. */
+    int file = -1;
+    long anon = 0, huge = 0;
+    CHECK(smaps_of(eng_weights_embed(w)->data, &file, &anon, &huge) == 0);
+    CHECK_EQ_INT(file, 0);
+    CHECK(anon > 0);
+    if (!huge) fprintf(stderr, "  note: the kernel gave 4 KiB pages (no free 2 MiB page)\n");
+    eng_weights_free(w);
+}
+
+TEST(weights_hugepages_same_logits)
+{
+    static float a[1024], b[1024];
+    const char *names[] = { "plain", "hp-fp8" };
+    for (int k = 0; k < 2; k++) {
+        char dir[512], err[512];
+        snprintf(dir, sizeof dir, "%s/%s", g_dir, names[k]);
+        for (int fp = 0; fp < 2; fp++) {
+            eng_model *m;
+            eng_kv_pool *kv;
+            eng_model_opts o = { .n_threads = 2, .max_batch_tokens = 64, .max_model_len = 64,
+                                 .load = { .quiet = 1, .file_pages = fp } };
+            CHECK(eng_model_open(dir, &o, &m, err, sizeof err) == 0);
+            CHECK(eng_kv_pool_create(eng_model_backend(m), eng_model_config(m), ENG_CACHE_F32, 4, 16, &kv, err,
+                                     sizeof err) == 0);
+            int32_t ids[20], bt[2] = { 0, 1 };
+            for (int i = 0; i < 20; i++) ids[i] = (i * 37 + 5) % 900;
+            eng_seq s = { ids, 20, 0, bt, 2, ENG_LOGITS_LAST };
+            CHECK(eng_model_forward(m, kv, &s, 1, fp ? b : a, NULL, err, sizeof err) == 0);
+            eng_kv_pool_free(kv);
+            eng_model_close(m);
+        }
+        CHECK(memcmp(a, b, sizeof a) == 0);
+    }
+}
+
 /* GLM-4.5 (GQA) checkpoints: per-expert and fused expert names (glm-mkmodel
  * fuses BF16 only) give bit-identical logits. */
 TEST(glm45_fused_experts_load_identically)
@@ -713,6 +836,8 @@ int main(void)
     snprintf(g_dir, sizeof g_dir, "/tmp/glm-loader-test-XXXXXX");
     if (!mkdtemp(g_dir)) { printf("0 passed, 1 failed, 0 skipped\n"); return 1; }
     RUN(sharded_and_fused_layouts_load_identically);
+    RUN(weights_hugepages_same_bytes_same_addresses);
+    RUN(weights_hugepages_same_logits);
     RUN(glm45_fused_experts_load_identically);
     RUN(mtp_layer_optional);
     RUN(truncated_file_names_file_and_tensor);

@@ -37,7 +37,7 @@ static eng_model *open_model(const bench_opts *o, int max_tokens, int max_len)
     char err[512];
     eng_model *m = NULL;
     eng_model_opts mo = { .n_threads = o->threads, .compute_dtype = o->compute, .max_batch_tokens = max_tokens,
-                          .max_model_len = max_len, .load = { .prefault = 1, .quiet = 1 } };
+                          .max_model_len = max_len, .load = { .prefault = 1, .quiet = 1, .file_pages = o->file_pages } };
     if (eng_model_open(o->dir, &mo, &m, err, sizeof err)) fprintf(stderr, "glm-engine-bench: %s\n", err);
     return m;
 }

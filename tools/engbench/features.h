@@ -23,6 +23,7 @@ typedef struct bench_opts {
     int batch;                  /* sample: sequences per step */
     int ranks;                  /* allreduce, tp: tensor-parallel ranks */
     int compute;                /* enum eng_be_compute (--dtype) */
+    int file_pages;             /* --weights-hugepages 0: eng_load_opts.file_pages */
 } bench_opts;
 
 double bench_now(void);

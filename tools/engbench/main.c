@@ -3,7 +3,7 @@
  *   glm-engine-bench --model DIR [--threads N] [--tokens N] [--prompt N] [--batch B]
  *                    [--kv-cache-dtype auto|fp8] [--dtype auto|float32|bfloat16]
  *                    [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|attn|allreduce|tp]
- *                    [--ranks N (allreduce, tp)]
+ *                    [--ranks N (allreduce, tp)] [--weights-hugepages 1|0]
  *
  * Modes other than decode (the default, below) are in features.h; sample,
  * linear and attn need no --model (synthetic logits and weights); allreduce and tp are
@@ -156,7 +156,7 @@ int main(int argc, char **argv)
     const char *dir = NULL, *mode = "decode";
     int threads = 0, tokens = 64, prompt = 32, batch = 1, bw_mb = 1024, repeat = 1, cached = 0, context = 0, ranks = 2;
     enum eng_cache_dtype kvdt = ENG_CACHE_F32;
-    int compute = ENG_BE_COMPUTE_F32;
+    int compute = ENG_BE_COMPUTE_F32, hugepages = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) { fprintf(stderr, "glm-engine-bench: %s needs a value\n", a); return 2; }
@@ -171,6 +171,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--cached")) cached = atoi(v);
         else if (!strcmp(a, "--context")) context = atoi(v);
         else if (!strcmp(a, "--ranks")) ranks = atoi(v);
+        else if (!strcmp(a, "--weights-hugepages") && (!strcmp(v, "0") || !strcmp(v, "1"))) hugepages = atoi(v);
         else if (!strcmp(a, "--kv-cache-dtype") && (!strcmp(v, "auto") || !strcmp(v, "fp8")))
             kvdt = !strcmp(v, "fp8") ? ENG_CACHE_FP8 : ENG_CACHE_F32;
         else if (!strcmp(a, "--dtype") && (!strcmp(v, "auto") || !strcmp(v, "float32") || !strcmp(v, "bfloat16")))
@@ -186,10 +187,12 @@ int main(int argc, char **argv)
               "                        [--context N (decode after N synthetic cache rows, no prefill)]\n"
               "                        [--mode decode|prefix|mtp|kverr|dtypeerr|sample|linear|attn|allreduce|tp]\n"
               "                        [--cached N (prefix)]\n"
-              "                        [--ranks N (allreduce, tp; default 2)]\n", stderr);
+              "                        [--ranks N (allreduce, tp; default 2)]\n"
+              "                        [--weights-hugepages 1|0 (as glm-engine --[no-]weights-hugepages; default 1)]\n",
+              stderr);
         return 2;
     }
-    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached, batch, ranks, compute };
+    bench_opts bo = { dir, threads, tokens, prompt, repeat, cached, batch, ranks, compute, !hugepages };
     if (!strcmp(mode, "prefix")) return bench_prefix(&bo);
     if (!strcmp(mode, "mtp")) return bench_mtp(&bo);
     if (!strcmp(mode, "kverr")) return bench_kverr(&bo);
@@ -205,7 +208,8 @@ int main(int argc, char **argv)
     if (context) prompt = context;     /* the context takes the prompt's positions, without its prefill */
     eng_model_opts o = { .n_threads = threads, .compute_dtype = compute,
                          .max_batch_tokens = context ? 64 : prompt * batch > 64 ? prompt * batch : 64,
-                         .max_model_len = prompt + tokens + 1, .load = { .prefault = 1, .quiet = 1 } };
+                         .max_model_len = prompt + tokens + 1,
+                         .load = { .prefault = 1, .quiet = 1, .file_pages = bo.file_pages } };
     if (eng_model_open(dir, &o, &m, err, sizeof err)) { fprintf(stderr, "glm-engine-bench: %s\n", err); return 1; }
     const eng_config *c = eng_model_config(m);
     int nt = eng_be_threads(eng_model_backend(m));

@@ -54,7 +54,7 @@ static void *tp_rank_main(void *p)
     eng_kv_pool *kv = NULL;
     if (a->g && eng_comm_shm_attach(a->g, a->rank, &c, err, sizeof err)) { a->rc = 1; return NULL; }
     eng_model_opts mo = { .n_threads = a->threads, .max_batch_tokens = o->prompt > 64 ? o->prompt : 64,
-                          .max_model_len = o->prompt + o->tokens + 1, .load = { .prefault = 1, .quiet = 1 },
+                          .max_model_len = o->prompt + o->tokens + 1, .load = { .prefault = 1, .quiet = 1, .file_pages = o->file_pages },
                           .comm = c };
     if ((a->rc = eng_model_open(o->dir, &mo, &m, err, sizeof err))) {
         fprintf(stderr, "glm-engine-bench: rank %d: %s\n", a->rank, err);
