@@ -418,7 +418,12 @@ def test_hostile_template_is_bounded_and_interruptible(glm_model, tmp_path):
     time.sleep(0.2)
     t0 = time.time()
     s.p.send_signal(signal.SIGTERM)
-    assert s.close(timeout=10) == 0 and time.time() - t0 < 5
+    rc = s.close(timeout=20)
+    print(f"slow template: exit {rc} {time.time() - t0:.2f} s after the second SIGTERM")
+    # Uncut it would run for hours; the cut is checked between template steps
+    # (each s.count over 4 MB), so a loaded 2-core CI box still answers in
+    # well under 10 s (it took up to ~5 s there with other tests running).
+    assert rc == 0 and time.time() - t0 < 10
     assert [(m["type"], m["id"]) for m in s.out] == [("error", "slow")] and "interrupted" in s.out[0]["message"]
 
 
