@@ -393,8 +393,9 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
 #define BX_MR6 4
 static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR5, BX_MR6 };
 #define BX_MR 6
-/* Weight prefetch (see bx_tile_n): on/off, distance in tiles, hint; -D at
- * build time for measurements. */
+/* Weight prefetch (see bx_tile_n): on/off, distance in tiles, hint, the
+ * later token groups' prefetch of the next weight block (bx_pf) on/off; -D
+ * at build time for measurements. */
 #ifndef BX_PREFETCH
 #define BX_PREFETCH 1
 #endif
@@ -403,6 +404,9 @@ static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR
 #endif
 #ifndef BX_PF_HINT
 #define BX_PF_HINT _MM_HINT_T1
+#endif
+#ifndef BX_PF_NEXT
+#define BX_PF_NEXT 1
 #endif
 #define BX_PAD 32       /* bf16 between activation rows: rows 2 KiB multiples apart alias in L1 */
 
@@ -528,10 +532,19 @@ BF16DP static void bx8_tile_1(const uint8_t *w, int64_t ldw, int mr, int64_t col
         if (r < mr) y[r] = bx_hsum(acc[r]);
 }
 
+/* Where a tile's weight prefetches go. d == 0: the same columns two
+ * tiles ahead (BX_PF_TILES; the first token group of a weight block, which
+ * streams it from memory). d != 0: the rows d elements on (the next weight
+ * block) for the tile's first `rows` rows, at the 32-column steps k0,
+ * k0 + step, ...: the later groups, which run from L2, each fetch their
+ * share of the next block, so the weights stream from memory during every
+ * pass instead of in bursts during the first (bx_rows). */
+typedef struct bx_pf { int64_t d, k0, step; int rows; } bx_pf;
+
 /* y[t * ldy + r] = W row r . xb row t for r < mr (rows ldw apart), t < NT;
  * rows past mr repeat row mr - 1 (computed, not stored). */
 BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, const uint16_t *xb, int64_t ldb,
-                          float *y, int64_t ldy, const int MR, const int NT)
+                          float *y, int64_t ldy, const bx_pf *pf, const int MR, const int NT)
 {
     const uint16_t *wr[BX_MR];
     __m512 acc[BX_MR * BX_NT];         /* [MR][NT]: output (r, t) at r * NT + t */
@@ -540,6 +553,7 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
         UNROLL_NT for (int t = 0; t < NT; t++) acc[r * NT + t] = _mm512_setzero_ps();
     }
     int64_t c32 = cols & ~(int64_t)31, k = 0;
+    int64_t pfk = pf->d ? pf->k0 : INT64_MAX;
     for (; k < c32; k += 32) {
         __m512bh xv[BX_NT];
         UNROLL_NT for (int t = 0; t < NT; t++) xv[t] = (__m512bh)_mm512_loadu_si512(xb + t * ldb + k);
@@ -551,9 +565,15 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
              * decode of the small preset: 44-53 tokens/s without, the
              * same with a T0 prefetch one tile ahead, 76-84 with T1 one
              * to eight tiles ahead (FP32 path: 80-91). A prefetch past
-             * the tensor never faults. */
-            if (BX_PREFETCH) _mm_prefetch((const char *)(wr[r] + k + BX_PF_TILES * MR * ldw), BX_PF_HINT);
+             * the tensor never faults. Later token groups (bx_pf) instead
+             * fetch their share of the next weight block. */
+            if (BX_PREFETCH && !pf->d) _mm_prefetch((const char *)(wr[r] + k + BX_PF_TILES * MR * ldw), BX_PF_HINT);
             UNROLL_NT for (int t = 0; t < NT; t++) acc[r * NT + t] = _mm512_dpbf16_ps(acc[r * NT + t], wv, xv[t]);
+        }
+        if (k == pfk) {
+            UNROLL_NT for (int r = 0; r < MR; r++)
+                if (r < pf->rows) _mm_prefetch((const char *)(wr[r] + k + pf->d), BX_PF_HINT);
+            pfk += pf->step;
         }
     }
     if (k < cols) {             /* the last block: weights masked to zero past the row */
@@ -574,15 +594,15 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
 }
 
 BF16DP static void bx_tile(const uint16_t *w, int64_t ldw, int mr, int64_t cols, const uint16_t *xb, int64_t ldb,
-                           float *y, int64_t ldy, int nt)
+                           float *y, int64_t ldy, int nt, const bx_pf *pf)
 {
     switch (nt) {
-    case 6: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR6, 6); break;
-    case 5: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR5, 5); break;
-    case 4: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR4, 4); break;
-    case 3: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR3, 3); break;
-    case 2: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR2, 2); break;
-    default: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR1, 1); break;
+    case 6: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR6, 6); break;
+    case 5: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR5, 5); break;
+    case 4: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR4, 4); break;
+    case 3: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR3, 3); break;
+    case 2: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR2, 2); break;
+    default: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR1, 1); break;
     }
 }
 
@@ -752,7 +772,7 @@ static void bx_rows(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int
     int ng = (c->n + BX_NT - 1) / BX_NT, rem = c->n % BX_NT;
     int pair = c->n > BX_NT && rem > 0 && rem <= 2 ? (BX_NT + rem + 1) / 2 : 0;
     for (int64_t rr = r; rr < r1; rr += rblk) {
-        int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+        int64_t re = rr + rblk < r1 ? rr + rblk : r1, nre = re + rblk < r1 ? re + rblk : r1;
         for (int gb = 0; gb < ng; gb += tblk / BX_NT)
             for (int g = gb; g < gb + tblk / BX_NT && g < ng; g++) {
                 int t = g * BX_NT, nt = c->n - t < BX_NT ? c->n - t : BX_NT;
@@ -761,9 +781,20 @@ static void bx_rows(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int
                     nt = g == ng - 1 ? c->n - t : pair;
                 }
                 int mr = k_bx_mr[nt];
-                for (int64_t i = rr; i < re; i += mr)
+                /* Groups 1..ng-1 of this block fetch the next block (rows
+                 * [re, nre)), 64-byte column line j in group 1 + j % (ng - 1):
+                 * each line once, spread over the passes. */
+                bx_pf pf = { 0, 0, 0, 0 };
+                if (BX_PF_NEXT && g > 0 && nre > re)
+                    pf = (bx_pf){ (re - rr) * ldw, 32 * (g - 1), 32 * (int64_t)(ng - 1), 0 };
+                for (int64_t i = rr; i < re; i += mr) {
+                    if (pf.d) {
+                        int64_t left = nre - (i + (re - rr));
+                        pf.rows = left < 0 ? 0 : left > mr ? mr : (int)left;
+                    }
                     bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, cols, xb + t * ldb, ldb,
-                            y + t * c->ldy + i, c->ldy, nt);
+                            y + t * c->ldy + i, c->ldy, nt, &pf);
+                }
             }
     }
 }
@@ -1042,6 +1073,105 @@ static colt_fn pick_colt(const eng_backend *be, enum eng_dtype dt)
     }
 }
 
+/* ===== bfloat16 mode's transposed product through vdpbf16ps =====
+ *
+ * y[t][c] = sum_r a[t][r] W[r][c] with a = bf16(x x xm) (--dtype bfloat16,
+ * as the row products round theirs; FP8 weights as BF16 value / 256, the
+ * block scale x 256 folded into xm). vdpbf16ps sums pairs along K, and K
+ * is the weight's row index here: each weight vector is 16 columns of rows
+ * r and r + 1 interleaved in registers ([W[r][c], W[r+1][c]] per 32-bit
+ * lane; a missing row r + 1 past nrows is zeros against a zero activation),
+ * and each token's pair (a[r], a[r+1]) is broadcast. Every output is one
+ * lane of one accumulator fed the pairs in ascending r: no horizontal sum,
+ * and its bits depend on nothing but nrows, so tiling tokens (BXT_NT at a
+ * time, then the rest at once) and columns (masked 16-column vectors) never
+ * changes them. One core, 16 tokens, the small preset's W_UK from L3: 97
+ * GFLOP/s through the AVX2 colt tile (FP32 FMAs, 6 tokens x 16 columns),
+ * 163 through this one (6 tokens x 64 columns, 32 products per
+ * instruction; docs/perf.md). */
+#define BXT_NT 6
+#define BXT_NV 4        /* 16-column vectors: COL_CHUNK columns; 24 accumulators + 4 weight vectors */
+
+/* Rows r, r + 1 of columns [c, c + 16) (mask m; mb: row r + 1's, 0 past the
+ * rows) as 16 interleaved BF16 pairs. */
+BF16DP INL __m512bh bxt_wv(const void *w, const int FP8, int64_t ld, int64_t r, int64_t c, __mmask16 m, __mmask16 mb,
+                           __m512i idx)
+{
+    __m512i v;
+    if (FP8) {
+        const uint8_t *p = (const uint8_t *)w + r * ld + c;
+        __m128i a = _mm_maskz_loadu_epi8(m, p), b = _mm_maskz_loadu_epi8(mb, mb ? p + ld : p);
+        v = bx_fp8_32v(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+    } else {
+        const uint16_t *p = (const uint16_t *)w + r * ld + c;
+        v = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_maskz_loadu_epi16(m, p)),
+                               _mm256_maskz_loadu_epi16(mb, mb ? p + ld : p), 1);
+    }
+    return (__m512bh)_mm512_permutexvar_epi16(idx, v);
+}
+
+/* NT tokens (xb + t * ldb: a[t][0..nr), even-padded with a zero) x
+ * columns [0, nc) (nc <= 16 * BXT_NV) of w (rows ld apart). */
+BF16DP INL void bxt_blk(const void *w, const int FP8, int64_t ld, int64_t nr, const uint16_t *xb, int64_t ldb, int nc,
+                        float *y, int64_t ldy, const int NT)
+{
+    __m512 acc[BXT_NT][BXT_NV];
+    __mmask16 m[BXT_NV];
+    const __m512i idx = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8,
+                                         23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+    UNROLL for (int v = 0; v < BXT_NV; v++) {
+        int k = nc - 16 * v;
+        m[v] = k >= 16 ? (__mmask16)0xffff : k > 0 ? (__mmask16)((1u << k) - 1) : 0;
+        UNROLL_NT for (int t = 0; t < NT; t++) acc[t][v] = _mm512_setzero_ps();
+    }
+    for (int64_t r = 0; r < nr; r += 2) {
+        __m512bh wv[BXT_NV];
+        UNROLL for (int v = 0; v < BXT_NV; v++)
+            wv[v] = bxt_wv(w, FP8, ld, r, 16 * v, m[v], r + 1 < nr ? m[v] : 0, idx);
+        UNROLL_NT for (int t = 0; t < NT; t++) {
+            uint32_t pr;
+            memcpy(&pr, xb + t * ldb + r, sizeof pr);
+            __m512bh xv = (__m512bh)_mm512_set1_epi32((int)pr);
+            UNROLL for (int v = 0; v < BXT_NV; v++) acc[t][v] = _mm512_dpbf16_ps(acc[t][v], wv[v], xv);
+        }
+    }
+    UNROLL_NT for (int t = 0; t < NT; t++)
+        UNROLL for (int v = 0; v < BXT_NV; v++) _mm512_mask_storeu_ps(y + t * ldy + 16 * v, m[v], acc[t][v]);
+}
+
+#define DEF_BXT(NAME, FP8)                                                                          \
+BF16DP static void NAME(const void *w, int64_t ld, int64_t nr, const uint16_t *xb, int64_t ldb, int n, int nc, \
+                        float *y, int64_t ldy)                                                       \
+{                                                                                                    \
+    for (int t = 0; t < n; t += BXT_NT) {                                                            \
+        const uint16_t *xt = xb + t * ldb;                                                           \
+        float *yt = y + t * ldy;                                                                     \
+        switch (n - t < BXT_NT ? n - t : BXT_NT) {                                                   \
+        case 6: bxt_blk(w, FP8, ld, nr, xt, ldb, nc, yt, ldy, 6); break;                             \
+        case 5: bxt_blk(w, FP8, ld, nr, xt, ldb, nc, yt, ldy, 5); break;                             \
+        case 4: bxt_blk(w, FP8, ld, nr, xt, ldb, nc, yt, ldy, 4); break;                             \
+        case 3: bxt_blk(w, FP8, ld, nr, xt, ldb, nc, yt, ldy, 3); break;                             \
+        case 2: bxt_blk(w, FP8, ld, nr, xt, ldb, nc, yt, ldy, 2); break;                             \
+        default: bxt_blk(w, FP8, ld, nr, xt, ldb, nc, yt, ldy, 1); break;                            \
+        }                                                                                            \
+    }                                                                                                \
+}
+DEF_BXT(bxt_bf16, 0)
+DEF_BXT(bxt_fp8, 1)
+#undef DEF_BXT
+
+/* a[0..nr) = bf16(x[r] * xm[r]) (the rounding of bx_round_row), a zero at nr. */
+BF16DP static void bxt_round(const float *x, const float *xm, int64_t nr, uint16_t *a)
+{
+    int64_t r = 0;
+    for (; r < nr; r += 16) {
+        __mmask16 m = nr - r >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (nr - r)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + r), _mm512_maskz_loadu_ps(m, xm + r));
+        _mm256_mask_storeu_epi16(a + r, m, bx_round16(v));
+    }
+    a[nr] = 0;
+}
+
 struct lint_ctx {
     const eng_tensor *W;
     eng_be_heads hs;
@@ -1054,8 +1184,57 @@ struct lint_ctx {
     int64_t ldy;
     colacc_fn acc;
     colt_fn tile;               /* NULL: acc per token */
+    int bf16;                   /* --dtype bfloat16: activations (x xm) rounded to BF16 (BF16 / FP8 weights) */
+    int bx;                     /* ... multiplied by bxt_* (AVX512-BF16); else acc / tile over the rounded values */
+    int hpt;                    /* bx: heads per task */
     eng_backend *be;
 };
+
+/* Prefetch (into L2) columns [c, c + nc) of rows [0, nr), rows rb bytes
+ * apart: the tile reads a head's block COL_CHUNK columns x nr rows at a
+ * time, rows rb apart, which the hardware prefetcher leaves to latency. */
+static void lint_prefetch(const char *w, size_t rb, int64_t nr, size_t c, size_t nc)
+{
+    for (size_t off = c; off < c + nc; off += 64)
+        for (int64_t r = 0; r < nr; r++) _mm_prefetch(w + (size_t)r * rb + off, _MM_HINT_T1);
+    if (nc % 64)
+        for (int64_t r = 0; r < nr; r++) _mm_prefetch(w + (size_t)r * rb + c + nc - 1, _MM_HINT_T1);
+}
+
+/* bxt: task = heads [task * hpt, +hpt), each head's whole row block (every
+ * column chunk); while a head computes, the next head's block streams in
+ * chunk by chunk. */
+static void lint_task_bx(const struct lint_ctx *c, int task, int thread)
+{
+    const eng_tensor *W = c->W;
+    size_t es = eng_dtype_size(W->dtype), rb = (size_t)W->cols * es;
+    int64_t ldb = (c->nrows + 2) & ~(int64_t)1;
+    float *xm = eng_cpu_scratch_f(c->be, thread, (size_t)c->nrows + ((size_t)c->n * (size_t)ldb + 1) / 2);
+    if (!xm) return;
+    uint16_t *xb = (uint16_t *)(xm + c->nrows);
+    int h0 = task * c->hpt, h1 = h0 + c->hpt < c->hs.n ? h0 + c->hpt : c->hs.n;
+    for (int h = h0; h < h1; h++) {
+        int64_t row0 = c->row0 + h * c->hs.w;
+        const char *base = (const char *)W->data + (size_t)row0 * rb;
+        const char *next = h + 1 < h1 ? base + (size_t)c->hs.w * rb : NULL;
+        if (h == h0) lint_prefetch(base, rb, c->nrows, 0, rb);
+        const float *x = c->x + h * c->hs.x;
+        float *y = c->y + h * c->hs.y;
+        for (int64_t cc = 0; cc < W->cols; cc += COL_CHUNK) {
+            int ncc = (int)(W->cols - cc < COL_CHUNK ? W->cols - cc : COL_CHUNK);
+            if (next) lint_prefetch(next, rb, c->nrows, (size_t)cc * es, (size_t)ncc * es);
+            if (cc == 0 || (W->scale && cc % ENG_FP8_BLOCK == 0)) {     /* FP8: this column block's scales */
+                for (int64_t r = 0; r < c->nrows; r++) {
+                    int64_t wr = row0 + r;
+                    xm[r] = W->scale ? W->scale[(wr / ENG_FP8_BLOCK) * W->scale_ld + cc / ENG_FP8_BLOCK] * 256.0f : 1.0f;
+                }
+                for (int i = 0; i < c->n; i++) bxt_round(x + i * c->ldx, xm, c->nrows, xb + i * ldb);
+            }
+            (W->scale ? bxt_fp8 : bxt_bf16)(base + (size_t)cc * es, W->cols, c->nrows, xb, ldb, c->n, ncc, y + cc,
+                                            c->ldy);
+        }
+    }
+}
 
 static void lint_task(void *p, int task, int thread)
 {
@@ -1065,8 +1244,9 @@ static void lint_task(void *p, int task, int thread)
     int h = task / c->chunks;
     int64_t c0 = (int64_t)(task % c->chunks) * COL_CHUNK, row0 = c->row0 + h * c->hs.w;
     int nc = (int)(W->cols - c0 < COL_CHUNK ? W->cols - c0 : COL_CHUNK);
-    /* FP8 tiles take x pre-multiplied by the scales: nrows per token more. */
-    size_t nxa = c->tile && W->scale ? (size_t)c->n * (size_t)c->nrows : 0;
+    /* FP8 tiles take x pre-multiplied by the scales, bfloat16 mode x rounded:
+     * nrows per token more. */
+    size_t nxa = c->bf16 || (c->tile && W->scale) ? (size_t)c->n * (size_t)c->nrows : 0;
     float *xm = eng_cpu_scratch_f(c->be, thread, (size_t)c->nrows + nxa);
     if (!xm) return;
     /* Row multipliers: the FP8 block scale of (row, this column chunk). */
@@ -1077,7 +1257,8 @@ static void lint_task(void *p, int task, int thread)
     const char *base = (const char *)W->data + (size_t)row0 * (size_t)W->cols * es;
     const float *x = c->x + h * c->hs.x;
     float *y = c->y + h * c->hs.y + c0;
-    if (!c->tile) {
+    if (c->bx) { lint_task_bx(c, task, thread); return; }
+    if (!c->tile && !c->bf16) {
         for (int i = 0; i < c->n; i++) c->acc(base, W->cols, c->nrows, x + i * c->ldx, xm, c0, nc, y + i * c->ldy);
         return;
     }
@@ -1086,9 +1267,17 @@ static void lint_task(void *p, int task, int thread)
     if (nxa) {
         float *xa = xm + c->nrows;
         for (int i = 0; i < c->n; i++)
-            for (int64_t r = 0; r < c->nrows; r++) xa[i * c->nrows + r] = x[i * c->ldx + r] * xm[r];
+            for (int64_t r = 0; r < c->nrows; r++) {
+                float v = x[i * c->ldx + r] * xm[r];
+                xa[i * c->nrows + r] = c->bf16 ? eng_bf16_to_f32(eng_cpu_bf16_round(v)) : v;
+            }
         a = xa;
         lda = c->nrows;
+    }
+    if (!c->tile) {             /* portable bfloat16: the rounded a[r] times 1 */
+        for (int64_t r = 0; r < c->nrows; r++) xm[r] = 1.0f;
+        for (int i = 0; i < c->n; i++) c->acc(base, W->cols, c->nrows, a + i * lda, xm, c0, nc, y + i * c->ldy);
+        return;
     }
     c->tile(base + (size_t)c0 * es, W->cols, c->nrows, a, lda, c->n, nc, y, c->ldy);
 }
@@ -1099,9 +1288,13 @@ void eng_cpu_linear_t_heads(eng_backend *be, const eng_tensor *W, int64_t row0, 
     pthread_once(&g_lut_once, lut_init);
     if (n <= 0 || nrows <= 0 || hs->n <= 0) return;
     int chunks = (int)((W->cols + COL_CHUNK - 1) / COL_CHUNK);
+    int bf16 = be->compute_bf16 && (W->dtype == ENG_DT_BF16 || W->dtype == ENG_DT_F8E4M3);
+    int bx = bf16 && be->avx512bf16;
+    /* bxt: a run of whole heads per thread (lint_task_bx) */
+    int hpt = (hs->n + be->n_threads - 1) / be->n_threads;
     struct lint_ctx c = { W, *hs, chunks, row0, nrows, x, n, ldx, y, ldy, pick_colacc(be, W->dtype),
-                          pick_colt(be, W->dtype), be };
-    eng_cpu_run(be, lint_task, &c, chunks * hs->n);
+                          pick_colt(be, W->dtype), bf16, bx, hpt, be };
+    eng_cpu_run(be, lint_task, &c, bx ? (hs->n + hpt - 1) / hpt : chunks * hs->n);
 }
 
 /* ===== small f32 helpers for the other ops ===== */

@@ -259,6 +259,87 @@ TEST(vdpbf16ps_and_portable_agree)
     eng_be_free(p);
 }
 
+/* ===== linear_t_heads (the absorbed MLA query) in bfloat16 mode =====
+ *
+ * y[t][h][c] = sum_r W[row0 + h*TW + r][c] * bf16(x[t][h][r] * m) (FP8: W
+ * as value / 256, m = its block scale x 256; BF16: m = 1), for both paths
+ * against a double reference within the f32 accumulation bound, and each
+ * token's bits alone or in any group, on 1 or 2 threads. 3 heads of 71 rows
+ * (odd: the last vdpbf16ps pair is half zero) at row stride 75 from row 60
+ * (FP8 heads cross a 128-row scale block) x 141 columns (two column scale
+ * blocks, a 13-column tail). */
+enum { TNH = 3, TW = 75, TNR = 71, TR0 = 60, TC = 141, TROWS = 1000, TSLD = (TC + 127) / 128, TNMAX = 19 };
+
+static void t_heads_reference(const eng_tensor *W, int t, int h, int c, double *ybf, double *yf, double *mag)
+{
+    *ybf = *yf = *mag = 0;
+    for (int r = 0; r < TNR; r++) {
+        int64_t wr = TR0 + h * TW + r, k = wr * TC + c;
+        float xs = g_x[(size_t)t * TNH * TNR + h * TNR + r];
+        double w;
+        if (W->dtype == ENG_DT_BF16) w = eng_bf16_to_f32(((const uint16_t *)W->data)[k]);
+        else {
+            w = eng_fp8_to_f32(((const uint8_t *)W->data)[k]) / 256.0;
+            xs = xs * (W->scale[(wr / ENG_FP8_BLOCK) * W->scale_ld + c / ENG_FP8_BLOCK] * 256.0f);
+        }
+        double xb = eng_bf16_to_f32(eng_cpu_bf16_round(xs));
+        *ybf += w * xb;
+        *yf += w * (double)xs;
+        *mag += fabs(w * xb);
+    }
+}
+
+static void check_t_heads(int portable)
+{
+    eng_backend *b2 = bf16_backend(2, portable), *b1 = bf16_backend(1, portable);
+    if (!b2 || !b1) { CHECK(0); eng_be_free(b2); eng_be_free(b1); return; }
+    eng_tensor ws[2] = { { ENG_DT_BF16, TROWS, TC, g_wb, NULL, 0, "wb" },
+                         { ENG_DT_F8E4M3, TROWS, TC, g_w8, g_sc, TSLD, "w8" } };
+    eng_be_heads hs = { TNH, TW, TNR, TC };
+    static float yn[TNMAX * TNH * TC], y1[TNH * TC], yt[TNMAX * TNH * TC];
+    static const int ns[] = { 1, 2, 5, 6, 7, 12, 13, 16, TNMAX };
+    int bad = 0, diff = 0, rounded = 0;
+    double worst = 0;
+    for (int d = 0; d < 2; d++)
+        for (size_t a = 0; a < PL_ARRAY_LEN(ns); a++) {
+            int n = ns[a];
+            eng_be_linear_t_heads(b2, &ws[d], TR0, TNR, &hs, g_x, n, TNH * TNR, yn, TNH * TC);
+            eng_be_linear_t_heads(b1, &ws[d], TR0, TNR, &hs, g_x, n, TNH * TNR, yt, TNH * TC);
+            diff += memcmp(yn, yt, sizeof(float) * (size_t)n * TNH * TC) != 0;
+            for (int t = 0; t < n; t++) {
+                eng_be_linear_t_heads(b2, &ws[d], TR0, TNR, &hs, g_x + (size_t)t * TNH * TNR, 1, TNH * TNR, y1, TNH * TC);
+                diff += memcmp(y1, yn + (size_t)t * TNH * TC, sizeof y1) != 0;
+            }
+            if (n != TNMAX) continue;
+            for (int t = 0; t < n; t++)
+                for (int h = 0; h < TNH; h++)
+                    for (int c = 0; c < TC; c++) {
+                        double ybf, yf, mag;
+                        t_heads_reference(&ws[d], t, h, c, &ybf, &yf, &mag);
+                        double bound = (TNR + 16) * ldexp(mag, -24) + 1e-30;
+                        double e = fabs(yn[(size_t)t * TNH * TC + h * TC + c] - ybf) / bound;
+                        if (e > worst) worst = e;
+                        bad += e > 1;
+                        rounded += fabs(yf - ybf) > 4 * bound;
+                    }
+        }
+    printf("     %s: worst error %.3f of the bound; %d outputs visibly moved by the rounding\n",
+           portable ? "portable" : "vdpbf16ps", worst, rounded);
+    CHECK_EQ_INT(bad, 0);
+    CHECK_EQ_INT(diff, 0);
+    CHECK(rounded > 100);
+    eng_be_free(b2);
+    eng_be_free(b1);
+}
+
+TEST(vdpbf16ps_t_heads_match_reference_and_group_invariant)
+{
+    if (!has_avx512bf16()) { test_skip("no AVX512-BF16 on this CPU: the vdpbf16ps tiles cannot run here"); return; }
+    check_t_heads(0);
+}
+
+TEST(portable_bf16_t_heads_match_reference_and_group_invariant) { check_t_heads(1); }
+
 /* F32 weights, eng_be_linear_f32 on any weight and group outputs marked
  * f32 keep f32 activations in bfloat16 mode: the float32 mode's bits. */
 TEST(f32_products_unchanged_in_bf16_mode)
@@ -284,6 +365,12 @@ TEST(f32_products_unchanged_in_bf16_mode)
     eng_be_linear_group(b, g, 2, g_x, 8, COLS);
     CHECK(memcmp(yg, ya, sizeof ya) == 0);
     CHECK(memcmp(yh, yb, sizeof yb) == 0);
+    /* linear_t_heads over F32 weights: the float32 mode's bits */
+    eng_be_heads hs = { 2, 30, 25, ROWS };
+    eng_tensor wt = { ENG_DT_F32, 60, ROWS, g_wf, NULL, 0, "wt" };
+    eng_be_linear_t_heads(f, &wt, 0, 25, &hs, g_x, 4, 50, ya, 2 * ROWS);     /* [4, 2 * ROWS] */
+    eng_be_linear_t_heads(b, &wt, 0, 25, &hs, g_x, 4, 50, yb, 2 * ROWS);
+    CHECK(memcmp(ya, yb, sizeof(float) * 4 * 2 * ROWS) == 0);
     CHECK(eng_be_set_compute(f, (enum eng_be_compute)7, err, sizeof err) == PL_ERR_INVALID);
     CHECK(strstr(eng_be_describe(b), "bfloat16") != NULL);
     eng_be_free(f);
@@ -301,6 +388,8 @@ int main(void)
     RUN(vdpbf16ps_tokens_bit_identical_alone_or_grouped);
     RUN(portable_bf16_tokens_bit_identical_alone_or_grouped);
     RUN(vdpbf16ps_and_portable_agree);
+    RUN(vdpbf16ps_t_heads_match_reference_and_group_invariant);
+    RUN(portable_bf16_t_heads_match_reference_and_group_invariant);
     RUN(f32_products_unchanged_in_bf16_mode);
     return test_report();
 }

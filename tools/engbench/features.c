@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "../../engine/model.h"
@@ -625,6 +626,124 @@ __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16"))) static double pe
     return 64.0 * PEAK_ACC * PEAK_ITERS / t / 1e9;
 }
 
+/* The linears of the small preset's 8 attention layers at batched-decode
+ * shapes, in the model's calls (attention(): the group of x's products,
+ * the group of q_b and the indexer's wq_b, linear_t_heads over W_UK,
+ * linear_heads over W_UV, o_proj), each layer its own weights (8 x 4.7 MB,
+ * more than the L3: they come from memory as in a decode step, where the
+ * MoE evicts them), and layer 0's dense SwiGLU (2816 x 1024 gate/up, down)
+ * once per pass. Per product kind: the best of R passes (2 cores shared
+ * with other work: the best shows what the kernels do, not the neighbours);
+ * GFLOP/s counts multiply-adds x 2. */
+enum { BL_L = 8, BL_H = 1024, BL_QL = 512, BL_KVW = 288, BL_ID = 64, BL_IH = 8, BL_NH = 8, BL_QK = 96,
+       BL_NOPE = 64, BL_LAT = 256, BL_VD = 64, BL_I = 2816, BL_N = 16 };
+static int bench_linear_layers(eng_backend *be, int R)
+{
+    static const char *kinds[] = { "x group (q_a, kv_a, idx wk, wproj)", "q_b group (q_b, idx wq_b)",
+                                   "t_heads (W_UK)", "heads (W_UV)", "o_proj", "dense gate/up group", "dense down" };
+    enum { NK = 7 };
+    size_t per = (size_t)BL_QL * BL_H + (size_t)BL_KVW * BL_H + (size_t)BL_ID * BL_H + (size_t)BL_IH * BL_H +
+                 (size_t)BL_NH * BL_QK * BL_QL + (size_t)BL_IH * BL_ID * BL_QL + (size_t)BL_NH * (BL_NOPE + BL_VD) * BL_LAT +
+                 (size_t)BL_H * BL_NH * BL_VD;
+    size_t nw = per * BL_L + 3 * (size_t)BL_I * BL_H;
+    /* 2 MiB pages, as the model's weights (eng_weights_hugepages) */
+    size_t wbytes = (nw * sizeof(uint16_t) + (2u << 20) - 1) & ~(size_t)((2u << 20) - 1);
+    uint16_t *w = aligned_alloc(2u << 20, wbytes);
+    if (w) madvise(w, wbytes, MADV_HUGEPAGE);
+    float *x = malloc(sizeof *x * BL_N * BL_I), *y = malloc(sizeof *y * BL_N * BL_I * 2);
+    double *ts = malloc(sizeof *ts * NK * (size_t)R);
+    int rc = 0;
+    if (!w || !x || !y || !ts) { fprintf(stderr, "out of memory\n"); rc = 1; goto done; }
+    uint64_t z = 7;
+    for (size_t i = 0; i < nw; i++) {
+        z = z * 6364136223846793005ull + 1442695040888963407ull;
+        w[i] = (uint16_t)(0x3c00 | (z >> 56)) ^ (uint16_t)((z >> 40) & 0x8000);
+    }
+    for (size_t i = 0; i < (size_t)BL_N * BL_I; i++) x[i] = (float)(i % 31) * 0.02f - 0.3f;
+    double flop[NK] = { 0 };
+    static const int ns[] = { 1, 6, BL_N };
+    printf("attention linears of %d layers (weights from memory) + the dense SwiGLU, BF16 weights, best of %d passes:\n",
+           BL_L, R);
+    for (size_t a = 0; a < sizeof ns / sizeof *ns; a++) {
+        int n = ns[a];
+        for (int r = 0; r < R; r++) {
+            double t[NK] = { 0 };
+            uint16_t *p = w;
+            for (int l = 0; l < BL_L; l++) {
+                eng_tensor qa = { ENG_DT_BF16, BL_QL, BL_H, p, NULL, 0, "q_a" };
+                p += (size_t)BL_QL * BL_H;
+                eng_tensor kva = { ENG_DT_BF16, BL_KVW, BL_H, p, NULL, 0, "kv_a" };
+                p += (size_t)BL_KVW * BL_H;
+                eng_tensor wk = { ENG_DT_BF16, BL_ID, BL_H, p, NULL, 0, "wk" };
+                p += (size_t)BL_ID * BL_H;
+                eng_tensor wp = { ENG_DT_BF16, BL_IH, BL_H, p, NULL, 0, "wproj" };
+                p += (size_t)BL_IH * BL_H;
+                eng_tensor qb = { ENG_DT_BF16, BL_NH * BL_QK, BL_QL, p, NULL, 0, "q_b" };
+                p += (size_t)BL_NH * BL_QK * BL_QL;
+                eng_tensor wqb = { ENG_DT_BF16, BL_IH * BL_ID, BL_QL, p, NULL, 0, "wq_b" };
+                p += (size_t)BL_IH * BL_ID * BL_QL;
+                eng_tensor kvb = { ENG_DT_BF16, BL_NH * (BL_NOPE + BL_VD), BL_LAT, p, NULL, 0, "kv_b" };
+                p += (size_t)BL_NH * (BL_NOPE + BL_VD) * BL_LAT;
+                eng_tensor wo = { ENG_DT_BF16, BL_H, BL_NH * BL_VD, p, NULL, 0, "o" };
+                p += (size_t)BL_H * BL_NH * BL_VD;
+                int full = l % 2 == 0;          /* 4 of the 8 layers run the indexer */
+                float *y1 = y, *y2 = y + BL_N * BL_QL, *y3 = y2 + BL_N * BL_KVW, *y4 = y3 + BL_N * BL_ID;
+                eng_be_lin_out xw[4] = { { &qa, 0, BL_QL, y1, BL_QL, 0 }, { &kva, 0, BL_KVW, y2, BL_KVW, 0 },
+                                         { &wk, 0, BL_ID, y3, BL_ID, 0 }, { &wp, 0, BL_IH, y4, BL_IH, 0 } };
+                double t0 = bench_now();
+                eng_be_linear_group(be, xw, full ? 4 : 2, x, n, BL_H);
+                double t1 = bench_now();
+                eng_be_lin_out qw[2] = { { &qb, 0, BL_NH * BL_QK, y, BL_NH * BL_QK, 0 },
+                                         { &wqb, 0, BL_IH * BL_ID, y + BL_N * BL_NH * BL_QK, BL_IH * BL_ID, 0 } };
+                eng_be_linear_group(be, qw, full ? 2 : 1, x, n, BL_QL);
+                double t2 = bench_now();
+                eng_be_heads hq = { BL_NH, BL_NOPE + BL_VD, BL_QK, BL_LAT };
+                eng_be_linear_t_heads(be, &kvb, 0, BL_NOPE, &hq, x, n, BL_NH * BL_QK, y, BL_NH * BL_LAT);
+                double t3 = bench_now();
+                eng_be_heads ho = { BL_NH, BL_NOPE + BL_VD, BL_LAT, BL_VD };
+                eng_be_linear_heads(be, &kvb, BL_NOPE, BL_VD, &ho, x, n, BL_NH * BL_LAT, y, BL_NH * BL_VD);
+                double t4 = bench_now();
+                eng_be_linear(be, &wo, 0, BL_H, x, n, BL_NH * BL_VD, y, BL_H);
+                double t5 = bench_now();
+                t[0] += t1 - t0; t[1] += t2 - t1; t[2] += t3 - t2; t[3] += t4 - t3; t[4] += t5 - t4;
+                if (r == 0 && a == 0) {
+                    flop[0] += (double)(BL_QL + BL_KVW + (full ? BL_ID + BL_IH : 0)) * BL_H;
+                    flop[1] += (double)(BL_NH * BL_QK + (full ? BL_IH * BL_ID : 0)) * BL_QL;
+                    flop[2] += (double)BL_NH * BL_NOPE * BL_LAT;
+                    flop[3] += (double)BL_NH * BL_VD * BL_LAT;
+                    flop[4] += (double)BL_H * BL_NH * BL_VD;
+                }
+            }
+            eng_tensor g = { ENG_DT_BF16, BL_I, BL_H, p, NULL, 0, "gate" };
+            eng_tensor u = { ENG_DT_BF16, BL_I, BL_H, p + (size_t)BL_I * BL_H, NULL, 0, "up" };
+            eng_tensor d = { ENG_DT_BF16, BL_H, BL_I, p + 2 * (size_t)BL_I * BL_H, NULL, 0, "down" };
+            eng_be_lin_out gu[2] = { { &g, 0, BL_I, y, BL_I, 0 }, { &u, 0, BL_I, y + BL_N * BL_I, BL_I, 0 } };
+            double t0 = bench_now();
+            eng_be_linear_group(be, gu, 2, x, n, BL_H);
+            double t1 = bench_now();
+            eng_be_linear(be, &d, 0, BL_H, x, n, BL_I, y, BL_H);
+            double t2 = bench_now();
+            t[5] = t1 - t0;
+            t[6] = t2 - t1;
+            if (r == 0 && a == 0) { flop[5] = 2.0 * BL_I * BL_H; flop[6] = (double)BL_I * BL_H; }
+            for (int k = 0; k < NK; k++) ts[k * R + r] = t[k];
+        }
+        double tot = 0, ftot = 0;
+        printf("  %2d token%s:\n", n, n > 1 ? "s" : " ");
+        for (int k = 0; k < NK; k++) {
+            double m = ts[k * R];
+            for (int r = 1; r < R; r++) m = ts[k * R + r] < m ? ts[k * R + r] : m;
+            tot += m;
+            ftot += flop[k];
+            printf("    %-36s %7.3f ms  %6.1f GFLOP/s\n", kinds[k], m * 1e3, 2.0 * flop[k] * n / m / 1e9);
+        }
+        printf("    %-36s %7.3f ms  %6.1f GFLOP/s\n", "sum", tot * 1e3, 2.0 * ftot * n / tot / 1e9);
+    }
+done:
+    free(w); free(x); free(y); free(ts);
+    return rc;
+}
+
 /* ===== linear: the CPU linear kernels alone =====
  *
  * eng_be_linear over a BF16 weight of the small preset's shapes (512 x 1024,
@@ -716,6 +835,7 @@ int bench_linear(const bench_opts *o)
                ts[R / 2] / ts[R + R / 2]);
         free(ts);
     }
+    if (rc == 0) rc = bench_linear_layers(be, R);
 done:
     free(w); free(x); free(y);
     eng_be_free(be);
