@@ -147,6 +147,26 @@ static eng_backend *bf16_backend(int threads, int portable)
     return be;
 }
 
+/* Outputs against the reference: the worst error in units of the bound,
+ * how many exceed it, how many the rounding visibly moved. */
+typedef struct err_tally { double worst; int bad, rounded; } err_tally;
+
+static void tally_add(err_tally *a, double y, double ybf, double yf, double bound)
+{
+    double e = fabs(y - ybf) / bound;
+    if (e > a->worst) a->worst = e;
+    a->bad += e > 1;
+    a->rounded += fabs(yf - ybf) > 4 * bound;
+}
+
+static void tally_check(const err_tally *a, int portable)
+{
+    printf("     %s: worst error %.3f of the bound; %d outputs visibly moved by the rounding\n",
+           portable ? "portable" : "vdpbf16ps", a->worst, a->rounded);
+    CHECK_EQ_INT(a->bad, 0);
+    CHECK(a->rounded > 100);
+}
+
 /* Every output within the f32 accumulation bound of the reference
  * ((cols/16 + 16) roundings of at most 2^-24 of the running |sum|), and
  * far enough from the f32-activation product somewhere that the rounding
@@ -158,8 +178,7 @@ static void check_against_reference(int portable)
     if (!be) { CHECK(0); return; }
     static const int colsv[] = { 1, 31, 32, 33, 129, 1000, COLS };
     static float y[NMAX * ROWS];
-    int bad = 0, rounded = 0;
-    double worst = 0;
+    err_tally tl = { 0, 0, 0 };
     for (size_t ci = 0; ci < PL_ARRAY_LEN(colsv); ci++) {
         int cols = colsv[ci];
         eng_tensor ws[2] = { { ENG_DT_BF16, ROWS, cols, g_wb, NULL, 0, "wb" },
@@ -171,26 +190,23 @@ static void check_against_reference(int portable)
                 for (int r = 0; r < ROWS; r++) {
                     double ybf, yf, mag;
                     reference(&ws[d % 2], r, g_x + (size_t)t * COLS, cols, &ybf, &yf, &mag);
-                    double bound = (cols / 16.0 + 16) * ldexp(mag, -24) + 1e-30;
-                    double e = fabs(y[t * ROWS + r] - ybf) / bound;
-                    if (e > worst) worst = e;
-                    bad += e > 1;
-                    rounded += fabs(yf - ybf) > 4 * bound;
+                    tally_add(&tl, y[t * ROWS + r], ybf, yf, (cols / 16.0 + 16) * ldexp(mag, -24) + 1e-30);
                 }
         }
     }
-    printf("     %s: worst error %.3f of the bound; %d outputs visibly moved by the rounding\n",
-           portable ? "portable" : "vdpbf16ps", worst, rounded);
-    CHECK_EQ_INT(bad, 0);
-    CHECK(rounded > 100);
+    tally_check(&tl, portable);
     eng_be_free(be);
 }
 
-TEST(vdpbf16ps_tiles_match_reference)
+/* 1: the vdpbf16ps tiles can run here; 0: the test is skipped, visibly. */
+static int vdp_or_skip(void)
 {
-    if (!has_avx512bf16()) { test_skip("no AVX512-BF16 on this CPU: the vdpbf16ps tiles cannot run here"); return; }
-    check_against_reference(0);
+    if (has_avx512bf16()) return 1;
+    test_skip("no AVX512-BF16 on this CPU: the vdpbf16ps tiles cannot run here");
+    return 0;
 }
+
+TEST(vdpbf16ps_tiles_match_reference) { if (vdp_or_skip()) check_against_reference(0); }
 
 TEST(portable_bf16_path_matches_reference) { check_against_reference(1); }
 
@@ -227,11 +243,7 @@ static void check_grouping(int portable)
     eng_be_free(b1);
 }
 
-TEST(vdpbf16ps_tokens_bit_identical_alone_or_grouped)
-{
-    if (!has_avx512bf16()) { test_skip("no AVX512-BF16 on this CPU: the vdpbf16ps tiles cannot run here"); return; }
-    check_grouping(0);
-}
+TEST(vdpbf16ps_tokens_bit_identical_alone_or_grouped) { if (vdp_or_skip()) check_grouping(0); }
 
 TEST(portable_bf16_tokens_bit_identical_alone_or_grouped) { check_grouping(1); }
 
@@ -298,8 +310,8 @@ static void check_t_heads(int portable)
     eng_be_heads hs = { TNH, TW, TNR, TC };
     static float yn[TNMAX * TNH * TC], y1[TNH * TC], yt[TNMAX * TNH * TC];
     static const int ns[] = { 1, 2, 5, 6, 7, 12, 13, 16, TNMAX };
-    int bad = 0, diff = 0, rounded = 0;
-    double worst = 0;
+    int diff = 0;
+    err_tally tl = { 0, 0, 0 };
     for (int d = 0; d < 2; d++)
         for (size_t a = 0; a < PL_ARRAY_LEN(ns); a++) {
             int n = ns[a];
@@ -316,27 +328,17 @@ static void check_t_heads(int portable)
                     for (int c = 0; c < TC; c++) {
                         double ybf, yf, mag;
                         t_heads_reference(&ws[d], t, h, c, &ybf, &yf, &mag);
-                        double bound = (TNR + 16) * ldexp(mag, -24) + 1e-30;
-                        double e = fabs(yn[(size_t)t * TNH * TC + h * TC + c] - ybf) / bound;
-                        if (e > worst) worst = e;
-                        bad += e > 1;
-                        rounded += fabs(yf - ybf) > 4 * bound;
+                        tally_add(&tl, yn[(size_t)t * TNH * TC + h * TC + c], ybf, yf,
+                                  (TNR + 16) * ldexp(mag, -24) + 1e-30);
                     }
         }
-    printf("     %s: worst error %.3f of the bound; %d outputs visibly moved by the rounding\n",
-           portable ? "portable" : "vdpbf16ps", worst, rounded);
-    CHECK_EQ_INT(bad, 0);
+    tally_check(&tl, portable);
     CHECK_EQ_INT(diff, 0);
-    CHECK(rounded > 100);
     eng_be_free(b2);
     eng_be_free(b1);
 }
 
-TEST(vdpbf16ps_t_heads_match_reference_and_group_invariant)
-{
-    if (!has_avx512bf16()) { test_skip("no AVX512-BF16 on this CPU: the vdpbf16ps tiles cannot run here"); return; }
-    check_t_heads(0);
-}
+TEST(vdpbf16ps_t_heads_match_reference_and_group_invariant) { if (vdp_or_skip()) check_t_heads(0); }
 
 TEST(portable_bf16_t_heads_match_reference_and_group_invariant) { check_t_heads(1); }
 
