@@ -757,6 +757,20 @@ static void bx_group(int n, int g, int ng, int *t, int *nt)
     }
 }
 
+/* Token groups [g0, g1) of ng over weight rows [rr, re) (w holds row r on). */
+static void bx_groups(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int64_t r, int64_t rr, int64_t re,
+                      int g0, int g1, int ng, const uint16_t *xb, int64_t ldb, float *y)
+{
+    for (int g = g0; g < g1; g++) {
+        int t, nt;
+        bx_group(c->n, g, ng, &t, &nt);
+        int mr = k_bx_mr[nt];
+        for (int64_t i = rr; i < re; i += mr)
+            bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, c->W->cols, xb + t * ldb, ldb,
+                    y + t * c->ldy + i, c->ldy, nt);
+    }
+}
+
 /* Rows [r, r1) of W (ldw elements apart, BF16) against the rounded
  * activations xb (n rows, ldb apart), groups of BX_NT tokens (the
  * remainder at once) against k_bx_mr[nt] rows at a time. Every output
@@ -775,38 +789,20 @@ static void bx_group(int n, int g, int ng, int *t, int *nt)
 static void bx_rows(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int64_t r, int64_t r1,
                     const uint16_t *xb, int64_t ldb, float *y)
 {
-    int64_t cols = c->W->cols;
     int ng = (c->n + BX_NT - 1) / BX_NT;
     if (ng <= BX_STRIP_GROUPS) {
-        for (int64_t rr = r; rr < r1; rr += BX_STRIP) {
-            int64_t re = rr + BX_STRIP < r1 ? rr + BX_STRIP : r1;
-            for (int g = 0; g < ng; g++) {
-                int t, nt;
-                bx_group(c->n, g, ng, &t, &nt);
-                int mr = k_bx_mr[nt];
-                for (int64_t i = rr; i < re; i += mr)
-                    bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, cols, xb + t * ldb, ldb,
-                            y + t * c->ldy + i, c->ldy, nt);
-            }
-        }
+        for (int64_t rr = r; rr < r1; rr += BX_STRIP)
+            bx_groups(c, w, ldw, r, rr, rr + BX_STRIP < r1 ? rr + BX_STRIP : r1, 0, ng, ng, xb, ldb, y);
         return;
     }
-    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)cols * 2)) / BX_MR * BX_MR;
+    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)c->W->cols * 2)) / BX_MR * BX_MR;
     if (rblk < BX_MR) rblk = BX_MR;
     int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)ldb * 2)) / BX_NT * BX_NT;
     if (tblk < BX_NT) tblk = BX_NT;
-    for (int64_t rr = r; rr < r1; rr += rblk) {
-        int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+    for (int64_t rr = r; rr < r1; rr += rblk)
         for (int gb = 0; gb < ng; gb += tblk / BX_NT)
-            for (int g = gb; g < gb + tblk / BX_NT && g < ng; g++) {
-                int t, nt;
-                bx_group(c->n, g, ng, &t, &nt);
-                int mr = k_bx_mr[nt];
-                for (int64_t i = rr; i < re; i += mr)
-                    bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, cols, xb + t * ldb, ldb,
-                            y + t * c->ldy + i, c->ldy, nt);
-            }
-    }
+            bx_groups(c, w, ldw, r, rr, rr + rblk < r1 ? rr + rblk : r1, gb,
+                      gb + tblk / BX_NT < ng ? gb + tblk / BX_NT : ng, ng, xb, ldb, y);
 }
 
 /* Rows [r0, r1) in bfloat16 mode through vdpbf16ps. BF16 weights: every
