@@ -363,11 +363,38 @@ void eng_cpu_add_scaled(eng_backend *be, float *y, int64_t ldy, const float *x, 
     for (int i = 0; i < n; i++) eng_cpu_axpy(be, y + i * ldy, a ? a[i] : 1.0f, x + i * ldx, dim);
 }
 
+struct gather_ctx {
+    const float *x;
+    int64_t ldx, ldo;
+    const int32_t *rows;
+    int n, dim, per;
+    float *out;
+};
+
+static void gather_task(void *p, int task, int thread)
+{
+    (void)thread;
+    const struct gather_ctx *g = p;
+    int i1 = (task + 1) * g->per < g->n ? (task + 1) * g->per : g->n;
+    for (int i = task * g->per; i < i1; i++)
+        memcpy(g->out + i * g->ldo, g->x + g->rows[i] * g->ldx, (size_t)g->dim * sizeof *g->out);
+}
+
+/* Split over the pool from this many floats: the MoE's gather of a batch-16
+ * decode step (64 rows x 1024) took ~40 us on the main thread alone, its
+ * destination cold after the experts streamed through the caches. */
+#define GATHER_POOL_MIN 16384
+
 void eng_cpu_gather_rows(eng_backend *be, const float *x, int64_t ldx, const int32_t *rows, int n,
                         int dim, float *out, int64_t ldo)
 {
-    (void)be;
-    for (int i = 0; i < n; i++) memcpy(out + i * ldo, x + rows[i] * ldx, (size_t)dim * sizeof *out);
+    struct gather_ctx g = { x, ldx, ldo, rows, n, dim, n, out };
+    if ((int64_t)n * dim >= GATHER_POOL_MIN && be->n_threads > 1 && n > 1) {
+        g.per = (n + be->n_threads - 1) / be->n_threads;
+        eng_cpu_run(be, gather_task, &g, (n + g.per - 1) / g.per);
+        return;
+    }
+    gather_task(&g, 0, 0);
 }
 
 void eng_cpu_scatter_add_rows(eng_backend *be, float *y, int64_t ldy, const int32_t *rows, const float *a,
