@@ -393,9 +393,8 @@ BF16DP static void dp_tile(const uint16_t *w, int64_t cols, const uint16_t *xb, 
 #define BX_MR6 4
 static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR5, BX_MR6 };
 #define BX_MR 6
-/* Weight prefetch (see bx_tile_n): on/off, distance in tiles, hint, the
- * later token groups' prefetch of the next weight block (bx_pf) on/off; -D
- * at build time for measurements. */
+/* Weight prefetch (see bx_tile_n): on/off, distance in tiles, hint; -D at
+ * build time for measurements. */
 #ifndef BX_PREFETCH
 #define BX_PREFETCH 1
 #endif
@@ -404,9 +403,6 @@ static const int k_bx_mr[BX_NT + 1] = { 0, BX_MR1, BX_MR2, BX_MR3, BX_MR4, BX_MR
 #endif
 #ifndef BX_PF_HINT
 #define BX_PF_HINT _MM_HINT_T1
-#endif
-#ifndef BX_PF_NEXT
-#define BX_PF_NEXT 1
 #endif
 #define BX_PAD 32       /* bf16 between activation rows: rows 2 KiB multiples apart alias in L1 */
 
@@ -532,19 +528,10 @@ BF16DP static void bx8_tile_1(const uint8_t *w, int64_t ldw, int mr, int64_t col
         if (r < mr) y[r] = bx_hsum(acc[r]);
 }
 
-/* Where a tile's weight prefetches go. d == 0: the same columns two
- * tiles ahead (BX_PF_TILES; the first token group of a weight block, which
- * streams it from memory). d != 0: the rows d elements on (the next weight
- * block) for the tile's first `rows` rows, at the 32-column steps k0,
- * k0 + step, ...: the later groups, which run from L2, each fetch their
- * share of the next block, so the weights stream from memory during every
- * pass instead of in bursts during the first (bx_rows). */
-typedef struct bx_pf { int64_t d, k0, step; int rows; } bx_pf;
-
 /* y[t * ldy + r] = W row r . xb row t for r < mr (rows ldw apart), t < NT;
  * rows past mr repeat row mr - 1 (computed, not stored). */
 BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, const uint16_t *xb, int64_t ldb,
-                          float *y, int64_t ldy, const bx_pf *pf, const int MR, const int NT)
+                          float *y, int64_t ldy, const int MR, const int NT)
 {
     const uint16_t *wr[BX_MR];
     __m512 acc[BX_MR * BX_NT];         /* [MR][NT]: output (r, t) at r * NT + t */
@@ -553,7 +540,6 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
         UNROLL_NT for (int t = 0; t < NT; t++) acc[r * NT + t] = _mm512_setzero_ps();
     }
     int64_t c32 = cols & ~(int64_t)31, k = 0;
-    int64_t pfk = pf->d ? pf->k0 : INT64_MAX;
     for (; k < c32; k += 32) {
         __m512bh xv[BX_NT];
         UNROLL_NT for (int t = 0; t < NT; t++) xv[t] = (__m512bh)_mm512_loadu_si512(xb + t * ldb + k);
@@ -565,15 +551,9 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
              * decode of the small preset: 44-53 tokens/s without, the
              * same with a T0 prefetch one tile ahead, 76-84 with T1 one
              * to eight tiles ahead (FP32 path: 80-91). A prefetch past
-             * the tensor never faults. Later token groups (bx_pf) instead
-             * fetch their share of the next weight block. */
-            if (BX_PREFETCH && !pf->d) _mm_prefetch((const char *)(wr[r] + k + BX_PF_TILES * MR * ldw), BX_PF_HINT);
+             * the tensor never faults. */
+            if (BX_PREFETCH) _mm_prefetch((const char *)(wr[r] + k + BX_PF_TILES * MR * ldw), BX_PF_HINT);
             UNROLL_NT for (int t = 0; t < NT; t++) acc[r * NT + t] = _mm512_dpbf16_ps(acc[r * NT + t], wv, xv[t]);
-        }
-        if (k == pfk) {
-            UNROLL_NT for (int r = 0; r < MR; r++)
-                if (r < pf->rows) _mm_prefetch((const char *)(wr[r] + k + pf->d), BX_PF_HINT);
-            pfk += pf->step;
         }
     }
     if (k < cols) {             /* the last block: weights masked to zero past the row */
@@ -594,15 +574,15 @@ BF16DP INL void bx_tile_n(const uint16_t *w, int64_t ldw, int mr, int64_t cols, 
 }
 
 BF16DP static void bx_tile(const uint16_t *w, int64_t ldw, int mr, int64_t cols, const uint16_t *xb, int64_t ldb,
-                           float *y, int64_t ldy, int nt, const bx_pf *pf)
+                           float *y, int64_t ldy, int nt)
 {
     switch (nt) {
-    case 6: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR6, 6); break;
-    case 5: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR5, 5); break;
-    case 4: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR4, 4); break;
-    case 3: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR3, 3); break;
-    case 2: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR2, 2); break;
-    default: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, pf, BX_MR1, 1); break;
+    case 6: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR6, 6); break;
+    case 5: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR5, 5); break;
+    case 4: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR4, 4); break;
+    case 3: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR3, 3); break;
+    case 2: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR2, 2); break;
+    default: bx_tile_n(w, ldw, mr, cols, xb, ldb, y, ldy, BX_MR1, 1); break;
     }
 }
 
@@ -752,51 +732,77 @@ static void lin_task_dp(const struct lin_ctx *c, const void *wdata, int64_t base
     }
 }
 
+/* Rows per strip in bx_rows' few-token order: a multiple of every
+ * k_bx_mr (4 and 6). */
+#define BX_STRIP 12
+/* Up to this many token groups (BX_NT tokens each) bx_rows runs strip by
+ * strip; their rounded activations (<= 24 tokens x ~2 KiB for K = 1024)
+ * stay in L2 meanwhile. */
+#define BX_STRIP_GROUPS 4
+
+/* Token group g of ng (BX_NT tokens each, the remainder last): its first
+ * token *t and size *nt. A last group of 1 or 2 tokens (a batch of 7, 8,
+ * 13, 14, ...; an expert's 7 tokens) would run the weights again at a
+ * third of the tile's rate: then the last two groups share their tokens
+ * (6 + 1 -> 4 + 3, 6 + 2 -> 4 + 4). Which group a token is in never
+ * changes its bits. */
+static void bx_group(int n, int g, int ng, int *t, int *nt)
+{
+    int rem = n % BX_NT, pair = n > BX_NT && rem > 0 && rem <= 2 ? (BX_NT + rem + 1) / 2 : 0;
+    *t = g * BX_NT;
+    *nt = n - *t < BX_NT ? n - *t : BX_NT;
+    if (pair && g >= ng - 2) {          /* the last two groups: 4 + 3 or 4 + 4 tokens */
+        *t = (ng - 2) * BX_NT + (g == ng - 1 ? pair : 0);
+        *nt = g == ng - 1 ? n - *t : pair;
+    }
+}
+
+/* Token groups [g0, g1) of ng over weight rows [rr, re) (w holds row r on). */
+static void bx_groups(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int64_t r, int64_t rr, int64_t re,
+                      int g0, int g1, int ng, const uint16_t *xb, int64_t ldb, float *y)
+{
+    for (int g = g0; g < g1; g++) {
+        int t, nt;
+        bx_group(c->n, g, ng, &t, &nt);
+        int mr = k_bx_mr[nt];
+        for (int64_t i = rr; i < re; i += mr)
+            bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, c->W->cols, xb + t * ldb, ldb,
+                    y + t * c->ldy + i, c->ldy, nt);
+    }
+}
+
 /* Rows [r, r1) of W (ldw elements apart, BF16) against the rounded
- * activations xb (n rows, ldb apart): weight-row blocks of ~128 KiB reused
- * from L2 by token blocks of ~24 KiB of xb; inside, groups of BX_NT tokens
- * (the remainder at once) against k_bx_mr[nt] rows at a time. */
+ * activations xb (n rows, ldb apart), groups of BX_NT tokens (the
+ * remainder at once) against k_bx_mr[nt] rows at a time. Every output
+ * element is one tile's accumulator over all of K, so the order of the
+ * tiles never changes a bit; it only decides what comes from where:
+ *  - few groups (batched decode, an expert's tokens): strips of BX_STRIP
+ *    rows, each run by every group before the next strip. The weights
+ *    stream from memory once while all the groups compute on them (the
+ *    tiles' prefetch reaches into the next strip). Group by group over a
+ *    128 KiB block instead, the first group's pass waits on memory and
+ *    the others compute alone: an LM head at 16 tokens ran at ~70 % of
+ *    the tile's in-cache rate (docs/perf.md "Batched decode: weight
+ *    strips");
+ *  - many tokens (prefill): weight-row blocks of ~128 KiB reused from L2
+ *    by token blocks of ~24 KiB of xb. */
 static void bx_rows(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int64_t r, int64_t r1,
                     const uint16_t *xb, int64_t ldb, float *y)
 {
-    int64_t cols = c->W->cols;
-    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)cols * 2)) / BX_MR * BX_MR;
+    int ng = (c->n + BX_NT - 1) / BX_NT;
+    if (ng <= BX_STRIP_GROUPS) {
+        for (int64_t rr = r; rr < r1; rr += BX_STRIP)
+            bx_groups(c, w, ldw, r, rr, rr + BX_STRIP < r1 ? rr + BX_STRIP : r1, 0, ng, ng, xb, ldb, y);
+        return;
+    }
+    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)c->W->cols * 2)) / BX_MR * BX_MR;
     if (rblk < BX_MR) rblk = BX_MR;
     int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)ldb * 2)) / BX_NT * BX_NT;
     if (tblk < BX_NT) tblk = BX_NT;
-    /* Token groups of BX_NT, but a last group of 1 or 2 tokens (a batch of
-     * 7, 8, 13, 14, ...; an expert's 7 tokens) would run the weights again
-     * at a third of the tile's rate: then the last two groups share their
-     * tokens (6 + 1 -> 4 + 3, 6 + 2 -> 4 + 4). Which group a token is in
-     * never changes its bits. pair: the first of those two groups' size. */
-    int ng = (c->n + BX_NT - 1) / BX_NT, rem = c->n % BX_NT;
-    int pair = c->n > BX_NT && rem > 0 && rem <= 2 ? (BX_NT + rem + 1) / 2 : 0;
-    for (int64_t rr = r; rr < r1; rr += rblk) {
-        int64_t re = rr + rblk < r1 ? rr + rblk : r1, nre = re + rblk < r1 ? re + rblk : r1;
+    for (int64_t rr = r; rr < r1; rr += rblk)
         for (int gb = 0; gb < ng; gb += tblk / BX_NT)
-            for (int g = gb; g < gb + tblk / BX_NT && g < ng; g++) {
-                int t = g * BX_NT, nt = c->n - t < BX_NT ? c->n - t : BX_NT;
-                if (pair && g >= ng - 2) {      /* the last two groups: 4 + 3 or 4 + 4 tokens */
-                    t = (ng - 2) * BX_NT + (g == ng - 1 ? pair : 0);
-                    nt = g == ng - 1 ? c->n - t : pair;
-                }
-                int mr = k_bx_mr[nt];
-                /* Groups 1..ng-1 of this block fetch the next block (rows
-                 * [re, nre)), 64-byte column line j in group 1 + j % (ng - 1):
-                 * each line once, spread over the passes. */
-                bx_pf pf = { 0, 0, 0, 0 };
-                if (BX_PF_NEXT && g > 0 && nre > re)
-                    pf = (bx_pf){ (re - rr) * ldw, 32 * (g - 1), 32 * (int64_t)(ng - 1), 0 };
-                for (int64_t i = rr; i < re; i += mr) {
-                    if (pf.d) {
-                        int64_t left = nre - (i + (re - rr));
-                        pf.rows = left < 0 ? 0 : left > mr ? mr : (int)left;
-                    }
-                    bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, cols, xb + t * ldb, ldb,
-                            y + t * c->ldy + i, c->ldy, nt, &pf);
-                }
-            }
-    }
+            bx_groups(c, w, ldw, r, rr, rr + rblk < r1 ? rr + rblk : r1, gb,
+                      gb + tblk / BX_NT < ng ? gb + tblk / BX_NT : ng, ng, xb, ldb, y);
 }
 
 /* Rows [r0, r1) in bfloat16 mode through vdpbf16ps. BF16 weights: every
