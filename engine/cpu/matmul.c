@@ -732,40 +732,77 @@ static void lin_task_dp(const struct lin_ctx *c, const void *wdata, int64_t base
     }
 }
 
+/* Rows per strip in bx_rows' few-token order: a multiple of every
+ * k_bx_mr (4 and 6). */
+#define BX_STRIP 12
+/* Up to this many token groups (BX_NT tokens each) bx_rows runs strip by
+ * strip; their rounded activations (<= 24 tokens x ~2 KiB for K = 1024)
+ * stay in L2 meanwhile. */
+#define BX_STRIP_GROUPS 4
+
+/* Token group g of ng (BX_NT tokens each, the remainder last): its first
+ * token *t and size *nt. A last group of 1 or 2 tokens (a batch of 7, 8,
+ * 13, 14, ...; an expert's 7 tokens) would run the weights again at a
+ * third of the tile's rate: then the last two groups share their tokens
+ * (6 + 1 -> 4 + 3, 6 + 2 -> 4 + 4). Which group a token is in never
+ * changes its bits. */
+static void bx_group(int n, int g, int ng, int *t, int *nt)
+{
+    int rem = n % BX_NT, pair = n > BX_NT && rem > 0 && rem <= 2 ? (BX_NT + rem + 1) / 2 : 0;
+    *t = g * BX_NT;
+    *nt = n - *t < BX_NT ? n - *t : BX_NT;
+    if (pair && g >= ng - 2) {          /* the last two groups: 4 + 3 or 4 + 4 tokens */
+        *t = (ng - 2) * BX_NT + (g == ng - 1 ? pair : 0);
+        *nt = g == ng - 1 ? n - *t : pair;
+    }
+}
+
+/* Token groups [g0, g1) of ng over weight rows [rr, re) (w holds row r on). */
+static void bx_groups(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int64_t r, int64_t rr, int64_t re,
+                      int g0, int g1, int ng, const uint16_t *xb, int64_t ldb, float *y)
+{
+    for (int g = g0; g < g1; g++) {
+        int t, nt;
+        bx_group(c->n, g, ng, &t, &nt);
+        int mr = k_bx_mr[nt];
+        for (int64_t i = rr; i < re; i += mr)
+            bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, c->W->cols, xb + t * ldb, ldb,
+                    y + t * c->ldy + i, c->ldy, nt);
+    }
+}
+
 /* Rows [r, r1) of W (ldw elements apart, BF16) against the rounded
- * activations xb (n rows, ldb apart): weight-row blocks of ~128 KiB reused
- * from L2 by token blocks of ~24 KiB of xb; inside, groups of BX_NT tokens
- * (the remainder at once) against k_bx_mr[nt] rows at a time. */
+ * activations xb (n rows, ldb apart), groups of BX_NT tokens (the
+ * remainder at once) against k_bx_mr[nt] rows at a time. Every output
+ * element is one tile's accumulator over all of K, so the order of the
+ * tiles never changes a bit; it only decides what comes from where:
+ *  - few groups (batched decode, an expert's tokens): strips of BX_STRIP
+ *    rows, each run by every group before the next strip. The weights
+ *    stream from memory once while all the groups compute on them (the
+ *    tiles' prefetch reaches into the next strip). Group by group over a
+ *    128 KiB block instead, the first group's pass waits on memory and
+ *    the others compute alone: an LM head at 16 tokens ran at ~70 % of
+ *    the tile's in-cache rate (docs/perf.md "Batched decode: weight
+ *    strips");
+ *  - many tokens (prefill): weight-row blocks of ~128 KiB reused from L2
+ *    by token blocks of ~24 KiB of xb. */
 static void bx_rows(const struct lin_ctx *c, const uint16_t *w, int64_t ldw, int64_t r, int64_t r1,
                     const uint16_t *xb, int64_t ldb, float *y)
 {
-    int64_t cols = c->W->cols;
-    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)cols * 2)) / BX_MR * BX_MR;
+    int ng = (c->n + BX_NT - 1) / BX_NT;
+    if (ng <= BX_STRIP_GROUPS) {
+        for (int64_t rr = r; rr < r1; rr += BX_STRIP)
+            bx_groups(c, w, ldw, r, rr, rr + BX_STRIP < r1 ? rr + BX_STRIP : r1, 0, ng, ng, xb, ldb, y);
+        return;
+    }
+    int64_t rblk = (int64_t)(LIN_WBLOCK_BYTES / ((size_t)c->W->cols * 2)) / BX_MR * BX_MR;
     if (rblk < BX_MR) rblk = BX_MR;
     int tblk = (int)(LIN_XBLOCK_BYTES / ((size_t)ldb * 2)) / BX_NT * BX_NT;
     if (tblk < BX_NT) tblk = BX_NT;
-    /* Token groups of BX_NT, but a last group of 1 or 2 tokens (a batch of
-     * 7, 8, 13, 14, ...; an expert's 7 tokens) would run the weights again
-     * at a third of the tile's rate: then the last two groups share their
-     * tokens (6 + 1 -> 4 + 3, 6 + 2 -> 4 + 4). Which group a token is in
-     * never changes its bits. pair: the first of those two groups' size. */
-    int ng = (c->n + BX_NT - 1) / BX_NT, rem = c->n % BX_NT;
-    int pair = c->n > BX_NT && rem > 0 && rem <= 2 ? (BX_NT + rem + 1) / 2 : 0;
-    for (int64_t rr = r; rr < r1; rr += rblk) {
-        int64_t re = rr + rblk < r1 ? rr + rblk : r1;
+    for (int64_t rr = r; rr < r1; rr += rblk)
         for (int gb = 0; gb < ng; gb += tblk / BX_NT)
-            for (int g = gb; g < gb + tblk / BX_NT && g < ng; g++) {
-                int t = g * BX_NT, nt = c->n - t < BX_NT ? c->n - t : BX_NT;
-                if (pair && g >= ng - 2) {      /* the last two groups: 4 + 3 or 4 + 4 tokens */
-                    t = (ng - 2) * BX_NT + (g == ng - 1 ? pair : 0);
-                    nt = g == ng - 1 ? c->n - t : pair;
-                }
-                int mr = k_bx_mr[nt];
-                for (int64_t i = rr; i < re; i += mr)
-                    bx_tile(w + (i - r) * ldw, ldw, re - i < mr ? (int)(re - i) : mr, cols, xb + t * ldb, ldb,
-                            y + t * c->ldy + i, c->ldy, nt);
-            }
-    }
+            bx_groups(c, w, ldw, r, rr, rr + rblk < r1 ? rr + rblk : r1, gb,
+                      gb + tblk / BX_NT < ng ? gb + tblk / BX_NT : ng, ng, xb, ldb, y);
 }
 
 /* Rows [r0, r1) in bfloat16 mode through vdpbf16ps. BF16 weights: every
