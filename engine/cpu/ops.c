@@ -854,8 +854,30 @@ static size_t att_ws(const struct att_ctx *c, int nh)
     return (size_t)nh * ATT_CHUNK + (c->cache->dtype == ENG_CACHE_FP8 ? ATT_CHUNK * dim : 0);
 }
 
+#ifdef ENG_VM_X86
+/* The loops of att_fold and att_finish 8 lanes at a time: products and
+ * sums as the scalar loops round them (no FMA), so the same bits. */
+ENG_VM_AVX2 static void att_mix_avx2(float *U, float a, const float *u, float b, int n)
+{
+    const __m256 av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b);
+    int k = 0;
+    for (; k + 8 <= n; k += 8)
+        _mm256_storeu_ps(U + k, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(U + k), av),
+                                              _mm256_mul_ps(_mm256_loadu_ps(u + k), bv)));
+    for (; k < n; k++) U[k] = U[k] * a + u[k] * b;
+}
+ENG_VM_AVX2 static void att_scale_avx2(float *U, float s, int n)
+{
+    const __m256 sv = _mm256_set1_ps(s);
+    int k = 0;
+    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(U + k, _mm256_mul_ps(_mm256_loadu_ps(U + k), sv));
+    for (; k < n; k++) U[k] *= s;
+}
+#endif
+
 /* (M, L, U) ⊕= (m, l, u) for one head; first: the state is empty. */
-static void att_fold(float *M, float *L, float *U, float m, float l, const float *u, int lat, bool first)
+static void att_fold(const eng_backend *be, float *M, float *L, float *U, float m, float l, const float *u, int lat,
+                     bool first)
 {
     if (first) {
         *M = m;
@@ -865,13 +887,20 @@ static void att_fold(float *M, float *L, float *U, float m, float l, const float
     }
     float mx = m > *M ? m : *M, a = eng_vm_exp(*M - mx), b = eng_vm_exp(m - mx);
     *L = *L * a + l * b;
-    for (int k = 0; k < lat; k++) U[k] = U[k] * a + u[k] * b;
+#ifdef ENG_VM_X86
+    if (be->avx2) att_mix_avx2(U, a, u, b, lat);
+    else
+#endif
+        for (int k = 0; k < lat; k++) U[k] = U[k] * a + u[k] * b;
     *M = mx;
 }
 
-static void att_finish(float *U, float L, int lat)
+static void att_finish(const eng_backend *be, float *U, float L, int lat)
 {
     float inv = 1.0f / L;
+#ifdef ENG_VM_X86
+    if (be->avx2) { att_scale_avx2(U, inv, lat); return; }
+#endif
     for (int k = 0; k < lat; k++) U[k] *= inv;
 }
 
@@ -889,12 +918,18 @@ static void att_task(void *p, int task, int thread)
     float *ws = eng_cpu_scratch_f(c->be, thread, nws + (size_t)nh * (c->lat + 4));
     if (!ws) { memset(o, 0, (size_t)nh * c->lat * sizeof *o); return; }
     float *m = ws + nws, *l = m + nh, *M = l + nh, *L = M + nh, *u = L + nh;
+    if (nk <= ATT_CHUNK) {      /* one chunk (decode): its u summed into o, the fold's copy skipped */
+        att_chunk(c, i, h0, nh, 0, nk, ws, m, l, o, c->lat);
+        for (int h = 0; h < nh; h++) att_finish(c->be, o + h * c->lat, l[h], c->lat);
+        return;
+    }
     for (int j0 = 0; j0 < nk; j0 += ATT_CHUNK) {
         int j1 = j0 + ATT_CHUNK < nk ? j0 + ATT_CHUNK : nk;
         att_chunk(c, i, h0, nh, j0, j1, ws, m, l, u, c->lat);
-        for (int h = 0; h < nh; h++) att_fold(&M[h], &L[h], o + h * c->lat, m[h], l[h], u + h * c->lat, c->lat, j0 == 0);
+        for (int h = 0; h < nh; h++)
+            att_fold(c->be, &M[h], &L[h], o + h * c->lat, m[h], l[h], u + h * c->lat, c->lat, j0 == 0);
     }
-    for (int h = 0; h < nh; h++) att_finish(o + h * c->lat, L[h], c->lat);
+    for (int h = 0; h < nh; h++) att_finish(c->be, o + h * c->lat, L[h], c->lat);
 }
 
 /* Split mode, phase 1: one chunk of one query, all heads. */
@@ -927,9 +962,9 @@ static void att_fold_task(void *p, int i, int thread)
         float M = 0, L = 0, *U = o + h * c->lat;
         for (int ch = 0; ch < nch; ch++) {
             const float *pt = c->part + ((size_t)(c->chunk0[i] + ch) * nh + h) * st;
-            att_fold(&M, &L, U, pt[0], pt[1], pt + 2, c->lat, ch == 0);
+            att_fold(c->be, &M, &L, U, pt[0], pt[1], pt + 2, c->lat, ch == 0);
         }
-        att_finish(U, L, c->lat);
+        att_finish(c->be, U, L, c->lat);
     }
 }
 

@@ -690,10 +690,13 @@ TEST(avx512_tiles_equal_avx2)
 TEST(attention_split_context_bit_identical)
 {
     enum { LAT = 64, ROPE = 16, DIM = LAT + ROPE, NH = 5, IH = 8, ID = 64, ROWS = 1296, NQ = 3, TOPK = 300 };
-    eng_backend *b2 = NULL, *b1 = NULL;
+    eng_backend *b2 = NULL, *b1 = NULL, *b3 = NULL;
     char err[256];
-    if (eng_be_cpu_create(2, &b2, err, sizeof err) || eng_be_cpu_create(1, &b1, err, sizeof err)) { CHECK(0); return; }
+    if (eng_be_cpu_create(2, &b2, err, sizeof err) || eng_be_cpu_create(1, &b1, err, sizeof err) ||
+        eng_be_cpu_create(3, &b3, err, sizeof err)) { CHECK(0); return; }
     static float src[ROWS * DIM], isrc[ROWS * ID], ql[NQ][NH * LAT], qp[NQ][NH * ROPE], iq[NQ][IH * ID], iw[NQ][IH];
+    static float qlb2[2][NH * LAT], qpb2[2][NH * ROPE];
+    int shorts = 0;
     static int64_t slot[ROWS];
     static int32_t bt[ROWS / 16], sel[TOPK];
     uint64_t z = 9;
@@ -765,6 +768,19 @@ TEST(attention_split_context_bit_identical)
                 }
             }
         }
+        /* a query of one chunk (decode: its sum goes straight into the output)
+         * alone on 2 threads, against the same query split-mode (3 threads,
+         * 2 queries, one long: every query's chunks as partials, folded) */
+        if (b3) {
+            eng_be_keys ks[2] = { keys[0], { bt, 16, 200, NULL, 0 } };
+            static float pair[2][NH * LAT], single[NH * LAT];
+            memcpy(qlb2[0], ql[0], sizeof qlb2[0]); memcpy(qlb2[1], ql[1], sizeof qlb2[0]);
+            memcpy(qpb2[0], qp[0], sizeof qpb2[0]); memcpy(qpb2[1], qp[1], sizeof qpb2[0]);
+            eng_be_mla_attend(b3, qlb2[0], NH * LAT, qpb2[0], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, ks, 2, pair[0], NH * LAT);
+            eng_be_mla_attend(b2, ql[1], NH * LAT, qp[1], NH * ROPE, ROPE, &q, LAT, NH, 0.1f, &ks[1], 1, single, NH * LAT);
+            bad += memcmp(single, pair[1], sizeof single) != 0;
+            shorts++;
+        }
         /* indexer: query 0 alone (keys scored in chunks on both threads) against a batch of 3 and 1 thread */
         int32_t tb[NQ * TOPK], ta[TOPK], t1[TOPK];
         int nb[NQ], na, n1;
@@ -778,9 +794,11 @@ TEST(attention_split_context_bit_identical)
     }
     CHECK_EQ_INT(bad, 0);
     CHECK_EQ_INT(badi, 0);
+    CHECK_EQ_INT(shorts, 2);
     CHECK(worst < 1e-5);
     eng_be_free(b2);
     eng_be_free(b1);
+    eng_be_free(b3);
 }
 
 /* Random weights for the linear tests: wf in [-1, 1), wb its BF16 top

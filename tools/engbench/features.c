@@ -854,9 +854,73 @@ done:
  * tokens of one sequence (query i sees keys 0..i; past 256 keys the
  * indexer's selection): linear_t_heads (the absorbed query), index_topk,
  * mla_attend. Best and median of --repeat (at least 5) calls each. */
+/* --mode attn --batch B (B > 1): mla_attend shaped like one layer of
+ * batched decode: B queries, each over its own sequence's --prompt cache
+ * rows (no indexer selection below its top-k), the rows evicted from the
+ * caches before every call by streaming a 64 MiB buffer (in the model the
+ * MoE weights of the other layers pass through between two visits of a
+ * layer's rows). Timed: mla_attend alone. */
+static int bench_attn_decode(const bench_opts *o)
+{
+    enum { NH = 8, LAT = 256, ROPE = 32, BS = 16 };
+    int B = o->batch, T = o->prompt, R = o->repeat < 5 ? 5 : o->repeat, nb = (T + BS - 1) / BS, rc = 1;
+    size_t nflush = (size_t)16 << 20;
+    char err[256];
+    eng_backend *be;
+    if (eng_be_cpu_create(o->threads, &be, err, sizeof err)) { fprintf(stderr, "%s\n", err); return 1; }
+    eng_be_cache mc = { NULL, ENG_CACHE_F32, LAT + ROPE, LAT, eng_be_cache_row_bytes(ENG_CACHE_F32, LAT + ROPE, LAT), 0 };
+    size_t nrows = (size_t)B * nb * BS;
+    float *ql = malloc(sizeof *ql * (size_t)B * NH * LAT), *qp = malloc(sizeof *qp * (size_t)B * NH * ROPE);
+    float *out = malloc(sizeof *out * (size_t)B * NH * LAT), *rows = malloc(sizeof *rows * nrows * (LAT + ROPE));
+    float *flush = malloc(sizeof *flush * nflush);
+    int64_t *slot = malloc(sizeof *slot * nrows);
+    int32_t *bt = malloc(sizeof *bt * (size_t)B * nb);
+    eng_be_keys *keys = malloc(sizeof *keys * (size_t)B);
+    double *ts = malloc(sizeof *ts * (size_t)R);
+    mc.data = eng_be_alloc(be, nrows * mc.row_bytes);
+    if (!ql || !qp || !out || !rows || !flush || !slot || !bt || !keys || !ts || !mc.data) {
+        fprintf(stderr, "out of memory\n");
+        goto done;
+    }
+    uint64_t z = 3;
+#define RND() ((float)((z = z * 6364136223846793005ull + 1) >> 40) / (1 << 24) * 2 - 1)
+    for (size_t i = 0; i < (size_t)B * NH * LAT; i++) ql[i] = RND();
+    for (size_t i = 0; i < (size_t)B * NH * ROPE; i++) qp[i] = RND();
+    for (size_t i = 0; i < nrows * (LAT + ROPE); i++) rows[i] = RND();
+#undef RND
+    for (size_t i = 0; i < nflush; i++) flush[i] = (float)(i & 7);
+    for (size_t i = 0; i < nrows; i++) slot[i] = (int64_t)i;
+    eng_be_cache_store(be, &mc, slot, (int)nrows, rows, LAT + ROPE);
+    for (int b = 0; b < B; b++) {           /* sequences' blocks interleaved, as a pool fills */
+        for (int k = 0; k < nb; k++) bt[b * nb + k] = k * B + b;
+        keys[b] = (eng_be_keys){ bt + b * nb, BS, T, NULL, 0 };
+    }
+    volatile float sink = 0;
+    for (int r = 0; r < R; r++) {
+        float s = 0;
+        for (size_t i = 0; i < nflush; i += 16) s += flush[i];
+        sink += s;
+        double t0 = bench_now();
+        eng_be_mla_attend(be, ql, NH * LAT, qp, NH * ROPE, ROPE, &mc, LAT, NH, 0.102f, keys, B, out, NH * LAT);
+        ts[r] = bench_now() - t0;
+    }
+    (void)sink;
+    qsort(ts, (size_t)R, sizeof *ts, cmp_d);
+    printf("mla_attend of one layer, decode batch %d over %d keys each, rows evicted, small-preset shapes, %s "
+           "(best / median of %d calls):\n  %-28s %8.1f us  %8.1f us\n", B, T, eng_be_describe(be), R, "mla_attend",
+           ts[0] * 1e6, ts[R / 2] * 1e6);
+    rc = 0;
+done:
+    free(ql); free(qp); free(out); free(rows); free(flush); free(slot); free(bt); free(keys); free(ts);
+    eng_be_dealloc(be, mc.data);
+    eng_be_free(be);
+    return rc;
+}
+
 int bench_attn(const bench_opts *o)
 {
     enum { NH = 8, NOPE = 64, VD = 64, LAT = 256, ROPE = 32, IH = 8, ID = 64, TOPK = 256, BS = 16 };
+    if (o->batch > 1) return bench_attn_decode(o);
     int T = o->prompt, R = o->repeat < 5 ? 5 : o->repeat, nb = (T + BS - 1) / BS, rc = 1;
     char err[256];
     eng_backend *be;
