@@ -65,7 +65,8 @@ TEST(flags_reach_their_stage)
     srv_plan p;
     int rc = parse(&c, g_model, "--max-num-seqs", "8", "--max-num-batched-tokens", "4k", "--block-size", "32",
                    "--gpu-memory-utilization", "0.9", "--kv-cache-memory-bytes", "1G", "--kv-cache-dtype", "fp8",
-                   "--dtype", "bfloat16", "--enable-prefix-caching", "--speculative-config", "{\"method\":\"mtp\"}",
+                   "--dtype", "bfloat16", "--enable-prefix-caching", "--no-weights-hugepages",
+                   "--speculative-config", "{\"method\":\"mtp\"}",
                    "--speculative-config.method", "mtp", "--speculative-config.num_speculative_tokens", "3",
                    "-tp", "1", "--enable-expert-parallel", "--seed", "7", "--backend", "cpu",
                    "--chat-template", "t.jinja", "--default-chat-template-kwargs", "{\"enable_thinking\":false}",
@@ -75,6 +76,7 @@ TEST(flags_reach_their_stage)
     CHECK_EQ_INT(plan(&p, &c), 0);
     static const char *const engine[] = {"--max-num-seqs", "--max-num-batched-tokens", "--block-size",
         "--gpu-memory-utilization", "--kv-cache-memory-bytes", "--kv-cache-dtype", "--dtype", "--enable-prefix-caching",
+        "--no-weights-hugepages",
         "--speculative-config", "--speculative-config.method", "--speculative-config.num_speculative_tokens",
         "--tensor-parallel-size", "--enable-expert-parallel", "--seed", "--backend"};
     for (size_t i = 0; i < PL_ARRAY_LEN(engine); i++) {
