@@ -1015,23 +1015,34 @@ static int add_rec(void *vctx, const char *name, enum eng_dtype dt, const char *
     return 0;
 }
 
-/* The file mapped read-only at an address that is a multiple of the huge
- * page size (HP_ALIGN), so file offset and address agree modulo it: a
- * whole huge page of the file can later be replaced by an anonymous huge
- * page at the same address (eng_weights_hugepages). A reservation one
- * HP_ALIGN longer is trimmed to the mapping. */
+/* The huge page size the mappings are aligned to. */
 #define HP_ALIGN ((size_t)2 << 20)
-static void *map_aligned(int fd, uint64_t size)
+
+/* len bytes of anonymous memory (prot, extra mmap flags) at an address that
+ * is a multiple of HP_ALIGN: one HP_ALIGN more is mapped, then the ends
+ * trimmed (to whole pages). MAP_FAILED as mmap says. */
+static unsigned char *map_hp_aligned(size_t len, int prot, int flags)
 {
-    size_t len = (size_t)size;
-    unsigned char *r = mmap(NULL, len + HP_ALIGN, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (r == MAP_FAILED) return mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    unsigned char *r = mmap(NULL, len + HP_ALIGN, prot, MAP_PRIVATE | MAP_ANONYMOUS | flags, -1, 0);
+    if (r == MAP_FAILED) return r;
     unsigned char *a = (unsigned char *)(((uintptr_t)r + HP_ALIGN - 1) & ~(uintptr_t)(HP_ALIGN - 1));
-    void *m = mmap(a, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
-    if (m == MAP_FAILED) { munmap(r, len + HP_ALIGN); return m; }
     size_t pg = (size_t)sysconf(_SC_PAGESIZE), end = ((size_t)(a - r) + len + pg - 1) / pg * pg;
     if (a > r) munmap(r, (size_t)(a - r));
     if (end < len + HP_ALIGN) munmap(r + end, len + HP_ALIGN - end);
+    return a;
+}
+
+/* The file mapped read-only over such a reservation, so file offset and
+ * address agree modulo HP_ALIGN: a whole huge page of the file can later be
+ * replaced by an anonymous huge page at the same address
+ * (eng_weights_hugepages). */
+static void *map_aligned(int fd, uint64_t size)
+{
+    size_t len = (size_t)size;
+    unsigned char *a = map_hp_aligned(len, PROT_NONE, MAP_NORESERVE);
+    if (a == MAP_FAILED) return mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *m = mmap(a, len, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+    if (m == MAP_FAILED) munmap(a, len);
     return m;
 }
 
@@ -1390,38 +1401,37 @@ void eng_weights_free(eng_weights *w)
  * mremap()ed over the file pages at the same address, so every view (and
  * every pointer into a view) stays valid. */
 
+/* A small kernel file (sysfs, procfs) as text in b: 0 or pl_file_read's error. */
+static int read_text(const char *path, pl_buf *b) { return pl_file_read(path, b, 16u << 20, NULL, 0); }
+
 /* 2: "always", 1: "madvise", 0: "never" or no THP in this kernel. */
 static int thp_mode(void)
 {
-    char buf[128] = "";
-    FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
-    if (!f) return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return strstr(buf, "[always]") ? 2 : strstr(buf, "[madvise]") ? 1 : 0;
+    pl_buf b;
+    pl_buf_init(&b);
+    int mode = read_text("/sys/kernel/mm/transparent_hugepage/enabled", &b) ? 0
+               : strstr(b.data, "[always]") ? 2 : strstr(b.data, "[madvise]") ? 1 : 0;
+    pl_buf_free(&b);
+    return mode;
 }
 
-static long proc_long(const char *path, long dflt)
+/* Moved runs this process may still add: each can split a file mapping in
+ * three, so stay far below vm.max_map_count (a failed mremap would cost
+ * the process its weights). */
+static long map_budget(void)
 {
-    FILE *f = fopen(path, "r");
-    long v = dflt;
-    if (f) {
-        if (fscanf(f, "%ld", &v) != 1) v = dflt;
-        fclose(f);
+    pl_buf b;
+    pl_buf_init(&b);
+    long max = 65530, maps = 0;         /* the kernel's default when the file says nothing */
+    if (!read_text("/proc/sys/vm/max_map_count", &b)) {
+        char *end;
+        long v = strtol(b.data, &end, 10);
+        if (end != b.data) max = v;
     }
-    return v;
-}
-
-static long count_maps(void)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    if (!f) return -1;
-    long n = 0;
-    int ch;
-    while ((ch = fgetc(f)) != EOF) n += ch == '\n';
-    fclose(f);
-    return n;
+    if (!read_text("/proc/self/maps", &b))
+        for (size_t i = 0; i < b.len; i++) maps += b.data[i] == '\n';
+    pl_buf_free(&b);
+    return (max - maps) / 2 - 1024;
 }
 
 /* Mark the huge pages of file f that bytes [p, p + n) touch (whole ones
@@ -1439,13 +1449,9 @@ static void hp_mark(const st_file *f, uint8_t *need, const void *p, size_t n)
  * anonymous copy. On a failed mremap the file is mapped there again. */
 static int hp_move(const st_file *f, size_t off, size_t len, int madv, char *err, size_t errlen)
 {
-    unsigned char *dst = f->map + off;
-    unsigned char *r = mmap(NULL, len + HP_ALIGN, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (r == MAP_FAILED) return pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: %zu bytes for huge pages: %s", f->path, len,
+    unsigned char *dst = f->map + off, *a = map_hp_aligned(len, PROT_READ | PROT_WRITE, 0);
+    if (a == MAP_FAILED) return pl_seterr(err, errlen, PL_ERR_NOMEM, "%s: %zu bytes for huge pages: %s", f->path, len,
                                           strerror(errno));
-    unsigned char *a = (unsigned char *)(((uintptr_t)r + HP_ALIGN - 1) & ~(uintptr_t)(HP_ALIGN - 1));
-    if (a > r) munmap(r, (size_t)(a - r));
-    if (a + len < r + len + HP_ALIGN) munmap(a + len, (size_t)(r + HP_ALIGN - a));
     if (madv) madvise(a, len, MADV_HUGEPAGE);
     memcpy(a, dst, len);
     mprotect(a, len, PROT_READ);
@@ -1469,9 +1475,7 @@ int eng_weights_hugepages(eng_weights *w, const eng_tensor *const *views, size_t
     if (!madv) return pl_seterr(err, errlen, PL_ERR_UNSUPPORTED, "transparent huge pages are off in this kernel "
                                 "(/sys/kernel/mm/transparent_hugepage/enabled)");
     madv = madv == 1;
-    /* Each moved run can split a file mapping in three: stay far below
-     * vm.max_map_count (a failed mremap would cost the process). */
-    long maps = count_maps(), budget = (proc_long("/proc/sys/vm/max_map_count", 65530) - (maps < 0 ? 0 : maps)) / 2 - 1024;
+    long budget = map_budget();
     int rc = 0;
     for (int i = 0; i < w->n_files && !rc; i++) {
         const st_file *f = &w->files[i];

@@ -258,7 +258,7 @@ static int upload_weights(eng_model *m, char *err, size_t errlen)
     return for_each_weight(m, upload_one, &u);
 }
 
-struct views_ctx { const eng_tensor **v; size_t n, cap; };
+struct views_ctx { const eng_tensor **v; size_t n; };  /* v NULL: count only */
 static int collect_one(void *p, const eng_tensor *t)
 {
     struct views_ctx *c = p;
@@ -274,7 +274,7 @@ static int collect_one(void *p, const eng_tensor *t)
 static int hugepage_weights(eng_model *m, const eng_model_opts *o, char *err, size_t errlen)
 {
     if (o->load.file_pages || eng_be_kind_of(m->be) != ENG_BE_CPU) return 0;
-    struct views_ctx c = { NULL, 0, 0 };
+    struct views_ctx c = { NULL, 0 };
     for_each_weight(m, collect_one, &c);
     c.v = malloc((c.n ? c.n : 1) * sizeof *c.v);
     if (!c.v) return pl_seterr(err, errlen, PL_ERR_NOMEM, "out of memory");
